@@ -1,0 +1,168 @@
+"""The one analysis core: clean run, knockout sweeps and their measurements, for any adapter.
+
+Every measurement is an nnsight trace over the prepared input. Probabilities are read at the last input position
+(the one that predicts the answer letter) in float32.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+import xarray as xr
+
+from .data.sample import Sample
+from .flows import Flow, Window
+from .knockout import apply_knockout
+from .models.base import PreparedInput, VideoLLMAdapter
+
+SAMPLE_MODES = ("correct", "all", "wrong")
+
+
+@dataclass(frozen=True)
+class StudyConfig:
+    """What a study run measures. Saved in the results' provenance, and compared on resume."""
+
+    window: Window = field(default_factory=Window)
+    samples: str = "correct"
+    num_frames: int = 8
+    gt_token: str = "continuation"  # or "vocab": the released code's bare-letter vocabulary lookup
+    non_option_includes_prefix: bool = True
+    flows: tuple[str, ...] | None = None  # None: the study's own flows
+
+    def __post_init__(self):
+        if self.samples not in SAMPLE_MODES:
+            raise ValueError(f"samples must be one of {SAMPLE_MODES}, got '{self.samples}'")
+        if self.gt_token not in ("continuation", "vocab"):
+            raise ValueError(f"gt_token must be 'continuation' or 'vocab', got '{self.gt_token}'")
+
+    def to_dict(self) -> dict:
+        return {"window_style": self.window.style, "window": self.window.size,
+                "window_ranges": [list(r) for r in self.window.ranges], "samples": self.samples,
+                "num_frames": self.num_frames, "gt_token": self.gt_token,
+                "non_option_includes_prefix": self.non_option_includes_prefix,
+                "flows": None if self.flows is None else list(self.flows)}
+
+
+@dataclass
+class CleanRun:
+    """The unmodified forward pass at the last position."""
+
+    logits: torch.Tensor
+    pred: int
+    p_base: float
+    gt_token: int
+    p_gt_base: float
+
+    @property
+    def correct(self) -> bool:
+        return self.pred == self.gt_token
+
+
+@dataclass
+class StudyContext:
+    """Everything a study needs for one sample. Studies read the model only through ``adapter``'s envoys."""
+
+    adapter: VideoLLMAdapter
+    sample: Sample
+    prepared: PreparedInput
+    config: StudyConfig
+
+    @property
+    def layout(self):
+        return self.prepared.layout
+
+    def trace(self, **kwargs):
+        return self.adapter.trace(self.prepared, **kwargs)
+
+    def answer_token_id(self) -> int:
+        letter = self.sample.answer_letter
+        if self.config.gt_token == "vocab":
+            return int(self.adapter.tokenizer.convert_tokens_to_ids(letter))
+        answer_prompt = self.layout.segment_text.get("answer_prompt", "")
+        return self.adapter.continuation_token_id(answer_prompt, letter)
+
+
+def last_logits(ctx: StudyContext, blocked: torch.Tensor | None = None, layers=()) -> torch.Tensor:
+    """Logits at the last position, with ``blocked`` edges cut in ``layers`` (nothing cut when ``blocked`` is None)."""
+    with torch.no_grad(), ctx.trace():
+        if blocked is not None:
+            apply_knockout(ctx.adapter.layers, blocked, layers)
+        logits = ctx.adapter.lm_head.output[0, -1].save()
+    return logits.detach().float().cpu()
+
+
+def clean_run(ctx: StudyContext) -> CleanRun:
+    logits = last_logits(ctx)
+    probs = logits.softmax(-1)
+    pred = int(probs.argmax())
+    gt = ctx.answer_token_id()
+    return CleanRun(logits=logits, pred=pred, p_base=float(probs[pred]), gt_token=gt, p_gt_base=float(probs[gt]))
+
+
+def wants_knockout(clean: CleanRun, mode: str) -> bool:
+    return mode == "all" or (mode == "correct") == clean.correct
+
+
+def knockout_sweep(ctx: StudyContext, flows, *, sweep_layers=None) -> xr.Dataset:
+    """Knock out each flow in the window around each sweep layer; one (flow, layer) cell per forward pass.
+
+    Returns a Dataset with dims ``(flow, layer)``: ``p_knockout`` (probability of the clean run's predicted token),
+    ``rel_change`` (%), ``p_gt_knockout`` and ``rel_change_gt`` for the ground-truth answer token, ``pred_knockout``
+    (argmax token after knockout), and per-sample scalars ``p_base``, ``p_gt_base``, ``pred_base``, ``answer_token``,
+    ``correct`` and ``knocked_out``. Samples the ``samples`` mode skips keep NaN (and -1 tokens) in the cells.
+    """
+    flows = [f if isinstance(f, Flow) else Flow.parse(f) for f in (ctx.config.flows or flows)]
+    num_layers = ctx.adapter.num_layers
+    sweep = list(range(num_layers) if sweep_layers is None else sweep_layers)
+    window = ctx.config.window
+    clean = clean_run(ctx)
+    shape = (len(flows), len(sweep))
+    p_new = np.full(shape, np.nan)
+    p_gt_new = np.full(shape, np.nan)
+    pred_new = np.full(shape, -1, dtype=np.int64)
+    run_it = wants_knockout(clean, ctx.config.samples)
+    if run_it:
+        for fi, flow in enumerate(flows):
+            blocked = torch.from_numpy(flow.block_matrix(ctx.layout))
+            for li, layer in enumerate(sweep):
+                probs = last_logits(ctx, blocked, window.layers(layer, num_layers)).softmax(-1)
+                p_new[fi, li] = float(probs[clean.pred])
+                p_gt_new[fi, li] = float(probs[clean.gt_token])
+                pred_new[fi, li] = int(probs.argmax())
+    return _sweep_dataset(flows, sweep, window, num_layers, clean, p_new, p_gt_new, pred_new, run_it)
+
+
+def relative_change(new, base) -> np.ndarray:
+    """``(p_knockout - p_base) / p_base * 100``: the paper's %p_change."""
+    return (np.asarray(new) - base) / base * 100.0
+
+
+def _sweep_dataset(flows, sweep, window: Window, num_layers, clean: CleanRun, p_new, p_gt_new, pred_new,
+                   knocked_out: bool) -> xr.Dataset:
+    cell = ("flow", "layer")
+    blocked_layers = [",".join(str(i) for i in window.layers(layer, num_layers)) for layer in sweep]
+    return xr.Dataset(
+        data_vars={
+            "p_knockout": (cell, p_new),
+            "rel_change": (cell, relative_change(p_new, clean.p_base)),
+            "p_gt_knockout": (cell, p_gt_new),
+            "rel_change_gt": (cell, relative_change(p_gt_new, clean.p_gt_base) if clean.p_gt_base > 0
+                              else np.full_like(p_gt_new, np.nan)),
+            "pred_knockout": (cell, pred_new),
+            "p_base": ((), clean.p_base),
+            "p_gt_base": ((), clean.p_gt_base),
+            "pred_base": ((), np.int64(clean.pred)),
+            "answer_token": ((), np.int64(clean.gt_token)),
+            "correct": ((), clean.correct),
+            "knocked_out": ((), knocked_out),
+        },
+        coords={
+            "flow": [f.label for f in flows],
+            "layer": np.asarray(sweep, dtype=np.int64),
+            "blocked_layers": ("layer", np.asarray(blocked_layers, dtype=object)),
+            "window": window.size if window.style in ("center", "inverse") else -1,
+        },
+        attrs={"window_style": window.style, "window_label": window.label},
+    )

@@ -1,0 +1,47 @@
+"""Attention knockout inside an nnsight trace: replace the attention mask a decoder layer receives.
+
+Every decoder layer gets its mask as the ``attention_mask`` keyword. transformers builds it once and hands the same
+tensor to all layers, so we never edit it in place: each knocked-out layer gets a fresh mask.
+
+- ``eager``: the mask is additive float ``(B, 1, Lq, Lk)``; blocked entries get ``finfo.min`` (as the causal part does).
+- ``sdpa`` without padding: the mask is ``None`` and SDPA runs with ``is_causal``; we pass an explicit boolean mask
+  (True = may attend), which gives bit-identical results when nothing is blocked.
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+def knockout_attention_mask(original, blocked: torch.Tensor) -> torch.Tensor:
+    """The mask a layer should receive so that the edges in ``blocked`` are cut.
+
+    ``blocked``: bool ``(Lq, Lk)`` or ``(B, Lq, Lk)``, True = query row may not read key column. With ``Lq < Lk`` the
+    rows are the last ``Lq`` queries (a suffix computed on top of a cached prefix).
+    """
+    if blocked.dim() == 2:
+        blocked = blocked[None]
+    blocked = blocked[:, None]  # one mask shared by all heads
+    q_len, k_len = blocked.shape[-2:]
+    if original is None:
+        causal = torch.ones(k_len, k_len, dtype=torch.bool, device=blocked.device).tril()[k_len - q_len:]
+        return causal & ~blocked
+    if original.dtype == torch.bool:
+        return original & ~blocked.to(original.device)
+    blocked = blocked.to(original.device)
+    batch = max(original.shape[0], blocked.shape[0])
+    fresh = original.expand(batch, *original.shape[1:]).clone()
+    return fresh.masked_fill(blocked, torch.finfo(fresh.dtype).min)
+
+
+def apply_knockout(layers, blocked: torch.Tensor, layer_indices) -> None:
+    """Inside a trace: give each listed decoder layer a mask with ``blocked`` edges cut.
+
+    ``layers`` is the adapter's envoy list of decoder layers. Layers are visited in ascending order because nnsight
+    interleaves with execution and cannot go back to a layer that already ran.
+    """
+    for i in sorted(layer_indices):
+        args, kwargs = layers[i].inputs
+        kwargs = dict(kwargs)
+        kwargs["attention_mask"] = knockout_attention_mask(kwargs.get("attention_mask"), blocked)
+        layers[i].inputs = (args, kwargs)

@@ -1,0 +1,104 @@
+"""Named spans of positions in a model's input sequence.
+
+Spans are recorded while the prompt is tokenized (from the tokenizer's character offsets of named prompt segments),
+never by searching decoded text, so repeated words, multi-byte characters and space-keeping tokenizers cannot move them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .errors import LayoutError
+
+
+@dataclass(frozen=True)
+class Span:
+    """A set of input positions, stored as sorted, disjoint half-open ranges ``[start, stop)``."""
+
+    name: str
+    ranges: tuple[tuple[int, int], ...]
+
+    @classmethod
+    def from_positions(cls, name: str, positions) -> "Span":
+        positions = sorted(set(int(p) for p in positions))
+        ranges: list[tuple[int, int]] = []
+        for p in positions:
+            if ranges and ranges[-1][1] == p:
+                ranges[-1] = (ranges[-1][0], p + 1)
+            else:
+                ranges.append((p, p + 1))
+        return cls(name, tuple(ranges))
+
+    @classmethod
+    def union(cls, name: str, spans) -> "Span":
+        return cls.from_positions(name, [p for s in spans for p in s.positions()])
+
+    def positions(self) -> np.ndarray:
+        if not self.ranges:
+            return np.zeros(0, dtype=np.int64)
+        return np.concatenate([np.arange(a, b, dtype=np.int64) for a, b in self.ranges])
+
+    def __len__(self) -> int:
+        return sum(b - a for a, b in self.ranges)
+
+    @property
+    def start(self) -> int:
+        return self.ranges[0][0]
+
+    @property
+    def stop(self) -> int:
+        return self.ranges[-1][1]
+
+
+@dataclass(frozen=True)
+class TokenLayout:
+    """Where everything sits in one input sequence.
+
+    ``spans`` holds every named span: ``video``, ``frame_0`` … ``frame_{T-1}``, ``question`` (question block with its
+    options), ``non_option_question``, ``option_A`` …, ``true_option``, ``false_options``, ``last`` and the template's
+    own segments (``system``, ``post_prompt``, ``answer_prompt`` …). ``video_grid`` is the (t, h, w) shape of the video
+    tokens: frame t's token (h, w) sits at ``frames[t].start + h * w_size + w``.
+    """
+
+    seq_len: int
+    spans: dict[str, Span]
+    frames: tuple[Span, ...]
+    video_grid: tuple[int, int, int]
+    option_letters: tuple[str, ...] = ()
+    true_letter: str | None = None
+    segment_text: dict[str, str] = field(default_factory=dict)
+
+    def __getitem__(self, name: str) -> Span:
+        try:
+            return self.spans[name]
+        except KeyError:
+            raise LayoutError(f"no span named '{name}' in this input; known spans: {', '.join(self.spans)}") from None
+
+    def positions(self, name: str) -> np.ndarray:
+        return self[name].positions()
+
+    @property
+    def last(self) -> int:
+        return self.seq_len - 1
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return tuple(self.spans)
+
+    def validate(self) -> None:
+        """Check invariants every analysis relies on; raise LayoutError otherwise."""
+        video = self.spans.get("video")
+        if video is None or len(video) == 0:
+            raise LayoutError("the model input has no video tokens; put the video placeholder in the prompt")
+        frame_positions = np.concatenate([f.positions() for f in self.frames]) if self.frames else np.zeros(0)
+        if not np.array_equal(frame_positions, video.positions()):
+            raise LayoutError("frame spans do not partition the video span exactly")
+        t, h, w = self.video_grid
+        if t != len(self.frames) or any(len(f) != h * w for f in self.frames):
+            raise LayoutError(f"video grid {self.video_grid} disagrees with the frame spans "
+                              f"{[len(f) for f in self.frames]}")
+        for span in self.spans.values():
+            if span.ranges and (span.start < 0 or span.stop > self.seq_len):
+                raise LayoutError(f"span '{span.name}' {span.ranges} lies outside the sequence of {self.seq_len}")

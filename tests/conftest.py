@@ -1,0 +1,57 @@
+"""Shared fixtures: one tiny random LLaVA-NeXT-Video checkpoint and a tiny TVBench-layout benchmark per session."""
+
+import numpy as np
+import pytest
+import torch
+
+torch.set_num_threads(1)  # tiny models: single-threaded is much faster on shared CPUs
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory):
+    from mapflow.models.tiny import build_tiny_llava_next_video
+
+    return build_tiny_llava_next_video(tmp_path_factory.mktemp("models") / "tiny-llava", seed=1, num_layers=4)
+
+
+@pytest.fixture(scope="session", params=["sdpa", "eager"])
+def adapter(request, tiny_model_dir):
+    from mapflow.models import load_model
+
+    return load_model(tiny_model_dir, attn_implementation=request.param)
+
+
+@pytest.fixture(scope="session")
+def sdpa_adapter(tiny_model_dir):
+    from mapflow.models import load_model
+
+    return load_model(tiny_model_dir, attn_implementation="sdpa")
+
+
+@pytest.fixture(scope="session")
+def tiny_benchmark(tmp_path_factory):
+    from mapflow.data import write_tiny_tvbench
+
+    return write_tiny_tvbench(tmp_path_factory.mktemp("bench") / "tvbench", per_task=2, seed=3)
+
+
+@pytest.fixture
+def sample():
+    from mapflow.data.sample import Sample
+
+    return Sample("moving_direction/0000", "moving_direction", "unused.mp4",
+                  "Which direction does the red square move in the video?",
+                  ("Up and to the left.", "Up and to the right.", "Down and to the left."), 2)
+
+
+@pytest.fixture
+def frames():
+    return np.random.default_rng(0).integers(0, 256, (4, 40, 48, 3), dtype=np.uint8)
+
+
+@pytest.fixture
+def prepared(adapter, sample, frames):
+    from mapflow.prompts import mcqa_segments
+
+    return adapter.prepare(frames, mcqa_segments(sample), option_letters=sample.option_letters,
+                           true_letter=sample.answer_letter)
