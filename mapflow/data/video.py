@@ -1,0 +1,289 @@
+"""Pick frame indices and decode video frames for a `Sample`.
+
+The default rule, `segment_midpoint_indices`, reproduces the frame sampling of the TVBench
+paper code (split the clip into T equal segments and take each segment's middle), so frames
+match the published evaluation exactly. Decoding uses decord and falls back to PyAV when decord
+cannot open or decode a file.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mapflow.data.sample import Sample
+from mapflow.errors import DataError
+
+FRAME_RULES: tuple[str, ...] = ("segment_midpoint", "linspace")
+
+# Chooses frame indices once the decoder knows (num_video_frames, fps).
+IndexChooser = Callable[[int, float], np.ndarray]
+
+
+@dataclass(frozen=True)
+class VideoFrames:
+    """Decoded frames plus the facts needed to reproduce which frames they are."""
+
+    frames: np.ndarray  # uint8, (T, H, W, 3), RGB
+    indices: np.ndarray  # int64, (T,), indices into the full video
+    fps: float
+    num_video_frames: int
+
+
+class _DecoderFailure(Exception):
+    """A backend could not open or decode the file (triggers the fallback, never escapes)."""
+
+
+# --- index rules ------------------------------------------------------------------------
+
+
+def segment_midpoint_indices(
+    num_video_frames: int,
+    fps: float,
+    num_frames: int = 8,
+    start: float | None = None,
+    end: float | None = None,
+) -> np.ndarray:
+    """Middle frame of each of `num_frames` equal segments of the clip [start, end] (seconds).
+
+    Same arithmetic as the paper code, including Python/NumPy half-to-even rounding and the
+    final truncation with int(); a missing bound means the start/end of the video.
+    """
+    return _segment_midpoint_indices(num_video_frames, fps, num_frames, start, end, where={})
+
+
+def linspace_indices(num_video_frames: int, num_frames: int = 8) -> np.ndarray:
+    """`num_frames` evenly spaced indices from the first to the last frame (both included)."""
+    _check_counts(num_video_frames, num_frames, where={})
+    return np.linspace(0, num_video_frames - 1, num_frames, dtype=int).astype(np.int64)
+
+
+def frame_indices(
+    num_video_frames: int,
+    fps: float,
+    num_frames: int = 8,
+    start: float | None = None,
+    end: float | None = None,
+    rule: str = "segment_midpoint",
+) -> np.ndarray:
+    """Frame indices under `rule`; "linspace" spreads evenly over the clip [start, end]."""
+    return _frame_indices(num_video_frames, fps, num_frames, start, end, rule, where={})
+
+
+def _frame_indices(
+    num_video_frames: int,
+    fps: float,
+    num_frames: int,
+    start: float | None,
+    end: float | None,
+    rule: str,
+    where: dict[str, Any],
+) -> np.ndarray:
+    _check_rule(rule)
+    if rule == "segment_midpoint":
+        return _segment_midpoint_indices(num_video_frames, fps, num_frames, start, end, where)
+    _check_counts(num_video_frames, num_frames, where)
+    start_idx, end_idx = _clip_frame_range(num_video_frames, fps, start, end, where)
+    return start_idx + np.linspace(0, end_idx - start_idx, num_frames, dtype=int).astype(np.int64)
+
+
+def _segment_midpoint_indices(
+    num_video_frames: int,
+    fps: float,
+    num_frames: int,
+    start: float | None,
+    end: float | None,
+    where: dict[str, Any],
+) -> np.ndarray:
+    _check_counts(num_video_frames, num_frames, where)
+    start_idx, end_idx = _clip_frame_range(num_video_frames, fps, start, end, where)
+    segment = (end_idx - start_idx) / num_frames
+    indices = [int(start_idx + segment / 2 + np.round(segment * i)) for i in range(num_frames)]
+    return np.asarray(indices, dtype=np.int64)
+
+
+def _clip_frame_range(
+    num_video_frames: int,
+    fps: float,
+    start: float | None,
+    end: float | None,
+    where: dict[str, Any],
+) -> tuple[int, int]:
+    """First and last frame index of the clip, clamped to the video as the paper code does."""
+    max_frame = num_video_frames - 1
+    if start is None and end is None:
+        return 0, max_frame
+    fps = float(fps)
+    if not (math.isfinite(fps) and fps > 0):
+        raise DataError(f"a clip bound needs a positive frame rate, got fps={fps}", field="fps", **where)
+
+    # Python's round() is half-to-even, like the paper code.
+    start_idx = 0 if start is None else max(0, round(start * fps))
+    end_idx = max_frame if end is None else min(round(end * fps), max_frame)
+    if start_idx > max_frame:
+        raise DataError(
+            f"clip start {start} s (frame {start_idx}) lies after the last frame "
+            f"({max_frame}, video has {num_video_frames} frames at {fps:g} fps)",
+            field="start",
+            **where,
+        )
+    if end_idx < start_idx:
+        raise DataError(
+            f"clip [{start}, {end}] s maps to frames [{start_idx}, {end_idx}], which is empty",
+            field="end",
+            **where,
+        )
+    return start_idx, end_idx
+
+
+def _check_counts(num_video_frames: int, num_frames: int, where: dict[str, Any]) -> None:
+    if isinstance(num_frames, bool) or not isinstance(num_frames, int) or num_frames < 1:
+        raise ValueError(f"num_frames must be a positive int, got {num_frames!r}")
+    if num_video_frames < 1:
+        raise DataError(f"video has {num_video_frames} frames", field="video", **where)
+
+
+def _check_rule(rule: str) -> None:
+    if rule not in FRAME_RULES:
+        raise ValueError(f"unknown frame rule {rule!r}; choose one of {FRAME_RULES}")
+
+
+# --- decoding ---------------------------------------------------------------------------
+
+
+def read_frames(sample: Sample, num_frames: int = 8, rule: str = "segment_midpoint") -> VideoFrames:
+    """Decode `num_frames` frames of the sample's clip; errors name the video and the sample."""
+    return read_frames_from_path(
+        sample.video_path,
+        num_frames=num_frames,
+        start=sample.start,
+        end=sample.end,
+        rule=rule,
+        sample_id=sample.sample_id,
+    )
+
+
+def read_frames_from_path(
+    path: str | Path,
+    num_frames: int = 8,
+    start: float | None = None,
+    end: float | None = None,
+    rule: str = "segment_midpoint",
+    *,
+    sample_id: str | None = None,
+) -> VideoFrames:
+    """Decode `num_frames` frames chosen by `rule` from the clip [start, end] (seconds)."""
+    path = Path(path)
+    where: dict[str, Any] = {"file": path, "sample": sample_id}
+    _check_rule(rule)
+    _check_video_file(path, where)
+
+    def choose(num_video_frames: int, fps: float) -> np.ndarray:
+        if num_video_frames < num_frames:
+            raise DataError(
+                f"video has {num_video_frames} frames, fewer than the {num_frames} requested",
+                field="video",
+                **where,
+            )
+        return _frame_indices(num_video_frames, fps, num_frames, start, end, rule, where)
+
+    try:
+        return _decode_with_decord(path, choose)
+    except _DecoderFailure as decord_failure:
+        try:
+            return _decode_with_pyav(path, choose)
+        except _DecoderFailure as pyav_failure:
+            raise DataError(
+                f"cannot decode video (decord: {decord_failure}; PyAV: {pyav_failure})",
+                field="video",
+                **where,
+            ) from pyav_failure
+
+
+def _check_video_file(path: Path, where: dict[str, Any]) -> None:
+    # Checked up front: decord's messages for these cases do not say what is wrong.
+    if not path.exists():
+        raise DataError("video file does not exist", field="video", **where)
+    if not path.is_file():
+        raise DataError("video path is not a regular file", field="video", **where)
+    if path.stat().st_size == 0:
+        raise DataError("video file is empty (0 bytes)", field="video", **where)
+
+
+def _decode_with_decord(path: Path, choose: IndexChooser) -> VideoFrames:
+    try:
+        import decord
+
+        reader = decord.VideoReader(str(path), ctx=decord.cpu(0), num_threads=1)
+        num_video_frames = len(reader)
+        fps = float(reader.get_avg_fps())
+    except Exception as err:  # decord raises bare RuntimeErrors; any failure means "try PyAV"
+        raise _DecoderFailure(f"{type(err).__name__}: {err}") from err
+    if num_video_frames <= 0:
+        raise _DecoderFailure("reports 0 frames")
+
+    indices = choose(num_video_frames, fps)
+    try:
+        batch = reader.get_batch(indices.tolist())
+        # Another module may have set a decord bridge (e.g. torch); np.asarray covers that.
+        frames = batch.asnumpy() if hasattr(batch, "asnumpy") else np.asarray(batch)
+    except Exception as err:
+        raise _DecoderFailure(f"{type(err).__name__}: {err}") from err
+    return _video_frames(frames, indices, fps, num_video_frames)
+
+
+def _decode_with_pyav(path: Path, choose: IndexChooser) -> VideoFrames:
+    # Two passes: count frames first (the container's count is not reliable), then convert
+    # only the chosen frames, so memory stays at T frames rather than the whole video.
+    try:
+        import av
+
+        with av.open(str(path)) as container:
+            if not container.streams.video:
+                raise _DecoderFailure("file has no video stream")
+            stream = container.streams.video[0]
+            rate = stream.average_rate or stream.guessed_rate
+            fps = float(rate) if rate else 0.0
+            num_video_frames = sum(1 for _ in container.decode(stream))
+    except _DecoderFailure:
+        raise
+    except Exception as err:
+        raise _DecoderFailure(f"{type(err).__name__}: {err}") from err
+    if num_video_frames == 0:
+        raise _DecoderFailure("no decodable frames")
+
+    indices = choose(num_video_frames, fps)
+    wanted = set(indices.tolist())
+    last_wanted = max(wanted)
+    picked: dict[int, np.ndarray] = {}
+    try:
+        with av.open(str(path)) as container:
+            for position, frame in enumerate(container.decode(container.streams.video[0])):
+                if position in wanted:
+                    picked[position] = frame.to_ndarray(format="rgb24")
+                if position >= last_wanted:
+                    break
+    except Exception as err:
+        raise _DecoderFailure(f"{type(err).__name__}: {err}") from err
+    missing = sorted(wanted - picked.keys())
+    if missing:
+        raise _DecoderFailure(f"frames {missing} vanished on the second decoding pass")
+    frames = np.stack([picked[i] for i in indices.tolist()])
+    return _video_frames(frames, indices, fps, num_video_frames)
+
+
+def _video_frames(frames: np.ndarray, indices: np.ndarray, fps: float, num_video_frames: int) -> VideoFrames:
+    frames = np.ascontiguousarray(frames, dtype=np.uint8)
+    if frames.ndim != 4 or frames.shape[-1] != 3 or frames.shape[0] != len(indices):
+        raise _DecoderFailure(f"decoded frames have unexpected shape {frames.shape}")
+    return VideoFrames(
+        frames=frames,
+        indices=np.asarray(indices, dtype=np.int64),
+        fps=fps,
+        num_video_frames=int(num_video_frames),
+    )
