@@ -43,8 +43,10 @@ def load_model(path, *, attn_implementation: str = "sdpa", dtype: str = "float32
     With ``self_test`` the adapter checks on a small synthetic clip that an empty knockout reproduces the clean logits
     exactly and that a real knockout changes them.
     """
-    from transformers import AutoProcessor, AutoModelForImageTextToText  # noqa: F401  (import cost paid once here)
     import transformers
+    from transformers import AutoProcessor
+
+    transformers.utils.logging.disable_progress_bar()  # one bar per weight file drowns the run's own progress bar
 
     path = Path(path).expanduser()
     if not path.is_dir():

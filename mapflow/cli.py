@@ -1,0 +1,171 @@
+"""Command line: ``mapflow run | plot | show | studies | demo``. With no arguments it runs the demo."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from .errors import MapflowError
+
+
+def _window_from_args(args):
+    from .flows import Window
+
+    if args.layers:
+        return Window.parse_ranges(args.layers)
+    return Window(style=args.window_style, size=args.window)
+
+
+def add_run_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("study", help="study name (see `mapflow studies`) or path to a .py file defining run(ctx)")
+    parser.add_argument("--model", help="local Hugging Face checkpoint directory (default: the embedded tiny model)")
+    parser.add_argument("--data", help="TVBench-layout benchmark root (default: the embedded synthetic set)")
+    parser.add_argument("--out", required=True, help="output zarr store (resumed if it exists)")
+    parser.add_argument("--window", type=int, default=9, help="knockout window size k (default 9)")
+    parser.add_argument("--window-style", default="center", choices=["center", "inverse", "bottom_up", "top_down"])
+    parser.add_argument("--layers", help="explicit knockout layer ranges instead of a sweep, e.g. '0-16' (0-based, "
+                                         "half-open)")
+    parser.add_argument("--limit", type=int, help="samples per task, chosen with --seed")
+    parser.add_argument("--tasks", nargs="+", help="task names (default: every task in the data root)")
+    parser.add_argument("--samples", default="correct", choices=["correct", "all", "wrong"],
+                        help="which samples get knocked out (others keep NaN); default: correctly answered ones")
+    parser.add_argument("--frames", type=int, default=8, help="frames sampled per video (default 8)")
+    parser.add_argument("--flows", nargs="+", help="override the study's flows, e.g. video->last cross_frame")
+    parser.add_argument("--gt-token", default="continuation", choices=["continuation", "vocab"],
+                        help="how the answer letter becomes a token id (vocab = the released code's lookup)")
+    parser.add_argument("--non-option-without-prefix", action="store_true",
+                        help="leave 'Question:' out of the non-option question span, as the released code does")
+    parser.add_argument("--attn", default="sdpa", choices=["sdpa", "eager"], help="attention implementation")
+    parser.add_argument("--dtype", default="float32", help="float32 | bfloat16 | float16")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: 1 for tiny models)")
+    parser.add_argument("--overwrite", action="store_true", help="delete an existing --out store first")
+    parser.add_argument("--no-progress", action="store_true")
+
+
+def cmd_run(args) -> int:
+    import torch
+
+    from .analysis import StudyConfig
+    from .data import load_tvbench
+    from .embedded import default_data_dir, default_model_dir
+    from .models import load_model
+    from .provenance import run_provenance
+    from .runner import load_study, run_study
+
+    study = load_study(args.study)
+    model_dir = Path(args.model) if args.model else default_model_dir()
+    data_root = Path(args.data) if args.data else default_data_dir()
+    if args.threads or not args.model:
+        torch.set_num_threads(args.threads or 1)  # tiny models run ~10x faster single-threaded on shared CPUs
+    config = StudyConfig(window=_window_from_args(args), samples=args.samples, num_frames=args.frames,
+                         gt_token=args.gt_token, non_option_includes_prefix=not args.non_option_without_prefix,
+                         flows=tuple(args.flows) if args.flows else None)
+    samples = load_tvbench(data_root, tasks=args.tasks, limit=args.limit, seed=args.seed)
+    adapter = load_model(model_dir, attn_implementation=args.attn, dtype=args.dtype, device=args.device)
+    study_name = Path(args.study).stem
+    run_config = {"study": study_name, **config.to_dict(), "tasks": args.tasks, "limit": args.limit,
+                  "seed": args.seed, "model": str(model_dir.resolve()), "data": str(data_root.resolve()),
+                  "attn_implementation": args.attn, "dtype": args.dtype}
+    annotation_files = sorted((data_root / "json").glob("*.json"))
+    provenance = run_provenance(study=study_name, model_dir=model_dir, data_root=data_root,
+                                annotation_files=annotation_files, seed=args.seed, config=run_config,
+                                runtime={"device": args.device, "threads": torch.get_num_threads()})
+    summary = run_study(study, adapter, samples, args.out, config=config, provenance=provenance,
+                        overwrite=args.overwrite, progress=not args.no_progress)
+    print(summary.describe())
+    return 0
+
+
+def cmd_plot(args) -> int:
+    from .plots import plot_rel_change
+    from .results import open_dataset
+
+    out = Path(args.png) if args.png else Path(args.store).with_suffix(".png")
+    path = plot_rel_change(open_dataset(args.store), out, variable=args.variable)
+    print(f"wrote {path}")
+    return 0
+
+
+def cmd_show(args) -> int:
+    from .results import ResultStore, open_dataset
+
+    ds = open_dataset(args.store)
+    print(ds)
+    for sample_id, info in ResultStore(args.store).failed_samples().items():
+        print(f"failed {sample_id} ({info['task']}): {info['reason']}")
+    return 0
+
+
+def cmd_studies(args) -> int:
+    from .runner import available_studies, load_study
+
+    for name in available_studies():
+        doc = (load_study(name).__doc__ or "").strip().splitlines()
+        print(f"{name:24s} {doc[0] if doc else ''}")
+    return 0
+
+
+def cmd_demo(args) -> int:
+    """The main job on the embedded default: two studies on the shipped model and benchmark, plus their figures."""
+    out_dir = Path(args.out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for study in ("cross_frame", "information_flow"):
+        store = out_dir / f"{study}.zarr"
+        run_args = build_parser().parse_args(["run", study, "--out", str(store), "--samples", args.samples,
+                                              "--window", str(args.window)])
+        cmd_run(run_args)
+        cmd_plot(argparse.Namespace(store=str(store), png=str(out_dir / f"{study}.png"), variable="rel_change"))
+    print(f"demo results in {out_dir}/ (open with xarray.open_zarr)")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="mapflow", description=__doc__)
+    parser.add_argument("-v", "--verbose", action="store_true")
+    sub = parser.add_subparsers(dest="command")
+
+    run = sub.add_parser("run", help="run a study over a benchmark and store results in zarr")
+    add_run_arguments(run)
+    run.set_defaults(func=cmd_run)
+
+    plot = sub.add_parser("plot", help="draw mean rel_change vs layer per flow, one panel per task")
+    plot.add_argument("store")
+    plot.add_argument("--png", help="output PNG (default: next to the store)")
+    plot.add_argument("--variable", default="rel_change")
+    plot.set_defaults(func=cmd_plot)
+
+    show = sub.add_parser("show", help="print a result store's dataset and failed samples")
+    show.add_argument("store")
+    show.set_defaults(func=cmd_show)
+
+    studies = sub.add_parser("studies", help="list the available studies")
+    studies.set_defaults(func=cmd_studies)
+
+    demo = sub.add_parser("demo", help="run the main job on the embedded default model and benchmark")
+    demo.add_argument("--out-dir", default="runs/demo")
+    demo.add_argument("--samples", default="all", choices=["correct", "all", "wrong"],
+                      help="default 'all': the embedded random model rarely answers correctly")
+    demo.add_argument("--window", type=int, default=3, help="window size (the tiny model has 6 layers)")
+    demo.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv=None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
+    if args.command is None:
+        args = parser.parse_args(["demo"])
+    try:
+        return args.func(args)
+    except MapflowError as err:
+        print(f"mapflow: error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,338 @@
+"""Per-sample study results appended to one zarr store, safe to kill and resume.
+
+Layout: a zarr (format 2) directory store holding one xarray Dataset with a
+leading ``sample`` dimension. Root attributes hold the run's ``provenance``,
+the committed sample count and the failed samples.
+
+Crash safety
+------------
+Every file zarr writes to a local store is written to a temporary file and
+renamed into place, so each single file write is atomic under SIGKILL. An
+append then takes three steps:
+
+1. xarray appends the sample to every array (unconsolidated). Arrays are
+   resized and written one after another, so a kill here leaves arrays of
+   different lengths. (xarray also rewrites the root attrs here; it is handed
+   the current ones, so they still describe the previous commit.)
+2. The root attributes get the new committed count (and lose the sample from
+   the failures) in one atomic write of ``.zattrs``. This is the commit.
+3. The metadata is consolidated into ``.zmetadata`` (one atomic write).
+
+``xarray.open_zarr`` reads the consolidated metadata by default, so it only
+ever sees array shapes from a finished append: a direct reader gets a
+consistent dataset even while a writer is killed in steps 1 or 2 (after a kill
+in step 2 it lags one sample behind the commit until the next open).
+Opening the store for writing (``create_or_resume``) repairs it to exactly the
+committed samples: every array with a ``sample`` dimension is shrunk to the
+committed count (zarr drops the chunks past the end), leftover temporary files
+are removed and the metadata is consolidated again. A failed append in a live
+process (an exception, Ctrl-C) runs the same repair before re-raising.
+
+One writer per store at a time; there is no lock. Zarr format 2 because it
+stores variable-length strings (object dtype, VLenUTF8) and consolidated
+metadata without warnings; format 3 warns that consolidated metadata is not in
+its spec, and without consolidation the atomic reader snapshot above is lost.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import uuid
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import xarray as xr
+import zarr
+
+from mapflow.errors import MapflowError
+
+SAMPLE_DIM = "sample"
+ZARR_FORMAT = 2  # v2: variable-length strings and consolidated metadata without warnings
+SAMPLE_CHUNK = 64  # samples per chunk file; keeps the file count low for long runs
+
+PROVENANCE_KEY = "provenance"
+COMMITTED_KEY = "mapflow_committed_samples"
+FAILURES_KEY = "mapflow_failures"
+RESERVED_ATTRS = (PROVENANCE_KEY, COMMITTED_KEY, FAILURES_KEY)
+
+# zarr's local store writes "<name>.<32 hex>.partial" and renames it; a kill can leave one behind.
+_PARTIAL_FILE = re.compile(r"\.[0-9a-f]{32}\.partial$")
+
+
+class ResultStore:
+    """One zarr directory store of per-sample results. Build it with `create_or_resume`."""
+
+    def __init__(self, path: str | os.PathLike) -> None:
+        self.path = Path(path)
+        attrs = _read_root_attrs(self.path)
+        if PROVENANCE_KEY not in attrs or COMMITTED_KEY not in attrs:
+            raise MapflowError(f"{self.path} is a zarr store but not a mapflow result store")
+        self._repair()
+        self._completed_ids = self._read_sample_ids()  # cached: only this writer changes them
+
+    @classmethod
+    def create_or_resume(
+        cls,
+        path: str | os.PathLike,
+        provenance: dict,
+        *,
+        resume: bool = True,
+        overwrite: bool = False,
+    ) -> ResultStore:
+        """Create a new store, or reopen (and repair) an existing one whose config matches.
+
+        overwrite=True deletes an existing store first; resume=False refuses an existing one.
+        """
+        path = Path(path)
+        provenance = _json_safe(provenance)
+        if path.exists() and not _is_empty_dir(path):
+            if overwrite:
+                _remove_store(path)
+            elif not resume:
+                raise MapflowError(
+                    f"{path} already exists; choose another --out or pass --overwrite to replace it"
+                )
+            else:
+                stored = _read_root_attrs(path).get(PROVENANCE_KEY, {})
+                _check_same_config(path, stored.get("config"), provenance.get("config"))
+                return cls(path)
+        _create_store(path, provenance)
+        return cls(path)
+
+    @property
+    def provenance(self) -> dict:
+        return self._attrs()[PROVENANCE_KEY]
+
+    @property
+    def committed_count(self) -> int:
+        return int(self._attrs()[COMMITTED_KEY])
+
+    def completed_sample_ids(self) -> set[str]:
+        return set(self._completed_ids)
+
+    def failed_samples(self) -> dict[str, dict]:
+        """sample id -> {"task": ..., "reason": ...} for samples recorded as failed."""
+        return dict(self._attrs()[FAILURES_KEY])
+
+    def record_failure(self, sample_id: str, task: str, reason: str) -> None:
+        sample_id = str(sample_id)
+        if sample_id in self.completed_sample_ids():
+            raise MapflowError(f"sample {sample_id} is already stored in {self.path}; cannot mark it failed")
+        failures = self.failed_samples()
+        failures[sample_id] = {"task": str(task), "reason": str(reason)}
+        self._commit_attrs({FAILURES_KEY: failures})
+
+    def append(self, sample_ds: xr.Dataset) -> None:
+        """Append one study result (leading `sample` dim) and commit it."""
+        ds = _prepare_for_store(sample_ds)
+        new_ids = [str(sample_id) for sample_id in ds[SAMPLE_DIM].values]
+        duplicates = sorted(set(new_ids) & self.completed_sample_ids())
+        if duplicates:
+            raise MapflowError(f"sample(s) {', '.join(duplicates)} already stored in {self.path}")
+        count = self.committed_count
+        if count > 0:
+            _check_matches_store(ds, self.open_dataset(), self.path)
+        # xarray replaces the root attrs on every write: hand it the current ones so the
+        # bookkeeping survives (and stays at the old commit) while arrays are written.
+        ds.attrs = {**ds.attrs, **self._attrs()}
+        try:
+            _write_arrays(ds, self.path, first=count == 0)
+            failures = {k: v for k, v in self.failed_samples().items() if k not in new_ids}
+            self._commit_attrs({COMMITTED_KEY: count + len(new_ids), FAILURES_KEY: failures})
+        except BaseException:
+            self._repair()  # drop the half-written sample so this object stays usable
+            raise
+        self._completed_ids.update(new_ids)
+
+    def open_dataset(self) -> xr.Dataset:
+        return open_dataset(self.path)
+
+    def _group(self) -> zarr.Group:
+        # Never the consolidated view: writers need the arrays' real shapes.
+        return zarr.open_group(self.path, mode="r+", zarr_format=ZARR_FORMAT, use_consolidated=False)
+
+    def _read_sample_ids(self) -> set[str]:
+        count = self.committed_count
+        if count == 0:
+            return set()
+        return {str(sample_id) for sample_id in self._group()[SAMPLE_DIM][:count]}
+
+    def _attrs(self) -> dict:
+        return _read_root_attrs(self.path)
+
+    def _commit_attrs(self, updates: dict) -> None:
+        """Update root attrs in one atomic write, then publish the shapes to readers."""
+        if updates:
+            self._group().attrs.update(updates)
+        zarr.consolidate_metadata(self.path, zarr_format=ZARR_FORMAT)
+
+    def _repair(self) -> None:
+        """Cut every sample-dim array back to the committed count (see module docstring)."""
+        _remove_partial_files(self.path)
+        count = self.committed_count
+        group = self._group()
+        for name, array in list(group.arrays()):
+            if count == 0:
+                del group[name]  # an interrupted first append: start from an empty group
+                continue
+            dims = list(array.attrs.get("_ARRAY_DIMENSIONS", []))
+            if SAMPLE_DIM not in dims:
+                continue
+            axis = dims.index(SAMPLE_DIM)
+            length = array.shape[axis]
+            if length < count:
+                raise MapflowError(
+                    f"{self.path}: array '{name}' has {length} samples but {count} are committed; "
+                    "the store is corrupt"
+                )
+            if length > count:
+                array.resize(array.shape[:axis] + (count,) + array.shape[axis + 1 :])
+        self._commit_attrs({})
+
+
+def open_dataset(path: str | os.PathLike) -> xr.Dataset:
+    """Lazily open a result store; plain `xarray.open_zarr(path)` gives the same dataset."""
+    if not (Path(path) / ".zmetadata").is_file():
+        raise MapflowError(f"{path} is not a mapflow result store (no zarr metadata there)")
+    return xr.open_zarr(path, consolidated=True)
+
+
+def _create_store(path: Path, provenance: dict) -> None:
+    # Build next to the target and rename, so a kill never leaves a half-created store.
+    staging = path.with_name(f"{path.name}.creating-{uuid.uuid4().hex}")
+    group = zarr.open_group(staging, mode="w-", zarr_format=ZARR_FORMAT)
+    group.attrs.update({PROVENANCE_KEY: provenance, COMMITTED_KEY: 0, FAILURES_KEY: {}})
+    zarr.consolidate_metadata(staging, zarr_format=ZARR_FORMAT)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    os.rename(staging, path)
+
+
+def _is_empty_dir(path: Path) -> bool:
+    return path.is_dir() and not any(path.iterdir())
+
+
+def _remove_store(path: Path) -> None:
+    if not (path / ".zgroup").is_file():
+        raise MapflowError(f"refusing to overwrite {path}: it is not a zarr store")
+    # Rename first so a kill during the delete cannot leave a half-deleted store at `path`.
+    doomed = path.with_name(f"{path.name}.deleting-{uuid.uuid4().hex}")
+    os.rename(path, doomed)
+    shutil.rmtree(doomed)
+
+
+def _read_root_attrs(path: Path) -> dict:
+    try:
+        group = zarr.open_group(path, mode="r", zarr_format=ZARR_FORMAT, use_consolidated=False)
+    except (FileNotFoundError, zarr.errors.GroupNotFoundError) as error:
+        raise MapflowError(f"{path} is not a zarr result store ({error})") from error
+    return group.attrs.asdict()
+
+
+def _remove_partial_files(path: Path) -> None:
+    for leftover in path.rglob("*.partial"):
+        if _PARTIAL_FILE.search(leftover.name):
+            leftover.unlink()
+
+
+def _json_safe(value: Any) -> Any:
+    def fallback(obj: Any) -> Any:
+        return obj.item() if isinstance(obj, np.generic) else str(obj)
+
+    return json.loads(json.dumps(value, default=fallback))
+
+
+def _check_same_config(path: Path, stored: Any, new: Any) -> None:
+    differing = _differing_keys(stored, new)
+    if differing:
+        raise MapflowError(
+            f"{path} was written with a different config (differs in: {', '.join(differing)}); "
+            "choose another --out or pass --overwrite to start over"
+        )
+
+
+def _differing_keys(old: Any, new: Any, prefix: str = "") -> list[str]:
+    """Dotted paths of the entries that differ between two JSON-like values."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        keys = sorted(set(old) | set(new))
+        return [d for key in keys for d in _differing_keys(old.get(key), new.get(key), f"{prefix}{key}.")]
+    return [] if old == new else [prefix.rstrip(".") or "config"]
+
+
+def _prepare_for_store(sample_ds: xr.Dataset) -> xr.Dataset:
+    if SAMPLE_DIM not in sample_ds.dims or SAMPLE_DIM not in sample_ds.coords:
+        raise MapflowError(f"a result must have a '{SAMPLE_DIM}' dimension with sample-id coordinate")
+    ids = [str(sample_id) for sample_id in sample_ds[SAMPLE_DIM].values]
+    if not ids:
+        raise MapflowError("a result with no samples cannot be appended")
+    if len(set(ids)) != len(ids):
+        raise MapflowError(f"duplicate sample ids within one result: {ids}")
+    reserved = sorted(set(sample_ds.attrs) & set(RESERVED_ATTRS))
+    if reserved:
+        raise MapflowError(f"result attrs use names reserved by the store: {reserved}")
+    # Object dtype makes zarr store variable-length strings; fixed-width '<U5' would
+    # refuse a longer string in a later append.
+    strings = {name: var.astype(object) for name, var in sample_ds.variables.items() if var.dtype.kind in "UT"}
+    ds = sample_ds.drop_encoding().assign_coords({SAMPLE_DIM: np.array(ids, dtype=object)})
+    ds = ds.assign_coords({n: v for n, v in strings.items() if n in ds.coords and n != SAMPLE_DIM})
+    return ds.assign({n: v for n, v in strings.items() if n not in ds.coords})
+
+
+def _write_arrays(ds: xr.Dataset, path: Path, *, first: bool) -> None:
+    if first:
+        chunking = {
+            name: {"chunks": tuple(SAMPLE_CHUNK if d == SAMPLE_DIM else size for d, size in zip(var.dims, var.shape))}
+            for name, var in ds.variables.items()
+            if SAMPLE_DIM in var.dims
+        }
+        ds.to_zarr(path, mode="a", encoding=chunking, consolidated=False, zarr_format=ZARR_FORMAT)
+    else:
+        # "a-": leave the shared (sample-free) variables alone; they were checked equal.
+        ds.to_zarr(path, mode="a-", append_dim=SAMPLE_DIM, consolidated=False, zarr_format=ZARR_FORMAT)
+
+
+def _check_matches_store(new: xr.Dataset, stored: xr.Dataset, path: Path) -> None:
+    problems = _dim_differences(new, stored)
+    for name in sorted(set(new.variables) | set(stored.variables)):
+        if name not in stored.variables:
+            problems.append(f"'{name}' is not in the store")
+        elif name not in new.variables:
+            problems.append(f"'{name}' is missing from the new result")
+        elif (name in new.coords) != (name in stored.coords):
+            problems.append(f"'{name}' is a coordinate in only one of store and result")
+        elif not problems:  # per-variable detail only when the dims agree, to keep it readable
+            problems += _variable_differences(name, new[name].variable, stored[name].variable)
+    if problems:
+        raise MapflowError(f"result does not match the store {path}: " + "; ".join(problems))
+
+
+def _dim_differences(new: xr.Dataset, stored: xr.Dataset) -> list[str]:
+    sizes_new = {d: s for d, s in new.sizes.items() if d != SAMPLE_DIM}
+    sizes_stored = {d: s for d, s in stored.sizes.items() if d != SAMPLE_DIM}
+    if sizes_new == sizes_stored:
+        return []
+    return [f"non-sample dims are {sizes_new}, store has {sizes_stored}"]
+
+
+def _variable_differences(name: str, new: xr.Variable, stored: xr.Variable) -> list[str]:
+    if new.dims != stored.dims:
+        return [f"'{name}' has dims {new.dims}, store has {stored.dims}"]
+    if _dtype_family(new.dtype) != _dtype_family(stored.dtype):
+        return [f"'{name}' has dtype {new.dtype}, store has {stored.dtype}"]
+    # Values without a sample dim are shared by all samples; xarray would silently overwrite them.
+    if SAMPLE_DIM not in new.dims and not _same_values(new.values, stored.values):
+        return [f"'{name}' has values {new.values.tolist()}, store has {stored.values.tolist()}"]
+    return []
+
+
+def _dtype_family(dtype: np.dtype) -> str:
+    return "str" if dtype.kind in "UTO" else dtype.str
+
+
+def _same_values(a: np.ndarray, b: np.ndarray) -> bool:
+    if a.dtype.kind in "UTO" or b.dtype.kind in "UTO":
+        return a.shape == b.shape and np.asarray(a, dtype=object).tolist() == np.asarray(b, dtype=object).tolist()
+    return bool(np.array_equal(a, b, equal_nan=a.dtype.kind in "fc"))

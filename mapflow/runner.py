@@ -1,0 +1,108 @@
+"""Map a study over samples and append each sample's result to a zarr store as soon as it is done."""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import logging
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import ModuleType
+
+import numpy as np
+import xarray as xr
+from tqdm.auto import tqdm
+
+from .analysis import StudyConfig, StudyContext
+from .data.sample import Sample
+from .data.video import read_frames
+from .errors import MapflowError
+from .models.base import VideoLLMAdapter
+from .prompts import LLAVA_MCQA, mcqa_segments
+from .results import ResultStore
+
+log = logging.getLogger(__name__)
+
+STUDIES_DIR = Path(__file__).resolve().parent.parent / "studies"
+
+
+def load_study(name_or_path: str) -> ModuleType:
+    """A study by name (``studies/<name>.py``) or by the path of a ``.py`` file defining ``run(ctx)``."""
+    path = Path(name_or_path)
+    if path.suffix == ".py":
+        if not path.is_file():
+            raise MapflowError(f"study file {path} does not exist")
+        spec = importlib.util.spec_from_file_location(f"mapflow_user_study_{path.stem}", path)
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[spec.name] = module  # nnsight reads the traced block's source through the module
+        spec.loader.exec_module(module)
+    else:
+        try:
+            module = importlib.import_module(f"studies.{name_or_path}")
+        except ModuleNotFoundError as err:
+            if err.name != f"studies.{name_or_path}":
+                raise
+            raise MapflowError(f"no study named '{name_or_path}'; available: {', '.join(available_studies())}") \
+                from None
+    if not callable(getattr(module, "run", None)):
+        raise MapflowError(f"study {name_or_path} defines no run(ctx) function")
+    return module
+
+
+def available_studies() -> list[str]:
+    return sorted(p.stem for p in STUDIES_DIR.glob("*.py") if not p.stem.startswith("_"))
+
+
+@dataclass
+class RunSummary:
+    out: Path
+    done: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+    failed: dict[str, str] = field(default_factory=dict)
+
+    def describe(self) -> str:
+        text = (f"{len(self.done)} sample(s) measured, {len(self.skipped)} already in the store, "
+                f"{len(self.failed)} failed -> {self.out}")
+        for sample_id, reason in list(self.failed.items())[:5]:
+            text += f"\n  failed {sample_id}: {reason}"
+        return text
+
+
+def measure_sample(study: ModuleType, adapter: VideoLLMAdapter, sample: Sample, config: StudyConfig,
+                   model_name: str) -> xr.Dataset:
+    """Run the study on one sample; the result gets the leading ``sample`` dim and its ``task``/``model`` labels."""
+    frames = read_frames(sample, num_frames=config.num_frames).frames
+    prepared = adapter.prepare(
+        frames, mcqa_segments(sample, LLAVA_MCQA), option_letters=sample.option_letters,
+        true_letter=sample.answer_letter, non_option_includes_prefix=config.non_option_includes_prefix,
+    )
+    result = study.run(StudyContext(adapter=adapter, sample=sample, prepared=prepared, config=config))
+    result = result.expand_dims(sample=[sample.sample_id])
+    return result.assign_coords(task=("sample", np.asarray([sample.task], dtype=object)), model=model_name)
+
+
+def run_study(study: ModuleType, adapter: VideoLLMAdapter, samples: list[Sample], out, *, config: StudyConfig,
+              provenance: dict, resume: bool = True, overwrite: bool = False, progress: bool = True) -> RunSummary:
+    """Measure every sample not yet in ``out``; a failing sample is recorded with its reason and the run goes on."""
+    store = ResultStore.create_or_resume(out, provenance, resume=resume, overwrite=overwrite)
+    summary = RunSummary(out=Path(out))
+    completed = store.completed_sample_ids()
+    model_name = provenance["model"]["name"]
+    bar = tqdm(samples, desc=f"{provenance['study']}", unit="sample", disable=not progress)
+    for sample in bar:
+        if sample.sample_id in completed:
+            summary.skipped.append(sample.sample_id)
+            continue
+        bar.set_postfix_str(sample.sample_id)
+        try:
+            result = measure_sample(study, adapter, sample, config, model_name)
+        except (MapflowError, ValueError, RuntimeError, OSError) as err:
+            reason = f"{type(err).__name__}: {err}"
+            log.warning("sample %s failed: %s", sample.sample_id, reason)
+            store.record_failure(sample.sample_id, sample.task, reason)
+            summary.failed[sample.sample_id] = reason
+            continue
+        store.append(result)
+        summary.done.append(sample.sample_id)
+    return summary

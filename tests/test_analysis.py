@@ -1,0 +1,61 @@
+import numpy as np
+import pytest
+import torch
+
+from mapflow.analysis import StudyConfig, StudyContext, clean_run, knockout_sweep
+from mapflow.flows import Flow, Window
+from mapflow.knockout import apply_knockout
+from mapflow.prompts import mcqa_segments
+
+
+def context(adapter, sample, frames, **config):
+    prepared = adapter.prepare(frames, mcqa_segments(sample), option_letters=sample.option_letters,
+                               true_letter=sample.answer_letter)
+    return StudyContext(adapter=adapter, sample=sample, prepared=prepared, config=StudyConfig(**config))
+
+
+def test_sweep_cells_match_a_direct_knockout(sdpa_adapter, sample, frames):
+    ctx = context(sdpa_adapter, sample, frames, window=Window("center", 3), samples="all")
+    ds = knockout_sweep(ctx, ["video->last", "cross_frame"])
+    assert ds.rel_change.dims == ("flow", "layer")
+    assert ds.flow.values.tolist() == ["video->last", "cross_frame"]
+    assert ds.layer.values.tolist() == list(range(sdpa_adapter.num_layers))
+    assert ds.blocked_layers.values.tolist() == ["0,1", "0,1,2", "1,2,3", "2,3"]
+    # an independent trace of the (video->last, layer 0) cell
+    blocked = torch.from_numpy(Flow.parse("video->last").block_matrix(ctx.layout))
+    with torch.no_grad(), ctx.trace():
+        apply_knockout(sdpa_adapter.layers, blocked, [0, 1])
+        logits = sdpa_adapter.lm_head.output[0, -1].save()
+    probs = logits.float().softmax(-1)
+    pred = int(ds.pred_base)
+    assert ds.p_knockout.sel(flow="video->last", layer=0) == pytest.approx(float(probs[pred]), abs=1e-7)
+    expected = (float(probs[pred]) - float(ds.p_base)) / float(ds.p_base) * 100
+    assert ds.rel_change.sel(flow="video->last", layer=0) == pytest.approx(expected, rel=1e-6)
+    assert int(ds.pred_knockout.sel(flow="video->last", layer=0)) == int(probs.argmax())
+    assert bool(ds.knocked_out)
+
+
+def test_cross_frame_on_a_single_frame_is_the_baseline(sdpa_adapter, sample, frames):
+    ctx = context(sdpa_adapter, sample, frames[:1], window=Window("center", 99), samples="all")
+    ds = knockout_sweep(ctx, ["cross_frame"])
+    assert np.all(ds.rel_change.values == 0)
+
+
+def test_samples_mode_skips_the_other_kind(sdpa_adapter, sample, frames):
+    ctx = context(sdpa_adapter, sample, frames, window=Window("center", 3), samples="correct")
+    clean = clean_run(ctx)
+    ds = knockout_sweep(ctx, ["video->last"])
+    assert bool(ds.correct) == clean.correct
+    assert bool(ds.knocked_out) == clean.correct
+    assert np.isnan(ds.p_knockout.values).all() != clean.correct
+    wrong = knockout_sweep(context(sdpa_adapter, sample, frames, window=Window("center", 3), samples="wrong"),
+                           ["video->last"])
+    assert bool(wrong.knocked_out) != clean.correct
+
+
+def test_ground_truth_token_rules(sdpa_adapter, sample, frames):
+    ctx = context(sdpa_adapter, sample, frames)
+    tok = sdpa_adapter.tokenizer
+    assert tok.decode([ctx.answer_token_id()]) == "C"
+    vocab = context(sdpa_adapter, sample, frames, gt_token="vocab")
+    assert vocab.answer_token_id() == tok.convert_tokens_to_ids("C")
