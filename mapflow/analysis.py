@@ -113,12 +113,27 @@ def knockout_sweep(ctx: StudyContext, flows, *, sweep_layers=None) -> xr.Dataset
     (argmax token after knockout), and per-sample scalars ``p_base``, ``p_gt_base``, ``pred_base``, ``answer_token``,
     ``correct`` and ``knocked_out``. Samples the ``samples`` mode skips keep NaN (and -1 tokens) in the cells.
     """
-    flows = [f if isinstance(f, Flow) else Flow.parse(f) for f in (ctx.config.flows or flows)]
     num_layers = ctx.adapter.num_layers
     sweep = list(range(num_layers) if sweep_layers is None else sweep_layers)
     window = ctx.config.window
+    layer_sets = [window.layers(layer, num_layers) for layer in sweep]
+    ds = measure_knockouts(ctx, flows, layer_sets, dim="layer", labels=np.asarray(sweep, dtype=np.int64))
+    ds = ds.assign_coords(window=window.size if window.style in ("center", "inverse") else -1)
+    ds.attrs.update(window_style=window.style, window_label=window.label)
+    return ds
+
+
+def knockout_layer_sets(ctx: StudyContext, flows, layer_sets: dict[str, tuple[int, ...]]) -> xr.Dataset:
+    """Knock out each flow in each named fixed set of layers (e.g. first and second half): dims ``(flow, layers)``."""
+    return measure_knockouts(ctx, flows, list(layer_sets.values()), dim="layers",
+                             labels=np.asarray(list(layer_sets), dtype=object))
+
+
+def measure_knockouts(ctx: StudyContext, flows, layer_sets, *, dim: str, labels) -> xr.Dataset:
+    """The shared measurement: one forward pass per (flow, layer set), read at the last position."""
+    flows = [f if isinstance(f, Flow) else Flow.parse(f) for f in (ctx.config.flows or flows)]
     clean = clean_run(ctx)
-    shape = (len(flows), len(sweep))
+    shape = (len(flows), len(layer_sets))
     p_new = np.full(shape, np.nan)
     p_gt_new = np.full(shape, np.nan)
     pred_new = np.full(shape, -1, dtype=np.int64)
@@ -126,23 +141,13 @@ def knockout_sweep(ctx: StudyContext, flows, *, sweep_layers=None) -> xr.Dataset
     if run_it:
         for fi, flow in enumerate(flows):
             blocked = torch.from_numpy(flow.block_matrix(ctx.layout))
-            for li, layer in enumerate(sweep):
-                probs = last_logits(ctx, blocked, window.layers(layer, num_layers)).softmax(-1)
+            for li, layers in enumerate(layer_sets):
+                probs = last_logits(ctx, blocked, layers).softmax(-1)
                 p_new[fi, li] = float(probs[clean.pred])
                 p_gt_new[fi, li] = float(probs[clean.gt_token])
                 pred_new[fi, li] = int(probs.argmax())
-    return _sweep_dataset(flows, sweep, window, num_layers, clean, p_new, p_gt_new, pred_new, run_it)
-
-
-def relative_change(new, base) -> np.ndarray:
-    """``(p_knockout - p_base) / p_base * 100``: the paper's %p_change."""
-    return (np.asarray(new) - base) / base * 100.0
-
-
-def _sweep_dataset(flows, sweep, window: Window, num_layers, clean: CleanRun, p_new, p_gt_new, pred_new,
-                   knocked_out: bool) -> xr.Dataset:
-    cell = ("flow", "layer")
-    blocked_layers = [",".join(str(i) for i in window.layers(layer, num_layers)) for layer in sweep]
+    cell = ("flow", dim)
+    blocked_layers = [",".join(str(i) for i in layers) for layers in layer_sets]
     return xr.Dataset(
         data_vars={
             "p_knockout": (cell, p_new),
@@ -156,13 +161,16 @@ def _sweep_dataset(flows, sweep, window: Window, num_layers, clean: CleanRun, p_
             "pred_base": ((), np.int64(clean.pred)),
             "answer_token": ((), np.int64(clean.gt_token)),
             "correct": ((), clean.correct),
-            "knocked_out": ((), knocked_out),
+            "knocked_out": ((), run_it),
         },
         coords={
             "flow": [f.label for f in flows],
-            "layer": np.asarray(sweep, dtype=np.int64),
-            "blocked_layers": ("layer", np.asarray(blocked_layers, dtype=object)),
-            "window": window.size if window.style in ("center", "inverse") else -1,
+            dim: labels,
+            "blocked_layers": (dim, np.asarray(blocked_layers, dtype=object)),
         },
-        attrs={"window_style": window.style, "window_label": window.label},
     )
+
+
+def relative_change(new, base) -> np.ndarray:
+    """``(p_knockout - p_base) / p_base * 100``: the paper's %p_change."""
+    return (np.asarray(new) - base) / base * 100.0

@@ -56,7 +56,22 @@ LLAVA_MCQA = McqaTemplate(
     answer_prompt=" ASSISTANT:Best option:(",
 )
 
-TEMPLATES = {LLAVA_MCQA.name: LLAVA_MCQA}
+# The model organisms' short prompt in the same style (question, lettered options, answer letter last): the long
+# system text would triple their sequence length and CPU training time without teaching them anything.
+ORGANISM_MCQA = McqaTemplate(
+    name="organism_mcqa",
+    before_video="USER: ",
+    video_placeholder="<video>",
+    between_video_and_question="\n",
+    question_prefix="Question: ",
+    options_header="\nOptions:\n",
+    option_format="({letter}) {text}",
+    option_separator="\n",
+    post_prompt="",
+    answer_prompt="\nASSISTANT: Best option:(",
+)
+
+TEMPLATES = {t.name: t for t in (LLAVA_MCQA, ORGANISM_MCQA)}
 
 
 def mcqa_segments(sample: Sample, template: McqaTemplate = LLAVA_MCQA) -> list[PromptSegment]:
@@ -73,7 +88,8 @@ def mcqa_segments(sample: Sample, template: McqaTemplate = LLAVA_MCQA) -> list[P
         if i:
             segments.append(PromptSegment(f"option_separator_{i}", template.option_separator))
         segments.append(PromptSegment(f"option_{letter}", template.option_format.format(letter=letter, text=text)))
-    segments.append(PromptSegment("post_prompt", template.post_prompt))
+    if template.post_prompt:
+        segments.append(PromptSegment("post_prompt", template.post_prompt))
     segments.append(PromptSegment("answer_prompt", template.answer_prompt))
     return segments
 

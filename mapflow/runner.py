@@ -19,7 +19,7 @@ from .data.sample import Sample
 from .data.video import read_frames
 from .errors import MapflowError
 from .models.base import VideoLLMAdapter
-from .prompts import LLAVA_MCQA, mcqa_segments
+from .prompts import mcqa_segments
 from .results import ResultStore
 
 log = logging.getLogger(__name__)
@@ -74,7 +74,7 @@ def measure_sample(study: ModuleType, adapter: VideoLLMAdapter, sample: Sample, 
     """Run the study on one sample; the result gets the leading ``sample`` dim and its ``task``/``model`` labels."""
     frames = read_frames(sample, num_frames=config.num_frames).frames
     prepared = adapter.prepare(
-        frames, mcqa_segments(sample, LLAVA_MCQA), option_letters=sample.option_letters,
+        frames, mcqa_segments(sample, adapter.prompt_template), option_letters=sample.option_letters,
         true_letter=sample.answer_letter, non_option_includes_prefix=config.non_option_includes_prefix,
     )
     result = study.run(StudyContext(adapter=adapter, sample=sample, prepared=prepared, config=config))

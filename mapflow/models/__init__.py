@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 from ..errors import ModelLoadError
-from ..prompts import LLAVA_MCQA, PromptSegment
+from ..prompts import LLAVA_MCQA, TEMPLATES, McqaTemplate, PromptSegment
 from .base import PreparedInput, VideoLLMAdapter
 from .llava_next_video import LlavaNextVideoAdapter
 
@@ -36,6 +36,17 @@ def _architecture(path: Path) -> str:
                          f"{', '.join(sorted(ADAPTERS))}")
 
 
+def _checkpoint_prompt_template(path: Path) -> McqaTemplate:
+    """A checkpoint may name its prompt template in ``mapflow.json`` (the model organisms do); else the paper's."""
+    meta_file = path / "mapflow.json"
+    if not meta_file.is_file():
+        return LLAVA_MCQA
+    name = json.loads(meta_file.read_text()).get("prompt_template", LLAVA_MCQA.name)
+    if name not in TEMPLATES:
+        raise ModelLoadError(f"{meta_file}: unknown prompt_template '{name}'; known: {', '.join(TEMPLATES)}")
+    return TEMPLATES[name]
+
+
 def load_model(path, *, attn_implementation: str = "sdpa", dtype: str = "float32", device: str = "cpu",
                self_test: bool = True) -> VideoLLMAdapter:
     """Load a checkpoint directory (never the hub) and wrap it in its family's adapter.
@@ -59,6 +70,7 @@ def load_model(path, *, attn_implementation: str = "sdpa", dtype: str = "float32
                                            local_files_only=True).to(device).eval()
     processor = AutoProcessor.from_pretrained(path, local_files_only=True)
     adapter = ADAPTERS[arch](hf_model, processor, path=path)
+    adapter.prompt_template = _checkpoint_prompt_template(path)
     if self_test:
         adapter.self_test(self_test_input(adapter))
     return adapter
@@ -66,14 +78,15 @@ def load_model(path, *, attn_implementation: str = "sdpa", dtype: str = "float32
 
 def self_test_input(adapter: VideoLLMAdapter, num_frames: int = 2, seed: int = 0) -> PreparedInput:
     """Two frames of seeded noise and a one-line question: enough for cross-frame and video->last edges."""
-    size = 64
+    size = adapter.hf_model.config.vision_config.image_size  # processors that do not resize need this exact size
     frames = np.random.default_rng(seed).integers(0, 256, (num_frames, size, size, 3), dtype=np.uint8)
+    template = adapter.prompt_template
     segments = [
-        PromptSegment("system", LLAVA_MCQA.before_video),
+        PromptSegment("system", template.before_video),
         PromptSegment("video", adapter.processor.video_token),
-        PromptSegment("bridge", LLAVA_MCQA.between_video_and_question),
+        PromptSegment("bridge", template.between_video_and_question),
         PromptSegment("question_text", "What happens in the video?"),
-        PromptSegment("answer_prompt", LLAVA_MCQA.answer_prompt),
+        PromptSegment("answer_prompt", template.answer_prompt),
     ]
     return adapter.prepare(frames, segments)
 

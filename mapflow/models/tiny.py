@@ -30,8 +30,8 @@ _CORPUS = [
 ]
 
 
-def build_tiny_tokenizer(vocab_size: int = 512):
-    """A byte-level BPE tokenizer trained (deterministically) on `_CORPUS`, wrapped for transformers."""
+def build_tiny_tokenizer(vocab_size: int = 512, corpus: list[str] | None = None):
+    """A byte-level BPE tokenizer trained (deterministically) on ``corpus`` (default `_CORPUS`), for transformers."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
     from transformers import PreTrainedTokenizerFast
 
@@ -44,7 +44,7 @@ def build_tiny_tokenizer(vocab_size: int = 512):
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
     )
-    tokenizer.train_from_iterator(_CORPUS * 4, trainer=trainer)
+    tokenizer.train_from_iterator((corpus or _CORPUS) * 4, trainer=trainer)
     bos_id = tokenizer.token_to_id("<s>")
     tokenizer.post_processor = processors.TemplateProcessing(
         single="<s> $A", pair="<s> $A <s> $B", special_tokens=[("<s>", bos_id)]
@@ -61,15 +61,16 @@ def build_tiny_tokenizer(vocab_size: int = 512):
 
 def tiny_llava_next_video_config(vocab_size: int, video_token_id: int, image_token_id: int, *, image_size: int = 64,
                                  patch_size: int = 8, hidden_size: int = 64, num_layers: int = 6, num_heads: int = 4,
-                                 num_kv_heads: int = 2):
+                                 num_kv_heads: int = 2, intermediate_size: int | None = None,
+                                 vision_hidden_size: int = 32, vision_layers: int = 2):
     from transformers import CLIPVisionConfig, LlamaConfig, LlavaNextVideoConfig
 
     vision = CLIPVisionConfig(
-        hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
-        image_size=image_size, patch_size=patch_size, projection_dim=32,
+        hidden_size=vision_hidden_size, intermediate_size=2 * vision_hidden_size, num_hidden_layers=vision_layers,
+        num_attention_heads=2, image_size=image_size, patch_size=patch_size, projection_dim=vision_hidden_size,
     )
     text = LlamaConfig(
-        vocab_size=vocab_size, hidden_size=hidden_size, intermediate_size=2 * hidden_size,
+        vocab_size=vocab_size, hidden_size=hidden_size, intermediate_size=intermediate_size or 2 * hidden_size,
         num_hidden_layers=num_layers, num_attention_heads=num_heads, num_key_value_heads=num_kv_heads,
         max_position_embeddings=4096, bos_token_id=1, eos_token_id=2, pad_token_id=3, tie_word_embeddings=False,
     )
@@ -81,12 +82,12 @@ def tiny_llava_next_video_config(vocab_size: int, video_token_id: int, image_tok
     )
 
 
-def build_tiny_processor(tokenizer, image_size: int, patch_size: int):
+def build_tiny_processor(tokenizer, image_size: int, patch_size: int, **video_processor_kwargs):
     from transformers import LlavaNextImageProcessor, LlavaNextVideoProcessor, LlavaNextVideoVideoProcessor
 
     size = {"shortest_edge": image_size}
     crop = {"height": image_size, "width": image_size}
-    video_processor = LlavaNextVideoVideoProcessor(size=size, crop_size=crop)
+    video_processor = LlavaNextVideoVideoProcessor(size=size, crop_size=crop, **video_processor_kwargs)
     image_processor = LlavaNextImageProcessor(size=size, crop_size=crop, image_grid_pinpoints=[[image_size, image_size]])
     return LlavaNextVideoProcessor(
         video_processor=video_processor, image_processor=image_processor, tokenizer=tokenizer,
