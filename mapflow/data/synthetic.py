@@ -13,10 +13,13 @@ import argparse
 import functools
 import io
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+from mapflow.data import temporal_tasks
 
 RGB = tuple[int, int, int]
 
@@ -71,8 +74,21 @@ def pick_video_encoder() -> str:
     raise RuntimeError(f"no usable mp4 encoder in PyAV ({'; '.join(failures)})")
 
 
-def write_video(path: str | Path, frames: np.ndarray, fps: int = 8, codec: str | None = None) -> Path:
-    """Write uint8 RGB frames (T, H, W, 3) with even H and W as a yuv420p mp4."""
+def write_video(
+    path: str | Path,
+    frames: np.ndarray,
+    fps: int = 8,
+    codec: str | None = None,
+    *,
+    qp: int | None = None,
+    pix_fmt: str = "yuv420p",
+) -> Path:
+    """Write uint8 RGB frames (T, H, W, 3) with even H and W as an mp4 (yuv420p by default).
+
+    `qp` overrides libx264's constant quantiser (0 = lossless in YUV, default 18); other
+    encoders ignore it. ``pix_fmt="yuv444p"`` keeps full-resolution colour (yuv420p halves
+    it, which smears the edges of few-pixel shapes by up to ~120 levels).
+    """
     frames = np.asarray(frames)
     if frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[-1] != 3:
         raise ValueError(f"frames must be uint8 (T, H, W, 3), got {frames.dtype} {frames.shape}")
@@ -81,18 +97,23 @@ def write_video(path: str | Path, frames: np.ndarray, fps: int = 8, codec: str |
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "wb") as handle:
-        _encode_mp4(handle, frames, fps=fps, codec=codec or pick_video_encoder())
+        _encode_mp4(handle, frames, fps=fps, codec=codec or pick_video_encoder(), qp=qp, pix_fmt=pix_fmt)
     return path
 
 
-def _encode_mp4(target, frames: np.ndarray, fps: int, codec: str) -> None:
+def _encode_mp4(
+    target, frames: np.ndarray, fps: int, codec: str, qp: int | None = None, pix_fmt: str = "yuv420p"
+) -> None:
     import av
 
+    options = dict(_ENCODER_OPTIONS.get(codec, {}))
+    if qp is not None and codec == "libx264":
+        options["qp"] = str(qp)
     with av.open(target, mode="w", format="mp4") as container:
-        stream = container.add_stream(codec, rate=fps, options=_ENCODER_OPTIONS.get(codec, {}))
+        stream = container.add_stream(codec, rate=fps, options=options)
         stream.width = frames.shape[2]
         stream.height = frames.shape[1]
-        stream.pix_fmt = "yuv420p"
+        stream.pix_fmt = pix_fmt
         stream.codec_context.thread_count = 1  # part of keeping the bytes reproducible
         if codec == "mpeg4":
             stream.bit_rate = 2_000_000  # the default bitrate smears small coloured shapes
@@ -260,17 +281,140 @@ def _balanced(values: tuple, count: int, rng: np.random.Generator) -> list:
     return [cycled[int(k)] for k in rng.permutation(count)]
 
 
+# --- temporal benchmark (the five analysis tasks; see mapflow.data.temporal_tasks) -----
+
+# yuv444p at qp 0 is lossless in YUV: decoded pixels stay within 1 level of the rendered
+# ones (yuv420p would smear few-pixel shapes' colour edges), and the files are small.
+TEMPORAL_QP = 0
+TEMPORAL_PIX_FMT = "yuv444p"
+
+
+@dataclass(frozen=True, eq=False)
+class BenchmarkEntry:
+    """One item of the written temporal benchmark, with its options in file order."""
+
+    task: str
+    video: str  # file name inside video/{task}/
+    item: temporal_tasks.TemporalItem
+    candidates: tuple[str, ...]
+
+    def to_json(self) -> dict:
+        return {
+            "video": self.video,
+            "question": self.item.question,
+            "candidates": list(self.candidates),
+            "answer": self.item.answer,
+        }
+
+
+def temporal_benchmark_entries(
+    per_task: int = 40,
+    seed: int = 1234,
+    tasks: Sequence[str] = temporal_tasks.TASKS,
+    shuffle_options: bool = True,
+) -> Iterator[BenchmarkEntry]:
+    """The items `write_temporal_benchmark` writes, in order, drawn from one seeded rng.
+
+    Answer classes are exactly balanced per task; with `shuffle_options` the options are
+    shuffled per item and the position of the right one is balanced too.
+    """
+    tasks = tuple(tasks)
+    unknown = [task for task in tasks if task not in temporal_tasks.TASKS]
+    if unknown:
+        raise ValueError(f"unknown temporal task(s) {unknown}; choose from {temporal_tasks.TASKS}")
+    if per_task < 1:
+        raise ValueError(f"per_task must be >= 1, got {per_task}")
+    rng = np.random.default_rng(seed)
+    for task in tasks:
+        classes = tuple(range(temporal_tasks.NUM_CANDIDATES[task]))
+        answer_classes = _balanced(classes, per_task, rng)
+        answer_positions = _balanced(classes, per_task, rng)
+        for i, (answer_class, position) in enumerate(zip(answer_classes, answer_positions)):
+            item = temporal_tasks.make_item(task, rng, answer_index=answer_class)
+            candidates = tuple(item.candidates)
+            if shuffle_options:
+                candidates = _shuffled_options(item.candidates, item.answer_index, position, rng)
+            yield BenchmarkEntry(task, f"{task}_{i:04d}.mp4", item, candidates)
+
+
+def write_temporal_benchmark(
+    root: str | Path,
+    per_task: int = 40,
+    seed: int = 1234,
+    tasks: Sequence[str] = temporal_tasks.TASKS,
+    shuffle_options: bool = True,
+) -> Path:
+    """Write the synthetic temporal benchmark in TVBench layout under `root`.
+
+    ``json/{task}.json``, ``video/{task}/{task}_{i:04d}.mp4`` (VIDEO_FRAMES frames at FPS) and
+    a README.md; the items are `temporal_benchmark_entries(per_task, seed, tasks, shuffle_options)`.
+    """
+    entries = list(temporal_benchmark_entries(per_task, seed, tasks, shuffle_options))
+    root = Path(root)
+    codec = pick_video_encoder()
+    pix_fmt = TEMPORAL_PIX_FMT if codec == "libx264" else "yuv420p"  # mpeg4 has no 4:4:4
+    (root / "json").mkdir(parents=True, exist_ok=True)
+    for task in dict.fromkeys(entry.task for entry in entries):
+        task_entries = [entry for entry in entries if entry.task == task]
+        for entry in task_entries:
+            path = root / "video" / task / entry.video
+            write_video(path, entry.item.frames, fps=temporal_tasks.FPS, qp=TEMPORAL_QP, pix_fmt=pix_fmt)
+        text = json.dumps([entry.to_json() for entry in task_entries], indent=2, ensure_ascii=False) + "\n"
+        (root / "json" / f"{task}.json").write_text(text, encoding="utf-8")
+    _write_temporal_readme(root, per_task, seed, tuple(tasks))
+    return root
+
+
+def _shuffled_options(
+    candidates: Sequence[str], answer_index: int, position: int, rng: np.random.Generator
+) -> tuple[str, ...]:
+    """The right option at `position`, the others in a random order around it."""
+    others = [c for k, c in enumerate(candidates) if k != answer_index]
+    others = [others[int(k)] for k in rng.permutation(len(others))]
+    return tuple(others[:position] + [candidates[answer_index]] + others[position:])
+
+
+def _write_temporal_readme(root: Path, per_task: int, seed: int, tasks: Sequence[str]) -> None:
+    size = temporal_tasks.FRAME_SIZE
+    lines = [
+        "# Synthetic temporal benchmark",
+        "",
+        f"TVBench analysis tasks ({', '.join(tasks)}) on tiny rendered videos ({size}x{size} px, "
+        f"{temporal_tasks.VIDEO_FRAMES} frames at {temporal_tasks.FPS} fps; models see the odd frames).",
+        f"{per_task} items per task, seed {seed}; answer classes and option positions balanced per task.",
+        "Regenerate (OUTDIR = this folder): "
+        f"`python -m mapflow.data.synthetic OUTDIR --benchmark temporal --per-task {per_task} --seed {seed}`",
+        "Generator: `mapflow/data/temporal_tasks.py`; writer: `mapflow/data/synthetic.py`.",
+    ]
+    (root / "README.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         prog="python -m mapflow.data.synthetic",
-        description="Write a tiny deterministic TVBench-layout dataset (moving_direction, scene_transition).",
+        description="Write a deterministic TVBench-layout dataset: the tiny 2-task one (default) "
+        "or the 5-task synthetic temporal benchmark.",
     )
     parser.add_argument("outdir", type=Path, help="dataset root to create (json/ and video/ go inside)")
-    parser.add_argument("--per-task", type=int, default=4, help="samples per task (default 4)")
-    parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    parser.add_argument(
+        "--benchmark", choices=("tiny", "temporal"), default="tiny", help="which dataset (default tiny)"
+    )
+    parser.add_argument(
+        "--per-task", type=int, default=None, help="samples per task (default 4 tiny, 40 temporal)"
+    )
+    parser.add_argument("--seed", type=int, default=None, help="random seed (default 0 tiny, 1234 temporal)")
     args = parser.parse_args(argv)
-    root = write_tiny_tvbench(args.outdir, per_task=args.per_task, seed=args.seed)
-    print(f"wrote {2 * args.per_task} samples to {root} (encoder {pick_video_encoder()}, seed {args.seed})")
+    if args.benchmark == "temporal":
+        per_task = 40 if args.per_task is None else args.per_task
+        seed = 1234 if args.seed is None else args.seed
+        root = write_temporal_benchmark(args.outdir, per_task=per_task, seed=seed)
+        total = per_task * len(temporal_tasks.TASKS)
+        print(f"wrote {total} samples to {root} (encoder {pick_video_encoder()}, seed {seed})")
+        return
+    per_task = 4 if args.per_task is None else args.per_task
+    seed = 0 if args.seed is None else args.seed
+    root = write_tiny_tvbench(args.outdir, per_task=per_task, seed=seed)
+    print(f"wrote {2 * per_task} samples to {root} (encoder {pick_video_encoder()}, seed {seed})")
 
 
 if __name__ == "__main__":
