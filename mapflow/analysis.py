@@ -14,6 +14,7 @@ import xarray as xr
 
 from .data.sample import Sample
 from .flows import Flow, Window
+from .engine import PLANS, KnockoutConfig, clean_state, run_knockouts
 from .knockout import apply_knockout
 from .models.base import PreparedInput, VideoLLMAdapter
 
@@ -30,12 +31,15 @@ class StudyConfig:
     gt_token: str = "continuation"  # or "vocab": the released code's bare-letter vocabulary lookup
     non_option_includes_prefix: bool = True
     flows: tuple[str, ...] | None = None  # None: the study's own flows
+    plan: str = "auto"  # "naive": one full forward per configuration, vision included (the paper code's cost)
 
     def __post_init__(self):
         if self.samples not in SAMPLE_MODES:
             raise ValueError(f"samples must be one of {SAMPLE_MODES}, got '{self.samples}'")
         if self.gt_token not in ("continuation", "vocab"):
             raise ValueError(f"gt_token must be 'continuation' or 'vocab', got '{self.gt_token}'")
+        if self.plan not in PLANS:
+            raise ValueError(f"plan must be one of {PLANS}, got '{self.plan}'")
 
     def to_dict(self) -> dict:
         return {"window_style": self.window.style, "window": self.window.size,
@@ -43,6 +47,7 @@ class StudyConfig:
                 "num_frames": self.num_frames, "gt_token": self.gt_token,
                 "non_option_includes_prefix": self.non_option_includes_prefix,
                 "flows": None if self.flows is None else list(self.flows)}
+        # `plan` is left out on purpose: every plan gives the same numbers, so a run may resume under another
 
 
 @dataclass
@@ -93,8 +98,9 @@ def last_logits(ctx: StudyContext, blocked: torch.Tensor | None = None, layers=(
     return logits.detach().float().cpu()
 
 
-def clean_run(ctx: StudyContext) -> CleanRun:
-    logits = last_logits(ctx)
+def clean_run(ctx: StudyContext, logits: torch.Tensor | None = None) -> CleanRun:
+    """The clean prediction at the last position (from ``logits`` when a clean pass already produced them)."""
+    logits = last_logits(ctx) if logits is None else logits
     probs = logits.softmax(-1)
     pred = int(probs.argmax())
     gt = ctx.answer_token_id()
@@ -132,20 +138,21 @@ def knockout_layer_sets(ctx: StudyContext, flows, layer_sets: dict[str, tuple[in
 def measure_knockouts(ctx: StudyContext, flows, layer_sets, *, dim: str, labels) -> xr.Dataset:
     """The shared measurement: one forward pass per (flow, layer set), read at the last position."""
     flows = [f if isinstance(f, Flow) else Flow.parse(f) for f in (ctx.config.flows or flows)]
-    clean = clean_run(ctx)
+    state = clean_state(ctx.adapter, ctx.prepared) if ctx.config.plan == "auto" else None
+    clean = clean_run(ctx, None if state is None else state.logits[-1])
     shape = (len(flows), len(layer_sets))
     p_new = np.full(shape, np.nan)
     p_gt_new = np.full(shape, np.nan)
     pred_new = np.full(shape, -1, dtype=np.int64)
     run_it = wants_knockout(clean, ctx.config.samples)
     if run_it:
-        for fi, flow in enumerate(flows):
-            blocked = torch.from_numpy(flow.block_matrix(ctx.layout))
-            for li, layers in enumerate(layer_sets):
-                probs = last_logits(ctx, blocked, layers).softmax(-1)
-                p_new[fi, li] = float(probs[clean.pred])
-                p_gt_new[fi, li] = float(probs[clean.gt_token])
-                pred_new[fi, li] = int(probs.argmax())
+        blocked = [torch.from_numpy(flow.block_matrix(ctx.layout)) for flow in flows]
+        configs = [KnockoutConfig(b, tuple(layers)) for b in blocked for layers in layer_sets]
+        probs = run_knockouts(ctx.adapter, ctx.prepared, configs, plan=ctx.config.plan, clean=state).softmax(-1)
+        probs = probs.view(len(flows), len(layer_sets), -1)
+        p_new[:] = probs[..., clean.pred].numpy()
+        p_gt_new[:] = probs[..., clean.gt_token].numpy()
+        pred_new[:] = probs.argmax(-1).numpy()
     cell = ("flow", dim)
     blocked_layers = [",".join(str(i) for i in layers) for layers in layer_sets]
     return xr.Dataset(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import sys
 from pathlib import Path
@@ -37,6 +38,9 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
                         help="how the answer letter becomes a token id (vocab = the released code's lookup)")
     parser.add_argument("--non-option-without-prefix", action="store_true",
                         help="leave 'Question:' out of the non-option question span, as the released code does")
+    parser.add_argument("--plan", default="auto", choices=["auto", "naive"],
+                        help="auto: exact reuse of vision features, cached prefix and clean layers, batched "
+                             "configurations; naive: one full forward per configuration (the paper code's cost)")
     parser.add_argument("--attn", default="sdpa", choices=["sdpa", "eager"], help="attention implementation")
     parser.add_argument("--dtype", default="float32", help="float32 | bfloat16 | float16")
     parser.add_argument("--device", default="cpu")
@@ -63,7 +67,7 @@ def cmd_run(args) -> int:
         torch.set_num_threads(args.threads or 1)  # tiny models run ~10x faster single-threaded on shared CPUs
     config = StudyConfig(window=_window_from_args(args), samples=args.samples, num_frames=args.frames,
                          gt_token=args.gt_token, non_option_includes_prefix=not args.non_option_without_prefix,
-                         flows=tuple(args.flows) if args.flows else None)
+                         flows=tuple(args.flows) if args.flows else None, plan=args.plan)
     samples = load_tvbench(data_root, tasks=args.tasks, limit=args.limit, seed=args.seed)
     adapter = load_model(model_dir, attn_implementation=args.attn, dtype=args.dtype, device=args.device)
     study_name = Path(args.study).stem
@@ -123,6 +127,31 @@ def cmd_demo(args) -> int:
     return 0
 
 
+def cmd_organism_train(args) -> int:
+    from .organism.recipe import Recipe
+    from .organism.train import train_organism
+
+    recipe = Recipe(variant=args.variant, seed=args.seed, steps=args.steps,
+                    last_frame_only_share=args.last_frame_only_share)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    path = train_organism(recipe, out, log_path=out / "training_log.jsonl")
+    meta = json.loads((path / "mapflow.json").read_text())
+    print(f"trained organism-{args.variant} in {meta['training_seconds']} s -> {path}")
+    return 0
+
+
+def cmd_organism_evaluate(args) -> int:
+    from .embedded import default_data_dir
+    from .organism.evaluate import evaluate_organism, format_table
+
+    data = Path(args.data) if args.data else default_data_dir()
+    summary = evaluate_organism(args.model, data, args.out, progress=not args.no_progress, record=not args.no_record)
+    print(format_table(summary["accuracy_percent"]))
+    print(f"load + one forward: {summary['load_and_forward_seconds']:.2f} s")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mapflow", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true")
@@ -144,6 +173,26 @@ def build_parser() -> argparse.ArgumentParser:
 
     studies = sub.add_parser("studies", help="list the available studies")
     studies.set_defaults(func=cmd_studies)
+
+    organism = sub.add_parser("organism", help="train or evaluate the model organisms").add_subparsers(
+        dest="organism_command", required=True)
+    train = organism.add_parser("train", help="train an organism from a seed (a one-off; CPU takes ~30 min)")
+    train.add_argument("--variant", choices=["video", "frames"], default="video")
+    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--steps", type=int, default=4000)
+    train.add_argument("--last-frame-only-share", type=float, default=0.0,
+                       help="share of training samples whose text may read only the last frame")
+    train.add_argument("--out", required=True, help="checkpoint directory")
+    train.set_defaults(func=cmd_organism_train)
+
+    evaluate = organism.add_parser("evaluate", help="accuracy per task, clean and with cross-frame attention blocked "
+                                                    "in the first half / second half / all layers")
+    evaluate.add_argument("--model", required=True)
+    evaluate.add_argument("--data", help="benchmark root (default: the embedded temporal benchmark)")
+    evaluate.add_argument("--out", required=True, help="zarr store for the per-sample results")
+    evaluate.add_argument("--no-record", action="store_true", help="do not write the summary into mapflow.json")
+    evaluate.add_argument("--no-progress", action="store_true")
+    evaluate.set_defaults(func=cmd_organism_evaluate)
 
     demo = sub.add_parser("demo", help="run the main job on the embedded default model and benchmark")
     demo.add_argument("--out-dir", default="runs/demo")
