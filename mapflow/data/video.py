@@ -2,13 +2,16 @@
 
 The default rule, `segment_midpoint_indices`, reproduces the frame sampling of the TVBench
 paper code (split the clip into T equal segments and take each segment's middle), so frames
-match the published evaluation exactly. Decoding uses decord and falls back to PyAV when decord
-cannot open or decode a file.
+match the published evaluation exactly; "linspace" is VideoLLaMA3's rule and "longvideobench"
+LongVideoBench's own (spec §3). Decoding uses decord and falls back to PyAV when decord
+cannot open or decode a file; it runs in a worker thread with a timeout, and its result can be
+cached on disk (`mapflow.data.frame_cache`).
 """
 
 from __future__ import annotations
 
 import math
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,7 +22,10 @@ import numpy as np
 from mapflow.data.sample import Sample
 from mapflow.errors import DataError
 
-FRAME_RULES: tuple[str, ...] = ("segment_midpoint", "linspace")
+FRAME_RULES: tuple[str, ...] = ("segment_midpoint", "linspace", "longvideobench")
+
+# Seconds one video may take to decode before `read_frames` gives up on it (None = no limit).
+DEFAULT_DECODE_TIMEOUT_S: float = 120.0
 
 # Chooses frame indices once the decoder knows (num_video_frames, fps).
 IndexChooser = Callable[[int, float], np.ndarray]
@@ -63,6 +69,22 @@ def linspace_indices(num_video_frames: int, num_frames: int = 8) -> np.ndarray:
     return np.linspace(0, num_video_frames - 1, num_frames, dtype=int).astype(np.int64)
 
 
+def longvideobench_indices(
+    num_video_frames: int,
+    fps: float,
+    num_frames: int = 8,
+    duration: float | None = None,
+) -> np.ndarray:
+    """LongVideoBench's rule: n = min(T, int(duration)) frames spaced int(int(duration*fps) / n)
+    apart from frame 0, padded with the last index up to T.
+
+    `duration` is the benchmark's stated length in seconds (None = the video's own,
+    num_video_frames / fps). Unlike the original, which divides by zero, a clip shorter than
+    1 s gives n = 1 (frame 0 repeated).
+    """
+    return _longvideobench_indices(num_video_frames, fps, num_frames, duration, where={})
+
+
 def frame_indices(
     num_video_frames: int,
     fps: float,
@@ -70,9 +92,14 @@ def frame_indices(
     start: float | None = None,
     end: float | None = None,
     rule: str = "segment_midpoint",
+    *,
+    duration: float | None = None,
 ) -> np.ndarray:
-    """Frame indices under `rule`; "linspace" spreads evenly over the clip [start, end]."""
-    return _frame_indices(num_video_frames, fps, num_frames, start, end, rule, where={})
+    """Frame indices under `rule`; "linspace" spreads evenly over the clip [start, end].
+
+    `duration` is used only by "longvideobench", which takes no clip bound.
+    """
+    return _frame_indices(num_video_frames, fps, num_frames, start, end, rule, where={}, duration=duration)
 
 
 def _frame_indices(
@@ -83,10 +110,14 @@ def _frame_indices(
     end: float | None,
     rule: str,
     where: dict[str, Any],
+    duration: float | None = None,
 ) -> np.ndarray:
     _check_rule(rule)
+    _check_rule_bounds(rule, start, end)
     if rule == "segment_midpoint":
         return _segment_midpoint_indices(num_video_frames, fps, num_frames, start, end, where)
+    if rule == "longvideobench":
+        return _longvideobench_indices(num_video_frames, fps, num_frames, duration, where)
     _check_counts(num_video_frames, num_frames, where)
     start_idx, end_idx = _clip_frame_range(num_video_frames, fps, start, end, where)
     return start_idx + np.linspace(0, end_idx - start_idx, num_frames, dtype=int).astype(np.int64)
@@ -104,6 +135,39 @@ def _segment_midpoint_indices(
     start_idx, end_idx = _clip_frame_range(num_video_frames, fps, start, end, where)
     segment = (end_idx - start_idx) / num_frames
     indices = [int(start_idx + segment / 2 + np.round(segment * i)) for i in range(num_frames)]
+    return np.asarray(indices, dtype=np.int64)
+
+
+def _longvideobench_indices(
+    num_video_frames: int,
+    fps: float,
+    num_frames: int,
+    duration: float | None,
+    where: dict[str, Any],
+) -> np.ndarray:
+    _check_counts(num_video_frames, num_frames, where)
+    fps = float(fps)
+    if not (math.isfinite(fps) and fps > 0):
+        raise DataError(f"the longvideobench rule needs a positive frame rate, got fps={fps}", field="fps", **where)
+    if duration is None:
+        duration = num_video_frames / fps
+    if isinstance(duration, bool) or not isinstance(duration, (int, float)) or not (
+        math.isfinite(duration) and duration > 0
+    ):
+        raise DataError(f"duration must be a positive number of seconds, got {duration!r}", field="duration", **where)
+
+    total_valid_frames = int(duration * fps)
+    count = max(1, min(num_frames, int(duration)))
+    step = int(total_valid_frames / count)
+    indices = [step * i for i in range(count)]
+    indices += [indices[-1]] * (num_frames - count)
+    if indices[-1] > num_video_frames - 1:
+        raise DataError(
+            f"the stated duration {duration:g} s at {fps:g} fps reaches frame {indices[-1]}, past the last frame "
+            f"({num_video_frames - 1}) of the video",
+            field="duration",
+            **where,
+        )
     return np.asarray(indices, dtype=np.int64)
 
 
@@ -153,11 +217,27 @@ def _check_rule(rule: str) -> None:
         raise ValueError(f"unknown frame rule {rule!r}; choose one of {FRAME_RULES}")
 
 
+def _check_rule_bounds(rule: str, start: float | None, end: float | None) -> None:
+    if rule == "longvideobench" and (start is not None or end is not None):
+        raise ValueError("the longvideobench rule samples whole videos and takes no clip bound (start/end)")
+
+
 # --- decoding ---------------------------------------------------------------------------
 
 
-def read_frames(sample: Sample, num_frames: int = 8, rule: str = "segment_midpoint") -> VideoFrames:
-    """Decode `num_frames` frames of the sample's clip; errors name the video and the sample."""
+def read_frames(
+    sample: Sample,
+    num_frames: int = 8,
+    rule: str = "segment_midpoint",
+    *,
+    timeout_s: float | None = DEFAULT_DECODE_TIMEOUT_S,
+    cache_dir: str | Path | bool | None = None,
+) -> VideoFrames:
+    """Decode `num_frames` frames of the sample's clip; errors name the video and the sample.
+
+    See `read_frames_from_path` for `timeout_s` and `cache_dir`; the sample's stated
+    `duration` feeds the "longvideobench" rule.
+    """
     return read_frames_from_path(
         sample.video_path,
         num_frames=num_frames,
@@ -165,6 +245,9 @@ def read_frames(sample: Sample, num_frames: int = 8, rule: str = "segment_midpoi
         end=sample.end,
         rule=rule,
         sample_id=sample.sample_id,
+        duration=sample.duration,
+        timeout_s=timeout_s,
+        cache_dir=cache_dir,
     )
 
 
@@ -176,12 +259,33 @@ def read_frames_from_path(
     rule: str = "segment_midpoint",
     *,
     sample_id: str | None = None,
+    duration: float | None = None,
+    timeout_s: float | None = DEFAULT_DECODE_TIMEOUT_S,
+    cache_dir: str | Path | bool | None = None,
 ) -> VideoFrames:
-    """Decode `num_frames` frames chosen by `rule` from the clip [start, end] (seconds)."""
+    """Decode `num_frames` frames chosen by `rule` from the clip [start, end] (seconds).
+
+    Decoding runs in a worker thread; if it takes longer than `timeout_s` seconds (None = no
+    limit) a `DataError` names the file and the sample, and the stuck thread is abandoned
+    (threads cannot be killed; it ends when its decoder returns).
+    `cache_dir`: False or None = no disk cache (None still honours ``$MAPFLOW_CACHE_DIR``),
+    True = the default cache folder, a path = that folder; see `mapflow.data.frame_cache`.
+    """
+    from mapflow.data import frame_cache  # imported here: frame_cache imports this module
+
     path = Path(path)
     where: dict[str, Any] = {"file": path, "sample": sample_id}
     _check_rule(rule)
+    _check_rule_bounds(rule, start, end)
+    _check_timeout(timeout_s)
     _check_video_file(path, where)
+
+    cache = frame_cache.open_cache(cache_dir)
+    if cache is not None:
+        key = frame_cache.FrameCacheKey.for_file(path, rule, num_frames, start, end, duration)
+        cached = cache.load(key)
+        if cached is not None:
+            return cached
 
     def choose(num_video_frames: int, fps: float) -> np.ndarray:
         if num_video_frames < num_frames:
@@ -190,8 +294,15 @@ def read_frames_from_path(
                 field="video",
                 **where,
             )
-        return _frame_indices(num_video_frames, fps, num_frames, start, end, rule, where)
+        return _frame_indices(num_video_frames, fps, num_frames, start, end, rule, where, duration)
 
+    video = _run_with_timeout(lambda: _decode(path, choose, where), timeout_s, where)
+    if cache is not None:
+        cache.store(key, video)
+    return video
+
+
+def _decode(path: Path, choose: IndexChooser, where: dict[str, Any]) -> VideoFrames:
     try:
         return _decode_with_decord(path, choose)
     except _DecoderFailure as decord_failure:
@@ -203,6 +314,48 @@ def read_frames_from_path(
                 field="video",
                 **where,
             ) from pyav_failure
+
+
+def _check_timeout(timeout_s: float | None) -> None:
+    if timeout_s is None:
+        return
+    if isinstance(timeout_s, bool) or not isinstance(timeout_s, (int, float)) or not timeout_s > 0:
+        raise ValueError(f"timeout_s must be a positive number of seconds or None, got {timeout_s!r}")
+
+
+def _run_with_timeout(
+    decode: Callable[[], VideoFrames], timeout_s: float | None, where: dict[str, Any]
+) -> VideoFrames:
+    """Run `decode` in a daemon thread and wait at most `timeout_s` seconds for it.
+
+    A thread (not a process) because the decoders release the GIL, frames need no copying
+    back, and forking a process that holds CUDA or decoder threads is unsafe; the price is that
+    a stuck decoder cannot be killed, only abandoned (daemon, so it never blocks exit).
+    """
+    if timeout_s is None:
+        return decode()
+    outcome: dict[str, Any] = {}
+
+    def target() -> None:
+        try:
+            outcome["video"] = decode()
+        except BaseException as err:  # handed to the caller's thread below
+            outcome["error"] = err
+
+    name = Path(str(where.get("file"))).name
+    worker = threading.Thread(target=target, name=f"mapflow-decode-{name}", daemon=True)
+    worker.start()
+    worker.join(timeout_s)
+    if worker.is_alive():
+        raise DataError(
+            f"decoding did not finish within {timeout_s:g} s (timeout_s); the video may be huge or the "
+            "decoder stuck",
+            field="video",
+            **where,
+        )
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["video"]
 
 
 def _check_video_file(path: Path, where: dict[str, Any]) -> None:
