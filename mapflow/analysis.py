@@ -28,6 +28,8 @@ class StudyConfig:
     window: Window = field(default_factory=Window)
     samples: str = "correct"
     num_frames: int = 8
+    frame_rule: str = "segment_midpoint"
+    prompt_template: str = "llava_mcqa"
     gt_token: str = "continuation"  # or "vocab": the released code's bare-letter vocabulary lookup
     non_option_includes_prefix: bool = True
     flows: tuple[str, ...] | None = None  # None: the study's own flows
@@ -44,7 +46,8 @@ class StudyConfig:
     def to_dict(self) -> dict:
         return {"window_style": self.window.style, "window": self.window.size,
                 "window_ranges": [list(r) for r in self.window.ranges], "samples": self.samples,
-                "num_frames": self.num_frames, "gt_token": self.gt_token,
+                "num_frames": self.num_frames, "frame_rule": self.frame_rule,
+                "prompt_template": self.prompt_template, "gt_token": self.gt_token,
                 "non_option_includes_prefix": self.non_option_includes_prefix,
                 "flows": None if self.flows is None else list(self.flows)}
         # `plan` is left out on purpose: every plan gives the same numbers, so a run may resume under another

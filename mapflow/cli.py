@@ -22,7 +22,12 @@ def _window_from_args(args):
 def add_run_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("study", help="study name (see `mapflow studies`) or path to a .py file defining run(ctx)")
     parser.add_argument("--model", help="local Hugging Face checkpoint directory (default: the embedded tiny model)")
-    parser.add_argument("--data", help="TVBench-layout benchmark root (default: the embedded synthetic set)")
+    parser.add_argument("--data", help="benchmark root in its published layout (default: the embedded benchmark)")
+    parser.add_argument("--benchmark", default="tvbench",
+                        help="tvbench | tomato | longvideobench | videomme | vcgbench (default tvbench)")
+    parser.add_argument("--template", help="prompt template (default: the checkpoint's own, else the paper's for "
+                                           "the benchmark): " + ", ".join(["llava_mcqa", "llava_mcqa_videomme",
+                                                                           "organism_mcqa"]))
     parser.add_argument("--out", required=True, help="output zarr store (resumed if it exists)")
     parser.add_argument("--window", type=int, default=9, help="knockout window size k (default 9)")
     parser.add_argument("--window-style", default="center", choices=["center", "inverse", "bottom_up", "top_down"])
@@ -32,7 +37,9 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tasks", nargs="+", help="task names (default: every task in the data root)")
     parser.add_argument("--samples", default="correct", choices=["correct", "all", "wrong"],
                         help="which samples get knocked out (others keep NaN); default: correctly answered ones")
-    parser.add_argument("--frames", type=int, default=8, help="frames sampled per video (default 8)")
+    parser.add_argument("--frames", type=int, help="frames sampled per video (default: the benchmark's, 8)")
+    parser.add_argument("--frame-rule", choices=["segment_midpoint", "linspace", "longvideobench"],
+                        help="frame sampling rule (default: the benchmark's)")
     parser.add_argument("--flows", nargs="+", help="override the study's flows, e.g. video->last cross_frame")
     parser.add_argument("--gt-token", default="continuation", choices=["continuation", "vocab"],
                         help="how the answer letter becomes a token id (vocab = the released code's lookup)")
@@ -54,27 +61,36 @@ def cmd_run(args) -> int:
     import torch
 
     from .analysis import StudyConfig
-    from .data import load_tvbench
+    from .data.benchmarks import get_benchmark
     from .embedded import default_data_dir, default_model_dir
     from .models import load_model
+    from .prompts import resolve_template
     from .provenance import run_provenance
     from .runner import load_study, run_study
 
     study = load_study(args.study)
+    benchmark = get_benchmark(args.benchmark)
     model_dir = Path(args.model) if args.model else default_model_dir()
     data_root = Path(args.data) if args.data else default_data_dir()
     if args.threads or not args.model:
         torch.set_num_threads(args.threads or 1)  # tiny models run ~10x faster single-threaded on shared CPUs
-    config = StudyConfig(window=_window_from_args(args), samples=args.samples, num_frames=args.frames,
-                         gt_token=args.gt_token, non_option_includes_prefix=not args.non_option_without_prefix,
-                         flows=tuple(args.flows) if args.flows else None, plan=args.plan)
-    samples = load_tvbench(data_root, tasks=args.tasks, limit=args.limit, seed=args.seed)
+    samples = benchmark.loader(data_root, tasks=args.tasks, limit=args.limit, seed=args.seed)
     adapter = load_model(model_dir, attn_implementation=args.attn, dtype=args.dtype, device=args.device)
+    try:
+        template = resolve_template(args.template, adapter.prompt_template, benchmark.name)
+    except KeyError as err:
+        raise MapflowError(err.args[0]) from None
+    config = StudyConfig(window=_window_from_args(args), samples=args.samples,
+                         num_frames=args.frames or benchmark.num_frames, frame_rule=args.frame_rule or
+                         benchmark.frame_rule, prompt_template=template.name, gt_token=args.gt_token,
+                         non_option_includes_prefix=not args.non_option_without_prefix,
+                         flows=tuple(args.flows) if args.flows else None, plan=args.plan)
     study_name = Path(args.study).stem
-    run_config = {"study": study_name, **config.to_dict(), "tasks": args.tasks, "limit": args.limit,
+    run_config = {"study": study_name, **config.to_dict(), "benchmark": benchmark.name, "tasks": args.tasks,
+                  "limit": args.limit,
                   "seed": args.seed, "model": str(model_dir.resolve()), "data": str(data_root.resolve()),
                   "attn_implementation": args.attn, "dtype": args.dtype}
-    annotation_files = sorted((data_root / "json").glob("*.json"))
+    annotation_files = sorted([*data_root.rglob("*.json"), *data_root.rglob("*.parquet")])
     provenance = run_provenance(study=study_name, model_dir=model_dir, data_root=data_root,
                                 annotation_files=annotation_files, seed=args.seed, config=run_config,
                                 runtime={"device": args.device, "threads": torch.get_num_threads()})
@@ -132,7 +148,7 @@ def cmd_organism_train(args) -> int:
     from .organism.train import train_organism
 
     recipe = Recipe(variant=args.variant, seed=args.seed, steps=args.steps,
-                    last_frame_only_share=args.last_frame_only_share)
+                    last_frame_only_share=args.last_frame_only_share, shuffle_options=args.shuffle_options)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     path = train_organism(recipe, out, log_path=out / "training_log.jsonl")
@@ -149,6 +165,40 @@ def cmd_organism_evaluate(args) -> int:
     summary = evaluate_organism(args.model, data, args.out, progress=not args.no_progress, record=not args.no_record)
     print(format_table(summary["accuracy_percent"]))
     print(f"load + one forward: {summary['load_and_forward_seconds']:.2f} s")
+    return 0
+
+
+def cmd_bench(args) -> int:
+    import platform
+    import tempfile
+
+    import torch
+
+    from .bench import benchmark, format_report
+    from .embedded import DEFAULT_DATA_DIR, TINY_BENCH_DIR, default_model_dir
+    from .flows import Window
+    from .models import load_model
+
+    torch.set_num_threads(args.threads)
+    with tempfile.TemporaryDirectory() as scratch:
+        if args.model:
+            model_dir, data = Path(args.model), Path(args.data or DEFAULT_DATA_DIR)
+        elif args.shape == "llava-8x144":
+            from .models.tiny import build_tiny_llava_next_video
+
+            # LLaVA-NeXT-Video-7B's token layout (8 frames x 12x12 pooled tokens, the paper's long prompt) on a tiny
+            # random text model: the sequence shape decides how much an exact plan can save
+            model_dir = build_tiny_llava_next_video(Path(scratch) / "llava-8x144", image_size=96, patch_size=4,
+                                                    num_layers=args.layers)
+            data = Path(args.data or TINY_BENCH_DIR)
+        else:
+            model_dir, data = default_model_dir(), Path(args.data or DEFAULT_DATA_DIR)
+        adapter = load_model(model_dir, attn_implementation=args.attn)
+        report = benchmark(adapter, data, limit=args.limit, window=Window("center", args.window))
+    cpu = platform.processor() or platform.machine()
+    description = (f"mapflow bench: {model_dir.name} ({adapter.num_layers} layers, attn {args.attn}), "
+                   f"{torch.get_num_threads()} thread(s), {cpu}")
+    print(format_report(report, description))
     return 0
 
 
@@ -179,7 +229,9 @@ def build_parser() -> argparse.ArgumentParser:
     train = organism.add_parser("train", help="train an organism from a seed (a one-off; CPU takes ~30 min)")
     train.add_argument("--variant", choices=["video", "frames"], default="video")
     train.add_argument("--seed", type=int, default=0)
-    train.add_argument("--steps", type=int, default=4000)
+    train.add_argument("--steps", type=int, default=3000)
+    train.add_argument("--shuffle-options", action="store_true",
+                       help="train on shuffled option order (curriculum); default: canonical order")
     train.add_argument("--last-frame-only-share", type=float, default=0.0,
                        help="share of training samples whose text may read only the last frame")
     train.add_argument("--out", required=True, help="checkpoint directory")
@@ -193,6 +245,20 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--no-record", action="store_true", help="do not write the summary into mapflow.json")
     evaluate.add_argument("--no-progress", action="store_true")
     evaluate.set_defaults(func=cmd_organism_evaluate)
+
+    bench = sub.add_parser("bench", help="the full paper sweep naive vs optimized in one run: time, work, memory, "
+                                         "and the largest p_knockout difference")
+    bench.add_argument("--model", help="checkpoint directory (default: --shape)")
+    bench.add_argument("--shape", default="organism", choices=["organism", "llava-8x144"],
+                       help="organism: the embedded organism-video; llava-8x144: a tiny random model with "
+                            "LLaVA-NeXT-Video-7B's sequence layout (8 frames x 144 video tokens, paper prompt)")
+    bench.add_argument("--layers", type=int, default=8, help="decoder layers of the llava-8x144 model")
+    bench.add_argument("--data", help="benchmark root (default: the shipped one that fits the model)")
+    bench.add_argument("--limit", type=int, default=1, help="samples per task")
+    bench.add_argument("--window", type=int, default=9)
+    bench.add_argument("--attn", default="sdpa", choices=["sdpa", "eager"])
+    bench.add_argument("--threads", type=int, default=1)
+    bench.set_defaults(func=cmd_bench)
 
     demo = sub.add_parser("demo", help="run the main job on the embedded default model and benchmark")
     demo.add_argument("--out-dir", default="runs/demo")

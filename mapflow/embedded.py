@@ -9,6 +9,7 @@ from .errors import MapflowError
 DATA_DIR = Path(__file__).resolve().parent.parent / "data"
 DEFAULT_MODEL_DIR = DATA_DIR / "models" / "tiny-llava-next-video"
 DEFAULT_DATA_DIR = DATA_DIR / "tvbench-mini"
+TINY_BENCH_DIR = DATA_DIR / "tvbench-mini"
 DEFAULT_MODEL_SEED = 0
 
 

@@ -7,7 +7,7 @@ option, so the layout can name each of them (and derive ``non_option_question``,
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from .data.sample import Sample
 
@@ -36,10 +36,10 @@ class McqaTemplate:
     between_video_and_question: str
     question_prefix: str
     options_header: str
-    option_format: str
     option_separator: str
     post_prompt: str
     answer_prompt: str
+    options_trailer: str = ""  # text after the last option (Video-MME's question block keeps its final newline)
 
 
 # `{SYSTEM} USER: <video>\n USER: Question: {q}\nOptions:\n(A) …\n(B) … \nOnly give the best option. ASSISTANT:Best option:(`
@@ -50,11 +50,14 @@ LLAVA_MCQA = McqaTemplate(
     between_video_and_question="\n USER: ",
     question_prefix="Question: ",
     options_header="\nOptions:\n",
-    option_format="({letter}) {text}",
     option_separator="\n",
     post_prompt=" \nOnly give the best option.",
     answer_prompt=" ASSISTANT:Best option:(",
 )
+
+# Video-MME's options are written "A. …", so the answer prompt has no "(" and the block ends with its newline.
+LLAVA_MCQA_VIDEOMME = replace(LLAVA_MCQA, name="llava_mcqa_videomme", options_trailer="\n",
+                              answer_prompt=" ASSISTANT:Best option:")
 
 # The model organisms' short prompt in the same style (question, lettered options, answer letter last): the long
 # system text would triple their sequence length and CPU training time without teaching them anything.
@@ -65,17 +68,34 @@ ORGANISM_MCQA = McqaTemplate(
     between_video_and_question="\n",
     question_prefix="Question: ",
     options_header="\nOptions:\n",
-    option_format="({letter}) {text}",
     option_separator="\n",
     post_prompt="",
     answer_prompt="\nASSISTANT: Best option:(",
 )
 
-TEMPLATES = {t.name: t for t in (LLAVA_MCQA, ORGANISM_MCQA)}
+TEMPLATES = {t.name: t for t in (LLAVA_MCQA, LLAVA_MCQA_VIDEOMME, ORGANISM_MCQA)}
+
+# The paper's template per benchmark when neither the user nor the checkpoint names one.
+BENCHMARK_TEMPLATES = {"videomme": LLAVA_MCQA_VIDEOMME.name}
+
+
+def resolve_template(requested: str | None, checkpoint: McqaTemplate | None, benchmark: str) -> McqaTemplate:
+    """The user's choice, else the checkpoint's own template, else the paper's template for the benchmark."""
+    if requested is not None:
+        if requested not in TEMPLATES:
+            raise KeyError(f"unknown prompt template '{requested}'; known: {', '.join(TEMPLATES)}")
+        return TEMPLATES[requested]
+    if checkpoint is not None:
+        return checkpoint
+    return TEMPLATES[BENCHMARK_TEMPLATES.get(benchmark, LLAVA_MCQA.name)]
 
 
 def mcqa_segments(sample: Sample, template: McqaTemplate = LLAVA_MCQA) -> list[PromptSegment]:
-    """The prompt for one sample as named segments whose texts concatenate to the full prompt."""
+    """The prompt for one sample as named segments whose texts concatenate to the full prompt.
+
+    Options are written in the sample's own style (``(A) text`` or ``A. text``), as its benchmark publishes them.
+    """
+    sample.require_multiple_choice()
     segments = [
         PromptSegment("system", template.before_video),
         PromptSegment(VIDEO, template.video_placeholder),
@@ -84,10 +104,12 @@ def mcqa_segments(sample: Sample, template: McqaTemplate = LLAVA_MCQA) -> list[P
         PromptSegment("question_text", sample.question),
         PromptSegment("options_header", template.options_header),
     ]
-    for i, (letter, text) in enumerate(zip(sample.option_letters, sample.candidates)):
+    for i, (letter, text) in enumerate(zip(sample.option_letters, sample.formatted_options)):
         if i:
             segments.append(PromptSegment(f"option_separator_{i}", template.option_separator))
-        segments.append(PromptSegment(f"option_{letter}", template.option_format.format(letter=letter, text=text)))
+        segments.append(PromptSegment(f"option_{letter}", text))
+    if template.options_trailer:
+        segments.append(PromptSegment("options_trailer", template.options_trailer))
     if template.post_prompt:
         segments.append(PromptSegment("post_prompt", template.post_prompt))
     segments.append(PromptSegment("answer_prompt", template.answer_prompt))

@@ -19,7 +19,7 @@ from .data.sample import Sample
 from .data.video import read_frames
 from .errors import MapflowError
 from .models.base import VideoLLMAdapter
-from .prompts import mcqa_segments
+from .prompts import TEMPLATES, mcqa_segments
 from .results import ResultStore
 
 log = logging.getLogger(__name__)
@@ -72,9 +72,9 @@ class RunSummary:
 def measure_sample(study: ModuleType, adapter: VideoLLMAdapter, sample: Sample, config: StudyConfig,
                    model_name: str) -> xr.Dataset:
     """Run the study on one sample; the result gets the leading ``sample`` dim and its ``task``/``model`` labels."""
-    frames = read_frames(sample, num_frames=config.num_frames).frames
+    frames = read_frames(sample, num_frames=config.num_frames, rule=config.frame_rule).frames
     prepared = adapter.prepare(
-        frames, mcqa_segments(sample, adapter.prompt_template), option_letters=sample.option_letters,
+        frames, mcqa_segments(sample, TEMPLATES[config.prompt_template]), option_letters=sample.option_letters,
         true_letter=sample.answer_letter, non_option_includes_prefix=config.non_option_includes_prefix,
     )
     result = study.run(StudyContext(adapter=adapter, sample=sample, prepared=prepared, config=config))

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import time
 from collections import Counter
 from pathlib import Path
 
@@ -92,13 +91,6 @@ def test_same_seed_gives_same_items():
         b = tt.make_item(task, np.random.default_rng(11))
         assert (a.question, a.candidates, a.answer_index) == (b.question, b.candidates, b.answer_index)
         assert np.array_equal(a.frames, b.frames)
-
-
-def test_generation_is_fast():
-    rng = np.random.default_rng(0)
-    start = time.perf_counter()
-    tt.make_batch_items(rng, 1000)
-    assert time.perf_counter() - start < 2.0
 
 
 # --- needing more than one frame --------------------------------------------------------

@@ -361,7 +361,7 @@ def write_temporal_benchmark(
             write_video(path, entry.item.frames, fps=temporal_tasks.FPS, qp=TEMPORAL_QP, pix_fmt=pix_fmt)
         text = json.dumps([entry.to_json() for entry in task_entries], indent=2, ensure_ascii=False) + "\n"
         (root / "json" / f"{task}.json").write_text(text, encoding="utf-8")
-    _write_temporal_readme(root, per_task, seed, tuple(tasks))
+    _write_temporal_readme(root, per_task, seed, tuple(tasks), shuffle_options)
     return root
 
 
@@ -374,16 +374,18 @@ def _shuffled_options(
     return tuple(others[:position] + [candidates[answer_index]] + others[position:])
 
 
-def _write_temporal_readme(root: Path, per_task: int, seed: int, tasks: Sequence[str]) -> None:
+def _write_temporal_readme(root: Path, per_task: int, seed: int, tasks: Sequence[str], shuffle_options: bool) -> None:
     size = temporal_tasks.FRAME_SIZE
     lines = [
         "# Synthetic temporal benchmark",
         "",
         f"TVBench analysis tasks ({', '.join(tasks)}) on tiny rendered videos ({size}x{size} px, "
         f"{temporal_tasks.VIDEO_FRAMES} frames at {temporal_tasks.FPS} fps; models see the odd frames).",
-        f"{per_task} items per task, seed {seed}; answer classes and option positions balanced per task.",
+        f"{per_task} items per task, seed {seed}; answer classes balanced per task; options "
+        + ("shuffled (answer positions balanced)." if shuffle_options else "in each task's canonical order."),
         "Regenerate (OUTDIR = this folder): "
-        f"`python -m mapflow.data.synthetic OUTDIR --benchmark temporal --per-task {per_task} --seed {seed}`",
+        f"`python -m mapflow.data.synthetic OUTDIR --benchmark temporal --per-task {per_task} --seed {seed}"
+        + ("`" if shuffle_options else " --canonical-options`"),
         "Generator: `mapflow/data/temporal_tasks.py`; writer: `mapflow/data/synthetic.py`.",
     ]
     (root / "README.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
@@ -403,11 +405,14 @@ def main(argv: list[str] | None = None) -> None:
         "--per-task", type=int, default=None, help="samples per task (default 4 tiny, 40 temporal)"
     )
     parser.add_argument("--seed", type=int, default=None, help="random seed (default 0 tiny, 1234 temporal)")
+    parser.add_argument("--canonical-options", action="store_true",
+                        help="temporal: keep each task's canonical option order instead of shuffling")
     args = parser.parse_args(argv)
     if args.benchmark == "temporal":
         per_task = 40 if args.per_task is None else args.per_task
         seed = 1234 if args.seed is None else args.seed
-        root = write_temporal_benchmark(args.outdir, per_task=per_task, seed=seed)
+        root = write_temporal_benchmark(args.outdir, per_task=per_task, seed=seed,
+                                        shuffle_options=not args.canonical_options)
         total = per_task * len(temporal_tasks.TASKS)
         print(f"wrote {total} samples to {root} (encoder {pick_video_encoder()}, seed {seed})")
         return

@@ -36,12 +36,14 @@ def _architecture(path: Path) -> str:
                          f"{', '.join(sorted(ADAPTERS))}")
 
 
-def _checkpoint_prompt_template(path: Path) -> McqaTemplate:
-    """A checkpoint may name its prompt template in ``mapflow.json`` (the model organisms do); else the paper's."""
+def _checkpoint_prompt_template(path: Path) -> McqaTemplate | None:
+    """A checkpoint may name its prompt template in ``mapflow.json`` (the model organisms do)."""
     meta_file = path / "mapflow.json"
     if not meta_file.is_file():
-        return LLAVA_MCQA
-    name = json.loads(meta_file.read_text()).get("prompt_template", LLAVA_MCQA.name)
+        return None
+    name = json.loads(meta_file.read_text()).get("prompt_template")
+    if name is None:
+        return None
     if name not in TEMPLATES:
         raise ModelLoadError(f"{meta_file}: unknown prompt_template '{name}'; known: {', '.join(TEMPLATES)}")
     return TEMPLATES[name]
@@ -80,7 +82,7 @@ def self_test_input(adapter: VideoLLMAdapter, num_frames: int = 2, seed: int = 0
     """Two frames of seeded noise and a one-line question: enough for cross-frame and video->last edges."""
     size = adapter.hf_model.config.vision_config.image_size  # processors that do not resize need this exact size
     frames = np.random.default_rng(seed).integers(0, 256, (num_frames, size, size, 3), dtype=np.uint8)
-    template = adapter.prompt_template
+    template = adapter.prompt_template or LLAVA_MCQA
     segments = [
         PromptSegment("system", template.before_video),
         PromptSegment("video", adapter.processor.video_token),

@@ -19,7 +19,7 @@ from nnsight import NNsight
 from ..errors import ModelLoadError
 from ..knockout import apply_knockout
 from ..layout import TokenLayout
-from ..prompts import LLAVA_MCQA, McqaTemplate, PromptSegment
+from ..prompts import McqaTemplate, PromptSegment
 
 
 @dataclass
@@ -44,7 +44,7 @@ class VideoLLMAdapter(ABC):
         self.processor = processor
         self.path = None if path is None else Path(path)
         self.model = NNsight(hf_model)
-        self.prompt_template: McqaTemplate = LLAVA_MCQA
+        self.prompt_template: McqaTemplate | None = None  # the checkpoint's own prompt, if it names one
 
     # ---- standard names ---------------------------------------------------------------------------------------
     @property

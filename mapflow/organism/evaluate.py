@@ -1,0 +1,85 @@
+"""Measure an organism's targets through the same adapter, runner and store every study uses.
+
+Runs the ``cross_frame_halves`` study on every sample (``samples="all"``), then reads from the store: clean accuracy
+per task, accuracy with cross-frame attention blocked in the first half / second half / all layers, and the drop in
+points. The summary is written into the checkpoint's ``mapflow.json`` so the recipe and its measured accuracies travel
+together.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import xarray as xr
+
+from ..analysis import StudyConfig
+from ..data import load_tvbench
+from ..models import load_model
+from ..provenance import run_provenance
+from ..runner import load_study, run_study
+
+
+def accuracy_table(ds: xr.Dataset) -> dict:
+    """Per task and averaged over tasks: clean accuracy and accuracy after each cross-frame knockout, in %."""
+    ds = ds.load()
+    correct_after = (ds.pred_knockout == ds.answer_token).sel(flow="cross_frame")
+    table = {}
+    for task in sorted(set(ds.task.values.tolist())):
+        rows = ds.task == task
+        entry = {"n": int(rows.sum()), "clean": 100 * float(ds.correct[rows].mean())}
+        for layers in ds.layers.values.tolist():
+            after = 100 * float(correct_after.sel(layers=layers)[rows].mean())
+            entry[layers] = after
+            entry[f"drop_{layers}"] = entry["clean"] - after
+        table[str(task)] = entry
+    keys = [k for k in next(iter(table.values())) if k != "n"]
+    table["mean_over_tasks"] = {k: float(np.mean([t[k] for t in table.values()])) for k in keys}
+    return table
+
+
+def format_table(table: dict) -> str:
+    columns = [k for k in table["mean_over_tasks"]]
+    lines = ["task".ljust(20) + "".join(c.rjust(20) for c in columns)]
+    for task, entry in table.items():
+        lines.append(task.ljust(20) + "".join(f"{entry[c]:20.1f}" for c in columns))
+    return "\n".join(lines)
+
+
+def forward_seconds(model_dir) -> float:
+    """Wall time to load the checkpoint and run one forward on one shipped-size input (no self-test)."""
+    import torch
+
+    started = time.perf_counter()
+    adapter = load_model(model_dir, self_test=False)
+    from ..models import self_test_input
+
+    prepared = self_test_input(adapter, num_frames=8)
+    with torch.no_grad():
+        adapter.hf_model(**prepared.inputs)
+    return time.perf_counter() - started
+
+
+def evaluate_organism(model_dir, data_dir, out_store, *, progress: bool = True, record: bool = True) -> dict:
+    model_dir, data_dir = Path(model_dir), Path(data_dir)
+    adapter = load_model(model_dir)
+    study = load_study("cross_frame_halves")
+    config = StudyConfig(samples="all")
+    samples = load_tvbench(data_dir)
+    run_config = {"study": "cross_frame_halves", **config.to_dict(), "model": str(model_dir.resolve()),
+                  "data": str(data_dir.resolve()), "purpose": "organism evaluation"}
+    provenance = run_provenance(study="cross_frame_halves", model_dir=model_dir, data_root=data_dir,
+                                annotation_files=sorted((data_dir / "json").glob("*.json")), seed=0,
+                                config=run_config, runtime={"device": "cpu"})
+    run_study(study, adapter, samples, out_store, config=config, provenance=provenance, overwrite=True,
+              progress=progress)
+    table = accuracy_table(xr.open_zarr(out_store))
+    summary = {"data": str(data_dir), "accuracy_percent": table, "load_and_forward_seconds": forward_seconds(model_dir)}
+    if record:
+        meta_file = model_dir / "mapflow.json"
+        meta = json.loads(meta_file.read_text()) if meta_file.is_file() else {}
+        meta["evaluation"] = summary
+        meta_file.write_text(json.dumps(meta, indent=2))
+    return summary

@@ -1,0 +1,275 @@
+"""Train a model organism: a tiny LLaVA-NeXT-Video that answers the synthetic temporal questions.
+
+Training uses plain torch (no nnsight): batches are rendered on the fly from a seeded generator, normalized exactly as
+the saved processor does, and the loss is cross-entropy on the answer letter (plus, for the ``video`` variant, a dense
+motion objective on video positions). The checkpoint is saved in Hugging Face format with its processor, tokenizer,
+recipe, training time and held-out accuracies.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..data.sample import OPTION_LETTERS, Sample
+from ..data.temporal_tasks import (FRAME_SIZE, PIXEL_MEAN, PIXEL_STD, REVERSIBLE_TASKS, TASKS, TemporalItem,
+                                   make_item, motion_map, seen_frame_indices)
+from ..models.tiny import build_tiny_processor, build_tiny_tokenizer, tiny_llava_next_video_config
+from ..prompts import ORGANISM_MCQA, mcqa_segments, prompt_text
+from .recipe import Recipe
+
+MOTION_GRID = 2  # video tokens per frame side: 32 px / patch 8 / pool 2
+
+
+def item_prompt(item: TemporalItem, order: list[int], n_video_tokens: int = 1) -> tuple[str, int]:
+    """The organism prompt for ``item`` with its candidates in ``order``, and the answer's new index.
+
+    Built by the same segment builder the studies use, so training and analysis read identical prompts.
+    """
+    sample = Sample(sample_id="", task=item.task, video_path=Path(), question=item.question,
+                    candidates=tuple(item.candidates[k] for k in order), answer_index=order.index(item.answer_index))
+    text = prompt_text(mcqa_segments(sample, ORGANISM_MCQA))
+    placeholder = ORGANISM_MCQA.video_placeholder
+    return text.replace(placeholder, placeholder * n_video_tokens), sample.answer_index
+
+
+def organism_corpus(rng_seed: int = 0, items_per_task: int = 200) -> list[str]:
+    """Prompt texts covering every word the generator can produce, to train the tokenizer on."""
+    rng = np.random.default_rng(rng_seed)
+    items = [make_item(task, rng) for task in TASKS for _ in range(items_per_task)]
+    return [item_prompt(item, list(range(len(item.candidates))))[0] for item in items]
+
+
+def normalize_frames(frames: np.ndarray) -> torch.Tensor:
+    """uint8 (..., H, W, 3) -> float (..., 3, H, W), exactly the organism processor's rescale + normalize."""
+    x = torch.from_numpy(frames).float() * (1 / 255)
+    x = (x - torch.tensor(PIXEL_MEAN)) / torch.tensor(PIXEL_STD)
+    return x.movedim(-1, -3).contiguous()
+
+
+@dataclass
+class Batch:
+    input_ids: torch.Tensor
+    attention_mask: torch.Tensor
+    pixel_values_videos: torch.Tensor
+    last_index: torch.Tensor
+    target: torch.Tensor
+    motion: torch.Tensor  # (B, T, g, g) long
+    tasks: list[str]
+
+
+class BatchMaker:
+    def __init__(self, tokenizer, video_token: str, tokens_per_frame: int):
+        self.tokenizer = tokenizer
+        self.video_token = video_token
+        self.tokens_per_frame = tokens_per_frame
+        self.seen = seen_frame_indices()
+        self.letter_ids = [tokenizer.convert_tokens_to_ids(letter) for letter in OPTION_LETTERS[:4]]
+
+    def __call__(self, items: list[TemporalItem], shuffle: list[bool], rng: np.random.Generator) -> Batch:
+        texts, targets, frames, motion = [], [], [], []
+        n_video = len(self.seen) * self.tokens_per_frame
+        for item, do_shuffle in zip(items, shuffle):
+            order = list(rng.permutation(len(item.candidates))) if do_shuffle else list(range(len(item.candidates)))
+            text, answer_index = item_prompt(item, order, n_video)
+            texts.append(text)
+            targets.append(self.letter_ids[answer_index])
+            seen = item.frames[self.seen]
+            frames.append(seen)
+            motion.append(motion_map(seen, grid=MOTION_GRID))
+        enc = self.tokenizer(texts, padding=True, return_tensors="pt")
+        mask = enc["attention_mask"]
+        return Batch(
+            input_ids=enc["input_ids"], attention_mask=mask,
+            pixel_values_videos=normalize_frames(np.stack(frames)), last_index=mask.sum(1) - 1,
+            target=torch.tensor(targets), motion=torch.from_numpy(np.stack(motion)).long(),
+            tasks=[item.task for item in items],
+        )
+
+
+def training_attention_mask(attention_mask: torch.Tensor, video_start: torch.Tensor, n_frames: int,
+                            tokens_per_frame: int, block_cross_frame: bool,
+                            last_frame_only: torch.Tensor | None = None) -> torch.Tensor:
+    """Boolean (B, 1, L, L) attention mask: causal and no padded keys; optionally no edges from earlier frames to
+    later frames (``block_cross_frame``), and for the flagged samples no edges from any frame but the last to the
+    text after the video (``last_frame_only``)."""
+    b, n = attention_mask.shape
+    allowed = torch.ones(n, n, dtype=torch.bool).tril()[None] & attention_mask.bool()[:, None, :]
+    pos = torch.arange(n)[None] - video_start[:, None]
+    n_video = n_frames * tokens_per_frame
+    frame = torch.where((pos >= 0) & (pos < n_video), pos // tokens_per_frame, -1)
+    if block_cross_frame:
+        earlier = (frame[:, :, None] > frame[:, None, :]) & (frame[:, None, :] >= 0)
+        allowed &= ~earlier
+    if last_frame_only is not None:
+        text_after_video = pos >= n_video
+        not_last_frame = (frame >= 0) & (frame < n_frames - 1)
+        cut = text_after_video[:, :, None] & not_last_frame[:, None, :] & last_frame_only[:, None, None]
+        allowed &= ~cut
+    return allowed[:, None]
+
+
+def cosine_lr(step: int, recipe: Recipe) -> float:
+    if step < recipe.warmup_steps:
+        return recipe.lr * (step + 1) / recipe.warmup_steps
+    progress = (step - recipe.warmup_steps) / max(1, recipe.steps - recipe.warmup_steps)
+    floor = recipe.final_lr_fraction
+    return recipe.lr * (floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+def shuffle_probability(step: int, recipe: Recipe) -> float:
+    if not recipe.shuffle_options:
+        return 0.0
+    start, stop = recipe.shuffle_ramp
+    return float(np.clip((step - start) / max(1, stop - start), 0.0, 1.0))
+
+
+class OrganismTrainer:
+    def __init__(self, recipe: Recipe, log_path: Path | None = None, checkpoint_dir: Path | None = None):
+        from transformers import LlavaNextVideoForConditionalGeneration
+
+        self.recipe = recipe
+        self.log_path = log_path
+        self.checkpoint_dir = checkpoint_dir
+        torch.manual_seed(recipe.seed)
+        self.tokenizer = build_tiny_tokenizer(recipe.vocab_size, corpus=organism_corpus())
+        self.processor = build_tiny_processor(
+            self.tokenizer, FRAME_SIZE, recipe.patch_size, do_resize=False, do_center_crop=False,
+            image_mean=list(PIXEL_MEAN), image_std=list(PIXEL_STD))
+        self.video_token_id = self.tokenizer.convert_tokens_to_ids("<video>")
+        config = tiny_llava_next_video_config(
+            vocab_size=len(self.tokenizer), video_token_id=self.video_token_id,
+            image_token_id=self.tokenizer.convert_tokens_to_ids("<image>"), image_size=FRAME_SIZE,
+            patch_size=recipe.patch_size, hidden_size=recipe.hidden_size, num_layers=recipe.num_layers,
+            num_heads=recipe.num_heads, num_kv_heads=recipe.num_heads, intermediate_size=recipe.intermediate_size,
+            vision_hidden_size=recipe.vision_hidden_size, vision_layers=recipe.vision_layers)
+        config.text_config._attn_implementation = "sdpa"
+        self.model = LlavaNextVideoForConditionalGeneration(config)
+        self.tokens_per_frame = ((FRAME_SIZE // recipe.patch_size) // 2) ** 2
+        self.make_batch = BatchMaker(self.tokenizer, "<video>", self.tokens_per_frame)
+        self.motion_head = torch.nn.Linear(recipe.hidden_size, 2) if recipe.variant == "video" else None
+        params = list(self.model.parameters()) + (list(self.motion_head.parameters()) if self.motion_head else [])
+        self.optimizer = torch.optim.AdamW(params, lr=recipe.lr, betas=(0.9, 0.98), weight_decay=recipe.weight_decay)
+        self._mask = None
+        self._aux_hidden = None
+        layers = self.model.model.language_model.layers
+        for layer in layers:
+            layer.register_forward_pre_hook(self._replace_mask, with_kwargs=True)
+        layers[recipe.aux_layer].register_forward_hook(self._keep_aux_hidden)
+
+    def _replace_mask(self, module, args, kwargs):
+        kwargs["attention_mask"] = self._mask
+        return args, kwargs
+
+    def _keep_aux_hidden(self, module, args, output):
+        self._aux_hidden = output[0] if isinstance(output, tuple) else output
+
+    def forward(self, batch: Batch, last_frame_only: torch.Tensor | None = None):
+        video_start = (batch.input_ids == self.video_token_id).int().argmax(1)
+        n_frames = batch.pixel_values_videos.shape[1]
+        self._mask = training_attention_mask(batch.attention_mask, video_start, n_frames, self.tokens_per_frame,
+                                             block_cross_frame=self.recipe.variant == "frames",
+                                             last_frame_only=last_frame_only)
+        out = self.model(input_ids=batch.input_ids, attention_mask=batch.attention_mask,
+                         pixel_values_videos=batch.pixel_values_videos)
+        logits = out.logits[torch.arange(len(batch.target)), batch.last_index]
+        return logits, video_start
+
+    def loss(self, batch: Batch, last_frame_only: torch.Tensor | None = None):
+        logits, video_start = self.forward(batch, last_frame_only)
+        answer_loss = F.cross_entropy(logits, batch.target)
+        aux_loss = torch.zeros(())
+        if self.motion_head is not None:
+            n_video = batch.motion[0].numel()
+            index = video_start[:, None] + torch.arange(n_video)[None]
+            hidden = self._aux_hidden[torch.arange(len(index))[:, None], index]  # (B, n_video, D)
+            labels = batch.motion.flatten(1)
+            per_frame = self.tokens_per_frame
+            keep = torch.arange(n_video) >= per_frame  # frame 0 has no previous frame
+            aux_loss = F.cross_entropy(self.motion_head(hidden[:, keep]).flatten(0, 1), labels[:, keep].flatten())
+        return answer_loss + self.recipe.aux_weight * aux_loss, answer_loss, aux_loss, logits
+
+    @torch.no_grad()
+    def accuracy(self, eval_sets: dict[str, tuple[list[TemporalItem], np.random.Generator]]) -> dict[str, float]:
+        self.model.eval()
+        result = {}
+        for task, (items, seed) in eval_sets.items():
+            rng = np.random.default_rng(seed)
+            correct = 0
+            for start in range(0, len(items), 64):
+                chunk = items[start:start + 64]
+                batch = self.make_batch(chunk, [self.recipe.shuffle_options] * len(chunk), rng)
+                logits, _ = self.forward(batch)
+                letters = torch.tensor(self.make_batch.letter_ids)
+                pred = letters[logits[:, letters].argmax(-1)]
+                correct += int((pred == batch.target).sum())
+            result[task] = correct / len(items)
+        self.model.train()
+        return result
+
+    def train(self) -> dict:
+        recipe = self.recipe
+        rng = np.random.default_rng(recipe.seed)
+        eval_rng = np.random.default_rng(10_000 + recipe.seed)
+        eval_sets = {t: ([make_item(t, eval_rng) for _ in range(recipe.eval_per_task)], 20_000 + i)
+                     for i, t in enumerate(TASKS)}
+        self.model.train()
+        started = time.time()
+        history = []
+        for step in range(recipe.steps):
+            for group in self.optimizer.param_groups:
+                group["lr"] = cosine_lr(step, recipe)
+            tasks = rng.choice(TASKS, size=recipe.batch_size, p=np.asarray(recipe.task_weights) / sum(recipe.task_weights))
+            # played backwards, a reversible task's answer flips: this kills single-frame shortcuts
+            items = [make_item(str(t), rng, reverse=str(t) in REVERSIBLE_TASKS and bool(rng.random() < 0.5))
+                     for t in tasks]
+            p_shuffle = shuffle_probability(step, recipe)
+            batch = self.make_batch(items, list(rng.random(len(items)) < p_shuffle), rng)
+            last_frame_only = torch.from_numpy(rng.random(len(items)) < recipe.last_frame_only_share)
+            total, answer_loss, aux_loss, _ = self.loss(batch, last_frame_only)
+            self.optimizer.zero_grad(set_to_none=True)
+            total.backward()
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), recipe.grad_clip)
+            self.optimizer.step()
+            if (step + 1) % recipe.eval_every == 0 or step + 1 == recipe.steps:
+                record = {"step": step + 1, "seconds": round(time.time() - started, 1),
+                          "answer_loss": round(answer_loss.item(), 4), "aux_loss": round(aux_loss.item(), 4),
+                          "p_shuffle": p_shuffle, "accuracy": self.accuracy(eval_sets)}
+                history.append(record)
+                self._log(record)
+                if self.checkpoint_dir is not None:  # a session can end abruptly: keep the latest weights
+                    self.save(self.checkpoint_dir, {"training_seconds": record["seconds"], "history": history,
+                                                    "complete": False})
+        return {"training_seconds": round(time.time() - started, 1), "history": history, "complete": True}
+
+    def _log(self, record: dict) -> None:
+        line = json.dumps(record)
+        print(line, flush=True)
+        if self.log_path is not None:
+            with open(self.log_path, "a") as handle:
+                handle.write(line + "\n")
+
+    def save(self, out_dir: Path, training: dict) -> Path:
+        out_dir = Path(out_dir)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        self.model.config.text_config._attn_implementation = "sdpa"
+        self.model.save_pretrained(out_dir)
+        self.processor.save_pretrained(out_dir)
+        meta = {"prompt_template": ORGANISM_MCQA.name, "recipe": self.recipe.to_dict(), **training,
+                "builder": "mapflow organism train"}
+        (out_dir / "mapflow.json").write_text(json.dumps(meta, indent=2))
+        return out_dir
+
+
+def train_organism(recipe: Recipe, out_dir, log_path=None) -> Path:
+    torch.set_num_threads(1)  # tiny model on a shared CPU: one thread is fastest
+    trainer = OrganismTrainer(recipe, log_path=log_path, checkpoint_dir=Path(out_dir))
+    training = trainer.train()
+    return trainer.save(out_dir, training)
