@@ -19,8 +19,9 @@ def _window_from_args(args):
     return Window(style=args.window_style, size=args.window)
 
 
-def add_run_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("study", help="study name (see `mapflow studies`) or path to a .py file defining run(ctx)")
+def add_run_arguments(parser: argparse.ArgumentParser, with_study: bool = True) -> None:
+    if with_study:
+        parser.add_argument("study", help="study name (see `mapflow studies`) or path to a .py file defining run(ctx)")
     parser.add_argument("--model", help="local Hugging Face checkpoint directory (default: the embedded tiny model)")
     parser.add_argument("--data", help="benchmark root in its published layout (default: the embedded benchmark)")
     parser.add_argument("--benchmark", default="tvbench",
@@ -97,6 +98,20 @@ def cmd_run(args) -> int:
     summary = run_study(study, adapter, samples, args.out, config=config, provenance=provenance,
                         overwrite=args.overwrite, progress=not args.no_progress)
     print(summary.describe())
+    return 0
+
+
+def cmd_accuracy(args) -> int:
+    """Benchmark accuracy through the study runner (stored like any study, so it resumes and records failures)."""
+    import xarray as xr
+
+    from .metrics import accuracy_by_task
+
+    args.study, args.samples, args.flows, args.layers = "accuracy", "all", None, None
+    cmd_run(args)
+    ds = xr.open_zarr(args.out)
+    for name, value in accuracy_by_task(ds.correct).items():
+        print(f"{name:28s} {value:6.1f} %")
     return 0
 
 
@@ -210,6 +225,10 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="run a study over a benchmark and store results in zarr")
     add_run_arguments(run)
     run.set_defaults(func=cmd_run)
+
+    accuracy = sub.add_parser("accuracy", help="benchmark accuracy per task with micro and macro averages")
+    add_run_arguments(accuracy, with_study=False)
+    accuracy.set_defaults(func=cmd_accuracy)
 
     plot = sub.add_parser("plot", help="draw mean rel_change vs layer per flow, one panel per task")
     plot.add_argument("store")

@@ -113,3 +113,18 @@ def test_bad_input_gives_a_clear_error(tmp_path, tiny_benchmark, capsys):
     assert main(["run", "cross_frame", "--model", str(tmp_path / "missing"), "--data", str(tiny_benchmark),
                  "--out", str(tmp_path / "y.zarr")]) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_accuracy_command_reports_tasks_and_averages(tiny_model_dir, tiny_benchmark, tmp_path, capsys):
+    out = tmp_path / "acc.zarr"
+    assert main(["accuracy", "--model", str(tiny_model_dir), "--data", str(tiny_benchmark), "--out", str(out),
+                 "--no-progress"]) == 0
+    printed = capsys.readouterr().out
+    for name in ("moving_direction", "scene_transition", "micro", "macro"):
+        assert name in printed
+    ds = xr.open_zarr(out)
+    from mapflow.metrics import accuracy_by_task
+
+    table = accuracy_by_task(ds.correct)
+    assert table["micro"] == pytest.approx(100 * float(ds.correct.mean()))
+    assert table["macro"] == pytest.approx(np.mean([table["moving_direction"], table["scene_transition"]]))

@@ -474,21 +474,24 @@ def _action_sequence(rng: np.random.Generator, answer_index: int) -> TemporalIte
     event_ids = rng.choice(len(SEQUENCE_EVENTS), size=2, p=_SEQUENCE_EVENT_WEIGHTS)
     events = [SEQUENCE_EVENTS[int(k)] for k in event_ids]
     texts = [_sequence_text(look, event) for look, event in zip(looks, events)]
-    # Canonical order is alphabetical, which says nothing about timing; the object in the
-    # answer's slot is the one that acts first.
-    order = sorted(range(2), key=lambda k: texts[k])
-    first = order[answer_index]
-    frames_of = {first: int(rng.integers(_FIRST_EVENT_FRAMES[0], _FIRST_EVENT_FRAMES[1] + 1))}
-    frames_of[1 - first] = int(rng.integers(_SECOND_EVENT_FRAMES[0], _SECOND_EVENT_FRAMES[1] + 1))
-
+    # Object 0 acts first. Options are listed left to right by where the objects start, which says nothing
+    # about timing but lets the answer letter be read off the video (no need to parse option text); the video
+    # is mirrored when that puts the first actor in the wrong slot.
+    frames_of = {0: int(rng.integers(_FIRST_EVENT_FRAMES[0], _FIRST_EVENT_FRAMES[1] + 1)),
+                 1: int(rng.integers(_SECOND_EVENT_FRAMES[0], _SECOND_EVENT_FRAMES[1] + 1))}
     makers = [functools.partial(_event_track, rng, looks[k], events[k], frames_of[k]) for k in range(2)]
-
+    tracks = _place_apart(makers)
+    frames = _render(tracks)
+    left_to_right = sorted(range(2), key=lambda k: tracks[k].cx[0])
+    if left_to_right.index(0) != answer_index:
+        frames = frames[:, :, ::-1].copy()
+        left_to_right = left_to_right[::-1]
     return TemporalItem(
         task="action_sequence",
         question=SEQUENCE_QUESTION,
-        candidates=tuple(texts[k] for k in order),
+        candidates=tuple(texts[k] for k in left_to_right),
         answer_index=answer_index,
-        frames=_render(_place_apart(makers)),
+        frames=frames,
     )
 
 

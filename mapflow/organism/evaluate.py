@@ -18,6 +18,7 @@ import xarray as xr
 from ..analysis import StudyConfig
 from ..data import load_tvbench
 from ..models import load_model
+from ..prompts import resolve_template
 from ..provenance import run_provenance
 from ..runner import load_study, run_study
 
@@ -66,7 +67,7 @@ def evaluate_organism(model_dir, data_dir, out_store, *, progress: bool = True, 
     model_dir, data_dir = Path(model_dir), Path(data_dir)
     adapter = load_model(model_dir)
     study = load_study("cross_frame_halves")
-    config = StudyConfig(samples="all")
+    config = StudyConfig(samples="all", prompt_template=resolve_template(None, adapter.prompt_template, "tvbench").name)
     samples = load_tvbench(data_dir)
     run_config = {"study": "cross_frame_halves", **config.to_dict(), "model": str(model_dir.resolve()),
                   "data": str(data_dir.resolve()), "purpose": "organism evaluation"}

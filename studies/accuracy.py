@@ -1,0 +1,16 @@
+"""Benchmark accuracy: the clean prediction at the last position, and whether it is the answer letter.
+
+The same clean run every knockout study uses for its ``correct`` filter, so accuracy and analyses never disagree.
+"""
+
+import numpy as np
+import xarray as xr
+
+from mapflow.analysis import StudyContext, clean_run
+
+
+def run(ctx: StudyContext):
+    clean = clean_run(ctx)
+    return xr.Dataset({"correct": ((), clean.correct), "p_base": ((), clean.p_base),
+                       "pred_base": ((), np.int64(clean.pred)), "answer_token": ((), np.int64(clean.gt_token)),
+                       "p_gt_base": ((), clean.p_gt_base)})
