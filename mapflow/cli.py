@@ -145,41 +145,21 @@ def cmd_studies(args) -> int:
 
 
 def cmd_demo(args) -> int:
-    """The main job on the embedded default: two studies on the shipped model and benchmark, plus their figures."""
+    """The main job on the embedded default: the core studies on the shipped organisms and benchmark, with figures."""
+    from .embedded import organism_dir
+
     out_dir = Path(args.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    for study in ("cross_frame", "information_flow"):
-        store = out_dir / f"{study}.zarr"
-        run_args = build_parser().parse_args(["run", study, "--out", str(store), "--samples", args.samples,
-                                              "--window", str(args.window)])
+    runs = [("cross_frame", "video"), ("cross_frame", "frames"), ("information_flow", "video")]
+    for study, variant in runs:
+        name = f"{study}-organism-{variant}"
+        store = out_dir / f"{name}.zarr"
+        run_args = build_parser().parse_args([
+            "run", study, "--model", str(organism_dir(variant)), "--out", str(store), "--samples", args.samples,
+            "--window", str(args.window), "--limit", str(args.limit), "--threads", "1"])
         cmd_run(run_args)
-        cmd_plot(argparse.Namespace(store=str(store), png=str(out_dir / f"{study}.png"), variable="rel_change"))
+        cmd_plot(argparse.Namespace(store=str(store), png=str(out_dir / f"{name}.png"), variable="rel_change"))
     print(f"demo results in {out_dir}/ (open with xarray.open_zarr)")
-    return 0
-
-
-def cmd_organism_train(args) -> int:
-    from .organism.recipe import Recipe
-    from .organism.train import train_organism
-
-    recipe = Recipe(variant=args.variant, seed=args.seed, steps=args.steps,
-                    last_frame_only_share=args.last_frame_only_share, shuffle_options=args.shuffle_options)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    path = train_organism(recipe, out, log_path=out / "training_log.jsonl")
-    meta = json.loads((path / "mapflow.json").read_text())
-    print(f"trained organism-{args.variant} in {meta['training_seconds']} s -> {path}")
-    return 0
-
-
-def cmd_organism_evaluate(args) -> int:
-    from .embedded import default_data_dir
-    from .organism.evaluate import evaluate_organism, format_table
-
-    data = Path(args.data) if args.data else default_data_dir()
-    summary = evaluate_organism(args.model, data, args.out, progress=not args.no_progress, record=not args.no_record)
-    print(format_table(summary["accuracy_percent"]))
-    print(f"load + one forward: {summary['load_and_forward_seconds']:.2f} s")
     return 0
 
 
@@ -204,12 +184,13 @@ def cmd_bench(args) -> int:
             # LLaVA-NeXT-Video-7B's token layout (8 frames x 12x12 pooled tokens, the paper's long prompt) on a tiny
             # random text model: the sequence shape decides how much an exact plan can save
             model_dir = build_tiny_llava_next_video(Path(scratch) / "llava-8x144", image_size=96, patch_size=4,
-                                                    num_layers=args.layers)
+                                                    num_layers=args.layers)  # 96 px / 4 / pool 2 = 12x12
             data = Path(args.data or TINY_BENCH_DIR)
         else:
             model_dir, data = default_model_dir(), Path(args.data or DEFAULT_DATA_DIR)
         adapter = load_model(model_dir, attn_implementation=args.attn)
-        report = benchmark(adapter, data, limit=args.limit, window=Window("center", args.window))
+        window = args.window or (3 if adapter.num_layers <= 8 else 9)
+        report = benchmark(adapter, data, limit=args.limit, window=Window("center", window))
     cpu = platform.processor() or platform.machine()
     description = (f"mapflow bench: {model_dir.name} ({adapter.num_layers} layers, attn {args.attn}), "
                    f"{torch.get_num_threads()} thread(s), {cpu}")
@@ -271,19 +252,19 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--shape", default="organism", choices=["organism", "llava-8x144"],
                        help="organism: the embedded organism-video; llava-8x144: a tiny random model with "
                             "LLaVA-NeXT-Video-7B's sequence layout (8 frames x 144 video tokens, paper prompt)")
-    bench.add_argument("--layers", type=int, default=8, help="decoder layers of the llava-8x144 model")
+    bench.add_argument("--layers", type=int, default=32, help="decoder layers of the llava-8x144 model (7B: 32)")
     bench.add_argument("--data", help="benchmark root (default: the shipped one that fits the model)")
     bench.add_argument("--limit", type=int, default=1, help="samples per task")
-    bench.add_argument("--window", type=int, default=9)
+    bench.add_argument("--window", type=int, help="window size (default 9; 3 for the 8-layer organism)")
     bench.add_argument("--attn", default="sdpa", choices=["sdpa", "eager"])
     bench.add_argument("--threads", type=int, default=1)
     bench.set_defaults(func=cmd_bench)
 
     demo = sub.add_parser("demo", help="run the main job on the embedded default model and benchmark")
     demo.add_argument("--out-dir", default="runs/demo")
-    demo.add_argument("--samples", default="all", choices=["correct", "all", "wrong"],
-                      help="default 'all': the embedded random model rarely answers correctly")
-    demo.add_argument("--window", type=int, default=3, help="window size (the tiny model has 6 layers)")
+    demo.add_argument("--samples", default="correct", choices=["correct", "all", "wrong"])
+    demo.add_argument("--window", type=int, default=3, help="window size (the organisms have 8 layers)")
+    demo.add_argument("--limit", type=int, default=20, help="samples per task")
     demo.set_defaults(func=cmd_demo)
     return parser
 

@@ -1,4 +1,4 @@
-"""The embedded default: a model and a benchmark shipped in ``data/`` so every command works offline on a CPU."""
+"""The embedded default: model organisms and a benchmark shipped in ``data/`` so every command works offline."""
 
 from __future__ import annotations
 
@@ -7,23 +7,27 @@ from pathlib import Path
 from .errors import MapflowError
 
 DATA_DIR = Path(__file__).resolve().parent.parent / "data"
-DEFAULT_MODEL_DIR = DATA_DIR / "models" / "tiny-llava-next-video"
-DEFAULT_DATA_DIR = DATA_DIR / "tvbench-mini"
-TINY_BENCH_DIR = DATA_DIR / "tvbench-mini"
-DEFAULT_MODEL_SEED = 0
+ORGANISM_DIRS = {variant: DATA_DIR / "models" / f"organism-{variant}" for variant in ("video", "frames")}
+DEFAULT_MODEL_DIR = ORGANISM_DIRS["video"]
+DEFAULT_DATA_DIR = DATA_DIR / "temporal-bench"
+TINY_BENCH_DIR = DATA_DIR / "tvbench-mini"  # 64 px videos for models that resize (tests, `bench --shape`)
+
+
+def organism_dir(variant: str = "video") -> Path:
+    path = ORGANISM_DIRS[variant]
+    if not (path / "config.json").is_file():
+        raise MapflowError(f"the embedded model {path} is missing; retrain it with `mapflow organism train "
+                           f"--variant {variant} --out {path}` (see README)")
+    return path
 
 
 def default_model_dir() -> Path:
-    """The shipped tiny LLaVA-NeXT-Video; rebuilt from its seed if the folder is missing."""
-    if not (DEFAULT_MODEL_DIR / "config.json").is_file():
-        from .models.tiny import build_tiny_llava_next_video
-
-        build_tiny_llava_next_video(DEFAULT_MODEL_DIR, seed=DEFAULT_MODEL_SEED)
-    return DEFAULT_MODEL_DIR
+    return organism_dir("video")
 
 
 def default_data_dir() -> Path:
     if not (DEFAULT_DATA_DIR / "json").is_dir():
-        raise MapflowError(f"the embedded benchmark {DEFAULT_DATA_DIR} is missing; regenerate it with "
-                           f"`python -m mapflow.data.synthetic {DEFAULT_DATA_DIR}`")
+        raise MapflowError(f"the embedded benchmark {DEFAULT_DATA_DIR} is missing; regenerate it with `python -m "
+                           f"mapflow.data.synthetic {DEFAULT_DATA_DIR} --benchmark temporal --per-task 100 --seed 1234 "
+                           "--canonical-options`")
     return DEFAULT_DATA_DIR

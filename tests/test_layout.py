@@ -68,3 +68,23 @@ def test_segment_border_inside_a_token_is_refused(adapter, frames):
                 PromptSegment("a", "\nBest opt"), PromptSegment("b", "ion:(")]
     with pytest.raises(LayoutError, match="spans segments"):
         adapter.prepare(frames, segments)
+
+
+def test_videomme_style_prompt_spans(adapter, frames):
+    from dataclasses import replace
+
+    from mapflow.data.sample import Sample
+    from mapflow.prompts import LLAVA_MCQA_VIDEOMME
+
+    sample = Sample("Counting/001-1", "Counting", "unused.mp4", "How many red squares are there?",
+                    ("one", "two", "three", "four"), 1, option_format="dot")
+    prepared = adapter.prepare(frames, mcqa_segments(sample, LLAVA_MCQA_VIDEOMME),
+                               option_letters=sample.option_letters, true_letter=sample.answer_letter)
+    assert prepared.text.endswith("D. four\n \nOnly give the best option. ASSISTANT:Best option:")
+    assert decode(adapter, prepared, "true_option").strip() == "B. two"
+    for letter, text in zip("ACD", ("one", "three", "four")):
+        assert f"{letter}. {text}" in decode(adapter, prepared, "false_options")
+    assert decode(adapter, prepared, "last").strip() == ":"
+    free_form = replace(sample, candidates=(), answer_index=-1, reference_answer="two")
+    with pytest.raises(Exception, match="free-form|multiple"):
+        mcqa_segments(free_form, LLAVA_MCQA_VIDEOMME)
