@@ -17,6 +17,7 @@ from .flows import Flow, Window
 from .engine import PLANS, KnockoutConfig, clean_state, run_knockouts
 from .knockout import apply_knockout
 from .models.base import PreparedInput, VideoLLMAdapter
+from .prompts import BuiltPrompt
 
 SAMPLE_MODES = ("correct", "all", "wrong")
 
@@ -76,6 +77,7 @@ class StudyContext:
     sample: Sample
     prepared: PreparedInput
     config: StudyConfig
+    prompt: BuiltPrompt
 
     @property
     def layout(self):
@@ -85,11 +87,10 @@ class StudyContext:
         return self.adapter.trace(self.prepared, **kwargs)
 
     def answer_token_id(self) -> int:
-        letter = self.sample.answer_letter
+        """The ground-truth token: the first token of the answer as it would follow the prompt."""
         if self.config.gt_token == "vocab":
-            return int(self.adapter.tokenizer.convert_tokens_to_ids(letter))
-        answer_prompt = self.layout.segment_text.get("answer_prompt", "")
-        return self.adapter.continuation_token_id(answer_prompt, letter)
+            return int(self.adapter.tokenizer.convert_tokens_to_ids(self.prompt.answer_text))
+        return self.adapter.continuation_token_id(self.prompt.answer_prompt, self.prompt.answer_text)
 
 
 def last_logits(ctx: StudyContext, blocked: torch.Tensor | None = None, layers=()) -> torch.Tensor:

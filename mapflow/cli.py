@@ -27,8 +27,8 @@ def add_run_arguments(parser: argparse.ArgumentParser, with_study: bool = True) 
     parser.add_argument("--benchmark", default="tvbench",
                         help="tvbench | tomato | longvideobench | videomme | vcgbench (default tvbench)")
     parser.add_argument("--template", help="prompt template (default: the checkpoint's own, else the paper's for "
-                                           "the benchmark): " + ", ".join(["llava_mcqa", "llava_mcqa_videomme",
-                                                                           "organism_mcqa"]))
+                                           "the benchmark): llava_mcqa, llava_mcqa_videomme, organism_mcqa, "
+                                           "llava_open_ended (sentence completion), vcgbench_free_form")
     parser.add_argument("--out", required=True, help="output zarr store (resumed if it exists)")
     parser.add_argument("--window", type=int, default=9, help="knockout window size k (default 9)")
     parser.add_argument("--window-style", default="center", choices=["center", "inverse", "bottom_up", "top_down"])

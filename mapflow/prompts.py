@@ -7,6 +7,7 @@ option, so the layout can name each of them (and derive ``non_option_question``,
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, replace
 
 from .data.sample import Sample
@@ -73,13 +74,90 @@ ORGANISM_MCQA = McqaTemplate(
     answer_prompt="\nASSISTANT: Best option:(",
 )
 
-TEMPLATES = {t.name: t for t in (LLAVA_MCQA, LLAVA_MCQA_VIDEOMME, ORGANISM_MCQA)}
+
+@dataclass(frozen=True)
+class OpenEndedTemplate:
+    """Sentence completion without options (paper appendix C.1): ``… Question: {q}\n ASSISTANT:{stem}``.
+
+    ``stems`` maps a task to its sentence stem and the rule that turns the benchmark answer into the words the model
+    should write next (both data; the rules are the small named functions in `ANSWER_RULES`).
+    """
+
+    name: str
+    before_video: str
+    video_placeholder: str
+    between_video_and_question: str
+    question_prefix: str
+    question_suffix: str
+    answer_prefix: str
+    stems: dict
+
+
+@dataclass(frozen=True)
+class FreeFormTemplate:
+    """A free-form question answered in the model's own words (VCGBench): ``… USER: {q} ASSISTANT:``."""
+
+    name: str
+    before_video: str
+    video_placeholder: str
+    between_video_and_question: str
+    answer_prompt: str
+
+
+SYSTEM_MVBENCH_OPEN_ENDED = (
+    "Carefully watch the video and pay attention to the cause and sequence of events, the detail and movement of "
+    "objects, and the action and pose of persons. Based on your observations, answer the question concisely.\n"
+)
+SYSTEM_VCGBENCH = (
+    "You are Video-ChatGPT, a large vision-language assistant. You are able to understand the video content that "
+    "the user provides, and assist the user with a variety of tasks using natural language.Follow the instructions "
+    "carefully and explain your answers in detail based on the provided video.\n"
+)
+
+# TVBench open-ended stems (spec §1.2): per task the stem, an optional replacement question, and the answer rule.
+TVBENCH_OPEN_ENDED_STEMS = {
+    "action_antonym": {"stem": "\nThe action being performed in the video regarding the {object} is to",
+                       "stem_without_object": "\nThe action being performed in the video is to",
+                       "answer": "verb_phrase"},
+    "action_sequence": {"stem": "\nThe action the person is doing first is to", "answer": "verb_phrase"},
+    "moving_direction": {"stem": "\n{subject} moves to the", "answer": "horizontal_direction"},
+    "object_count": {"stem": "\nThe number of moving objects is", "answer": "number_word"},
+    "scene_transition": {"stem": "\nThe scene in the video changes from the",
+                         "question": "Where does the scene in the video change from one place to another place?",
+                         "answer": "scene_after_from"},
+    "action_localization": {"stem": "\nThe action '{action}' occurs at the", "answer": "lowercase"},
+}
+ANTONYM_OBJECTS = ("jacket", "shoe", "bag", "headphone", "hat/cap", "glasses")
+
+LLAVA_OPEN_ENDED = OpenEndedTemplate(
+    name="llava_open_ended",
+    before_video=SYSTEM_MVBENCH_OPEN_ENDED + " USER: ",
+    video_placeholder="<video>",
+    between_video_and_question="\n USER: ",
+    question_prefix="Question: ",
+    question_suffix="\n",
+    answer_prefix=" ASSISTANT:",
+    stems=TVBENCH_OPEN_ENDED_STEMS,
+)
+
+VCGBENCH_FREE_FORM = FreeFormTemplate(
+    name="vcgbench_free_form",
+    before_video=SYSTEM_VCGBENCH + " USER: ",
+    video_placeholder="<video>",
+    between_video_and_question="\n USER: ",
+    answer_prompt=" ASSISTANT:",
+)
+
+TEMPLATES = {t.name: t for t in (LLAVA_MCQA, LLAVA_MCQA_VIDEOMME, ORGANISM_MCQA, LLAVA_OPEN_ENDED, VCGBENCH_FREE_FORM)}
 
 # The paper's template per benchmark when neither the user nor the checkpoint names one.
-BENCHMARK_TEMPLATES = {"videomme": LLAVA_MCQA_VIDEOMME.name}
+BENCHMARK_TEMPLATES = {"videomme": LLAVA_MCQA_VIDEOMME.name, "vcgbench": VCGBENCH_FREE_FORM.name}
 
 
-def resolve_template(requested: str | None, checkpoint: McqaTemplate | None, benchmark: str) -> McqaTemplate:
+Template = McqaTemplate | OpenEndedTemplate | FreeFormTemplate
+
+
+def resolve_template(requested: str | None, checkpoint: Template | None, benchmark: str) -> Template:
     """The user's choice, else the checkpoint's own template, else the paper's template for the benchmark."""
     if requested is not None:
         if requested not in TEMPLATES:
@@ -118,3 +196,99 @@ def mcqa_segments(sample: Sample, template: McqaTemplate = LLAVA_MCQA) -> list[P
 
 def prompt_text(segments: list[PromptSegment]) -> str:
     return "".join(s.text for s in segments)
+
+
+@dataclass(frozen=True)
+class BuiltPrompt:
+    """A sample's prompt as named segments, and the text the model should write right after it.
+
+    ``answer_text`` is the option letter for multiple choice, or the answer's first words (with their leading space)
+    for sentence completion and free-form answers; its first token is the ground-truth token of the analyses.
+    """
+
+    segments: list[PromptSegment]
+    answer_text: str
+    option_letters: tuple[str, ...] = ()
+    true_letter: str | None = None
+
+    @property
+    def answer_prompt(self) -> str:
+        return next((s.text for s in reversed(self.segments) if s.name == "answer_prompt"), "")
+
+
+def build_prompt(sample: Sample, template: Template) -> BuiltPrompt:
+    if isinstance(template, McqaTemplate):
+        return BuiltPrompt(mcqa_segments(sample, template), sample.answer_letter, sample.option_letters,
+                           sample.answer_letter)
+    if isinstance(template, OpenEndedTemplate):
+        return _open_ended_prompt(sample, template)
+    if sample.reference_answer is None:
+        raise ValueError(f"sample {sample.sample_id}: the free-form template needs a reference answer")
+    segments = [PromptSegment("system", template.before_video), PromptSegment(VIDEO, template.video_placeholder),
+                PromptSegment("bridge", template.between_video_and_question),
+                PromptSegment("question_text", sample.question), PromptSegment("answer_prompt", template.answer_prompt)]
+    return BuiltPrompt(segments, " " + sample.reference_answer.strip())
+
+
+def _open_ended_prompt(sample: Sample, template: OpenEndedTemplate) -> BuiltPrompt:
+    rule = template.stems.get(sample.task)
+    if rule is None:
+        raise ValueError(f"sample {sample.sample_id}: no open-ended stem for task '{sample.task}'; "
+                         f"stems exist for {', '.join(template.stems)}")
+    answer = sample.answer if not sample.is_free_form else sample.reference_answer
+    question = rule.get("question", sample.question)
+    stem = _fill_stem(rule, sample, answer)
+    words = ANSWER_RULES[rule["answer"]](answer)
+    segments = [
+        PromptSegment("system", template.before_video), PromptSegment(VIDEO, template.video_placeholder),
+        PromptSegment("bridge", template.between_video_and_question),
+        PromptSegment("question_prefix", template.question_prefix), PromptSegment("question_text", question),
+        PromptSegment("question_suffix", template.question_suffix),
+        PromptSegment("answer_prompt", template.answer_prefix + stem),
+    ]
+    return BuiltPrompt(segments, " " + words)
+
+
+def _fill_stem(rule: dict, sample: Sample, answer: str) -> str:
+    stem = rule["stem"]
+    if "{object}" in stem:
+        found = next((o for o in ANTONYM_OBJECTS if any(part in answer.lower() for part in o.split("/"))), None)
+        return stem.format(object=found) if found else rule["stem_without_object"]
+    if "{subject}" in stem:
+        # "Which direction does the gray cube move …?" -> "The gray cube"
+        match = re.search(r"does (the .+?) move", sample.question, flags=re.IGNORECASE)
+        subject = match.group(1) if match else "the object"
+        return stem.format(subject=subject[0].upper() + subject[1:])
+    if "{action}" in stem:
+        return stem.format(action=sample.question)
+    return stem
+
+
+_NUMBER_WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten")
+
+
+def _horizontal_direction(answer: str) -> str:
+    lowered = answer.lower()
+    return "right" if "right" in lowered else "left" if "left" in lowered else lowered.rstrip(".")
+
+
+def _number_word(answer: str) -> str:
+    text = answer.strip().rstrip(".")
+    return _NUMBER_WORDS[int(text)] if text.isdigit() and int(text) < len(_NUMBER_WORDS) else text.lower()
+
+
+def _scene_after_from(answer: str) -> str:
+    return re.sub(r"^\s*from (the |a )?", "", answer.strip(), flags=re.IGNORECASE).rstrip(".")
+
+
+def _verb_phrase(answer: str) -> str:
+    return answer.strip().rstrip(".")[:1].lower() + answer.strip().rstrip(".")[1:]
+
+
+ANSWER_RULES = {
+    "verb_phrase": _verb_phrase,
+    "horizontal_direction": _horizontal_direction,
+    "number_word": _number_word,
+    "scene_after_from": _scene_after_from,
+    "lowercase": lambda answer: answer.strip().rstrip(".").lower(),
+}

@@ -19,7 +19,7 @@ from .data.sample import Sample
 from .data.video import read_frames
 from .errors import MapflowError
 from .models.base import VideoLLMAdapter
-from .prompts import TEMPLATES, mcqa_segments
+from .prompts import TEMPLATES, build_prompt
 from .results import ResultStore
 
 log = logging.getLogger(__name__)
@@ -72,12 +72,13 @@ class RunSummary:
 def measure_sample(study: ModuleType, adapter: VideoLLMAdapter, sample: Sample, config: StudyConfig,
                    model_name: str) -> xr.Dataset:
     """Run the study on one sample; the result gets the leading ``sample`` dim and its ``task``/``model`` labels."""
+    prompt = build_prompt(sample, TEMPLATES[config.prompt_template])
     frames = read_frames(sample, num_frames=config.num_frames, rule=config.frame_rule).frames
     prepared = adapter.prepare(
-        frames, mcqa_segments(sample, TEMPLATES[config.prompt_template]), option_letters=sample.option_letters,
-        true_letter=sample.answer_letter, non_option_includes_prefix=config.non_option_includes_prefix,
+        frames, prompt.segments, option_letters=prompt.option_letters, true_letter=prompt.true_letter,
+        non_option_includes_prefix=config.non_option_includes_prefix,
     )
-    result = study.run(StudyContext(adapter=adapter, sample=sample, prepared=prepared, config=config))
+    result = study.run(StudyContext(adapter=adapter, sample=sample, prepared=prepared, config=config, prompt=prompt))
     result = result.expand_dims(sample=[sample.sample_id])
     return result.assign_coords(task=("sample", np.asarray([sample.task], dtype=object)), model=model_name)
 

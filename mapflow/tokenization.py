@@ -75,13 +75,14 @@ def build_layout(segments: list[PromptSegment], text: str, input_ids, offsets, *
     spans.update({f.name: f for f in frames})
 
     option_names = [f"option_{letter}" for letter in option_letters]
-    if option_names:
+    if "question_text" in spans:
         question_parts = [n for n in spans if n in ("question_prefix", "question_text", "options_header")
                           or n in option_names or n.startswith("option_separator_")]
         spans["question"] = Span.union("question", [spans[n] for n in question_parts])
-        non_option_parts = ["question_prefix", "question_text"] if non_option_includes_prefix else ["question_text"]
+        non_option_parts = [n for n in ("question_prefix", "question_text") if n in spans
+                            and (non_option_includes_prefix or n == "question_text")]
         spans["non_option_question"] = Span.union("non_option_question", [spans[n] for n in non_option_parts])
-        if true_letter is not None:
+        if option_names and true_letter is not None:
             spans["true_option"] = Span("true_option", spans[f"option_{true_letter}"].ranges)
             spans["false_options"] = Span.union(
                 "false_options", [spans[n] for n in option_names if n != f"option_{true_letter}"])

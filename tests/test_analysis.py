@@ -5,13 +5,14 @@ import torch
 from mapflow.analysis import StudyConfig, StudyContext, clean_run, knockout_sweep
 from mapflow.flows import Flow, Window
 from mapflow.knockout import apply_knockout
-from mapflow.prompts import mcqa_segments
+from mapflow.prompts import LLAVA_MCQA, LLAVA_OPEN_ENDED, build_prompt
 
 
-def context(adapter, sample, frames, **config):
-    prepared = adapter.prepare(frames, mcqa_segments(sample), option_letters=sample.option_letters,
-                               true_letter=sample.answer_letter)
-    return StudyContext(adapter=adapter, sample=sample, prepared=prepared, config=StudyConfig(**config))
+def context(adapter, sample, frames, template=LLAVA_MCQA, **config):
+    prompt = build_prompt(sample, template)
+    prepared = adapter.prepare(frames, prompt.segments, option_letters=prompt.option_letters,
+                               true_letter=prompt.true_letter)
+    return StudyContext(adapter=adapter, sample=sample, prepared=prepared, config=StudyConfig(**config), prompt=prompt)
 
 
 def test_sweep_cells_match_a_direct_knockout(sdpa_adapter, sample, frames):
@@ -59,3 +60,16 @@ def test_ground_truth_token_rules(sdpa_adapter, sample, frames):
     assert tok.decode([ctx.answer_token_id()]) == "C"
     vocab = context(sdpa_adapter, sample, frames, gt_token="vocab")
     assert vocab.answer_token_id() == tok.convert_tokens_to_ids("C")
+
+
+def test_open_ended_ground_truth_is_the_first_answer_word(sdpa_adapter, sample, frames):
+    ctx = context(sdpa_adapter, sample, frames, template=LLAVA_OPEN_ENDED)
+    assert ctx.prompt.answer_text == " left"  # "Down and to the left." -> left
+    assert ctx.prepared.text.endswith("Question: Which direction does the red square move in the video?\n"
+                                      " ASSISTANT:\nThe red square moves to the")
+    token = ctx.answer_token_id()
+    piece = sdpa_adapter.tokenizer.decode([token]).strip()
+    assert piece and "left".startswith(piece)
+    assert "question" in ctx.layout.spans and "true_option" not in ctx.layout.spans
+    ds = knockout_sweep(ctx, ["video->last"])
+    assert int(ds.answer_token) == token
