@@ -163,6 +163,31 @@ def cmd_demo(args) -> int:
     return 0
 
 
+def cmd_organism_train(args) -> int:
+    from .organism.recipe import Recipe
+    from .organism.train import train_organism
+
+    recipe = Recipe(variant=args.variant, seed=args.seed, steps=args.steps,
+                    last_frame_only_share=args.last_frame_only_share, shuffle_options=args.shuffle_options)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    path = train_organism(recipe, out, log_path=out / "training_log.jsonl")
+    meta = json.loads((path / "mapflow.json").read_text())
+    print(f"trained organism-{args.variant} in {meta['training_seconds']} s -> {path}")
+    return 0
+
+
+def cmd_organism_evaluate(args) -> int:
+    from .embedded import default_data_dir
+    from .organism.evaluate import evaluate_organism, format_table
+
+    data = Path(args.data) if args.data else default_data_dir()
+    summary = evaluate_organism(args.model, data, args.out, progress=not args.no_progress, record=not args.no_record)
+    print(format_table(summary["accuracy_percent"]))
+    print(f"load + one forward: {summary['load_and_forward_seconds']:.2f} s")
+    return 0
+
+
 def cmd_bench(args) -> int:
     import platform
     import tempfile
