@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterable, Sequence
+import random
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from mapflow.data.sample import Sample
-from mapflow.data.tvbench import select_entry_indices
 from mapflow.errors import DataError
 
 Where = dict[str, Any]
@@ -44,6 +44,16 @@ def check_root(root: str | Path, benchmark: str) -> Path:
     return root
 
 
+def require_task_dir(root: Path, name: str, benchmark: str) -> Path:
+    """``root/name``, the folder of per-task JSON files, which must exist."""
+    json_dir = root / name
+    if not json_dir.is_dir():
+        raise DataError(
+            f"no '{name}/' directory under the {benchmark} root (expected {json_dir}/<task>.json)", file=json_dir
+        )
+    return json_dir
+
+
 def require_file(path: Path, what: str) -> Path:
     if not path.exists():
         raise DataError(f"{what} does not exist", file=path)
@@ -67,14 +77,18 @@ def resolve_video(directory: Path, name: str, extensions: Sequence[str]) -> Path
 # --- files ------------------------------------------------------------------------------
 
 
-def read_json(path: Path, expected: type) -> Any:
-    """Parse a JSON file whose top level must be `expected` (list or dict); objects are `JsonObject`s."""
+def read_json(path: Path, expected: type, track_duplicate_keys: bool = True) -> Any:
+    """Parse a JSON file whose top level must be `expected` (list or dict); objects are `JsonObject`s.
+
+    With ``track_duplicate_keys=False`` objects are plain dicts (as TVBench has always read them:
+    a key given twice keeps its last value, and messages name the type ``dict``).
+    """
     try:
         text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError as err:
         raise DataError(f"file is not valid UTF-8 ({err})", file=path) from err
     try:
-        data = json.loads(text, object_pairs_hook=JsonObject)
+        data = json.loads(text, object_pairs_hook=JsonObject if track_duplicate_keys else None)
     except json.JSONDecodeError as err:
         raise DataError(
             f"invalid JSON at line {err.lineno} column {err.colno} (char {err.pos}): {err.msg}", file=path
@@ -129,13 +143,19 @@ def check_str(value: Any, field: str, where: Where, allow_empty: bool = False) -
     return value
 
 
-def string_list(entry: dict, field: str, where: Where) -> tuple[str, ...]:
+def string_list(
+    entry: dict, field: str, where: Where, unique: bool = False, within_letters: bool = True
+) -> tuple[str, ...]:
     if field not in entry:
         raise DataError("missing required field", field=field, **where)
-    return check_string_list(entry[field], field, where)
+    return check_string_list(entry[field], field, where, unique, within_letters)
 
 
-def check_string_list(value: Any, field: str, where: Where) -> tuple[str, ...]:
+def check_string_list(
+    value: Any, field: str, where: Where, unique: bool = False, within_letters: bool = True
+) -> tuple[str, ...]:
+    """A non-empty list of strings; `unique` rejects a repeated item (it would make an answer
+    ambiguous), `within_letters` more than 26 items (option letters stop at Z)."""
     if not isinstance(value, (list, tuple)):
         raise DataError(f"must be a list of strings, got {type(value).__name__}", field=field, **where)
     if not value:
@@ -145,7 +165,9 @@ def check_string_list(value: Any, field: str, where: Where) -> tuple[str, ...]:
             raise DataError(
                 f"candidate {position} must be a string, got {type(item).__name__}", field=field, **where
             )
-    if len(value) > 26:
+    if unique and len(set(value)) != len(value):
+        raise DataError(f"candidates contain duplicates: {value}", field=field, **where)
+    if within_letters and len(value) > 26:
         raise DataError(f"{len(value)} candidates; option letters only go up to Z", field=field, **where)
     return tuple(value)
 
@@ -169,12 +191,30 @@ def answer_index(entry: dict, field: str, num_candidates: int, where: Where) -> 
 def positive_seconds(entry: dict, field: str, where: Where) -> float:
     if field not in entry:
         raise DataError("missing required field", field=field, **where)
-    value = entry[field]
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise DataError(f"must be a number of seconds, got {type(value).__name__}", field=field, **where)
+    value = _seconds(entry[field], field, where)
     if not math.isfinite(value) or value <= 0:
         raise DataError(f"must be a positive finite number of seconds, got {value}", field=field, **where)
     return float(value)
+
+
+def optional_seconds(entry: dict, field: str, where: Where) -> float | None:
+    """A finite, non-negative number of seconds, or None when the field is absent or null."""
+    value = entry.get(field)
+    if value is None:
+        return None
+    _seconds(value, field, where)
+    if not math.isfinite(value):
+        raise DataError(f"must be a finite number of seconds, got {value}", field=field, **where)
+    if value < 0:
+        raise DataError(f"must not be negative, got {value}", field=field, **where)
+    return float(value)
+
+
+def _seconds(value: Any, field: str, where: Where) -> int | float:
+    """`value` itself if it is a number (bools are rejected: True would silently mean 1 s)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise DataError(f"must be a number of seconds, got {type(value).__name__}", field=field, **where)
+    return value
 
 
 # --- tasks, limits, ids -----------------------------------------------------------------
@@ -196,6 +236,30 @@ def resolve_tasks(
     return list(requested)
 
 
+def present_tasks(json_dir: Path, task_files: Mapping[str, str], benchmark: str) -> list[str]:
+    """The tasks (keys of `task_files`, task -> file stem) whose ``json_dir/{stem}.json`` exists, in order.
+
+    With none there, the error lists the expected file names and the JSON files found.
+    """
+    present = [task for task, stem in task_files.items() if (json_dir / f"{stem}.json").is_file()]
+    if not present:
+        found = sorted(p.name for p in json_dir.glob("*.json"))
+        expected = [f"{stem}.json" for stem in task_files.values()]
+        raise DataError(
+            f"no {benchmark} task JSON in {json_dir}; expected one of {expected}, found {found}", file=json_dir
+        )
+    return present
+
+
+def select_entry_indices(num_entries: int, limit: int, seed: int) -> list[int]:
+    """Entry indices `load_tvbench` keeps for one task under `limit`, sorted (file order)."""
+    if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+        raise ValueError(f"limit must be a positive int or None, got {limit!r}")
+    if limit >= num_entries:
+        return list(range(num_entries))
+    return sorted(random.Random(seed).sample(range(num_entries), limit))
+
+
 def keep_seeded_subset(items: list, limit: int | None, seed: int) -> list:
     """At most `limit` items drawn with ``random.Random(seed)``, in their original order (as TVBench)."""
     if limit is None:
@@ -203,15 +267,62 @@ def keep_seeded_subset(items: list, limit: int | None, seed: int) -> list:
     return [items[i] for i in select_entry_indices(len(items), limit, seed)]
 
 
-def reject_duplicate_ids(samples: Iterable[Sample], file: Path) -> None:
-    first_source: dict[str, str] = {}
+def select_tasks(
+    samples: list[Sample],
+    tasks: Sequence[str] | str | None,
+    limit: int | None,
+    seed: int,
+    file: Path,
+    benchmark: str,
+    what: str,
+) -> list[Sample]:
+    """For a benchmark whose one file holds every task: the requested tasks' samples, a seeded subset each.
+
+    Tasks are the sorted `Sample.task` values found (`what` names the file's content in the error
+    when there are none); ids are checked unique before and after (a task may be listed once only).
+    """
+    reject_duplicate_ids(samples, file)
+    found = sorted({sample.task for sample in samples})
+    if not found:
+        raise DataError(f"the {what} is empty", file=file)
+    selected: list[Sample] = []
+    for task in resolve_tasks(tasks, found, file, benchmark):
+        task_samples = [sample for sample in samples if sample.task == task]
+        selected.extend(keep_seeded_subset(task_samples, limit, seed))
+    reject_duplicate_ids(selected, file)
+    return selected
+
+
+def _first_and_again(first: str, again: str) -> str:
+    return (
+        f"duplicate sample id (first at {first}, again at {again}); "
+        "ids must be unique and a task may be listed only once"
+    )
+
+
+def reject_duplicate_ids(
+    samples: Iterable[Sample],
+    file: Path,
+    first_source: dict[str, str] | None = None,
+    message: Callable[[str, str], str] = _first_and_again,
+) -> None:
+    """Raise on the first sample whose id was seen before, with ``message(first source, its source)``.
+
+    `first_source` (id -> source of the sample that first had it) is filled in as samples pass, so
+    passing the same dict to several calls checks ids across them.
+    """
+    first_source = {} if first_source is None else first_source
     for sample in samples:
         if sample.sample_id in first_source:
             raise DataError(
-                f"duplicate sample id (first at {first_source[sample.sample_id]}, again at {sample.source}); "
-                "ids must be unique and a task may be listed only once",
+                message(first_source[sample.sample_id], sample.source),
                 file=file,
                 sample=sample.sample_id,
                 field="sample_id",
             )
         first_source[sample.sample_id] = sample.source
+
+
+def extra_fields(entry: dict, fields: Sequence[str]) -> tuple[tuple[str, str], ...]:
+    """``(field, str(value))`` for each of `fields` the entry has with a non-null value (`Sample.extra`)."""
+    return tuple((field, str(entry[field])) for field in fields if entry.get(field) is not None)

@@ -40,17 +40,7 @@ def load_longvideobench(
     json_path = loading.require_file(root / _JSON_NAME, f"LongVideoBench question file '{_JSON_NAME}'")
     entries = loading.read_json(json_path, list)
     parsed = [_entry_to_sample(root, json_path, index, entry) for index, entry in enumerate(entries)]
-    loading.reject_duplicate_ids(parsed, json_path)
-
-    categories = sorted({sample.task for sample in parsed})
-    if not categories:
-        raise DataError("the question list is empty", file=json_path)
-    samples: list[Sample] = []
-    for task in loading.resolve_tasks(tasks, categories, json_path, "LongVideoBench"):
-        task_samples = [sample for sample in parsed if sample.task == task]
-        samples.extend(loading.keep_seeded_subset(task_samples, limit, seed))
-    loading.reject_duplicate_ids(samples, json_path)
-    return samples
+    return loading.select_tasks(parsed, tasks, limit, seed, json_path, "LongVideoBench", "question list")
 
 
 def _entry_to_sample(root: Path, json_path: Path, index: int, entry: Any) -> Sample:
@@ -69,7 +59,6 @@ def _entry_to_sample(root: Path, json_path: Path, index: int, entry: Any) -> Sam
     video = loading.required_str(entry, "video_path", where)
     loading.relative_path(video, "video_path", where)
     duration = loading.positive_seconds(entry, "duration", where)
-    extra = tuple((field, str(entry[field])) for field in _EXTRA_FIELDS if entry.get(field) is not None)
     return Sample(
         sample_id=sample_id,
         task=category,
@@ -80,5 +69,5 @@ def _entry_to_sample(root: Path, json_path: Path, index: int, entry: Any) -> Sam
         source=f"{json_path}[entry {index}]",
         option_format="paren",
         duration=duration,
-        extra=extra,
+        extra=loading.extra_fields(entry, _EXTRA_FIELDS),
     )

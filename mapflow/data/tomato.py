@@ -42,11 +42,7 @@ def load_tomato(
     (a seeded subset per task, kept in file order). Videos are not opened here.
     """
     root = loading.check_root(root, "TOMATO")
-    json_dir = root / _JSON_DIR
-    if not json_dir.is_dir():
-        raise DataError(
-            f"no '{_JSON_DIR}/' directory under the TOMATO root (expected {json_dir}/<task>.json)", file=json_dir
-        )
+    json_dir = loading.require_task_dir(root, _JSON_DIR, "TOMATO")
     samples: list[Sample] = []
     for task in _resolve_tasks(json_dir, tasks):
         json_path = loading.require_file(json_dir / f"{TOMATO_TASK_FILES[task]}.json", f"task JSON for '{task}'")
@@ -59,12 +55,7 @@ def load_tomato(
 def _resolve_tasks(json_dir: Path, tasks: Sequence[str] | None) -> list[str]:
     if tasks is not None:
         return loading.resolve_tasks(tasks, TOMATO_TASKS, json_dir, "TOMATO")
-    present = [task for task, stem in TOMATO_TASK_FILES.items() if (json_dir / f"{stem}.json").is_file()]
-    if not present:
-        found = sorted(p.name for p in json_dir.glob("*.json"))
-        expected = [f"{stem}.json" for stem in TOMATO_TASK_FILES.values()]
-        raise DataError(f"no TOMATO task JSON in {json_dir}; expected one of {expected}, found {found}", file=json_dir)
-    return present
+    return loading.present_tasks(json_dir, TOMATO_TASK_FILES, "TOMATO")
 
 
 def _load_task(root: Path, task: str, json_path: Path) -> list[Sample]:

@@ -8,13 +8,12 @@ videos live at ``{root}/video/{task}/{entry.video}``. Every problem is reported 
 
 from __future__ import annotations
 
-import json
-import math
-import random
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
+from mapflow.data import loading
+from mapflow.data.loading import select_entry_indices as select_entry_indices  # re-exported (public name)
 from mapflow.data.sample import Sample
 from mapflow.errors import DataError
 
@@ -48,30 +47,19 @@ def load_tvbench(
     choice does not depend on which other tasks are loaded) and kept in file order.
     Video files are not opened here; see `check_videos_exist` and `read_frames`.
     """
-    root = Path(root)
-    json_dir = _check_layout(root)
+    root = loading.check_root(root, "TVBench")
+    json_dir = loading.require_task_dir(root, _JSON_DIR, "TVBench")
     task_names = _resolve_tasks(json_dir, tasks)
 
     samples: list[Sample] = []
     seen_sources: dict[str, str] = {}
     for task in task_names:
         json_path = json_dir / f"{task}.json"
-        task_samples = _load_task(root, task, json_path)
-        if limit is not None:
-            keep = select_entry_indices(len(task_samples), limit, seed)
-            task_samples = [task_samples[i] for i in keep]
-        _reject_duplicate_ids(task_samples, json_path, seen_sources)
+        task_samples = loading.keep_seeded_subset(_load_task(root, task, json_path), limit, seed)
+        # Ids are unique within a file by construction; this catches a task loaded twice.
+        loading.reject_duplicate_ids(task_samples, json_path, seen_sources, _task_listed_twice)
         samples.extend(task_samples)
     return samples
-
-
-def select_entry_indices(num_entries: int, limit: int, seed: int) -> list[int]:
-    """Entry indices `load_tvbench` keeps for one task under `limit`, sorted (file order)."""
-    if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
-        raise ValueError(f"limit must be a positive int or None, got {limit!r}")
-    if limit >= num_entries:
-        return list(range(num_entries))
-    return sorted(random.Random(seed).sample(range(num_entries), limit))
 
 
 def check_videos_exist(samples: Iterable[Sample]) -> list[tuple[Sample, str]]:
@@ -88,99 +76,50 @@ def check_videos_exist(samples: Iterable[Sample]) -> list[tuple[Sample, str]]:
     return problems
 
 
-# --- layout -----------------------------------------------------------------------------
-
-
-def _check_layout(root: Path) -> Path:
-    if not root.exists():
-        raise DataError(f"TVBench root directory does not exist: {root}", file=root)
-    if not root.is_dir():
-        raise DataError(f"TVBench root is not a directory: {root}", file=root)
-    json_dir = root / _JSON_DIR
-    if not json_dir.is_dir():
-        raise DataError(
-            f"no '{_JSON_DIR}/' directory under the TVBench root (expected {json_dir}/<task>.json)",
-            file=json_dir,
-        )
-    return json_dir
-
-
 def _resolve_tasks(json_dir: Path, tasks: Sequence[str] | None) -> list[str]:
     if tasks is None:
-        present = [t for t in TVBENCH_TASKS if (json_dir / f"{t}.json").is_file()]
-        if not present:
-            found = sorted(p.name for p in json_dir.glob("*.json"))
-            raise DataError(
-                f"no TVBench task JSON in {json_dir}; expected one of "
-                f"{[t + '.json' for t in TVBENCH_TASKS]}, found {found}",
-                file=json_dir,
-            )
-        return present
-
-    if isinstance(tasks, str):
-        # A bare string would otherwise be iterated character by character.
-        tasks = [tasks]
-    unknown = [t for t in tasks if t not in TVBENCH_TASKS]
-    if unknown:
-        raise DataError(
-            f"unknown TVBench task(s) {unknown}; valid tasks are: {', '.join(TVBENCH_TASKS)}",
-            file=json_dir,
-            field="tasks",
-        )
-    for task in tasks:
+        return loading.present_tasks(json_dir, {task: task for task in TVBENCH_TASKS}, "TVBench")
+    task_names = loading.resolve_tasks(tasks, TVBENCH_TASKS, json_dir, "TVBench")
+    # Every requested file is checked before any is read.
+    for task in task_names:
         json_path = json_dir / f"{task}.json"
         if not json_path.is_file():
             raise DataError(f"task JSON for '{task}' does not exist", file=json_path)
-    return list(tasks)
+    return task_names
+
+
+def _task_listed_twice(first: str, again: str) -> str:
+    return f"duplicate sample id (first loaded from {first}); was a task listed twice?"
 
 
 # --- one task file ----------------------------------------------------------------------
 
 
 def _load_task(root: Path, task: str, json_path: Path) -> list[Sample]:
-    entries = _read_json_list(json_path)
+    # Plain dicts: TVBench entries have never been checked for a key given twice.
+    entries = loading.read_json(json_path, list, track_duplicate_keys=False)
     return [_entry_to_sample(root, task, json_path, i, entry) for i, entry in enumerate(entries)]
-
-
-def _read_json_list(json_path: Path) -> list[Any]:
-    try:
-        text = json_path.read_text(encoding="utf-8")
-    except UnicodeDecodeError as err:
-        raise DataError(f"file is not valid UTF-8 ({err})", file=json_path) from err
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as err:
-        raise DataError(
-            f"invalid JSON at line {err.lineno} column {err.colno} (char {err.pos}): {err.msg}",
-            file=json_path,
-        ) from err
-    if not isinstance(data, list):
-        raise DataError(
-            f"top level must be a JSON list of entries, got {type(data).__name__}", file=json_path
-        )
-    return data
 
 
 def _entry_to_sample(root: Path, task: str, json_path: Path, index: int, entry: Any) -> Sample:
     sample_id = f"{task}/{index:04d}"
     # Name both the id and the raw entry index so the message can be matched to either.
     where = {"file": json_path, "sample": f"{sample_id} (entry {index})"}
+    loading.require_object(entry, where)
 
-    if not isinstance(entry, dict):
-        raise DataError(f"entry must be a JSON object, got {type(entry).__name__}", **where)
-
-    video = _required_str(entry, "video", where)
-    question = _required_str(entry, "question", where, allow_empty=True)
-    candidates = _candidates(entry, where)
-    answer = _required_str(entry, "answer", where, allow_empty=True)
+    video = loading.required_str(entry, "video", where)
+    question = loading.required_str(entry, "question", where, allow_empty=True)
+    # A repeated candidate makes the answer ambiguous; TVBench sets no 26-option cap.
+    candidates = loading.string_list(entry, "candidates", where, unique=True, within_letters=False)
+    answer = loading.required_str(entry, "answer", where, allow_empty=True)
     if answer not in candidates:
         raise DataError(
             f"answer {answer!r} is not one of the candidates {list(candidates)}",
             field="answer",
             **where,
         )
-    start = _optional_seconds(entry, "start", where)
-    end = _optional_seconds(entry, "end", where)
+    start = loading.optional_seconds(entry, "start", where)
+    end = loading.optional_seconds(entry, "end", where)
     if start is not None and end is not None and start > end:
         raise DataError(f"clip start {start} s is after end {end} s", field="start", **where)
 
@@ -195,63 +134,3 @@ def _entry_to_sample(root: Path, task: str, json_path: Path, index: int, entry: 
         end=end,
         source=f"{json_path}[entry {index}]",
     )
-
-
-def _required_str(entry: dict, field: str, where: dict, allow_empty: bool = False) -> str:
-    if field not in entry:
-        raise DataError("missing required field", field=field, **where)
-    value = entry[field]
-    if not isinstance(value, str):
-        raise DataError(f"must be a string, got {type(value).__name__}", field=field, **where)
-    if not allow_empty and not value.strip():
-        raise DataError("must be a non-empty string", field=field, **where)
-    return value
-
-
-def _candidates(entry: dict, where: dict) -> tuple[str, ...]:
-    field = "candidates"
-    if field not in entry:
-        raise DataError("missing required field", field=field, **where)
-    value = entry[field]
-    if not isinstance(value, list):
-        raise DataError(f"must be a list of strings, got {type(value).__name__}", field=field, **where)
-    if not value:
-        raise DataError("candidate list is empty", field=field, **where)
-    for position, candidate in enumerate(value):
-        if not isinstance(candidate, str):
-            raise DataError(
-                f"candidate {position} must be a string, got {type(candidate).__name__}",
-                field=field,
-                **where,
-            )
-    if len(set(value)) != len(value):
-        # A repeated candidate makes the answer index ambiguous.
-        raise DataError(f"candidates contain duplicates: {value}", field=field, **where)
-    return tuple(value)
-
-
-def _optional_seconds(entry: dict, field: str, where: dict) -> float | None:
-    value = entry.get(field)
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise DataError(f"must be a number of seconds, got {type(value).__name__}", field=field, **where)
-    if not math.isfinite(value):
-        raise DataError(f"must be a finite number of seconds, got {value}", field=field, **where)
-    if value < 0:
-        raise DataError(f"must not be negative, got {value}", field=field, **where)
-    return float(value)
-
-
-def _reject_duplicate_ids(samples: list[Sample], json_path: Path, seen_sources: dict[str, str]) -> None:
-    """Ids are unique within a file by construction; this catches a task loaded twice."""
-    for sample in samples:
-        if sample.sample_id in seen_sources:
-            raise DataError(
-                f"duplicate sample id (first loaded from {seen_sources[sample.sample_id]}); "
-                "was a task listed twice?",
-                file=json_path,
-                sample=sample.sample_id,
-                field="sample_id",
-            )
-        seen_sources[sample.sample_id] = sample.source

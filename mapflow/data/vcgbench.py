@@ -40,11 +40,7 @@ def load_vcgbench(
     in `load_tvbench`, so a consistency pair is kept or dropped whole. Videos are not opened here.
     """
     root = loading.check_root(root, "VCGBench")
-    json_dir = root / _JSON_DIR
-    if not json_dir.is_dir():
-        raise DataError(
-            f"no '{_JSON_DIR}/' directory under the VCGBench root (expected {json_dir}/<task>.json)", file=json_dir
-        )
+    json_dir = loading.require_task_dir(root, _JSON_DIR, "VCGBench")
     requested = VCGBENCH_DEFAULT_TASKS if tasks is None else tasks
     samples: list[Sample] = []
     for task in loading.resolve_tasks(requested, VCGBENCH_TASKS, json_dir, "VCGBench"):

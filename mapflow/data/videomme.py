@@ -47,17 +47,7 @@ def load_videomme(
     rows = _read_rows(parquet_path)
     video_paths: dict[str, Path] = {}  # about three questions share each video: look it up once
     parsed = [_row_to_sample(root, parquet_path, index, row, video_paths) for index, row in enumerate(rows)]
-    loading.reject_duplicate_ids(parsed, parquet_path)
-
-    task_types = sorted({sample.task for sample in parsed})
-    if not task_types:
-        raise DataError("the question table is empty", file=parquet_path)
-    samples: list[Sample] = []
-    for task in loading.resolve_tasks(tasks, task_types, parquet_path, "Video-MME"):
-        task_samples = [sample for sample in parsed if sample.task == task]
-        samples.extend(loading.keep_seeded_subset(task_samples, limit, seed))
-    loading.reject_duplicate_ids(samples, parquet_path)
-    return samples
+    return loading.select_tasks(parsed, tasks, limit, seed, parquet_path, "Video-MME", "question table")
 
 
 def youtube_video_id(url: str) -> str | None:
@@ -117,7 +107,6 @@ def _row_to_sample(
         raise DataError(f"answer {answer!r} is not one of the option letters {list(letters)}", field="answer", **where)
     if video_id not in video_paths:
         video_paths[video_id] = loading.resolve_video(root / _VIDEO_DIR, video_id, VIDEOMME_EXTENSIONS)
-    extra = tuple((field, str(row[field])) for field in _EXTRA_FIELDS if row.get(field) is not None)
     return Sample(
         sample_id=sample_id,
         task=task,
@@ -127,7 +116,7 @@ def _row_to_sample(
         answer_index=letters.index(answer),
         source=f"{parquet_path}[row {index}]",
         option_format="dot",
-        extra=extra,
+        extra=loading.extra_fields(row, _EXTRA_FIELDS),
     )
 
 
