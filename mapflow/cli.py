@@ -183,7 +183,7 @@ def cmd_organism_evaluate(args) -> int:
 
     data = Path(args.data) if args.data else default_data_dir()
     summary = evaluate_organism(args.model, data, args.out, progress=not args.no_progress, record=not args.no_record)
-    print(format_table(summary["accuracy_percent"]))
+    print(format_table(summary["accuracy_percent"], markdown=args.markdown))
     print(f"load + one forward: {summary['load_and_forward_seconds']:.2f} s")
     return 0
 
@@ -269,6 +269,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--out", required=True, help="zarr store for the per-sample results")
     evaluate.add_argument("--no-record", action="store_true", help="do not write the summary into mapflow.json")
     evaluate.add_argument("--no-progress", action="store_true")
+    evaluate.add_argument("--markdown", action="store_true", help="print the table as markdown")
     evaluate.set_defaults(func=cmd_organism_evaluate)
 
     bench = sub.add_parser("bench", help="the full paper sweep naive vs optimized in one run: time, work, memory, "

@@ -41,8 +41,13 @@ def accuracy_table(ds: xr.Dataset) -> dict:
     return table
 
 
-def format_table(table: dict) -> str:
+def format_table(table: dict, markdown: bool = False) -> str:
     columns = [k for k in table["mean_over_tasks"]]
+    if markdown:
+        lines = ["| task | " + " | ".join(c.replace("_", " ") for c in columns) + " |",
+                 "|---" * (len(columns) + 1) + "|"]
+        lines += [f"| {task} | " + " | ".join(f"{entry[c]:.1f}" for c in columns) + " |" for task, entry in table.items()]
+        return "\n".join(lines)
     lines = ["task".ljust(20) + "".join(c.rjust(20) for c in columns)]
     for task, entry in table.items():
         lines.append(task.ljust(20) + "".join(f"{entry[c]:20.1f}" for c in columns))
