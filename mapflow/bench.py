@@ -76,8 +76,9 @@ def _work_of_plan(configs, adapter, seq_len) -> tuple[int, int]:
     for batch in plan_batches(live, adapter, seq_len):
         rows = [live[i] for i in batch]
         first_layer = min(min(c.layers) for c in rows)
+        start = min(c.first_row for c in rows)
         forwards += 1
-        token_layers += len(rows) * (seq_len - rows[0].first_row) * (adapter.num_layers - first_layer)
+        token_layers += len(rows) * (seq_len - start) * (adapter.num_layers - first_layer)
     return forwards, token_layers
 
 

@@ -60,10 +60,18 @@ def test_empty_configuration_reproduces_the_clean_logits(sdpa_adapter, prepared)
     assert (logits[0] - clean.logits[-1]).abs().max() <= 1e-5
 
 
-def test_planner_groups_by_suffix_start_and_respects_the_row_limit(sdpa_adapter, prepared):
+def test_planner_covers_every_configuration_and_respects_the_row_limit(sdpa_adapter, prepared, monkeypatch):
+    import mapflow.engine as engine
+
     configs = configs_for(prepared.layout, ["video->last", "cross_frame", "question->last"], Window("center", 3),
                           sdpa_adapter.num_layers)
-    batches = plan_batches(configs, sdpa_adapter, prepared.layout.seq_len, max_rows=3)
+    seq_len = prepared.layout.seq_len
+    batches = plan_batches(configs, sdpa_adapter, seq_len, max_rows=3)
     assert sorted(i for b in batches for i in b) == list(range(len(configs)))
-    for batch in batches:
-        assert len(batch) <= 3 and len({configs[i].first_row for i in batch}) == 1
+    assert all(len(batch) <= 3 for batch in batches)
+    # groups merge when recomputing their extra positions is cheaper than one more forward
+    monkeypatch.setattr(engine, "FORWARD_OVERHEAD_TOKENS", 10**9)
+    assert len(plan_batches(configs, sdpa_adapter, seq_len)) == 1
+    monkeypatch.setattr(engine, "FORWARD_OVERHEAD_TOKENS", 0)
+    separate = plan_batches(configs, sdpa_adapter, seq_len)
+    assert all(len({configs[i].first_row for i in batch}) == 1 for batch in separate) and len(separate) == 2
