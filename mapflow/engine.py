@@ -93,6 +93,9 @@ def _free_memory_bytes(adapter: VideoLLMAdapter) -> int:
 # Two groups with different suffix starts are merged into one forward when recomputing the extra positions costs
 # less than that (the merged rows start at the earlier position: exact, just more work).
 FORWARD_OVERHEAD_TOKENS = 128
+# Rows x suffix positions per forward. Past this, batching buys no more speed, while wide batches mix windows, so
+# more layers need an explicit mask (a slower attention kernel) and fewer leading layers can be skipped.
+BATCH_TOKEN_BUDGET = 4096
 
 
 def plan_batches(configs: list[KnockoutConfig], adapter: VideoLLMAdapter, seq_len: int,
@@ -111,7 +114,8 @@ def plan_batches(configs: list[KnockoutConfig], adapter: VideoLLMAdapter, seq_le
     batches = []
     for start, members in groups:
         members.sort(key=lambda i: min(configs[i].layers, default=adapter.num_layers))
-        rows = max_rows or max_batch_rows(seq_len, seq_len - start, adapter)
+        rows = max_rows or min(max_batch_rows(seq_len, seq_len - start, adapter),
+                               max(1, BATCH_TOKEN_BUDGET // (seq_len - start)))
         batches.extend(members[i:i + rows] for i in range(0, len(members), rows))
     return batches
 
