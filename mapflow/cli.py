@@ -168,7 +168,8 @@ def cmd_organism_train(args) -> int:
     from .organism.train import train_organism
 
     recipe = Recipe(variant=args.variant, seed=args.seed, steps=args.steps,
-                    last_frame_only_share=args.last_frame_only_share, shuffle_options=args.shuffle_options)
+                    last_frame_only_share=args.last_frame_only_share, shuffle_options=args.shuffle_options,
+                    cross_frame_block_share=args.cross_frame_block_share)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     path = train_organism(recipe, out, log_path=out / "training_log.jsonl")
@@ -259,6 +260,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="train on shuffled option order (curriculum); default: canonical order")
     train.add_argument("--last-frame-only-share", type=float, default=0.0,
                        help="share of training samples whose text may read only the last frame")
+    train.add_argument("--cross-frame-block-share", type=float, default=1.0,
+                       help="frames variant: share of training samples with cross-frame attention blocked")
     train.add_argument("--out", required=True, help="checkpoint directory")
     train.set_defaults(func=cmd_organism_train)
 

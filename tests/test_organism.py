@@ -87,3 +87,18 @@ def test_organism_targets_hold_on_the_shipped_split(variant, tmp_path):
         # (it helps, by 8.6 points in the first half: the attention it never trained with is removed)
         assert mean["drop_first_half"] < 2 and mean["drop_second_half"] < 2, mean
     assert summary["load_and_forward_seconds"] < 1.0 + 4.0  # < 1 s measured; slack for a loaded CI machine
+
+
+def test_training_mask_blocks_cross_frame_per_sample():
+    from mapflow.organism.train import training_attention_mask
+
+    attention = torch.ones(2, 10, dtype=torch.long)
+    attention[1, -1] = 0  # a padded key
+    video_start = torch.tensor([2, 2])
+    mask = training_attention_mask(attention, video_start, n_frames=2, tokens_per_frame=3,
+                                   block_cross_frame=torch.tensor([True, False]))[:, 0]
+    assert not mask[0][5:8, 2:5].any()  # sample 0: frame 1 may not read frame 0
+    assert mask[1][5:8, 2:5].all()  # sample 1 keeps cross-frame edges
+    assert mask[0][5:8, 5:8].tril().diagonal().all()  # within-frame attention stays
+    assert not mask[1][:, 9].any() and mask[0][9, 9]  # padded keys are never read
+    assert not mask.triu(1).any()  # causal

@@ -95,19 +95,20 @@ class BatchMaker:
 
 
 def training_attention_mask(attention_mask: torch.Tensor, video_start: torch.Tensor, n_frames: int,
-                            tokens_per_frame: int, block_cross_frame: bool,
+                            tokens_per_frame: int, block_cross_frame: torch.Tensor | bool,
                             last_frame_only: torch.Tensor | None = None) -> torch.Tensor:
-    """Boolean (B, 1, L, L) attention mask: causal and no padded keys; optionally no edges from earlier frames to
-    later frames (``block_cross_frame``), and for the flagged samples no edges from any frame but the last to the
-    text after the video (``last_frame_only``)."""
+    """Boolean (B, 1, L, L) attention mask: causal and no padded keys; for the samples flagged in
+    ``block_cross_frame`` (a bool per sample, or one for all) no edges from earlier frames to later frames, and for
+    those flagged in ``last_frame_only`` no edges from any frame but the last to the text after the video."""
     b, n = attention_mask.shape
     allowed = torch.ones(n, n, dtype=torch.bool).tril()[None] & attention_mask.bool()[:, None, :]
     pos = torch.arange(n)[None] - video_start[:, None]
     n_video = n_frames * tokens_per_frame
     frame = torch.where((pos >= 0) & (pos < n_video), pos // tokens_per_frame, -1)
-    if block_cross_frame:
+    block_cross_frame = torch.as_tensor(block_cross_frame, dtype=torch.bool).expand(b)
+    if block_cross_frame.any():
         earlier = (frame[:, :, None] > frame[:, None, :]) & (frame[:, None, :] >= 0)
-        allowed &= ~earlier
+        allowed &= ~(earlier & block_cross_frame[:, None, None])
     if last_frame_only is not None:
         text_after_video = pos >= n_video
         not_last_frame = (frame >= 0) & (frame < n_frames - 1)
@@ -171,19 +172,20 @@ class OrganismTrainer:
     def _keep_aux_hidden(self, module, args, output):
         self._aux_hidden = output[0] if isinstance(output, tuple) else output
 
-    def forward(self, batch: Batch, last_frame_only: torch.Tensor | None = None):
+    def forward(self, batch: Batch, last_frame_only: torch.Tensor | None = None,
+                block_cross_frame: torch.Tensor | bool = False):
         video_start = (batch.input_ids == self.video_token_id).int().argmax(1)
         n_frames = batch.pixel_values_videos.shape[1]
         self._mask = training_attention_mask(batch.attention_mask, video_start, n_frames, self.tokens_per_frame,
-                                             block_cross_frame=self.recipe.variant == "frames",
-                                             last_frame_only=last_frame_only)
+                                             block_cross_frame=block_cross_frame, last_frame_only=last_frame_only)
         out = self.model(input_ids=batch.input_ids, attention_mask=batch.attention_mask,
                          pixel_values_videos=batch.pixel_values_videos)
         logits = out.logits[torch.arange(len(batch.target)), batch.last_index]
         return logits, video_start
 
-    def loss(self, batch: Batch, last_frame_only: torch.Tensor | None = None):
-        logits, video_start = self.forward(batch, last_frame_only)
+    def loss(self, batch: Batch, last_frame_only: torch.Tensor | None = None,
+             block_cross_frame: torch.Tensor | bool = False):
+        logits, video_start = self.forward(batch, last_frame_only, block_cross_frame)
         answer_loss = F.cross_entropy(logits, batch.target)
         aux_loss = torch.zeros(())
         if self.motion_head is not None:
@@ -233,7 +235,8 @@ class OrganismTrainer:
             p_shuffle = shuffle_probability(step, recipe)
             batch = self.make_batch(items, list(rng.random(len(items)) < p_shuffle), rng)
             last_frame_only = torch.from_numpy(rng.random(len(items)) < recipe.last_frame_only_share)
-            total, answer_loss, aux_loss, _ = self.loss(batch, last_frame_only)
+            block = self._cross_frame_blocks(len(items), rng)
+            total, answer_loss, aux_loss, _ = self.loss(batch, last_frame_only, block)
             self.optimizer.zero_grad(set_to_none=True)
             total.backward()
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), recipe.grad_clip)
@@ -248,6 +251,15 @@ class OrganismTrainer:
                     self.save(self.checkpoint_dir, {"training_seconds": record["seconds"], "history": history,
                                                     "complete": False})
         return {"training_seconds": round(time.time() - started, 1), "history": history, "complete": True}
+
+    def _cross_frame_blocks(self, rows: int, rng: np.random.Generator) -> torch.Tensor | bool:
+        """Which training samples get cross-frame attention blocked (no random draw when the answer is fixed, so
+        checkpoints trained before the share existed reproduce exactly)."""
+        if self.recipe.variant != "frames":
+            return False
+        if self.recipe.cross_frame_block_share >= 1.0:
+            return True
+        return torch.from_numpy(rng.random(rows) < self.recipe.cross_frame_block_share)
 
     def _log(self, record: dict) -> None:
         line = json.dumps(record)
