@@ -124,7 +124,6 @@ def run_batch(adapter: VideoLLMAdapter, clean: CleanState, configs: list[Knockou
     """Last-position logits (rows, V) of several configurations, computed from their earliest first changed row."""
     from transformers import DynamicCache
 
-    seq_len = clean.inputs_embeds.shape[1]
     start = min(c.first_row for c in configs)  # rows that change later just recompute clean positions: exact
     rows = len(configs)
     first_layer = min((min(c.layers) for c in configs if c.layers), default=adapter.num_layers)

@@ -34,7 +34,7 @@ def test_each_path_alone_equals_naive(sdpa_adapter, sample, frames):
     adapter = sdpa_adapter
     prepared = adapter.prepare(frames, mcqa_segments(sample), option_letters=sample.option_letters,
                                true_letter=sample.answer_letter)
-    layout, n = prepared.layout, adapter.num_layers
+    layout = prepared.layout
     clean = clean_state(adapter, prepared)
     last = torch.from_numpy(Flow.parse("video->last").block_matrix(layout))
     early = torch.from_numpy(Flow.parse("system->bridge").block_matrix(layout))

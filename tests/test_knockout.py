@@ -3,7 +3,6 @@ bit-exact, under both sdpa and eager."""
 
 import math
 
-import numpy as np
 import pytest
 import torch
 
