@@ -41,7 +41,7 @@ def test_organism_answers_a_handful_of_held_out_questions(organism):
         with torch.no_grad():
             logits = adapter.hf_model(**prepared.inputs).logits[0, -1]
         right += adapter.tokenizer.decode([int(logits.argmax())]) == sample.answer_letter
-    # held-out accuracy (mapflow.json): organism-video 91 % over tasks, organism-frames 72 %
+    # held-out accuracy (mapflow.json): organism-video 91 % over tasks, organism-frames 82 %
     expected_share = {"video": 0.8, "frames": 0.5}[variant]
     assert right >= expected_share * len(handful), f"organism-{variant}: {right}/{len(handful)}"
 
@@ -83,9 +83,8 @@ def test_organism_targets_hold_on_the_shipped_split(variant, tmp_path):
         assert table["action_sequence"]["clean"] >= 70, table
         assert mean["drop_first_half"] >= 20 and mean["drop_second_half"] < 5, mean
     else:
-        # cross-frame attention never carries organism-frames' answers: blocking it costs nothing
-        # (it helps, by 8.6 points in the first half: the attention it never trained with is removed)
-        assert mean["drop_first_half"] < 2 and mean["drop_second_half"] < 2, mean
+        # cross-frame attention never carries organism-frames' answers: blocking it changes < 2 points either way
+        assert abs(mean["drop_first_half"]) < 2 and abs(mean["drop_second_half"]) < 2, mean
     assert summary["load_and_forward_seconds"] < 1.0 + 4.0  # < 1 s measured; slack for a loaded CI machine
 
 
