@@ -14,8 +14,7 @@ import xarray as xr
 
 from .data.sample import Sample
 from .flows import Flow, Window
-from .engine import PLANS, KnockoutConfig, clean_state, run_knockouts
-from .knockout import apply_knockout
+from .engine import PLANS, KnockoutConfig, clean_state, run_knockouts, run_naive
 from .models.base import PreparedInput, VideoLLMAdapter
 from .prompts import BuiltPrompt
 
@@ -93,18 +92,9 @@ class StudyContext:
         return self.adapter.continuation_token_id(self.prompt.answer_prompt, self.prompt.answer_text)
 
 
-def last_logits(ctx: StudyContext, blocked: torch.Tensor | None = None, layers=()) -> torch.Tensor:
-    """Logits at the last position, with ``blocked`` edges cut in ``layers`` (nothing cut when ``blocked`` is None)."""
-    with torch.no_grad(), ctx.trace():
-        if blocked is not None:
-            apply_knockout(ctx.adapter.layers, blocked, layers)
-        logits = ctx.adapter.lm_head.output[0, -1].save()
-    return logits.detach().float().cpu()
-
-
 def clean_run(ctx: StudyContext, logits: torch.Tensor | None = None) -> CleanRun:
     """The clean prediction at the last position (from ``logits`` when a clean pass already produced them)."""
-    logits = last_logits(ctx) if logits is None else logits
+    logits = run_naive(ctx.adapter, ctx.prepared) if logits is None else logits
     probs = logits.softmax(-1)
     pred = int(probs.argmax())
     gt = ctx.answer_token_id()

@@ -155,12 +155,13 @@ def run_batch(adapter: VideoLLMAdapter, clean: CleanState, configs: list[Knockou
     return logits.detach().float()
 
 
-def run_naive(adapter: VideoLLMAdapter, prepared: PreparedInput, config: KnockoutConfig) -> torch.Tensor:
-    """One full forward from the raw inputs (vision tower included), as the paper's code runs every cell."""
+def run_naive(adapter: VideoLLMAdapter, prepared: PreparedInput, config: KnockoutConfig | None = None) -> torch.Tensor:
+    """One full forward from the raw inputs (vision tower included), as the paper's code runs every cell; without a
+    configuration, the clean run."""
     from .knockout import apply_knockout
 
     with torch.no_grad(), adapter.trace(prepared):
-        if config.layers:
+        if config is not None and config.layers:
             apply_knockout(adapter.layers, config.blocked, config.layers)
         logits = adapter.lm_head.output[0, -1].save()
     return logits.detach().float()
