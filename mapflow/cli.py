@@ -169,7 +169,8 @@ def cmd_organism_train(args) -> int:
 
     recipe = Recipe(variant=args.variant, seed=args.seed, steps=args.steps,
                     last_frame_only_share=args.last_frame_only_share, shuffle_options=args.shuffle_options,
-                    cross_frame_block_share=args.cross_frame_block_share)
+                    cross_frame_block_share=args.cross_frame_block_share,
+                    **({"task_weights": tuple(args.task_weights)} if args.task_weights else {}))
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     path = train_organism(recipe, out, log_path=out / "training_log.jsonl")
@@ -262,6 +263,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="share of training samples whose text may read only the last frame")
     train.add_argument("--cross-frame-block-share", type=float, default=1.0,
                        help="frames variant: share of training samples with cross-frame attention blocked")
+    train.add_argument("--task-weights", type=float, nargs=5, metavar="W",
+                       help="training task mix in the order action_antonym action_sequence moving_direction "
+                            "object_count scene_transition (default 0.15 0.15 0.25 0.30 0.15)")
     train.add_argument("--out", required=True, help="checkpoint directory")
     train.set_defaults(func=cmd_organism_train)
 
