@@ -6,6 +6,7 @@ Every measurement is an nnsight trace over the prepared input. Probabilities are
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -34,6 +35,12 @@ class StudyConfig:
     non_option_includes_prefix: bool = True
     flows: tuple[str, ...] | None = None  # None: the study's own flows
     plan: str = "auto"  # "naive": one full forward per configuration, vision included (the paper code's cost)
+    # study-specific settings (``--option key=value``), documented in each study's module; values are strings
+    options: dict = field(default_factory=dict)
+    seed: int = 42  # for a study's own random choices (e.g. the random-blocking control), derived per sample
+
+    def option(self, name: str, default: str | None = None) -> str | None:
+        return self.options.get(name, default)
 
     def __post_init__(self):
         if self.samples not in SAMPLE_MODES:
@@ -49,7 +56,8 @@ class StudyConfig:
                 "num_frames": self.num_frames, "frame_rule": self.frame_rule,
                 "prompt_template": self.prompt_template, "gt_token": self.gt_token,
                 "non_option_includes_prefix": self.non_option_includes_prefix,
-                "flows": None if self.flows is None else list(self.flows)}
+                "flows": None if self.flows is None else list(self.flows),
+                "options": dict(sorted(self.options.items())), "seed": self.seed}
         # `plan` is left out on purpose: every plan gives the same numbers, so a run may resume under another
 
 
@@ -77,6 +85,13 @@ class StudyContext:
     prepared: PreparedInput
     config: StudyConfig
     prompt: BuiltPrompt
+    frames: np.ndarray | None = None  # the decoded frames (T, H, W, 3) uint8 the input was built from
+    answer_token: int | None = None  # overrides the prompt's answer (e.g. a token inside the model's own response)
+
+    def rng(self, salt: str = "") -> np.random.Generator:
+        """A generator seeded from the run's seed, the sample and ``salt``: the same draw on every rerun/resume."""
+        digest = hashlib.sha256(f"{self.config.seed}|{self.sample.sample_id}|{salt}".encode()).digest()
+        return np.random.default_rng(int.from_bytes(digest[:8], "little"))
 
     @property
     def layout(self):
@@ -87,6 +102,8 @@ class StudyContext:
 
     def answer_token_id(self) -> int:
         """The ground-truth token: the first token of the answer as it would follow the prompt."""
+        if self.answer_token is not None:
+            return self.answer_token
         if self.config.gt_token == "vocab":
             return int(self.adapter.tokenizer.convert_tokens_to_ids(self.prompt.answer_text))
         return self.adapter.continuation_token_id(self.prompt.answer_prompt, self.prompt.answer_text)
@@ -105,7 +122,7 @@ def wants_knockout(clean: CleanRun, mode: str) -> bool:
     return mode == "all" or (mode == "correct") == clean.correct
 
 
-def knockout_sweep(ctx: StudyContext, flows, *, sweep_layers=None) -> xr.Dataset:
+def knockout_sweep(ctx: StudyContext, flows, *, sweep_layers=None, window: Window | None = None) -> xr.Dataset:
     """Knock out each flow in the window around each sweep layer; one (flow, layer) cell per forward pass.
 
     Returns a Dataset with dims ``(flow, layer)``: ``p_knockout`` (probability of the clean run's predicted token),
@@ -115,7 +132,7 @@ def knockout_sweep(ctx: StudyContext, flows, *, sweep_layers=None) -> xr.Dataset
     """
     num_layers = ctx.adapter.num_layers
     sweep = list(range(num_layers) if sweep_layers is None else sweep_layers)
-    window = ctx.config.window
+    window = window or ctx.config.window
     layer_sets = [window.layers(layer, num_layers) for layer in sweep]
     ds = measure_knockouts(ctx, flows, layer_sets, dim="layer", labels=np.asarray(sweep, dtype=np.int64))
     ds = ds.assign_coords(window=window.size if window.style in ("center", "inverse") else -1)
@@ -140,28 +157,41 @@ def measure_knockouts(ctx: StudyContext, flows, layer_sets, *, dim: str, labels)
     pred_new = np.full(shape, -1, dtype=np.int64)
     run_it = wants_knockout(clean, ctx.config.samples)
     if run_it:
-        blocked = [torch.from_numpy(flow.block_matrix(ctx.layout)) for flow in flows]
+        layout = layout_with_prediction(ctx, clean)
+        # a flow into the predicted false option exists only on samples answered with a false option
+        runnable = [i for i, flow in enumerate(flows) if all(
+            PREDICTED_OPTION not in (b.source, b.target) or PREDICTED_OPTION in layout.spans for b in flow.blocks)]
+        blocked = [torch.from_numpy(flows[i].block_matrix(layout)) for i in runnable]
         configs = [KnockoutConfig(b, tuple(layers)) for b in blocked for layers in layer_sets]
-        probs = run_knockouts(ctx.adapter, ctx.prepared, configs, plan=ctx.config.plan, clean=state).softmax(-1)
-        probs = probs.view(len(flows), len(layer_sets), -1)
-        p_new[:] = probs[..., clean.pred].numpy()
-        p_gt_new[:] = probs[..., clean.gt_token].numpy()
-        pred_new[:] = probs.argmax(-1).numpy()
+        if configs:
+            probs = run_knockouts(ctx.adapter, ctx.prepared, configs, plan=ctx.config.plan, clean=state).softmax(-1)
+            probs = probs.view(len(runnable), len(layer_sets), -1)
+            p_new[runnable] = probs[..., clean.pred].numpy()
+            p_gt_new[runnable] = probs[..., clean.gt_token].numpy()
+            pred_new[runnable] = probs.argmax(-1).numpy()
+    return knockout_dataset(flows, layer_sets, dim, labels, p_new, p_gt_new, pred_new, clean, run_it)
+
+
+def knockout_dataset(flows, layer_sets, dim, labels, p_new, p_gt_new, pred_new, clean: CleanRun | None,
+                     run_it: bool) -> xr.Dataset:
+    """The stored form of a knockout measurement; ``clean=None`` gives the all-NaN cells of an unmeasured input."""
     cell = ("flow", dim)
     blocked_layers = [",".join(str(i) for i in layers) for layers in layer_sets]
+    p_base = np.nan if clean is None else clean.p_base
+    p_gt_base = np.nan if clean is None else clean.p_gt_base
     return xr.Dataset(
         data_vars={
             "p_knockout": (cell, p_new),
-            "rel_change": (cell, relative_change(p_new, clean.p_base)),
+            "rel_change": (cell, relative_change(p_new, p_base)),
             "p_gt_knockout": (cell, p_gt_new),
-            "rel_change_gt": (cell, relative_change(p_gt_new, clean.p_gt_base) if clean.p_gt_base > 0
+            "rel_change_gt": (cell, relative_change(p_gt_new, p_gt_base) if p_gt_base > 0
                               else np.full_like(p_gt_new, np.nan)),
             "pred_knockout": (cell, pred_new),
-            "p_base": ((), clean.p_base),
-            "p_gt_base": ((), clean.p_gt_base),
-            "pred_base": ((), np.int64(clean.pred)),
-            "answer_token": ((), np.int64(clean.gt_token)),
-            "correct": ((), clean.correct),
+            "p_base": ((), p_base),
+            "p_gt_base": ((), p_gt_base),
+            "pred_base": ((), np.int64(-1 if clean is None else clean.pred)),
+            "answer_token": ((), np.int64(-1 if clean is None else clean.gt_token)),
+            "correct": ((), clean is not None and clean.correct),
             "knocked_out": ((), run_it),
         },
         coords={
@@ -170,6 +200,54 @@ def measure_knockouts(ctx: StudyContext, flows, layer_sets, *, dim: str, labels)
             "blocked_layers": (dim, np.asarray(blocked_layers, dtype=object)),
         },
     )
+
+
+def stack_results(results: list[xr.Dataset], dim: str, labels) -> xr.Dataset:
+    """Several measurements of one sample along a new ``dim``: variables with dimensions are stacked, per-sample
+    scalars (clean-run values, the same in each) are kept once. Deciding by dimensions, not by equality, keeps the
+    stored dims the same on every sample (an unmeasured sample's NaN cells are all equal)."""
+    stacked = [name for name, var in results[0].data_vars.items() if var.dims]
+    return xr.concat(results, dim=dim, data_vars=stacked, coords="different", compat="equals") \
+        .assign_coords({dim: list(labels)})
+
+
+def unmeasured_sweep(ctx: StudyContext, flows) -> xr.Dataset:
+    """The NaN result of `knockout_sweep` for an input that cannot be measured (same dims and coordinates)."""
+    num_layers = ctx.adapter.num_layers
+    window = ctx.config.window
+    flows = [f if isinstance(f, Flow) else Flow.parse(f) for f in (ctx.config.flows or flows)]
+    layer_sets = [window.layers(layer, num_layers) for layer in range(num_layers)]
+    shape = (len(flows), num_layers)
+    ds = knockout_dataset(flows, layer_sets, "layer", np.arange(num_layers, dtype=np.int64), np.full(shape, np.nan),
+                          np.full(shape, np.nan), np.full(shape, -1, dtype=np.int64), None, False)
+    ds = ds.assign_coords(window=window.size if window.style in ("center", "inverse") else -1)
+    ds.attrs.update(window_style=window.style, window_label=window.label)
+    return ds
+
+
+PREDICTED_OPTION = "predicted_option"
+
+
+def option_token_ids(ctx: StudyContext) -> dict[str, int]:
+    """Each option letter's answer token, as it would follow the answer prompt."""
+    return {letter: ctx.adapter.continuation_token_id(ctx.prompt.answer_prompt, letter)
+            for letter in ctx.prompt.option_letters}
+
+
+def predicted_letter(ctx: StudyContext, clean: CleanRun) -> str | None:
+    """The option letter the clean run predicts (None when its top token is no option letter)."""
+    for letter, token in option_token_ids(ctx).items():
+        if token == clean.pred:
+            return letter
+    return None
+
+
+def layout_with_prediction(ctx: StudyContext, clean: CleanRun):
+    """The layout plus a ``predicted_option`` span when the clean run picked a false option (failure analysis)."""
+    letter = predicted_letter(ctx, clean) if ctx.prompt.option_letters else None
+    if letter is None or letter == ctx.prompt.true_letter or f"option_{letter}" not in ctx.layout.spans:
+        return ctx.layout
+    return ctx.layout.with_spans(**{PREDICTED_OPTION: ctx.layout.positions(f"option_{letter}")})
 
 
 def relative_change(new, base) -> np.ndarray:

@@ -36,8 +36,11 @@ def add_run_arguments(parser: argparse.ArgumentParser, with_study: bool = True) 
                                          "half-open)")
     parser.add_argument("--limit", type=int, help="samples per task, chosen with --seed")
     parser.add_argument("--tasks", nargs="+", help="task names (default: every task in the data root)")
-    parser.add_argument("--samples", default="correct", choices=["correct", "all", "wrong"],
-                        help="which samples get knocked out (others keep NaN); default: correctly answered ones")
+    parser.add_argument("--samples", choices=["correct", "all", "wrong"],
+                        help="which samples get knocked out (others keep NaN); default: the study's own choice "
+                             "(correctly answered ones for most studies, as in the paper)")
+    parser.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
+                        help="a study-specific setting (see `mapflow studies`); repeatable")
     parser.add_argument("--frames", type=int, help="frames sampled per video (default: the benchmark's, 8)")
     parser.add_argument("--frame-rule", choices=["segment_midpoint", "linspace", "longvideobench"],
                         help="frame sampling rule (default: the benchmark's)")
@@ -81,7 +84,9 @@ def cmd_run(args) -> int:
         template = resolve_template(args.template, adapter.prompt_template, benchmark.name)
     except KeyError as err:
         raise MapflowError(err.args[0]) from None
-    config = StudyConfig(window=_window_from_args(args), samples=args.samples,
+    config = StudyConfig(window=_window_from_args(args), samples=args.samples or getattr(study, "DEFAULT_SAMPLES",
+                                                                                          "correct"),
+                         options=_parse_options(args.option), seed=args.seed,
                          num_frames=args.frames or benchmark.num_frames, frame_rule=args.frame_rule or
                          benchmark.frame_rule, prompt_template=template.name, gt_token=args.gt_token,
                          non_option_includes_prefix=not args.non_option_without_prefix,
@@ -101,13 +106,23 @@ def cmd_run(args) -> int:
     return 0
 
 
+def _parse_options(pairs: list[str]) -> dict[str, str]:
+    options = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise MapflowError(f"cannot read --option '{pair}': write KEY=VALUE")
+        options[key.strip()] = value.strip()
+    return options
+
+
 def cmd_accuracy(args) -> int:
     """Benchmark accuracy through the study runner (stored like any study, so it resumes and records failures)."""
     import xarray as xr
 
     from .metrics import accuracy_by_task
 
-    args.study, args.samples, args.flows, args.layers = "accuracy", "all", None, None
+    args.study, args.samples, args.flows, args.layers, args.option = "accuracy", "all", None, None, []
     cmd_run(args)
     ds = xr.open_zarr(args.out)
     for name, value in accuracy_by_task(ds.correct).items():

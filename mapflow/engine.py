@@ -190,3 +190,15 @@ def run_knockouts(adapter: VideoLLMAdapter, prepared: PreparedInput, configs: li
         for row, index in enumerate(batch):
             out[index] = logits[row]
     return torch.stack(out)
+
+
+def run_layer_masks(adapter: VideoLLMAdapter, prepared: PreparedInput,
+                    blocked_by_layer: dict[int, torch.Tensor]) -> torch.Tensor:
+    """Last-position logits of one full forward where layer ``i`` cuts its own edges ``blocked_by_layer[i]`` (the
+    effective-pathway masks: a different edge set per layer). Layers not listed run unchanged."""
+    from .knockout import apply_layer_masks
+
+    with torch.no_grad(), adapter.trace(prepared):
+        apply_layer_masks(adapter.layers, blocked_by_layer)
+        logits = adapter.lm_head.output[0, -1].save()
+    return logits.detach().float()

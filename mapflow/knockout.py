@@ -35,13 +35,18 @@ def knockout_attention_mask(original, blocked: torch.Tensor) -> torch.Tensor:
 
 
 def apply_knockout(layers, blocked: torch.Tensor, layer_indices) -> None:
-    """Inside a trace: give each listed decoder layer a mask with ``blocked`` edges cut.
+    """Inside a trace: give each listed decoder layer a mask with ``blocked`` edges cut."""
+    apply_layer_masks(layers, {i: blocked for i in layer_indices})
+
+
+def apply_layer_masks(layers, blocked_by_layer: dict) -> None:
+    """Inside a trace: layer ``i`` gets a mask with its own ``blocked_by_layer[i]`` edges cut.
 
     ``layers`` is the adapter's envoy list of decoder layers. Layers are visited in ascending order because nnsight
     interleaves with execution and cannot go back to a layer that already ran.
     """
-    for i in sorted(layer_indices):
+    for i in sorted(blocked_by_layer):
         args, kwargs = layers[i].inputs
         kwargs = dict(kwargs)
-        kwargs["attention_mask"] = knockout_attention_mask(kwargs.get("attention_mask"), blocked)
+        kwargs["attention_mask"] = knockout_attention_mask(kwargs.get("attention_mask"), blocked_by_layer[i])
         layers[i].inputs = (args, kwargs)

@@ -83,6 +83,21 @@ class TokenLayout:
     def last(self) -> int:
         return self.seq_len - 1
 
+    def with_spans(self, seq_len: int | None = None, **positions) -> "TokenLayout":
+        """A copy grown to ``seq_len`` (``last`` moves to the new end) with extra spans given as positions.
+
+        Used for inputs extended past the prompt (generated text) and for per-sample spans such as the predicted
+        option."""
+        from dataclasses import replace
+
+        seq_len = self.seq_len if seq_len is None else seq_len
+        spans = dict(self.spans)
+        spans.update({name: Span.from_positions(name, pos) for name, pos in positions.items()})
+        spans["last"] = Span("last", ((seq_len - 1, seq_len),))
+        layout = replace(self, seq_len=seq_len, spans=spans)
+        layout.validate()
+        return layout
+
     @property
     def names(self) -> tuple[str, ...]:
         return tuple(self.spans)

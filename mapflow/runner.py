@@ -78,7 +78,8 @@ def measure_sample(study: ModuleType, adapter: VideoLLMAdapter, sample: Sample, 
         frames, prompt.segments, option_letters=prompt.option_letters, true_letter=prompt.true_letter,
         non_option_includes_prefix=config.non_option_includes_prefix,
     )
-    result = study.run(StudyContext(adapter=adapter, sample=sample, prepared=prepared, config=config, prompt=prompt))
+    result = study.run(StudyContext(adapter=adapter, sample=sample, prepared=prepared, config=config, prompt=prompt,
+                                    frames=frames))
     result = result.expand_dims(sample=[sample.sample_id])
     return result.assign_coords(task=("sample", np.asarray([sample.task], dtype=object)), model=model_name)
 

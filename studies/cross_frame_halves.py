@@ -1,11 +1,21 @@
 """Cross-frame knockout in the first half, the second half and all layers (paper Table 2 / Table B).
 
-One cell per layer set instead of a sweep. Accuracy after knockout is ``pred_knockout == answer_token``; the paper's
-accuracy drop is taken among the originally correct samples.
+One cell per layer set instead of a sweep. Accuracy after knockout is ``pred_knockout == answer_token``; the table
+(`mapflow.tables.halves_table`) gives the accuracy drop among the originally correct samples and in points.
+
+Options: ``generate=N`` also writes the first N greedily generated tokens of the answer, clean and under each
+knockout (Table 2's example answers), as ``answer_text`` / ``clean_answer_text``. Runs on all samples by default.
 """
 
-from mapflow.analysis import StudyContext, knockout_layer_sets
+import numpy as np
+import torch
+import xarray as xr
 
+from mapflow.analysis import StudyContext, knockout_layer_sets
+from mapflow.flows import Flow
+from mapflow.generation import greedy_generate
+
+DEFAULT_SAMPLES = "all"
 FLOWS = ("cross_frame",)
 
 
@@ -16,4 +26,15 @@ def halves(num_layers: int) -> dict[str, tuple[int, ...]]:
 
 
 def run(ctx: StudyContext):
-    return knockout_layer_sets(ctx, FLOWS, halves(ctx.adapter.num_layers))
+    layer_sets = halves(ctx.adapter.num_layers)
+    ds = knockout_layer_sets(ctx, FLOWS, layer_sets)
+    max_new = int(ctx.config.option("generate", "0"))
+    if max_new > 0:
+        decode = ctx.adapter.tokenizer.decode
+        blocked = torch.from_numpy(Flow.parse("cross_frame").block_matrix(ctx.layout))
+        texts = [decode(greedy_generate(ctx.adapter, ctx.prepared, max_new_tokens=max_new, blocked=blocked,
+                                        layers=layers)) for layers in layer_sets.values()]
+        ds["answer_text"] = xr.DataArray(np.asarray([texts], dtype=object), dims=("flow", "layers"))
+        ds["clean_answer_text"] = ((), np.asarray(decode(greedy_generate(ctx.adapter, ctx.prepared,
+                                                                         max_new_tokens=max_new)), dtype=object))
+    return ds

@@ -59,9 +59,25 @@ class VideoLLMAdapter(ABC):
     def attention(self, i: int):
         return self.layers[i].self_attn
 
+    # the attention-function call inside a layer's self-attention forward, as nnsight's `.source` names it
+    attention_call_name: ClassVar[str] = "attention_interface_1"
+
+    def attention_call(self, i: int):
+        """Envoy of the attention function call of layer ``i``; its inputs are (module, q, k, v, mask, ...)."""
+        return getattr(self.attention(i).source, self.attention_call_name)
+
+    def hf_model_attention(self, i: int) -> torch.nn.Module:
+        """The plain torch module of layer ``i``'s self-attention (for constants such as ``scaling``)."""
+        return self.attention(i)._module
+
     @property
     def final_norm(self):
         return self.language_model.norm
+
+    @property
+    def input_embeddings(self):
+        """Envoy of the token embedding table (the released code's logit lens projects with its weight)."""
+        return self.language_model.embed_tokens
 
     @property
     def lm_head(self):

@@ -1,0 +1,43 @@
+"""Layer-wise answer probability at the last position (paper §3.4, Fig. 8; open-ended Fig. R).
+
+For every layer, the probability of each option letter when that layer's output is read through the unembedding.
+Default: final norm + LM head at every layer, so the last layer equals the model's output. ``--option
+lens=released_code`` reproduces the authors' script (no final norm before the last layer). Option slots are the
+letters A-E (NaN where a sample has fewer options); ``is_true_option`` marks the answer. For a sentence-completion
+template (no letters) the single slot ``answer`` holds the answer's first token.
+"""
+
+import numpy as np
+import xarray as xr
+
+from mapflow.analysis import StudyContext, clean_run, option_token_ids
+from mapflow.readout import layer_token_probabilities
+
+SLOTS = ("A", "B", "C", "D", "E")
+
+
+def run(ctx: StudyContext):
+    convention = ctx.config.option("lens", "paper")
+    clean = clean_run(ctx)
+    if ctx.prompt.option_letters:
+        tokens = option_token_ids(ctx)
+        slots, ids = list(SLOTS), [tokens.get(s) for s in SLOTS]
+        is_true = [s == ctx.prompt.true_letter for s in SLOTS]
+    else:
+        slots, ids, is_true = ["answer"], [clean.gt_token], [True]
+    present = [i for i, token in enumerate(ids) if token is not None]
+    probs = layer_token_probabilities(ctx.adapter, ctx.prepared, [ids[i] for i in present] + [clean.pred],
+                                      convention=convention)
+    p_option = np.full((ctx.adapter.num_layers, len(slots)), np.nan)
+    p_option[:, present] = probs[:, :-1].numpy()
+    return xr.Dataset(
+        {"p_option": (("layer", "option"), p_option * 100),
+         "p_pred": (("layer",), probs[:, -1].numpy() * 100),
+         "is_true_option": (("option",), np.asarray(is_true)),
+         "correct": ((), clean.correct), "pred_base": ((), np.int64(clean.pred)),
+         "p_base": ((), clean.p_base)},
+        coords={"layer": np.arange(ctx.adapter.num_layers), "option": slots},
+        attrs={"lens": convention, "units": "percent"},
+    )
+
+

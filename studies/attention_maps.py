@@ -1,0 +1,65 @@
+"""Attention maps (paper §3.3, Fig. 5 / Fig. U): how question words attend to the video, with and without
+cross-frame interactions.
+
+For chosen query words of the question block, the head-averaged attention probabilities to every video token per
+layer, in the clean run and with cross-frame attention knocked out (all layers by default), recomputed for those rows
+only (no full attention tensors). Queries are indexed by absolute position (the released script's labels are off by
+the ``Question:`` prefix).
+
+Options: ``queries=word1,word2`` (tokens whose text matches, default: every word token of the question block, up to
+``max_queries``, default 16); ``knockout_layers=A-B`` (0-based half-open, default all); ``head_pool=mean|max``.
+Query slots beyond a sample's queries hold NaN.
+"""
+
+import numpy as np
+import torch
+import xarray as xr
+
+from mapflow.analysis import StudyContext
+from mapflow.attention import attention_rows
+from mapflow.flows import Flow, Window
+from mapflow.thumbnails import frame_thumbnails, video_token_coords
+
+CONDITIONS = ("clean", "cross_frame_knockout")
+
+
+def query_positions(ctx: StudyContext) -> tuple[list[int], list[str]]:
+    wanted = {w.strip().lower() for w in ctx.config.option("queries", "").split(",") if w.strip()}
+    positions, texts = [], []
+    ids = ctx.prepared.inputs["input_ids"][0]
+    for position in ctx.layout.positions("question"):
+        text = ctx.adapter.tokenizer.decode([int(ids[position])])
+        word = text.strip().lower()
+        if (word in wanted) if wanted else any(c.isalpha() for c in word):
+            positions.append(int(position))
+            texts.append(text)
+    return positions, texts
+
+
+def run(ctx: StudyContext):
+    max_queries = int(ctx.config.option("max_queries", "16"))
+    positions, texts = query_positions(ctx)
+    positions, texts = positions[:max_queries], texts[:max_queries]
+    num_layers = ctx.adapter.num_layers
+    ranges = ctx.config.option("knockout_layers")
+    knockout_layers = Window.parse_ranges(ranges).layers(0, num_layers) if ranges else tuple(range(num_layers))
+    video = ctx.layout.positions("video")
+    blocked = torch.from_numpy(Flow.parse("cross_frame").block_matrix(ctx.layout))
+    head_pool = ctx.config.option("head_pool", "mean")
+    attention = np.full((len(CONDITIONS), num_layers, max_queries, len(video)), np.nan, dtype=np.float32)
+    if positions:
+        attention[0, :, :len(positions)] = attention_rows(ctx.adapter, ctx.prepared, positions, video,
+                                                          head_pool=head_pool).numpy()
+        attention[1, :, :len(positions)] = attention_rows(ctx.adapter, ctx.prepared, positions, video,
+                                                          blocked=blocked, knockout_layers=knockout_layers,
+                                                          head_pool=head_pool).numpy()
+    pad = max_queries - len(positions)
+    ds = xr.Dataset(
+        {"attention": (("condition", "layer", "query", "video_token"), attention),
+         "query_text": (("query",), np.asarray(texts + [""] * pad, dtype=object)),
+         "query_position": (("query",), np.asarray(positions + [-1] * pad, dtype=np.int64))},
+        coords={"condition": list(CONDITIONS), "layer": np.arange(num_layers), "query": np.arange(max_queries),
+                **video_token_coords(ctx.layout)},
+        attrs={"head_pool": head_pool, "knockout_layers": ",".join(map(str, knockout_layers))},
+    )
+    return ds.merge(frame_thumbnails(ctx))

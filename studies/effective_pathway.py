@@ -1,0 +1,76 @@
+"""Effective pathways (paper §3.5, Table 3 / Table A): accuracy when only the identified routes stay open.
+
+Per sample, five forwards: clean; ``effective`` (the released code's masks, spec A6); ``effective_strict`` (also
+closes the bridge and post-prompt routes the released code leaves open); and the seeded random-blocking controls
+``random`` and ``random_strict`` at the same edge budgets. Stores the prediction, correctness, answer probability and
+kept attention edges (over all layers, once per layer) of each.
+
+Layers per route come from (first match): ``--option ranges="cross_frame=5-15;video_question=5-20;question_last=15-25"``
+(0-based, half-open); ``--option from=STORE1,STORE2`` (knockout stores holding the cross_frame, video->question and
+question->last flows; the paper's rule: 1-based intervals of ``interval`` layers, default 5, whose mean change is below
+``threshold`` %, default -5, restricted to ``task`` if given); or ``--option preset=llava-7b|llava-13b|internvl|
+videollama3`` (Table 3's ranges, scaled to the model's depth; default llava-7b). Runs on all samples by default.
+"""
+
+from functools import lru_cache
+
+import numpy as np
+import torch
+import xarray as xr
+
+from mapflow.analysis import StudyContext, clean_run
+from mapflow.engine import run_layer_masks
+from mapflow.pathways import (ROUTES, PathwayLayers, causal_edges, derive_layers, kept_edges, parse_layers,
+                              pathway_masks, preset_layers, random_masks)
+
+DEFAULT_SAMPLES = "all"
+CONDITIONS = ("clean", "effective", "effective_strict", "random", "random_strict")
+
+
+@lru_cache(maxsize=8)
+def _derived(stores: str, task: str | None, interval: int, threshold: float) -> PathwayLayers:
+    from mapflow.results import open_dataset
+
+    parts = [open_dataset(path.strip())["rel_change"] for path in stores.split(",")]
+    rel_change = xr.concat(parts, dim="flow", join="inner")
+    if task:
+        rel_change = rel_change.isel(sample=rel_change["task"].values == task)
+    return derive_layers(rel_change, interval=interval, threshold=threshold)
+
+
+def pathway_layers(ctx: StudyContext) -> PathwayLayers:
+    option = ctx.config.option
+    if option("ranges"):
+        return parse_layers(option("ranges"))
+    if option("from"):
+        return _derived(option("from"), option("task"), int(option("interval", "5")),
+                        float(option("threshold", "-5")))
+    return preset_layers(option("preset", "llava-7b"), ctx.adapter.num_layers)
+
+
+def run(ctx: StudyContext):
+    layers = pathway_layers(ctx)
+    num_layers = ctx.adapter.num_layers
+    clean = clean_run(ctx)
+    effective = pathway_masks(ctx.layout, layers, num_layers)
+    strict = pathway_masks(ctx.layout, layers, num_layers, strict=True)
+    total = causal_edges(ctx.layout.seq_len) * num_layers
+    masks = {"effective": effective, "effective_strict": strict,
+             "random": random_masks(ctx.layout, total - kept_edges(effective), num_layers, ctx.rng("random")),
+             "random_strict": random_masks(ctx.layout, total - kept_edges(strict), num_layers,
+                                           ctx.rng("random_strict"))}
+    preds, p_answer, kept = [clean.pred], [clean.p_gt_base], [total]
+    for name in CONDITIONS[1:]:
+        blocked = {i: torch.from_numpy(m) for i, m in enumerate(masks[name])}
+        probs = run_layer_masks(ctx.adapter, ctx.prepared, blocked).softmax(-1)
+        preds.append(int(probs.argmax()))
+        p_answer.append(float(probs[clean.gt_token]))
+        kept.append(kept_edges(masks[name]))
+    preds = np.asarray(preds, dtype=np.int64)
+    return xr.Dataset(
+        {"pred": (("condition",), preds), "correct_after": (("condition",), preds == clean.gt_token),
+         "p_answer": (("condition",), np.asarray(p_answer)), "edges_kept": (("condition",), np.asarray(kept)),
+         "edges_total": ((), np.int64(total)), "correct": ((), clean.correct),
+         "open_layers": (("route",), np.asarray([layers.describe()[r] for r in ROUTES], dtype=object))},
+        coords={"condition": list(CONDITIONS), "route": list(ROUTES)},
+    )

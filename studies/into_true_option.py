@@ -1,0 +1,12 @@
+"""Flows into the true option (paper §3.4, Fig. 7): video -> non-option question, non-option question -> true
+option, video -> true option. Where does the true option's text pick up the video evidence?
+"""
+
+from mapflow.analysis import StudyContext, knockout_sweep
+from mapflow.flows import PAPER_FLOWS
+
+FLOWS = tuple(PAPER_FLOWS["into_true_option"])
+
+
+def run(ctx: StudyContext):
+    return knockout_sweep(ctx, FLOWS)

@@ -1,0 +1,37 @@
+"""Logit lens on video tokens (paper §3.3, Fig. 4, Fig. T): the top-1 token of every video position at every layer.
+
+Each (layer, video position) gets its top-1 token when the layer's output goes through the final norm and the LM head
+(the paper's text; ``--option lens=released_code`` uses the released script's input-embedding projection of the
+residual entering each layer). Positions whose top-1 token is a keyword's first sub-token are marked with the keyword
+and its kind (spatial / temporal); ``--option keywords=paper|released_code|organism|DIR`` picks the lists (default
+``paper``, Table D). Small RGB thumbnails of the input frames are kept for the per-frame overlays (Fig. T).
+Frequencies per layer bin: `mapflow.tables.keyword_frequency`.
+"""
+
+import numpy as np
+import xarray as xr
+
+from mapflow.analysis import StudyContext
+from mapflow.keywords import load_keywords, piece_table
+from mapflow.readout import layer_top_tokens
+from mapflow.thumbnails import frame_thumbnails, video_token_coords
+
+
+def run(ctx: StudyContext):
+    lists = load_keywords(ctx.config.option("keywords", "paper"))
+    table = piece_table(ctx.adapter.tokenizer, lists)
+    video = ctx.layout.positions("video")
+    tops = layer_top_tokens(ctx.adapter, ctx.prepared, video, convention=ctx.config.option("lens", "paper")).numpy()
+    vocabulary = {int(t): ctx.adapter.tokenizer.decode([int(t)]) for t in np.unique(tops)}
+    text = np.vectorize(vocabulary.get, otypes=[object])(tops)
+    hits = [table.get(str(piece).strip().lower(), ("", "")) for piece in text.ravel()]
+    kind = np.asarray([h[0] for h in hits], dtype=object).reshape(tops.shape)
+    keyword = np.asarray([h[1] for h in hits], dtype=object).reshape(tops.shape)
+    cell = ("layer", "video_token")
+    ds = xr.Dataset(
+        {"top_token": (cell, tops.astype(np.int64)), "top_text": (cell, text),
+         "keyword": (cell, keyword), "keyword_kind": (cell, kind)},
+        coords={"layer": np.arange(ctx.adapter.num_layers), **video_token_coords(ctx.layout)},
+        attrs={"keywords": lists.name, "lens": ctx.config.option("lens", "paper")},
+    )
+    return ds.merge(frame_thumbnails(ctx))

@@ -1,0 +1,13 @@
+"""Question and options -> last position (paper §3.4, Fig. 6): which part of the question block the answer reads.
+
+Three flows: the non-option question, the true option and the false options (all of them) -> the last position.
+"""
+
+from mapflow.analysis import StudyContext, knockout_sweep
+from mapflow.flows import PAPER_FLOWS
+
+FLOWS = tuple(PAPER_FLOWS["question_and_options_to_last"])
+
+
+def run(ctx: StudyContext):
+    return knockout_sweep(ctx, FLOWS)

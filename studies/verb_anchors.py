@@ -1,0 +1,79 @@
+"""Multi-token open-ended answers: verb anchors in the model's own response (paper appendix C.2, Fig. S).
+
+Per sample: generate a response greedily, find its verbs, and for the 1st, 2nd and 3rd verb "anchor" cut the input
+just before it; the last position is then the token that predicts the anchor. Knockout flows: video -> question,
+video -> earlier response, video -> last, question -> last, earlier response -> last; the metric is the relative
+change of the anchor token's probability. Samples with fewer than ``min_anchors`` anchors, or whose truncated input
+does not reproduce the anchor, keep NaN.
+
+Options: ``verbs=auto|spacy|list`` (spaCy when installed, see README; else data/keywords/verbs.txt),
+``spacy_model`` (default en_core_web_lg), ``max_new_tokens`` (default 64), ``min_anchors`` (default 3),
+``num_open`` (response tokens before the last left open, default 1). Use with a free-form template, e.g.
+``--benchmark vcgbench`` or ``--template vcgbench_free_form``.
+"""
+
+from dataclasses import replace
+
+import numpy as np
+import xarray as xr
+
+from mapflow.analysis import StudyContext, knockout_sweep, unmeasured_sweep
+from mapflow.generation import extend_input, greedy_generate
+from mapflow.keywords import verb_detector
+
+DEFAULT_SAMPLES = "correct"  # the truncated input must reproduce the anchor, as the paper requires
+ANCHORS = (1, 2, 3)
+FLOWS = ("video->question", "video->response", "video->last", "question->last", "response->last")
+
+
+def find_anchors(pieces: list[str], verbs: set[str]) -> list[int]:
+    """Indices of generated tokens that start a verb of one or two tokens (the paper's rule)."""
+    anchors, i = [], 0
+    while i < len(pieces):
+        if pieces[i].strip() in verbs:
+            anchors.append(i)
+        elif i + 1 < len(pieces) and (pieces[i] + pieces[i + 1]).strip() in verbs:
+            anchors.append(i)
+            i += 1
+        i += 1
+    return anchors
+
+
+def response_span(prompt_len: int, anchor: int, previous_anchor: int | None, num_open: int) -> list[int]:
+    """Response positions before the last one, minus the ``num_open`` just before it (never cutting into the
+    previous anchor)."""
+    length = anchor - 1  # response tokens before the new last token
+    end = max(length - num_open, 0 if previous_anchor is None else previous_anchor + 1)
+    return [prompt_len + i for i in range(min(end, length))]
+
+
+def run(ctx: StudyContext):
+    option = ctx.config.option
+    detect, detector_name = verb_detector(option("verbs", "auto"), option("spacy_model", "en_core_web_lg"))
+    generated = greedy_generate(ctx.adapter, ctx.prepared, max_new_tokens=int(option("max_new_tokens", "64")))
+    tokenizer = ctx.adapter.tokenizer
+    pieces = [tokenizer.decode([t]) for t in generated]
+    verbs = {v.lower() for v in detect(tokenizer.decode(generated))}
+    anchors = find_anchors([p.lower() for p in pieces], verbs)
+    prompt_len = ctx.layout.seq_len
+    results = []
+    for order in ANCHORS:
+        index = order - 1
+        usable = len(anchors) >= int(option("min_anchors", "3")) and index < len(anchors) and anchors[index] > 0
+        if usable:
+            anchor = anchors[index]
+            span = response_span(prompt_len, anchor, anchors[index - 1] if index else None,
+                                 int(option("num_open", "1")))
+            usable = bool(span)
+        if not usable:
+            results.append(unmeasured_sweep(ctx, FLOWS))
+            continue
+        extended = extend_input(ctx.prepared, generated[:anchor], response=span)
+        sub = replace(ctx, prepared=extended, answer_token=int(generated[anchor]))
+        results.append(knockout_sweep(sub, FLOWS))
+    ds = xr.concat(results, dim="anchor", data_vars="all", coords="different", compat="equals") \
+        .assign_coords(anchor=list(ANCHORS))  # every variable per anchor: each anchor has its own clean run
+    ds["response_text"] = ((), np.asarray(tokenizer.decode(generated), dtype=object))
+    ds["num_anchors"] = ((), np.int64(len(anchors)))
+    ds.attrs["verb_detector"] = detector_name
+    return ds

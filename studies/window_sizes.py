@@ -1,0 +1,19 @@
+"""Window-size sweep (paper §F.6, Fig. W): the same knockouts with centred windows of several sizes.
+
+Options: ``sizes`` (comma-separated, default ``1,5,9,13``; on a model with few layers use smaller ones, e.g.
+``1,3,5``). Flows: cross-frame (``--flows`` overrides). Adds a ``window_size`` dimension.
+"""
+
+from mapflow.analysis import StudyContext, knockout_sweep, stack_results
+from mapflow.flows import Window
+
+FLOWS = ("cross_frame",)
+
+
+def sizes(ctx: StudyContext) -> list[int]:
+    return [int(k) for k in ctx.config.option("sizes", "1,5,9,13").split(",")]
+
+
+def run(ctx: StudyContext):
+    results = [knockout_sweep(ctx, FLOWS, window=Window("center", k)).drop_vars("window") for k in sizes(ctx)]
+    return stack_results(results, "window_size", sizes(ctx))
