@@ -160,21 +160,23 @@ def cmd_studies(args) -> int:
 
 
 def cmd_demo(args) -> int:
-    """The main job on the embedded default: the core studies on the shipped organisms and benchmark, with figures."""
-    from .embedded import organism_dir
+    """The main job on the embedded default: every study of the paper on the shipped organisms, figures, report."""
+    import time
 
-    out_dir = Path(args.out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    runs = [("cross_frame", "video"), ("cross_frame", "frames"), ("information_flow", "video")]
-    for study, variant in runs:
-        name = f"{study}-organism-{variant}"
-        store = out_dir / f"{name}.zarr"
-        run_args = build_parser().parse_args([
-            "run", study, "--model", str(organism_dir(variant)), "--out", str(store), "--samples", args.samples,
-            "--window", str(args.window), "--limit", str(args.limit), "--threads", "1"])
-        cmd_run(run_args)
-        cmd_plot(argparse.Namespace(store=str(store), png=str(out_dir / f"{name}.png"), variable="rel_change"))
-    print(f"demo results in {out_dir}/ (open with xarray.open_zarr)")
+    from .suite import run_suite
+
+    started = time.perf_counter()
+    manifest = run_suite(Path(args.out_dir), limit=args.limit, window=args.window, only=args.only)
+    print(f"demo results in {args.out_dir}/: {len(manifest['runs'])} stores, figures/, tables/, report "
+          f"{manifest.get('report')}")
+    print(f"demo finished in {time.perf_counter() - started:.0f} s (studies {manifest['study_seconds']:.0f} s)")
+    return 0
+
+
+def cmd_report(args) -> int:
+    from .report import build_report
+
+    print(f"wrote {build_report(Path(args.results_dir), args.out)}")
     return 0
 
 
@@ -310,10 +312,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = sub.add_parser("demo", help="run the main job on the embedded default model and benchmark")
     demo.add_argument("--out-dir", default="runs/demo")
-    demo.add_argument("--samples", default="correct", choices=["correct", "all", "wrong"])
     demo.add_argument("--window", type=int, default=3, help="window size (the organisms have 8 layers)")
-    demo.add_argument("--limit", type=int, default=20, help="samples per task")
+    demo.add_argument("--limit", type=int, default=20, help="samples per task (expensive studies take a share)")
+    demo.add_argument("--only", nargs="+", help="run only these suite runs or studies (the report uses all stores)")
     demo.set_defaults(func=cmd_demo)
+
+    report = sub.add_parser("report", help="assemble a self-contained HTML report from a directory of result stores")
+    report.add_argument("results_dir")
+    report.add_argument("--out", help="HTML path (default: RESULTS_DIR/report.html)")
+    report.set_defaults(func=cmd_report)
     return parser
 
 

@@ -73,7 +73,8 @@ def _finish(ax, ylabel=None, zero=True):
     if ylabel:
         ax.set_ylabel(ylabel)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize="small")
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize="small")
 
 
 def flow_figure(ds: xr.Dataset, *, variable: str = "rel_change", flows=None) -> Figure:

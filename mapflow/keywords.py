@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 
 from .embedded import DATA_DIR
@@ -46,11 +47,15 @@ def first_piece(tokenizer, word: str) -> str:
 
 
 def piece_table(tokenizer, lists: KeywordLists) -> dict[str, tuple[str, str]]:
-    """first piece -> (kind, keyword). A piece claimed by two keywords keeps the first (spatial before temporal)."""
+    """first piece -> (kind, keyword), for the word alone and after a space (byte-level vocabularies split the two
+    differently). A piece claimed by two keywords keeps the first (spatial before temporal)."""
     table: dict[str, tuple[str, str]] = {}
     for kind in KINDS:
         for word in lists.words[kind]:
-            table.setdefault(first_piece(tokenizer, word), (kind, word))
+            for variant in (word, " " + word):
+                piece = first_piece(tokenizer, variant)
+                if piece:
+                    table.setdefault(piece, (kind, word))
     return table
 
 
@@ -66,6 +71,7 @@ SPACY_HINT = ("verb detection with spaCy needs `pip install spacy` and an Englis
               "data/keywords/verbs.txt")
 
 
+@lru_cache(maxsize=4)
 def verb_detector(choice: str = "auto", spacy_model: str = "en_core_web_lg"):
     """A function text -> set of verb token texts, and its name.
 

@@ -1,0 +1,64 @@
+"""Paper tables from hand-made stores, and the demo suite's report end to end on the shipped organisms."""
+
+import numpy as np
+import pytest
+import xarray as xr
+
+from mapflow import tables
+
+
+def test_halves_table_counts_by_hand():
+    pred = np.array([[[5, 6, 6]], [[7, 7, 7]], [[5, 5, 6]], [[9, 9, 9]]])  # (sample, flow, layers)
+    ds = xr.Dataset({"pred_knockout": (("sample", "flow", "layers"), pred),
+                     "answer_token": (("sample",), [5, 7, 5, 8]), "correct": (("sample",), [True, True, True, False]),
+                     "knocked_out": (("sample",), [True] * 4)},
+                    coords={"flow": ["cross_frame"], "layers": ["first_half", "second_half", "all"],
+                            "task": ("sample", ["a", "a", "b", "b"])})
+    table = tables.halves_table(ds)
+    assert table.loc["all", "clean_acc"] == 75.0
+    assert table.loc["all", "first_half_acc"] == 75.0  # samples 0, 1, 2 still right
+    assert table.loc["all", "second_half_acc"] == 50.0
+    assert table.loc["all", "second_half_drop_pts"] == 25.0
+    assert table.loc["all", "all_drop_among_correct"] == pytest.approx(66.7)  # 2 of the 3 correct ones flip
+    assert table.loc["b", "n"] == 2 and table.loc["b", "clean_acc"] == 50.0
+
+
+def test_keyword_frequency_normalizes_as_the_paper():
+    words = np.array([[["cup", "up"], ["cup", ""]], [["", "up"], ["up", "up"]], [["cup", "cup"], ["", ""]]],
+                     dtype=object)  # (layer, sample, video_token)
+    kinds = np.where(words == "cup", "spatial", np.where(words == "up", "temporal", "")).astype(object)
+    ds = xr.Dataset({"keyword": (("layer", "sample", "video_token"), words),
+                     "keyword_kind": (("layer", "sample", "video_token"), kinds)})
+    spatial = tables.keyword_frequency(ds, "spatial", interval=2, min_hits=1)
+    assert spatial.loc["cup", "hits"] == 4
+    assert spatial.loc["cup", "1-2"] == pytest.approx(0.5) and spatial.loc["cup", "3-3"] == pytest.approx(0.5)
+    temporal = tables.keyword_frequency(ds, "temporal", interval=2, min_hits=1)
+    assert temporal.loc["up", "1-2"] == pytest.approx(1.0)
+    assert tables.keyword_frequency(ds, "temporal", interval=2, min_hits=5).empty
+
+
+def test_pathway_table_reports_accuracy_and_kept_share():
+    ds = xr.Dataset({"correct_after": (("sample", "condition"), [[True, True], [True, False]]),
+                     "edges_kept": (("sample", "condition"), [[100, 40], [200, 60]]),
+                     "edges_total": (("sample",), [100, 200])},
+                    coords={"condition": ["clean", "effective"], "task": ("sample", ["a", "a"])})
+    table = tables.pathway_table(ds)
+    assert table.loc["all", "effective_acc"] == 50.0
+    assert table.loc["all", "effective_kept_%"] == pytest.approx(100 * 50 / 150, abs=0.05)
+
+
+@pytest.mark.slow
+def test_demo_suite_writes_every_store_figure_and_the_report(tmp_path):
+    from mapflow.suite import organism_suite, run_suite
+
+    manifest = run_suite(tmp_path, limit=1)
+    assert [r["name"] for r in manifest["runs"]] == [r.name for r in organism_suite()]
+    html = (tmp_path / "report.html").read_text()
+    for paper in ("Fig. 2", "Fig. 3", "Fig. 4", "Fig. 5", "Fig. 6", "Fig. 7", "Fig. 8", "Fig. V", "Fig. W",
+                  "Table 2", "Table 3", "Figs. AJ-AL", "Fig. P", "Fig. Q", "Fig. R", "Fig. S"):
+        assert paper in html, paper
+    assert html.count("data:image/png;base64,") >= 15
+    for stem in ("fig2_cross_frame", "figV_progressive_organism-video", "fig8_answer_probability_organism-video"):
+        assert (tmp_path / "figures" / f"{stem}.png").stat().st_size > 1000
+        assert (tmp_path / "figures" / f"{stem}.pdf").is_file()
+    assert (tmp_path / "tables" / "table3_pathways_organism-video.csv").is_file()
