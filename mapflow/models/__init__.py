@@ -11,11 +11,15 @@ import torch
 from ..errors import ModelLoadError
 from ..prompts import LLAVA_MCQA, TEMPLATES, McqaTemplate, PromptSegment
 from .base import PreparedInput, VideoLLMAdapter
+from .internvl import InternVLAdapter
 from .llava_next_video import LlavaNextVideoAdapter
+from .llava_onevision import LlavaOnevisionAdapter
+from .qwen_vl import Qwen2_5_VLAdapter, Qwen3VLAdapter
+from .videollama3 import VideoLlama3Adapter
 
-ADAPTERS: dict[str, type[VideoLLMAdapter]] = {
-    arch: cls for cls in (LlavaNextVideoAdapter,) for arch in cls.architectures
-}
+FAMILIES: tuple[type[VideoLLMAdapter], ...] = (LlavaNextVideoAdapter, LlavaOnevisionAdapter, Qwen2_5_VLAdapter,
+                                               Qwen3VLAdapter, InternVLAdapter, VideoLlama3Adapter)
+ADAPTERS: dict[str, type[VideoLLMAdapter]] = {arch: cls for cls in FAMILIES for arch in cls.architectures}
 
 DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
           "float16": torch.float16, "fp16": torch.float16}
@@ -72,7 +76,7 @@ def load_model(path, *, attn_implementation: str = "sdpa", dtype: str = "float32
                                            local_files_only=True).to(device).eval()
     processor = AutoProcessor.from_pretrained(path, local_files_only=True)
     adapter = ADAPTERS[arch](hf_model, processor, path=path)
-    adapter.prompt_template = _checkpoint_prompt_template(path)
+    adapter.prompt_template = _checkpoint_prompt_template(path) or adapter.default_prompt_template
     if self_test:
         adapter.self_test(self_test_input(adapter))
     return adapter
@@ -80,7 +84,7 @@ def load_model(path, *, attn_implementation: str = "sdpa", dtype: str = "float32
 
 def self_test_input(adapter: VideoLLMAdapter, num_frames: int = 2, seed: int = 0) -> PreparedInput:
     """Two frames of seeded noise and a one-line question: enough for cross-frame and video->last edges."""
-    size = adapter.hf_model.config.vision_config.image_size  # processors that do not resize need this exact size
+    size = adapter.default_frame_size()  # processors that do not resize need this exact size
     frames = np.random.default_rng(seed).integers(0, 256, (num_frames, size, size, 3), dtype=np.uint8)
     template = adapter.prompt_template or LLAVA_MCQA
     segments = [
@@ -93,4 +97,4 @@ def self_test_input(adapter: VideoLLMAdapter, num_frames: int = 2, seed: int = 0
     return adapter.prepare(frames, segments)
 
 
-__all__ = ["ADAPTERS", "PreparedInput", "VideoLLMAdapter", "load_model", "self_test_input"]
+__all__ = ["ADAPTERS", "FAMILIES", "PreparedInput", "VideoLLMAdapter", "load_model", "self_test_input"]
