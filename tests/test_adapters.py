@@ -181,10 +181,10 @@ def test_engine_equals_naive(family, loaded, sample, clip):
                               Window("center", 3).layers(layer, adapter.num_layers))
                for f in FLOWS if f != "video_markup->last" or prepared.layout["video_markup"].ranges
                for layer in range(adapter.num_layers)]
-    naive = run_knockouts(adapter, prepared, configs, plan="naive").softmax(-1)
+    naive = run_knockouts(adapter, prepared, configs, plan="naive")
     for max_rows in (None, 2):
-        fast = run_knockouts(adapter, prepared, configs, plan="auto", max_rows=max_rows).softmax(-1)
-        assert (naive - fast).abs().max() <= 1e-5
+        fast = run_knockouts(adapter, prepared, configs, plan="auto", max_rows=max_rows)
+        assert (naive - fast).abs().max() <= 1e-5  # logits, not probabilities: stricter
     assert not torch.equal(naive[0], naive[-1])
 
 
@@ -195,10 +195,10 @@ def test_engine_needs_the_clean_rotary_positions(family, loaded, sample, clip, m
     prepared = prepare(adapter, sample, clip)
     blocked = torch.from_numpy(Flow.parse("cross_frame").block_matrix(prepared.layout))
     configs = [KnockoutConfig(blocked, (1, 2))]
-    naive = run_knockouts(adapter, prepared, configs, plan="naive").softmax(-1)
+    naive = run_knockouts(adapter, prepared, configs, plan="naive")
     monkeypatch.setattr(type(adapter), "clean_language_model_kwargs", ())
-    wrong = run_knockouts(adapter, prepared, configs, plan="auto").softmax(-1)
-    assert (naive - wrong).abs().max() > 1e-4
+    wrong = run_knockouts(adapter, prepared, configs, plan="auto")
+    assert (naive - wrong).abs().max() > 1e-3
 
 
 @pytest.mark.parametrize("family", FAMILIES[1:6])

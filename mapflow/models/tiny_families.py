@@ -82,7 +82,9 @@ def _text_config(tokenizer, num_layers: int, hidden_size: int, **extra) -> dict:
     return dict(vocab_size=len(tokenizer), hidden_size=hidden_size, intermediate_size=2 * hidden_size,
                 num_hidden_layers=num_layers, num_attention_heads=4, num_key_value_heads=2,
                 max_position_embeddings=4096, bos_token_id=pad, eos_token_id=tokenizer.convert_tokens_to_ids(
-                    "<|im_end|>"), pad_token_id=pad, tie_word_embeddings=False, **extra)
+                    "<|im_end|>"), pad_token_id=pad, tie_word_embeddings=False,
+                initializer_range=0.1,  # larger than real models' 0.02, so a knockout visibly moves the logits
+                **extra)
 
 
 def _qwen_vl(version: str, num_layers: int, hidden_size: int):
