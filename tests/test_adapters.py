@@ -238,3 +238,23 @@ def test_chat_template_that_changes_the_text_is_refused(loaded, clip):
     finally:
         adapter.processor.chat_template = original
     assert "".join(p.text for p in render_chat(adapter.processor, segments)).count("  What happens?  ") == 1
+
+
+def test_models_command_lists_every_family(capsys):
+    from mapflow.cli import main
+
+    assert main(["models"]) == 0
+    out = capsys.readouterr().out
+    for arch, cls in ADAPTERS.items():
+        line = next(line for line in out.splitlines() if arch in line)
+        assert cls.family in line and cls.frame_unit in line and cls.token_layout in line
+
+
+def test_half_precision_placement_through_accelerate(family_dirs, sample, clip):
+    """bf16 weights placed by accelerate's device_map: the load-time self-test (bit-exact empty knockout) passes and
+    the inputs follow the embedding's dtype and device."""
+    adapter = load_model(family_dirs("qwen3_vl"), dtype="bf16", device_map="cpu")
+    assert adapter.hf_model.dtype == torch.bfloat16
+    prepared = prepare(adapter, sample, clip)
+    assert prepared.inputs["pixel_values_videos"].dtype == torch.bfloat16
+    assert prepared.inputs["input_ids"].device == adapter.input_device

@@ -54,11 +54,14 @@ def _checkpoint_prompt_template(path: Path) -> McqaTemplate | None:
 
 
 def load_model(path, *, attn_implementation: str = "sdpa", dtype: str = "float32", device: str = "cpu",
-               self_test: bool = True) -> VideoLLMAdapter:
+               device_map: str | dict | None = None, self_test: bool = True) -> VideoLLMAdapter:
     """Load a checkpoint directory (never the hub) and wrap it in its family's adapter.
 
-    With ``self_test`` the adapter checks on a small synthetic clip that an empty knockout reproduces the clean logits
-    exactly and that a real knockout changes them.
+    ``dtype``: float32 | bfloat16 | float16 (aliases fp32, bf16, fp16). ``device_map`` (e.g. ``"auto"``) places the
+    model across the visible GPUs through accelerate instead of moving it to ``device``; inputs then go to the
+    embedding's device and every knockout mask is built on its layer's device. With ``self_test`` the adapter checks
+    on a small synthetic clip that an empty knockout reproduces the clean logits exactly and that a real knockout
+    changes them.
     """
     import transformers
     from transformers import AutoProcessor
@@ -72,8 +75,15 @@ def load_model(path, *, attn_implementation: str = "sdpa", dtype: str = "float32
     if dtype not in DTYPES:
         raise ModelLoadError(f"unknown dtype '{dtype}'; choose one of {', '.join(DTYPES)}")
     model_class = getattr(transformers, arch)
-    hf_model = model_class.from_pretrained(path, attn_implementation=attn_implementation, dtype=DTYPES[dtype],
-                                           local_files_only=True).to(device).eval()
+    placement = {"device_map": device_map} if device_map is not None else {}
+    try:
+        hf_model = model_class.from_pretrained(path, attn_implementation=attn_implementation, dtype=DTYPES[dtype],
+                                               local_files_only=True, **placement)
+    except (OSError, ValueError, ImportError) as err:
+        raise ModelLoadError(f"cannot load {arch} from {path}: {err}") from err
+    if device_map is None:
+        hf_model = hf_model.to(device)
+    hf_model = hf_model.eval()
     processor = AutoProcessor.from_pretrained(path, local_files_only=True)
     adapter = ADAPTERS[arch](hf_model, processor, path=path)
     adapter.prompt_template = _checkpoint_prompt_template(path) or adapter.default_prompt_template

@@ -15,7 +15,7 @@ from .chat import ChatVideoLLMAdapter
 class VideoLlama3Adapter(ChatVideoLLMAdapter):
     family = "videollama3"
     architectures = ("VideoLlama3ForConditionalGeneration",)
-    frame_unit = "frame (token count varies with token compression)"
+    frame_unit = "frame (variable token count)"
     token_layout = "per frame: 'Time {t}s:' + that frame's video tokens, comma-joined (runs separated by text)"
 
     def _grid(self, encoded) -> tuple[int, int, int]:
