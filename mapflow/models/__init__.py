@@ -92,8 +92,10 @@ def load_model(path, *, attn_implementation: str = "sdpa", dtype: str = "float32
     return adapter
 
 
-def self_test_input(adapter: VideoLLMAdapter, num_frames: int = 2, seed: int = 0) -> PreparedInput:
-    """Two frames of seeded noise and a one-line question: enough for cross-frame and video->last edges."""
+def self_test_input(adapter: VideoLLMAdapter, num_frames: int | None = None, seed: int = 0) -> PreparedInput:
+    """A few frames of seeded noise (the adapter's ``self_test_frames``, 2 by default) and a one-line question: enough
+    for cross-frame and video->last edges."""
+    num_frames = num_frames or adapter.self_test_frames
     size = adapter.default_frame_size()  # processors that do not resize need this exact size
     frames = np.random.default_rng(seed).integers(0, 256, (num_frames, size, size, 3), dtype=np.uint8)
     template = adapter.prompt_template or LLAVA_MCQA

@@ -53,6 +53,7 @@ class VideoLLMAdapter(ABC):
     # again (Qwen-VL's 3-D rotary positions are computed from input_ids and the video grid, which such a forward
     # does not have). See `suffix_language_model_kwargs`.
     clean_language_model_kwargs: ClassVar[tuple[str, ...]] = ()
+    self_test_frames: int = 2  # frames of the load-time self-test clip (a checkpoint may need a fixed count)
 
     def __init__(self, hf_model: torch.nn.Module, processor, *, path: str | Path | None = None):
         self.hf_model = hf_model
