@@ -129,10 +129,6 @@ class VideoLLMAdapter(ABC):
             raise LayoutError(f"the prompt needs exactly one '{VIDEO}' segment holding {placeholder!r}")
         return list(segments)
 
-    def processor_kwargs(self, frames: np.ndarray) -> dict:
-        """Extra keyword arguments for the processor call (e.g. video metadata)."""
-        return {}
-
     @abstractmethod
     def frame_sizes(self, encoded) -> list[int]:
         """Feature tokens of each frame unit, in order, from the processor's output (grids, frame counts)."""
@@ -150,11 +146,10 @@ class VideoLLMAdapter(ABC):
         pieces = self.render_prompt(segments)
         text = prompt_text(pieces)
         placeholder = self.processor.video_token
-        if text.count(placeholder) != 1:
-            raise LayoutError(f"{placeholder!r} must occur exactly once in the prompt (found {text.count(placeholder)})")
+        if (found := text.count(placeholder)) != 1:
+            raise LayoutError(f"{placeholder!r} must occur exactly once in the prompt (found {found})")
         encoded = self.processor(text=text, videos=[np.asarray(frames)], return_tensors="pt",
-                                 return_offsets_mapping=True, return_text_replacement_offsets=True,
-                                 **self.processor_kwargs(frames))
+                                 return_offsets_mapping=True, return_text_replacement_offsets=True)
         offsets = encoded.pop("offset_mapping")[0]
         expanded = _expand_video_piece(pieces, encoded.pop("text_replacement_offsets")[0])
         input_ids = encoded["input_ids"][0]
@@ -167,12 +162,14 @@ class VideoLLMAdapter(ABC):
         return PreparedInput(inputs=self.model_inputs(encoded), layout=layout, text=text, segments=pieces)
 
     def model_inputs(self, encoded) -> dict:
-        """The processor's tensors on the input device, floating point ones in the model's dtype."""
+        """The processor's tensors on the input device, pixels in the model's dtype (other floats, such as Qwen's
+        seconds per temporal group that feed the rotary positions, stay in full precision)."""
         device, dtype = self.input_device, self.hf_model.dtype
         inputs = {}
         for key, value in encoded.items():
             if isinstance(value, torch.Tensor):
-                value = value.to(device, dtype) if value.is_floating_point() else value.to(device)
+                pixels = key.startswith("pixel_values") and value.is_floating_point()
+                value = value.to(device, dtype) if pixels else value.to(device)
             inputs[key] = value
         return inputs
 

@@ -67,12 +67,12 @@ VIDEOLLAMA3_CHAT_TEMPLATE = (
 )
 
 
-def build_chat_tokenizer(named_tokens: dict[str, str], extra_tokens: tuple[str, ...] = ()):
+def build_chat_tokenizer(named_tokens: dict[str, str]):
     """A tiny Qwen-style tokenizer (no BOS, ``<|im_end|>`` ends a turn) with the family's named special tokens."""
     from transformers import PreTrainedTokenizerFast
 
-    specials = CHAT_SPECIAL_TOKENS + [t for t in (*named_tokens.values(), *extra_tokens) if t not in CHAT_SPECIAL_TOKENS]
-    tokenizer = train_byte_level_bpe(list(dict.fromkeys(specials)), corpus=_CHAT_CORPUS, unk_token=None)
+    specials = list(dict.fromkeys(CHAT_SPECIAL_TOKENS + list(named_tokens.values())))
+    tokenizer = train_byte_level_bpe(specials, corpus=_CHAT_CORPUS, unk_token=None)
     return PreTrainedTokenizerFast(tokenizer_object=tokenizer, eos_token="<|im_end|>", pad_token="<|endoftext|>",
                                    extra_special_tokens=named_tokens)
 
