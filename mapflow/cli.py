@@ -1,4 +1,4 @@
-"""Command line: ``mapflow run | plot | show | studies | demo``. With no arguments it runs the demo."""
+"""Command line: ``mapflow run | plot | show | studies | models | demo``. With no arguments it runs the demo."""
 
 from __future__ import annotations
 
@@ -55,6 +55,7 @@ def add_run_arguments(parser: argparse.ArgumentParser, with_study: bool = True) 
     parser.add_argument("--attn", default="sdpa", choices=["sdpa", "eager"], help="attention implementation")
     parser.add_argument("--dtype", default="float32", help="float32 | bfloat16 | float16")
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--device-map", help="accelerate placement across GPUs instead of --device, e.g. 'auto'")
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: 1 for tiny models)")
     parser.add_argument("--overwrite", action="store_true", help="delete an existing --out store first")
@@ -79,7 +80,8 @@ def cmd_run(args) -> int:
     if args.threads or not args.model:
         torch.set_num_threads(args.threads or 1)  # tiny models run ~10x faster single-threaded on shared CPUs
     samples = benchmark.loader(data_root, tasks=args.tasks, limit=args.limit, seed=args.seed)
-    adapter = load_model(model_dir, attn_implementation=args.attn, dtype=args.dtype, device=args.device)
+    adapter = load_model(model_dir, attn_implementation=args.attn, dtype=args.dtype, device=args.device,
+                         device_map=args.device_map)
     try:
         template = resolve_template(args.template, adapter.prompt_template, benchmark.name)
     except KeyError as err:
@@ -99,7 +101,8 @@ def cmd_run(args) -> int:
     annotation_files = sorted([*data_root.rglob("*.json"), *data_root.rglob("*.parquet")])
     provenance = run_provenance(study=study_name, model_dir=model_dir, data_root=data_root,
                                 annotation_files=annotation_files, seed=args.seed, config=run_config,
-                                runtime={"device": args.device, "threads": torch.get_num_threads()})
+                                runtime={"device": args.device, "device_map": args.device_map,
+                                         "threads": torch.get_num_threads()})
     summary = run_study(study, adapter, samples, args.out, config=config, provenance=provenance,
                         overwrite=args.overwrite, progress=not args.no_progress)
     print(summary.describe())
@@ -156,6 +159,16 @@ def cmd_studies(args) -> int:
     for name in available_studies():
         doc = (load_study(name).__doc__ or "").strip().splitlines()
         print(f"{name:24s} {doc[0] if doc else ''}")
+    return 0
+
+
+def cmd_models(args) -> int:
+    from .models import FAMILIES
+
+    print(f"{'family':18s} {'architecture':40s} {'frame unit':28s} token layout")
+    for cls in FAMILIES:
+        for arch in cls.architectures:
+            print(f"{cls.family:18s} {arch:40s} {cls.frame_unit:28s} {cls.token_layout}")
     return 0
 
 
@@ -267,6 +280,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     studies = sub.add_parser("studies", help="list the available studies")
     studies.set_defaults(func=cmd_studies)
+
+    models = sub.add_parser("models", help="list the supported model families, their frame unit and token layout")
+    models.set_defaults(func=cmd_models)
 
     organism = sub.add_parser("organism", help="train or evaluate the model organisms").add_subparsers(
         dest="organism_command", required=True)

@@ -17,12 +17,12 @@ the paper's code does; tests prove both give the same numbers.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import nnsight
 import torch
 
-from .knockout import knockout_attention_mask
+from .knockout import knockout_attention_mask, layer_device
 from .models.base import PreparedInput, VideoLLMAdapter
 
 PLANS = ("auto", "naive")
@@ -53,19 +53,25 @@ class CleanState:
     layer_outputs: list[torch.Tensor]  # clean output of every decoder layer, (1, L, D)
     keys: list[torch.Tensor]  # per layer (1, kv_heads, L, head_dim)
     values: list[torch.Tensor]
+    # the language model's clean-call arguments the adapter names (e.g. Qwen-VL's 3-D position ids)
+    language_model_kwargs: dict = field(default_factory=dict)
 
 
 def clean_state(adapter: VideoLLMAdapter, prepared: PreparedInput) -> CleanState:
     from transformers import DynamicCache
 
     cache = DynamicCache(config=adapter.text_config)
+    names = adapter.clean_language_model_kwargs
     with torch.no_grad(), adapter.trace(prepared, cache=cache, use_cache=True):
-        embeds = adapter.language_model.inputs[1]["inputs_embeds"].save()
+        lm_kwargs = adapter.language_model.inputs[1]
+        embeds = lm_kwargs["inputs_embeds"].save()
+        extra = nnsight.save({name: lm_kwargs[name] for name in names})
         outputs = nnsight.save([adapter.layers[i].output for i in range(adapter.num_layers)])
         logits = adapter.lm_head.output[0].save()
     return CleanState(
         logits=logits.detach().float(), inputs_embeds=embeds.detach(), layer_outputs=[o.detach() for o in outputs],
         keys=[layer.keys for layer in cache.layers], values=[layer.values for layer in cache.layers],
+        language_model_kwargs={k: v for k, v in extra.items() if v is not None},
     )
 
 
@@ -138,7 +144,13 @@ def run_batch(adapter: VideoLLMAdapter, clean: CleanState, configs: list[Knockou
                          clean.values[i][:, :, :start].expand(rows, -1, -1, -1), layer_idx=i)
         kwargs = {"cache": cache, "use_cache": True}
     layers = adapter.layers
+    # e.g. the clean 3-D rotary positions: from embeddings alone the model would number the suffix as plain text
+    extra = adapter.suffix_language_model_kwargs(clean.language_model_kwargs, start, rows) \
+        if clean.language_model_kwargs else {}
     with torch.no_grad(), adapter.model.trace(inputs_embeds=embeds, **kwargs):
+        if extra:
+            lm_args, lm_kwargs = adapter.language_model.inputs
+            adapter.language_model.inputs = (lm_args, {**lm_kwargs, **extra})
         for i in range(adapter.num_layers):
             if i < first_layer:
                 layers[i].skip(clean.layer_outputs[i][:, start:].expand(rows, -1, -1))
@@ -149,7 +161,8 @@ def run_batch(adapter: VideoLLMAdapter, clean: CleanState, configs: list[Knockou
             blocked = torch.stack([suffix_blocks[r] if cut[r] else no_block for r in range(rows)])
             args, layer_kwargs = layers[i].inputs
             layer_kwargs = dict(layer_kwargs)
-            layer_kwargs["attention_mask"] = knockout_attention_mask(layer_kwargs.get("attention_mask"), blocked)
+            layer_kwargs["attention_mask"] = knockout_attention_mask(layer_kwargs.get("attention_mask"), blocked,
+                                                                     layer_device(args, layer_kwargs))
             layers[i].inputs = (args, layer_kwargs)
         logits = adapter.lm_head.output[:, -1].save()
     return logits.detach().float()

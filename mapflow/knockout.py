@@ -13,12 +13,15 @@ from __future__ import annotations
 import torch
 
 
-def knockout_attention_mask(original, blocked: torch.Tensor) -> torch.Tensor:
+def knockout_attention_mask(original, blocked: torch.Tensor, device=None) -> torch.Tensor:
     """The mask a layer should receive so that the edges in ``blocked`` are cut.
 
     ``blocked``: bool ``(Lq, Lk)`` or ``(B, Lq, Lk)``, True = query row may not read key column. With ``Lq < Lk`` the
-    rows are the last ``Lq`` queries (a suffix computed on top of a cached prefix).
+    rows are the last ``Lq`` queries (a suffix computed on top of a cached prefix). ``device``: where the layer runs
+    (under a multi-device ``device_map`` each layer may sit on another GPU); default: the original mask's.
     """
+    if device is not None:
+        blocked = blocked.to(device)
     if blocked.dim() == 2:
         blocked = blocked[None]
     blocked = blocked[:, None]  # one mask shared by all heads
@@ -48,5 +51,12 @@ def apply_layer_masks(layers, blocked_by_layer: dict) -> None:
     for i in sorted(blocked_by_layer):
         args, kwargs = layers[i].inputs
         kwargs = dict(kwargs)
-        kwargs["attention_mask"] = knockout_attention_mask(kwargs.get("attention_mask"), blocked_by_layer[i])
+        kwargs["attention_mask"] = knockout_attention_mask(kwargs.get("attention_mask"), blocked_by_layer[i],
+                                                           layer_device(args, kwargs))
         layers[i].inputs = (args, kwargs)
+
+
+def layer_device(args, kwargs) -> torch.device:
+    """The device of a decoder layer's hidden states (its positional or keyword input)."""
+    hidden = args[0] if args else kwargs["hidden_states"]
+    return hidden.device

@@ -58,14 +58,17 @@ class TokenLayout:
 
     ``spans`` holds every named span: ``video``, ``frame_0`` … ``frame_{T-1}``, ``question`` (question block with its
     options), ``non_option_question``, ``option_A`` …, ``true_option``, ``false_options``, ``last`` and the template's
-    own segments (``system``, ``post_prompt``, ``answer_prompt`` …). ``video_grid`` is the (t, h, w) shape of the video
-    tokens: frame t's token (h, w) sits at ``frames[t].start + h * w_size + w``.
+    own segments (``system``, ``post_prompt``, ``answer_prompt`` …). ``video`` holds only the frames' feature tokens;
+    ``video_markup`` the text the processor wrote between them (frame labels, timestamps, wrappers; may be empty) and
+    ``video_block`` both. Frames are the family's frame unit (a frame, or a temporal group of frames).
+    ``video_grid`` is the (t, h, w) shape of the video tokens when every frame unit has the same raster grid: frame
+    t's token (h, w) sits at ``frames[t].start + h * w_size + w``; None when the units differ in size.
     """
 
     seq_len: int
     spans: dict[str, Span]
     frames: tuple[Span, ...]
-    video_grid: tuple[int, int, int]
+    video_grid: tuple[int, int, int] | None
     option_letters: tuple[str, ...] = ()
     true_letter: str | None = None
     segment_text: dict[str, str] = field(default_factory=dict)
@@ -110,8 +113,8 @@ class TokenLayout:
         frame_positions = np.concatenate([f.positions() for f in self.frames]) if self.frames else np.zeros(0)
         if not np.array_equal(frame_positions, video.positions()):
             raise LayoutError("frame spans do not partition the video span exactly")
-        t, h, w = self.video_grid
-        if t != len(self.frames) or any(len(f) != h * w for f in self.frames):
+        if self.video_grid is not None and (self.video_grid[0] != len(self.frames) or any(
+                len(f) != self.video_grid[1] * self.video_grid[2] for f in self.frames)):
             raise LayoutError(f"video grid {self.video_grid} disagrees with the frame spans "
                               f"{[len(f) for f in self.frames]}")
         for span in self.spans.values():

@@ -75,6 +75,22 @@ ORGANISM_MCQA = McqaTemplate(
 )
 
 
+# Chat models (Qwen-VL, InternVL, VideoLLaMA3, LLaVA-OneVision): the adapter renders these segments through the
+# model's own chat template (video and question in the user turn, the answer prompt after the assistant header). The
+# instruction is VideoLLaMA3's TVBench one from the paper's code; "Best option:(" as in the LLaVA/InternVL prompts.
+CHAT_MCQA = McqaTemplate(
+    name="chat_mcqa",
+    before_video="",
+    video_placeholder="<video>",  # only a marker: the chat template writes the model's own placeholder
+    between_video_and_question="\n",
+    question_prefix="Question: ",
+    options_header="\nOptions:\n",
+    option_separator="\n",
+    post_prompt="\nAnswer with the option's letter from the given choices directly and only give the best option.",
+    answer_prompt="Best option:(",
+)
+
+
 @dataclass(frozen=True)
 class OpenEndedTemplate:
     """Sentence completion without options (paper appendix C.1): ``… Question: {q}\n ASSISTANT:{stem}``.
@@ -148,7 +164,8 @@ VCGBENCH_FREE_FORM = FreeFormTemplate(
     answer_prompt=" ASSISTANT:",
 )
 
-TEMPLATES = {t.name: t for t in (LLAVA_MCQA, LLAVA_MCQA_VIDEOMME, ORGANISM_MCQA, LLAVA_OPEN_ENDED, VCGBENCH_FREE_FORM)}
+TEMPLATES = {t.name: t for t in (LLAVA_MCQA, LLAVA_MCQA_VIDEOMME, ORGANISM_MCQA, CHAT_MCQA, LLAVA_OPEN_ENDED,
+                                 VCGBENCH_FREE_FORM)}
 
 # The paper's template per benchmark when neither the user nor the checkpoint names one.
 BENCHMARK_TEMPLATES = {"videomme": LLAVA_MCQA_VIDEOMME.name, "vcgbench": VCGBENCH_FREE_FORM.name}

@@ -39,9 +39,8 @@ def layer_token_probabilities(adapter: VideoLLMAdapter, prepared: PreparedInput,
         rows = []
         for i in range(adapter.num_layers):
             hidden = adapter.layers[i].output[0, position]
-            if convention == "paper" or i == last_layer:
-                hidden = adapter.final_norm(hidden)
-            probs = adapter.lm_head(hidden).float().softmax(-1)
+            logits = adapter.logit_lens(hidden) if convention == "paper" or i == last_layer else adapter.lm_head(hidden)
+            probs = logits.float().softmax(-1)
             rows.append(probs[ids])
         out = nnsight.save(rows)
     return torch.stack([r.detach() for r in out])
@@ -57,7 +56,7 @@ def layer_top_tokens(adapter: VideoLLMAdapter, prepared: PreparedInput, position
         tops = []
         for i in range(adapter.num_layers):
             if convention == "paper":
-                logits = adapter.lm_head(adapter.final_norm(adapter.layers[i].output[0, positions]))
+                logits = adapter.logit_lens(adapter.layers[i].output[0, positions])
             else:
                 hidden = (adapter.final_norm(adapter.layers[i].output[0, positions]) if i == last_layer
                           else adapter.layers[i].inputs[0][0][0, positions])

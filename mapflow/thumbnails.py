@@ -20,8 +20,14 @@ def frame_thumbnails(ctx, size: int = THUMBNAIL_SIZE) -> xr.Dataset:
 
 
 def video_token_coords(layout) -> dict:
-    """``video_token`` index with the (frame, row, col) of each token in the model's video grid."""
-    t, h, w = layout.video_grid
-    index = np.arange(t * h * w)
-    return {"video_token": index, "frame": ("video_token", index // (h * w)),
-            "row": ("video_token", (index % (h * w)) // w), "col": ("video_token", index % w)}
+    """``video_token`` index with the (frame, row, col) of each token in the model's video grid. Without a regular
+    grid (frames of different token counts) ``row`` is 0 and ``col`` counts the tokens inside the frame."""
+    if layout.video_grid is not None:
+        t, h, w = layout.video_grid
+        index = np.arange(t * h * w)
+        return {"video_token": index, "frame": ("video_token", index // (h * w)),
+                "row": ("video_token", (index % (h * w)) // w), "col": ("video_token", index % w)}
+    frame = np.concatenate([np.full(len(f), i) for i, f in enumerate(layout.frames)])
+    col = np.concatenate([np.arange(len(f)) for f in layout.frames])
+    return {"video_token": np.arange(len(frame)), "frame": ("video_token", frame),
+            "row": ("video_token", np.zeros_like(col)), "col": ("video_token", col)}

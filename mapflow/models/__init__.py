@@ -11,11 +11,15 @@ import torch
 from ..errors import ModelLoadError
 from ..prompts import LLAVA_MCQA, TEMPLATES, McqaTemplate, PromptSegment
 from .base import PreparedInput, VideoLLMAdapter
+from .internvl import InternVLAdapter
 from .llava_next_video import LlavaNextVideoAdapter
+from .llava_onevision import LlavaOnevisionAdapter
+from .qwen_vl import Qwen2_5_VLAdapter, Qwen3VLAdapter
+from .videollama3 import VideoLlama3Adapter
 
-ADAPTERS: dict[str, type[VideoLLMAdapter]] = {
-    arch: cls for cls in (LlavaNextVideoAdapter,) for arch in cls.architectures
-}
+FAMILIES: tuple[type[VideoLLMAdapter], ...] = (LlavaNextVideoAdapter, LlavaOnevisionAdapter, Qwen2_5_VLAdapter,
+                                               Qwen3VLAdapter, InternVLAdapter, VideoLlama3Adapter)
+ADAPTERS: dict[str, type[VideoLLMAdapter]] = {arch: cls for cls in FAMILIES for arch in cls.architectures}
 
 DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
           "float16": torch.float16, "fp16": torch.float16}
@@ -50,11 +54,14 @@ def _checkpoint_prompt_template(path: Path) -> McqaTemplate | None:
 
 
 def load_model(path, *, attn_implementation: str = "sdpa", dtype: str = "float32", device: str = "cpu",
-               self_test: bool = True) -> VideoLLMAdapter:
+               device_map: str | dict | None = None, self_test: bool = True) -> VideoLLMAdapter:
     """Load a checkpoint directory (never the hub) and wrap it in its family's adapter.
 
-    With ``self_test`` the adapter checks on a small synthetic clip that an empty knockout reproduces the clean logits
-    exactly and that a real knockout changes them.
+    ``dtype``: float32 | bfloat16 | float16 (aliases fp32, bf16, fp16). ``device_map`` (e.g. ``"auto"``) places the
+    model across the visible GPUs through accelerate instead of moving it to ``device``; inputs then go to the
+    embedding's device and every knockout mask is built on its layer's device. With ``self_test`` the adapter checks
+    on a small synthetic clip that an empty knockout reproduces the clean logits exactly and that a real knockout
+    changes them.
     """
     import transformers
     from transformers import AutoProcessor
@@ -68,19 +75,28 @@ def load_model(path, *, attn_implementation: str = "sdpa", dtype: str = "float32
     if dtype not in DTYPES:
         raise ModelLoadError(f"unknown dtype '{dtype}'; choose one of {', '.join(DTYPES)}")
     model_class = getattr(transformers, arch)
-    hf_model = model_class.from_pretrained(path, attn_implementation=attn_implementation, dtype=DTYPES[dtype],
-                                           local_files_only=True).to(device).eval()
+    placement = {"device_map": device_map} if device_map is not None else {}
+    try:
+        hf_model = model_class.from_pretrained(path, attn_implementation=attn_implementation, dtype=DTYPES[dtype],
+                                               local_files_only=True, **placement)
+    except (OSError, ValueError, ImportError) as err:
+        raise ModelLoadError(f"cannot load {arch} from {path}: {err}") from err
+    if device_map is None:
+        hf_model = hf_model.to(device)
+    hf_model = hf_model.eval()
     processor = AutoProcessor.from_pretrained(path, local_files_only=True)
     adapter = ADAPTERS[arch](hf_model, processor, path=path)
-    adapter.prompt_template = _checkpoint_prompt_template(path)
+    adapter.prompt_template = _checkpoint_prompt_template(path) or adapter.default_prompt_template
     if self_test:
         adapter.self_test(self_test_input(adapter))
     return adapter
 
 
-def self_test_input(adapter: VideoLLMAdapter, num_frames: int = 2, seed: int = 0) -> PreparedInput:
-    """Two frames of seeded noise and a one-line question: enough for cross-frame and video->last edges."""
-    size = adapter.hf_model.config.vision_config.image_size  # processors that do not resize need this exact size
+def self_test_input(adapter: VideoLLMAdapter, num_frames: int | None = None, seed: int = 0) -> PreparedInput:
+    """A few frames of seeded noise (the adapter's ``self_test_frames``, 2 by default) and a one-line question: enough
+    for cross-frame and video->last edges."""
+    num_frames = num_frames or adapter.self_test_frames
+    size = adapter.default_frame_size()  # processors that do not resize need this exact size
     frames = np.random.default_rng(seed).integers(0, 256, (num_frames, size, size, 3), dtype=np.uint8)
     template = adapter.prompt_template or LLAVA_MCQA
     segments = [
@@ -93,4 +109,4 @@ def self_test_input(adapter: VideoLLMAdapter, num_frames: int = 2, seed: int = 0
     return adapter.prepare(frames, segments)
 
 
-__all__ = ["ADAPTERS", "PreparedInput", "VideoLLMAdapter", "load_model", "self_test_input"]
+__all__ = ["ADAPTERS", "FAMILIES", "PreparedInput", "VideoLLMAdapter", "load_model", "self_test_input"]

@@ -1,8 +1,10 @@
 """The one model-adapter interface every analysis talks to.
 
 An adapter wraps a Hugging Face video LLM in nnsight and gives its parts standard names (decoder ``layers``,
-``attention(i)``, ``final_norm``, ``lm_head``), counts, and one family-specific job: turning (frames, prompt
-segments) into model inputs plus an exact `TokenLayout`.
+``attention(i)``, ``final_norm``, ``lm_head``), counts, and turns (frames, prompt segments) into model inputs plus an
+exact `TokenLayout`. The input path is shared: the family renders the segments into the text its processor expects
+(``render_prompt``), the model's own processor expands the video placeholder, and the family only says how many
+feature tokens each frame unit has (``frame_sizes``). Everything downstream (flows, engine, studies) is family-free.
 """
 
 from __future__ import annotations
@@ -16,10 +18,11 @@ import numpy as np
 import torch
 from nnsight import NNsight
 
-from ..errors import ModelLoadError
+from ..errors import LayoutError, ModelLoadError
 from ..knockout import apply_knockout
 from ..layout import TokenLayout
-from ..prompts import McqaTemplate, PromptSegment
+from ..prompts import VIDEO, McqaTemplate, PromptSegment, prompt_text
+from ..tokenization import build_layout
 
 
 @dataclass
@@ -33,11 +36,24 @@ class PreparedInput:
 
 
 class VideoLLMAdapter(ABC):
-    """Standard names over one family of HF video LLMs. Subclasses set `architectures` and implement `prepare`."""
+    """Standard names over one family of HF video LLMs.
+
+    Subclasses set `family`, `architectures`, `frame_unit` and `token_layout` (for `mapflow models`), and implement
+    `language_model` and `frame_sizes`; chat models override `render_prompt`.
+    """
 
     family: ClassVar[str]
     architectures: ClassVar[tuple[str, ...]]
     frame_unit: ClassVar[str] = "frame"
+    token_layout: ClassVar[str] = ""  # one line: how the processor lays out the video tokens
+    default_prompt_template: ClassVar[McqaTemplate | None] = None  # used when the checkpoint names none
+    # Video-id tokens after the last frame unit that belong to no frame (LLaVA-OneVision's learned newline).
+    trailing_video_tokens: ClassVar[int] = 0
+    # Keyword arguments of the language model's call that a forward from the clean run's embeddings must be given
+    # again (Qwen-VL's 3-D rotary positions are computed from input_ids and the video grid, which such a forward
+    # does not have). See `suffix_language_model_kwargs`.
+    clean_language_model_kwargs: ClassVar[tuple[str, ...]] = ()
+    self_test_frames: int = 2  # frames of the load-time self-test clip (a checkpoint may need a fixed count)
 
     def __init__(self, hf_model: torch.nn.Module, processor, *, path: str | Path | None = None):
         self.hf_model = hf_model
@@ -107,11 +123,93 @@ class VideoLLMAdapter(ABC):
     def tokenizer(self):
         return self.processor.tokenizer
 
+    @property
+    def video_token_id(self) -> int:
+        """The id the processor repeats for the video's feature tokens."""
+        return self.processor.video_token_id
+
+    def default_frame_size(self) -> int:
+        """A frame side the vision tower accepts as is (for the self-test clip)."""
+        size = getattr(self.hf_model.config.vision_config, "image_size", None)
+        return int(size[0] if isinstance(size, (list, tuple)) else size)
+
     # ---- inputs -----------------------------------------------------------------------------------------------
+    def render_prompt(self, segments: list[PromptSegment]) -> list[PromptSegment]:
+        """The segments as the text the processor gets, exactly one piece named ``video`` holding its placeholder.
+
+        Default: the segments as they are (raw prompts such as LLaVA's ``USER: <video>…``).
+        """
+        placeholder = self.processor.video_token
+        video = [s for s in segments if s.name == VIDEO]
+        if len(video) != 1 or video[0].text != placeholder:
+            raise LayoutError(f"the prompt needs exactly one '{VIDEO}' segment holding {placeholder!r}")
+        return list(segments)
+
     @abstractmethod
+    def frame_sizes(self, encoded) -> list[int]:
+        """Feature tokens of each frame unit, in order, from the processor's output (grids, frame counts)."""
+
+    def video_grid(self, encoded) -> tuple[int, int, int] | None:
+        """(units, h, w) when every frame unit is one raster grid of the same shape, else None."""
+        return None
+
     def prepare(self, frames: np.ndarray, segments: list[PromptSegment], *, option_letters=(), true_letter=None,
                 non_option_includes_prefix: bool = True) -> PreparedInput:
         """Model inputs and `TokenLayout` for frames ``(T, H, W, 3)`` uint8 and named prompt segments."""
+        if sum(s.name == VIDEO for s in segments) != 1:
+            raise LayoutError(f"the prompt needs exactly one '{VIDEO}' segment (found "
+                              f"{sum(s.name == VIDEO for s in segments)})")
+        pieces = self.render_prompt(segments)
+        text = prompt_text(pieces)
+        placeholder = self.processor.video_token
+        if (found := text.count(placeholder)) != 1:
+            raise LayoutError(f"{placeholder!r} must occur exactly once in the prompt (found {found})")
+        encoded = self.processor(text=text, videos=[np.asarray(frames)], return_tensors="pt",
+                                 return_offsets_mapping=True, return_text_replacement_offsets=True)
+        offsets = encoded.pop("offset_mapping")[0]
+        expanded = _expand_video_piece(pieces, encoded.pop("text_replacement_offsets")[0])
+        input_ids = encoded["input_ids"][0]
+        layout = build_layout(
+            expanded, prompt_text(expanded), input_ids.numpy(), offsets.numpy(), video_token_id=self.video_token_id,
+            frame_sizes=self.frame_sizes(encoded), video_grid=self.video_grid(encoded),
+            trailing_video_tokens=self.trailing_video_tokens, option_letters=option_letters,
+            true_letter=true_letter, non_option_includes_prefix=non_option_includes_prefix,
+        )
+        return PreparedInput(inputs=self.model_inputs(encoded), layout=layout, text=text, segments=pieces)
+
+    def model_inputs(self, encoded) -> dict:
+        """The processor's tensors on the input device, pixels in the model's dtype (other floats, such as Qwen's
+        seconds per temporal group that feed the rotary positions, stay in full precision)."""
+        device, dtype = self.input_device, self.hf_model.dtype
+        inputs = {}
+        for key, value in encoded.items():
+            if isinstance(value, torch.Tensor):
+                pixels = key.startswith("pixel_values") and value.is_floating_point()
+                value = value.to(device, dtype) if pixels else value.to(device)
+            inputs[key] = value
+        return inputs
+
+    @property
+    def input_device(self) -> torch.device:
+        """Where inputs go: the embedding's device (the first one under a multi-device ``device_map``)."""
+        return self.hf_model.get_input_embeddings().weight.device
+
+    # ---- reuse of the clean run (engine) ------------------------------------------------------------------------
+    def suffix_language_model_kwargs(self, clean_kwargs: dict, start: int, rows: int) -> dict:
+        """The recorded clean keyword arguments cut to positions ``start..L-1`` and repeated for ``rows`` batch rows.
+
+        Default: tensors whose last dim is the sequence and whose second-last is the batch (position ids).
+        """
+        out = {}
+        for name, value in clean_kwargs.items():
+            part = value[..., start:]
+            out[name] = part.expand(*part.shape[:-2], rows, part.shape[-1])
+        return out
+
+    # ---- reading -------------------------------------------------------------------------------------------------
+    def logit_lens(self, hidden: torch.Tensor) -> torch.Tensor:
+        """Inside a trace: logits the model would give for a residual-stream state (final norm, then lm_head)."""
+        return self.lm_head(self.final_norm(hidden))
 
     def trace(self, prepared: PreparedInput, **kwargs):
         """An nnsight tracing context over one prepared input."""
@@ -160,3 +258,16 @@ class VideoLLMAdapter(ABC):
             raise ModelLoadError(f"self-test failed for {self.path}: cutting video->last in every layer left the "
                                  "logits unchanged, so the mask replacement does not reach attention")
         return {"empty_knockout_max_abs_diff": empty_diff, "video_to_last_max_abs_diff": knock_diff}
+
+
+def _expand_video_piece(pieces: list[PromptSegment], replacements: list[dict]) -> list[PromptSegment]:
+    """The pieces as the tokenizer saw them: the video placeholder replaced by the processor's expansion."""
+    videos = [r for r in replacements if r["type"] == "video"]
+    if len(videos) != 1 or len(replacements) != 1:
+        raise LayoutError(f"expected the processor to expand exactly one video placeholder, it made "
+                          f"{[r['type'] for r in replacements]}")
+    start = sum(len(p.text) for p in pieces[:next(i for i, p in enumerate(pieces) if p.name == VIDEO)])
+    if tuple(videos[0]["span"]) != (start, start + len(videos[0]["text"])):
+        raise LayoutError(f"the processor expanded a video placeholder at characters {videos[0]['span']}, not the "
+                          f"video segment's at {start}")
+    return [PromptSegment(p.name, videos[0]["replacement"]) if p.name == VIDEO else p for p in pieces]

@@ -30,21 +30,30 @@ _CORPUS = [
 ]
 
 
-def build_tiny_tokenizer(vocab_size: int = 512, corpus: list[str] | None = None):
-    """A byte-level BPE tokenizer trained (deterministically) on ``corpus`` (default `_CORPUS`), for transformers."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
-    from transformers import PreTrainedTokenizerFast
+def train_byte_level_bpe(special_tokens: list[str], vocab_size: int = 512, corpus: list[str] | None = None,
+                         unk_token: str | None = "<unk>"):
+    """A byte-level BPE `tokenizers.Tokenizer` trained (deterministically) on ``corpus`` (default `_CORPUS`)."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
-    tokenizer = Tokenizer(models.BPE(unk_token="<unk>"))
+    tokenizer = Tokenizer(models.BPE(unk_token=unk_token))
     tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tokenizer.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
         vocab_size=vocab_size,
-        special_tokens=SPECIAL_TOKENS,
+        special_tokens=special_tokens,
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
     )
     tokenizer.train_from_iterator((corpus or _CORPUS) * 4, trainer=trainer)
+    return tokenizer
+
+
+def build_tiny_tokenizer(vocab_size: int = 512, corpus: list[str] | None = None):
+    """A byte-level BPE tokenizer trained (deterministically) on ``corpus`` (default `_CORPUS`), for transformers."""
+    from tokenizers import processors
+    from transformers import PreTrainedTokenizerFast
+
+    tokenizer = train_byte_level_bpe(SPECIAL_TOKENS, vocab_size, corpus)
     bos_id = tokenizer.token_to_id("<s>")
     tokenizer.post_processor = processors.TemplateProcessing(
         single="<s> $A", pair="<s> $A <s> $B", special_tokens=[("<s>", bos_id)]
