@@ -329,7 +329,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", help="run the main job on the embedded default model and benchmark")
     demo.add_argument("--out-dir", default="runs/demo")
     demo.add_argument("--window", type=int, default=3, help="window size (the organisms have 8 layers)")
-    demo.add_argument("--limit", type=int, default=20, help="samples per task (expensive studies take a share)")
+    demo.add_argument("--limit", type=int, default=10, help="samples per task (expensive studies take a share)")
     demo.add_argument("--only", nargs="+", help="run only these suite runs or studies (the report uses all stores)")
     demo.set_defaults(func=cmd_demo)
 

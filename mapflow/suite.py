@@ -35,7 +35,8 @@ def organism_suite(window: int = 3) -> list[SuiteRun]:
         SuiteRun("information_flow-video", "information_flow", "video", w),
         SuiteRun("question_options_to_last-video", "question_options_to_last", "video", w),
         SuiteRun("into_true_option-video", "into_true_option", "video", w),
-        SuiteRun("failure_cases-video", "failure_cases", "video", w),
+        # only wrongly answered samples are knocked out: look at more samples to find some
+        SuiteRun("failure_cases-video", "failure_cases", "video", w, limit_scale=4),
         SuiteRun("window_sizes-video", "window_sizes", "video", ("--option", "sizes=1,3,5,7")),
         SuiteRun("progressive-video", "progressive", "video"),
         SuiteRun("progressive-frames", "progressive", "frames"),
