@@ -243,8 +243,8 @@ def logit_lens_overlay_figure(ds: xr.Dataset, sample: str | int = 0, *, kind: st
 
 
 def attention_map_figure(ds: xr.Dataset, sample: str | int = 0, query: int = 0, *, layers=None) -> Figure:
-    """Attention from one question word to the video tokens, clean (left) and with cross-frame knockout (right), one
-    row of frames per layer, ``log10(attention + 5e-5)`` as in the paper (Fig. 5 / U)."""
+    """Attention from one question word to the video tokens overlaid on the frames, clean (left) and with cross-frame
+    knockout (right), one row per layer, ``log10(attention + 5e-5)`` as in the paper (Fig. 5 / U)."""
     one = ds.sel(sample=sample) if isinstance(sample, str) else ds.isel(sample=sample)
     word = str(one["query_text"].values[query])
     if not word:
@@ -253,19 +253,28 @@ def attention_map_figure(ds: xr.Dataset, sample: str | int = 0, query: int = 0, 
     t, grid_h, grid_w = (int(one["frame"].max()) + 1, int(one["row"].max()) + 1, int(one["col"].max()) + 1)
     maps = np.log10(one["attention"].isel(query=query).values + 5e-5)  # (condition, layer, video_token)
     low, high = np.nanmin(maps), np.nanmax(maps)
+    strip = None
+    if "frame_pixels" in one:  # the first input frame of each model frame unit (Qwen merges two per unit)
+        pixels = one["frame_pixels"].values
+        strip = np.concatenate([pixels[i * len(pixels) // t] for i in range(t)], axis=1)
     fig, axes = new_figure(len(layers), 2, width=0.9 * t + 1, height=1.0)
     for col, condition in enumerate(one["condition"].values):
         for row, layer in enumerate(layers):
             ax = axes[row][col]
-            grid = maps[col, layer].reshape(t, grid_h, grid_w)
-            ax.imshow(np.concatenate(list(grid), axis=1), vmin=low, vmax=high, cmap="viridis")
+            grid = np.concatenate(list(maps[col, layer].reshape(t, grid_h, grid_w)), axis=1)
+            extent = (0, t * grid_w, grid_h, 0)
+            if strip is not None:
+                ax.imshow(strip, extent=extent)
+            image = ax.imshow(grid, vmin=low, vmax=high, cmap="viridis", extent=extent,
+                              alpha=0.6 if strip is not None else 1.0)
             for frame in range(1, t):
-                ax.axvline(frame * grid_w - 0.5, color="white", linewidth=0.5)
+                ax.axvline(frame * grid_w, color="white", linewidth=0.5)
             ax.set_xticks([])
             ax.set_yticks([])
             if col == 0:
                 ax.set_ylabel(f"L{layer + 1}", fontsize="small")
         axes[0][col].set_title(f"{condition}: '{word.strip()}' -> video", fontsize="small")
+    fig.colorbar(image, ax=axes[:, 1].tolist(), shrink=0.6, label="log10(attention + 5e-5)")
     return fig
 
 
