@@ -134,12 +134,29 @@ def cmd_accuracy(args) -> int:
 
 
 def cmd_plot(args) -> int:
-    from .plots import plot_rel_change
-    from .results import open_dataset
+    """The study's own paper figure (PNG + PDF), or its table for table studies."""
+    from . import figures, tables
+    from .results import ResultStore, open_dataset
 
-    out = Path(args.png) if args.png else Path(args.store).with_suffix(".png")
-    path = plot_rel_change(open_dataset(args.store), out, variable=args.variable)
-    print(f"wrote {path}")
+    ds = open_dataset(args.store)
+    study = ResultStore(args.store).provenance.get("study")
+    stem = Path(args.png).with_suffix("") if args.png else Path(args.store).with_suffix("")
+    table_of = {"cross_frame_halves": tables.halves_table, "effective_pathway": tables.pathway_table}
+    if study in table_of:
+        table = table_of[study](ds)
+        print(table.to_string())
+        print(f"wrote {tables.write_table(table, stem.with_suffix('.csv'))}")
+        return 0
+    figure_of = {"window_sizes": figures.window_size_figure, "progressive": figures.progressive_figure,
+                 "answer_probability": figures.answer_probability_figure,
+                 "logit_lens": figures.keyword_frequency_figure, "attention_maps": figures.attention_map_figure,
+                 "verb_anchors": figures.verb_anchor_figure, "failure_cases": figures.failure_split_figure}
+    if study in figure_of and args.variable == "rel_change":
+        fig = figure_of[study](ds)
+    else:
+        fig = figures.flow_figure(ds, variable=args.variable)
+    for path in figures.save_figure(fig, stem):
+        print(f"wrote {path}")
     return 0
 
 
@@ -268,9 +285,10 @@ def build_parser() -> argparse.ArgumentParser:
     add_run_arguments(accuracy, with_study=False)
     accuracy.set_defaults(func=cmd_accuracy)
 
-    plot = sub.add_parser("plot", help="draw mean rel_change vs layer per flow, one panel per task")
+    plot = sub.add_parser("plot", help="draw a store's paper figure (knockout sweeps: mean rel_change vs layer per "
+                                       "flow, one panel per task)")
     plot.add_argument("store")
-    plot.add_argument("--png", help="output PNG (default: next to the store)")
+    plot.add_argument("--png", help="output PNG (a PDF is written next to it; default: next to the store)")
     plot.add_argument("--variable", default="rel_change")
     plot.set_defaults(func=cmd_plot)
 

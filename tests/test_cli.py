@@ -128,3 +128,22 @@ def test_accuracy_command_reports_tasks_and_averages(tiny_model_dir, tiny_benchm
     table = accuracy_by_task(ds.correct)
     assert table["micro"] == pytest.approx(100 * float(ds.correct.mean()))
     assert table["macro"] == pytest.approx(np.mean([table["moving_direction"], table["scene_transition"]]))
+
+
+@pytest.mark.parametrize("study,output", [("progressive", ".png"), ("cross_frame_halves", ".csv")])
+def test_plot_draws_the_studys_own_figure_or_table(tiny_model_dir, tiny_benchmark, tmp_path, study, output, capsys):
+    store = tmp_path / f"{study}.zarr"
+    assert run_cli(tiny_model_dir, tiny_benchmark, store, study=study, extra=["--limit", "1"]) == 0
+    assert main(["plot", str(store)]) == 0
+    written = store.with_suffix(output)
+    assert written.is_file() and written.stat().st_size > 100
+    if output == ".png":
+        assert store.with_suffix(".pdf").is_file()
+    else:
+        assert "first_half_acc" in capsys.readouterr().out
+
+
+def test_option_flag_needs_key_and_value(tiny_model_dir, tiny_benchmark, tmp_path, capsys):
+    code = run_cli(tiny_model_dir, tiny_benchmark, tmp_path / "x.zarr", study="window_sizes", extra=["--option", "sizes"])
+    assert code == 2
+    assert "KEY=VALUE" in capsys.readouterr().err
