@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import io
+import operator
 import time
 
 import httpx
@@ -68,10 +69,13 @@ class PollingBackend(RemoteBackend):
         try:
             return super()._post(request, blob)
         except RemoteError as err:
-            if isinstance(err.__cause__, httpx.ConnectError):
-                raise ServerUnreachable(f"no NDIF API answers: {err.__cause__}", host=self.host,
+            cause = err.__cause__
+            if isinstance(cause, httpx.ConnectError) or (
+                    isinstance(cause, httpx.HTTPStatusError) and cause.response.status_code == 503):
+                raise ServerUnreachable(f"the NDIF API cannot take jobs: {err}", host=self.host,
                                         model=self.settings.model_label) from None
-            raise
+            raise RemoteJobFailed(f"the server refused the job: {err}", host=self.host,
+                                  model=self.settings.model_label) from None
 
     def download_result(self, url):
         limit = int(self.settings.max_result_mb * 1024 * 1024)
@@ -129,7 +133,7 @@ class RemoteModel:
         return getattr(self._local_model, name)
 
     def __reduce__(self):  # inside a shipped block the server's own model stands where this one was
-        return _same, (self._local_model,)
+        return _FIRST, ((self._local_model,),)
 
 
 class ClientOnly:
@@ -146,11 +150,12 @@ class ClientOnly:
         return self._target(*args, **kwargs)
 
     def __reduce__(self):
-        return _same, (None,)
+        return _FIRST, ((None,),)
 
 
-def _same(value):
-    return value
+# Unpickles as its argument's first item. A C-level callable pickles by reference, where a function of ours would be
+# shipped by value (as source, which must match the file the client imported).
+_FIRST = operator.itemgetter(0)
 
 
 def remote_adapter(adapter, settings: RemoteSettings, ship_modules=()):
