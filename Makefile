@@ -3,7 +3,10 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: demo test install
+NDIF_VENV ?= .venv-ndif
+NDIF_REQUIREMENTS := mapflow/remote/server/requirements.txt
+
+.PHONY: demo test install ndif-venv
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -18,5 +21,17 @@ install: $(VENV)/.installed
 demo: $(VENV)/.installed
 	$(VENV)/bin/mapflow demo
 
-test: $(VENV)/.installed
+# The local NDIF server's own environment (the `server` tests and `mapflow ndif up` use it). ndif 0.1.2 declares
+# Python >=3.12 but runs on 3.11: it goes in with --no-deps --ignore-requires-python, its deps by name (pinned).
+$(NDIF_VENV)/.installed: $(NDIF_REQUIREMENTS)
+	command -v redis-server >/dev/null || (apt-get update -q && apt-get install -y -q redis-server)
+	$(PYTHON) -m venv $(NDIF_VENV)
+	$(NDIF_VENV)/bin/python -m pip install -q --upgrade pip
+	$(NDIF_VENV)/bin/python -m pip install -q -r $(NDIF_REQUIREMENTS)
+	$(NDIF_VENV)/bin/python -m pip install -q --no-deps --ignore-requires-python ndif==0.1.2
+	touch $@
+
+ndif-venv: $(NDIF_VENV)/.installed
+
+test: $(VENV)/.installed $(NDIF_VENV)/.installed
 	$(PY) -m pytest -q

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 from .errors import MapflowError
+from .remote.commands import add_ndif_parser, add_remote_arguments, remote_settings_from_args
 
 
 def _window_from_args(args):
@@ -60,6 +61,7 @@ def add_run_arguments(parser: argparse.ArgumentParser, with_study: bool = True) 
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: 1 for tiny models)")
     parser.add_argument("--overwrite", action="store_true", help="delete an existing --out store first")
     parser.add_argument("--no-progress", action="store_true")
+    add_remote_arguments(parser)
 
 
 def cmd_run(args) -> int:
@@ -98,13 +100,14 @@ def cmd_run(args) -> int:
                   "limit": args.limit,
                   "seed": args.seed, "model": str(model_dir.resolve()), "data": str(data_root.resolve()),
                   "attn_implementation": args.attn, "dtype": args.dtype}
+    remote = remote_settings_from_args(args, model_dir)
     annotation_files = sorted([*data_root.rglob("*.json"), *data_root.rglob("*.parquet")])
     provenance = run_provenance(study=study_name, model_dir=model_dir, data_root=data_root,
                                 annotation_files=annotation_files, seed=args.seed, config=run_config,
                                 runtime={"device": args.device, "device_map": args.device_map,
                                          "threads": torch.get_num_threads()})
     summary = run_study(study, adapter, samples, args.out, config=config, provenance=provenance,
-                        overwrite=args.overwrite, progress=not args.no_progress)
+                        overwrite=args.overwrite, progress=not args.no_progress, remote=remote)
     print(summary.describe())
     return 0
 
@@ -295,6 +298,8 @@ def build_parser() -> argparse.ArgumentParser:
     show = sub.add_parser("show", help="print a result store's dataset and failed samples")
     show.add_argument("store")
     show.set_defaults(func=cmd_show)
+
+    add_ndif_parser(sub)
 
     studies = sub.add_parser("studies", help="list the available studies")
     studies.set_defaults(func=cmd_studies)

@@ -35,3 +35,16 @@ class KnockoutConfigError(MapflowError, ValueError):
 
 class ModelLoadError(MapflowError, RuntimeError):
     """A checkpoint directory that cannot be loaded or fails the load-time self-test."""
+
+
+class RunInterrupted(MapflowError):
+    """An error no later sample can escape either (e.g. a remote server went away): the runner stops instead of
+    recording every remaining sample as failed. Samples already stored stay stored; a re-run resumes after them."""
+
+    sample: str | None = None
+
+    def at_sample(self, sample_id: str) -> "RunInterrupted":
+        """The same error, now naming the sample the run stopped at."""
+        self.sample = str(sample_id)
+        self.args = (f"{self.args[0] if self.args else ''} (stopped at sample {sample_id})",)
+        return self

@@ -17,7 +17,7 @@ from tqdm.auto import tqdm
 from .analysis import StudyConfig, StudyContext
 from .data.sample import Sample
 from .data.video import read_frames
-from .errors import MapflowError
+from .errors import MapflowError, RunInterrupted
 from .models.base import VideoLLMAdapter
 from .prompts import TEMPLATES, build_prompt
 from .results import ResultStore
@@ -85,8 +85,18 @@ def measure_sample(study: ModuleType, adapter: VideoLLMAdapter, sample: Sample, 
 
 
 def run_study(study: ModuleType, adapter: VideoLLMAdapter, samples: list[Sample], out, *, config: StudyConfig,
-              provenance: dict, resume: bool = True, overwrite: bool = False, progress: bool = True) -> RunSummary:
-    """Measure every sample not yet in ``out``; a failing sample is recorded with its reason and the run goes on."""
+              provenance: dict, resume: bool = True, overwrite: bool = False, progress: bool = True,
+              remote=None) -> RunSummary:
+    """Measure every sample not yet in ``out``; a failing sample is recorded with its reason and the run goes on.
+
+    ``remote``: True or a `mapflow.remote.RemoteSettings` runs every trace on an NDIF server (checked before the first
+    sample); each finished sample is stored at once, so a server failure loses nothing and a re-run resumes.
+    """
+    if remote:
+        from .remote import prepare_remote_run
+
+        adapter, config, settings = prepare_remote_run(study, adapter, config, remote)
+        provenance = {**provenance, "runtime": {**provenance.get("runtime", {}), "remote": settings.describe()}}
     store = ResultStore.create_or_resume(out, provenance, resume=resume, overwrite=overwrite)
     summary = RunSummary(out=Path(out))
     completed = store.completed_sample_ids()
@@ -99,6 +109,8 @@ def run_study(study: ModuleType, adapter: VideoLLMAdapter, samples: list[Sample]
         bar.set_postfix_str(sample.sample_id)
         try:
             result = measure_sample(study, adapter, sample, config, model_name)
+        except RunInterrupted as err:  # e.g. the remote server went away: later samples would fail the same way
+            raise err.at_sample(sample.sample_id)
         except (MapflowError, ValueError, RuntimeError, OSError) as err:
             reason = f"{type(err).__name__}: {err}"
             log.warning("sample %s failed: %s", sample.sample_id, reason)

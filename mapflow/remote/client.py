@@ -1,0 +1,217 @@
+"""Send every trace of a study to an NDIF server, unchanged.
+
+The adapter keeps its local model for structure, processor and config; only where a trace runs changes. Each trace
+is submitted without a websocket and polled (nnsight's non-blocking mode) so the client owns the time limit, then
+its saved values are pushed into the caller's variables just as a local trace leaves them. Server-side failures
+come back as `errors.RemoteExecutionError` subclasses that name the host and the model.
+"""
+
+from __future__ import annotations
+
+import copy
+import io
+import operator
+import time
+
+import httpx
+from nnsight.intervention.backends.remote import RemoteBackend, RemoteError
+
+from .config import RemoteSettings
+from .errors import (
+    ModelNotDeployed,
+    RemoteJobFailed,
+    RemoteJobTimeout,
+    ResultTooLarge,
+    ServerUnreachable,
+)
+
+_CONNECT_TIMEOUT_S = 5.0
+_NOT_DEPLOYED_MARKERS = ("could not deploy", "not deployed", "no deployment", "unknown model")
+
+
+class PollingBackend(RemoteBackend):
+    """nnsight's remote backend, submitting and polling under our time and size limits and errors."""
+
+    def __init__(self, settings: RemoteSettings):
+        super().__init__(settings.model_key, host=settings.host, api_key=settings.api_key, blocking=False)
+        self.settings = settings
+        self.display.enabled = False  # one status line per trace would drown the run's own progress bar
+
+    def __call__(self, tracer=None):
+        self.job_id = None
+        try:
+            self.submit(tracer)
+            result = self._wait(tracer)
+        except RemoteError as err:
+            raise self._classify(str(err)) from None
+        except httpx.HTTPError as err:
+            raise ServerUnreachable(f"lost the server while running a trace: {err}", host=self.host,
+                                    model=self.settings.model_label) from None
+        if isinstance(result, dict):
+            self._push(result, tracer)  # the blocking path's hand-back: `x = ....save()` variables fill in
+        return result
+
+    def _wait(self, tracer):
+        deadline = time.monotonic() + self.settings.timeout_s
+        delay = self.settings.poll_interval_s
+        while True:
+            result = self.poll(tracer)
+            if self.status is not None and self.status.name == "COMPLETED":
+                return result
+            if time.monotonic() > deadline:
+                raise RemoteJobTimeout(f"job {self.job_id} did not finish within {self.settings.timeout_s:g} s "
+                                       f"(last status: {getattr(self.status, 'name', 'none')})", host=self.host,
+                                       model=self.settings.model_label)
+            time.sleep(delay)
+            delay = min(delay * 2, 0.5)
+
+    def _post(self, request, blob):
+        try:
+            return super()._post(request, blob)
+        except RemoteError as err:
+            cause = err.__cause__
+            if isinstance(cause, httpx.ConnectError) or (
+                    isinstance(cause, httpx.HTTPStatusError) and cause.response.status_code == 503):
+                raise ServerUnreachable(f"the NDIF API cannot take jobs: {err}", host=self.host,
+                                        model=self.settings.model_label) from None
+            raise RemoteJobFailed(f"the server refused the job: {err}", host=self.host,
+                                  model=self.settings.model_label) from None
+
+    def download_result(self, url):
+        limit = int(self.settings.max_result_mb * 1024 * 1024)
+        if isinstance(url, (bytes, bytearray)):
+            self._check_size(len(url), limit)
+            return self.finalize(bytes(url))
+        if not url:
+            return None
+        buffer = io.BytesIO()
+        with httpx.Client(timeout=httpx.Timeout(_CONNECT_TIMEOUT_S, read=self.settings.timeout_s)) as client:
+            with client.stream("GET", url) as response:
+                response.raise_for_status()
+                self._check_size(int(response.headers.get("Content-Length", 0)), limit)
+                for chunk in response.iter_bytes(chunk_size=1 << 17):
+                    buffer.write(chunk)
+                    self._check_size(buffer.tell(), limit)  # a server that sends no length is cut off too
+        return self.finalize(buffer.getvalue())
+
+    def _check_size(self, size: int, limit: int) -> None:
+        if size > limit:
+            raise ResultTooLarge(f"job {self.job_id} returned more than {size / 2**20:.2f} MiB of saved values; the "
+                                 f"limit is {self.settings.max_result_mb:g} MiB (raise --max-result-mb, or save "
+                                 "less per trace)", host=self.host, model=self.settings.model_label)
+
+    def _classify(self, description: str):
+        text = description.lower()
+        if any(marker in text for marker in _NOT_DEPLOYED_MARKERS):
+            return ModelNotDeployed(f"the server has no deployment of this model: {description}", host=self.host,
+                                    model=self.settings.model_label)
+        return RemoteJobFailed(f"job {self.job_id} raised on the server:\n{description}", host=self.host,
+                               model=self.settings.model_label)
+
+
+# Not installed on an NDIF server: the functions traced blocks call ship as source with each request.
+SHIPPED_PACKAGES = ("mapflow", "studies")
+
+
+class RemoteModel:
+    """Stands in for an adapter's nnsight model: envoys are the local ones, every ``trace`` runs on the server."""
+
+    def __init__(self, local_model, settings: RemoteSettings, ship_modules=()):
+        import nnsight
+
+        self._local_model = local_model
+        self.settings = settings
+        for name in (*SHIPPED_PACKAGES, *ship_modules):
+            nnsight.register(name)
+
+    def trace(self, *inputs, **kwargs):
+        if kwargs.get("backend") is not None:
+            raise ValueError("a remote model chooses its own backend")
+        return self._local_model.trace(*inputs, backend=PollingBackend(self.settings), **kwargs)
+
+    def __getattr__(self, name):
+        return getattr(self._local_model, name)
+
+    def __reduce__(self):  # inside a shipped block the server's own model stands where this one was
+        return _FIRST, ((self._local_model,),)
+
+
+class ClientOnly:
+    """An object only the client uses (e.g. the processor, which turns frames into tensors): it works as itself here
+    and arrives on the server as None, so the server needs neither it nor its dependencies (e.g. torchvision)."""
+
+    def __init__(self, target):
+        self._target = target
+
+    def __getattr__(self, name):
+        return getattr(self._target, name)
+
+    def __call__(self, *args, **kwargs):
+        return self._target(*args, **kwargs)
+
+    def __reduce__(self):
+        return _FIRST, ((None,),)
+
+
+# Unpickles as its argument's first item. A C-level callable pickles by reference, where a function of ours would be
+# shipped by value (as source, which must match the file the client imported).
+_FIRST = operator.itemgetter(0)
+
+
+def remote_adapter(adapter, settings: RemoteSettings, ship_modules=()):
+    """A view of ``adapter`` whose traces run on the server; ``adapter`` itself stays local."""
+    if isinstance(adapter.model, RemoteModel):
+        raise ValueError("the adapter already runs remotely")
+    view = copy.copy(adapter)
+    view.model = RemoteModel(adapter.model, settings, ship_modules)
+    view.processor = ClientOnly(adapter.processor)
+    return view
+
+
+def deployed_models(settings: RemoteSettings) -> dict[str, dict]:
+    """model key -> the server's status entry for it (state, dtype, ...). Raises `ServerUnreachable`."""
+    headers = {"ndif-api-key": settings.api_key} if settings.api_key else None
+    try:
+        with httpx.Client(timeout=httpx.Timeout(_CONNECT_TIMEOUT_S, read=60.0)) as client:
+            connected = client.get(f"{settings.host}/connected", headers=headers)
+            if connected.status_code != 200:
+                raise ServerUnreachable(f"the NDIF API answers but its compute backend is not connected "
+                                        f"({connected.status_code}: {connected.text[:200]})", host=settings.host,
+                                        model=settings.model_label)
+            status = client.get(f"{settings.host}/status", headers=headers)
+            status.raise_for_status()
+    except httpx.HTTPError as err:
+        raise ServerUnreachable(f"no NDIF API answers: {err}", host=settings.host,
+                                model=settings.model_label) from None
+    return deployments_in_status(status.json())
+
+
+def deployments_in_status(body) -> dict[str, dict]:
+    """model key -> entry, from NDIF's /status body: actors are named ``[replica:]ModelActor:<model key>``."""
+    deployments = body.get("deployments", {}) if isinstance(body, dict) else {}
+    found = {}
+    for name, entry in deployments.items():
+        if not isinstance(entry, dict):
+            continue
+        key = entry.get("model_key") or name.split("ModelActor:", 1)[-1]
+        if found.get(key, {}).get("application_state") != "RUNNING":  # the healthiest replica speaks for the model
+            found[key] = entry
+    return found
+
+
+def check_server(settings: RemoteSettings) -> dict:
+    """Fail fast, before any sample: the server answers and runs a deployment under our model key."""
+    models = deployed_models(settings)
+    entry = models.get(settings.model_key)
+    if entry is None:
+        known = "\n  ".join(sorted(models)) or "(none)"
+        raise ModelNotDeployed(f"no deployment under the key\n  {settings.model_key}\ndeployed:\n  {known}\n"
+                               "(deploy it with `mapflow ndif deploy CHECKPOINT` on a local server)",
+                               host=settings.host, model=settings.model_label)
+    if entry.get("application_state") not in (None, "RUNNING"):
+        raise ModelNotDeployed(f"the deployment is {entry.get('application_state')}, not RUNNING",
+                               host=settings.host, model=settings.model_label)
+    return entry
+
+
+__all__ = ["ClientOnly", "PollingBackend", "RemoteModel", "check_server", "deployed_models", "remote_adapter"]

@@ -1,0 +1,225 @@
+"""Studies on a real local NDIF server (stood up once for the session, torn down even when tests fail).
+
+Needs the server environment (`make ndif-venv`, which `make test` builds) and redis-server. Without them the tests
+skip with the reason, except under CI (CI=true), where a missing server is a failure, not a skip.
+"""
+
+import atexit
+import os
+import tempfile
+import textwrap
+import time
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import torch
+import xarray as xr
+
+from mapflow.analysis import StudyConfig
+from mapflow.data.benchmarks import get_benchmark
+from mapflow.embedded import default_data_dir, organism_dir
+from mapflow.flows import Window
+from mapflow.remote import (
+    ModelNotDeployed,
+    RemoteJobFailed,
+    RemoteJobTimeout,
+    ResultTooLarge,
+    ServerUnreachable,
+    resolve_settings,
+)
+from mapflow.results import ResultStore
+from mapflow.runner import load_study, run_study
+
+pytestmark = pytest.mark.server
+
+TASKS = ["moving_direction", "object_count"]  # one sample each keeps the server tests to a couple of minutes
+TOLERANCE = 1e-6
+
+
+@pytest.fixture(scope="session")
+def ndif_stack():
+    from mapflow.remote import stack
+
+    try:
+        stack.check_venv(stack.default_venv())
+    except stack.StackError as err:
+        if os.environ.get("CI"):
+            pytest.fail(f"CI must run the server tests, but the NDIF stack cannot be provisioned: {err}")
+        pytest.skip(f"NO NDIF SERVER TESTS: {err}")
+    home = tempfile.mkdtemp(prefix="mf-ndif-")  # short: Ray's unix socket paths live under it
+    atexit.register(stack.down, home)  # also covers an interpreter that dies outside the fixture's finally
+    started = time.monotonic()
+    try:
+        state = stack.up(home, checkpoints=[organism_dir("video")], progress=lambda line: None)
+        print(f"\nNDIF stack up in {time.monotonic() - started:.0f} s at {state.host}: {state.timings_s}")
+        yield state
+    finally:
+        stack.down(home)
+
+
+@pytest.fixture(scope="session")
+def organism():
+    from mapflow.models import load_model
+
+    torch.set_num_threads(1)  # the server's actor runs single-threaded: same reduction order, same bits
+    return load_model(organism_dir("video"))
+
+
+@pytest.fixture(scope="session")
+def samples():
+    return get_benchmark("tvbench").loader(default_data_dir(), tasks=TASKS, limit=1, seed=0)
+
+
+def settings_for(state, **overrides):
+    return replace(resolve_settings(host=state.host, local_model_dir=organism_dir("video")), **overrides)
+
+
+def provenance(study="cross_frame"):
+    return {"study": study, "model": {"name": "organism-video"}, "config": {"study": study}}
+
+
+CONFIG = StudyConfig(window=Window("center", 3), samples="all", prompt_template="organism_mcqa")
+
+
+def run(study, adapter, samples, out, remote=None, config=CONFIG):
+    return run_study(load_study(study) if isinstance(study, str) else study, adapter, samples, out, config=config,
+                     provenance=provenance(), remote=remote, progress=False)
+
+
+def assert_same_results(remote_store, local_store, names=None):
+    remote, local = xr.open_zarr(remote_store).load(), xr.open_zarr(local_store).load()
+    assert list(remote.sample.values) == list(local.sample.values)
+    assert remote.knocked_out.values.all()  # every sample was knocked out: the comparison covers real cells
+    for name in names or local.data_vars:
+        a, b = remote[name].values, local[name].values
+        if a.dtype.kind == "f":
+            assert np.array_equal(np.isnan(a), np.isnan(b)), name
+            assert np.nanmax(np.abs(a - b), initial=0.0) <= TOLERANCE, name
+        else:
+            assert np.array_equal(a, b), name
+
+
+@pytest.mark.parametrize("study", ["cross_frame", "information_flow"])
+def test_remote_study_matches_the_local_run(study, ndif_stack, organism, samples, tmp_path):
+    summary = run(study, organism, samples, tmp_path / "remote.zarr", remote=settings_for(ndif_stack))
+    assert summary.failed == {} and len(summary.done) == len(samples)
+    # a remote run computes what the local naive plan computes (one full forward per cell): every variable agrees
+    run(study, organism, samples, tmp_path / "local-naive.zarr", config=replace(CONFIG, plan="naive"))
+    assert_same_results(tmp_path / "remote.zarr", tmp_path / "local-naive.zarr")
+    # and the probabilities agree with the default fast local plan too (float32 rounding of a different batching;
+    # rel_change, in percent of a small probability, magnifies that rounding and is left to the naive comparison)
+    run(study, organism, samples, tmp_path / "local.zarr")
+    assert_same_results(tmp_path / "remote.zarr", tmp_path / "local.zarr",
+                        names=["p_base", "p_gt_base", "p_knockout", "p_gt_knockout", "pred_knockout", "correct"])
+    stored = xr.open_zarr(tmp_path / "remote.zarr").attrs
+    assert ndif_stack.host in str(stored)  # the provenance says where it ran
+
+
+def test_cli_remote_run_matches_local(ndif_stack, tmp_path, monkeypatch):
+    from mapflow.cli import main
+
+    monkeypatch.setenv("MAPFLOW_NDIF_HOST", ndif_stack.host)  # the host from the environment
+    common = ["run", "cross_frame", "--model", str(organism_dir("video")), "--window", "3", "--limit", "1",
+              "--tasks", TASKS[0], "--samples", "all", "--threads", "1", "--no-progress"]
+    assert main([*common, "--out", str(tmp_path / "local.zarr"), "--plan", "naive"]) == 0
+    assert main([*common, "--out", str(tmp_path / "remote.zarr"), "--remote"]) == 0
+    assert_same_results(tmp_path / "remote.zarr", tmp_path / "local.zarr")
+
+
+def test_model_not_deployed_fails_before_any_sample(ndif_stack, organism, samples, tmp_path):
+    other = organism_dir("frames")  # a real checkpoint, but the server never deployed it
+    settings = resolve_settings(host=ndif_stack.host, model=str(other))
+    with pytest.raises(ModelNotDeployed) as caught:
+        run("cross_frame", organism, samples, tmp_path / "out.zarr", remote=settings)
+    assert ndif_stack.host in str(caught.value) and str(other.resolve()) in str(caught.value)
+    assert not (tmp_path / "out.zarr").exists()
+
+
+def write_study(tmp_path, name, body):
+    path = tmp_path / f"{name}.py"
+    path.write_text(textwrap.dedent(body))
+    return load_study(str(path))
+
+
+def assert_recorded_failure(summary, out, samples, error_type, *fragments):
+    assert set(summary.failed) == {s.sample_id for s in samples}
+    store = ResultStore(out)
+    assert store.committed_count == 0 and store.completed_sample_ids() == set()  # nothing partial was stored
+    for sample_id, info in store.failed_samples().items():
+        assert info["reason"].startswith(error_type.__name__)
+        for fragment in fragments:
+            assert fragment in info["reason"], (fragment, info["reason"])
+
+
+def test_job_that_raises_on_the_server_is_recorded_with_its_traceback(ndif_stack, organism, samples, tmp_path):
+    study = write_study(tmp_path, "raises_remotely", """
+        import torch
+        import xarray as xr
+
+        def run(ctx):
+            with ctx.trace():
+                product = (torch.zeros(2) @ torch.zeros(3)).save()  # runs on the server only
+            return xr.Dataset({"value": ((), float(product.sum()))})
+    """)
+    settings = settings_for(ndif_stack)
+    summary = run(study, organism, samples, tmp_path / "out.zarr", remote=settings)
+    assert_recorded_failure(summary, tmp_path / "out.zarr", samples, RemoteJobFailed, ndif_stack.host,
+                            settings.model_label, "raised on the server", "inconsistent tensor size")
+
+
+def test_job_past_its_time_limit_is_recorded_as_timed_out(ndif_stack, organism, samples, tmp_path):
+    study = write_study(tmp_path, "slow_remotely", """
+        import time
+        import xarray as xr
+
+        def run(ctx):
+            with ctx.trace():
+                time.sleep(3)
+                logits = ctx.adapter.lm_head.output.save()
+            return xr.Dataset({"value": ((), float(logits.sum()))})
+    """)
+    settings = settings_for(ndif_stack, timeout_s=0.5)
+    summary = run(study, organism, samples[:1], tmp_path / "out.zarr", remote=settings)
+    assert_recorded_failure(summary, tmp_path / "out.zarr", samples[:1], RemoteJobTimeout, ndif_stack.host,
+                            settings.model_label, "within 0.5 s")
+
+
+def test_result_over_the_limit_is_recorded_as_too_large(ndif_stack, organism, samples, tmp_path):
+    settings = settings_for(ndif_stack, max_result_mb=0.001)  # 1 KiB: smaller than one row of logits
+    summary = run("cross_frame", organism, samples, tmp_path / "out.zarr", remote=settings)
+    assert_recorded_failure(summary, tmp_path / "out.zarr", samples, ResultTooLarge, ndif_stack.host,
+                            settings.model_label, "limit is 0.001 MiB")
+
+
+def test_server_dying_mid_study_keeps_finished_samples_and_resumes(ndif_stack, organism, samples, tmp_path):
+    """Runs last: it stops the session's server. The study stops the server when the second sample begins."""
+    from mapflow.remote import stack
+
+    study = write_study(tmp_path, "server_dies", f"""
+        from mapflow.remote import stack
+        from studies.cross_frame import run as cross_frame
+
+        seen = []
+
+        def run(ctx):
+            seen.append(ctx.sample.sample_id)
+            if len(seen) == 2:
+                stack.down({ndif_stack.home!r})
+            return cross_frame(ctx)
+    """)
+    out = tmp_path / "out.zarr"
+    with pytest.raises(ServerUnreachable) as caught:
+        run(study, organism, samples, out, remote=settings_for(ndif_stack))
+    message = str(caught.value)
+    assert ndif_stack.host in message and "organism-video" in message and samples[1].sample_id in message
+    store = ResultStore(out)
+    assert store.completed_sample_ids() == {samples[0].sample_id} and store.failed_samples() == {}
+    assert list(xr.open_zarr(out).sample.values) == [samples[0].sample_id]  # the store opens whole
+    # the re-run (here locally: the server is gone) resumes after the stored sample and ends where a clean run ends
+    naive = replace(CONFIG, plan="naive")
+    summary = run("cross_frame", organism, samples, out, config=naive)
+    assert summary.skipped == [samples[0].sample_id] and summary.done == [s.sample_id for s in samples[1:]]
+    run("cross_frame", organism, samples, tmp_path / "local.zarr", config=naive)
+    assert_same_results(out, tmp_path / "local.zarr")
+    assert not stack.status(ndif_stack.home)["running"]
