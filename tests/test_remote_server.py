@@ -116,6 +116,26 @@ def test_remote_study_matches_the_local_run(study, ndif_stack, organism, samples
     assert ndif_stack.host in str(stored)  # the provenance says where it ran
 
 
+@pytest.mark.parametrize("study,options", [
+    ("answer_probability", {}), ("logit_lens", {"keywords": "organism"}), ("attention_maps", {"max_queries": "3"}),
+    ("effective_pathway", {"preset": "llava-7b"}), ("cross_frame_halves", {"generate": "2"}),
+])
+def test_readout_and_pathway_studies_run_remotely_unchanged(study, options, ndif_stack, organism, samples, tmp_path):
+    """Logit lens, attention rows (.source), per-layer masks and generation serialize and give the local numbers."""
+    config = replace(CONFIG, options=options)
+    summary = run(study, organism, samples[:1], tmp_path / "remote.zarr", remote=settings_for(ndif_stack),
+                  config=config)
+    assert summary.failed == {} and len(summary.done) == 1
+    run(study, organism, samples[:1], tmp_path / "local.zarr", config=replace(config, plan="naive"))
+    remote, local = xr.open_zarr(tmp_path / "remote.zarr").load(), xr.open_zarr(tmp_path / "local.zarr").load()
+    for name in local.data_vars:
+        a, b = remote[name].values, local[name].values
+        if a.dtype.kind == "f":
+            assert np.nanmax(np.abs(a - b), initial=0.0) <= TOLERANCE, name
+        else:
+            assert np.array_equal(a, b), name
+
+
 def test_cli_remote_run_matches_local(ndif_stack, tmp_path, monkeypatch):
     from mapflow.cli import main
 
