@@ -228,3 +228,17 @@ def test_verb_anchor_study_reads_the_anchor_token(sdpa_adapter, sample, frames, 
         probs = plain_probs(sdpa_adapter, grown)
         assert float(ds.p_base.sel(anchor=anchor)) == pytest.approx(float(probs[token]), abs=1e-5)
     assert len(generated) > 0
+
+
+@pytest.mark.parametrize("name", ["cross_frame", "information_flow", "question_options_to_last", "into_true_option"])
+def test_flow_studies_match_plain_torch_knockouts(sdpa_adapter, sample, frames, name):
+    """Each flow study's cells equal the HF model run with torch pre-hooks cutting the same edges (no nnsight)."""
+    ctx = context(sdpa_adapter, sample, frames, samples="all", window=Window("center", 3))
+    ds = study(name).run(ctx)
+    pred = int(ds.pred_base)
+    for flow in ds.flow.values:
+        blocked = Flow.parse(str(flow)).block_matrix(ctx.layout)
+        for layer in (0, sdpa_adapter.num_layers - 1):
+            layers = [int(i) for i in str(ds.blocked_layers.sel(layer=layer).values).split(",")]
+            probs = plain_probs(sdpa_adapter, ctx.prepared, {i: blocked for i in layers})
+            assert float(ds.p_knockout.sel(flow=flow, layer=layer)) == pytest.approx(float(probs[pred]), abs=1e-5)
