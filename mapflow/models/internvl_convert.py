@@ -8,9 +8,11 @@ native class computes exactly this once the weights are renamed (qkv split into 
 vision norm (``use_mean_pooling``), CLS dropped (``vision_feature_select_strategy="default"``), the same feature layer,
 untied LM head. tests/test_internvl_convert.py proves it against a re-implementation of the original forward.
 
-Refused, because the native class would compute something else: ``ps_version`` v1 (each frame's token grid comes out
-transposed), positive ``select_layer`` (the native hidden-state list has no embedding entry, so only negative indices
-agree), and qk-norm with an eps other than the native 1e-6.
+Both towers list hidden states as (embeddings, layer 1, …), so ``select_layer`` carries over as is. Refused, because
+the native class would compute something else or fail: ``ps_version`` v1 (each frame's token grid comes out
+transposed), ``select_layer`` 0, qk-norm with an eps other than the native 1e-6, and Phi-3 rope scaling other than
+``su``/``longrope``. Phi-3's ``su`` scaling becomes transformers 5's ``longrope`` (same factors, same switch at the
+original context length, same attention factor).
 """
 
 from __future__ import annotations
@@ -128,9 +130,8 @@ def convert_config(original: dict, image_token_id: int) -> dict:
         raise ModelLoadError("ps_version v1 leaves each frame's token grid transposed; InternVLForConditionalGeneration "
                              "does the v2 pixel shuffle, so this checkpoint cannot be converted")
     select_layer = int(original.get("select_layer", -1))
-    if select_layer >= 0:
-        raise ModelLoadError(f"select_layer {select_layer}: only negative layers index the same hidden state in the "
-                             "original and the native vision tower")
+    if select_layer == 0:  # the native class reads 0 as "no hidden states requested" and fails
+        raise ModelLoadError("select_layer 0 (the patch embeddings) cannot be selected in the native class")
     vision, llm = original["vision_config"], original["llm_config"]
     image_size = int(original.get("force_image_size") or vision["image_size"])
     ratio = float(original.get("downsample_ratio", 0.5))
