@@ -305,3 +305,26 @@ def test_unsupported_originals_are_refused(checkpoints):
         convert_config({**config, "llm_config": yarn}, image_token_id=7)
     with pytest.raises(ModelLoadError, match="no place"):
         convert_state_dict({"vision_model.head.weight": torch.zeros(1)})
+
+
+def test_knockouts_and_a_short_study_run_on_the_converted_checkpoint(checkpoints, prepared_and_adapter,
+                                                                      tiny_benchmark, tmp_path):
+    import xarray as xr
+
+    from mapflow.cli import main
+    from mapflow.engine import KnockoutConfig, run_knockouts
+    from mapflow.flows import Flow
+
+    prepared, adapter = prepared_and_adapter
+    configs = [KnockoutConfig(torch.from_numpy(Flow.parse(flow).block_matrix(prepared.layout)), (layer,))
+               for flow in ("cross_frame", "video->last", "video_markup->last") for layer in (0, 1)]
+    naive = run_knockouts(adapter, prepared, configs, plan="naive")
+    assert (naive - run_knockouts(adapter, prepared, configs, plan="auto")).abs().max() <= 1e-5
+    assert not torch.equal(naive[0], naive[2])
+    out = tmp_path / "flow.zarr"
+    assert main(["run", "information_flow", "--model", str(checkpoints[2]), "--data", str(tiny_benchmark),
+                 "--out", str(out), "--window", "1", "--samples", "all", "--limit", "1", "--tasks",
+                 "moving_direction", "--frames", "2", "--no-progress", "--threads", "1"]) == 0
+    ds = xr.open_zarr(out)
+    assert ds.attrs["provenance"]["config"]["prompt_template"] == INTERNVL_PHI3_MCQA.name
+    assert np.isfinite(ds.rel_change.values).all()
