@@ -187,10 +187,12 @@ def _write_processor(src: Path, dst: Path, config: dict) -> int:
     side = config["vision_config"]["image_size"][0]
     size = {"height": side, "width": side}
     norm = dict(image_mean=IMAGENET_MEAN, image_std=IMAGENET_STD)
+    # frames as the paper's loader makes them: bicubic resize of the short side, then a centre crop
+    frames = transformers.InternVLVideoProcessor(size={"shortest_edge": side}, do_center_crop=True, crop_size=size,
+                                                 **norm)
     processor = transformers.InternVLProcessor(
         image_processor=transformers.GotOcr2ImageProcessor(size=size, crop_to_patches=False, **norm),
-        video_processor=transformers.InternVLVideoProcessor(size=size, **norm), tokenizer=tokenizer,
-        image_seq_length=config["image_seq_length"])
+        video_processor=frames, tokenizer=tokenizer, image_seq_length=config["image_seq_length"])
     processor.save_pretrained(dst)
     return tokenizer.convert_tokens_to_ids(NAMED_TOKENS["context_image_token"])
 
@@ -198,8 +200,9 @@ def _write_processor(src: Path, dst: Path, config: dict) -> int:
 def convert_internvl_chat_checkpoint(src_dir, out_dir, *, image_token_id: int | None = None) -> Path:
     """Write the original InternVL-Chat checkpoint in ``src_dir`` as a native InternVL checkpoint in ``out_dir``.
 
-    The processor (InternVL processor, 448 px frames with ImageNet normalization, the checkpoint's tokenizer with the
-    ``<img>``/``</img>``/``<IMG_CONTEXT>`` names) is written when ``src_dir`` has a tokenizer; without one pass
+    The processor (frames resized on the short side and centre-cropped to the tower's 448 px, ImageNet normalization,
+    the checkpoint's tokenizer with its ``<img>``/``</img>``/``<IMG_CONTEXT>`` tokens named for the native processor)
+    is written when ``src_dir`` has a tokenizer; without one pass
     ``image_token_id`` (the ``<IMG_CONTEXT>`` id) and add a processor to ``out_dir`` before `load_model`.
     The config asks mapflow's InternVL adapter for the paper's single ``<img>…</img>`` video run.
     """
