@@ -178,7 +178,8 @@ def _write_processor(src: Path, dst: Path, config: dict) -> int:
     import transformers
 
     tokenizer = transformers.AutoTokenizer.from_pretrained(src, local_files_only=True)
-    missing = [t for t in list(NAMED_TOKENS.values())[:3] if t not in tokenizer.get_vocab()]
+    image_tokens = [NAMED_TOKENS[name] for name in ("context_image_token", "start_image_token", "end_image_token")]
+    missing = [t for t in image_tokens if t not in tokenizer.get_vocab()]
     if missing:
         raise ModelLoadError(f"the tokenizer in {src} lacks {missing}: not an InternVL-Chat tokenizer")
     # the native processor finds its image tokens by name on the tokenizer
