@@ -91,6 +91,14 @@ CHAT_MCQA = McqaTemplate(
 )
 
 
+# The paper's Mini-InternVL prompt (`eval_mvbench_phi3`): the LLaVA prompt with Phi-3's role tags, written as raw
+# text (no chat template); the converted checkpoint expands <video> to one `<img>…</img>` run (models/internvl.py).
+# `{SYSTEM} <|user|>\n<video>\n <|user|>\nQuestion: … \nOnly give the best option. <|assistant|>\nBest option:(`
+INTERNVL_PHI3_MCQA = replace(LLAVA_MCQA, name="internvl_phi3_mcqa", before_video=SYSTEM_MVBENCH + " <|user|>\n",
+                             between_video_and_question="\n <|user|>\n",
+                             answer_prompt=" <|assistant|>\nBest option:(")
+
+
 @dataclass(frozen=True)
 class OpenEndedTemplate:
     """Sentence completion without options (paper appendix C.1): ``… Question: {q}\n ASSISTANT:{stem}``.
@@ -164,8 +172,8 @@ VCGBENCH_FREE_FORM = FreeFormTemplate(
     answer_prompt=" ASSISTANT:",
 )
 
-TEMPLATES = {t.name: t for t in (LLAVA_MCQA, LLAVA_MCQA_VIDEOMME, ORGANISM_MCQA, CHAT_MCQA, LLAVA_OPEN_ENDED,
-                                 VCGBENCH_FREE_FORM)}
+TEMPLATES = {t.name: t for t in (LLAVA_MCQA, LLAVA_MCQA_VIDEOMME, ORGANISM_MCQA, CHAT_MCQA, INTERNVL_PHI3_MCQA,
+                                 LLAVA_OPEN_ENDED, VCGBENCH_FREE_FORM)}
 
 # The paper's template per benchmark when neither the user nor the checkpoint names one.
 BENCHMARK_TEMPLATES = {"videomme": LLAVA_MCQA_VIDEOMME.name, "vcgbench": VCGBENCH_FREE_FORM.name}
