@@ -22,8 +22,8 @@ from dataclasses import dataclass, field
 import nnsight
 import torch
 
-from .knockout import knockout_attention_mask, layer_device
 from .models.base import PreparedInput, VideoLLMAdapter
+from .suffix_attention import SuffixBatch, suffix_attention
 
 PLANS = ("auto", "naive")
 
@@ -128,42 +128,24 @@ def plan_batches(configs: list[KnockoutConfig], adapter: VideoLLMAdapter, seq_le
 
 def run_batch(adapter: VideoLLMAdapter, clean: CleanState, configs: list[KnockoutConfig]) -> torch.Tensor:
     """Last-position logits (rows, V) of several configurations, computed from their earliest first changed row."""
-    from transformers import DynamicCache
-
     start = min(c.first_row for c in configs)  # rows that change later just recompute clean positions: exact
     rows = len(configs)
     first_layer = min((min(c.layers) for c in configs if c.layers), default=adapter.num_layers)
-    suffix_blocks = torch.stack([c.blocked[start:] for c in configs])  # (rows, L - start, L)
-    no_block = torch.zeros_like(suffix_blocks[0])
-    embeds = clean.inputs_embeds[:, start:].expand(rows, -1, -1)
-    kwargs = {}
-    if start > 0:
-        cache = DynamicCache(config=adapter.text_config)
-        for i in range(adapter.num_layers):
-            cache.update(clean.keys[i][:, :, :start].expand(rows, -1, -1, -1),
-                         clean.values[i][:, :, :start].expand(rows, -1, -1, -1), layer_idx=i)
-        kwargs = {"cache": cache, "use_cache": True}
-    layers = adapter.layers
-    # e.g. the clean 3-D rotary positions: from embeddings alone the model would number the suffix as plain text
+    embeds = clean.inputs_embeds[:, start:]
+    batch = SuffixBatch.build(start, clean.keys, clean.values, [c.blocked for c in configs],
+                              [c.layers for c in configs], adapter.num_layers, embeds.dtype, embeds.device)
+    # the suffix runs without a cache, so it is told its positions; e.g. Qwen-VL's clean 3-D rotary positions
     extra = adapter.suffix_language_model_kwargs(clean.language_model_kwargs, start, rows) \
-        if clean.language_model_kwargs else {}
-    with torch.no_grad(), adapter.model.trace(inputs_embeds=embeds, **kwargs):
-        if extra:
-            lm_args, lm_kwargs = adapter.language_model.inputs
-            adapter.language_model.inputs = (lm_args, {**lm_kwargs, **extra})
-        for i in range(adapter.num_layers):
-            if i < first_layer:
-                layers[i].skip(clean.layer_outputs[i][:, start:].expand(rows, -1, -1))
-                continue
-            cut = [i in c.layers for c in configs]
-            if not any(cut):
-                continue
-            blocked = torch.stack([suffix_blocks[r] if cut[r] else no_block for r in range(rows)])
-            args, layer_kwargs = layers[i].inputs
-            layer_kwargs = dict(layer_kwargs)
-            layer_kwargs["attention_mask"] = knockout_attention_mask(layer_kwargs.get("attention_mask"), blocked,
-                                                                     layer_device(args, layer_kwargs))
-            layers[i].inputs = (args, layer_kwargs)
+        if clean.language_model_kwargs else {"position_ids": torch.arange(start, embeds.shape[1] + start,
+                                                                          device=embeds.device).expand(rows, -1)}
+    layers = adapter.layers
+    with torch.no_grad(), suffix_attention(adapter.text_config), \
+            adapter.model.trace(inputs_embeds=embeds.expand(rows, -1, -1), use_cache=False, logits_to_keep=1,
+                                suffix_batch=batch):
+        lm_args, lm_kwargs = adapter.language_model.inputs
+        adapter.language_model.inputs = (lm_args, {**lm_kwargs, **extra})
+        for i in range(first_layer):
+            layers[i].skip(clean.layer_outputs[i][:, start:].expand(rows, -1, -1))
         logits = adapter.lm_head.output[:, -1].save()
     return logits.detach().float()
 
