@@ -126,28 +126,59 @@ def plan_batches(configs: list[KnockoutConfig], adapter: VideoLLMAdapter, seq_le
     return batches
 
 
+def entry_layer(config: KnockoutConfig, num_layers: int) -> int:
+    """The first layer a configuration changes: below it the row is the clean run."""
+    return min(config.layers, default=num_layers)
+
+
 def run_batch(adapter: VideoLLMAdapter, clean: CleanState, configs: list[KnockoutConfig]) -> torch.Tensor:
-    """Last-position logits (rows, V) of several configurations, computed from their earliest first changed row."""
+    """Last-position logits (rows, V) of several configurations, computed from their earliest first changed row.
+
+    Rows enter the batch at their own first knocked-out layer (before it they equal the clean run, whose hidden
+    states they join with), so a batch mixing windows computes no clean layers; adapters whose suffix arguments are
+    per row (`suffix_kwargs_broadcast` False) start every row at the batch's earliest layer instead.
+    """
     start = min(c.first_row for c in configs)  # rows that change later just recompute clean positions: exact
-    rows = len(configs)
-    first_layer = min((min(c.layers) for c in configs if c.layers), default=adapter.num_layers)
+    order = sorted(range(len(configs)), key=lambda r: entry_layer(configs[r], adapter.num_layers))
+    configs = [configs[r] for r in order]
+    entries = [entry_layer(c, adapter.num_layers) for c in configs]
+    if not adapter.suffix_kwargs_broadcast:
+        entries = [entries[0]] * len(entries)
     embeds = clean.inputs_embeds[:, start:]
     batch = SuffixBatch.build(start, clean.keys, clean.values, [c.blocked for c in configs],
-                              [c.layers for c in configs], adapter.num_layers, embeds.dtype, embeds.device)
-    # the suffix runs without a cache, so it is told its positions; e.g. Qwen-VL's clean 3-D rotary positions
-    extra = adapter.suffix_language_model_kwargs(clean.language_model_kwargs, start, rows) \
-        if clean.language_model_kwargs else {"position_ids": torch.arange(start, embeds.shape[1] + start,
-                                                                          device=embeds.device).expand(rows, -1)}
+                              [c.layers for c in configs], entries, embeds.dtype, embeds.device)
+    extra = _suffix_kwargs(adapter, clean, start, 1 if adapter.suffix_kwargs_broadcast else len(configs))
+    first = entries[0]
+    joining = {layer: entries.count(layer) for layer in sorted(set(entries)) if first < layer < adapter.num_layers}
     layers = adapter.layers
     with torch.no_grad(), suffix_attention(adapter.text_config), \
-            adapter.model.trace(inputs_embeds=embeds.expand(rows, -1, -1), use_cache=False, logits_to_keep=1,
-                                suffix_batch=batch):
+            adapter.model.trace(inputs_embeds=embeds.expand(entries.count(first), -1, -1), use_cache=False,
+                                logits_to_keep=1, suffix_batch=batch):
         lm_args, lm_kwargs = adapter.language_model.inputs
         adapter.language_model.inputs = (lm_args, {**lm_kwargs, **extra})
-        for i in range(first_layer):
-            layers[i].skip(clean.layer_outputs[i][:, start:].expand(rows, -1, -1))
+        for i in range(min(first, adapter.num_layers)):
+            layers[i].skip(clean.layer_outputs[i][:, start:].expand(entries.count(first), -1, -1))
+        for i, count in joining.items():
+            args, kwargs = layers[i].inputs
+            hidden = args[0] if args else kwargs["hidden_states"]
+            hidden = torch.cat([hidden, clean.layer_outputs[i - 1][:, start:].expand(count, -1, -1)])
+            if args:
+                layers[i].inputs = ((hidden, *args[1:]), kwargs)
+            else:
+                layers[i].inputs = (args, {**kwargs, "hidden_states": hidden})
         logits = adapter.lm_head.output[:, -1].save()
-    return logits.detach().float()
+    out = torch.empty_like(logits, dtype=torch.float32)
+    out[torch.tensor(order)] = logits.detach().float()
+    return out
+
+
+def _suffix_kwargs(adapter: VideoLLMAdapter, clean: CleanState, start: int, rows: int) -> dict:
+    """The language model's arguments for a forward of positions ``start..``: it runs without a cache, so it is told
+    its positions (e.g. Qwen-VL's clean 3-D rotary positions)."""
+    if clean.language_model_kwargs:
+        return adapter.suffix_language_model_kwargs(clean.language_model_kwargs, start, rows)
+    length = clean.inputs_embeds.shape[1]
+    return {"position_ids": torch.arange(start, length, device=clean.inputs_embeds.device).expand(rows, -1)}
 
 
 def run_naive(adapter: VideoLLMAdapter, prepared: PreparedInput, config: KnockoutConfig | None = None) -> torch.Tensor:

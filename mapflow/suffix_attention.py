@@ -77,8 +77,10 @@ class SuffixBatch:
 
     @classmethod
     def build(cls, start: int, keys, values, row_patterns: list[torch.Tensor], row_layers: list[tuple[int, ...]],
-              num_layers: int, dtype, device) -> "SuffixBatch":
-        """``row_patterns``: each row's (L, L) blocked matrix; rows with equal matrices share one `MaskPattern`."""
+              row_entries: list[int], dtype, device) -> "SuffixBatch":
+        """``row_patterns``: each row's (L, L) blocked matrix (rows with equal matrices share one `MaskPattern`);
+        ``row_layers``: the layers it cuts; ``row_entries``: ascending, the layer where it joins the batch (a layer
+        computes the rows that joined at or before it, in row order)."""
         unique: list[torch.Tensor] = []
         pattern_of_row = []
         for blocked in row_patterns:
@@ -89,9 +91,9 @@ class SuffixBatch:
                 found = len(unique) - 1
             pattern_of_row.append(found)
         patterns = [MaskPattern.from_suffix_rows(u, start, dtype, device) for u in unique]
-        rows = len(row_patterns)
         groups = []
-        for layer in range(num_layers):
+        for layer in range(len(keys)):
+            rows = sum(entry <= layer for entry in row_entries)
             by_key: dict[int | None, list[int]] = {}
             for r in range(rows):
                 by_key.setdefault(pattern_of_row[r] if layer in row_layers[r] else None, []).append(r)
