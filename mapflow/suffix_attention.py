@@ -23,45 +23,70 @@ from dataclasses import dataclass
 import torch
 
 ATTENTION_NAME = "mapflow_suffix"
+# Query rows per chunk of a cut pattern: each chunk reads only the key runs it may attend to (a frame's queries under
+# cross_frame read their own frame, not the whole sequence).
+QUERY_CHUNK = 128
+# Blocked key runs shorter than this are masked inside one piece rather than split into two kernel calls.
+KEY_GAP = 64
 # Query rows per chunk of the explicit-softmax fallback: bounds its (rows, heads, chunk, keys) score tensor.
 MATH_QUERY_CHUNK = 256
 
 
 @dataclass
-class MaskPattern:
-    """One blocked-edge pattern cut to the suffix queries: additive biases for the prefix and the suffix keys."""
+class Piece:
+    """Queries ``q_lo..q_hi`` of the suffix attend keys ``k_lo..k_hi`` of the prefix or of the suffix."""
 
-    prefix_bias: torch.Tensor | None  # (1, 1, S, P), 0 or -inf; None: no prefix key blocked
-    suffix_bias: torch.Tensor | None  # (1, 1, S, S), causal and the cut edges; None: plain causal
-    prefix_empty: torch.Tensor | None  # (S,) bool: queries whose every prefix key is blocked; None: no such query
-    suffix_empty: torch.Tensor | None
+    q_lo: int
+    q_hi: int
+    in_prefix: bool
+    k_lo: int
+    k_hi: int
+    bias: torch.Tensor | None = None  # (1, 1, queries, keys) additive 0 / -inf; None: every key allowed
+    causal: bool = False  # the clean suffix: square, plain causal (the fast kernel, no bias)
+    empty: torch.Tensor | None = None  # (queries,) bool: queries with no allowed key here; None: no such query
 
-    @classmethod
-    def from_suffix_rows(cls, rows: torch.Tensor, start: int, dtype: torch.dtype, device) -> "MaskPattern":
-        """``rows``: (S, L) bool, the blocked matrix's rows ``start..L-1``, True = query may not read key."""
-        rows = rows.to(device)
-        size = rows.shape[0]
-        causal = torch.ones(size, size, dtype=torch.bool, device=device).tril()
-        allowed_prefix = ~rows[:, :start]
-        allowed_suffix = causal & ~rows[:, start:]
-        prefix_cut = start > 0 and not bool(allowed_prefix.all())
-        suffix_cut = bool(rows[:, start:].any())
-        return cls(
-            prefix_bias=_bias(allowed_prefix, dtype) if prefix_cut else None,
-            suffix_bias=_bias(allowed_suffix, dtype) if suffix_cut else None,
-            prefix_empty=_empty_queries(allowed_prefix) if prefix_cut else None,
-            suffix_empty=_empty_queries(allowed_suffix) if suffix_cut else None,
-        )
+
+def clean_pieces(suffix_len: int, prefix_len: int) -> list[Piece]:
+    """An uncut row: the whole prefix, then the suffix causally."""
+    pieces = [Piece(0, suffix_len, True, 0, prefix_len)] if prefix_len else []
+    return pieces + [Piece(0, suffix_len, False, 0, suffix_len, causal=True)]
+
+
+def cut_pieces(blocked_rows: torch.Tensor, start: int, dtype, device) -> list[Piece]:
+    """A cut pattern, ``blocked_rows`` (S, L) bool = the blocked matrix's rows ``start..``: per query chunk, one piece
+    per run of keys that some query of the chunk may read (prefix and suffix separately)."""
+    rows = blocked_rows.to(device)
+    size = rows.shape[0]
+    allowed = torch.ones(size, rows.shape[1], dtype=torch.bool, device=device).tril(start) & ~rows
+    pieces = []
+    for q_lo in range(0, size, QUERY_CHUNK):
+        q_hi = min(q_lo + QUERY_CHUNK, size)
+        for offset, stop, in_prefix in ((0, start, True), (start, rows.shape[1], False)):
+            block = allowed[q_lo:q_hi, offset:stop]
+            for k_lo, k_hi in _runs(block.any(0)):
+                sub = block[:, k_lo:k_hi]
+                empty = ~sub.any(-1)
+                pieces.append(Piece(q_lo, q_hi, in_prefix, k_lo, k_hi,
+                                    bias=None if bool(sub.all()) else _bias(sub, dtype),
+                                    empty=empty if bool(empty.any()) else None))
+    return pieces
+
+
+def _runs(present: torch.Tensor) -> list[tuple[int, int]]:
+    """Half-open runs of True, joined across gaps shorter than `KEY_GAP`."""
+    index = torch.nonzero(present).flatten().tolist()
+    runs: list[list[int]] = []
+    for i in index:
+        if runs and i - runs[-1][1] < KEY_GAP:
+            runs[-1][1] = i + 1
+        else:
+            runs.append([i, i + 1])
+    return [(lo, hi) for lo, hi in runs]
 
 
 def _bias(allowed: torch.Tensor, dtype) -> torch.Tensor:
     bias = torch.zeros(allowed.shape, dtype=dtype, device=allowed.device)
     return bias.masked_fill_(~allowed, float("-inf"))[None, None]
-
-
-def _empty_queries(allowed: torch.Tensor) -> torch.Tensor | None:
-    empty = ~allowed.any(-1)
-    return empty if bool(empty.any()) else None
 
 
 @dataclass
@@ -71,14 +96,15 @@ class SuffixBatch:
     start: int
     prefix_keys: list[torch.Tensor]  # per layer (1, kv_heads, start, head_dim): views of the clean cache
     prefix_values: list[torch.Tensor]
-    patterns: list[MaskPattern]
+    patterns: list[list[Piece]]  # per distinct blocked pattern
+    clean: list[Piece]  # rows that cut nothing in a layer
     # per layer: (row indices or None for all rows, pattern index or None for uncut rows)
     groups: list[list[tuple[torch.Tensor | None, int | None]]]
 
     @classmethod
     def build(cls, start: int, keys, values, row_patterns: list[torch.Tensor], row_layers: list[tuple[int, ...]],
               row_entries: list[int], dtype, device) -> "SuffixBatch":
-        """``row_patterns``: each row's (L, L) blocked matrix (rows with equal matrices share one `MaskPattern`);
+        """``row_patterns``: each row's (L, L) blocked matrix (rows with equal matrices share their pieces);
         ``row_layers``: the layers it cuts; ``row_entries``: ascending, the layer where it joins the batch (a layer
         computes the rows that joined at or before it, in row order)."""
         unique: list[torch.Tensor] = []
@@ -90,7 +116,7 @@ class SuffixBatch:
                 unique.append(suffix_rows)
                 found = len(unique) - 1
             pattern_of_row.append(found)
-        patterns = [MaskPattern.from_suffix_rows(u, start, dtype, device) for u in unique]
+        patterns = [cut_pieces(u, start, dtype, device) for u in unique]
         groups = []
         for layer in range(len(keys)):
             rows = sum(entry <= layer for entry in row_entries)
@@ -99,7 +125,9 @@ class SuffixBatch:
                 by_key.setdefault(pattern_of_row[r] if layer in row_layers[r] else None, []).append(r)
             groups.append([(None if len(members) == rows else torch.tensor(members, device=device), key)
                            for key, members in by_key.items()])
-        return cls(start, [k[:, :, :start] for k in keys], [v[:, :, :start] for v in values], patterns, groups)
+        suffix_len = row_patterns[0].shape[0] - start
+        return cls(start, [k[:, :, :start] for k in keys], [v[:, :, :start] for v in values], patterns,
+                   clean_pieces(suffix_len, start), groups)
 
 
 def _attend_part(q, k, v, bias, causal: bool, scale: float):
@@ -130,23 +158,34 @@ def _attend_part_math(q, k, v, bias, causal: bool, scale: float):
     return torch.cat(outs, 2), torch.cat(lses, 2)
 
 
-def _attend(q, k, v, prefix_k, prefix_v, pattern: MaskPattern | None, scale: float) -> torch.Tensor:
+def _attend(q, k, v, prefix_k, prefix_v, pieces: list[Piece], scale: float) -> torch.Tensor:
+    """Attention of the suffix queries over their pieces, merged through each piece's log-sum-exp."""
     rows = q.shape[0]
-    suffix_bias = pattern.suffix_bias if pattern is not None else None
-    out, lse = _attend_part(q, k, v, suffix_bias, suffix_bias is None, scale)
-    if prefix_k.shape[2] == 0:
-        return out
-    prefix_bias = pattern.prefix_bias if pattern is not None else None
-    p_out, p_lse = _attend_part(q, prefix_k.expand(rows, -1, -1, -1), prefix_v.expand(rows, -1, -1, -1),
-                                prefix_bias, False, scale)
-    if pattern is not None:  # the flash kernel reports log-sum-exp 0 for a query with no allowed key
-        if pattern.suffix_empty is not None:
-            lse = lse.masked_fill(pattern.suffix_empty, float("-inf"))
-        if pattern.prefix_empty is not None:
-            p_lse = p_lse.masked_fill(pattern.prefix_empty, float("-inf"))
-    top = torch.maximum(lse, p_lse)
-    w, p_w = torch.exp(lse - top)[..., None], torch.exp(p_lse - top)[..., None]
-    return ((out.float() * w + p_out.float() * p_w) / (w + p_w)).to(q.dtype)
+    if len(pieces) == 1 and pieces[0].q_lo == 0 and pieces[0].q_hi == q.shape[2]:
+        piece = pieces[0]  # e.g. a batch with no prefix
+        keys, values = (prefix_k, prefix_v) if piece.in_prefix else (k, v)
+        return _attend_part(q, keys[:, :, piece.k_lo:piece.k_hi].expand(rows, -1, -1, -1),
+                            values[:, :, piece.k_lo:piece.k_hi].expand(rows, -1, -1, -1),
+                            piece.bias, piece.causal, scale)[0]
+    out = torch.zeros(q.shape, dtype=torch.float32, device=q.device)
+    lse = torch.full(q.shape[:3], float("-inf"), device=q.device)
+    for piece in pieces:
+        keys, values = (prefix_k, prefix_v) if piece.in_prefix else (k, v)
+        p_out, p_lse = _attend_part(q[:, :, piece.q_lo:piece.q_hi],
+                                    keys[:, :, piece.k_lo:piece.k_hi].expand(rows, -1, -1, -1),
+                                    values[:, :, piece.k_lo:piece.k_hi].expand(rows, -1, -1, -1),
+                                    piece.bias, piece.causal, scale)
+        if piece.empty is not None:  # the flash kernel reports log-sum-exp 0 for a query with no allowed key
+            p_lse = p_lse.masked_fill(piece.empty, float("-inf"))
+        acc_out, acc_lse = out[:, :, piece.q_lo:piece.q_hi], lse[:, :, piece.q_lo:piece.q_hi]
+        # exact merge of two normalised softmax blocks; a query empty in both stays (0, -inf)
+        top = torch.maximum(acc_lse, p_lse).clamp_min(torch.finfo(torch.float32).min)
+        w_acc, w_new = torch.exp(acc_lse - top), torch.exp(p_lse - top)
+        total = w_acc + w_new
+        acc_out.mul_((w_acc / total.clamp_min(1e-30))[..., None]).add_(
+            p_out.float() * (w_new / total.clamp_min(1e-30))[..., None])
+        acc_lse.copy_(top + torch.log(total))
+    return out.to(q.dtype)
 
 
 def suffix_attention_forward(module, query, key, value, attention_mask, *, scaling=None, dropout=0.0,
@@ -162,12 +201,12 @@ def suffix_attention_forward(module, query, key, value, attention_mask, *, scali
     if len(groups) == 1 and groups[0][0] is None:
         pattern = groups[0][1]
         out = _attend(query, key, value, prefix_k, prefix_v,
-                      None if pattern is None else suffix_batch.patterns[pattern], scale)
+                      suffix_batch.clean if pattern is None else suffix_batch.patterns[pattern], scale)
     else:
         out = torch.empty_like(query)
         for rows, pattern in groups:
             out[rows] = _attend(query[rows], key[rows], value[rows], prefix_k, prefix_v,
-                                None if pattern is None else suffix_batch.patterns[pattern], scale)
+                                suffix_batch.clean if pattern is None else suffix_batch.patterns[pattern], scale)
     return out.transpose(1, 2).contiguous(), None
 
 
