@@ -26,6 +26,7 @@ ATTENTION_NAME = "mapflow_suffix"
 # Query rows per chunk of a cut pattern: each chunk reads only the key runs it may attend to (a frame's queries under
 # cross_frame read their own frame, not the whole sequence).
 QUERY_CHUNK = 128
+MIN_QUERY_CHUNK = 16
 # Blocked key runs shorter than this are masked inside one piece rather than split into two kernel calls.
 KEY_GAP = 64
 # Query rows per chunk of the explicit-softmax fallback: bounds its (rows, heads, chunk, keys) score tensor.
@@ -56,11 +57,9 @@ def cut_pieces(blocked_rows: torch.Tensor, start: int, dtype, device) -> list[Pi
     """A cut pattern, ``blocked_rows`` (S, L) bool = the blocked matrix's rows ``start..``: per query chunk, one piece
     per run of keys that some query of the chunk may read (prefix and suffix separately)."""
     rows = blocked_rows.to(device)
-    size = rows.shape[0]
-    allowed = torch.ones(size, rows.shape[1], dtype=torch.bool, device=device).tril(start) & ~rows
+    allowed = torch.ones(rows.shape, dtype=torch.bool, device=device).tril(start) & ~rows
     pieces = []
-    for q_lo in range(0, size, QUERY_CHUNK):
-        q_hi = min(q_lo + QUERY_CHUNK, size)
+    for q_lo, q_hi in _query_chunks(rows):
         for offset, stop, in_prefix in ((0, start, True), (start, rows.shape[1], False)):
             block = allowed[q_lo:q_hi, offset:stop]
             for k_lo, k_hi in _runs(block.any(0)):
@@ -70,6 +69,25 @@ def cut_pieces(blocked_rows: torch.Tensor, start: int, dtype, device) -> list[Pi
                                     bias=None if bool(sub.all()) else _bias(sub, dtype),
                                     empty=empty if bool(empty.any()) else None))
     return pieces
+
+
+def _query_chunks(rows: torch.Tensor) -> list[tuple[int, int]]:
+    """Runs of consecutive queries that block the same keys (a span of the flow's target, a frame), cut to at most
+    `QUERY_CHUNK`; runs shorter than `MIN_QUERY_CHUNK` join the next one."""
+    size = rows.shape[0]
+    changes = (torch.nonzero((rows[1:] != rows[:-1]).any(-1)).flatten() + 1).tolist()
+    bounds = [0]
+    for change in changes:
+        if change - bounds[-1] >= MIN_QUERY_CHUNK:
+            bounds.append(change)
+    if size - bounds[-1] < MIN_QUERY_CHUNK and len(bounds) > 1:
+        bounds.pop()
+    bounds.append(size)
+    chunks = []
+    for lo, hi in zip(bounds, bounds[1:]):
+        step = -(-(hi - lo) // -(-(hi - lo) // QUERY_CHUNK))  # equal parts of at most QUERY_CHUNK
+        chunks += [(a, min(a + step, hi)) for a in range(lo, hi, step)]
+    return chunks
 
 
 def _runs(present: torch.Tensor) -> list[tuple[int, int]]:
