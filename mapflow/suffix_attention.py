@@ -29,6 +29,9 @@ QUERY_CHUNK = 128
 MIN_QUERY_CHUNK = 16
 # Blocked key runs shorter than this are masked inside one piece rather than split into two kernel calls.
 KEY_GAP = 64
+# Batches with at most this many suffix queries (flows into the last tokens, the small organism) run one explicit
+# softmax over all rows per layer: a few large operations instead of kernel calls per row group and piece.
+DENSE_MAX_QUERIES = 64
 # Query rows per chunk of the explicit-softmax fallback: bounds its (rows, heads, chunk, keys) score tensor.
 MATH_QUERY_CHUNK = 256
 
@@ -118,6 +121,9 @@ class SuffixBatch:
     clean: list[Piece]  # rows that cut nothing in a layer
     # per layer: (row indices or None for all rows, pattern index or None for uncut rows)
     groups: list[list[tuple[torch.Tensor | None, int | None]]]
+    # few queries: (patterns + 1, S, L) additive bias, the last one plain causal, and per layer each row's entry
+    dense_bias: torch.Tensor | None = None
+    dense_index: list[torch.Tensor] | None = None
 
     @classmethod
     def build(cls, start: int, keys, values, row_patterns: list[torch.Tensor], row_layers: list[tuple[int, ...]],
@@ -134,6 +140,15 @@ class SuffixBatch:
                 unique.append(suffix_rows)
                 found = len(unique) - 1
             pattern_of_row.append(found)
+        suffix_len = row_patterns[0].shape[0] - start
+        if suffix_len <= DENSE_MAX_QUERIES:
+            causal = torch.ones(suffix_len, row_patterns[0].shape[1], dtype=torch.bool, device=device).tril(start)
+            dense_bias = _bias(torch.stack([causal & ~u.to(device) for u in unique] + [causal]), dtype)[0, 0]
+            dense_index = [torch.tensor([pattern_of_row[r] if layer in row_layers[r] else len(unique)
+                                         for r in range(sum(entry <= layer for entry in row_entries))],
+                                        device=device) for layer in range(len(keys))]
+            return cls(start, [k[:, :, :start] for k in keys], [v[:, :, :start] for v in values], [], [], [],
+                       dense_bias, dense_index)
         patterns = [cut_pieces(u, start, dtype, device) for u in unique]
         groups = []
         for layer in range(len(keys)):
@@ -143,7 +158,6 @@ class SuffixBatch:
                 by_key.setdefault(pattern_of_row[r] if layer in row_layers[r] else None, []).append(r)
             groups.append([(None if len(members) == rows else torch.tensor(members, device=device), key)
                            for key, members in by_key.items()])
-        suffix_len = row_patterns[0].shape[0] - start
         return cls(start, [k[:, :, :start] for k in keys], [v[:, :, :start] for v in values], patterns,
                    clean_pieces(suffix_len, start), groups)
 
@@ -206,6 +220,23 @@ def _attend(q, k, v, prefix_k, prefix_v, pieces: list[Piece], scale: float) -> t
     return out.to(q.dtype)
 
 
+def _attend_dense(q, k, v, prefix_k, prefix_v, bias, scale: float) -> torch.Tensor:
+    """All rows at once by an explicit softmax; ``bias`` (rows, S, L). The shared prefix keys are read through one
+    matmul per kv head with every row's queries stacked (no per-row copy of the prefix)."""
+    rows, heads, size, dim = q.shape
+    kv_heads, prefix = k.shape[1], prefix_k.shape[2]
+    grouped = q.float().reshape(rows, kv_heads, heads // kv_heads * size, dim)  # heads sharing a kv head
+    stacked = grouped.transpose(0, 1).reshape(kv_heads, -1, dim)
+    prefix_scores = (stacked @ prefix_k[0].float().transpose(-1, -2)).view(kv_heads, rows, -1, prefix)
+    scores = torch.cat([prefix_scores.transpose(0, 1), grouped @ k.float().transpose(-1, -2)], -1) * scale
+    scores = scores.view(rows, kv_heads, heads // kv_heads, size, -1) + bias[:, None, None]
+    probs = scores.softmax(-1).view(rows, kv_heads, -1, scores.shape[-1])
+    prefix_probs = probs[..., :prefix].transpose(0, 1).reshape(kv_heads, -1, prefix)
+    out = (prefix_probs @ prefix_v[0].float()).view(kv_heads, rows, -1, dim).transpose(0, 1)
+    out = out + probs[..., prefix:] @ v.float()
+    return out.reshape(rows, heads, size, dim).to(q.dtype)
+
+
 def suffix_attention_forward(module, query, key, value, attention_mask, *, scaling=None, dropout=0.0,
                              suffix_batch: SuffixBatch | None = None, **kwargs):
     """transformers attention-function signature; ``query`` (rows, heads, S, d), ``key``/``value`` the suffix's own
@@ -215,6 +246,10 @@ def suffix_attention_forward(module, query, key, value, attention_mask, *, scali
     layer = module.layer_idx
     scale = scaling if scaling is not None else query.shape[-1] ** -0.5
     prefix_k, prefix_v = suffix_batch.prefix_keys[layer], suffix_batch.prefix_values[layer]
+    if suffix_batch.dense_bias is not None:
+        out = _attend_dense(query, key, value, prefix_k, prefix_v,
+                            suffix_batch.dense_bias[suffix_batch.dense_index[layer]], scale)
+        return out.transpose(1, 2).contiguous(), None
     groups = suffix_batch.groups[layer]
     if len(groups) == 1 and groups[0][0] is None:
         pattern = groups[0][1]
