@@ -16,7 +16,7 @@ import psutil
 import torch
 
 from .data import load_tvbench, read_frames
-from .engine import KnockoutConfig, clean_state, plan_batches, run_knockouts
+from .engine import KnockoutConfig, clean_state, entry_layer, plan_batches, run_knockouts
 from .flows import PAPER_FLOWS, Flow, Window
 from .models.base import VideoLLMAdapter
 from .prompts import mcqa_segments, resolve_template
@@ -65,20 +65,24 @@ class PhaseResult:
 
 
 def sweep_configs(layout, num_layers: int, window: Window) -> list[KnockoutConfig]:
-    return [KnockoutConfig(torch.from_numpy(Flow.parse(f).block_matrix(layout)), window.layers(layer, num_layers))
-            for f in SWEEP_FLOWS for layer in range(num_layers)]
+    """Every (flow, layer) cell; like the studies, one blocked matrix per flow shared by its layers."""
+    blocked = [torch.from_numpy(Flow.parse(f).block_matrix(layout)) for f in SWEEP_FLOWS]
+    return [KnockoutConfig(b, window.layers(layer, num_layers)) for b in blocked for layer in range(num_layers)]
 
 
 def _work_of_plan(configs, adapter, seq_len) -> tuple[int, int]:
     """Forwards and token-layers the optimized plan computes (clean pass included)."""
-    forwards, token_layers = 1, seq_len * adapter.num_layers
+    num_layers = adapter.num_layers
+    forwards, token_layers = 1, seq_len * num_layers
     live = [c for c in configs if not c.cuts_nothing]
     for batch in plan_batches(live, adapter, seq_len):
         rows = [live[i] for i in batch]
-        first_layer = min(min(c.layers) for c in rows)
+        entries = [entry_layer(c, num_layers) for c in rows]
+        if not adapter.suffix_kwargs_broadcast:  # every row starts at the batch's first layer
+            entries = [min(entries)] * len(entries)
         start = min(c.first_row for c in rows)
         forwards += 1
-        token_layers += len(rows) * (seq_len - start) * (adapter.num_layers - first_layer)
+        token_layers += sum((seq_len - start) * (num_layers - entry) for entry in entries)
     return forwards, token_layers
 
 
@@ -94,16 +98,18 @@ def run_phase(adapter: VideoLLMAdapter, prepared_inputs, window: Window, plan: s
             logits = run_knockouts(adapter, prepared, configs, plan=plan, clean=clean)
             pred = int(reference.argmax())
             result.p_knockout.append(logits.softmax(-1)[:, pred].numpy())
-            seq_len = prepared.layout.seq_len
-            if plan == "auto":
-                forwards, token_layers = _work_of_plan(configs, adapter, seq_len)
-            else:
-                forwards, token_layers = len(configs) + 1, (len(configs) + 1) * seq_len * adapter.num_layers
-            result.forwards += forwards
-            result.token_layers += token_layers
         result.wall = time.perf_counter() - wall
         result.cpu = time.process_time() - cpu
     result.memory_mib = memory.growth_mib
+    for prepared in prepared_inputs:  # bookkeeping, outside the timed region
+        configs = sweep_configs(prepared.layout, adapter.num_layers, window)
+        seq_len = prepared.layout.seq_len
+        if plan == "auto":
+            forwards, token_layers = _work_of_plan(configs, adapter, seq_len)
+        else:
+            forwards, token_layers = len(configs) + 1, (len(configs) + 1) * seq_len * adapter.num_layers
+        result.forwards += forwards
+        result.token_layers += token_layers
     return result
 
 

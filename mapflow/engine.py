@@ -18,12 +18,13 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
+from functools import cached_property
 
 import nnsight
 import torch
 
 from .models.base import PreparedInput, VideoLLMAdapter
-from .suffix_attention import SuffixBatch, suffix_attention
+from .suffix_attention import DENSE_MAX_QUERIES, SuffixBatch, suffix_attention
 
 PLANS = ("auto", "naive")
 
@@ -37,7 +38,7 @@ class KnockoutConfig:
     def cuts_nothing(self) -> bool:
         return not self.layers or not bool(self.blocked.any())
 
-    @property
+    @cached_property  # the planner asks often; the blocked matrix never changes
     def first_row(self) -> int:
         """The first query position the configuration changes (positions before it keep their clean values)."""
         rows = torch.nonzero(self.blocked.any(-1))
@@ -76,11 +77,15 @@ def clean_state(adapter: VideoLLMAdapter, prepared: PreparedInput) -> CleanState
 
 
 def max_batch_rows(seq_len: int, suffix_len: int, adapter: VideoLLMAdapter) -> int:
-    """Rows per batch that keep the extra activations within a quarter of free memory (at most 256)."""
+    """Rows per batch that keep the extra activations within a quarter of free memory (at most 256).
+
+    A row holds one layer's activations of its suffix at a time (no cache is built, the prefix is shared); the
+    few-query attention path adds float32 scores, probabilities and bias over all keys."""
     config = adapter.text_config
     element = torch.finfo(adapter.hf_model.dtype).bits // 8
-    per_row = suffix_len * (config.hidden_size * 16 + adapter.num_heads * seq_len * 2) * element
-    per_row += adapter.num_layers * suffix_len * seq_len  # boolean masks
+    per_row = suffix_len * (config.hidden_size * 16 + config.intermediate_size * 3) * element
+    if suffix_len <= DENSE_MAX_QUERIES:
+        per_row += 3 * adapter.num_heads * suffix_len * seq_len * 4
     return int(max(1, min(256, _free_memory_bytes(adapter) // 4 // max(per_row, 1))))
 
 
@@ -108,6 +113,7 @@ def plan_batches(configs: list[KnockoutConfig], adapter: VideoLLMAdapter, seq_le
                  max_rows: int | None = None) -> list[list[int]]:
     """Group configuration indices into batches: configurations sharing their suffix start go together (ordered by
     first knocked-out layer), and small groups are merged; a batch starts at its earliest member's first row."""
+    num_layers = adapter.num_layers
     by_start: dict[int, list[int]] = {}
     for index, config in enumerate(configs):
         by_start.setdefault(config.first_row, []).append(index)
@@ -119,7 +125,7 @@ def plan_batches(configs: list[KnockoutConfig], adapter: VideoLLMAdapter, seq_le
             groups.append((start, list(members)))
     batches = []
     for start, members in groups:
-        members.sort(key=lambda i: min(configs[i].layers, default=adapter.num_layers))
+        members.sort(key=lambda i: entry_layer(configs[i], num_layers))
         rows = max_rows or min(max_batch_rows(seq_len, seq_len - start, adapter),
                                max(1, BATCH_TOKEN_BUDGET // (seq_len - start)))
         batches.extend(members[i:i + rows] for i in range(0, len(members), rows))
@@ -138,10 +144,11 @@ def run_batch(adapter: VideoLLMAdapter, clean: CleanState, configs: list[Knockou
     states they join with), so a batch mixing windows computes no clean layers; adapters whose suffix arguments are
     per row (`suffix_kwargs_broadcast` False) start every row at the batch's earliest layer instead.
     """
+    num_layers = adapter.num_layers
     start = min(c.first_row for c in configs)  # rows that change later just recompute clean positions: exact
-    order = sorted(range(len(configs)), key=lambda r: entry_layer(configs[r], adapter.num_layers))
+    order = sorted(range(len(configs)), key=lambda r: entry_layer(configs[r], num_layers))
     configs = [configs[r] for r in order]
-    entries = [entry_layer(c, adapter.num_layers) for c in configs]
+    entries = [entry_layer(c, num_layers) for c in configs]
     if not adapter.suffix_kwargs_broadcast:
         entries = [entries[0]] * len(entries)
     embeds = clean.inputs_embeds[:, start:]
@@ -149,14 +156,14 @@ def run_batch(adapter: VideoLLMAdapter, clean: CleanState, configs: list[Knockou
                               [c.layers for c in configs], entries, embeds.dtype, embeds.device)
     extra = _suffix_kwargs(adapter, clean, start, 1 if adapter.suffix_kwargs_broadcast else len(configs))
     first = entries[0]
-    joining = {layer: entries.count(layer) for layer in sorted(set(entries)) if first < layer < adapter.num_layers}
+    joining = {layer: entries.count(layer) for layer in sorted(set(entries)) if first < layer < num_layers}
     layers = adapter.layers
     with torch.no_grad(), suffix_attention(adapter.text_config), \
             adapter.model.trace(inputs_embeds=embeds.expand(entries.count(first), -1, -1), use_cache=False,
                                 logits_to_keep=1, suffix_batch=batch):
         lm_args, lm_kwargs = adapter.language_model.inputs
         adapter.language_model.inputs = (lm_args, {**lm_kwargs, **extra})
-        for i in range(min(first, adapter.num_layers)):
+        for i in range(min(first, num_layers)):
             layers[i].skip(clean.layer_outputs[i][:, start:].expand(entries.count(first), -1, -1))
         for i, count in joining.items():
             args, kwargs = layers[i].inputs
