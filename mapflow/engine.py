@@ -173,6 +173,10 @@ def run_batch(adapter: VideoLLMAdapter, clean: CleanState, configs: list[Knockou
                 layers[i].inputs = ((hidden, *args[1:]), kwargs)
             else:
                 layers[i].inputs = (args, {**kwargs, "hidden_states": hidden})
+        # in the last layer only the last position reaches the logits: its attention computes that query alone (see
+        # suffix_attention) and its MLP that position alone (the residual sum broadcasts it over the others)
+        mlp = layers[num_layers - 1].mlp
+        mlp.input = mlp.input[:, -1:]
         logits = adapter.lm_head.output[:, -1].save()
     out = torch.empty_like(logits, dtype=torch.float32)
     out[torch.tensor(order)] = logits.detach().float()

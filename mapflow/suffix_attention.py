@@ -18,7 +18,7 @@ The function is registered with transformers under `ATTENTION_NAME` and switched
 from __future__ import annotations
 
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
@@ -121,9 +121,12 @@ class SuffixBatch:
     clean: list[Piece]  # rows that cut nothing in a layer
     # per layer: (row indices or None for all rows, pattern index or None for uncut rows)
     groups: list[list[tuple[torch.Tensor | None, int | None]]]
-    # few queries: (patterns + 1, S, L) additive bias, the last one plain causal, and per layer each row's entry
+    # per layer, each active row's index into the biases below (the last index: an uncut row)
+    dense_index: list[torch.Tensor] = field(default_factory=list)
+    # (patterns + 1, 1, L): the last query's additive bias; the last layer computes only that query (see engine)
+    last_bias: torch.Tensor | None = None
+    # few queries: (patterns + 1, S, L) additive bias of every query
     dense_bias: torch.Tensor | None = None
-    dense_index: list[torch.Tensor] | None = None
 
     @classmethod
     def build(cls, start: int, keys, values, row_patterns: list[torch.Tensor], row_layers: list[tuple[int, ...]],
@@ -141,25 +144,27 @@ class SuffixBatch:
                 found = len(unique) - 1
             pattern_of_row.append(found)
         suffix_len = row_patterns[0].shape[0] - start
+        causal = torch.ones(suffix_len, row_patterns[0].shape[1], dtype=torch.bool, device=device).tril(start)
+        allowed = torch.stack([causal & ~u.to(device) for u in unique] + [causal])  # the last one: uncut rows
+        # each active row's entry in `allowed`, per layer
+        dense_index = [torch.tensor([pattern_of_row[r] if layer in row_layers[r] else len(unique)
+                                     for r in range(sum(entry <= layer for entry in row_entries))], device=device)
+                       for layer in range(len(keys))]
+        batch = cls(start, [k[:, :, :start] for k in keys], [v[:, :, :start] for v in values], [], [], [],
+                    dense_index=dense_index, last_bias=_bias(allowed[:, -1:], dtype)[0, 0])
         if suffix_len <= DENSE_MAX_QUERIES:
-            causal = torch.ones(suffix_len, row_patterns[0].shape[1], dtype=torch.bool, device=device).tril(start)
-            dense_bias = _bias(torch.stack([causal & ~u.to(device) for u in unique] + [causal]), dtype)[0, 0]
-            dense_index = [torch.tensor([pattern_of_row[r] if layer in row_layers[r] else len(unique)
-                                         for r in range(sum(entry <= layer for entry in row_entries))],
-                                        device=device) for layer in range(len(keys))]
-            return cls(start, [k[:, :, :start] for k in keys], [v[:, :, :start] for v in values], [], [], [],
-                       dense_bias, dense_index)
-        patterns = [cut_pieces(u, start, dtype, device) for u in unique]
-        groups = []
+            batch.dense_bias = _bias(allowed, dtype)[0, 0]
+            return batch
+        batch.patterns = [cut_pieces(u, start, dtype, device) for u in unique]
+        batch.clean = clean_pieces(suffix_len, start)
         for layer in range(len(keys)):
-            rows = sum(entry <= layer for entry in row_entries)
+            rows = len(dense_index[layer])
             by_key: dict[int | None, list[int]] = {}
             for r in range(rows):
                 by_key.setdefault(pattern_of_row[r] if layer in row_layers[r] else None, []).append(r)
-            groups.append([(None if len(members) == rows else torch.tensor(members, device=device), key)
-                           for key, members in by_key.items()])
-        return cls(start, [k[:, :, :start] for k in keys], [v[:, :, :start] for v in values], patterns,
-                   clean_pieces(suffix_len, start), groups)
+            batch.groups.append([(None if len(members) == rows else torch.tensor(members, device=device), key)
+                                 for key, members in by_key.items()])
+        return batch
 
 
 def _attend_part(q, k, v, bias, causal: bool, scale: float):
@@ -246,6 +251,10 @@ def suffix_attention_forward(module, query, key, value, attention_mask, *, scali
     layer = module.layer_idx
     scale = scaling if scaling is not None else query.shape[-1] ** -0.5
     prefix_k, prefix_v = suffix_batch.prefix_keys[layer], suffix_batch.prefix_values[layer]
+    if layer == len(suffix_batch.prefix_keys) - 1:  # only the last position reaches the logits
+        out = _attend_dense(query[:, :, -1:], key, value, prefix_k, prefix_v,
+                            suffix_batch.last_bias[suffix_batch.dense_index[layer]], scale)
+        return out.expand(-1, -1, query.shape[2], -1).transpose(1, 2).contiguous(), None
     if suffix_batch.dense_bias is not None:
         out = _attend_dense(query, key, value, prefix_k, prefix_v,
                             suffix_batch.dense_bias[suffix_batch.dense_index[layer]], scale)
