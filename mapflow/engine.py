@@ -24,7 +24,7 @@ import nnsight
 import torch
 
 from .models.base import PreparedInput, VideoLLMAdapter
-from .suffix_attention import DENSE_MAX_QUERIES, SuffixBatch, suffix_attention
+from .suffix_attention import DENSE_MAX_QUERIES, SuffixBatch, SuffixPack, suffix_attention
 
 PLANS = ("auto", "naive")
 
@@ -77,15 +77,8 @@ def clean_state(adapter: VideoLLMAdapter, prepared: PreparedInput) -> CleanState
 
 
 def max_batch_rows(seq_len: int, suffix_len: int, adapter: VideoLLMAdapter) -> int:
-    """Rows per batch that keep the extra activations within a quarter of free memory (at most 256).
-
-    A row holds one layer's activations of its suffix at a time (no cache is built, the prefix is shared); the
-    few-query attention path adds float32 scores, probabilities and bias over all keys."""
-    config = adapter.text_config
-    element = torch.finfo(adapter.hf_model.dtype).bits // 8
-    per_row = suffix_len * (config.hidden_size * 16 + config.intermediate_size * 3) * element
-    if suffix_len <= DENSE_MAX_QUERIES:
-        per_row += 3 * adapter.num_heads * suffix_len * seq_len * 4
+    """Rows per batch that keep the extra activations within a quarter of free memory (at most 256)."""
+    per_row = _row_bytes(adapter, seq_len)(suffix_len)
     return int(max(1, min(256, _free_memory_bytes(adapter) // 4 // max(per_row, 1))))
 
 
@@ -192,6 +185,123 @@ def _suffix_kwargs(adapter: VideoLLMAdapter, clean: CleanState, start: int, rows
     return {"position_ids": torch.arange(start, length, device=clean.inputs_embeds.device).expand(rows, -1)}
 
 
+def _row_bytes(adapter: VideoLLMAdapter, seq_len: int):
+    """Working memory of one row as a function of its suffix size: one layer's activations (no cache is built, the
+    prefix is shared); the few-query attention path adds float32 scores, probabilities and bias over all keys."""
+    config = adapter.text_config
+    element = torch.finfo(adapter.hf_model.dtype).bits // 8
+    per_position = (config.hidden_size * 16 + config.intermediate_size * 3) * element
+    dense_per_position = 3 * adapter.num_heads * seq_len * 4
+    return lambda size: size * (per_position + (dense_per_position if size <= DENSE_MAX_QUERIES else 0))
+
+
+# Packed positions per forward: bounds the activations of a pack whatever the free memory says.
+PACK_TOKEN_LIMIT = 1 << 16
+
+
+def plan_packs(configs: list[KnockoutConfig], adapter: VideoLLMAdapter, seq_len: int,
+               max_rows: int | None = None) -> list[list[int]]:
+    """Configuration indices per packed forward (`run_pack`): as many rows as a quarter of free memory and
+    `PACK_TOKEN_LIMIT` allow; rows of one suffix start stay together where they can."""
+    budget = _free_memory_bytes(adapter) // 4
+    row_bytes = _row_bytes(adapter, seq_len)
+    packs: list[list[int]] = []
+    used = tokens = 0
+    for index in sorted(range(len(configs)), key=lambda i: -configs[i].first_row):
+        size = seq_len - configs[index].first_row
+        cost = row_bytes(size)
+        if not packs or used + cost > budget or tokens + size > PACK_TOKEN_LIMIT or len(packs[-1]) == max_rows:
+            packs.append([])
+            used = tokens = 0
+        packs[-1].append(index)
+        used, tokens = used + cost, tokens + size
+    return packs
+
+
+def run_pack(adapter: VideoLLMAdapter, clean: CleanState, configs: list[KnockoutConfig]) -> torch.Tensor:
+    """Last-position logits (rows, V) of configurations with any suffix starts, in one forward of batch size 1.
+
+    Each row contributes its positions ``first_row..L-1`` to one packed sequence (no padding, no recomputed clean
+    positions), in the order rows join: a row enters at its first knocked-out layer with the clean hidden states, so
+    layer ``i`` computes the first ``T_i`` packed positions and gets its rotary tables cut to them. Attention runs per
+    suffix start (`SuffixPack`); the last layer computes each row's last position alone.
+    """
+    num_layers = adapter.num_layers
+    order = sorted(range(len(configs)), key=lambda r: entry_layer(configs[r], num_layers))
+    configs = [configs[r] for r in order]
+    entries = [entry_layer(c, num_layers) for c in configs]
+    seq_len = clean.inputs_embeds.shape[1]
+    starts = [c.first_row for c in configs]
+    ends = torch.tensor([seq_len - s for s in starts]).cumsum(0).tolist()  # packed end of each row
+    offsets = [0] + ends[:-1]
+    active_rows = [sum(entry <= layer for entry in entries) for layer in range(num_layers)]
+    active_tokens = [ends[n - 1] if n else 0 for n in active_rows]
+    device, dtype = clean.inputs_embeds.device, clean.inputs_embeds.dtype
+    by_start: dict[int, list[int]] = {}
+    for r, start in enumerate(starts):
+        by_start.setdefault(start, []).append(r)
+    batches = [SuffixBatch.build(start, clean.keys, clean.values, [configs[r].blocked for r in members],
+                                 [configs[r].layers for r in members], [entries[r] for r in members], dtype, device)
+               for start, members in by_start.items()]
+    token_index, cached = [], {}
+    for layer in range(num_layers):
+        if active_rows[layer] not in cached:
+            cached[active_rows[layer]] = [_positions(offsets, ends, [r for r in m if r < active_rows[layer]], device)
+                                          for m in by_start.values()]
+        token_index.append(cached[active_rows[layer]])
+    pack = SuffixPack(batches, token_index, [seq_len - start for start in by_start])
+
+    def packed(tensor, rows):  # (1, L, D) clean states -> the given rows' suffixes, packed
+        return torch.cat([tensor[:, starts[r]:] for r in rows], 1)
+
+    extra = _packed_suffix_kwargs(adapter, clean, starts)
+    last_positions = torch.tensor([end - 1 for end in ends], device=device)
+    first = entries[0]
+    layers = adapter.layers
+    with torch.no_grad(), suffix_attention(adapter.text_config), \
+            adapter.model.trace(inputs_embeds=packed(clean.inputs_embeds, range(active_rows[first])), use_cache=False,
+                                logits_to_keep=last_positions, suffix_pack=pack):
+        lm_args, lm_kwargs = adapter.language_model.inputs
+        adapter.language_model.inputs = (lm_args, {**lm_kwargs, **extra})
+        for i in range(first):
+            layers[i].skip(packed(clean.layer_outputs[i], range(active_rows[first])))
+        for i in range(first, num_layers):
+            joins = i > first and active_rows[i] > active_rows[i - 1]
+            if not joins and active_tokens[i] == ends[-1]:
+                continue
+            args, kwargs = layers[i].inputs
+            hidden = args[0] if args else kwargs["hidden_states"]
+            if joins:
+                hidden = torch.cat([hidden, packed(clean.layer_outputs[i - 1], range(active_rows[i - 1],
+                                                                                     active_rows[i]))], 1)
+            kwargs = {**kwargs, "position_embeddings": tuple(t[:, :active_tokens[i]]
+                                                             for t in kwargs["position_embeddings"])}
+            layers[i].inputs = ((hidden, *args[1:]), kwargs) if args else (args, {**kwargs, "hidden_states": hidden})
+        # only each row's last position reaches the logits: the last layer's MLP computes those alone
+        mlp = layers[num_layers - 1].mlp
+        mlp.input = mlp.input[:, last_positions]
+        trimmed = mlp.output
+        mlp.output = trimmed.new_zeros(1, ends[-1], trimmed.shape[-1]).index_copy(1, last_positions, trimmed)
+        logits = adapter.lm_head.output[0].save()
+    if logits.shape[0] != len(configs):  # a model that ignores positional logits_to_keep (VideoLLaMA3)
+        logits = logits[last_positions]
+    out = torch.empty_like(logits, dtype=torch.float32)
+    out[torch.tensor(order)] = logits.detach().float()
+    return out
+
+
+def _positions(offsets: list[int], ends: list[int], rows: list[int], device) -> torch.Tensor | None:
+    if not rows:
+        return None
+    return torch.cat([torch.arange(offsets[r], ends[r], device=device) for r in rows])
+
+
+def _packed_suffix_kwargs(adapter: VideoLLMAdapter, clean: CleanState, starts: list[int]) -> dict:
+    """`_suffix_kwargs` of every row (one batch row each), joined along the sequence."""
+    per_row = [_suffix_kwargs(adapter, clean, start, 1) for start in starts]
+    return {name: torch.cat([kwargs[name] for kwargs in per_row], -1) for name in per_row[0]}
+
+
 def run_naive(adapter: VideoLLMAdapter, prepared: PreparedInput, config: KnockoutConfig | None = None) -> torch.Tensor:
     """One full forward from the raw inputs (vision tower included), as the paper's code runs every cell; without a
     configuration, the clean run."""
@@ -221,9 +331,11 @@ def run_knockouts(adapter: VideoLLMAdapter, prepared: PreparedInput, configs: li
             out[index] = clean.logits[-1]
         else:
             to_run.append(index)
-    for batch in plan_batches([configs[i] for i in to_run], adapter, prepared.layout.seq_len, max_rows):
+    # packing needs suffix arguments that serve any row; otherwise rows of one suffix start share a batch
+    plan, run = (plan_packs, run_pack) if adapter.suffix_kwargs_broadcast else (plan_batches, run_batch)
+    for batch in plan([configs[i] for i in to_run], adapter, prepared.layout.seq_len, max_rows):
         batch = [to_run[i] for i in batch]
-        logits = run_batch(adapter, clean, [configs[i] for i in batch])
+        logits = run(adapter, clean, [configs[i] for i in batch])
         for row, index in enumerate(batch):
             out[index] = logits[row]
     return torch.stack(out)

@@ -242,34 +242,72 @@ def _attend_dense(q, k, v, prefix_k, prefix_v, bias, scale: float) -> torch.Tens
     return out.reshape(rows, heads, size, dim).to(q.dtype)
 
 
-def suffix_attention_forward(module, query, key, value, attention_mask, *, scaling=None, dropout=0.0,
-                             suffix_batch: SuffixBatch | None = None, **kwargs):
-    """transformers attention-function signature; ``query`` (rows, heads, S, d), ``key``/``value`` the suffix's own
-    (rows, kv_heads, S, d). Returns (rows, S, heads, d) and no weights."""
-    if suffix_batch is None:
-        raise RuntimeError(f"attention '{ATTENTION_NAME}' needs the suffix_batch keyword (see mapflow.engine)")
-    layer = module.layer_idx
-    scale = scaling if scaling is not None else query.shape[-1] ** -0.5
-    prefix_k, prefix_v = suffix_batch.prefix_keys[layer], suffix_batch.prefix_values[layer]
-    if layer == len(suffix_batch.prefix_keys) - 1:  # only the last position reaches the logits
-        out = _attend_dense(query[:, :, -1:], key, value, prefix_k, prefix_v,
-                            suffix_batch.last_bias[suffix_batch.dense_index[layer]], scale)
-        return out.expand(-1, -1, query.shape[2], -1).transpose(1, 2).contiguous(), None
-    if suffix_batch.dense_bias is not None:
-        out = _attend_dense(query, key, value, prefix_k, prefix_v,
-                            suffix_batch.dense_bias[suffix_batch.dense_index[layer]], scale)
-        return out.transpose(1, 2).contiguous(), None
-    groups = suffix_batch.groups[layer]
+def attend_batch(batch: SuffixBatch, layer: int, query, key, value, scale: float, last_only: bool) -> torch.Tensor:
+    """(rows, heads, S, d) attention output of a rectangular batch; with ``last_only`` (rows, heads, 1, d) for the
+    last query alone."""
+    prefix_k, prefix_v = batch.prefix_keys[layer], batch.prefix_values[layer]
+    if last_only:
+        return _attend_dense(query[:, :, -1:], key, value, prefix_k, prefix_v,
+                             batch.last_bias[batch.dense_index[layer]], scale)
+    if batch.dense_bias is not None:
+        return _attend_dense(query, key, value, prefix_k, prefix_v, batch.dense_bias[batch.dense_index[layer]],
+                             scale)
+    groups = batch.groups[layer]
     if len(groups) == 1 and groups[0][0] is None:
         pattern = groups[0][1]
-        out = _attend(query, key, value, prefix_k, prefix_v,
-                      suffix_batch.clean if pattern is None else suffix_batch.patterns[pattern], scale)
-    else:
-        out = torch.empty_like(query)
-        for rows, pattern in groups:
-            out[rows] = _attend(query[rows], key[rows], value[rows], prefix_k, prefix_v,
-                                suffix_batch.clean if pattern is None else suffix_batch.patterns[pattern], scale)
-    return out.transpose(1, 2).contiguous(), None
+        return _attend(query, key, value, prefix_k, prefix_v,
+                       batch.clean if pattern is None else batch.patterns[pattern], scale)
+    out = torch.empty_like(query)
+    for rows, pattern in groups:
+        out[rows] = _attend(query[rows], key[rows], value[rows], prefix_k, prefix_v,
+                            batch.clean if pattern is None else batch.patterns[pattern], scale)
+    return out
+
+
+@dataclass
+class SuffixPack:
+    """Rows of several suffix starts packed along the sequence of one batch row: row r's positions ``start_r..L-1``
+    follow each other, rows in the order they join (so a layer's active tokens are a prefix of the packed sequence).
+    The linear layers see no padding; attention gathers each start's rows into a rectangular `SuffixBatch`."""
+
+    batches: list[SuffixBatch]  # one per suffix start
+    # per layer, per start: packed positions of its active rows' tokens, row-major (None: none active yet)
+    token_index: list[list[torch.Tensor | None]]
+    suffix_lens: list[int]
+
+    def attend(self, layer: int, query, key, value, scale: float, last_only: bool) -> torch.Tensor:
+        """``query`` (1, heads, T, d) -> (1, T, heads, d); with ``last_only`` only each row's last token is filled."""
+        heads, tokens, dim = query.shape[1:]
+        out = query.new_zeros(1, tokens, heads, dim)
+        for batch, index, size in zip(self.batches, self.token_index[layer], self.suffix_lens):
+            if index is None:
+                continue
+            rows = index.numel() // size
+            q, k, v = (x[0][:, index].view(x.shape[1], rows, size, dim).transpose(0, 1) for x in (query, key, value))
+            result = attend_batch(batch, layer, q, k, v, scale, last_only)
+            if last_only:
+                out[0, index.view(rows, size)[:, -1]] = result[:, :, 0]
+            else:
+                out[0, index] = result.transpose(1, 2).reshape(rows * size, heads, dim)
+        return out
+
+
+def suffix_attention_forward(module, query, key, value, attention_mask, *, scaling=None, dropout=0.0,
+                             suffix_batch: SuffixBatch | None = None, suffix_pack: SuffixPack | None = None,
+                             **kwargs):
+    """transformers attention-function signature; ``query`` (rows, heads, S, d), ``key``/``value`` the suffix's own
+    (rows, kv_heads, S, d) (one packed row under ``suffix_pack``). Returns (rows, S, heads, d) and no weights. The
+    last layer computes the last query alone (only it reaches the logits; the engine trims that layer's MLP too)."""
+    layer = module.layer_idx
+    scale = scaling if scaling is not None else query.shape[-1] ** -0.5
+    if suffix_pack is not None:
+        last_only = layer == len(suffix_pack.batches[0].prefix_keys) - 1
+        return suffix_pack.attend(layer, query, key, value, scale, last_only), None
+    if suffix_batch is None:
+        raise RuntimeError(f"attention '{ATTENTION_NAME}' needs a suffix_batch or suffix_pack (see mapflow.engine)")
+    last_only = layer == len(suffix_batch.prefix_keys) - 1
+    out = attend_batch(suffix_batch, layer, query, key, value, scale, last_only)
+    return out.expand(-1, -1, query.shape[2], -1).transpose(1, 2).contiguous(), None
 
 
 def _no_mask(*args, **kwargs):
