@@ -233,7 +233,6 @@ def run_pack(adapter: VideoLLMAdapter, clean: CleanState, configs: list[Knockout
     seq_len = clean.inputs_embeds.shape[1]
     starts = [c.first_row for c in configs]
     ends = torch.tensor([seq_len - s for s in starts]).cumsum(0).tolist()  # packed end of each row
-    offsets = [0] + ends[:-1]
     active_rows = [sum(entry <= layer for entry in entries) for layer in range(num_layers)]
     active_tokens = [ends[n - 1] if n else 0 for n in active_rows]
     device, dtype = clean.inputs_embeds.device, clean.inputs_embeds.dtype
@@ -243,12 +242,17 @@ def run_pack(adapter: VideoLLMAdapter, clean: CleanState, configs: list[Knockout
     batches = [SuffixBatch.build(start, clean.keys, clean.values, [configs[r].blocked for r in members],
                                  [configs[r].layers for r in members], [entries[r] for r in members], dtype, device)
                for start, members in by_start.items()]
+    # per packed position: its row, and its row's suffix start
+    row_of = torch.repeat_interleave(torch.arange(len(configs), device=device),
+                                     torch.tensor([seq_len - s for s in starts], device=device))
+    start_of = torch.tensor(starts, device=device)[row_of]
     token_index, cached = [], {}
     for layer in range(num_layers):
-        if active_rows[layer] not in cached:
-            cached[active_rows[layer]] = [_positions(offsets, ends, [r for r in m if r < active_rows[layer]], device)
-                                          for m in by_start.values()]
-        token_index.append(cached[active_rows[layer]])
+        active = active_rows[layer]
+        if active not in cached:
+            index = [torch.nonzero((start_of == start) & (row_of < active)).flatten() for start in by_start]
+            cached[active] = [i if len(i) else None for i in index]
+        token_index.append(cached[active])
     pack = SuffixPack(batches, token_index, [seq_len - start for start in by_start])
 
     def packed(tensor, rows):  # (1, L, D) clean states -> the given rows' suffixes, packed
@@ -288,12 +292,6 @@ def run_pack(adapter: VideoLLMAdapter, clean: CleanState, configs: list[Knockout
     out = torch.empty_like(logits, dtype=torch.float32)
     out[torch.tensor(order)] = logits.detach().float()
     return out
-
-
-def _positions(offsets: list[int], ends: list[int], rows: list[int], device) -> torch.Tensor | None:
-    if not rows:
-        return None
-    return torch.cat([torch.arange(offsets[r], ends[r], device=device) for r in rows])
 
 
 def _packed_suffix_kwargs(adapter: VideoLLMAdapter, clean: CleanState, starts: list[int]) -> dict:
