@@ -17,6 +17,7 @@ the paper's code does; tests prove both give the same numbers.
 from __future__ import annotations
 
 import os
+import weakref
 from dataclasses import dataclass, field
 from functools import cached_property
 
@@ -24,7 +25,7 @@ import nnsight
 import torch
 
 from .models.base import PreparedInput, VideoLLMAdapter
-from .suffix_attention import DENSE_MAX_QUERIES, SuffixBatch, SuffixPack, suffix_attention
+from .suffix_attention import SuffixBatch, SuffixPack, suffix_attention, uses_dense
 
 PLANS = ("auto", "naive")
 
@@ -36,13 +37,29 @@ class KnockoutConfig:
 
     @property
     def cuts_nothing(self) -> bool:
-        return not self.layers or not bool(self.blocked.any())
+        return not self.layers or _first_blocked_row(self.blocked) is None
 
     @cached_property  # the planner asks often; the blocked matrix never changes
     def first_row(self) -> int:
         """The first query position the configuration changes (positions before it keep their clean values)."""
-        rows = torch.nonzero(self.blocked.any(-1))
-        return int(rows[0]) if len(rows) and self.layers else self.blocked.shape[0] - 1
+        row = _first_blocked_row(self.blocked)
+        return row if row is not None and self.layers else self.blocked.shape[0] - 1
+
+
+# A sweep shares one blocked matrix among a flow's layers: scan each matrix once (keyed by identity; an entry goes
+# with its matrix).
+_FIRST_BLOCKED_ROW: dict[int, tuple[weakref.ref, int | None]] = {}
+
+
+def _first_blocked_row(blocked: torch.Tensor) -> int | None:
+    known = _FIRST_BLOCKED_ROW.get(id(blocked))
+    if known is not None and known[0]() is blocked:
+        return known[1]
+    rows = torch.nonzero(blocked.any(-1))
+    row = int(rows[0]) if len(rows) else None
+    key = id(blocked)
+    _FIRST_BLOCKED_ROW[key] = (weakref.ref(blocked, lambda _: _FIRST_BLOCKED_ROW.pop(key, None)), row)
+    return row
 
 
 @dataclass
@@ -192,7 +209,7 @@ def _row_bytes(adapter: VideoLLMAdapter, seq_len: int):
     element = torch.finfo(adapter.hf_model.dtype).bits // 8
     per_position = (config.hidden_size * 16 + config.intermediate_size * 3) * element
     dense_per_position = 3 * adapter.num_heads * seq_len * 4
-    return lambda size: size * (per_position + (dense_per_position if size <= DENSE_MAX_QUERIES else 0))
+    return lambda size: size * (per_position + (dense_per_position if uses_dense(size, seq_len) else 0))
 
 
 # Packed positions per forward: bounds the activations of a pack whatever the free memory says.

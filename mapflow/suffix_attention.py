@@ -29,9 +29,14 @@ QUERY_CHUNK = 128
 MIN_QUERY_CHUNK = 16
 # Blocked key runs shorter than this are masked inside one piece rather than split into two kernel calls.
 KEY_GAP = 64
-# Batches with at most this many suffix queries (flows into the last tokens, the small organism) run one explicit
-# softmax over all rows per layer: a few large operations instead of kernel calls per row group and piece.
-DENSE_MAX_QUERIES = 64
+# Batches whose rows have at most this many (query, key) pairs (flows into the last token, the small organism) run
+# one explicit softmax over all rows per layer: a few large operations instead of kernel calls per row group and
+# piece. Larger ones skip the keys they may not read, piece by piece.
+DENSE_MAX_SCORES = 16384
+
+
+def uses_dense(suffix_len: int, seq_len: int) -> bool:
+    return suffix_len * seq_len <= DENSE_MAX_SCORES
 # Query rows per chunk of the explicit-softmax fallback: bounds its (rows, heads, chunk, keys) score tensor.
 MATH_QUERY_CHUNK = 256
 
@@ -152,7 +157,7 @@ class SuffixBatch:
                        for layer in range(len(keys))]
         batch = cls(start, [k[:, :, :start] for k in keys], [v[:, :, :start] for v in values], [], [], [],
                     dense_index=dense_index, last_bias=_bias(allowed[:, -1:], dtype)[0, 0])
-        if suffix_len <= DENSE_MAX_QUERIES:
+        if uses_dense(suffix_len, row_patterns[0].shape[1]):
             batch.dense_bias = _bias(allowed, dtype)[0, 0]
             return batch
         batch.patterns = [cut_pieces(u, start, dtype, device) for u in unique]

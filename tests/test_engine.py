@@ -29,9 +29,9 @@ def test_auto_plan_equals_naive_for_every_flow_and_layer(adapter, prepared, max_
 
 
 ATTENTION_PATHS = {
-    "few-query softmax": {"DENSE_MAX_QUERIES": 10**6},
-    "block-sparse pieces": {"DENSE_MAX_QUERIES": 0, "QUERY_CHUNK": 8, "KEY_GAP": 4},
-    "explicit-softmax pieces (non-CPU kernel)": {"DENSE_MAX_QUERIES": 0, "QUERY_CHUNK": 8, "MATH_QUERY_CHUNK": 5,
+    "few-query softmax": {"DENSE_MAX_SCORES": 10**9},
+    "block-sparse pieces": {"DENSE_MAX_SCORES": 0, "QUERY_CHUNK": 8, "KEY_GAP": 4},
+    "explicit-softmax pieces (non-CPU kernel)": {"DENSE_MAX_SCORES": 0, "QUERY_CHUNK": 8, "MATH_QUERY_CHUNK": 5,
                                                  "_attend_part": "math"},
 }
 
