@@ -4,7 +4,7 @@ few-query and block-sparse attention, all combined) equals the naive full recomp
 import pytest
 import torch
 
-from mapflow.engine import KnockoutConfig, clean_state, plan_batches, run_batch, run_knockouts
+from mapflow.engine import KnockoutConfig, clean_state, plan_batches, plan_packs, run_batch, run_knockouts, run_pack
 from mapflow.flows import PAPER_FLOWS, Flow, Window
 
 ALL_FLOWS = [f for flows in PAPER_FLOWS.values() for f in flows] + ["system->bridge", "video->question+last->last"]
@@ -64,11 +64,13 @@ def test_each_path_alone_equals_naive(sdpa_adapter, sample, frames, path, monkey
         "a query whose prefix keys are all cut, and one that may not read itself": [
             KnockoutConfig(early, (0, 1, 2, 3)), KnockoutConfig(self_cut, (1, 2))],
     }
+    cases["packed: every suffix start in one forward"] = [c for group in list(cases.values()) for c in group]
     for name, configs in cases.items():
-        fast = run_batch(adapter, clean, configs)
         naive = run_knockouts(adapter, prepared, configs, plan="naive")
-        assert (probs(fast) - probs(naive)).abs().max() <= 1e-5, name
-        assert (fast - naive).abs().max() <= 1e-4, name
+        for run in (run_batch, run_pack):  # one suffix start per batch row / rows packed along the sequence
+            fast = run(adapter, clean, configs)
+            assert (probs(fast) - probs(naive)).abs().max() <= 1e-5, (name, run.__name__)
+            assert (fast - naive).abs().max() <= 1e-4, (name, run.__name__)
     assert KnockoutConfig(last, (0,)).first_row == layout.seq_len - 1
     assert KnockoutConfig(early, (0,)).first_row == layout.positions("bridge")[0]
 
@@ -96,6 +98,21 @@ def test_planner_covers_every_configuration_and_respects_the_row_limit(sdpa_adap
     monkeypatch.setattr(engine, "FORWARD_OVERHEAD_TOKENS", 0)
     separate = plan_batches(configs, sdpa_adapter, seq_len)
     assert all(len({configs[i].first_row for i in batch}) == 1 for batch in separate) and len(separate) == 2
+
+
+def test_pack_planner_covers_every_configuration_within_its_limits(sdpa_adapter, prepared, monkeypatch):
+    import mapflow.engine as engine
+
+    configs = configs_for(prepared.layout, ["video->last", "cross_frame", "question->last"], Window("center", 3),
+                          sdpa_adapter.num_layers)
+    seq_len = prepared.layout.seq_len
+    assert len(plan_packs(configs, sdpa_adapter, seq_len)) == 1  # tiny: everything fits one forward
+    packs = plan_packs(configs, sdpa_adapter, seq_len, max_rows=5)
+    assert sorted(i for p in packs for i in p) == list(range(len(configs))) and max(map(len, packs)) == 5
+    monkeypatch.setattr(engine, "PACK_TOKEN_LIMIT", seq_len)
+    packs = plan_packs(configs, sdpa_adapter, seq_len)
+    assert sorted(i for p in packs for i in p) == list(range(len(configs)))
+    assert all(sum(seq_len - configs[i].first_row for i in p) <= seq_len for p in packs)
 
 
 def test_rows_start_together_when_the_adapter_cannot_broadcast_suffix_arguments(sdpa_adapter, prepared, monkeypatch):
