@@ -18,9 +18,10 @@ import psutil
 import torch
 
 from .data import load_tvbench, read_frames
-from .engine import KnockoutConfig, clean_state, entry_layer, plan_batches, plan_packs, run_knockouts
+from .engine import KnockoutConfig, clean_state, run_knockouts
 from .flows import PAPER_FLOWS, Flow, Window
 from .models.base import VideoLLMAdapter
+from .planner import entry_layer, plan_batches, plan_packs
 from .prompts import mcqa_segments, resolve_template
 
 SWEEP_FLOWS = [f for flows in PAPER_FLOWS.values() for f in flows]

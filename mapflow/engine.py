@@ -1,65 +1,41 @@
 """Run many knockout configurations of one sample as cheaply as exact computation allows.
 
-A configuration is (blocked edges, layers to cut them in). Three facts make most of a naive sweep unnecessary:
+A configuration is (blocked edges, layers to cut them in). Four facts make most of a naive sweep unnecessary:
 
 - The vision tower and the merge of video features into the text are the same for every configuration: the clean run
   records the language model's ``inputs_embeds`` once and every knockout starts from them.
-- A knockout changes nothing at positions before its first blocked query row ``p`` (causal attention), so the clean
-  run's keys/values for positions ``< p`` are reused as a cache and only the suffix ``p..L-1`` is computed.
-- It changes nothing before its first knocked-out layer ``s`` either, so layers ``< s`` take the clean run's outputs
-  (nnsight ``skip``) instead of recomputing.
+- A knockout changes nothing at positions before its first blocked query row ``p`` (causal attention): the clean
+  run's keys/values of positions ``< p`` serve every row as one shared prefix (`mapflow.suffix_attention`, no per-row
+  copy) and only the suffix ``p..L-1`` is computed.
+- It changes nothing before its first knocked-out layer ``s`` either: a row joins the forward at layer ``s`` with the
+  clean hidden states (layers below every row's ``s`` are nnsight-``skip``ped).
+- Only the last position's logits are read: the last layer computes that position alone.
 
-Configurations sharing ``p`` are stacked as batch rows with per-row, per-layer masks; a batch skips the layers below
-its rows' earliest window. ``naive`` runs one full forward per configuration from the raw inputs (vision included), as
-the paper's code does; tests prove both give the same numbers.
+`run_pack` packs the suffixes of rows with any ``p`` along the sequence of one batch row (no padding); `run_batch`
+stacks rows of one ``p`` as batch rows (for models whose suffix arguments are per row). Attention masks are built
+per distinct blocked pattern, never per row and layer, and only for rows that cut the layer. ``naive`` runs one full
+forward per configuration from the raw inputs (vision included), as the paper's code does; tests prove all give the
+same numbers.
 """
 
 from __future__ import annotations
 
-import os
-import weakref
 from dataclasses import dataclass, field
-from functools import cached_property
 
 import nnsight
 import torch
 
 from .models.base import PreparedInput, VideoLLMAdapter
-from .suffix_attention import SuffixBatch, SuffixPack, suffix_attention, uses_dense
+from .planner import (  # noqa: F401 (re-exported)
+    KnockoutConfig,
+    entry_layer,
+    max_batch_rows,
+    plan_batches,
+    plan_packs,
+)
+from .suffix_attention import SuffixBatch, SuffixPack, suffix_attention
 
 PLANS = ("auto", "naive")
-
-
-@dataclass(frozen=True)
-class KnockoutConfig:
-    blocked: torch.Tensor  # bool (L, L), True = query row may not read key column
-    layers: tuple[int, ...]
-
-    @property
-    def cuts_nothing(self) -> bool:
-        return not self.layers or _first_blocked_row(self.blocked) is None
-
-    @cached_property  # the planner asks often; the blocked matrix never changes
-    def first_row(self) -> int:
-        """The first query position the configuration changes (positions before it keep their clean values)."""
-        row = _first_blocked_row(self.blocked)
-        return row if row is not None and self.layers else self.blocked.shape[0] - 1
-
-
-# A sweep shares one blocked matrix among a flow's layers: scan each matrix once (keyed by identity; an entry goes
-# with its matrix).
-_FIRST_BLOCKED_ROW: dict[int, tuple[weakref.ref, int | None]] = {}
-
-
-def _first_blocked_row(blocked: torch.Tensor) -> int | None:
-    known = _FIRST_BLOCKED_ROW.get(id(blocked))
-    if known is not None and known[0]() is blocked:
-        return known[1]
-    rows = torch.nonzero(blocked.any(-1))
-    row = int(rows[0]) if len(rows) else None
-    key = id(blocked)
-    _FIRST_BLOCKED_ROW[key] = (weakref.ref(blocked, lambda _: _FIRST_BLOCKED_ROW.pop(key, None)), row)
-    return row
 
 
 @dataclass
@@ -91,60 +67,6 @@ def clean_state(adapter: VideoLLMAdapter, prepared: PreparedInput) -> CleanState
         keys=[layer.keys for layer in cache.layers], values=[layer.values for layer in cache.layers],
         language_model_kwargs={k: v for k, v in extra.items() if v is not None},
     )
-
-
-def max_batch_rows(seq_len: int, suffix_len: int, adapter: VideoLLMAdapter) -> int:
-    """Rows per batch that keep the extra activations within a quarter of free memory (at most 256)."""
-    per_row = _row_bytes(adapter, seq_len)(suffix_len)
-    return int(max(1, min(256, _free_memory_bytes(adapter) // 4 // max(per_row, 1))))
-
-
-def _free_memory_bytes(adapter: VideoLLMAdapter) -> int:
-    device = adapter.hf_model.device
-    if device.type == "cuda":
-        free, _ = torch.cuda.mem_get_info(device)
-        return int(free)
-    try:
-        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    except (ValueError, OSError):
-        return 4 * 1024**3
-
-
-# The fixed cost of one traced forward, in computed (row, position) pairs; measured on the CPU organism it is ~90.
-# Two groups with different suffix starts are merged into one forward when recomputing the extra positions costs
-# less than that (the merged rows start at the earlier position: exact, just more work).
-FORWARD_OVERHEAD_TOKENS = 128
-# Rows x suffix positions per forward. Past this, batching buys no more speed, while wide batches mix windows, so
-# more layers need an explicit mask (a slower attention kernel) and fewer leading layers can be skipped.
-BATCH_TOKEN_BUDGET = 4096
-
-
-def plan_batches(configs: list[KnockoutConfig], adapter: VideoLLMAdapter, seq_len: int,
-                 max_rows: int | None = None) -> list[list[int]]:
-    """Group configuration indices into batches: configurations sharing their suffix start go together (ordered by
-    first knocked-out layer), and small groups are merged; a batch starts at its earliest member's first row."""
-    num_layers = adapter.num_layers
-    by_start: dict[int, list[int]] = {}
-    for index, config in enumerate(configs):
-        by_start.setdefault(config.first_row, []).append(index)
-    groups: list[tuple[int, list[int]]] = []
-    for start, members in sorted(by_start.items(), reverse=True):  # cheapest (latest start) first
-        if groups and len(groups[-1][1]) * (groups[-1][0] - start) <= FORWARD_OVERHEAD_TOKENS:
-            groups[-1] = (start, groups[-1][1] + members)  # its rows recompute the positions in between
-        else:
-            groups.append((start, list(members)))
-    batches = []
-    for start, members in groups:
-        members.sort(key=lambda i: entry_layer(configs[i], num_layers))
-        rows = max_rows or min(max_batch_rows(seq_len, seq_len - start, adapter),
-                               max(1, BATCH_TOKEN_BUDGET // (seq_len - start)))
-        batches.extend(members[i:i + rows] for i in range(0, len(members), rows))
-    return batches
-
-
-def entry_layer(config: KnockoutConfig, num_layers: int) -> int:
-    """The first layer a configuration changes: below it the row is the clean run."""
-    return min(config.layers, default=num_layers)
 
 
 def run_batch(adapter: VideoLLMAdapter, clean: CleanState, configs: list[KnockoutConfig]) -> torch.Tensor:
@@ -200,39 +122,6 @@ def _suffix_kwargs(adapter: VideoLLMAdapter, clean: CleanState, start: int, rows
         return adapter.suffix_language_model_kwargs(clean.language_model_kwargs, start, rows)
     length = clean.inputs_embeds.shape[1]
     return {"position_ids": torch.arange(start, length, device=clean.inputs_embeds.device).expand(rows, -1)}
-
-
-def _row_bytes(adapter: VideoLLMAdapter, seq_len: int):
-    """Working memory of one row as a function of its suffix size: one layer's activations (no cache is built, the
-    prefix is shared); the few-query attention path adds float32 scores, probabilities and bias over all keys."""
-    config = adapter.text_config
-    element = torch.finfo(adapter.hf_model.dtype).bits // 8
-    per_position = (config.hidden_size * 16 + config.intermediate_size * 3) * element
-    dense_per_position = 3 * adapter.num_heads * seq_len * 4
-    return lambda size: size * (per_position + (dense_per_position if uses_dense(size, seq_len) else 0))
-
-
-# Packed positions per forward: bounds the activations of a pack whatever the free memory says.
-PACK_TOKEN_LIMIT = 1 << 16
-
-
-def plan_packs(configs: list[KnockoutConfig], adapter: VideoLLMAdapter, seq_len: int,
-               max_rows: int | None = None) -> list[list[int]]:
-    """Configuration indices per packed forward (`run_pack`): as many rows as a quarter of free memory and
-    `PACK_TOKEN_LIMIT` allow; rows of one suffix start stay together where they can."""
-    budget = _free_memory_bytes(adapter) // 4
-    row_bytes = _row_bytes(adapter, seq_len)
-    packs: list[list[int]] = []
-    used = tokens = 0
-    for index in sorted(range(len(configs)), key=lambda i: -configs[i].first_row):
-        size = seq_len - configs[index].first_row
-        cost = row_bytes(size)
-        if not packs or used + cost > budget or tokens + size > PACK_TOKEN_LIMIT or len(packs[-1]) == max_rows:
-            packs.append([])
-            used = tokens = 0
-        packs[-1].append(index)
-        used, tokens = used + cost, tokens + size
-    return packs
 
 
 def run_pack(adapter: VideoLLMAdapter, clean: CleanState, configs: list[KnockoutConfig]) -> torch.Tensor:

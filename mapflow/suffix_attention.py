@@ -17,6 +17,7 @@ The function is registered with transformers under `ATTENTION_NAME` and switched
 
 from __future__ import annotations
 
+import itertools
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
@@ -92,7 +93,7 @@ def _query_chunks(rows: torch.Tensor) -> list[tuple[int, int]]:
         bounds.pop()
     bounds.append(size)
     chunks = []
-    for lo, hi in zip(bounds, bounds[1:]):
+    for lo, hi in itertools.pairwise(bounds):
         step = -(-(hi - lo) // -(-(hi - lo) // QUERY_CHUNK))  # equal parts of at most QUERY_CHUNK
         chunks += [(a, min(a + step, hi)) for a in range(lo, hi, step)]
     return chunks
@@ -135,7 +136,7 @@ class SuffixBatch:
 
     @classmethod
     def build(cls, start: int, keys, values, row_patterns: list[torch.Tensor], row_layers: list[tuple[int, ...]],
-              row_entries: list[int], dtype, device) -> "SuffixBatch":
+              row_entries: list[int], dtype, device) -> SuffixBatch:
         """``row_patterns``: each row's (L, L) blocked matrix (rows with equal matrices share their pieces);
         ``row_layers``: the layers it cuts; ``row_entries``: ascending, the layer where it joins the batch (a layer
         computes the rows that joined at or before it, in row order)."""

@@ -4,7 +4,15 @@ few-query and block-sparse attention, all combined) equals the naive full recomp
 import pytest
 import torch
 
-from mapflow.engine import KnockoutConfig, clean_state, plan_batches, plan_packs, run_batch, run_knockouts, run_pack
+from mapflow.engine import (
+    KnockoutConfig,
+    clean_state,
+    plan_batches,
+    plan_packs,
+    run_batch,
+    run_knockouts,
+    run_pack,
+)
 from mapflow.flows import PAPER_FLOWS, Flow, Window
 
 ALL_FLOWS = [f for flows in PAPER_FLOWS.values() for f in flows] + ["system->bridge", "video->question+last->last"]
@@ -84,7 +92,7 @@ def test_empty_configuration_reproduces_the_clean_logits(sdpa_adapter, prepared)
 
 
 def test_planner_covers_every_configuration_and_respects_the_row_limit(sdpa_adapter, prepared, monkeypatch):
-    import mapflow.engine as engine
+    import mapflow.planner as engine
 
     configs = configs_for(prepared.layout, ["video->last", "cross_frame", "question->last"], Window("center", 3),
                           sdpa_adapter.num_layers)
@@ -101,7 +109,7 @@ def test_planner_covers_every_configuration_and_respects_the_row_limit(sdpa_adap
 
 
 def test_pack_planner_covers_every_configuration_within_its_limits(sdpa_adapter, prepared, monkeypatch):
-    import mapflow.engine as engine
+    import mapflow.planner as engine
 
     configs = configs_for(prepared.layout, ["video->last", "cross_frame", "question->last"], Window("center", 3),
                           sdpa_adapter.num_layers)
