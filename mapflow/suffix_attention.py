@@ -175,6 +175,8 @@ class SuffixBatch:
 
 def _attend_part(q, k, v, bias, causal: bool, scale: float):
     """(output, log-sum-exp over keys) of one key range; a query with no allowed key gives output 0."""
+    if bias is not None:
+        bias = bias.to(q.device)  # a no-op unless a device_map puts this layer on another device
     if q.device.type == "cpu":
         return torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(q, k, v, 0.0, causal, attn_mask=bias,
                                                                           scale=scale)
@@ -236,6 +238,7 @@ def _attend_dense(q, k, v, prefix_k, prefix_v, bias, scale: float) -> torch.Tens
     matmul per kv head with every row's queries stacked (no per-row copy of the prefix)."""
     rows, heads, size, dim = q.shape
     kv_heads, prefix = k.shape[1], prefix_k.shape[2]
+    bias = bias.to(q.device)
     grouped = q.float().reshape(rows, kv_heads, heads // kv_heads * size, dim)  # heads sharing a kv head
     stacked = grouped.transpose(0, 1).reshape(kv_heads, -1, dim)
     prefix_scores = (stacked @ prefix_k[0].float().transpose(-1, -2)).view(kv_heads, rows, -1, prefix)
@@ -288,6 +291,7 @@ class SuffixPack:
         for batch, index, size in zip(self.batches, self.token_index[layer], self.suffix_lens):
             if index is None:
                 continue
+            index = index.to(query.device)
             rows = index.numel() // size
             q, k, v = (x[0][:, index].view(x.shape[1], rows, size, dim).transpose(0, 1) for x in (query, key, value))
             result = attend_batch(batch, layer, q, k, v, scale, last_only)
