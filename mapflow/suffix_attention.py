@@ -8,11 +8,16 @@ ranges is computed separately and merged exactly through their log-sum-exp (as f
 - the prefix keys are the clean cache viewed once and broadcast over rows (stride 0): no per-row copy;
 - a row that does not cut edges in a layer needs no mask at all: the prefix part is unmasked and the suffix part is
   plain causal (the fast ``is_causal`` kernel);
-- a row that cuts edges gets its pattern's additive bias (one ``(S, P)`` and one ``(S, S)`` tensor per distinct
-  blocked pattern, shared by every row and layer that cuts it, broadcast over heads): no ``(heads, N, N)`` masks.
+- a row that cuts edges reads, per chunk of queries that block the same keys, only the runs of keys it may attend
+  to ("pieces"), each with its slice of an additive bias built once per distinct blocked pattern (shared by every
+  row and layer that cuts it, broadcast over heads): no ``(heads, N, N)`` masks;
+- batches of few queries per row (flows into the last token) skip the pieces: one explicit softmax over all rows,
+  the shared prefix read by one matmul per kv head;
+- the last layer computes each row's last query alone (only it reaches the logits).
 
-On CPU both parts run torch's flash kernel, which returns the log-sum-exp; elsewhere an explicit (chunked) softmax.
-The function is registered with transformers under `ATTENTION_NAME` and switched on only inside `suffix_attention`.
+On CPU the pieces run torch's flash kernel, which returns the log-sum-exp; elsewhere an explicit (chunked) softmax.
+`SuffixPack` serves rows of several suffix starts packed along one sequence. The function is registered with
+transformers under `ATTENTION_NAME` and switched on only inside `suffix_attention`.
 """
 
 from __future__ import annotations
@@ -35,11 +40,12 @@ KEY_GAP = 64
 # piece. Larger ones skip the keys they may not read, piece by piece.
 DENSE_MAX_SCORES = 16384
 
+# Query rows per chunk of the explicit-softmax fallback: bounds its (rows, heads, chunk, keys) score tensor.
+MATH_QUERY_CHUNK = 256
+
 
 def uses_dense(suffix_len: int, seq_len: int) -> bool:
     return suffix_len * seq_len <= DENSE_MAX_SCORES
-# Query rows per chunk of the explicit-softmax fallback: bounds its (rows, heads, chunk, keys) score tensor.
-MATH_QUERY_CHUNK = 256
 
 
 @dataclass
