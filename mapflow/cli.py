@@ -255,19 +255,21 @@ def cmd_bench(args) -> int:
     with tempfile.TemporaryDirectory() as scratch:
         if args.model:
             model_dir, data = Path(args.model), Path(args.data or DEFAULT_DATA_DIR)
-        elif args.shape == "llava-8x144":
+        elif args.shape.startswith("llava-"):
             from .models.tiny import build_tiny_llava_next_video
 
             # LLaVA-NeXT-Video-7B's token layout (8 frames x 12x12 pooled tokens, the paper's long prompt) on a tiny
             # random text model: the sequence shape decides how much an exact plan can save
-            model_dir = build_tiny_llava_next_video(Path(scratch) / "llava-8x144", image_size=96, patch_size=4,
+            model_dir = build_tiny_llava_next_video(Path(scratch) / args.shape, image_size=96, patch_size=4,
                                                     num_layers=args.layers)  # 96 px / 4 / pool 2 = 12x12
             data = Path(args.data or TINY_BENCH_DIR)
         else:
             model_dir, data = default_model_dir(), Path(args.data or DEFAULT_DATA_DIR)
         adapter = load_model(model_dir, attn_implementation=args.attn)
         window = args.window or (3 if adapter.num_layers <= 8 else 9)
-        report = benchmark(adapter, data, limit=args.limit, window=Window("center", window))
+        frames = {"llava-24x144": 24}.get(args.shape, 8)
+        report = benchmark(adapter, data, limit=args.limit, window=Window("center", window), num_frames=frames,
+                           naive=not args.skip_naive)
     cpu = platform.processor() or platform.machine()
     description = (f"mapflow bench: {model_dir.name} ({adapter.num_layers} layers, attn {args.attn}), "
                    f"{torch.get_num_threads()} thread(s), {cpu}")
@@ -338,10 +340,13 @@ def build_parser() -> argparse.ArgumentParser:
     bench = sub.add_parser("bench", help="the full paper sweep naive vs optimized in one run: time, work, memory, "
                                          "and the largest p_knockout difference")
     bench.add_argument("--model", help="checkpoint directory (default: --shape)")
-    bench.add_argument("--shape", default="organism", choices=["organism", "llava-8x144"],
+    bench.add_argument("--shape", default="organism", choices=["organism", "llava-8x144", "llava-24x144"],
                        help="organism: the embedded organism-video; llava-8x144: a tiny random model with "
-                            "LLaVA-NeXT-Video-7B's sequence layout (8 frames x 144 video tokens, paper prompt)")
-    bench.add_argument("--layers", type=int, default=32, help="decoder layers of the llava-8x144 model (7B: 32)")
+                            "LLaVA-NeXT-Video-7B's sequence layout (8 frames x 144 video tokens, paper prompt); "
+                            "llava-24x144: the same with 24 frames (~3.5k tokens, the memory check)")
+    bench.add_argument("--layers", type=int, default=32, help="decoder layers of the llava-* models (7B: 32)")
+    bench.add_argument("--skip-naive", action="store_true",
+                       help="run the optimized sweep alone (time and memory only; for sizes where naive is too slow)")
     bench.add_argument("--data", help="benchmark root (default: the shipped one that fits the model)")
     bench.add_argument("--limit", type=int, default=1, help="samples per task")
     bench.add_argument("--window", type=int, help="window size (default 9; 3 for the 8-layer organism)")

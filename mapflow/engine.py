@@ -1,47 +1,41 @@
 """Run many knockout configurations of one sample as cheaply as exact computation allows.
 
-A configuration is (blocked edges, layers to cut them in). Three facts make most of a naive sweep unnecessary:
+A configuration is (blocked edges, layers to cut them in). Four facts make most of a naive sweep unnecessary:
 
 - The vision tower and the merge of video features into the text are the same for every configuration: the clean run
   records the language model's ``inputs_embeds`` once and every knockout starts from them.
-- A knockout changes nothing at positions before its first blocked query row ``p`` (causal attention), so the clean
-  run's keys/values for positions ``< p`` are reused as a cache and only the suffix ``p..L-1`` is computed.
-- It changes nothing before its first knocked-out layer ``s`` either, so layers ``< s`` take the clean run's outputs
-  (nnsight ``skip``) instead of recomputing.
+- A knockout changes nothing at positions before its first blocked query row ``p`` (causal attention): the clean
+  run's keys/values of positions ``< p`` serve every row as one shared prefix (`mapflow.suffix_attention`, no per-row
+  copy) and only the suffix ``p..L-1`` is computed.
+- It changes nothing before its first knocked-out layer ``s`` either: a row joins the forward at layer ``s`` with the
+  clean hidden states (layers below every row's ``s`` are nnsight-``skip``ped).
+- Only the last position's logits are read: the last layer computes that position alone.
 
-Configurations sharing ``p`` are stacked as batch rows with per-row, per-layer masks; a batch skips the layers below
-its rows' earliest window. ``naive`` runs one full forward per configuration from the raw inputs (vision included), as
-the paper's code does; tests prove both give the same numbers.
+`run_pack` packs the suffixes of rows with any ``p`` along the sequence of one batch row (no padding); `run_batch`
+stacks rows of one ``p`` as batch rows (for models whose suffix arguments are per row). Attention masks are built
+per distinct blocked pattern, never per row and layer, and only for rows that cut the layer. ``naive`` runs one full
+forward per configuration from the raw inputs (vision included), as the paper's code does; tests prove all give the
+same numbers.
 """
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 
 import nnsight
 import torch
 
-from .knockout import knockout_attention_mask, layer_device
 from .models.base import PreparedInput, VideoLLMAdapter
+from .planner import (  # noqa: F401 (re-exported)
+    KnockoutConfig,
+    entry_layer,
+    max_batch_rows,
+    plan_batches,
+    plan_packs,
+)
+from .suffix_attention import SuffixBatch, SuffixPack, suffix_attention
 
 PLANS = ("auto", "naive")
-
-
-@dataclass(frozen=True)
-class KnockoutConfig:
-    blocked: torch.Tensor  # bool (L, L), True = query row may not read key column
-    layers: tuple[int, ...]
-
-    @property
-    def cuts_nothing(self) -> bool:
-        return not self.layers or not bool(self.blocked.any())
-
-    @property
-    def first_row(self) -> int:
-        """The first query position the configuration changes (positions before it keep their clean values)."""
-        rows = torch.nonzero(self.blocked.any(-1))
-        return int(rows[0]) if len(rows) and self.layers else self.blocked.shape[0] - 1
 
 
 @dataclass
@@ -75,97 +69,141 @@ def clean_state(adapter: VideoLLMAdapter, prepared: PreparedInput) -> CleanState
     )
 
 
-def max_batch_rows(seq_len: int, suffix_len: int, adapter: VideoLLMAdapter) -> int:
-    """Rows per batch that keep the extra activations within a quarter of free memory (at most 256)."""
-    config = adapter.text_config
-    element = torch.finfo(adapter.hf_model.dtype).bits // 8
-    per_row = suffix_len * (config.hidden_size * 16 + adapter.num_heads * seq_len * 2) * element
-    per_row += adapter.num_layers * suffix_len * seq_len  # boolean masks
-    return int(max(1, min(256, _free_memory_bytes(adapter) // 4 // max(per_row, 1))))
-
-
-def _free_memory_bytes(adapter: VideoLLMAdapter) -> int:
-    device = adapter.hf_model.device
-    if device.type == "cuda":
-        free, _ = torch.cuda.mem_get_info(device)
-        return int(free)
-    try:
-        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    except (ValueError, OSError):
-        return 4 * 1024**3
-
-
-# The fixed cost of one traced forward, in computed (row, position) pairs; measured on the CPU organism it is ~90.
-# Two groups with different suffix starts are merged into one forward when recomputing the extra positions costs
-# less than that (the merged rows start at the earlier position: exact, just more work).
-FORWARD_OVERHEAD_TOKENS = 128
-# Rows x suffix positions per forward. Past this, batching buys no more speed, while wide batches mix windows, so
-# more layers need an explicit mask (a slower attention kernel) and fewer leading layers can be skipped.
-BATCH_TOKEN_BUDGET = 4096
-
-
-def plan_batches(configs: list[KnockoutConfig], adapter: VideoLLMAdapter, seq_len: int,
-                 max_rows: int | None = None) -> list[list[int]]:
-    """Group configuration indices into batches: configurations sharing their suffix start go together (ordered by
-    first knocked-out layer), and small groups are merged; a batch starts at its earliest member's first row."""
-    by_start: dict[int, list[int]] = {}
-    for index, config in enumerate(configs):
-        by_start.setdefault(config.first_row, []).append(index)
-    groups: list[tuple[int, list[int]]] = []
-    for start, members in sorted(by_start.items(), reverse=True):  # cheapest (latest start) first
-        if groups and len(groups[-1][1]) * (groups[-1][0] - start) <= FORWARD_OVERHEAD_TOKENS:
-            groups[-1] = (start, groups[-1][1] + members)  # its rows recompute the positions in between
-        else:
-            groups.append((start, list(members)))
-    batches = []
-    for start, members in groups:
-        members.sort(key=lambda i: min(configs[i].layers, default=adapter.num_layers))
-        rows = max_rows or min(max_batch_rows(seq_len, seq_len - start, adapter),
-                               max(1, BATCH_TOKEN_BUDGET // (seq_len - start)))
-        batches.extend(members[i:i + rows] for i in range(0, len(members), rows))
-    return batches
-
-
 def run_batch(adapter: VideoLLMAdapter, clean: CleanState, configs: list[KnockoutConfig]) -> torch.Tensor:
-    """Last-position logits (rows, V) of several configurations, computed from their earliest first changed row."""
-    from transformers import DynamicCache
+    """Last-position logits (rows, V) of several configurations, computed from their earliest first changed row.
 
+    Rows enter the batch at their own first knocked-out layer (before it they equal the clean run, whose hidden
+    states they join with), so a batch mixing windows computes no clean layers; adapters whose suffix arguments are
+    per row (`suffix_kwargs_broadcast` False) start every row at the batch's earliest layer instead.
+    """
+    num_layers = adapter.num_layers
     start = min(c.first_row for c in configs)  # rows that change later just recompute clean positions: exact
-    rows = len(configs)
-    first_layer = min((min(c.layers) for c in configs if c.layers), default=adapter.num_layers)
-    suffix_blocks = torch.stack([c.blocked[start:] for c in configs])  # (rows, L - start, L)
-    no_block = torch.zeros_like(suffix_blocks[0])
-    embeds = clean.inputs_embeds[:, start:].expand(rows, -1, -1)
-    kwargs = {}
-    if start > 0:
-        cache = DynamicCache(config=adapter.text_config)
-        for i in range(adapter.num_layers):
-            cache.update(clean.keys[i][:, :, :start].expand(rows, -1, -1, -1),
-                         clean.values[i][:, :, :start].expand(rows, -1, -1, -1), layer_idx=i)
-        kwargs = {"cache": cache, "use_cache": True}
+    order = sorted(range(len(configs)), key=lambda r: entry_layer(configs[r], num_layers))
+    configs = [configs[r] for r in order]
+    entries = [entry_layer(c, num_layers) for c in configs]
+    if not adapter.suffix_kwargs_broadcast:
+        entries = [entries[0]] * len(entries)
+    embeds = clean.inputs_embeds[:, start:]
+    batch = SuffixBatch.build(start, clean.keys, clean.values, [c.blocked for c in configs],
+                              [c.layers for c in configs], entries, embeds.dtype, embeds.device)
+    extra = _suffix_kwargs(adapter, clean, start, 1 if adapter.suffix_kwargs_broadcast else len(configs))
+    first = entries[0]
+    joining = {layer: entries.count(layer) for layer in sorted(set(entries)) if first < layer < num_layers}
     layers = adapter.layers
-    # e.g. the clean 3-D rotary positions: from embeddings alone the model would number the suffix as plain text
-    extra = adapter.suffix_language_model_kwargs(clean.language_model_kwargs, start, rows) \
-        if clean.language_model_kwargs else {}
-    with torch.no_grad(), adapter.model.trace(inputs_embeds=embeds, **kwargs):
-        if extra:
-            lm_args, lm_kwargs = adapter.language_model.inputs
-            adapter.language_model.inputs = (lm_args, {**lm_kwargs, **extra})
-        for i in range(adapter.num_layers):
-            if i < first_layer:
-                layers[i].skip(clean.layer_outputs[i][:, start:].expand(rows, -1, -1))
-                continue
-            cut = [i in c.layers for c in configs]
-            if not any(cut):
-                continue
-            blocked = torch.stack([suffix_blocks[r] if cut[r] else no_block for r in range(rows)])
-            args, layer_kwargs = layers[i].inputs
-            layer_kwargs = dict(layer_kwargs)
-            layer_kwargs["attention_mask"] = knockout_attention_mask(layer_kwargs.get("attention_mask"), blocked,
-                                                                     layer_device(args, layer_kwargs))
-            layers[i].inputs = (args, layer_kwargs)
+    with torch.no_grad(), suffix_attention(adapter.text_config), \
+            adapter.model.trace(inputs_embeds=embeds.expand(entries.count(first), -1, -1), use_cache=False,
+                                logits_to_keep=1, suffix_batch=batch):
+        lm_args, lm_kwargs = adapter.language_model.inputs
+        adapter.language_model.inputs = (lm_args, {**lm_kwargs, **extra})
+        for i in range(min(first, num_layers)):
+            layers[i].skip(clean.layer_outputs[i][:, start:].expand(entries.count(first), -1, -1))
+        for i, count in joining.items():
+            args, kwargs = layers[i].inputs
+            hidden = args[0] if args else kwargs["hidden_states"]
+            hidden = torch.cat([hidden, clean.layer_outputs[i - 1][:, start:].expand(count, -1, -1)])
+            if args:
+                layers[i].inputs = ((hidden, *args[1:]), kwargs)
+            else:
+                layers[i].inputs = (args, {**kwargs, "hidden_states": hidden})
+        # in the last layer only the last position reaches the logits: its attention computes that query alone (see
+        # suffix_attention) and its MLP that position alone (the residual sum broadcasts it over the others)
+        mlp = layers[num_layers - 1].mlp
+        mlp.input = mlp.input[:, -1:]
         logits = adapter.lm_head.output[:, -1].save()
-    return logits.detach().float()
+    out = torch.empty_like(logits, dtype=torch.float32)
+    out[torch.tensor(order)] = logits.detach().float()
+    return out
+
+
+def _suffix_kwargs(adapter: VideoLLMAdapter, clean: CleanState, start: int, rows: int) -> dict:
+    """The language model's arguments for a forward of positions ``start..``: it runs without a cache, so it is told
+    its positions (e.g. Qwen-VL's clean 3-D rotary positions)."""
+    if clean.language_model_kwargs:
+        return adapter.suffix_language_model_kwargs(clean.language_model_kwargs, start, rows)
+    length = clean.inputs_embeds.shape[1]
+    return {"position_ids": torch.arange(start, length, device=clean.inputs_embeds.device).expand(rows, -1)}
+
+
+def run_pack(adapter: VideoLLMAdapter, clean: CleanState, configs: list[KnockoutConfig]) -> torch.Tensor:
+    """Last-position logits (rows, V) of configurations with any suffix starts, in one forward of batch size 1.
+
+    Each row contributes its positions ``first_row..L-1`` to one packed sequence (no padding, no recomputed clean
+    positions), in the order rows join: a row enters at its first knocked-out layer with the clean hidden states, so
+    layer ``i`` computes the first ``T_i`` packed positions and gets its rotary tables cut to them. Attention runs per
+    suffix start (`SuffixPack`); the last layer computes each row's last position alone.
+    """
+    num_layers = adapter.num_layers
+    order = sorted(range(len(configs)), key=lambda r: entry_layer(configs[r], num_layers))
+    configs = [configs[r] for r in order]
+    entries = [entry_layer(c, num_layers) for c in configs]
+    seq_len = clean.inputs_embeds.shape[1]
+    starts = [c.first_row for c in configs]
+    ends = torch.tensor([seq_len - s for s in starts]).cumsum(0).tolist()  # packed end of each row
+    active_rows = [sum(entry <= layer for entry in entries) for layer in range(num_layers)]
+    active_tokens = [ends[n - 1] if n else 0 for n in active_rows]
+    device, dtype = clean.inputs_embeds.device, clean.inputs_embeds.dtype
+    by_start: dict[int, list[int]] = {}
+    for r, start in enumerate(starts):
+        by_start.setdefault(start, []).append(r)
+    batches = [SuffixBatch.build(start, clean.keys, clean.values, [configs[r].blocked for r in members],
+                                 [configs[r].layers for r in members], [entries[r] for r in members], dtype, device)
+               for start, members in by_start.items()]
+    # per packed position: its row, and its row's suffix start
+    row_of = torch.repeat_interleave(torch.arange(len(configs), device=device),
+                                     torch.tensor([seq_len - s for s in starts], device=device))
+    start_of = torch.tensor(starts, device=device)[row_of]
+    token_index, cached = [], {}
+    for layer in range(num_layers):
+        active = active_rows[layer]
+        if active not in cached:
+            index = [torch.nonzero((start_of == start) & (row_of < active)).flatten() for start in by_start]
+            cached[active] = [i if len(i) else None for i in index]
+        token_index.append(cached[active])
+    pack = SuffixPack(batches, token_index, [seq_len - start for start in by_start])
+
+    def packed(tensor, rows):  # (1, L, D) clean states -> the given rows' suffixes, packed
+        return torch.cat([tensor[:, starts[r]:] for r in rows], 1)
+
+    extra = _packed_suffix_kwargs(adapter, clean, starts)
+    last_positions = torch.tensor([end - 1 for end in ends], device=device)
+    first = entries[0]
+    layers = adapter.layers
+    with torch.no_grad(), suffix_attention(adapter.text_config), \
+            adapter.model.trace(inputs_embeds=packed(clean.inputs_embeds, range(active_rows[first])), use_cache=False,
+                                logits_to_keep=last_positions, suffix_pack=pack):
+        lm_args, lm_kwargs = adapter.language_model.inputs
+        adapter.language_model.inputs = (lm_args, {**lm_kwargs, **extra})
+        for i in range(first):
+            layers[i].skip(packed(clean.layer_outputs[i], range(active_rows[first])))
+        for i in range(first, num_layers):
+            joins = i > first and active_rows[i] > active_rows[i - 1]
+            if not joins and active_tokens[i] == ends[-1]:
+                continue
+            args, kwargs = layers[i].inputs
+            hidden = args[0] if args else kwargs["hidden_states"]
+            if joins:
+                hidden = torch.cat([hidden, packed(clean.layer_outputs[i - 1], range(active_rows[i - 1],
+                                                                                     active_rows[i]))], 1)
+            kwargs = {**kwargs, "position_embeddings": tuple(t[:, :active_tokens[i]]
+                                                             for t in kwargs["position_embeddings"])}
+            layers[i].inputs = ((hidden, *args[1:]), kwargs) if args else (args, {**kwargs, "hidden_states": hidden})
+        # only each row's last position reaches the logits: the last layer's MLP computes those alone
+        mlp = layers[num_layers - 1].mlp
+        mlp.input = mlp.input[:, last_positions]
+        trimmed = mlp.output
+        mlp.output = trimmed.new_zeros(1, ends[-1], trimmed.shape[-1]).index_copy(1, last_positions, trimmed)
+        logits = adapter.lm_head.output[0].save()
+    if logits.shape[0] != len(configs):  # a model that ignores positional logits_to_keep (VideoLLaMA3)
+        logits = logits[last_positions]
+    out = torch.empty_like(logits, dtype=torch.float32)
+    out[torch.tensor(order)] = logits.detach().float()
+    return out
+
+
+def _packed_suffix_kwargs(adapter: VideoLLMAdapter, clean: CleanState, starts: list[int]) -> dict:
+    """`_suffix_kwargs` of every row (one batch row each), joined along the sequence."""
+    per_row = [_suffix_kwargs(adapter, clean, start, 1) for start in starts]
+    return {name: torch.cat([kwargs[name] for kwargs in per_row], -1) for name in per_row[0]}
 
 
 def run_naive(adapter: VideoLLMAdapter, prepared: PreparedInput, config: KnockoutConfig | None = None) -> torch.Tensor:
@@ -197,9 +235,11 @@ def run_knockouts(adapter: VideoLLMAdapter, prepared: PreparedInput, configs: li
             out[index] = clean.logits[-1]
         else:
             to_run.append(index)
-    for batch in plan_batches([configs[i] for i in to_run], adapter, prepared.layout.seq_len, max_rows):
+    # packing needs suffix arguments that serve any row; otherwise rows of one suffix start share a batch
+    plan, run = (plan_packs, run_pack) if adapter.suffix_kwargs_broadcast else (plan_batches, run_batch)
+    for batch in plan([configs[i] for i in to_run], adapter, prepared.layout.seq_len, max_rows):
         batch = [to_run[i] for i in batch]
-        logits = run_batch(adapter, clean, [configs[i] for i in batch])
+        logits = run(adapter, clean, [configs[i] for i in batch])
         for row, index in enumerate(batch):
             out[index] = logits[row]
     return torch.stack(out)

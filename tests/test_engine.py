@@ -1,10 +1,18 @@
-"""Every fast path of the engine (batched rows, cached prefix, skipped layers, all combined) equals the naive full
-recompute from raw inputs."""
+"""Every fast path of the engine (batched rows, cached prefix, skipped layers, rows joining mid-forward, the
+few-query and block-sparse attention, all combined) equals the naive full recompute from raw inputs."""
 
 import pytest
 import torch
 
-from mapflow.engine import KnockoutConfig, clean_state, plan_batches, run_batch, run_knockouts
+from mapflow.engine import (
+    KnockoutConfig,
+    clean_state,
+    plan_batches,
+    plan_packs,
+    run_batch,
+    run_knockouts,
+    run_pack,
+)
 from mapflow.flows import PAPER_FLOWS, Flow, Window
 
 ALL_FLOWS = [f for flows in PAPER_FLOWS.values() for f in flows] + ["system->bridge", "video->question+last->last"]
@@ -28,9 +36,22 @@ def test_auto_plan_equals_naive_for_every_flow_and_layer(adapter, prepared, max_
     assert not torch.equal(probs(naive)[0], probs(naive)[-1])  # the configurations really differ
 
 
-def test_each_path_alone_equals_naive(sdpa_adapter, sample, frames):
+ATTENTION_PATHS = {
+    "few-query softmax": {"DENSE_MAX_SCORES": 10**9},
+    "block-sparse pieces": {"DENSE_MAX_SCORES": 0, "QUERY_CHUNK": 8, "KEY_GAP": 4},
+    "explicit-softmax pieces (non-CPU kernel)": {"DENSE_MAX_SCORES": 0, "QUERY_CHUNK": 8, "MATH_QUERY_CHUNK": 5,
+                                                 "_attend_part": "math"},
+}
+
+
+@pytest.mark.parametrize("path", ATTENTION_PATHS)
+def test_each_path_alone_equals_naive(sdpa_adapter, sample, frames, path, monkeypatch):
+    from mapflow import suffix_attention
     from mapflow.prompts import mcqa_segments
 
+    for name, value in ATTENTION_PATHS[path].items():
+        monkeypatch.setattr(suffix_attention, name,
+                            suffix_attention._attend_part_math if value == "math" else value)
     adapter = sdpa_adapter
     prepared = adapter.prepare(frames, mcqa_segments(sample), option_letters=sample.option_letters,
                                true_letter=sample.answer_letter)
@@ -38,16 +59,26 @@ def test_each_path_alone_equals_naive(sdpa_adapter, sample, frames):
     clean = clean_state(adapter, prepared)
     last = torch.from_numpy(Flow.parse("video->last").block_matrix(layout))
     early = torch.from_numpy(Flow.parse("system->bridge").block_matrix(layout))
+    cross = torch.from_numpy(Flow.parse("cross_frame").block_matrix(layout))
+    self_cut = torch.from_numpy(Flow.parse("last->last").block_matrix(layout))
     cases = {
         "batched, no prefix, no skip": [KnockoutConfig(early, (0, 1)), KnockoutConfig(early, (0,))],
         "suffix only": [KnockoutConfig(last, (0, 1, 2, 3))],
         "layer skip only": [KnockoutConfig(early, (2, 3))],
         "suffix + skip + batch": [KnockoutConfig(last, (2,)), KnockoutConfig(last, (3,)), KnockoutConfig(last, (2, 3))],
+        "rows joining at layers 1 and 3, mixed flows and suffix starts": [
+            KnockoutConfig(early, (3,)), KnockoutConfig(last, (1, 2)), KnockoutConfig(early, (0, 1)),
+            KnockoutConfig(cross, (1, 2, 3)), KnockoutConfig(cross, (0,))],
+        "a query whose prefix keys are all cut, and one that may not read itself": [
+            KnockoutConfig(early, (0, 1, 2, 3)), KnockoutConfig(self_cut, (1, 2))],
     }
+    cases["packed: every suffix start in one forward"] = [c for group in list(cases.values()) for c in group]
     for name, configs in cases.items():
-        fast = run_batch(adapter, clean, configs)
         naive = run_knockouts(adapter, prepared, configs, plan="naive")
-        assert (probs(fast) - probs(naive)).abs().max() <= 1e-5, name
+        for run in (run_batch, run_pack):  # one suffix start per batch row / rows packed along the sequence
+            fast = run(adapter, clean, configs)
+            assert (probs(fast) - probs(naive)).abs().max() <= 1e-5, (name, run.__name__)
+            assert (fast - naive).abs().max() <= 1e-4, (name, run.__name__)
     assert KnockoutConfig(last, (0,)).first_row == layout.seq_len - 1
     assert KnockoutConfig(early, (0,)).first_row == layout.positions("bridge")[0]
 
@@ -61,7 +92,7 @@ def test_empty_configuration_reproduces_the_clean_logits(sdpa_adapter, prepared)
 
 
 def test_planner_covers_every_configuration_and_respects_the_row_limit(sdpa_adapter, prepared, monkeypatch):
-    import mapflow.engine as engine
+    import mapflow.planner as engine
 
     configs = configs_for(prepared.layout, ["video->last", "cross_frame", "question->last"], Window("center", 3),
                           sdpa_adapter.num_layers)
@@ -75,3 +106,74 @@ def test_planner_covers_every_configuration_and_respects_the_row_limit(sdpa_adap
     monkeypatch.setattr(engine, "FORWARD_OVERHEAD_TOKENS", 0)
     separate = plan_batches(configs, sdpa_adapter, seq_len)
     assert all(len({configs[i].first_row for i in batch}) == 1 for batch in separate) and len(separate) == 2
+
+
+def test_pack_planner_covers_every_configuration_within_its_limits(sdpa_adapter, prepared, monkeypatch):
+    import mapflow.planner as engine
+
+    configs = configs_for(prepared.layout, ["video->last", "cross_frame", "question->last"], Window("center", 3),
+                          sdpa_adapter.num_layers)
+    seq_len = prepared.layout.seq_len
+    assert len(plan_packs(configs, sdpa_adapter, seq_len)) == 1  # tiny: everything fits one forward
+    packs = plan_packs(configs, sdpa_adapter, seq_len, max_rows=5)
+    assert sorted(i for p in packs for i in p) == list(range(len(configs))) and max(map(len, packs)) == 5
+    monkeypatch.setattr(engine, "PACK_TOKEN_LIMIT", seq_len)
+    packs = plan_packs(configs, sdpa_adapter, seq_len)
+    assert sorted(i for p in packs for i in p) == list(range(len(configs)))
+    assert all(sum(seq_len - configs[i].first_row for i in p) <= seq_len for p in packs)
+
+
+def test_rows_start_together_when_the_adapter_cannot_broadcast_suffix_arguments(sdpa_adapter, prepared, monkeypatch):
+    """Qwen3-VL's per-row deepstack features: every row runs from the batch's first layer; still exact."""
+    monkeypatch.setattr(type(sdpa_adapter), "suffix_kwargs_broadcast", False)
+    configs = configs_for(prepared.layout, ["cross_frame", "video->last"], Window("center", 1),
+                          sdpa_adapter.num_layers)
+    naive = run_knockouts(sdpa_adapter, prepared, configs, plan="naive")
+    fast = run_knockouts(sdpa_adapter, prepared, configs, plan="auto")
+    assert (probs(naive) - probs(fast)).abs().max() <= 1e-5
+
+
+@pytest.mark.parametrize("math", [False, True])
+def test_piecewise_attention_equals_one_masked_softmax(math, monkeypatch):
+    """Prefix and suffix pieces merged by log-sum-exp equal one softmax over all keys under causal & ~blocked,
+    including queries with no allowed key in a whole piece."""
+    from mapflow import suffix_attention as sa
+
+    monkeypatch.setattr(sa, "QUERY_CHUNK", 4)
+    monkeypatch.setattr(sa, "KEY_GAP", 3)
+    if math:
+        monkeypatch.setattr(sa, "_attend_part", sa._attend_part_math)
+    gen = torch.Generator().manual_seed(0)
+    length, start, heads, kv_heads, dim, rows = 23, 9, 4, 2, 8, 3
+    blocked = torch.rand(length, length, generator=gen) < 0.4
+    blocked[:, 0] = False  # every query keeps a key
+    blocked[12:15, :start] = True  # their whole prefix is cut
+    blocked[16, 16] = True  # may not read itself
+    q = torch.randn(rows, heads, length - start, dim, generator=gen)
+    k, v = (torch.randn(rows, kv_heads, length - start, dim, generator=gen) for _ in range(2))
+    prefix_k, prefix_v = (torch.randn(1, kv_heads, start, dim, generator=gen) for _ in range(2))
+    out = sa._attend(q, k, v, prefix_k, prefix_v, sa.cut_pieces(blocked[start:], start, torch.float32, "cpu"), 0.3)
+
+    keys = torch.cat([prefix_k.expand(rows, -1, -1, -1), k], 2).repeat_interleave(2, 1)
+    values = torch.cat([prefix_v.expand(rows, -1, -1, -1), v], 2).repeat_interleave(2, 1)
+    allowed = torch.ones(length, length, dtype=torch.bool).tril() & ~blocked
+    scores = (q @ keys.transpose(-1, -2) * 0.3).masked_fill(~allowed[start:], float("-inf"))
+    expected = scores.softmax(-1) @ values
+    assert (out - expected).abs().max() <= 1e-5
+    clean = sa._attend(q, k, v, prefix_k, prefix_v, sa.clean_pieces(length - start, start), 0.3)
+    causal = (q @ keys.transpose(-1, -2) * 0.3).masked_fill(~torch.ones(length, length).tril().bool()[start:],
+                                                            float("-inf"))
+    assert (clean - causal.softmax(-1) @ values).abs().max() <= 1e-5
+
+
+def test_rows_share_the_clean_prefix_without_copies(sdpa_adapter, prepared):
+    from mapflow.suffix_attention import SuffixBatch
+
+    clean = clean_state(sdpa_adapter, prepared)
+    last = torch.from_numpy(Flow.parse("video->last").block_matrix(prepared.layout))
+    start = prepared.layout.seq_len - 1
+    batch = SuffixBatch.build(start, clean.keys, clean.values, [last] * 5, [(0,), (1,), (2,), (3,), (0, 1)],
+                              [0, 0, 0, 1, 2], torch.float32, "cpu")
+    assert all(p.data_ptr() == c.data_ptr() and p.shape[0] == 1 for p, c in zip(batch.prefix_keys, clean.keys))
+    assert [len(i) for i in batch.dense_index] == [3, 4, 5, 5]  # rows join at their first knocked-out layer
+    assert batch.dense_bias.shape[0] == 2  # one bias per distinct pattern plus the uncut one, not per row

@@ -53,6 +53,9 @@ class VideoLLMAdapter(ABC):
     # again (Qwen-VL's 3-D rotary positions are computed from input_ids and the video grid, which such a forward
     # does not have). See `suffix_language_model_kwargs`.
     clean_language_model_kwargs: ClassVar[tuple[str, ...]] = ()
+    # Whether those arguments, given for one batch row, serve any number of rows (broadcast). Then a knockout batch
+    # can add rows between decoder layers (see `mapflow.engine.run_batch`).
+    suffix_kwargs_broadcast: ClassVar[bool] = True
     self_test_frames: int = 2  # frames of the load-time self-test clip (a checkpoint may need a fixed count)
 
     def __init__(self, hf_model: torch.nn.Module, processor, *, path: str | Path | None = None):

@@ -41,6 +41,7 @@ class Qwen3VLAdapter(Qwen2_5_VLAdapter):
     token_layout = ("per temporal group: '<t seconds>' <|vision_start|> + h*w video tokens + <|vision_end|>; "
                     "3-D rope; deepstack features in the first layers")
     clean_language_model_kwargs = ("position_ids", "visual_pos_masks", "deepstack_visual_embeds")
+    suffix_kwargs_broadcast = False  # deepstack features are indexed per row
 
     def suffix_language_model_kwargs(self, clean_kwargs: dict, start: int, rows: int) -> dict:
         out = super().suffix_language_model_kwargs({"position_ids": clean_kwargs["position_ids"]}, start, rows)

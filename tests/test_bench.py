@@ -1,0 +1,20 @@
+"""`mapflow bench` on the tiny model: both phases agree, the work is counted, the naive phase can be skipped."""
+
+from mapflow.bench import benchmark, format_report
+from mapflow.flows import Window
+
+
+def test_bench_reports_agreeing_phases_and_their_work(sdpa_adapter, tiny_benchmark):
+    report = benchmark(sdpa_adapter, tiny_benchmark, limit=1, window=Window("center", 3), num_frames=4)
+    naive, fast = report["naive"], report["optimized"]
+    assert report["max_abs_diff_p_knockout"] <= 1e-5
+    assert fast.forwards < naive.forwards and fast.token_layers < naive.token_layers
+    assert naive.forwards == report["samples"] * (report["configs_per_sample"] + 1)
+    text = format_report(report, "tiny")
+    assert "max |delta p_knockout|" in text and "wall-clock s" in text
+
+
+def test_bench_can_run_the_optimized_phase_alone_on_a_longer_clip(sdpa_adapter, tiny_benchmark):
+    report = benchmark(sdpa_adapter, tiny_benchmark, limit=1, window=Window("center", 3), num_frames=12, naive=False)
+    assert report["naive"] is None and report["optimized"].forwards >= 1
+    assert "(naive phase skipped)" in format_report(report, "tiny")
