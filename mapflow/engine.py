@@ -211,9 +211,12 @@ def run_naive(adapter: VideoLLMAdapter, prepared: PreparedInput, config: Knockou
     configuration, the clean run."""
     from .knockout import apply_knockout
 
+    # only tensors and tuples go into the traced block: a remote trace ships what the block reads, and the
+    # configuration object (a dataclass with a cached property) does not serialize
+    blocked, layers = (config.blocked, config.layers) if config is not None else (None, ())
     with torch.no_grad(), adapter.trace(prepared):
-        if config is not None and config.layers:
-            apply_knockout(adapter.layers, config.blocked, config.layers)
+        if layers:
+            apply_knockout(adapter.layers, blocked, layers)
         logits = adapter.lm_head.output[0, -1].save()
     return logits.detach().float()
 
