@@ -135,9 +135,7 @@ def knockout_sweep(ctx: StudyContext, flows, *, sweep_layers=None, window: Windo
     window = window or ctx.config.window
     layer_sets = [window.layers(layer, num_layers) for layer in sweep]
     ds = measure_knockouts(ctx, flows, layer_sets, dim="layer", labels=np.asarray(sweep, dtype=np.int64))
-    ds = ds.assign_coords(window=window.size if window.style in ("center", "inverse") else -1)
-    ds.attrs.update(window_style=window.style, window_label=window.label)
-    return ds
+    return with_window_labels(ds, window)
 
 
 def knockout_layer_sets(ctx: StudyContext, flows, layer_sets: dict[str, tuple[int, ...]]) -> xr.Dataset:
@@ -211,6 +209,13 @@ def stack_results(results: list[xr.Dataset], dim: str, labels) -> xr.Dataset:
         .assign_coords({dim: list(labels)})
 
 
+def with_window_labels(ds: xr.Dataset, window: Window) -> xr.Dataset:
+    """A sweep's ``window`` coordinate (its size, -1 for styles without one) and style attributes."""
+    ds = ds.assign_coords(window=window.size if window.style in ("center", "inverse") else -1)
+    ds.attrs.update(window_style=window.style, window_label=window.label)
+    return ds
+
+
 def unmeasured_sweep(ctx: StudyContext, flows) -> xr.Dataset:
     """The NaN result of `knockout_sweep` for an input that cannot be measured (same dims and coordinates)."""
     num_layers = ctx.adapter.num_layers
@@ -220,9 +225,7 @@ def unmeasured_sweep(ctx: StudyContext, flows) -> xr.Dataset:
     shape = (len(flows), num_layers)
     ds = knockout_dataset(flows, layer_sets, "layer", np.arange(num_layers, dtype=np.int64), np.full(shape, np.nan),
                           np.full(shape, np.nan), np.full(shape, -1, dtype=np.int64), None, False)
-    ds = ds.assign_coords(window=window.size if window.style in ("center", "inverse") else -1)
-    ds.attrs.update(window_style=window.style, window_label=window.label)
-    return ds
+    return with_window_labels(ds, window)
 
 
 PREDICTED_OPTION = "predicted_option"

@@ -209,16 +209,10 @@ def _packed_suffix_kwargs(adapter: VideoLLMAdapter, clean: CleanState, starts: l
 def run_naive(adapter: VideoLLMAdapter, prepared: PreparedInput, config: KnockoutConfig | None = None) -> torch.Tensor:
     """One full forward from the raw inputs (vision tower included), as the paper's code runs every cell; without a
     configuration, the clean run."""
-    from .knockout import apply_knockout
-
-    # only tensors and tuples go into the traced block: a remote trace ships what the block reads, and the
-    # configuration object (a dataclass with a cached property) does not serialize
-    blocked, layers = (config.blocked, config.layers) if config is not None else (None, ())
-    with torch.no_grad(), adapter.trace(prepared):
-        if layers:
-            apply_knockout(adapter.layers, blocked, layers)
-        logits = adapter.lm_head.output[0, -1].save()
-    return logits.detach().float()
+    # a dict of tensors, not the configuration, goes into the traced block: a remote trace ships what the block
+    # reads, and the configuration object (a dataclass with a cached property) does not serialize
+    layers = config.layers if config is not None else ()
+    return run_layer_masks(adapter, prepared, {i: config.blocked for i in layers})
 
 
 def run_knockouts(adapter: VideoLLMAdapter, prepared: PreparedInput, configs: list[KnockoutConfig], *,

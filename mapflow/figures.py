@@ -27,7 +27,7 @@ from matplotlib.figure import Figure
 
 from .errors import MapflowError
 from .plots import mean_and_ci, rel_change_figure
-from .tables import keyword_frequency
+from .tables import keyword_frequency, select_task, task_names
 
 MODEL_COLORS = ("tab:green", "tab:pink", "tab:blue", "tab:orange")  # the paper: green Video-FT, pink image model
 
@@ -48,14 +48,6 @@ def save_figure(fig: Figure, stem: str | Path, formats=("png", "pdf")) -> list[P
         fig.savefig(path, format=fmt, dpi=130)
         paths.append(path)
     return paths
-
-
-def _tasks(ds: xr.Dataset) -> list[str]:
-    return sorted({str(t) for t in ds["task"].values})
-
-
-def _in_task(ds, task):
-    return ds.isel(sample=np.asarray([str(t) for t in ds["task"].values]) == task)
 
 
 def _band(ax, x, values, label, color=None, ci=0.95, **style):
@@ -87,11 +79,11 @@ def flow_figure(ds: xr.Dataset, *, variable: str = "rel_change", flows=None) -> 
 def model_overlay_figure(datasets: dict[str, xr.Dataset], *, flow: str = "cross_frame",
                          variable: str = "rel_change") -> Figure:
     """One flow on several models in one figure (Fig. 2: the video model vs the image model)."""
-    tasks = sorted(set().union(*(_tasks(ds) for ds in datasets.values())))
+    tasks = sorted(set().union(*(task_names(ds) for ds in datasets.values())))
     fig, axes = new_figure(1, len(tasks), sharey=True)
     for ax, task in zip(axes[0], tasks):
         for color, (label, ds) in zip(MODEL_COLORS, datasets.items()):
-            part = _in_task(ds, task)[variable].sel(flow=flow)
+            part = select_task(ds, task)[variable].sel(flow=flow)
             _band(ax, part["layer"].values + 1, part.transpose("sample", "layer").values,
                   f"{label} (n={int(np.isfinite(part.values).any(-1).sum())})", color)
         ax.set_title(f"{task}: {flow}")
@@ -119,10 +111,10 @@ def failure_split_figure(ds: xr.Dataset, *, flow: str = "cross_frame") -> Figure
 
 def window_size_figure(ds: xr.Dataset, *, flow: str = "cross_frame") -> Figure:
     """One line per window size (Fig. W), one panel per task."""
-    tasks = _tasks(ds)
+    tasks = task_names(ds)
     fig, axes = new_figure(1, len(tasks), sharey=True)
     for ax, task in zip(axes[0], tasks):
-        part = _in_task(ds, task)["rel_change"].sel(flow=flow)
+        part = select_task(ds, task)["rel_change"].sel(flow=flow)
         for k in part["window_size"].values:
             _band(ax, part["layer"].values + 1, part.sel(window_size=k).transpose("sample", "layer").values,
                   f"k = {int(k)}")
@@ -141,10 +133,10 @@ def progressive_accuracy(ds: xr.Dataset, flow: str = "cross_frame") -> xr.DataAr
 def progressive_figure(ds: xr.Dataset, *, flow: str = "cross_frame") -> Figure:
     """Accuracy when cross-frame attention is blocked in layers 1..l (bottom-up, green) and l..L (top-down, pink),
     with the clean accuracy as a dashed line (Fig. V); one panel per task."""
-    tasks = _tasks(ds)
+    tasks = task_names(ds)
     fig, axes = new_figure(1, len(tasks), sharey=True)
     for ax, task in zip(axes[0], tasks):
-        part = _in_task(ds, task)
+        part = select_task(ds, task)
         accuracy = progressive_accuracy(part, flow)
         for direction, color in zip(accuracy["direction"].values, MODEL_COLORS):
             ax.plot(accuracy["layer"].values + 1, accuracy.sel(direction=direction).values, marker="o",
@@ -164,10 +156,10 @@ def answer_probability_figure(ds: xr.Dataset, *, correct_only: bool = True) -> F
         ds = ds.isel(sample=ds["correct"].values.astype(bool))
     if ds.sizes["sample"] == 0:
         raise MapflowError("no correctly answered sample to draw the answer probability of")
-    tasks = _tasks(ds)
+    tasks = task_names(ds)
     fig, axes = new_figure(1, len(tasks), sharey=True)
     for ax, task in zip(axes[0], tasks):
-        part = _in_task(ds, task)
+        part = select_task(ds, task)
         probs = part["p_option"].transpose("sample", "option", "layer").values
         is_true = part["is_true_option"].transpose("sample", "option").values.astype(bool)
         x = part["layer"].values + 1

@@ -33,9 +33,14 @@ def load_keywords(name_or_dir: str = "paper") -> KeywordLists:
         path = directory / f"{kind}.txt"
         if not path.is_file():
             raise MapflowError(f"keyword directory {directory} has no {kind}.txt")
-        lines = (line.split("#")[0].strip().lower() for line in path.read_text().splitlines())
-        words[kind] = tuple(dict.fromkeys(word for word in lines if word))
+        words[kind] = tuple(dict.fromkeys(read_words(path)))
     return KeywordLists(name=str(name_or_dir), words=words)
+
+
+def read_words(path: Path) -> list[str]:
+    """One word per line, lower-cased; ``#`` starts a comment, blank lines are skipped."""
+    lines = (line.split("#")[0].strip().lower() for line in path.read_text().splitlines())
+    return [word for word in lines if word]
 
 
 def first_piece(tokenizer, word: str) -> str:
@@ -61,8 +66,7 @@ def piece_table(tokenizer, lists: KeywordLists) -> dict[str, tuple[str, str]]:
 
 def fallback_verbs() -> frozenset[str]:
     """The shipped verb forms (data/keywords/verbs.txt) used when spaCy is not available."""
-    lines = (line.split("#")[0].strip().lower() for line in (KEYWORDS_DIR / "verbs.txt").read_text().splitlines())
-    return frozenset(word for word in lines if word)
+    return frozenset(read_words(KEYWORDS_DIR / "verbs.txt"))
 
 
 SPACY_HINT = ("verb detection with spaCy needs `pip install spacy` and an English pipeline, which is not on PyPI: "

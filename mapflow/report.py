@@ -185,9 +185,9 @@ def _cross_frame(w: ReportWriter, by_study) -> None:
         s = w.section("Cross-frame interactions", "Fig. 2")
         w.figure(s, "fig2_cross_frame", lambda: figures.model_overlay_figure({st.model: st.ds for st in stores}),
                  "Blocking attention from later frames to earlier frames in a window of layers, per model")
-        w.reading(s, " ".join(f"{st.model}: strongest drop {strongest_drop(st.ds, 'cross_frame')[1]:.1f} % at layer "
-                              f"{strongest_drop(st.ds, 'cross_frame')[0]} ({_measured(st.ds)} samples)."
-                              for st in stores))
+        drops = [(st, *strongest_drop(st.ds, "cross_frame")) for st in stores]
+        w.reading(s, " ".join(f"{st.model}: strongest drop {value:.1f} % at layer {layer} ({_measured(st.ds)} "
+                              "samples)." for st, layer, value in drops))
     for st in by_study.get(("progressive", False), []):
         s = w.section(f"Progressive cross-frame blocking, {st.model}", "Fig. V")
         w.figure(s, f"figV_progressive_{st.model}", lambda st=st: figures.progressive_figure(st.ds),

@@ -20,15 +20,18 @@ from .errors import MapflowError
 from .pathways import interval_means
 
 
-def _tasks(ds: xr.Dataset) -> list[str]:
+def task_names(ds: xr.Dataset) -> list[str]:
     return sorted({str(t) for t in ds["task"].values})
+
+
+def select_task(ds: xr.Dataset, task: str) -> xr.Dataset:
+    return ds.isel(sample=np.asarray([str(t) for t in ds["task"].values]) == task)
 
 
 def _by_task(ds: xr.Dataset):
     """(task, sub-dataset) for every task and then ("all", everything)."""
-    tasks = np.asarray([str(t) for t in ds["task"].values])
-    for task in _tasks(ds):
-        yield task, ds.isel(sample=tasks == task)
+    for task in task_names(ds):
+        yield task, select_task(ds, task)
     yield "all", ds
 
 
