@@ -25,9 +25,11 @@ from dataclasses import dataclass, field
 import nnsight
 import torch
 
+from .knockout import head_blocked
 from .models.base import PreparedInput, VideoLLMAdapter
 from .planner import (  # noqa: F401 (re-exported)
     KnockoutConfig,
+    check_heads,
     entry_layer,
     max_batch_rows,
     plan_batches,
@@ -85,7 +87,8 @@ def run_batch(adapter: VideoLLMAdapter, clean: CleanState, configs: list[Knockou
         entries = [entries[0]] * len(entries)
     embeds = clean.inputs_embeds[:, start:]
     batch = SuffixBatch.build(start, clean.keys, clean.values, [c.blocked for c in configs],
-                              [c.layers for c in configs], entries, embeds.dtype, embeds.device)
+                              [c.layers for c in configs], entries, embeds.dtype, embeds.device,
+                              [c.heads for c in configs])
     extra = _suffix_kwargs(adapter, clean, start, 1 if adapter.suffix_kwargs_broadcast else len(configs))
     first = entries[0]
     joining = {layer: entries.count(layer) for layer in sorted(set(entries)) if first < layer < num_layers}
@@ -146,7 +149,8 @@ def run_pack(adapter: VideoLLMAdapter, clean: CleanState, configs: list[Knockout
     for r, start in enumerate(starts):
         by_start.setdefault(start, []).append(r)
     batches = [SuffixBatch.build(start, clean.keys, clean.values, [configs[r].blocked for r in members],
-                                 [configs[r].layers for r in members], [entries[r] for r in members], dtype, device)
+                                 [configs[r].layers for r in members], [entries[r] for r in members], dtype, device,
+                                 [configs[r].heads for r in members])
                for start, members in by_start.items()]
     # per packed position: its row, and its row's suffix start
     row_of = torch.repeat_interleave(torch.arange(len(configs), device=device),
@@ -211,8 +215,11 @@ def run_naive(adapter: VideoLLMAdapter, prepared: PreparedInput, config: Knockou
     configuration, the clean run."""
     # a dict of tensors, not the configuration, goes into the traced block: a remote trace ships what the block
     # reads, and the configuration object (a dataclass with a cached property) does not serialize
-    layers = config.layers if config is not None else ()
-    return run_layer_masks(adapter, prepared, {i: config.blocked for i in layers})
+    if config is None:
+        return run_layer_masks(adapter, prepared, {})
+    blocked = config.blocked if config.heads is None else head_blocked(config.blocked, config.heads,
+                                                                       adapter.num_heads)
+    return run_layer_masks(adapter, prepared, {i: blocked for i in config.layers})
 
 
 def run_knockouts(adapter: VideoLLMAdapter, prepared: PreparedInput, configs: list[KnockoutConfig], *,
@@ -222,6 +229,8 @@ def run_knockouts(adapter: VideoLLMAdapter, prepared: PreparedInput, configs: li
         raise ValueError(f"plan must be one of {PLANS}, got '{plan}'")
     if not configs:
         return torch.zeros(0, adapter.text_config.vocab_size)
+    for config in configs:
+        check_heads(config.heads, adapter.num_heads)
     if plan == "naive":
         return torch.stack([run_naive(adapter, prepared, c) for c in configs])
     clean = clean or clean_state(adapter, prepared)

@@ -8,6 +8,7 @@ frame's queries lose every earlier frame's keys, and within-frame attention stay
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass
 
 import numpy as np
@@ -16,6 +17,8 @@ from .errors import KnockoutConfigError
 from .layout import TokenLayout
 
 CROSS_FRAME = "cross_frame"
+FRAME_DISTANCE = "frame_distance"  # "frame_distance:d": every frame's queries lose the keys of the frame d before it
+_FRAME_SPAN = re.compile(r"frame_(\d+)$")
 
 
 @dataclass(frozen=True)
@@ -25,7 +28,11 @@ class Block:
 
     @property
     def label(self) -> str:
-        return CROSS_FRAME if self.source == CROSS_FRAME else f"{self.source}->{self.target}"
+        if self.source == CROSS_FRAME:
+            return CROSS_FRAME
+        if self.source == FRAME_DISTANCE:
+            return f"{FRAME_DISTANCE}:{self.target}"
+        return f"{self.source}->{self.target}"
 
 
 @dataclass(frozen=True)
@@ -47,6 +54,12 @@ class Flow:
             if part == CROSS_FRAME:
                 blocks.append(Block(CROSS_FRAME, CROSS_FRAME))
                 continue
+            if part.startswith(FRAME_DISTANCE + ":"):
+                distance = part.partition(":")[2].strip()
+                if not distance.isdigit() or int(distance) < 1:
+                    raise KnockoutConfigError(f"cannot read flow '{part}': write '{FRAME_DISTANCE}:d' with d >= 1")
+                blocks.append(Block(FRAME_DISTANCE, str(int(distance))))
+                continue
             source, sep, target = part.partition("->")
             if not sep or not source.strip() or not target.strip():
                 raise KnockoutConfigError(f"cannot read flow '{part}': write 'source->target' or '{CROSS_FRAME}'")
@@ -61,10 +74,28 @@ class Flow:
                 for i, frame in enumerate(layout.frames[1:], start=1):
                     earlier = np.concatenate([f.positions() for f in layout.frames[:i]])
                     blocked[np.ix_(frame.positions(), earlier)] = True
+            elif block.source == FRAME_DISTANCE:
+                distance = int(block.target)
+                if not 1 <= distance < len(layout.frames):
+                    raise KnockoutConfigError(
+                        f"flow '{block.label}': frame distance {distance} is out of range; this input has "
+                        f"{len(layout.frames)} frame(s), so distances 1..{len(layout.frames) - 1}")
+                for i in range(distance, len(layout.frames)):
+                    blocked[np.ix_(layout.frames[i].positions(), layout.frames[i - distance].positions())] = True
             else:
+                for name in (block.source, block.target):
+                    check_frame_span(name, layout)
                 blocked[np.ix_(layout.positions(block.target), layout.positions(block.source))] = True
         check_every_row_keeps_a_key(blocked, self.label)
         return blocked
+
+
+def check_frame_span(name: str, layout: TokenLayout) -> None:
+    """A ``frame_i`` span beyond the input's frames: an error naming the valid range."""
+    match = _FRAME_SPAN.match(name)
+    if match and int(match.group(1)) >= len(layout.frames):
+        raise KnockoutConfigError(f"frame {match.group(1)} in '{name}' is out of range; this input has frames "
+                                  f"0..{len(layout.frames) - 1}")
 
 
 def check_every_row_keeps_a_key(blocked: np.ndarray, label: str) -> None:

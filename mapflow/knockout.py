@@ -16,15 +16,17 @@ import torch
 def knockout_attention_mask(original, blocked: torch.Tensor, device=None) -> torch.Tensor:
     """The mask a layer should receive so that the edges in ``blocked`` are cut.
 
-    ``blocked``: bool ``(Lq, Lk)`` or ``(B, Lq, Lk)``, True = query row may not read key column. With ``Lq < Lk`` the
-    rows are the last ``Lq`` queries (a suffix computed on top of a cached prefix). ``device``: where the layer runs
-    (under a multi-device ``device_map`` each layer may sit on another GPU); default: the original mask's.
+    ``blocked``: bool ``(Lq, Lk)`` or ``(B, Lq, Lk)`` (one mask shared by all heads) or ``(B, H, Lq, Lk)`` (per head,
+    see `head_blocked`), True = query row may not read key column. With ``Lq < Lk`` the rows are the last ``Lq``
+    queries (a suffix computed on top of a cached prefix). ``device``: where the layer runs (under a multi-device
+    ``device_map`` each layer may sit on another GPU); default: the original mask's.
     """
     if device is not None:
         blocked = blocked.to(device)
     if blocked.dim() == 2:
         blocked = blocked[None]
-    blocked = blocked[:, None]  # one mask shared by all heads
+    if blocked.dim() == 3:
+        blocked = blocked[:, None]  # one mask shared by all heads
     q_len, k_len = blocked.shape[-2:]
     if original is None:
         causal = torch.ones(k_len, k_len, dtype=torch.bool, device=blocked.device).tril()[k_len - q_len:]
@@ -32,9 +34,16 @@ def knockout_attention_mask(original, blocked: torch.Tensor, device=None) -> tor
     if original.dtype == torch.bool:
         return original & ~blocked.to(original.device)
     blocked = blocked.to(original.device)
-    batch = max(original.shape[0], blocked.shape[0])
-    fresh = original.expand(batch, *original.shape[1:]).clone()
+    shape = torch.broadcast_shapes(original.shape[:2], blocked.shape[:2]) + tuple(original.shape[2:])
+    fresh = original.expand(shape).clone()
     return fresh.masked_fill(blocked, torch.finfo(fresh.dtype).min)
+
+
+def head_blocked(blocked: torch.Tensor, heads, num_heads: int) -> torch.Tensor:
+    """``blocked`` (Lq, Lk) cut in the listed query heads only: (1, num_heads, Lq, Lk), other heads uncut."""
+    out = torch.zeros(1, num_heads, *blocked.shape, dtype=torch.bool, device=blocked.device)
+    out[0, list(heads)] = blocked
+    return out
 
 
 def apply_knockout(layers, blocked: torch.Tensor, layer_indices) -> None:

@@ -22,6 +22,7 @@ from .suffix_attention import uses_dense
 class KnockoutConfig:
     blocked: torch.Tensor  # bool (L, L), True = query row may not read key column
     layers: tuple[int, ...]
+    heads: tuple[int, ...] | None = None  # cut only in these query heads; None: in all heads
 
     @property
     def cuts_nothing(self) -> bool:
@@ -37,6 +38,20 @@ class KnockoutConfig:
 # A sweep shares one blocked matrix among a flow's layers: scan each matrix once (keyed by identity; an entry goes
 # with its matrix).
 _FIRST_BLOCKED_ROW: dict[int, tuple[weakref.ref, int | None]] = {}
+
+
+def check_heads(heads, num_heads: int, option: str = "--heads") -> tuple[int, ...] | None:
+    """The head restriction as a sorted tuple, or an error naming the option and the model's head range."""
+    if heads is None:
+        return None
+    heads = tuple(sorted({int(h) for h in heads}))
+    bad = [h for h in heads if not 0 <= h < num_heads]
+    if not heads or bad:
+        from .errors import KnockoutConfigError
+
+        raise KnockoutConfigError(f"{option}: head(s) {bad or 'none'} out of range; this model has heads "
+                                  f"0..{num_heads - 1}")
+    return heads
 
 
 def _first_blocked_row(blocked: torch.Tensor) -> int | None:

@@ -139,13 +139,17 @@ class SuffixBatch:
     last_bias: torch.Tensor | None = None
     # few queries: (patterns + 1, S, L) additive bias of every query
     dense_bias: torch.Tensor | None = None
+    # per layer: (rows, heads) of rows that cut their pattern in some query heads only; their other heads are
+    # recomputed uncut (attention heads are independent, so this is exact)
+    head_rows: list[list[tuple[torch.Tensor, tuple[int, ...]]]] = field(default_factory=list)
 
     @classmethod
     def build(cls, start: int, keys, values, row_patterns: list[torch.Tensor], row_layers: list[tuple[int, ...]],
-              row_entries: list[int], dtype, device) -> SuffixBatch:
+              row_entries: list[int], dtype, device, row_heads: list | None = None) -> SuffixBatch:
         """``row_patterns``: each row's (L, L) blocked matrix (rows with equal matrices share their pieces);
         ``row_layers``: the layers it cuts; ``row_entries``: ascending, the layer where it joins the batch (a layer
-        computes the rows that joined at or before it, in row order)."""
+        computes the rows that joined at or before it, in row order); ``row_heads``: per row the query heads it cuts
+        in (None: all)."""
         unique: list[torch.Tensor] = []
         pattern_of_row = []
         for blocked in row_patterns:
@@ -164,6 +168,14 @@ class SuffixBatch:
                        for layer in range(len(keys))]
         batch = cls(start, [k[:, :, :start] for k in keys], [v[:, :, :start] for v in values], [], [], [],
                     dense_index=dense_index, last_bias=_bias(allowed[:, -1:], dtype)[0, 0])
+        if row_heads is not None and any(h is not None for h in row_heads):
+            for layer in range(len(keys)):
+                by_heads: dict[tuple[int, ...], list[int]] = {}
+                for r in range(len(dense_index[layer])):
+                    if row_heads[r] is not None and layer in row_layers[r]:
+                        by_heads.setdefault(tuple(row_heads[r]), []).append(r)
+                batch.head_rows.append([(torch.tensor(members, device=device), heads)
+                                        for heads, members in by_heads.items()])
         if uses_dense(suffix_len, row_patterns[0].shape[1]):
             batch.dense_bias = _bias(allowed, dtype)[0, 0]
             return batch
@@ -259,7 +271,30 @@ def _attend_dense(q, k, v, prefix_k, prefix_v, bias, scale: float) -> torch.Tens
 
 def attend_batch(batch: SuffixBatch, layer: int, query, key, value, scale: float, last_only: bool) -> torch.Tensor:
     """(rows, heads, S, d) attention output of a rectangular batch; with ``last_only`` (rows, heads, 1, d) for the
-    last query alone."""
+    last query alone. Rows that cut some heads only get the uncut attention in their other heads."""
+    out = _attend_rows(batch, layer, query, key, value, scale, last_only)
+    for rows, heads in batch.head_rows[layer] if batch.head_rows else ():
+        uncut = torch.ones(query.shape[1], dtype=torch.bool, device=query.device)
+        uncut[list(heads)] = False
+        clean = _attend_uncut(batch, layer, query[rows], key[rows], value[rows], scale, last_only)
+        part = out[rows]
+        part[:, uncut] = clean[:, uncut]
+        out[rows] = part
+    return out
+
+
+def _attend_uncut(batch: SuffixBatch, layer: int, query, key, value, scale: float, last_only: bool):
+    """Attention of rows that cut nothing in this layer (the last bias / pattern entry is the uncut one)."""
+    prefix_k, prefix_v = batch.prefix_keys[layer], batch.prefix_values[layer]
+    uncut = torch.full((query.shape[0],), batch.last_bias.shape[0] - 1, device=query.device)
+    if last_only:
+        return _attend_dense(query[:, :, -1:], key, value, prefix_k, prefix_v, batch.last_bias[uncut], scale)
+    if batch.dense_bias is not None:
+        return _attend_dense(query, key, value, prefix_k, prefix_v, batch.dense_bias[uncut], scale)
+    return _attend(query, key, value, prefix_k, prefix_v, batch.clean, scale)
+
+
+def _attend_rows(batch: SuffixBatch, layer: int, query, key, value, scale: float, last_only: bool) -> torch.Tensor:
     prefix_k, prefix_v = batch.prefix_keys[layer], batch.prefix_values[layer]
     if last_only:
         return _attend_dense(query[:, :, -1:], key, value, prefix_k, prefix_v,
