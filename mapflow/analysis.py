@@ -15,9 +15,10 @@ import xarray as xr
 
 from .data.sample import Sample
 from .flows import Flow, Window
-from .engine import PLANS, KnockoutConfig, clean_state, run_knockouts, run_naive
+from .engine import PLANS, KnockoutConfig, check_heads, clean_state, run_knockouts, run_naive
 from .models.base import PreparedInput, VideoLLMAdapter
 from .prompts import BuiltPrompt
+from .screen import parse_plan
 
 SAMPLE_MODES = ("correct", "all", "wrong")
 
@@ -38,6 +39,7 @@ class StudyConfig:
     # study-specific settings (``--option key=value``), documented in each study's module; values are strings
     options: dict = field(default_factory=dict)
     seed: int = 42  # for a study's own random choices (e.g. the random-blocking control), derived per sample
+    heads: tuple[int, ...] | None = None  # cut every flow in these query heads only (``--heads``); None: all heads
 
     def option(self, name: str, default: str | None = None) -> str | None:
         return self.options.get(name, default)
@@ -48,7 +50,12 @@ class StudyConfig:
         if self.gt_token not in ("continuation", "vocab"):
             raise ValueError(f"gt_token must be 'continuation' or 'vocab', got '{self.gt_token}'")
         if self.plan not in PLANS:
-            raise ValueError(f"plan must be one of {PLANS}, got '{self.plan}'")
+            parse_plan(self.plan)  # the screen's plans, or an error naming the valid ones
+
+    @property
+    def method(self) -> str:
+        """``exact`` or ``screen`` (first-order estimates, `mapflow.screen`)."""
+        return "exact" if self.plan in PLANS else "screen"
 
     def to_dict(self) -> dict:
         return {"window_style": self.window.style, "window": self.window.size,
@@ -57,8 +64,11 @@ class StudyConfig:
                 "prompt_template": self.prompt_template, "gt_token": self.gt_token,
                 "non_option_includes_prefix": self.non_option_includes_prefix,
                 "flows": None if self.flows is None else list(self.flows),
-                "options": dict(sorted(self.options.items())), "seed": self.seed}
-        # `plan` is left out on purpose: every plan gives the same numbers, so a run may resume under another
+                "options": dict(sorted(self.options.items())), "seed": self.seed,
+                **({"heads": list(self.heads)} if self.heads is not None else {}),
+                **({"method": "screen", "plan": self.plan} if self.method == "screen" else {})}
+        # an exact `plan` is left out on purpose: every exact plan gives the same numbers, so a run may resume under
+        # another; the screen's estimates are not the same numbers, so they are named
 
 
 @dataclass
@@ -122,7 +132,8 @@ def wants_knockout(clean: CleanRun, mode: str) -> bool:
     return mode == "all" or (mode == "correct") == clean.correct
 
 
-def knockout_sweep(ctx: StudyContext, flows, *, sweep_layers=None, window: Window | None = None) -> xr.Dataset:
+def knockout_sweep(ctx: StudyContext, flows, *, sweep_layers=None, window: Window | None = None,
+                   heads=None) -> xr.Dataset:
     """Knock out each flow in the window around each sweep layer; one (flow, layer) cell per forward pass.
 
     Returns a Dataset with dims ``(flow, layer)``: ``p_knockout`` (probability of the clean run's predicted token),
@@ -134,7 +145,7 @@ def knockout_sweep(ctx: StudyContext, flows, *, sweep_layers=None, window: Windo
     sweep = list(range(num_layers) if sweep_layers is None else sweep_layers)
     window = window or ctx.config.window
     layer_sets = [window.layers(layer, num_layers) for layer in sweep]
-    ds = measure_knockouts(ctx, flows, layer_sets, dim="layer", labels=np.asarray(sweep, dtype=np.int64))
+    ds = measure_knockouts(ctx, flows, layer_sets, dim="layer", labels=np.asarray(sweep, dtype=np.int64), heads=heads)
     return with_window_labels(ds, window)
 
 
@@ -144,15 +155,27 @@ def knockout_layer_sets(ctx: StudyContext, flows, layer_sets: dict[str, tuple[in
                              labels=np.asarray(list(layer_sets), dtype=object))
 
 
-def measure_knockouts(ctx: StudyContext, flows, layer_sets, *, dim: str, labels) -> xr.Dataset:
-    """The shared measurement: one forward pass per (flow, layer set), read at the last position."""
+def measure_knockouts(ctx: StudyContext, flows, layer_sets, *, dim: str, labels, heads=None) -> xr.Dataset:
+    """The shared measurement: one forward pass per (flow, layer set), read at the last position; ``heads`` (default
+    ``--heads``) restricts every flow to those query heads. Under ``--plan screen`` the cells are first-order
+    estimates (`mapflow.screen`), and ``screen+verify K`` adds the exact values of the K largest estimated cells."""
     flows = [f if isinstance(f, Flow) else Flow.parse(f) for f in (ctx.config.flows or flows)]
-    state = clean_state(ctx.adapter, ctx.prepared) if ctx.config.plan == "auto" else None
-    clean = clean_run(ctx, None if state is None else state.logits[-1])
+    heads = check_heads(ctx.config.heads if heads is None else heads, ctx.adapter.num_heads)
+    method, verify = parse_plan(ctx.config.plan)
+    screen = None
+    if method in ("screen", "screen+verify"):
+        from .screen import screen_forward
+
+        screen = screen_forward(ctx.adapter, ctx.prepared)
+        state, clean = None, clean_run(ctx, screen.logits)
+    else:
+        state = clean_state(ctx.adapter, ctx.prepared) if method == "auto" else None
+        clean = clean_run(ctx, None if state is None else state.logits[-1])
     shape = (len(flows), len(layer_sets))
     p_new = np.full(shape, np.nan)
     p_gt_new = np.full(shape, np.nan)
     pred_new = np.full(shape, -1, dtype=np.int64)
+    exact = None
     run_it = wants_knockout(clean, ctx.config.samples)
     if run_it:
         layout = layout_with_prediction(ctx, clean)
@@ -160,14 +183,51 @@ def measure_knockouts(ctx: StudyContext, flows, layer_sets, *, dim: str, labels)
         runnable = [i for i, flow in enumerate(flows) if all(
             PREDICTED_OPTION not in (b.source, b.target) or PREDICTED_OPTION in layout.spans for b in flow.blocks)]
         blocked = [torch.from_numpy(flows[i].block_matrix(layout)) for i in runnable]
-        configs = [KnockoutConfig(b, tuple(layers)) for b in blocked for layers in layer_sets]
-        if configs:
-            probs = run_knockouts(ctx.adapter, ctx.prepared, configs, plan=ctx.config.plan, clean=state).softmax(-1)
+        configs = [KnockoutConfig(b, tuple(layers), heads) for b in blocked for layers in layer_sets]
+        if configs and screen is not None:
+            from .screen import screen_cells
+
+            from .screen import probability_after
+
+            metric = ctx.config.option("screen_metric", "logodds")
+            estimate = screen_cells(screen, screen.gradients([clean.pred, clean.gt_token], metric),
+                                    [(b, heads) for b in blocked], layer_sets).numpy()
+            p_new[runnable] = probability_after(screen.logits, clean.pred, estimate[..., 0], metric)
+            p_gt_new[runnable] = probability_after(screen.logits, clean.gt_token, estimate[..., 1], metric)
+            if verify:
+                exact = verify_cells(ctx, configs, p_new[runnable], clean, verify, runnable, shape)
+        elif configs:
+            probs = run_knockouts(ctx.adapter, ctx.prepared, configs, plan=method, clean=state).softmax(-1)
             probs = probs.view(len(runnable), len(layer_sets), -1)
             p_new[runnable] = probs[..., clean.pred].numpy()
             p_gt_new[runnable] = probs[..., clean.gt_token].numpy()
             pred_new[runnable] = probs.argmax(-1).numpy()
-    return knockout_dataset(flows, layer_sets, dim, labels, p_new, p_gt_new, pred_new, clean, run_it)
+    ds = knockout_dataset(flows, layer_sets, dim, labels, p_new, p_gt_new, pred_new, clean, run_it)
+    if screen is not None:
+        ds.attrs.update(method="screen", screen_metric=ctx.config.option("screen_metric", "logodds"))
+    if verify:
+        if exact is None:
+            exact = np.full(shape, np.nan), np.full(shape, np.nan)
+        p_base = np.nan if clean is None else clean.p_base
+        ds["p_knockout_exact"] = (("flow", dim), exact[0])
+        ds["rel_change_exact"] = (("flow", dim), relative_change(exact[0], p_base))
+        ds["rel_change_gt_exact"] = (("flow", dim), relative_change(exact[1], clean.p_gt_base)
+                                     if clean.p_gt_base > 0 else np.full(shape, np.nan))
+    return ds
+
+
+def verify_cells(ctx: StudyContext, configs, p_screen: np.ndarray, clean: CleanRun, count: int, runnable,
+                 shape) -> tuple[np.ndarray, np.ndarray]:
+    """Exact (p, p_gt) of the ``count`` cells whose estimate moves the answer probability most; NaN elsewhere."""
+    change = np.abs(p_screen - clean.p_base).ravel()
+    chosen = np.argsort(-change, kind="stable")[:count]
+    probs = run_knockouts(ctx.adapter, ctx.prepared, [configs[i] for i in chosen]).softmax(-1)
+    p, p_gt = np.full(p_screen.shape, np.nan), np.full(p_screen.shape, np.nan)
+    p.ravel()[chosen] = probs[:, clean.pred].numpy()
+    p_gt.ravel()[chosen] = probs[:, clean.gt_token].numpy()
+    out_p, out_gt = np.full(shape, np.nan), np.full(shape, np.nan)
+    out_p[runnable], out_gt[runnable] = p, p_gt
+    return out_p, out_gt
 
 
 def knockout_dataset(flows, layer_sets, dim, labels, p_new, p_gt_new, pred_new, clean: CleanRun | None,

@@ -50,9 +50,12 @@ def add_run_arguments(parser: argparse.ArgumentParser, with_study: bool = True) 
                         help="how the answer letter becomes a token id (vocab = the released code's lookup)")
     parser.add_argument("--non-option-without-prefix", action="store_true",
                         help="leave 'Question:' out of the non-option question span, as the released code does")
-    parser.add_argument("--plan", default="auto", choices=["auto", "naive"],
+    parser.add_argument("--plan", default="auto",
                         help="auto: exact reuse of vision features, cached prefix and clean layers, batched "
-                             "configurations; naive: one full forward per configuration (the paper code's cost)")
+                             "configurations; naive: one full forward per configuration (the paper code's cost); "
+                             "screen: first-order estimates from one forward and backward pass; 'screen+verify K': "
+                             "plus the exact value of the K largest estimated cells per sample")
+    parser.add_argument("--heads", help="cut every flow in these query heads only, e.g. 3,7 (0-based)")
     parser.add_argument("--attn", default="sdpa", choices=["sdpa", "eager"], help="attention implementation")
     parser.add_argument("--dtype", default="float32", help="float32 | bfloat16 | float16")
     parser.add_argument("--device", default="cpu")
@@ -94,7 +97,8 @@ def cmd_run(args) -> int:
                          num_frames=args.frames or benchmark.num_frames, frame_rule=args.frame_rule or
                          benchmark.frame_rule, prompt_template=template.name, gt_token=args.gt_token,
                          non_option_includes_prefix=not args.non_option_without_prefix,
-                         flows=tuple(args.flows) if args.flows else None, plan=args.plan)
+                         flows=tuple(args.flows) if args.flows else None, plan=args.plan,
+                         heads=_parse_heads(args.heads))
     study_name = Path(args.study).stem
     run_config = {"study": study_name, **config.to_dict(), "benchmark": benchmark.name, "tasks": args.tasks,
                   "limit": args.limit,
@@ -110,6 +114,15 @@ def cmd_run(args) -> int:
                         overwrite=args.overwrite, progress=not args.no_progress, remote=remote)
     print(summary.describe())
     return 0
+
+
+def _parse_heads(text: str | None) -> tuple[int, ...] | None:
+    if text is None:
+        return None
+    try:
+        return tuple(int(h) for h in text.split(","))
+    except ValueError:
+        raise MapflowError(f"cannot read --heads '{text}': write comma-separated head indices, e.g. 3,7") from None
 
 
 def _parse_options(pairs: list[str]) -> dict[str, str]:

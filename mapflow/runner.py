@@ -92,6 +92,9 @@ def run_study(study: ModuleType, adapter: VideoLLMAdapter, samples: list[Sample]
     ``remote``: True or a `mapflow.remote.RemoteSettings` runs every trace on an NDIF server (checked before the first
     sample); each finished sample is stored at once, so a server failure loses nothing and a re-run resumes.
     """
+    from .screen import check_screenable
+
+    check_screenable(study, provenance["study"], config.plan)
     if remote:
         from .remote import prepare_remote_run
 

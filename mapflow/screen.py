@@ -5,8 +5,9 @@ layer's attention output is recomputed from the clean queries, keys and values: 
 softmax renormalised over the keys they may still read (not a linearised softmax, so saturated attention is handled),
 minus their clean attention. The gradient of the metric (log-probability of the answer token at the last position)
 at that attention output, dotted with the change, is the layer's first-order effect; a window's estimate is the sum
-over its layers. Estimates of log-probability changes become probabilities as ``p_base * exp(estimate)``, so the
-stored ``rel_change`` never goes below -100 %.
+over its layers. The metric is the answer's log-odds (default; a log-probability's gradient vanishes when the model is
+confident) or its log-probability; the estimated change becomes a probability through the metric's inverse, so the
+stored ``rel_change`` stays within the probability range.
 
 It is a screen, not a measurement: it ignores interactions between the window's layers and second-order effects. The
 exact engine checks it (`--plan screen+verify K`, `mapflow calibrate`).
@@ -30,6 +31,20 @@ from .errors import KnockoutConfigError
 RECORD_NAME = "mapflow_screen"
 SCREEN = "screen"
 VERIFY = "screen+verify"
+# the studies whose cells are knockout sweeps read at the last position (a differentiable metric); the runner refuses
+# the screen for any other study
+SCREENABLE_ATTRIBUTE = "SCREENABLE"
+
+
+def check_screenable(study, name: str, plan: str) -> None:
+    """``--plan screen`` on a study without a differentiable knockout metric (generation, maps...): a clear error."""
+    if plan in ("auto", "naive") or getattr(study, SCREENABLE_ATTRIBUTE, False):
+        return
+    from .runner import available_studies, load_study
+
+    screenable = [s for s in available_studies() if getattr(load_study(s), SCREENABLE_ATTRIBUTE, False)]
+    raise KnockoutConfigError(f"--plan {plan}: study '{name}' has no differentiable knockout metric to screen; "
+                              f"use --plan auto, or one of the screenable studies: {', '.join(screenable)}")
 
 
 def parse_plan(plan: str) -> tuple[str, int]:
@@ -55,18 +70,43 @@ class ScreenForward:
     scales: list[float]
     outputs: list[torch.Tensor]  # per layer the attention output (1, L, heads, d) in the autograd graph
 
-    def gradients(self, tokens: list[int]) -> list[list[torch.Tensor]]:
-        """Per token: per layer the gradient of its log-probability at the attention output, (L, heads, d)."""
-        logits = self.logits_graph
-        logp = logits.to(torch.promote_types(logits.dtype, torch.float32)).log_softmax(-1)
-        grads = []
-        for n, token in enumerate(tokens):
-            found = torch.autograd.grad(logp[token], self.outputs, retain_graph=n < len(tokens) - 1,
-                                        allow_unused=True)
-            grads.append([torch.zeros_like(o[0]) if g is None else g[0].detach() for g, o in zip(found, self.outputs)])
-        return grads
+    def gradients(self, tokens: list[int], metric: str = "logodds") -> list[list[torch.Tensor]]:
+        """Per token: per layer the gradient of its metric (`metric_value`) at the attention output, (L, heads, d).
+        One backward pass per distinct token."""
+        distinct = list(dict.fromkeys(int(t) for t in tokens))
+        found = {}
+        for n, token in enumerate(distinct):
+            grads = torch.autograd.grad(metric_value(self.logits_graph, token, metric), self.outputs,
+                                        retain_graph=n < len(distinct) - 1, allow_unused=True)
+            found[token] = [torch.zeros_like(o[0]) if g is None else g[0].detach()
+                            for g, o in zip(grads, self.outputs)]
+        return [found[int(t)] for t in tokens]
 
     logits_graph: torch.Tensor | None = None
+
+
+METRICS = ("logodds", "logp")
+
+
+def metric_value(logits: torch.Tensor, token: int, metric: str = "logodds") -> torch.Tensor:
+    """``logp``: log p(token); ``logodds``: log p - log(1 - p). The log-odds keep a gradient when the model is
+    confident (p near 1, where d log p vanishes: the saturation that makes a log-probability screen see nothing)."""
+    logits = logits.to(torch.promote_types(logits.dtype, torch.float32))
+    if metric == "logp":
+        return logits.log_softmax(-1)[token]
+    if metric == "logodds":
+        others = torch.cat([logits[:token], logits[token + 1:]])
+        return logits[token] - others.logsumexp(-1)
+    raise KnockoutConfigError(f"screen metric '{metric}': choose one of {', '.join(METRICS)}")
+
+
+def probability_after(logits: torch.Tensor, token: int, change, metric: str = "logodds"):
+    """The probability of ``token`` that a first-order metric change ``change`` (array) implies, from the clean
+    ``logits`` (the clean metric is taken from the logits, not from a probability that float32 rounds to 1)."""
+    import numpy as np
+
+    value = float(metric_value(logits.double(), token, metric)) + np.asarray(change, dtype=np.float64)
+    return np.exp(value) if metric == "logp" else 1.0 / (1.0 + np.exp(-value))
 
 
 def _own_implementation(module, previous: str):

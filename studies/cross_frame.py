@@ -7,6 +7,7 @@ between frames in those layers.
 
 from mapflow.analysis import StudyContext, knockout_sweep
 
+SCREENABLE = True  # `--plan screen` estimates its cells (mapflow.screen)
 FLOWS = ("cross_frame",)
 
 

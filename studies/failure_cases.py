@@ -11,6 +11,7 @@ from mapflow.analysis import PREDICTED_OPTION, StudyContext, knockout_sweep
 from mapflow.flows import PAPER_FLOWS
 
 DEFAULT_SAMPLES = "wrong"
+SCREENABLE = True  # `--plan screen` estimates its cells (mapflow.screen)
 FLOWS = ("cross_frame", *PAPER_FLOWS["question_and_options_to_last"], f"video->{PREDICTED_OPTION}",
          f"non_option_question->{PREDICTED_OPTION}")
 

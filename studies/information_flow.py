@@ -7,6 +7,7 @@ Four flows, each knocked out alone in a window around each layer: video->questio
 from mapflow.analysis import StudyContext, knockout_sweep
 from mapflow.flows import PAPER_FLOWS
 
+SCREENABLE = True  # `--plan screen` estimates its cells (mapflow.screen)
 FLOWS = tuple(PAPER_FLOWS["information_flow"])
 
 

@@ -5,6 +5,7 @@ option, video -> true option. Where does the true option's text pick up the vide
 from mapflow.analysis import StudyContext, knockout_sweep
 from mapflow.flows import PAPER_FLOWS
 
+SCREENABLE = True  # `--plan screen` estimates its cells (mapflow.screen)
 FLOWS = tuple(PAPER_FLOWS["into_true_option"])
 
 

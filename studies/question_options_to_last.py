@@ -6,6 +6,7 @@ Three flows: the non-option question, the true option and the false options (all
 from mapflow.analysis import StudyContext, knockout_sweep
 from mapflow.flows import PAPER_FLOWS
 
+SCREENABLE = True  # `--plan screen` estimates its cells (mapflow.screen)
 FLOWS = tuple(PAPER_FLOWS["question_and_options_to_last"])
 
 

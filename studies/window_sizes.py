@@ -7,6 +7,7 @@ Options: ``sizes`` (comma-separated, default ``1,5,9,13``; on a model with few l
 from mapflow.analysis import StudyContext, knockout_sweep, stack_results
 from mapflow.flows import Window
 
+SCREENABLE = True  # `--plan screen` estimates its cells (mapflow.screen)
 FLOWS = ("cross_frame",)
 
 
