@@ -8,7 +8,7 @@ import torch
 
 from mapflow.flows import Flow
 from mapflow.knockout import apply_layer_masks, head_blocked
-from mapflow.screen import layer_effects, local_change, parse_plan, screen_cells, screen_forward
+from mapflow.screen import layer_effects, local_change, metric_value, parse_plan, screen_cells, screen_forward
 from mapflow.errors import KnockoutConfigError
 
 
@@ -66,9 +66,10 @@ def frames():
     return np.random.default_rng(0).integers(0, 256, (4, 40, 48, 3), dtype=np.uint8)
 
 
-@pytest.mark.parametrize("flow,heads,layers", [("cross_frame", None, (1, 2)), ("video->last", (2,), (0, 1, 2, 3)),
-                                               ("question->last", None, (3,))])
-def test_screen_equals_a_central_finite_difference(double_model, flow, heads, layers):
+@pytest.mark.parametrize("flow,heads,layers,metric", [("cross_frame", None, (1, 2), "logodds"),
+                                                      ("video->last", (2,), (0, 1, 2, 3), "logp"),
+                                                      ("question->last", None, (3,), "logodds")])
+def test_screen_equals_a_central_finite_difference(double_model, flow, heads, layers, metric):
     """d/de log p(answer) with every window layer's attention output moved by e * its local change, at e = 0.
 
     float64 throughout (RMSNorm patched to stay in float64): central differences at e = 1e-2 and 5e-3 combined by
@@ -79,18 +80,18 @@ def test_screen_equals_a_central_finite_difference(double_model, flow, heads, la
         for module in adapter.hf_model.modules():
             if type(module).__name__.endswith("RMSNorm"):  # per instance: nnsight wraps each module's forward
                 patch.setattr(module, "forward", types.MethodType(_rms_norm_float64, module))
-        check_finite_difference(adapter, prepared, flow, heads, layers)
+        check_finite_difference(adapter, prepared, flow, heads, layers, metric)
 
 
 def _rms_norm_float64(self, hidden):
     return self.weight * hidden * torch.rsqrt(hidden.pow(2).mean(-1, keepdim=True) + self.variance_epsilon)
 
 
-def check_finite_difference(adapter, prepared, flow, heads, layers):
+def check_finite_difference(adapter, prepared, flow, heads, layers, metric):
     cut = blocked(prepared.layout, flow)
     fwd = screen_forward(adapter, prepared)
     token = int(fwd.logits.argmax())
-    grads = fwd.gradients([token])
+    grads = fwd.gradients([token], metric)
     estimate = float(screen_cells(fwd, grads, [(cut, heads)], [layers])[0, 0, 0])
     changes = {}
     for layer in layers:
@@ -100,8 +101,8 @@ def check_finite_difference(adapter, prepared, flow, heads, layers):
         changes[layer] = full
 
     def central(eps):
-        logp = [float(screen_forward(adapter, prepared, {i: sign * eps * c for i, c in changes.items()})
-                      .logits_graph.detach().log_softmax(-1)[token]) for sign in (1, -1)]
+        logp = [float(metric_value(screen_forward(adapter, prepared, {i: sign * eps * c for i, c in changes.items()})
+                                   .logits_graph.detach(), token, metric)) for sign in (1, -1)]
         return (logp[0] - logp[1]) / (2 * eps)
 
     finite_difference = (4 * central(5e-3) - central(1e-2)) / 3  # Richardson: the e^2 term cancels
