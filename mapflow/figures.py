@@ -292,3 +292,62 @@ def verb_anchor_figure(ds: xr.Dataset, *, negative_only: bool = False) -> Figure
         else:
             _finish(ax, "mean rel_change (%)")
     return fig
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Beyond the paper: finer granularity (studies frame_pairs and head_sweep)
+
+
+def _heatmap(ax, values: np.ndarray, *, limit: float, xlabel: str, ylabel: str, title: str, xticks, yticks):
+    """A diverging heatmap centred on 0 (red: the knockout lowers the probability)."""
+    image = ax.imshow(values, cmap="RdBu", vmin=-limit, vmax=limit, origin="lower", aspect="auto")
+    ax.set_xticks(range(len(xticks)), [str(t) for t in xticks], fontsize="small")
+    ax.set_yticks(range(len(yticks)), [str(t) for t in yticks], fontsize="small")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title, fontsize="medium")
+    return image
+
+
+def _nanmean_last(values: np.ndarray) -> np.ndarray:
+    """Mean over the last axis ignoring NaN; NaN where every value is NaN (unmeasured pairs), without a warning."""
+    finite = np.isfinite(values)
+    count = finite.sum(-1)
+    return np.where(count > 0, np.where(finite, values, 0).sum(-1) / np.maximum(count, 1), np.nan)
+
+
+def _limit(values: np.ndarray) -> float:
+    finite = np.abs(values[np.isfinite(values)])
+    return float(finite.max()) if finite.size and finite.max() > 0 else 1.0
+
+
+def frame_pair_figure(ds: xr.Dataset, *, variable: str = "rel_change", bins: int = 4) -> Figure:
+    """Mean % change per (earlier source frame, later target frame), one panel per bin of sweep layers: which frames
+    the model compares, and where."""
+    mean = ds[variable].mean("sample", skipna=True).transpose("source_frame", "target_frame", "layer").values
+    layers = ds["layer"].values
+    groups = [g for g in np.array_split(np.arange(len(layers)), min(bins, len(layers))) if len(g)]
+    binned = [_nanmean_last(mean[..., g]) for g in groups]
+    limit = _limit(np.stack(binned))
+    fig, axes = new_figure(1, len(groups), width=3.6, height=3.4)
+    frames = ds["source_frame"].values
+    for ax, g, values in zip(axes[0], groups, binned):
+        image = _heatmap(ax, values, limit=limit, xlabel="target frame (queries)", ylabel="source frame (keys)",
+                         title=f"layers {layers[g[0]] + 1}-{layers[g[-1]] + 1}", xticks=frames, yticks=frames)
+    fig.colorbar(image, ax=axes[0].tolist(), label=f"mean {variable} (%)", shrink=0.8)
+    return fig
+
+
+def head_figure(ds: xr.Dataset, *, flow: str | None = None, variable: str = "rel_change") -> Figure:
+    """Mean % change per (layer, head) for one flow (default: the one with the strongest mean effect)."""
+    mean = ds[variable].mean("sample", skipna=True)
+    if flow is None:
+        strength = np.abs(mean).max(["layer", "head"], skipna=True)
+        flow = str(strength["flow"].values[int(np.nanargmax(strength.values))]) if np.isfinite(strength).any() \
+            else str(ds["flow"].values[0])
+    values = mean.sel(flow=flow).transpose("layer", "head").values
+    fig, axes = new_figure(1, 1, width=5.0, height=4.0)
+    image = _heatmap(axes[0][0], values, limit=_limit(values), xlabel="head", ylabel="layer (1-based)",
+                     title=f"{flow}: knockout in one head", xticks=ds["head"].values, yticks=ds["layer"].values + 1)
+    fig.colorbar(image, ax=axes[0][0], label=f"mean {variable} (%)")
+    return fig

@@ -1,0 +1,53 @@
+"""Frame-pair knockout (beyond the paper's Fig. 2): which frames does the model compare, and in which layers?
+
+``cross_frame`` decomposed: for each pair of frames (earlier ``source_frame`` -> later ``target_frame``) the later
+frame's video tokens may not read the earlier frame's, in a window of layers around each layer; every other edge
+stays. Stores ``rel_change(sample, source_frame, target_frame, layer)`` (NaN where source >= target). Option
+``by=distance`` knocks out every pair at one temporal distance ``d = target - source`` together instead and stores
+``rel_change(sample, distance, layer)``. Needs at least two frames (``--frames``).
+"""
+
+import numpy as np
+import xarray as xr
+
+from mapflow.analysis import StudyContext, knockout_sweep
+from mapflow.errors import KnockoutConfigError
+
+SCREENABLE = True  # `--plan screen` estimates its cells (mapflow.screen)
+MODES = ("pair", "distance")
+
+
+def run(ctx: StudyContext):
+    mode = ctx.config.option("by", "pair")
+    if mode not in MODES:
+        raise KnockoutConfigError(f"--option by={mode}: choose one of {', '.join(MODES)}")
+    frames = len(ctx.layout.frames)
+    if frames < 2:
+        raise KnockoutConfigError(f"frame_pairs needs at least 2 frames; this input has {frames} (set --frames 2 or "
+                                  "more; a frame unit of temporally grouped frames counts as one)")
+    if mode == "distance":
+        ds = knockout_sweep(ctx, [f"frame_distance:{d}" for d in range(1, frames)])
+        return ds.rename(flow="distance").assign_coords(distance=np.arange(1, frames))
+    pairs = [(source, target) for target in range(frames) for source in range(target)]
+    ds = knockout_sweep(ctx, [f"frame_{source}->frame_{target}" for source, target in pairs])
+    return pair_grid(ds, pairs, frames)
+
+
+def pair_grid(ds: xr.Dataset, pairs, frames: int) -> xr.Dataset:
+    """The ``flow`` axis of pair knockouts as a (source_frame, target_frame) grid; pairs not measured are NaN (-1
+    for token ids)."""
+    out = {}
+    for name, var in ds.data_vars.items():
+        if "flow" not in var.dims:
+            out[name] = var
+            continue
+        rest = [d for d in var.dims if d != "flow"]
+        fill = -1 if var.dtype.kind in "iu" else np.nan
+        grid = np.full((frames, frames, *(ds.sizes[d] for d in rest)), fill, dtype=var.dtype)
+        values = var.transpose("flow", *rest).values
+        for i, (source, target) in enumerate(pairs):
+            grid[source, target] = values[i]
+        out[name] = (("source_frame", "target_frame", *rest), grid)
+    coords = {k: v for k, v in ds.coords.items() if "flow" not in v.dims}
+    coords.update(source_frame=np.arange(frames), target_frame=np.arange(frames))
+    return xr.Dataset(out, coords=coords, attrs=ds.attrs)
