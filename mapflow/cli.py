@@ -315,6 +315,9 @@ def build_parser() -> argparse.ArgumentParser:
     show.set_defaults(func=cmd_show)
 
     add_ndif_parser(sub)
+    from .calibrate import add_calibrate_parser
+
+    add_calibrate_parser(sub)
 
     studies = sub.add_parser("studies", help="list the available studies")
     studies.set_defaults(func=cmd_studies)
