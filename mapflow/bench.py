@@ -90,11 +90,26 @@ def _work_of_plan(configs, adapter, seq_len) -> tuple[int, int]:
     return forwards, token_layers
 
 
+def screen_sweep(adapter: VideoLLMAdapter, prepared, window: Window) -> np.ndarray:
+    """The screen's estimate of every (flow, layer) cell's predicted-token probability (`mapflow.screen`)."""
+    from .screen import probability_after, screen_cells, screen_forward
+
+    forward = screen_forward(adapter, prepared)
+    pred = int(forward.logits.argmax())
+    patterns = [(torch.from_numpy(Flow.parse(f).block_matrix(prepared.layout)), None) for f in SWEEP_FLOWS]
+    layer_sets = [window.layers(layer, adapter.num_layers) for layer in range(adapter.num_layers)]
+    estimate = screen_cells(forward, forward.gradients([pred]), patterns, layer_sets)[..., 0]
+    return probability_after(forward.logits, pred, estimate.numpy()).ravel()
+
+
 def run_phase(adapter: VideoLLMAdapter, prepared_inputs, window: Window, plan: str) -> PhaseResult:
     result = PhaseResult()
     with PeakMemory() as memory:
         wall, cpu = time.perf_counter(), time.process_time()
         for prepared in prepared_inputs:
+            if plan == "screen":
+                result.p_knockout.append(screen_sweep(adapter, prepared, window))
+                continue
             configs = sweep_configs(prepared.layout, adapter.num_layers, window)
             clean = clean_state(adapter, prepared) if plan == "auto" else None
             reference = clean.logits[-1] if clean is not None else run_knockouts(
@@ -108,7 +123,9 @@ def run_phase(adapter: VideoLLMAdapter, prepared_inputs, window: Window, plan: s
     for prepared in prepared_inputs:  # bookkeeping, outside the timed region
         configs = sweep_configs(prepared.layout, adapter.num_layers, window)
         seq_len = prepared.layout.seq_len
-        if plan == "auto":
+        if plan == "screen":  # one forward and one backward (~2 forwards); attention-row recomputation not counted
+            forwards, token_layers = 1, 3 * seq_len * adapter.num_layers
+        elif plan == "auto":
             forwards, token_layers = _work_of_plan(configs, adapter, seq_len)
         else:
             forwards, token_layers = len(configs) + 1, (len(configs) + 1) * seq_len * adapter.num_layers
@@ -147,8 +164,9 @@ def run_phase_isolated(adapter: VideoLLMAdapter, prepared_inputs, window: Window
 
 
 def benchmark(adapter: VideoLLMAdapter, data_root, *, limit: int = 2, window: Window = Window("center", 9),
-              num_frames: int = 8, seed: int = 42, naive: bool = True) -> dict:
-    """``naive=False`` runs the optimized plan alone (sizes where the naive sweep takes too long: memory checks)."""
+              num_frames: int = 8, seed: int = 42, naive: bool = True, screen: bool = False) -> dict:
+    """``naive=False`` runs the optimized plan alone (sizes where the naive sweep takes too long: memory checks);
+    ``screen`` adds the first-order screen (`mapflow.screen`) and its speed and agreement against the exact plan."""
     samples = load_tvbench(data_root, limit=limit, seed=seed)
     template = resolve_template(None, adapter.prompt_template, "tvbench")
     prepared_inputs = [adapter.prepare(_clip(s, num_frames), mcqa_segments(s, template),
@@ -165,10 +183,29 @@ def benchmark(adapter: VideoLLMAdapter, data_root, *, limit: int = 2, window: Wi
             max_abs_diff_p_knockout=max(float(np.abs(a - b).max()) for a, b in zip(slow.p_knockout, fast.p_knockout)),
             wall_ratio=slow.wall / fast.wall, cpu_ratio=slow.cpu / fast.cpu,
             work_ratio=slow.token_layers / fast.token_layers)
+    if screen:
+        estimate = run_phase_isolated(adapter, prepared_inputs, window, "screen")
+        exact = np.concatenate(fast.p_knockout)
+        screened = np.concatenate(estimate.p_knockout)
+        from .calibrate import pearson, ranks
+
+        report.update(screen=estimate, screen_wall_ratio=fast.wall / estimate.wall,
+                      screen_cpu_ratio=fast.cpu / estimate.cpu,
+                      screen_spearman=pearson(ranks(exact), ranks(screened)))
     return report
 
 
 def format_report(report: dict, description: str) -> str:
+    text = _format_exact(report, description)
+    screen = report.get("screen")
+    if screen is not None:
+        text += (f"\nscreen (first-order estimate, not exact): wall {screen.wall:.2f} s, CPU {screen.cpu:.2f} s -> "
+                 f"{report['screen_wall_ratio']:.1f}x wall, {report['screen_cpu_ratio']:.1f}x CPU faster than optimized; "
+                 f"Spearman of p_knockout vs optimized over all cells {report['screen_spearman']:.2f}")
+    return text
+
+
+def _format_exact(report: dict, description: str) -> str:
     naive, fast = report["naive"], report["optimized"]
     lines = [description,
              f"{report['samples']} sample(s), sequence length {report['seq_len']}, "

@@ -282,7 +282,7 @@ def cmd_bench(args) -> int:
         window = args.window or (3 if adapter.num_layers <= 8 else 9)
         frames = {"llava-24x144": 24}.get(args.shape, 8)
         report = benchmark(adapter, data, limit=args.limit, window=Window("center", window), num_frames=frames,
-                           naive=not args.skip_naive)
+                           naive=not args.skip_naive, screen=args.screen)
     cpu = platform.processor() or platform.machine()
     description = (f"mapflow bench: {model_dir.name} ({adapter.num_layers} layers, attn {args.attn}), "
                    f"{torch.get_num_threads()} thread(s), {cpu}")
@@ -363,6 +363,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--layers", type=int, default=32, help="decoder layers of the llava-* models (7B: 32)")
     bench.add_argument("--skip-naive", action="store_true",
                        help="run the optimized sweep alone (time and memory only; for sizes where naive is too slow)")
+    bench.add_argument("--screen", action="store_true", help="also time the first-order screen (mapflow.screen)")
     bench.add_argument("--data", help="benchmark root (default: the shipped one that fits the model)")
     bench.add_argument("--limit", type=int, default=1, help="samples per task")
     bench.add_argument("--window", type=int, help="window size (default 9; 3 for the 8-layer organism)")
