@@ -149,8 +149,9 @@ def build_report(results_dir, out_html=None) -> Path:
     if not stores:
         raise MapflowError(f"no mapflow result store with samples in {results_dir}")
     by_study: dict[tuple[str, bool], list[Store]] = defaultdict(list)
-    for store in stores:
-        by_study[(store.study, store.open_ended)].append(store)
+    for store in stores:  # screen estimates get their own sections, never drawn as exact knockouts
+        screened = store.provenance.get("config", {}).get("method") == "screen"
+        by_study[(store.study + (":screen" if screened else ""), store.open_ended)].append(store)
     writer = ReportWriter(results_dir)
     _cross_frame(writer, by_study)
     _knockout_flows(writer, by_study)
@@ -160,6 +161,9 @@ def build_report(results_dir, out_html=None) -> Path:
     _pathways(writer, by_study)
     _failures(writer, by_study)
     _open_ended(writer, by_study)
+    from .report_beyond import beyond_paper_sections
+
+    beyond_paper_sections(writer, by_study, results_dir)
     suite = results_dir / "suite.json"
     timing = ""
     if suite.is_file():
