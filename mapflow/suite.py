@@ -52,7 +52,14 @@ def organism_suite(window: int = 3) -> list[SuiteRun]:
         SuiteRun("open_ended_answer_probability-video", "answer_probability", "video", open_ended, limit_scale=0.5),
         SuiteRun("verb_anchors-video", "verb_anchors", "video",
                  w + open_ended + ("--option", "verbs=auto", "--option", "max_new_tokens=16"), limit_scale=0.2),
+        # beyond the paper: finer granularity (each ~1 s of CPU per sample on the organism)
+        SuiteRun("frame_pairs-video", "frame_pairs", "video", w, limit_scale=0.2),
+        SuiteRun("head_sweep-video", "head_sweep", "video", w, limit_scale=0.2),
     ]
+
+
+# The screen's calibration against the exact engine (`mapflow calibrate`), written next to the stores for the report.
+CALIBRATION_STUDIES = ("information_flow",)
 
 
 def run_suite(out_dir: Path, *, limit: int, window: int = 3, only=None, report: bool = True) -> dict:
@@ -77,6 +84,17 @@ def run_suite(out_dir: Path, *, limit: int, window: int = 3, only=None, report: 
         cmd_run(build_parser().parse_args(args))
         manifest["runs"].append({"name": run.name, "study": run.study, "model": f"organism-{run.variant}",
                                  "store": store.name, "args": args[1:], "seconds": round(time.perf_counter() - t0, 1)})
+    for study in CALIBRATION_STUDIES:
+        if only and f"calibrate-{study}" not in only and "calibrate" not in only:
+            continue
+        t0 = time.perf_counter()
+        print(f"[{time.perf_counter() - started:6.1f} s] calibrate-{study}", flush=True)
+        args = ["calibrate", study, "--model", str(organism_dir("video")), "--limit", str(max(1, round(limit * 0.3))),
+                "--window", str(window), "--out", str(out_dir), "--no-progress"]
+        build_parser().parse_args(args).func(build_parser().parse_args(args))
+        manifest["runs"].append({"name": f"calibrate-{study}", "study": study, "model": "organism-video",
+                                 "store": f"calibration-{study}.json", "args": args,
+                                 "seconds": round(time.perf_counter() - t0, 1)})
     manifest["study_seconds"] = round(time.perf_counter() - started, 1)
     (out_dir / "suite.json").write_text(json.dumps(manifest, indent=2))
     if report:

@@ -52,8 +52,12 @@ def test_demo_suite_writes_every_store_figure_and_the_report(tmp_path):
     from mapflow.suite import organism_suite, run_suite
 
     manifest = run_suite(tmp_path, limit=1)
-    assert [r["name"] for r in manifest["runs"]] == [r.name for r in organism_suite()]
+    names = [r["name"] for r in manifest["runs"]]
+    assert [n for n in names if not n.startswith("calibrate-")] == [r.name for r in organism_suite()]
+    assert "calibrate-information_flow" in names
     html = (tmp_path / "report.html").read_text()
+    for section in ("Frame pairs, organism-video", "Heads, organism-video", "Calibration of the screen"):
+        assert section in html, section
     for paper in ("Fig. 2", "Fig. 3", "Fig. 4", "Fig. 5", "Fig. 6", "Fig. 7", "Fig. 8", "Fig. V", "Fig. W",
                   "Table 2", "Table 3", "Figs. AJ-AL", "Fig. P", "Fig. Q", "Fig. R", "Fig. S"):
         assert paper in html, paper
@@ -62,3 +66,22 @@ def test_demo_suite_writes_every_store_figure_and_the_report(tmp_path):
         assert (tmp_path / "figures" / f"{stem}.png").stat().st_size > 1000
         assert (tmp_path / "figures" / f"{stem}.pdf").is_file()
     assert (tmp_path / "tables" / "table3_pathways_organism-video.csv").is_file()
+
+
+@pytest.mark.slow
+def test_demo_suite_beyond_the_paper_runs_and_report(tmp_path):
+    """The frame-pair and head studies and the screen's calibration in the demo, with their report sections."""
+    import json
+
+    from mapflow.suite import run_suite
+
+    manifest = run_suite(tmp_path, limit=1, only=["frame_pairs-video", "head_sweep-video", "calibrate"])
+    assert [r["name"] for r in manifest["runs"]] == ["frame_pairs-video", "head_sweep-video",
+                                                     "calibrate-information_flow"]
+    html = (tmp_path / "report.html").read_text()
+    for section in ("Frame pairs, organism-video", "Heads, organism-video", "Calibration of the screen"):
+        assert section in html, section
+    for stem in ("frame_pairs_organism-video", "heads_organism-video"):
+        assert (tmp_path / "figures" / f"{stem}.png").stat().st_size > 1000
+    report = json.loads((tmp_path / "calibration-information_flow.json").read_text())
+    assert report["samples"] >= 1 and "video->last" in report["flows"]
