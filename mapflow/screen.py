@@ -213,11 +213,37 @@ def layer_effects(fwd: ScreenForward, grads: list[list[torch.Tensor]], blocked: 
 
 def screen_cells(fwd: ScreenForward, grads, patterns: list[tuple[torch.Tensor, tuple | None]],
                  layer_sets) -> torch.Tensor:
-    """(patterns, layer sets, tokens): the estimated log-probability change of each cell (sum over its layers)."""
+    """(patterns, layer sets, tokens): the estimated metric change of each cell (sum over its layers).
+
+    Per layer, shared by every pattern: the scores and clean probabilities of all rows any pattern cuts, and the
+    gradient mapped onto the keys, ``G = grad @ v^T`` (so that ``grad . (dP @ v) = sum(dP * G)``); per pattern only its
+    rows' renormalised softmax. Equal to summing `local_change` dotted with the gradient (see the tests)."""
     needed = sorted({i for layers in layer_sets for i in layers})
+    rows_of = [torch.nonzero(blocked.any(-1)).flatten() for blocked, _ in patterns]
+    union = torch.unique(torch.cat(rows_of)) if rows_of else torch.zeros(0, dtype=torch.long)
+    index_of = [torch.searchsorted(union, rows) for rows in rows_of]
+    effects = torch.zeros(len(patterns), len(grads), len(fwd.queries), dtype=torch.float64)
+    for layer in needed:
+        if not len(union):
+            break
+        q, k, v = fwd.queries[layer], fwd.keys[layer], fwd.values[layer]
+        dtype = torch.promote_types(q.dtype, torch.float32)
+        seq_len = k.shape[1]
+        causal = torch.ones(seq_len, seq_len, dtype=torch.bool, device=q.device).tril()[union.to(q.device)]
+        scores = ((q[:, union].to(dtype) @ k.to(dtype).transpose(-1, -2)) * fwd.scales[layer]) \
+            .masked_fill_(~causal, float("-inf"))
+        clean = scores.softmax(-1)
+        mapped = [g[layer][union].to(dtype).transpose(0, 1) @ v.to(dtype).transpose(-1, -2) for g in grads]
+        for p, (blocked, heads) in enumerate(patterns):
+            index = index_of[p].to(q.device)
+            cut = blocked.to(q.device)[rows_of[p].to(q.device)]
+            diff = scores[:, index].masked_fill(cut, float("-inf")).softmax(-1) - clean[:, index]
+            if heads is not None:
+                diff = diff[list(heads)]
+            for n, g in enumerate(mapped):
+                g = g[:, index] if heads is None else g[list(heads)][:, index]
+                effects[p, n, layer] = float((diff * g).sum())
     out = torch.zeros(len(patterns), len(layer_sets), len(grads), dtype=torch.float64)
-    for f, (blocked, heads) in enumerate(patterns):
-        effects = layer_effects(fwd, grads, blocked, heads, needed)
-        for s, layers in enumerate(layer_sets):
-            out[f, s] = effects[:, list(layers)].sum(-1)
+    for s, layers in enumerate(layer_sets):
+        out[:, s] = effects[:, :, list(layers)].sum(-1)
     return out

@@ -117,3 +117,19 @@ def test_plan_parsing():
     assert parse_plan("auto") == ("auto", 0)
     with pytest.raises(KnockoutConfigError, match="--plan"):
         parse_plan("screen+verify 0")
+
+
+def test_cells_equal_local_changes_dotted_with_the_gradient(sdpa_adapter, prepared):
+    """The shared-per-layer computation of `screen_cells` equals `layer_effects` (local change . gradient)."""
+    layout = prepared.layout
+    patterns = [(blocked(layout, "cross_frame"), None), (blocked(layout, "video->last"), (1, 2)),
+                (blocked(layout, "frame_0->frame_3"), None)]
+    fwd = screen_forward(sdpa_adapter, prepared)
+    grads = fwd.gradients([int(fwd.logits.argmax()), 5])
+    layer_sets = [(0,), (1, 2), (0, 1, 2, 3)]
+    cells = screen_cells(fwd, grads, patterns, layer_sets)
+    for p, (cut, heads) in enumerate(patterns):
+        effects = layer_effects(fwd, grads, cut, heads)
+        expected = torch.stack([effects[:, list(layers)].sum(-1) for layers in layer_sets])
+        scale = float(effects.abs().max())
+        assert scale > 0 and (cells[p] - expected).abs().max() <= 1e-4 * scale
