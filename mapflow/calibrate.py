@@ -141,7 +141,7 @@ def calibrate(study, adapter, samples, config, model_name: str, *, progress: boo
 
 
 def format_calibration(report: dict, markdown: bool = False) -> str:
-    head = ("flow", "cells", "Spearman", "Pearson", f"top-{TOP_K} recall", "sign agree", "mean |exact| %")
+    head = ("flow", "cells", "Spearman", "Pearson", f"top-{TOP_K} recall", "sign agree", "mean abs exact %")
     rows = [(flow, str(m["cells"]), f"{m['spearman']:.2f}", f"{m['pearson']:.2f}", f"{m[f'top{TOP_K}_recall']:.2f}",
              f"{m['sign_agreement']:.2f} ({m['sign_cells']})", f"{m['mean_abs_exact']:.2f}")
             for flow, m in report["flows"].items()]
