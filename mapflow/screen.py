@@ -236,13 +236,15 @@ def screen_cells(fwd: ScreenForward, grads, patterns: list[tuple[torch.Tensor, t
         mapped = [g[layer][union].to(dtype).transpose(0, 1) @ v.to(dtype).transpose(-1, -2) for g in grads]
         for p, (blocked, heads) in enumerate(patterns):
             index = index_of[p].to(q.device)
+            whole = len(index) == len(union)  # e.g. cross_frame: every cut row; no gather needed
+            head_index = slice(None) if heads is None else torch.tensor(list(heads), device=q.device)
+            part = scores[head_index] if whole else scores[head_index][:, index]
             cut = blocked.to(q.device)[rows_of[p].to(q.device)]
-            diff = scores[:, index].masked_fill(cut, float("-inf")).softmax(-1) - clean[:, index]
-            if heads is not None:
-                diff = diff[list(heads)]
+            diff = part.masked_fill(cut, float("-inf")).softmax(-1)
+            diff.sub_(clean[head_index] if whole else clean[head_index][:, index])
             for n, g in enumerate(mapped):
-                g = g[:, index] if heads is None else g[list(heads)][:, index]
-                effects[p, n, layer] = float((diff * g).sum())
+                g = g[head_index] if whole else g[head_index][:, index]
+                effects[p, n, layer] = float(diff.reshape(-1) @ g.reshape(-1))  # fused multiply-sum
     out = torch.zeros(len(patterns), len(layer_sets), len(grads), dtype=torch.float64)
     for s, layers in enumerate(layer_sets):
         out[:, s] = effects[:, :, list(layers)].sum(-1)
