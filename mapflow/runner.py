@@ -94,7 +94,7 @@ def run_study(study: ModuleType, adapter: VideoLLMAdapter, samples: list[Sample]
     """
     from .screen import check_screenable
 
-    check_screenable(study, provenance["study"], config.plan)
+    check_screenable(study, provenance["study"], config.plan, remote=bool(remote))
     if remote:
         from .remote import prepare_remote_run
 

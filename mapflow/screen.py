@@ -36,9 +36,15 @@ VERIFY = "screen+verify"
 SCREENABLE_ATTRIBUTE = "SCREENABLE"
 
 
-def check_screenable(study, name: str, plan: str) -> None:
-    """``--plan screen`` on a study without a differentiable knockout metric (generation, maps...): a clear error."""
-    if plan in ("auto", "naive") or getattr(study, SCREENABLE_ATTRIBUTE, False):
+def check_screenable(study, name: str, plan: str, remote: bool = False) -> None:
+    """``--plan screen`` on a study without a differentiable knockout metric (generation, maps...), or remotely (the
+    screen runs the local model's backward pass): a clear error."""
+    if plan in ("auto", "naive"):
+        return
+    if remote:
+        raise KnockoutConfigError(f"--plan {plan} runs locally only (it needs a backward pass of the local model); "
+                                  "drop --remote or use --plan auto")
+    if getattr(study, SCREENABLE_ATTRIBUTE, False):
         return
     from .runner import available_studies, load_study
 

@@ -18,3 +18,16 @@ def test_bench_can_run_the_optimized_phase_alone_on_a_longer_clip(sdpa_adapter, 
     report = benchmark(sdpa_adapter, tiny_benchmark, limit=1, window=Window("center", 3), num_frames=12, naive=False)
     assert report["naive"] is None and report["optimized"].forwards >= 1
     assert "(naive phase skipped)" in format_report(report, "tiny")
+
+
+def test_bench_times_the_screen_against_the_optimized_sweep(sdpa_adapter, tiny_benchmark):
+    import numpy as np
+
+    report = benchmark(sdpa_adapter, tiny_benchmark, limit=1, window=Window("center", 3), num_frames=4, naive=False,
+                       screen=True)
+    screen, fast = report["screen"], report["optimized"]
+    assert len(screen.p_knockout) == len(fast.p_knockout) == report["samples"]
+    assert all(a.shape == b.shape for a, b in zip(screen.p_knockout, fast.p_knockout))
+    assert all(np.all((a >= 0) & (a <= 1)) for a in screen.p_knockout)
+    assert -1 <= report["screen_spearman"] <= 1 and report["screen_wall_ratio"] > 0
+    assert "screen (first-order estimate, not exact)" in format_report(report, "tiny")

@@ -109,6 +109,8 @@ def test_screen_on_a_study_without_a_differentiable_metric_is_refused(sdpa_adapt
     with pytest.raises(KnockoutConfigError, match="--plan screen.*cross_frame_halves.*information_flow"):
         check_screenable(study("cross_frame_halves"), "cross_frame_halves", "screen")
     check_screenable(study("cross_frame_halves"), "cross_frame_halves", "auto")  # exact plans run anything
+    with pytest.raises(KnockoutConfigError, match="locally only"):
+        check_screenable(study("information_flow"), "information_flow", "screen", remote=True)
     with pytest.raises(KnockoutConfigError, match="--plan"):
         StudyConfig(plan="fast")
 
