@@ -138,3 +138,24 @@ def test_calibrate_command(tiny_model_dir, tiny_benchmark, tmp_path, capsys):
     assert report["cost"]["screen_forward_equivalents"] >= 1 and report["cost"]["exact_forward_equivalents"] > 1
     assert all(-1 <= m["spearman"] <= 1 for m in report["flows"].values() if m["spearman"] == m["spearman"])
     assert "Spearman" in capsys.readouterr().out
+
+
+def test_frame_pairs_and_heads_are_available_to_the_screen(sdpa_adapter, sample, frames):
+    exact = study("frame_pairs").run(context(sdpa_adapter, sample, frames))
+    screen = study("frame_pairs").run(context(sdpa_adapter, sample, frames, plan="screen"))
+    assert screen.attrs["method"] == "screen"
+    np.testing.assert_array_equal(np.isfinite(screen["p_knockout"].values), np.isfinite(exact["p_knockout"].values))
+    heads = study("head_sweep").run(context(sdpa_adapter, sample, frames, plan="screen", options={"heads": "1"},
+                                            flows=("video->last",)))
+    assert np.isfinite(heads["rel_change"].values).all() and heads["head"].values.tolist() == [1]
+    # the first-order term is additive over heads: the single-head estimates sum to the all-heads one
+    from mapflow.screen import screen_cells, screen_forward
+
+    ctx = context(sdpa_adapter, sample, frames)
+    cut = torch.from_numpy(Flow.parse("cross_frame").block_matrix(ctx.layout))
+    fwd = screen_forward(sdpa_adapter, ctx.prepared)
+    grads = fwd.gradients([int(fwd.logits.argmax())])
+    layer_sets = [(0, 1), (2,), (1, 2, 3)]
+    per_head = screen_cells(fwd, grads, [(cut, (h,)) for h in range(sdpa_adapter.num_heads)], layer_sets)
+    every = screen_cells(fwd, grads, [(cut, None)], layer_sets)[0]
+    assert (per_head.sum(0) - every).abs().max() <= 1e-5 * max(float(every.abs().max()), 1e-3)
