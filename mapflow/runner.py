@@ -92,9 +92,11 @@ def run_study(study: ModuleType, adapter: VideoLLMAdapter, samples: list[Sample]
     ``remote``: True or a `mapflow.remote.RemoteSettings` runs every trace on an NDIF server (checked before the first
     sample); each finished sample is stored at once, so a server failure loses nothing and a re-run resumes.
     """
+    from .planner import check_heads
     from .screen import check_screenable
 
     check_screenable(study, provenance["study"], config.plan, remote=bool(remote))
+    check_heads(config.heads, adapter.num_heads)  # before any sample: every one would fail the same way
     if remote:
         from .remote import prepare_remote_run
 
