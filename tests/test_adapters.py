@@ -188,6 +188,33 @@ def test_engine_equals_naive(family, loaded, sample, clip):
     assert not torch.equal(naive[0], naive[-1])
 
 
+@pytest.mark.parametrize("family", FAMILIES)
+def test_head_knockout_and_screen_in_every_family(family, loaded, sample, clip):
+    """Head-restricted knockouts (grouped kv heads) through the fast engine equal the naive per-head masks; the
+    screen's recorded forward is the clean run, and its local change is the model's own knocked-out attention."""
+    from mapflow.engine import run_naive
+    from mapflow.knockout import apply_layer_masks, head_blocked
+    from mapflow.screen import local_change, screen_forward
+
+    adapter = loaded(family)
+    prepared = prepare(adapter, sample, clip)
+    cross, last = (torch.from_numpy(Flow.parse(f).block_matrix(prepared.layout)) for f in ("cross_frame", "video->last"))
+    configs = [KnockoutConfig(cross, (0, 1), (0,)), KnockoutConfig(last, (1,), (1, adapter.num_heads - 1)),
+               KnockoutConfig(cross, (1,))]
+    naive = run_knockouts(adapter, prepared, configs, plan="naive")
+    assert (naive - run_knockouts(adapter, prepared, configs)).abs().max() <= 1e-5
+    fwd = screen_forward(adapter, prepared)
+    assert (fwd.logits - run_naive(adapter, prepared)).abs().max() <= 1e-5
+    outputs = []
+    for masks in ({}, {1: head_blocked(cross, (0,), adapter.num_heads)}):
+        with torch.no_grad(), adapter.trace(prepared):
+            apply_layer_masks(adapter.layers, masks)
+            out = adapter.attention_call(1).output[0].save()
+        outputs.append(out.detach()[0])
+    rows, change = local_change(fwd, 1, cross, (0,))
+    assert (change - (outputs[1] - outputs[0])[rows]).abs().max() <= 1e-5
+
+
 @pytest.mark.parametrize("family", ["qwen2_5_vl", "qwen3_vl"])
 def test_engine_needs_the_clean_rotary_positions(family, loaded, sample, clip, monkeypatch):
     """Without the adapter's hook a forward from embeddings numbers positions as plain text: results go wrong."""
