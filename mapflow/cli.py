@@ -1,4 +1,4 @@
-"""Command line: ``mapflow run | plot | show | studies | models | demo``. With no arguments it runs the demo."""
+"""Command line: ``mapflow run | plot | show | verify | studies | models | demo``. With no arguments it runs the demo."""
 
 from __future__ import annotations
 
@@ -173,6 +173,14 @@ def cmd_show(args) -> int:
     return 0
 
 
+def cmd_verify(args) -> int:
+    from .integrity import verify_store
+
+    report = verify_store(args.store, repair=args.repair)
+    print(report.describe())
+    return 0 if report.ok or report.repaired else 1
+
+
 def cmd_studies(args) -> int:
     from .runner import available_studies, load_study
 
@@ -301,6 +309,12 @@ def build_parser() -> argparse.ArgumentParser:
     show.add_argument("store")
     show.set_defaults(func=cmd_show)
 
+    verify = sub.add_parser("verify", help="check that every committed sample of a store is present once and "
+                                           "readable; --repair drops damaged ones so a rerun measures them again")
+    verify.add_argument("store")
+    verify.add_argument("--repair", action="store_true", help="drop the damaged samples (a resumed run does this too)")
+    verify.set_defaults(func=cmd_verify)
+
     add_ndif_parser(sub)
 
     studies = sub.add_parser("studies", help="list the available studies")
@@ -379,6 +393,11 @@ def main(argv=None) -> int:
     except MapflowError as err:
         print(f"mapflow: error: {err}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt as err:  # Ctrl-C or SIGTERM: a sentence, not a traceback
+        from .interrupts import interrupted_message
+
+        print(f"mapflow: {interrupted_message(err)}", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

@@ -50,6 +50,8 @@ import os
 import re
 import shutil
 import uuid
+from contextlib import contextmanager
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Any
 
@@ -69,8 +71,21 @@ SAMPLE_CHUNK = 64  # samples per chunk file; keeps the file count low for long r
 
 RESERVED_ATTRS = (PROVENANCE_KEY, COMMITTED_KEY, FAILURES_KEY, COMPLETE_CHUNKS_KEY)
 
+_WRITERS: ContextVar[list | None] = ContextVar("mapflow_open_writers", default=None)
+
 # zarr's local store writes "<name>.<32 hex>.partial" and renames it; a kill can leave one behind.
 _PARTIAL_FILE = re.compile(r"\.[0-9a-f]{32}\.partial$")
+
+
+@contextmanager
+def writers_opened():
+    """Collect the stores opened for writing inside the block (so a caller can close them however it ends)."""
+    opened: list[ResultStore] = []
+    token = _WRITERS.set(opened)
+    try:
+        yield opened
+    finally:
+        _WRITERS.reset(token)
 
 
 class ResultStore:
@@ -84,6 +99,8 @@ class ResultStore:
         self.path = Path(path)
         read_root_attrs(self.path)  # a clear error for a directory that is no (intact) result store
         self._lock = _lock
+        if _lock is not None and _WRITERS.get() is not None:
+            _WRITERS.get().append(self)
         self._completed_ids: set[str] | None = None  # read on first use; only a writer changes them
         self.verify_report: Report | None = None  # what opening for writing found (and repaired)
 
@@ -308,6 +325,7 @@ def open_dataset(path: str | os.PathLike) -> xr.Dataset:
     """Lazily open a result store (read-only); plain `xarray.open_zarr(path)` gives the same dataset."""
     if not (Path(path) / ".zmetadata").is_file():
         raise MapflowError(f"{path} is not a mapflow result store (no zarr metadata there)")
+    read_root_attrs(Path(path))  # zarr would fail on garbage with a bare JSONDecodeError
     try:
         read_json_file(Path(path) / ".zmetadata", "the consolidated metadata")
     except StoreDamaged as err:

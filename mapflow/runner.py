@@ -18,6 +18,7 @@ from .analysis import StudyConfig, StudyContext
 from .data.sample import Sample
 from .data.video import read_frames
 from .errors import MapflowError, RunInterrupted
+from .interrupts import stops_cleanly
 from .models.base import VideoLLMAdapter
 from .prompts import TEMPLATES, build_prompt
 from .results import ResultStore
@@ -84,6 +85,7 @@ def measure_sample(study: ModuleType, adapter: VideoLLMAdapter, sample: Sample, 
     return result.assign_coords(task=("sample", np.asarray([sample.task], dtype=object)), model=model_name)
 
 
+@stops_cleanly
 def run_study(study: ModuleType, adapter: VideoLLMAdapter, samples: list[Sample], out, *, config: StudyConfig,
               provenance: dict, resume: bool = True, overwrite: bool = False, progress: bool = True,
               remote=None) -> RunSummary:
