@@ -32,6 +32,7 @@ LOCK_SUFFIX = ".lock"
 
 
 def lock_path(store: Path) -> Path:
+    store = Path(os.path.abspath(store))  # `--out .` has no name of its own
     return store.with_name(store.name + LOCK_SUFFIX)
 
 

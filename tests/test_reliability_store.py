@@ -26,7 +26,7 @@ from mapflow.errors import MapflowError
 from mapflow.integrity import inspect_store, verify_store
 from mapflow.results import ResultStore, open_dataset
 from mapflow.store_lock import StoreLocked, lock_path
-from test_results import PROVENANCE, expected_results, fill_store, make_sample, sample_id
+from test_results import PROVENANCE, expected_results, fill_store, make_sample, sample_id, start_appender
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 RUN = ["--window", "3", "--samples", "all", "--no-progress", "--threads", "1"]
@@ -173,34 +173,52 @@ def test_a_stale_lock_of_a_dead_process_is_taken_over(tmp_path, caplog):
     assert "taking over a stale lock" in caplog.text and f"pid {dead.pid}" in caplog.text
     assert not lock_path(path).exists()
     xr.testing.assert_equal(open_dataset(path).load(), expected_results(3))
+    # a writer killed for real (SIGKILL between its append and the commit) leaves its lock behind
+    caplog.clear()
+    killed = start_appender(tmp_path, path, count=6, crash_point="before_commit", crash_at=4)
+    killed.communicate(timeout=60)
+    assert killed.returncode == -signal.SIGKILL and json.loads(lock_path(path).read_text())["pid"] == killed.pid
+    with caplog.at_level("WARNING"):
+        with ResultStore.create_or_resume(path, PROVENANCE) as store:
+            assert store.committed_count == 4
+            store.append(make_sample(4))
+    assert f"pid {killed.pid}" in caplog.text
+    xr.testing.assert_equal(open_dataset(path).load(), expected_results(5))
 
 
-def test_ctrl_c_says_what_was_kept_and_a_killed_writers_lock_is_taken_over(tiny_model_dir, tiny_benchmark, gated,
-                                                                           tmp_path, caplog, capsys, monkeypatch):
+@pytest.mark.slow  # a second model-loading subprocess
+def test_ctrl_c_and_sigterm_say_what_was_kept_and_release_the_lock(tiny_model_dir, tiny_benchmark, gated, tmp_path,
+                                                                  capsys, monkeypatch):
     out, gate = tmp_path / "stopped.zarr", tmp_path / "gate"
     args = cli_args(tiny_model_dir, tiny_benchmark, out, gated)
-    for stop, kept in ((signal.SIGINT, 2), (signal.SIGTERM, 3)):
-        writer = start_writer(args, gate, gate_after=kept - max(committed(out), 0))
-        wait_for(lambda: committed(out) == kept, writer, f"{kept} samples")
-        time.sleep(0.2)  # into the gate's wait
-        writer.send_signal(stop)
-        _, stderr = writer.communicate(timeout=60)
-        assert writer.returncode == 130, stderr[-3000:]
-        how = "interrupted" if stop == signal.SIGINT else "terminated"
-        assert f"{how}; {kept} sample(s) kept in {out}; rerun the same command to resume" in stderr
-        assert "Traceback" not in stderr
-        assert not lock_path(out).exists()  # released on Ctrl-C and on SIGTERM
-    writer = start_writer(args, gate, gate_after=0)
-    wait_for(lambda: lock_path(out).exists() and lock_path(out).read_text(), writer, "the lock")
-    writer.kill()
-    writer.wait()
-    assert json.loads(lock_path(out).read_text())["pid"] == writer.pid  # left behind by the dead writer
+    writer = start_writer(args, gate, gate_after=2)
+    wait_for(lambda: committed(out) == 2, writer, "2 samples")
+    time.sleep(0.2)  # into the gate's wait
+    writer.send_signal(signal.SIGINT)
+    _, stderr = writer.communicate(timeout=60)
+    assert writer.returncode == 130, stderr[-3000:]
+    assert f"interrupted; 2 sample(s) kept in {out}; rerun the same command to resume" in stderr
+    assert "Traceback" not in stderr
+    assert not lock_path(out).exists()
+    # SIGTERM (here sent by the study to its own process) ends the same way: rolled back, unlocked, one sentence
+    terminating = tmp_path / "sigterm" / "gated.py"  # the same study name: the config must match to resume
+    terminating.parent.mkdir()
+    terminating.write_text(textwrap.dedent('''
+        import os, signal
+        from studies.information_flow import run as measure
+        def run(ctx):
+            os.kill(os.getpid(), signal.SIGTERM)
+            return measure(ctx)
+    '''))
+    monkeypatch.chdir(REPO_ROOT)
+    assert main(cli_args(tiny_model_dir, tiny_benchmark, out, terminating)) == 130
+    assert f"terminated; 2 sample(s) kept in {out}" in capsys.readouterr().err
+    assert not lock_path(out).exists()
+    assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL  # the run's handler is gone again
     gate.touch()
     monkeypatch.setenv("GATE", str(gate))
-    with caplog.at_level("WARNING"):
-        assert main(args) == 0
-    assert "taking over a stale lock" in caplog.text and f"pid {writer.pid}" in caplog.text
-    assert "1 sample(s) measured, 3 already in the store" in capsys.readouterr().out
+    assert main(args) == 0
+    assert "2 sample(s) measured, 2 already in the store" in capsys.readouterr().out
     assert verify_store(out).ok and open_dataset(out).sizes["sample"] == 4
 
 
