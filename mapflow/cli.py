@@ -1,4 +1,4 @@
-"""Command line: ``mapflow run | plot | show | verify | studies | models | demo``. With no arguments it runs the demo."""
+"""Command line: ``mapflow run | plot | show | studies | models | demo``. With no arguments it runs the demo."""
 
 from __future__ import annotations
 

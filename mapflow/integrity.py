@@ -11,6 +11,7 @@ the writer (`ResultStore.open_for_writing`), so rerunning the same ``mapflow run
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -49,13 +50,34 @@ def read_root_attrs(path: Path) -> dict:
     path = Path(path)
     if not (path / ".zgroup").is_file():
         raise MapflowError(f"{path} is not a zarr result store (no .zgroup there)")
-    attrs = read_json_file(path / ".zattrs", "the store's root attributes")
+    try:
+        attrs = read_json_file(path / ".zattrs", "the store's root attributes")
+    except StoreDamaged as err:
+        raise StoreDamaged(f"{err}; `mapflow verify {path} --repair` restores them from the consolidated metadata "
+                           "where it can") from None
     if PROVENANCE_KEY not in attrs or COMMITTED_KEY not in attrs:
         raise MapflowError(f"{path} is a zarr store but not a mapflow result store")
     committed = attrs[COMMITTED_KEY]
     if not isinstance(committed, int) or committed < 0 or not isinstance(attrs.get(FAILURES_KEY, {}), dict):
         raise StoreDamaged(f"{path / '.zattrs'} is damaged ('{COMMITTED_KEY}' = {committed!r})")
     return attrs
+
+
+def restore_root_attrs(path: Path, damage: StoreDamaged) -> dict:
+    """Rewrite a damaged root ``.zattrs`` from its copy in the consolidated metadata (writers only).
+
+    That copy is at most one commit behind, so the arrays' extra sample is dropped by the tail repair and measured
+    again. Raises `damage` when there is no usable copy."""
+    try:
+        copy = read_json_file(path / ".zmetadata", "the consolidated metadata")["metadata"][".zattrs"]
+    except (StoreDamaged, KeyError, TypeError):
+        raise damage from None
+    if not isinstance(copy, dict) or not isinstance(copy.get(COMMITTED_KEY), int) or PROVENANCE_KEY not in copy:
+        raise damage
+    staging = path / f".zattrs.{os.getpid()}.restoring"
+    staging.write_text(json.dumps(copy, indent=4))
+    os.replace(staging, path / ".zattrs")
+    return read_root_attrs(path)
 
 
 @dataclass

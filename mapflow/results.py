@@ -61,7 +61,7 @@ import zarr
 
 from mapflow.errors import MapflowError
 from mapflow.integrity import (COMMITTED_KEY, COMPLETE_CHUNKS_KEY, FAILURES_KEY, PROVENANCE_KEY, SAMPLE_DIM, Report,
-                               StoreDamaged, inspect_store, read_json_file, read_root_attrs)
+                               StoreDamaged, inspect_store, read_json_file, read_root_attrs, restore_root_attrs)
 from mapflow.store_lock import StoreLock
 
 log = logging.getLogger(__name__)
@@ -142,11 +142,19 @@ class ResultStore:
 
     @classmethod
     def _open_writer(cls, path: Path, provenance: dict | None) -> ResultStore:
-        read_root_attrs(path)  # refuse a non-store before leaving a lock file in it
+        try:
+            read_root_attrs(path)  # refuse a non-store before taking its lock
+        except StoreDamaged:
+            pass  # a zarr group with damaged root attributes: restored below, under the lock, where possible
         lock = StoreLock.acquire(path)
         try:
+            try:
+                attrs = read_root_attrs(path)
+            except StoreDamaged as damage:
+                attrs = restore_root_attrs(path, damage)
+                log.warning("%s: restored the damaged root attributes (.zattrs) from the consolidated metadata", path)
             if provenance is not None:
-                stored = read_root_attrs(path)[PROVENANCE_KEY]
+                stored = attrs[PROVENANCE_KEY]
                 _check_same_config(path, stored.get("config"), provenance.get("config"))
                 _check_same_inputs(path, stored, provenance)
             store = cls(path, _lock=lock)

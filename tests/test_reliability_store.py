@@ -329,6 +329,9 @@ def test_garbage_metadata_gives_a_sentence_naming_the_file(tmp_path, capsys):
         assert main(command) == 2
         err = capsys.readouterr().err
         assert f"{path / '.zattrs'} is damaged" in err and "not valid JSON" in err
+    assert main(["verify", str(path), "--repair"]) == 0  # the consolidated metadata holds a copy
+    xr.testing.assert_equal(open_dataset(path).load(), expected_results(2))
+    assert ResultStore(path).committed_count == 2
 
 
 def test_disk_full_is_one_sentence_and_the_store_resumes(tmp_path, monkeypatch):
