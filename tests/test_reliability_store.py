@@ -25,7 +25,7 @@ from mapflow.cli import main
 from mapflow.errors import MapflowError
 from mapflow.integrity import inspect_store, verify_store
 from mapflow.results import ResultStore, open_dataset
-from mapflow.store_lock import StoreLocked, lock_path
+from mapflow.store_lock import StoreLock, StoreLocked, lock_path
 from test_results import PROVENANCE, expected_results, fill_store, make_sample, sample_id, start_appender
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -158,6 +158,14 @@ def test_two_writers_in_one_process_and_the_lock_released_on_close(tmp_path):
         ResultStore(path).append(make_sample(2))
     with ResultStore.create_or_resume(path, PROVENANCE) as store:
         store.append(make_sample(2))
+    # two runs starting together: whoever locks first creates the store, the other is refused, nothing half-made
+    fresh = tmp_path / "fresh.zarr"
+    first = StoreLock.acquire(fresh)
+    with pytest.raises(StoreLocked, match=str(fresh)):
+        ResultStore.create_or_resume(fresh, PROVENANCE)
+    assert not fresh.exists()
+    first.release()
+    ResultStore.create_or_resume(fresh, PROVENANCE).close()
 
 
 def test_a_stale_lock_of_a_dead_process_is_taken_over(tmp_path, caplog):
