@@ -10,12 +10,14 @@ holds the store.
 
 from __future__ import annotations
 
+import atexit
 import errno
 import json
 import logging
 import os
 import socket
 import sys
+import weakref
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -29,6 +31,7 @@ except ImportError:  # not POSIX: the content check below is all there is
 log = logging.getLogger(__name__)
 
 LOCK_SUFFIX = ".lock"
+_HELD: weakref.WeakSet = weakref.WeakSet()  # released at interpreter exit, so an unclosed writer leaves no stale lock
 
 
 def lock_path(store: Path) -> Path:
@@ -78,7 +81,9 @@ class StoreLock:
         except BaseException:
             os.close(fd)
             raise
-        return cls(fd, path)
+        lock = cls(fd, path)
+        _HELD.add(lock)
+        return lock
 
     @property
     def held(self) -> bool:
@@ -102,6 +107,12 @@ class StoreLock:
             self.release()
         except Exception:
             pass
+
+
+@atexit.register
+def _release_all() -> None:
+    for lock in list(_HELD):
+        lock.release()
 
 
 def _flock(fd: int) -> bool | None:
