@@ -22,7 +22,8 @@ FAMILIES: tuple[type[VideoLLMAdapter], ...] = (LlavaNextVideoAdapter, LlavaOnevi
 ADAPTERS: dict[str, type[VideoLLMAdapter]] = {arch: cls for cls in FAMILIES for arch in cls.architectures}
 
 DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
-          "float16": torch.float16, "fp16": torch.float16}
+          "float16": torch.float16, "fp16": torch.float16,
+          "float64": torch.float64, "fp64": torch.float64}  # float64: references for exactness checks
 
 
 def _architecture(path: Path) -> str:
