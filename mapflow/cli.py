@@ -19,7 +19,7 @@ def _window_from_args(args):
 
     if args.layers:
         return Window.parse_ranges(args.layers)
-    return Window(style=args.window_style, size=args.window)
+    return Window(style=args.window_style, size=9 if args.window is None else args.window)  # 9: the paper's
 
 
 def add_run_arguments(parser: argparse.ArgumentParser, with_study: bool = True) -> None:
@@ -35,7 +35,8 @@ def add_run_arguments(parser: argparse.ArgumentParser, with_study: bool = True) 
                                            "the benchmark): llava_mcqa, llava_mcqa_videomme, organism_mcqa, "
                                            "llava_open_ended (sentence completion), vcgbench_free_form")
     parser.add_argument("--out", required=True, type=user_path, help="output zarr store (resumed if it exists)")
-    parser.add_argument("--window", type=int, default=9, help="knockout window size k (default 9)")
+    parser.add_argument("--window", type=int, help="knockout window size k, at most the model's layer count "
+                                                   "(default 9, the paper's; clipped at the ends of smaller models)")
     parser.add_argument("--window-style", default="center", choices=["center", "inverse", "bottom_up", "top_down"])
     parser.add_argument("--layers", help="explicit knockout layer ranges instead of a sweep, e.g. '0-16' (0-based, "
                                          "half-open)")
@@ -110,7 +111,7 @@ def cmd_run(args) -> int:
                          frame_rule=args.frame_rule or benchmark.frame_rule, prompt_template=template.name, gt_token=args.gt_token,
                          non_option_includes_prefix=not args.non_option_without_prefix,
                          flows=tuple(args.flows) if args.flows else None, plan=args.plan)
-    inputs.check_run_options(adapter, samples, config, template)
+    inputs.check_run_options(study, adapter, samples, config, template, window_given=args.window is not None)
     study_name = Path(args.study).stem
     run_config = {"study": study_name, **config.to_dict(), "benchmark": benchmark.name, "tasks": args.tasks,
                   "limit": args.limit,

@@ -48,26 +48,30 @@ def check_frames(frames: int | None) -> None:
                            "benchmark's, 8)")
 
 
-def check_window(window, num_layers: int) -> None:
-    """--layers within 0..num_layers and non-empty; --window between 1 and the layer count."""
+def check_window(window, num_layers: int, window_given: bool = True) -> None:
+    """--layers within 0..num_layers and non-empty; a given --window between 1 and the layer count (the default 9
+    is the paper's and stays clipped at the ends of a smaller model, as it always was)."""
     if window.style == "ranges":
         for start, stop in window.ranges:
             if not 0 <= start < stop <= num_layers:
                 raise MapflowError(f"--layers {start}-{stop}: each range must be 'start-stop' with 0 <= start < stop "
                                    f"<= {num_layers} (the model has {num_layers} layers, half-open ranges)")
-    elif window.style in ("center", "inverse") and not 1 <= window.size <= num_layers:
+    elif window.style in ("center", "inverse") and window_given and not 1 <= window.size <= num_layers:
         raise MapflowError(f"--window {window.size}: the window size must be between 1 and {num_layers} (the model "
                            f"has {num_layers} layers)")
 
 
-def check_flows(flows, samples, template, num_frames: int) -> None:
-    """Every span a --flows block names exists in the inputs (the first sample's prompt decides the template's)."""
+def check_flows(flows, samples, template, num_frames: int, study_flows=()) -> None:
+    """Every span a --flows block names exists in the inputs (the first sample's prompt decides the template's; the
+    study's own flows add the spans it makes per sample, such as a generated response)."""
     if not flows:
         return
     from .flows import CROSS_FRAME, Flow
     from .prompts import build_prompt
 
     known = set(LAYOUT_SPANS) | {f"frame_{i}" for i in range(num_frames)}
+    known |= {name for text in study_flows for block in Flow.parse(text).blocks for name in (block.source, block.target)
+              if name != CROSS_FRAME}
     if samples:
         try:
             prompt = build_prompt(samples[0], template)
@@ -108,8 +112,8 @@ def check_frames_available(samples, num_frames: int, rule: str) -> None:
             return
         longest = max(longest or 0, info.num_frames)
     if longest is not None:
-        raise MapflowError(f"--frames {num_frames}: no video has that many frames (the longest of these "
-                           f"{len(samples)} has {longest}); choose --frames <= {longest}")
+        raise MapflowError(f"--frames {num_frames}: no video of the {len(samples)} selected sample(s) has that many "
+                           f"frames (the longest has {longest}); choose --frames <= {longest}")
 
 
 # --- per sample ----------------------------------------------------------------------------------------------------
@@ -157,8 +161,8 @@ def describe_bad_entries(bad_entries) -> str:
     return "\n".join(lines)
 
 
-def check_run_options(adapter, samples, config, template) -> None:
+def check_run_options(study, adapter, samples, config, template, window_given: bool = True) -> None:
     """Every option that depends on the model or the data, checked before the store is created."""
-    check_window(config.window, adapter.num_layers)
-    check_flows(config.flows, samples, template, config.num_frames)
+    check_window(config.window, adapter.num_layers, window_given)
+    check_flows(config.flows, samples, template, config.num_frames, getattr(study, "FLOWS", ()))
     check_frames_available(samples, config.num_frames, config.frame_rule)
