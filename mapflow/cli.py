@@ -147,7 +147,8 @@ def cmd_accuracy(args) -> int:
     from .metrics import accuracy_by_task
 
     args.study, args.samples, args.flows, args.layers, args.option = "accuracy", "all", None, None, []
-    cmd_run(args)
+    if code := cmd_run(args):
+        return code
     ds = xr.open_zarr(args.out)
     for name, value in accuracy_by_task(ds.correct).items():
         print(f"{name:28s} {value:6.1f} %")
