@@ -108,7 +108,8 @@ def cmd_run(args) -> int:
                                                                                           "correct"),
                          options=_parse_options(args.option), seed=args.seed,
                          num_frames=benchmark.num_frames if args.frames is None else args.frames,
-                         frame_rule=args.frame_rule or benchmark.frame_rule, prompt_template=template.name, gt_token=args.gt_token,
+                         frame_rule=args.frame_rule or benchmark.frame_rule, prompt_template=template.name,
+                         gt_token=args.gt_token,
                          non_option_includes_prefix=not args.non_option_without_prefix,
                          flows=tuple(args.flows) if args.flows else None, plan=args.plan)
     inputs.check_run_options(study, adapter, samples, config, template, window_given=args.window is not None)

@@ -42,7 +42,8 @@ def load_longvideobench(
     entries = loading.read_json(json_path, list)
     parsed = [
         loading.parse_entry(partial(_entry_to_sample, root, json_path, index, entry),
-                            *loading.fallback_id(entry, "question_category", "id", index), f"{json_path}[entry {index}]")
+                            *loading.fallback_id(entry, "question_category", "id", index),
+                            f"{json_path}[entry {index}]")
         for index, entry in enumerate(entries)
     ]
     return loading.keep_good(

@@ -49,7 +49,8 @@ def load_videomme(
     video_paths: dict[str, Path] = {}  # about three questions share each video: look it up once
     parsed = [
         loading.parse_entry(partial(_row_to_sample, root, parquet_path, index, row, video_paths),
-                            *loading.fallback_id(row, "task_type", "question_id", index), f"{parquet_path}[row {index}]")
+                            *loading.fallback_id(row, "task_type", "question_id", index),
+                            f"{parquet_path}[row {index}]")
         for index, row in enumerate(rows)
     ]
     return loading.keep_good(
