@@ -254,3 +254,31 @@ def test_a_damaged_checkpoint_gets_a_sentence(tmp_path, capsys, damage, expected
     assert run("--model", model, "--data", bench, "--out", tmp_path / "x.zarr") == 2
     err = capsys.readouterr().err
     assert expected in err and str(model) in err and "Traceback" not in err
+
+
+def test_dataset_provenance_takes_relative_and_absolute_paths_alike(tmp_path, monkeypatch):
+    from mapflow.provenance import dataset_provenance
+
+    bench = copy_bench(tmp_path / "my bench", per_task=1)
+    monkeypatch.chdir(tmp_path)
+    files = sorted(Path("my bench").rglob("*.json"))
+    relative = dataset_provenance("my bench", files)
+    absolute = dataset_provenance(bench, [f.resolve() for f in files])
+    assert relative == absolute and relative["annotation_files"][0] == "json/moving_direction.json"
+
+
+def test_a_one_file_benchmark_names_a_bad_entry_even_without_its_task(tmp_path):
+    from mapflow.data.loading import collecting_bad_entries
+    from mapflow.data.longvideobench import load_longvideobench
+
+    good = {"question": "What?", "candidates": ["a", "b"], "correct_choice": 1, "video_path": "v.mp4",
+            "duration": 10, "question_category": "T3O", "id": "q1"}
+    entries = [good, {**good, "id": "q2", "correct_choice": 5}, {k: v for k, v in good.items()
+                                                                  if k != "question_category"}]
+    (tmp_path / "lvb_val.json").write_text(json.dumps(entries))
+    with collecting_bad_entries() as bad:
+        samples = load_longvideobench(tmp_path)
+    assert [s.sample_id for s in samples] == ["T3O/q1"]
+    assert {b.sample_id: b.error.field for b in bad} == {"T3O/q2": "correct_choice", "unknown/q1": "question_category"}
+    with pytest.raises(Exception, match="correct_choice"):
+        load_longvideobench(tmp_path)  # outside the block the first bad entry raises, as before
