@@ -74,7 +74,7 @@ def model_provenance(model_dir) -> dict:
 
 def dataset_provenance(data_root, annotation_files) -> dict:
     data_root = Path(data_root).resolve()
-    files = sorted(Path(f) for f in annotation_files)
+    files = sorted(Path(f).resolve() for f in annotation_files)  # resolved like the root: relative_to must hold
     digest, _, each = hash_files_each(files, data_root) if files else ("", "", {})
     return {"root": str(data_root), "annotations_sha256": digest, "annotation_files_sha256": each,
             "annotation_files": [str(f.relative_to(data_root)) for f in files]}
