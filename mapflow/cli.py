@@ -331,7 +331,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     verify = sub.add_parser("verify", help="check that every committed sample of a store is present once and "
                                            "readable; --repair drops damaged ones so a rerun measures them again")
-    verify.add_argument("store")
+    verify.add_argument("store", type=user_path)
     verify.add_argument("--repair", action="store_true", help="drop the damaged samples (a resumed run does this too)")
     verify.set_defaults(func=cmd_verify)
 
