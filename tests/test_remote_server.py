@@ -218,7 +218,7 @@ def test_server_dying_mid_study_keeps_finished_samples_and_resumes(ndif_stack, o
 
     study = write_study(tmp_path, "server_dies", f"""
         from mapflow.remote import stack
-        from studies.cross_frame import run as cross_frame
+        from mapflow.studies.cross_frame import run as cross_frame
 
         seen = []
 
