@@ -12,14 +12,6 @@ from .errors import MapflowError
 from .remote.commands import add_ndif_parser, add_remote_arguments, remote_settings_from_args
 
 
-def _window_from_args(args):
-    from .flows import Window
-
-    if args.layers:
-        return Window.parse_ranges(args.layers)
-    return Window(style=args.window_style, size=args.window)
-
-
 def add_run_arguments(parser: argparse.ArgumentParser, with_study: bool = True) -> None:
     if with_study:
         parser.add_argument("study", help="study name (see `mapflow studies`) or path to a .py file defining run(ctx)")
@@ -65,48 +57,19 @@ def add_run_arguments(parser: argparse.ArgumentParser, with_study: bool = True) 
 
 
 def cmd_run(args) -> int:
-    import torch
+    from .resolve import prepare_run
+    from .runner import run_study
 
-    from .analysis import StudyConfig
-    from .data.benchmarks import get_benchmark
-    from .embedded import default_data_dir, default_model_dir
-    from .models import load_model
-    from .prompts import resolve_template
-    from .provenance import run_provenance
-    from .runner import load_study, run_study
-
-    study = load_study(args.study)
-    benchmark = get_benchmark(args.benchmark)
-    model_dir = Path(args.model) if args.model else default_model_dir()
-    data_root = Path(args.data) if args.data else default_data_dir()
-    if args.threads or not args.model:
-        torch.set_num_threads(args.threads or 1)  # tiny models run ~10x faster single-threaded on shared CPUs
-    samples = benchmark.loader(data_root, tasks=args.tasks, limit=args.limit, seed=args.seed)
-    adapter = load_model(model_dir, attn_implementation=args.attn, dtype=args.dtype, device=args.device,
-                         device_map=args.device_map)
-    try:
-        template = resolve_template(args.template, adapter.prompt_template, benchmark.name)
-    except KeyError as err:
-        raise MapflowError(err.args[0]) from None
-    config = StudyConfig(window=_window_from_args(args), samples=args.samples or getattr(study, "DEFAULT_SAMPLES",
-                                                                                          "correct"),
-                         options=_parse_options(args.option), seed=args.seed,
-                         num_frames=args.frames or benchmark.num_frames, frame_rule=args.frame_rule or
-                         benchmark.frame_rule, prompt_template=template.name, gt_token=args.gt_token,
-                         non_option_includes_prefix=not args.non_option_without_prefix,
-                         flows=tuple(args.flows) if args.flows else None, plan=args.plan)
-    study_name = Path(args.study).stem
-    run_config = {"study": study_name, **config.to_dict(), "benchmark": benchmark.name, "tasks": args.tasks,
-                  "limit": args.limit,
-                  "seed": args.seed, "model": str(model_dir.resolve()), "data": str(data_root.resolve()),
-                  "attn_implementation": args.attn, "dtype": args.dtype}
-    remote = remote_settings_from_args(args, model_dir)
-    annotation_files = sorted([*data_root.rglob("*.json"), *data_root.rglob("*.parquet")])
-    provenance = run_provenance(study=study_name, model_dir=model_dir, data_root=data_root,
-                                annotation_files=annotation_files, seed=args.seed, config=run_config,
-                                runtime={"device": args.device, "device_map": args.device_map,
-                                         "threads": torch.get_num_threads()})
-    summary = run_study(study, adapter, samples, args.out, config=config, provenance=provenance,
+    run = prepare_run(args.study, args.model, args.data, benchmark=args.benchmark, template=args.template,
+                      window=args.window, window_style=args.window_style, layers=args.layers, limit=args.limit,
+                      tasks=args.tasks, samples=args.samples, options=_parse_options(args.option), frames=args.frames,
+                      frame_rule=args.frame_rule, flows=args.flows, gt_token=args.gt_token,
+                      non_option_includes_prefix=not args.non_option_without_prefix, plan=args.plan, seed=args.seed,
+                      attn=args.attn, dtype=args.dtype, device=args.device, device_map=args.device_map,
+                      # tiny models run ~10x faster single-threaded on shared CPUs
+                      threads=args.threads or (None if args.model else 1))
+    remote = remote_settings_from_args(args, run.adapter.path)
+    summary = run_study(run.study, run.adapter, run.samples, args.out, config=run.config, provenance=run.provenance,
                         overwrite=args.overwrite, progress=not args.no_progress, remote=remote)
     print(summary.describe())
     return 0
@@ -190,6 +153,14 @@ def cmd_models(args) -> int:
         for arch in cls.architectures:
             print(f"{cls.family:18s} {arch:40s} {cls.frame_unit:28s} {cls.token_layout}")
     return 0
+
+
+def cmd_check(args) -> int:
+    from .api import check, format_check, load_model
+
+    report = check(load_model(args.model, attn_implementation=args.attn, self_test=False))
+    print(format_check(report))
+    return 0 if report["ok"] else 1
 
 
 def cmd_demo(args) -> int:
@@ -308,6 +279,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     models = sub.add_parser("models", help="list the supported model families, their frame unit and token layout")
     models.set_defaults(func=cmd_models)
+
+    check = sub.add_parser("check", help="run the adapter's self-tests on a checkpoint and print what they found")
+    check.add_argument("model", nargs="?", help="checkpoint directory (default: the embedded organism)")
+    check.add_argument("--attn", default="sdpa", choices=["sdpa", "eager"])
+    check.set_defaults(func=cmd_check)
 
     organism = sub.add_parser("organism", help="train or evaluate the model organisms").add_subparsers(
         dest="organism_command", required=True)

@@ -17,7 +17,7 @@ from tqdm.auto import tqdm
 from .analysis import StudyConfig, StudyContext
 from .data.sample import Sample
 from .data.video import read_frames
-from .errors import MapflowError, RunInterrupted
+from .errors import MapflowError, RunInterrupted, StudyError
 from .models.base import VideoLLMAdapter
 from .prompts import TEMPLATES, build_prompt
 from .results import ResultStore
@@ -83,6 +83,9 @@ def measure_sample(study: ModuleType, adapter: VideoLLMAdapter, sample: Sample, 
     )
     result = study.run(StudyContext(adapter=adapter, sample=sample, prepared=prepared, config=config, prompt=prompt,
                                     frames=frames))
+    if not isinstance(result, xr.Dataset):
+        raise StudyError(f"study {getattr(study, 'study_name', study.__name__)} returned {type(result).__name__}, "
+                         "not an xarray.Dataset: return one Dataset per sample (see README 'Writing a study')")
     result = result.expand_dims(sample=[sample.sample_id])
     return result.assign_coords(task=("sample", np.asarray([sample.task], dtype=object)), model=model_name)
 
@@ -95,6 +98,11 @@ def run_study(study: ModuleType, adapter: VideoLLMAdapter, samples: list[Sample]
     ``remote``: True or a `mapflow.remote.RemoteSettings` runs every trace on an NDIF server (checked before the first
     sample); each finished sample is stored at once, so a server failure loses nothing and a re-run resumes.
     """
+    from .resolve import resolve_config
+
+    config = resolve_config(config, adapter, samples)
+    if isinstance(provenance.get("config"), dict):
+        provenance = {**provenance, "config": {**provenance["config"], "prompt_template": config.prompt_template}}
     if remote:
         from .remote import prepare_remote_run
 
