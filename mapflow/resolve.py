@@ -121,9 +121,6 @@ def prepare_run(study, model=None, data=None, *, benchmark: str | None = None, t
     study, study_name = as_study(study)
     if threads:
         torch.set_num_threads(threads)
-    adapter = _as_adapter(model, attn_implementation=attn, dtype=dtype, device=device, device_map=device_map)
-    if adapter is model:  # a loaded model: its own settings are the run's
-        attn, dtype = adapter.attn_implementation, str(adapter.hf_model.dtype).removeprefix("torch.")
     if isinstance(data, BenchmarkSamples):
         if limit is not None or tasks:
             raise MapflowError("limit and tasks choose samples while loading: pass them to load_benchmark, not with "
@@ -136,6 +133,10 @@ def prepare_run(study, model=None, data=None, *, benchmark: str | None = None, t
     else:
         raise MapflowError(f"data is a benchmark root or samples from mapflow.load_benchmark, not "
                            f"{type(data).__name__}")
+    # the data first: a bad annotation file fails before a large checkpoint loads
+    adapter = _as_adapter(model, attn_implementation=attn, dtype=dtype, device=device, device_map=device_map)
+    if adapter is model:  # a loaded model: its own settings are the run's
+        attn, dtype = adapter.attn_implementation, str(adapter.hf_model.dtype).removeprefix("torch.")
     spec = get_benchmark(loaded.benchmark)
     chosen = choose_template(template, adapter, spec.name)
     _check_pairing(chosen, loaded)

@@ -28,7 +28,8 @@ STUDIES_PACKAGE = f"{__package__}.studies"  # the repository's studies/ folder (
 
 
 def load_study(name_or_path: str) -> ModuleType:
-    """A study by name (``mapflow.studies.<name>``, the repository's ``studies/<name>.py``) or by the path of a ``.py`` file defining ``run(ctx)``."""
+    """A study by name (``mapflow.studies.<name>``: the repository's ``studies/<name>.py``) or by the path of a
+    ``.py`` file defining ``run(ctx)``."""
     path = Path(name_or_path)
     if path.suffix == ".py":
         if not path.is_file():
