@@ -218,7 +218,7 @@ def notebook_study(ctx):
 
     with ctx.trace():
         logits = ctx.adapter.lm_head.output[0, -1].save()
-    return knockout_sweep(ctx, ["video->last", "cross_frame"]).assign(top_logit=float(logits.max()))
+    return knockout_sweep(ctx, ["video->last", "cross_frame"]).assign(top_logit=float(logits.detach().max()))
 
 
 def test_a_notebook_function_runs_through_mf_run_remotely_with_the_local_numbers(ndif_stack, organism, tmp_path):
