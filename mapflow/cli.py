@@ -6,20 +6,11 @@ import argparse
 import json
 import logging
 import sys
-from contextlib import nullcontext
 from pathlib import Path
 
 from .errors import MapflowError
 from .inputs import user_path
 from .remote.commands import add_ndif_parser, add_remote_arguments, remote_settings_from_args
-
-
-def _window_from_args(args):
-    from .flows import Window
-
-    if args.layers:
-        return Window.parse_ranges(args.layers)
-    return Window(style=args.window_style, size=9 if args.window is None else args.window)  # 9: the paper's
 
 
 def add_run_arguments(parser: argparse.ArgumentParser, with_study: bool = True) -> None:
@@ -72,61 +63,28 @@ def add_run_arguments(parser: argparse.ArgumentParser, with_study: bool = True) 
 
 
 def cmd_run(args) -> int:
-    import torch
+    from .resolve import prepare_run
+    from .runner import run_study
 
     from . import inputs
-    from .analysis import StudyConfig
-    from .data.benchmarks import get_benchmark
-    from .data.loading import collecting_bad_entries
-    from .embedded import default_data_dir, default_model_dir
-    from .models import load_model
-    from .prompts import resolve_template
-    from .provenance import run_provenance
-    from .runner import load_study, run_study
 
-    study = load_study(str(user_path(args.study)) if args.study.endswith(".py") else args.study)
-    inputs.check_limit(args.limit)
-    inputs.check_frames(args.frames)
-    benchmark = get_benchmark(args.benchmark)
-    model_dir = Path(args.model) if args.model else default_model_dir()
-    data_root = Path(args.data) if args.data else default_data_dir()
-    if args.threads or not args.model:
-        torch.set_num_threads(args.threads or 1)  # tiny models run ~10x faster single-threaded on shared CPUs
-    with nullcontext([]) if args.strict else collecting_bad_entries() as bad_entries:  # --strict: first one raises
-        samples = benchmark.loader(data_root, tasks=args.tasks, limit=args.limit, seed=args.seed)
-    if bad_entries:
-        print(inputs.describe_bad_entries(bad_entries), file=sys.stderr)
+    study = str(user_path(args.study)) if args.study.endswith(".py") else args.study
+    run = prepare_run(study, args.model, args.data, benchmark=args.benchmark, template=args.template,
+                      window=args.window, window_style=args.window_style, layers=args.layers, limit=args.limit,
+                      tasks=args.tasks, samples=args.samples, options=_parse_options(args.option), frames=args.frames,
+                      frame_rule=args.frame_rule, flows=args.flows, gt_token=args.gt_token,
+                      non_option_includes_prefix=not args.non_option_without_prefix, plan=args.plan, seed=args.seed,
+                      attn=args.attn, dtype=args.dtype, device=args.device, device_map=args.device_map,
+                      # tiny models run ~10x faster single-threaded on shared CPUs
+                      threads=args.threads or (None if args.model else 1), strict=args.strict)
+    if run.samples.bad_entries:
+        print(inputs.describe_bad_entries(run.samples.bad_entries), file=sys.stderr)
     if note := inputs.half_precision_note(args.dtype, args.device, args.device_map):
         print(note, file=sys.stderr)
-    adapter = load_model(model_dir, attn_implementation=args.attn, dtype=args.dtype, device=args.device,
-                         device_map=args.device_map)
-    try:
-        template = resolve_template(args.template, adapter.prompt_template, benchmark.name)
-    except KeyError as err:
-        raise MapflowError(err.args[0]) from None
-    config = StudyConfig(window=_window_from_args(args), samples=args.samples or getattr(study, "DEFAULT_SAMPLES",
-                                                                                          "correct"),
-                         options=_parse_options(args.option), seed=args.seed,
-                         num_frames=benchmark.num_frames if args.frames is None else args.frames,
-                         frame_rule=args.frame_rule or benchmark.frame_rule, prompt_template=template.name,
-                         gt_token=args.gt_token,
-                         non_option_includes_prefix=not args.non_option_without_prefix,
-                         flows=tuple(args.flows) if args.flows else None, plan=args.plan)
-    inputs.check_run_options(study, adapter, samples, config, template, window_given=args.window is not None)
-    study_name = Path(args.study).stem
-    run_config = {"study": study_name, **config.to_dict(), "benchmark": benchmark.name, "tasks": args.tasks,
-                  "limit": args.limit,
-                  "seed": args.seed, "model": str(model_dir.resolve()), "data": str(data_root.resolve()),
-                  "attn_implementation": args.attn, "dtype": args.dtype}
-    remote = remote_settings_from_args(args, model_dir)
-    annotation_files = sorted([*data_root.rglob("*.json"), *data_root.rglob("*.parquet")])
-    provenance = run_provenance(study=study_name, model_dir=model_dir, data_root=data_root,
-                                annotation_files=annotation_files, seed=args.seed, config=run_config,
-                                runtime={"device": args.device, "device_map": args.device_map,
-                                         "threads": torch.get_num_threads()})
-    summary = run_study(study, adapter, samples, args.out, config=config, provenance=provenance,
+    remote = remote_settings_from_args(args, run.adapter.path)
+    summary = run_study(run.study, run.adapter, run.samples, args.out, config=run.config, provenance=run.provenance,
                         overwrite=args.overwrite, progress=not args.no_progress, remote=remote,
-                        bad_entries=bad_entries)
+                        bad_entries=run.samples.bad_entries)
     print(summary.describe())
     return 1 if summary.failed and not summary.done and not summary.skipped else 0  # every sample failed
 
@@ -218,6 +176,14 @@ def cmd_models(args) -> int:
         for arch in cls.architectures:
             print(f"{cls.family:18s} {arch:40s} {cls.frame_unit:28s} {cls.token_layout}")
     return 0
+
+
+def cmd_check(args) -> int:
+    from .api import check, format_check, load_model
+
+    report = check(load_model(args.model, attn_implementation=args.attn, self_test=False))
+    print(format_check(report))
+    return 0 if report["ok"] else 1
 
 
 def cmd_demo(args) -> int:
@@ -342,6 +308,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     models = sub.add_parser("models", help="list the supported model families, their frame unit and token layout")
     models.set_defaults(func=cmd_models)
+
+    check = sub.add_parser("check", help="run the adapter's self-tests on a checkpoint and print what they found")
+    check.add_argument("model", nargs="?", help="checkpoint directory (default: the embedded organism)")
+    check.add_argument("--attn", default="sdpa", choices=["sdpa", "eager"])
+    check.set_defaults(func=cmd_check)
 
     organism = sub.add_parser("organism", help="train or evaluate the model organisms").add_subparsers(
         dest="organism_command", required=True)

@@ -11,7 +11,7 @@ import os
 from pathlib import Path
 
 from .data.sample import OPTION_LETTERS
-from .errors import DataError, MapflowError, RunInterrupted
+from .errors import DataError, MapflowError, StudyError
 
 # Spans every layout has (see `mapflow.tokenization.build_layout`); the template's segments and frames come on top.
 LAYOUT_SPANS = ("video", "video_markup", "video_block", "question", "non_option_question", "true_option",
@@ -148,9 +148,10 @@ def check_study_result(study, result) -> None:
     import xarray as xr
 
     if not isinstance(result, xr.Dataset):
-        name = getattr(study, "__file__", None) or getattr(study, "__name__", "?")
-        raise RunInterrupted(f"study {name}: run(ctx) returned {type(result).__name__}; it must return an "
-                             "xarray.Dataset of this sample's results (e.g. from mapflow.analysis.knockout_sweep)")
+        name = getattr(study, "study_name", None) or getattr(study, "__file__", None) or getattr(study, "__name__", "?")
+        raise StudyError(f"study {name} returned {type(result).__name__}, not an xarray.Dataset: its run(ctx) must "
+                         "return one Dataset of this sample's results (e.g. from mapflow.analysis.knockout_sweep; "
+                         "see README 'Writing a study')")
 
 
 def describe_bad_entries(bad_entries) -> str:

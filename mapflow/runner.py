@@ -26,11 +26,12 @@ from .results import ResultStore
 
 log = logging.getLogger(__name__)
 
-STUDIES_DIR = Path(__file__).resolve().parent.parent / "studies"
+STUDIES_PACKAGE = f"{__package__}.studies"  # the repository's studies/ folder (mapped in setup.py and __init__)
 
 
 def load_study(name_or_path: str) -> ModuleType:
-    """A study by name (``studies/<name>.py``) or by the path of a ``.py`` file defining ``run(ctx)``."""
+    """A study by name (``mapflow.studies.<name>``: the repository's ``studies/<name>.py``) or by the path of a
+    ``.py`` file defining ``run(ctx)``."""
     path = Path(name_or_path)
     if path.suffix == ".py":
         if not path.is_file():
@@ -41,9 +42,9 @@ def load_study(name_or_path: str) -> ModuleType:
         spec.loader.exec_module(module)
     else:
         try:
-            module = importlib.import_module(f"studies.{name_or_path}")
+            module = importlib.import_module(f"{STUDIES_PACKAGE}.{name_or_path}")
         except ModuleNotFoundError as err:
-            if err.name != f"studies.{name_or_path}":
+            if err.name != f"{STUDIES_PACKAGE}.{name_or_path}":
                 raise
             raise MapflowError(f"no study named '{name_or_path}'; available: {', '.join(available_studies())}") \
                 from None
@@ -53,7 +54,10 @@ def load_study(name_or_path: str) -> ModuleType:
 
 
 def available_studies() -> list[str]:
-    return sorted(p.stem for p in STUDIES_DIR.glob("*.py") if not p.stem.startswith("_"))
+    import pkgutil
+
+    package = importlib.import_module(STUDIES_PACKAGE)
+    return sorted(m.name for m in pkgutil.iter_modules(package.__path__) if not m.name.startswith("_"))
 
 
 @dataclass
@@ -99,6 +103,11 @@ def run_study(study: ModuleType, adapter: VideoLLMAdapter, samples: list[Sample]
     sample); each finished sample is stored at once, so a server failure loses nothing and a re-run resumes.
     ``bad_entries``: annotation entries that failed validation (`mapflow.data.loading.BadEntry`), recorded as failed.
     """
+    from .resolve import resolve_config
+
+    config = resolve_config(config, adapter, samples)
+    if isinstance(provenance.get("config"), dict):
+        provenance = {**provenance, "config": {**provenance["config"], "prompt_template": config.prompt_template}}
     if remote:
         from .remote import prepare_remote_run
 
