@@ -66,7 +66,8 @@ def run(study, model=None, data=None, out=None, *, remote=None, overwrite: bool 
     with tempfile.TemporaryDirectory(prefix="mapflow-run-") as scratch:
         store = Path(out) if out is not None else Path(scratch) / f"{prepared.study_name}.zarr"
         summary = run_study(prepared.study, prepared.adapter, prepared.samples, store, config=prepared.config,
-                            provenance=prepared.provenance, overwrite=overwrite, progress=progress, remote=remote)
+                            provenance=prepared.provenance, overwrite=overwrite, progress=progress, remote=remote,
+                            bad_entries=getattr(prepared.samples, "bad_entries", ()))
         if not summary.done and not summary.skipped:
             reasons = "\n  ".join(f"{sample}: {reason}" for sample, reason in list(summary.failed.items())[:5])
             raise MapflowError(f"study {prepared.study_name}: no sample could be measured "
