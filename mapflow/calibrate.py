@@ -195,35 +195,14 @@ def add_calibrate_parser(sub) -> None:
 
 
 def cmd_calibrate(args) -> int:
-    import torch
-
-    from .analysis import StudyConfig
     from .cli import _parse_heads, _parse_options
-    from .data.benchmarks import get_benchmark
-    from .embedded import default_data_dir, default_model_dir
-    from .errors import MapflowError
-    from .flows import Window
-    from .models import load_model
-    from .prompts import resolve_template
-    from .runner import load_study
+    from .resolve import prepare_run
 
-    torch.set_num_threads(args.threads)
-    study = load_study(args.study)
-    benchmark = get_benchmark(args.benchmark)
-    model_dir = Path(args.model) if args.model else default_model_dir()
-    data_root = Path(args.data) if args.data else default_data_dir()
-    adapter = load_model(model_dir, attn_implementation=args.attn)
-    try:
-        template = resolve_template(None, adapter.prompt_template, benchmark.name)
-    except KeyError as err:
-        raise MapflowError(err.args[0]) from None
-    config = StudyConfig(window=Window("center", args.window),
-                         samples=args.samples or getattr(study, "DEFAULT_SAMPLES", "correct"),
-                         options=_parse_options(args.option), seed=args.seed, num_frames=benchmark.num_frames,
-                         frame_rule=benchmark.frame_rule, prompt_template=template.name,
-                         heads=_parse_heads(args.heads))
-    samples = benchmark.loader(data_root, tasks=args.tasks, limit=args.limit, seed=args.seed)
-    report = calibrate(study, adapter, samples, config, model_dir.name, progress=not args.no_progress)
+    run = prepare_run(args.study, args.model, args.data, benchmark=args.benchmark, window=args.window,
+                      limit=args.limit, tasks=args.tasks, samples=args.samples, options=_parse_options(args.option),
+                      seed=args.seed, attn=args.attn, threads=args.threads, heads=_parse_heads(args.heads))
+    report = calibrate(run.study, run.adapter, list(run.samples), run.config, run.provenance["model"]["name"],
+                       progress=not args.no_progress)
     print(format_calibration(report, markdown=args.markdown))
     if args.out:
         print(f"written: {write_calibration(report, args.out)}")

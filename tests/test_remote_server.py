@@ -212,13 +212,35 @@ def test_result_over_the_limit_is_recorded_as_too_large(ndif_stack, organism, sa
                             settings.model_label, "limit is 0.001 MiB")
 
 
+def notebook_study(ctx):
+    """Defined in this test module as a notebook cell would define it: `mf.run` ships it with the request."""
+    from mapflow.analysis import knockout_sweep
+
+    with ctx.trace():
+        logits = ctx.adapter.lm_head.output[0, -1].save()
+    return knockout_sweep(ctx, ["video->last", "cross_frame"]).assign(top_logit=float(logits.detach().max()))
+
+
+def test_a_notebook_function_runs_through_mf_run_remotely_with_the_local_numbers(ndif_stack, organism, tmp_path):
+    import mapflow as mf
+
+    data = mf.load_benchmark("tvbench", default_data_dir(), tasks=TASKS, limit=1, seed=0)
+    common = {"window": 3, "samples": "all", "progress": False}
+    remote = mf.run(notebook_study, organism, data, tmp_path / "remote.zarr", remote=settings_for(ndif_stack),
+                    **common)
+    mf.run(notebook_study, organism, data, tmp_path / "local.zarr", plan="naive", **common)
+    assert remote.sizes["sample"] == len(TASKS) and "top_logit" in remote
+    assert_same_results(tmp_path / "remote.zarr", tmp_path / "local.zarr")
+    assert ndif_stack.host in str(remote.attrs["provenance"]["runtime"])
+
+
 def test_server_dying_mid_study_keeps_finished_samples_and_resumes(ndif_stack, organism, samples, tmp_path):
     """Runs last: it stops the session's server. The study stops the server when the second sample begins."""
     from mapflow.remote import stack
 
     study = write_study(tmp_path, "server_dies", f"""
         from mapflow.remote import stack
-        from studies.cross_frame import run as cross_frame
+        from mapflow.studies.cross_frame import run as cross_frame
 
         seen = []
 
