@@ -135,7 +135,7 @@ SYSTEM_MVBENCH_OPEN_ENDED = (
 SYSTEM_VCGBENCH = (
     "You are Video-ChatGPT, a large vision-language assistant. You are able to understand the video content that "
     "the user provides, and assist the user with a variety of tasks using natural language.Follow the instructions "
-    "carefully and explain your answers in detail based on the provided video.\n"
+    "carefully and explain your answers in detail based on the provided video."  # no newline, as released
 )
 
 # TVBench open-ended stems (spec §1.2): per task the stem, an optional replacement question, and the answer rule.
