@@ -126,13 +126,15 @@ def cmd_accuracy(args) -> int:
     """Benchmark accuracy through the study runner (stored like any study, so it resumes and records failures)."""
     import xarray as xr
 
-    from .metrics import accuracy_by_task
+    from .metrics import accuracy_by_task, correctness_disagreements
 
     args.study, args.samples, args.flows, args.layers, args.option = "accuracy", "all", None, None, []
     cmd_run(args)
     ds = xr.open_zarr(args.out)
     for name, value in accuracy_by_task(ds.correct).items():
         print(f"{name:28s} {value:6.1f} %")
+    if "correct_token" in ds:
+        print(f"{'text vs token rule differ on':28s} {correctness_disagreements(ds):6d} sample(s)")
     return 0
 
 

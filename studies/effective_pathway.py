@@ -70,7 +70,7 @@ def run(ctx: StudyContext):
     return xr.Dataset(
         {"pred": (("condition",), preds), "correct_after": (("condition",), preds == clean.gt_token),
          "p_answer": (("condition",), np.asarray(p_answer)), "edges_kept": (("condition",), np.asarray(kept)),
-         "edges_total": ((), np.int64(total)), "correct": ((), clean.correct),
+         "edges_total": ((), np.int64(total)), **clean.correctness(),
          "open_layers": (("route",), np.asarray([layers.describe()[r] for r in ROUTES], dtype=object))},
         coords={"condition": list(CONDITIONS), "route": list(ROUTES)},
     )

@@ -52,3 +52,59 @@ def test_vcgbench_system_prompt_has_no_trailing_newline():
     text = prompt_text(build_prompt(sample, VCGBENCH_FREE_FORM).segments)
     # released: "{SYSTEM} USER: <image>\n USER: {q} ASSISTANT:" with SYSTEM ending "...based on the provided video."
     assert "based on the provided video. USER: <video>\n USER: What happens first? ASSISTANT:" in text
+
+
+# ---- correctness as the released code compares it ----------------------------------------------------------------
+
+def _context(adapter, sample, frames, **config):
+    from mapflow.analysis import StudyConfig, StudyContext
+    from mapflow.prompts import LLAVA_MCQA, build_prompt
+
+    prompt = build_prompt(sample, LLAVA_MCQA)
+    prepared = adapter.prepare(frames, prompt.segments, option_letters=prompt.option_letters,
+                               true_letter=prompt.true_letter)
+    return StudyContext(adapter=adapter, sample=sample, prepared=prepared, config=StudyConfig(**config),
+                        prompt=prompt, frames=frames)
+
+
+def _logits_for(adapter, token: int) -> torch.Tensor:
+    logits = torch.zeros(adapter.hf_model.get_output_embeddings().weight.shape[0])
+    logits[token] = 10.0
+    return logits
+
+
+def test_a_lower_case_or_spaced_letter_is_correct_as_in_the_released_code(sdpa_adapter, sample, frames):
+    from mapflow.analysis import clean_run
+
+    ctx = _context(sdpa_adapter, sample, frames)
+    letter = ctx.prompt.true_letter  # "C"
+    gt = ctx.answer_token_id()
+    tok = sdpa_adapter.tokenizer
+    variants = {t for t in (tok.convert_tokens_to_ids(letter.lower()), tok.convert_tokens_to_ids("▁" + letter))
+                if t is not None and t != tok.unk_token_id and t != gt}
+    assert variants, "the tiny tokenizer needs a second spelling of the letter"
+    for variant in variants:
+        assert tok.decode([variant]).lower() == letter.lower()
+        clean = clean_run(ctx, _logits_for(sdpa_adapter, variant))
+        assert clean.correct and clean.correct_text and not clean.correct_token
+        by_token = clean_run(_context(sdpa_adapter, sample, frames, options={"correct_by": "token"}),
+                             _logits_for(sdpa_adapter, variant))
+        assert not by_token.correct
+    wrong = clean_run(ctx, _logits_for(sdpa_adapter, ctx.adapter.continuation_token_id("(", "A")))
+    assert not wrong.correct and not wrong.correct_text
+
+
+def test_stores_keep_both_rules_and_count_their_disagreements(sdpa_adapter, sample, frames):
+    import xarray as xr
+
+    from mapflow.errors import MapflowError
+    from mapflow.metrics import correctness_disagreements
+    from studies import accuracy
+
+    ds = accuracy.run(_context(sdpa_adapter, sample, frames))
+    assert {"correct", "correct_text", "correct_token"} <= set(ds.data_vars)
+    stacked = xr.Dataset({"correct_text": ("sample", [True, True, False, False]),
+                          "correct_token": ("sample", [True, False, True, False])})
+    assert correctness_disagreements(stacked) == 2
+    with pytest.raises(MapflowError, match="correct_text"):
+        correctness_disagreements(xr.Dataset({"correct": ("sample", [True])}))
