@@ -108,3 +108,59 @@ def test_stores_keep_both_rules_and_count_their_disagreements(sdpa_adapter, samp
     assert correctness_disagreements(stacked) == 2
     with pytest.raises(MapflowError, match="correct_text"):
         correctness_disagreements(xr.Dataset({"correct": ("sample", [True])}))
+
+
+# ---- logit lens: the sample set and the released code's bins -------------------------------------------------------
+
+def _lens_store(correct):
+    import xarray as xr
+
+    words = np.array([[["cup", "up"], ["cup", ""]], [["", "up"], ["up", "up"]], [["cup", "cup"], ["", ""]]],
+                     dtype=object)  # (layer, sample, video_token)
+    kinds = np.where(words == "cup", "spatial", np.where(words == "up", "temporal", "")).astype(object)
+    ds = xr.Dataset({"keyword": (("layer", "sample", "video_token"), words),
+                     "keyword_kind": (("layer", "sample", "video_token"), kinds)})
+    return ds if correct is None else ds.assign(correct=("sample", np.asarray(correct)))
+
+
+def test_keyword_frequency_applies_the_sample_filter_or_refuses():
+    from mapflow import tables
+    from mapflow.errors import MapflowError
+
+    only_first = tables.keyword_frequency(_lens_store([True, False]), "temporal", interval=2, min_hits=1)
+    assert only_first.loc["up", "hits"] == 2  # sample 0: "up" in layers 0 and 1; sample 1's two hits are dropped
+    everything = tables.keyword_frequency(_lens_store([True, False]), "temporal", interval=2, min_hits=1,
+                                          samples="all")
+    assert everything.loc["up", "hits"] == 4
+    wrong = tables.keyword_frequency(_lens_store([True, False]), "temporal", interval=2, min_hits=1, samples="wrong")
+    assert wrong.loc["up", "hits"] == 2
+    with pytest.raises(MapflowError, match="correct"):
+        tables.keyword_frequency(_lens_store(None), "temporal", interval=2, min_hits=1, samples="correct")
+    with pytest.raises(MapflowError, match="correct"):  # the default is the paper's correct set
+        tables.keyword_frequency(_lens_store(None), "temporal", interval=2, min_hits=1)
+    recorded = _lens_store(None)
+    recorded.attrs["provenance"] = {"config": {"samples": "all"}}  # a run made with --samples all
+    assert tables.keyword_frequency(recorded, "temporal", interval=2, min_hits=1).loc["up", "hits"] == 4
+
+
+def test_keyword_frequency_offers_the_released_overlapping_bins():
+    from mapflow import tables
+
+    ds = _lens_store([True, True])
+    paper = tables.keyword_frequency(ds, "spatial", interval=2, min_hits=1)
+    released = tables.keyword_frequency(ds, "spatial", interval=2, min_hits=1, bins="released_code")
+    # "cup": layer 0 twice, layer 2 twice. Disjoint: bin 1-2 = 2, bin 3-3 = 2. Released: bin 1-2 sums layers 0..2 = 4
+    assert paper.loc["cup", "1-2"] == pytest.approx(0.5)
+    assert released.loc["cup", "1-2"] == pytest.approx(4 / 6) and released.loc["cup", "3-3"] == pytest.approx(2 / 6)
+    assert tables.keyword_frequency(ds, "spatial", interval=2, min_hits=100).empty  # the released threshold
+
+
+def test_logit_lens_study_stores_correctness_and_prediction(sdpa_adapter, sample, frames):
+    from mapflow.analysis import clean_run
+    from studies import logit_lens
+
+    ctx = _context(sdpa_adapter, sample, frames)
+    ds = logit_lens.run(ctx)
+    clean = clean_run(ctx)
+    assert int(ds.pred_base) == clean.pred and bool(ds.correct) == clean.correct
+    assert {"correct_text", "correct_token", "included"} <= set(ds.data_vars)
