@@ -164,3 +164,106 @@ def test_logit_lens_study_stores_correctness_and_prediction(sdpa_adapter, sample
     clean = clean_run(ctx)
     assert int(ds.pred_base) == clean.pred and bool(ds.correct) == clean.correct
     assert {"correct_text", "correct_token", "included"} <= set(ds.data_vars)
+
+
+# ---- README and code agree (item 6) --------------------------------------------------------------------------------
+
+def _readme():
+    from pathlib import Path
+
+    return (Path(__file__).resolve().parents[1] / "README.md").read_text()
+
+
+def test_readme_states_each_studys_default_sample_set():
+    import importlib
+    import pkgutil
+    import re
+
+    import studies
+
+    readme = _readme()
+    table = readme[readme.index("### Sample sets per study"):]
+    rows = {}
+    lines = table.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("|")) + 2  # past the header and its rule
+    for line in lines[start:]:
+        if not line.startswith("|"):
+            break
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        for name in re.findall(r"`(\w+)`", cells[0]):
+            rows[name] = cells[1].strip("`")
+    for info in pkgutil.iter_modules(studies.__path__):
+        module = importlib.import_module(f"studies.{info.name}")
+        if not hasattr(module, "run"):
+            continue
+        assert info.name in rows, f"README's sample-set table does not list {info.name}"
+        if rows[info.name].startswith("("):
+            continue  # studies without a knockout filter
+        assert rows[info.name] == getattr(module, "DEFAULT_SAMPLES", "correct"), info.name
+
+
+def test_docs_name_the_right_section_and_the_keyword_comparison():
+    import studies.into_true_option as into_true_option
+    import studies.question_options_to_last as question_options_to_last
+    from mapflow import generation
+
+    assert "§3.3, Fig. 6" in question_options_to_last.__doc__ and "§3.3, Fig. 7" in into_true_option.__doc__
+    assert "attend\nfreely" not in generation.__doc__ and "last prompt row" in generation.__doc__
+    assert "lower-cased and stripped" in _readme()
+
+
+def test_generated_tokens_inherit_the_last_prompt_rows_cuts():
+    from mapflow.generation import pad_blocked
+
+    blocked = torch.zeros(4, 4, dtype=torch.bool)
+    blocked[3, :2] = True  # "video -> last": the last prompt row may not read positions 0 and 1
+    blocked[2, 0] = True
+    grown = pad_blocked(blocked, 6)
+    assert grown[:4, :4].equal(blocked)
+    assert grown[4, :4].equal(blocked[3]) and grown[5, :4].equal(blocked[3])  # released: copy of the last row
+    assert not grown[:, 4:].any()  # generated keys stay readable
+    assert not pad_blocked(blocked, 6, "free")[4:].any()
+
+
+def test_greedy_generation_under_a_flow_into_last_uses_the_inherited_rows(sdpa_adapter, sample, frames, monkeypatch):
+    from mapflow import generation
+    from mapflow.flows import Flow
+
+    ctx = _context(sdpa_adapter, sample, frames)
+    blocked = torch.from_numpy(Flow.parse("video->last").block_matrix(ctx.layout))
+    seen = []
+    real = generation.run_naive
+
+    def spy(adapter, prepared, config=None):
+        seen.append(config.blocked.clone())
+        return real(adapter, prepared, config)
+
+    monkeypatch.setattr(generation, "run_naive", spy)
+    generation.greedy_generate(sdpa_adapter, ctx.prepared, max_new_tokens=3, blocked=blocked, layers=(0, 1))
+    n = ctx.layout.seq_len
+    video = ctx.layout.positions("video")
+    grown = [m for m in seen if m.shape[0] > n]
+    assert grown, "generation stopped before a second step"
+    for mask in grown:
+        assert mask[n:, video].all()  # generated rows may not read the video either
+
+
+def test_table_e_layers_come_from_action_antonym_when_present(monkeypatch):
+    import xarray as xr
+
+    import studies.effective_pathway as effective_pathway
+
+    layers, flows = 10, ["cross_frame", "video->question", "question->last"]
+    values = np.zeros((4, len(flows), layers))
+    values[:2, :, 0:5] = -20.0  # Action Antonym: strong drops in L1-5
+    values[2:, :, 5:10] = -60.0  # another task: stronger drops in L6-10, which pooling would pick too
+    store = xr.Dataset({"rel_change": (("sample", "flow", "layer"), values)},
+                       coords={"flow": flows, "layer": np.arange(layers),
+                               "task": ("sample", ["action_antonym"] * 2 + ["object_count"] * 2)})
+    monkeypatch.setattr("mapflow.results.open_dataset", lambda path: store)
+    effective_pathway._derived.cache_clear()
+    antonym = effective_pathway._derived("s", None, 5, -5.0)
+    assert antonym.cross_frame == tuple(range(5))
+    pooled = effective_pathway._derived("s", "all", 5, -5.0)
+    assert pooled.cross_frame == tuple(range(10))
+    assert effective_pathway._derived("s", "object_count", 5, -5.0).cross_frame == tuple(range(5, 10))
