@@ -44,7 +44,7 @@ def add_run_arguments(parser: argparse.ArgumentParser, with_study: bool = True) 
                         help="a study-specific setting (see `mapflow studies`); repeatable")
     parser.add_argument("--frames", type=int, help="frames sampled per video (default: the benchmark's, 8)")
     parser.add_argument("--frame-rule", choices=["segment_midpoint", "linspace", "longvideobench"],
-                        help="frame sampling rule (default: the benchmark's)")
+                        help="frame sampling rule (default: the model family's, else the benchmark's)")
     parser.add_argument("--flows", nargs="+", help="override the study's flows, e.g. video->last cross_frame")
     parser.add_argument("--gt-token", default="continuation", choices=["continuation", "vocab"],
                         help="how the answer letter becomes a token id (vocab = the released code's lookup)")
@@ -91,8 +91,9 @@ def cmd_run(args) -> int:
     config = StudyConfig(window=_window_from_args(args), samples=args.samples or getattr(study, "DEFAULT_SAMPLES",
                                                                                           "correct"),
                          options=_parse_options(args.option), seed=args.seed,
-                         num_frames=args.frames or benchmark.num_frames, frame_rule=args.frame_rule or
-                         benchmark.frame_rule, prompt_template=template.name, gt_token=args.gt_token,
+                         num_frames=args.frames or benchmark.num_frames,
+                         frame_rule=args.frame_rule or adapter.default_frame_rule or benchmark.frame_rule,
+                         prompt_template=template.name, gt_token=args.gt_token,
                          non_option_includes_prefix=not args.non_option_without_prefix,
                          flows=tuple(args.flows) if args.flows else None, plan=args.plan)
     study_name = Path(args.study).stem

@@ -52,7 +52,8 @@ def response_span(prompt_len: int, anchor: int, previous_anchor: int | None, num
 def run(ctx: StudyContext):
     option = ctx.config.option
     detect, detector_name = verb_detector(option("verbs", "auto"), option("spacy_model", "en_core_web_lg"))
-    generated = greedy_generate(ctx.adapter, ctx.prepared, max_new_tokens=int(option("max_new_tokens", DEFAULT_MAX_NEW_TOKENS)))
+    max_new_tokens = int(option("max_new_tokens", DEFAULT_MAX_NEW_TOKENS))
+    generated = greedy_generate(ctx.adapter, ctx.prepared, max_new_tokens=max_new_tokens)
     tokenizer = ctx.adapter.tokenizer
     pieces = [tokenizer.decode([t]) for t in generated]
     verbs = {v.lower() for v in detect(tokenizer.decode(generated))}

@@ -267,3 +267,137 @@ def test_table_e_layers_come_from_action_antonym_when_present(monkeypatch):
     pooled = effective_pathway._derived("s", "all", 5, -5.0)
     assert pooled.cross_frame == tuple(range(10))
     assert effective_pathway._derived("s", "object_count", 5, -5.0).cross_frame == tuple(range(5, 10))
+
+
+# ---- VideoLLaMA3 as the released code runs it ------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def videollama3(tmp_path_factory):
+    from mapflow.models import load_model
+    from mapflow.models.tiny_families import build_tiny_family
+
+    root = tmp_path_factory.mktemp("vl3")
+    return load_model(build_tiny_family("videollama3", root / "vl3", seed=2, num_layers=3),
+                      attn_implementation="sdpa")
+
+
+def _vl3_prepare(adapter, sample, frames, timestamps=None):
+    from mapflow.prompts import build_prompt
+
+    prompt = build_prompt(sample, adapter.prompt_template)
+    return adapter.prepare(frames, prompt.segments, option_letters=prompt.option_letters,
+                           true_letter=prompt.true_letter, timestamps=timestamps)
+
+
+def _hidden_under(adapter, prepared, blocked):
+    """Every position's last hidden state from the plain HF model, ``blocked`` cut in every layer (no nnsight)."""
+    n = prepared.layout.seq_len
+    mask = (torch.ones(n, n, dtype=torch.bool).tril() & ~torch.as_tensor(blocked))[None, None]
+    handles = [layer.register_forward_pre_hook(
+        lambda module, args, kwargs: (args, {**kwargs, "attention_mask": mask}), with_kwargs=True)
+        for layer in adapter.hf_model.model.language_model.layers]
+    try:
+        with torch.no_grad():
+            return adapter.hf_model(**prepared.inputs, output_hidden_states=True).hidden_states[-1][0].double()
+    finally:
+        for h in handles:
+            h.remove()
+
+
+def test_videollama3_frame_runs_are_label_tokens_and_separator(videollama3, sample):
+    from mapflow.flows import Flow
+
+    frames = np.random.default_rng(0).integers(0, 256, (4, 56, 84, 3), dtype=np.uint8)
+    prepared = _vl3_prepare(videollama3, sample, frames)
+    layout = prepared.layout
+    ids = prepared.inputs["input_ids"][0]
+    runs = [videollama3.tokenizer.decode(ids[r.positions()]) for r in layout.runs]
+    pad = videollama3.processor.video_token
+    assert runs[0] == "Time 0.0s:" + pad * len(layout.frames[0])
+    assert all(run.startswith(f",Time {i}.0s:") for i, run in enumerate(runs[1:], start=1))
+    assert np.array_equal(np.concatenate([r.positions() for r in layout.runs]), layout.positions("video_block"))
+    blocked = Flow.parse("cross_frame").block_matrix(layout)
+    for i, run in enumerate(layout.runs):
+        earlier = [p for r in layout.runs[:i] for p in r.positions()]
+        if earlier:  # every position of run i (separator, label, tokens) loses every earlier run's position
+            assert blocked[np.ix_(run.positions(), earlier)].all()
+        within = run.positions()
+        assert not blocked[np.ix_(within, within)].any()  # within a run attention stays
+    label_1 = np.setdiff1d(layout.runs[1].positions(), layout.frames[1].positions())
+    assert blocked[np.ix_(label_1, layout.frames[0].positions())].all()  # the audit's case: was all False
+    tokens_only = Flow.parse("cross_frame_tokens").block_matrix(layout)
+    assert not tokens_only[np.ix_(label_1, layout.frames[0].positions())].any()
+
+
+def test_videollama3_no_run_reads_an_earlier_run(videollama3, sample):
+    """Change only frame 0's timestamp label: under cross_frame in every layer no later run's state moves."""
+    from mapflow.flows import Flow
+
+    frames = np.random.default_rng(1).integers(0, 256, (3, 56, 56, 3), dtype=np.uint8)
+    a = _vl3_prepare(videollama3, sample, frames, timestamps=[0.5, 1.0, 1.5])
+    b = _vl3_prepare(videollama3, sample, frames, timestamps=[0.7, 1.0, 1.5])
+    ids_a, ids_b = a.inputs["input_ids"][0], b.inputs["input_ids"][0]
+    assert a.layout.seq_len == b.layout.seq_len
+    differ = np.flatnonzero((ids_a != ids_b).numpy())
+    assert differ.size and set(differ.tolist()) <= set(a.layout.runs[0].positions().tolist())  # only run 0 changed
+    later = np.concatenate([r.positions() for r in a.layout.runs[1:]])
+    blocked = Flow.parse("cross_frame").block_matrix(a.layout)
+    cut_a, cut_b = _hidden_under(videollama3, a, blocked), _hidden_under(videollama3, b, blocked)
+    # the same float ops on the same inputs: only a read of run 0 could make these differ
+    assert torch.equal(cut_a[later], cut_b[later])
+    nothing = np.zeros_like(blocked)
+    free_a, free_b = _hidden_under(videollama3, a, nothing), _hidden_under(videollama3, b, nothing)
+    assert (free_a[later] - free_b[later]).abs().max() > 1e-4  # without the cut the label change reaches them
+    tokens_only = Flow.parse("cross_frame_tokens").block_matrix(a.layout)
+    leak_a, leak_b = _hidden_under(videollama3, a, tokens_only), _hidden_under(videollama3, b, tokens_only)
+    assert (leak_a[later] - leak_b[later]).abs().max() > 1e-4  # the old cut (tokens only) leaks
+
+
+def test_videollama3_runs_without_compression_with_the_144_token_budget(videollama3, sample):
+    frames = np.random.default_rng(0).integers(0, 256, (8, 448, 672, 3), dtype=np.uint8)
+    frames[1] = frames[0]  # compression would drop most of this frame's tokens
+    video = videollama3.processor.video_processor
+    saved = video.use_token_compression
+    video.use_token_compression = True
+    try:
+        layout = _vl3_prepare(videollama3, sample, frames).layout
+    finally:
+        video.use_token_compression = saved
+    sizes = [len(f) for f in layout.frames]
+    assert len(set(sizes)) == 1 and layout.video_grid is not None  # nothing dropped
+    _, h, w = layout.video_grid
+    assert h * w <= 144 and h * w > 100 and w > h  # the budget, aspect ratio kept (2:3)
+
+
+def test_videollama3_prompt_and_timestamps_are_the_released_ones(videollama3, sample):
+    frames = np.random.default_rng(0).integers(0, 256, (2, 56, 56, 3), dtype=np.uint8)
+    prepared = _vl3_prepare(videollama3, sample, frames, timestamps=[1.0, 4.25])
+    expanded = videollama3.tokenizer.decode(prepared.inputs["input_ids"][0])
+    assert "Best option" not in prepared.text
+    assert prepared.text.endswith("only give the best option.<|im_end|>\n<|im_start|>assistant\n")
+    assert "\nQuestion: " in prepared.text and "\n\nQuestion: " not in prepared.text
+    assert "Time 1.0s:" in expanded and "Time 4.2s:" in expanded
+
+
+def test_runner_passes_the_decoded_frame_times(videollama3, tiny_benchmark, monkeypatch):
+    from mapflow.analysis import StudyConfig
+    from mapflow.data import load_tvbench
+    from mapflow.data.video import read_frames
+    from mapflow.runner import measure_sample
+    from studies import accuracy
+
+    sample = load_tvbench(tiny_benchmark, tasks=["moving_direction"], limit=1)[0]
+    config = StudyConfig(samples="all", num_frames=4, frame_rule="linspace",
+                         prompt_template=videollama3.prompt_template.name)
+    seen = {}
+    real = type(videollama3).prepare
+
+    def spy(self, frames, segments, **kwargs):
+        seen.update(kwargs)
+        return real(self, frames, segments, **kwargs)
+
+    monkeypatch.setattr(type(videollama3), "prepare", spy)
+    measure_sample(accuracy, videollama3, sample, config, "tiny")
+    video = read_frames(sample, num_frames=4, rule="linspace")
+    np.testing.assert_allclose(seen["timestamps"], video.indices / video.fps)
+    assert video.fps != 1.0
