@@ -47,7 +47,8 @@ class VideoLlama3Adapter(ChatVideoLLMAdapter):
         from transformers.video_utils import VideoMetadata
 
         video = self.processor.video_processor
-        kwargs = {"use_token_compression": self.token_compression}
+        # mapflow samples the frames itself (--frame-rule); the processor must take them as they are
+        kwargs = {"use_token_compression": self.token_compression, "do_sample_frames": False}
         if self.tokens_per_frame is not None:
             merged_patch = video.patch_size * video.merge_size
             size = dict(video.size)
