@@ -6,9 +6,11 @@ import argparse
 import json
 import logging
 import sys
+from contextlib import nullcontext
 from pathlib import Path
 
 from .errors import MapflowError
+from .inputs import user_path
 from .remote.commands import add_ndif_parser, add_remote_arguments, remote_settings_from_args
 
 
@@ -17,21 +19,24 @@ def _window_from_args(args):
 
     if args.layers:
         return Window.parse_ranges(args.layers)
-    return Window(style=args.window_style, size=args.window)
+    return Window(style=args.window_style, size=9 if args.window is None else args.window)  # 9: the paper's
 
 
 def add_run_arguments(parser: argparse.ArgumentParser, with_study: bool = True) -> None:
     if with_study:
         parser.add_argument("study", help="study name (see `mapflow studies`) or path to a .py file defining run(ctx)")
-    parser.add_argument("--model", help="local Hugging Face checkpoint directory (default: the embedded tiny model)")
-    parser.add_argument("--data", help="benchmark root in its published layout (default: the embedded benchmark)")
+    parser.add_argument("--model", type=user_path,
+                        help="local Hugging Face checkpoint directory (default: the embedded tiny model)")
+    parser.add_argument("--data", type=user_path,
+                        help="benchmark root in its published layout (default: the embedded benchmark)")
     parser.add_argument("--benchmark", default="tvbench",
                         help="tvbench | tomato | longvideobench | videomme | vcgbench (default tvbench)")
     parser.add_argument("--template", help="prompt template (default: the checkpoint's own, else the paper's for "
                                            "the benchmark): llava_mcqa, llava_mcqa_videomme, organism_mcqa, "
                                            "llava_open_ended (sentence completion), vcgbench_free_form")
-    parser.add_argument("--out", required=True, help="output zarr store (resumed if it exists)")
-    parser.add_argument("--window", type=int, default=9, help="knockout window size k (default 9)")
+    parser.add_argument("--out", required=True, type=user_path, help="output zarr store (resumed if it exists)")
+    parser.add_argument("--window", type=int, help="knockout window size k, at most the model's layer count "
+                                                   "(default 9, the paper's; clipped at the ends of smaller models)")
     parser.add_argument("--window-style", default="center", choices=["center", "inverse", "bottom_up", "top_down"])
     parser.add_argument("--layers", help="explicit knockout layer ranges instead of a sweep, e.g. '0-16' (0-based, "
                                          "half-open)")
@@ -60,6 +65,8 @@ def add_run_arguments(parser: argparse.ArgumentParser, with_study: bool = True) 
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: 1 for tiny models)")
     parser.add_argument("--overwrite", action="store_true", help="delete an existing --out store first")
+    parser.add_argument("--strict", action="store_true", help="stop at the first bad annotation entry instead of "
+                                                              "recording every bad entry as a failed sample")
     parser.add_argument("--no-progress", action="store_true")
     add_remote_arguments(parser)
 
@@ -67,21 +74,30 @@ def add_run_arguments(parser: argparse.ArgumentParser, with_study: bool = True) 
 def cmd_run(args) -> int:
     import torch
 
+    from . import inputs
     from .analysis import StudyConfig
     from .data.benchmarks import get_benchmark
+    from .data.loading import collecting_bad_entries
     from .embedded import default_data_dir, default_model_dir
     from .models import load_model
     from .prompts import resolve_template
     from .provenance import run_provenance
     from .runner import load_study, run_study
 
-    study = load_study(args.study)
+    study = load_study(str(user_path(args.study)) if args.study.endswith(".py") else args.study)
+    inputs.check_limit(args.limit)
+    inputs.check_frames(args.frames)
     benchmark = get_benchmark(args.benchmark)
     model_dir = Path(args.model) if args.model else default_model_dir()
     data_root = Path(args.data) if args.data else default_data_dir()
     if args.threads or not args.model:
         torch.set_num_threads(args.threads or 1)  # tiny models run ~10x faster single-threaded on shared CPUs
-    samples = benchmark.loader(data_root, tasks=args.tasks, limit=args.limit, seed=args.seed)
+    with nullcontext([]) if args.strict else collecting_bad_entries() as bad_entries:  # --strict: first one raises
+        samples = benchmark.loader(data_root, tasks=args.tasks, limit=args.limit, seed=args.seed)
+    if bad_entries:
+        print(inputs.describe_bad_entries(bad_entries), file=sys.stderr)
+    if note := inputs.half_precision_note(args.dtype, args.device, args.device_map):
+        print(note, file=sys.stderr)
     adapter = load_model(model_dir, attn_implementation=args.attn, dtype=args.dtype, device=args.device,
                          device_map=args.device_map)
     try:
@@ -91,11 +107,12 @@ def cmd_run(args) -> int:
     config = StudyConfig(window=_window_from_args(args), samples=args.samples or getattr(study, "DEFAULT_SAMPLES",
                                                                                           "correct"),
                          options=_parse_options(args.option), seed=args.seed,
-                         num_frames=args.frames or benchmark.num_frames,
+                         num_frames=benchmark.num_frames if args.frames is None else args.frames,
                          frame_rule=args.frame_rule or adapter.default_frame_rule or benchmark.frame_rule,
                          prompt_template=template.name, gt_token=args.gt_token,
                          non_option_includes_prefix=not args.non_option_without_prefix,
                          flows=tuple(args.flows) if args.flows else None, plan=args.plan)
+    inputs.check_run_options(study, adapter, samples, config, template, window_given=args.window is not None)
     study_name = Path(args.study).stem
     run_config = {"study": study_name, **config.to_dict(), "benchmark": benchmark.name, "tasks": args.tasks,
                   "limit": args.limit,
@@ -108,9 +125,10 @@ def cmd_run(args) -> int:
                                 runtime={"device": args.device, "device_map": args.device_map,
                                          "threads": torch.get_num_threads()})
     summary = run_study(study, adapter, samples, args.out, config=config, provenance=provenance,
-                        overwrite=args.overwrite, progress=not args.no_progress, remote=remote)
+                        overwrite=args.overwrite, progress=not args.no_progress, remote=remote,
+                        bad_entries=bad_entries)
     print(summary.describe())
-    return 0
+    return 1 if summary.failed and not summary.done and not summary.skipped else 0  # every sample failed
 
 
 def _parse_options(pairs: list[str]) -> dict[str, str]:
@@ -130,7 +148,8 @@ def cmd_accuracy(args) -> int:
     from .metrics import accuracy_by_task, correctness_disagreements
 
     args.study, args.samples, args.flows, args.layers, args.option = "accuracy", "all", None, None, []
-    cmd_run(args)
+    if code := cmd_run(args):
+        return code
     ds = xr.open_zarr(args.out)
     for name, value in accuracy_by_task(ds.correct).items():
         print(f"{name:28s} {value:6.1f} %")
@@ -174,6 +193,14 @@ def cmd_show(args) -> int:
     for sample_id, info in ResultStore(args.store).failed_samples().items():
         print(f"failed {sample_id} ({info['task']}): {info['reason']}")
     return 0
+
+
+def cmd_verify(args) -> int:
+    from .integrity import verify_store
+
+    report = verify_store(args.store, repair=args.repair)
+    print(report.describe())
+    return 0 if report.ok or report.repaired else 1
 
 
 def cmd_studies(args) -> int:
@@ -295,14 +322,20 @@ def build_parser() -> argparse.ArgumentParser:
 
     plot = sub.add_parser("plot", help="draw a store's paper figure (knockout sweeps: mean rel_change vs layer per "
                                        "flow, one panel per task)")
-    plot.add_argument("store")
+    plot.add_argument("store", type=user_path)
     plot.add_argument("--png", help="output PNG (a PDF is written next to it; default: next to the store)")
     plot.add_argument("--variable", default="rel_change")
     plot.set_defaults(func=cmd_plot)
 
     show = sub.add_parser("show", help="print a result store's dataset and failed samples")
-    show.add_argument("store")
+    show.add_argument("store", type=user_path)
     show.set_defaults(func=cmd_show)
+
+    verify = sub.add_parser("verify", help="check that every committed sample of a store is present once and "
+                                           "readable; --repair drops damaged ones so a rerun measures them again")
+    verify.add_argument("store", type=user_path)
+    verify.add_argument("--repair", action="store_true", help="drop the damaged samples (a resumed run does this too)")
+    verify.set_defaults(func=cmd_verify)
 
     add_ndif_parser(sub)
 
@@ -382,6 +415,11 @@ def main(argv=None) -> int:
     except MapflowError as err:
         print(f"mapflow: error: {err}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt as err:  # Ctrl-C or SIGTERM: a sentence, not a traceback
+        from .interrupts import interrupted_message
+
+        print(f"mapflow: {interrupted_message(err)}", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

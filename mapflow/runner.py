@@ -14,10 +14,12 @@ import numpy as np
 import xarray as xr
 from tqdm.auto import tqdm
 
+from . import inputs
 from .analysis import StudyConfig, StudyContext
 from .data.sample import Sample
 from .data.video import read_frames
 from .errors import MapflowError, RunInterrupted
+from .interrupts import stops_cleanly
 from .models.base import VideoLLMAdapter
 from .prompts import TEMPLATES, build_prompt
 from .results import ResultStore
@@ -72,6 +74,7 @@ class RunSummary:
 def measure_sample(study: ModuleType, adapter: VideoLLMAdapter, sample: Sample, config: StudyConfig,
                    model_name: str) -> xr.Dataset:
     """Run the study on one sample; the result gets the leading ``sample`` dim and its ``task``/``model`` labels."""
+    inputs.check_option_letters(sample)
     prompt = build_prompt(sample, TEMPLATES[config.prompt_template])
     video = read_frames(sample, num_frames=config.num_frames, rule=config.frame_rule)
     frames = video.frames
@@ -79,19 +82,23 @@ def measure_sample(study: ModuleType, adapter: VideoLLMAdapter, sample: Sample, 
         frames, prompt.segments, option_letters=prompt.option_letters, true_letter=prompt.true_letter,
         non_option_includes_prefix=config.non_option_includes_prefix, timestamps=video.indices / video.fps,
     )
+    inputs.check_prompt_fits(adapter, prepared, sample)
     result = study.run(StudyContext(adapter=adapter, sample=sample, prepared=prepared, config=config, prompt=prompt,
                                     frames=frames))
+    inputs.check_study_result(study, result)
     result = result.expand_dims(sample=[sample.sample_id])
     return result.assign_coords(task=("sample", np.asarray([sample.task], dtype=object)), model=model_name)
 
 
+@stops_cleanly
 def run_study(study: ModuleType, adapter: VideoLLMAdapter, samples: list[Sample], out, *, config: StudyConfig,
               provenance: dict, resume: bool = True, overwrite: bool = False, progress: bool = True,
-              remote=None) -> RunSummary:
+              remote=None, bad_entries=()) -> RunSummary:
     """Measure every sample not yet in ``out``; a failing sample is recorded with its reason and the run goes on.
 
     ``remote``: True or a `mapflow.remote.RemoteSettings` runs every trace on an NDIF server (checked before the first
     sample); each finished sample is stored at once, so a server failure loses nothing and a re-run resumes.
+    ``bad_entries``: annotation entries that failed validation (`mapflow.data.loading.BadEntry`), recorded as failed.
     """
     if remote:
         from .remote import prepare_remote_run
@@ -101,6 +108,7 @@ def run_study(study: ModuleType, adapter: VideoLLMAdapter, samples: list[Sample]
     store = ResultStore.create_or_resume(out, provenance, resume=resume, overwrite=overwrite)
     summary = RunSummary(out=Path(out))
     completed = store.completed_sample_ids()
+    _record_bad_entries(store, bad_entries, completed, summary)
     model_name = provenance["model"]["name"]
     bar = tqdm(samples, desc=f"{provenance['study']}", unit="sample", disable=not progress)
     for sample in bar:
@@ -112,7 +120,9 @@ def run_study(study: ModuleType, adapter: VideoLLMAdapter, samples: list[Sample]
             result = measure_sample(study, adapter, sample, config, model_name)
         except RunInterrupted as err:  # e.g. the remote server went away: later samples would fail the same way
             raise err.at_sample(sample.sample_id)
-        except (MapflowError, ValueError, RuntimeError, OSError) as err:
+        except MemoryError:  # the machine, not the sample: later samples would fail too
+            raise
+        except Exception as err:  # anything a sample raises (a study's ZeroDivisionError too) fails that sample only
             reason = f"{type(err).__name__}: {err}"
             log.warning("sample %s failed: %s", sample.sample_id, reason)
             store.record_failure(sample.sample_id, sample.task, reason)
@@ -121,3 +131,14 @@ def run_study(study: ModuleType, adapter: VideoLLMAdapter, samples: list[Sample]
         store.append(result)
         summary.done.append(sample.sample_id)
     return summary
+
+
+def _record_bad_entries(store: ResultStore, bad_entries, completed: set[str], summary: RunSummary) -> None:
+    """Bad annotation entries become failed samples, written once: a resumed run finds them recorded and unchanged."""
+    recorded = store.failed_samples()
+    for entry in bad_entries:
+        if entry.sample_id in completed:
+            continue
+        if recorded.get(entry.sample_id) != {"task": entry.task, "reason": entry.reason}:
+            store.record_failure(entry.sample_id, entry.task, entry.reason)
+        summary.failed[entry.sample_id] = entry.reason
