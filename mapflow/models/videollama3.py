@@ -32,7 +32,8 @@ class VideoLlama3Adapter(ChatVideoLLMAdapter):
     family = "videollama3"
     architectures = ("VideoLlama3ForConditionalGeneration",)
     frame_unit = "frame (variable token count)"
-    token_layout = "per frame: 'Time {t}s:' + that frame's video tokens, comma-joined (runs separated by text)"
+    token_layout = ("per frame: 'Time {t}s:' + that frame's video tokens, comma-joined; a frame's run for "
+                    "cross_frame is its comma, label and tokens; <= 144 tokens per frame, no compression")
     default_prompt_template = VIDEOLLAMA3_MCQA
     frame_runs_with_markup = True
     default_frame_rule = "linspace"
