@@ -61,19 +61,41 @@ class StudyConfig:
         # `plan` is left out on purpose: every plan gives the same numbers, so a run may resume under another
 
 
+CORRECTNESS_RULES = ("text", "token")
+
+
 @dataclass
 class CleanRun:
-    """The unmodified forward pass at the last position."""
+    """The unmodified forward pass at the last position.
+
+    Two correctness rules: ``correct_text`` is the released code's (the predicted token decoded on its own equals the
+    answer letter, or the answer's first token decoded, ignoring case), so a predicted ``▁A`` or ``a`` counts;
+    ``correct_token`` compares token ids. ``correct`` follows ``rule`` (``--option correct_by=text|token``, default
+    ``text``); stores keep all three so `mapflow.metrics.correctness_disagreements` can count where they differ.
+    """
 
     logits: torch.Tensor
     pred: int
     p_base: float
     gt_token: int
     p_gt_base: float
+    correct_text: bool | None = None
+    rule: str = "text"
+
+    @property
+    def correct_token(self) -> bool:
+        return self.pred == self.gt_token
 
     @property
     def correct(self) -> bool:
-        return self.pred == self.gt_token
+        if self.rule == "token" or self.correct_text is None:
+            return self.correct_token
+        return self.correct_text
+
+    def correctness(self) -> dict:
+        """The stored correctness variables (per-sample scalars)."""
+        return {"correct": ((), self.correct), "correct_token": ((), self.correct_token),
+                "correct_text": ((), bool(self.correct if self.correct_text is None else self.correct_text))}
 
 
 @dataclass
@@ -115,7 +137,20 @@ def clean_run(ctx: StudyContext, logits: torch.Tensor | None = None) -> CleanRun
     probs = logits.softmax(-1)
     pred = int(probs.argmax())
     gt = ctx.answer_token_id()
-    return CleanRun(logits=logits, pred=pred, p_base=float(probs[pred]), gt_token=gt, p_gt_base=float(probs[gt]))
+    rule = ctx.config.option("correct_by", "text")
+    if rule not in CORRECTNESS_RULES:
+        raise ValueError(f"--option correct_by={rule}: choose one of {', '.join(CORRECTNESS_RULES)}")
+    return CleanRun(logits=logits, pred=pred, p_base=float(probs[pred]), gt_token=gt, p_gt_base=float(probs[gt]),
+                    correct_text=text_correct(ctx, pred, gt), rule=rule)
+
+
+def text_correct(ctx: StudyContext, pred: int, gt: int) -> bool:
+    """The released code's rule: ``decode([pred]).lower() == answer.lower()``, the answer being the true option's
+    letter for multiple choice, else the ground-truth token decoded (open-ended answers, verb anchors)."""
+    decode = ctx.adapter.tokenizer.decode
+    letter = ctx.prompt.true_letter if ctx.answer_token is None else None
+    expected = letter if letter else decode([gt])
+    return decode([pred]).lower() == expected.lower()
 
 
 def wants_knockout(clean: CleanRun, mode: str) -> bool:
@@ -189,7 +224,8 @@ def knockout_dataset(flows, layer_sets, dim, labels, p_new, p_gt_new, pred_new, 
             "p_gt_base": ((), p_gt_base),
             "pred_base": ((), np.int64(-1 if clean is None else clean.pred)),
             "answer_token": ((), np.int64(-1 if clean is None else clean.gt_token)),
-            "correct": ((), clean is not None and clean.correct),
+            **(clean.correctness() if clean is not None else
+               {name: ((), False) for name in ("correct", "correct_token", "correct_text")}),
             "knocked_out": ((), run_it),
         },
         coords={

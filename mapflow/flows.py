@@ -2,7 +2,9 @@
 
 A flow is a declarative list of blocks ``source -> target`` over named spans of a `TokenLayout`: the target's query
 rows may no longer read the source's keys. ``cross_frame`` is the one block that is not a plain cross product: each
-frame's queries lose every earlier frame's keys, and within-frame attention stays.
+frame's queries lose every earlier frame's keys, and within-frame attention stays. A frame is its run
+(`TokenLayout.runs`: on VideoLLaMA3 the ``Time t s:`` label, the tokens and the separator, as the paper's code);
+``cross_frame_tokens`` cuts between the feature tokens only.
 """
 
 from __future__ import annotations
@@ -16,6 +18,9 @@ from .errors import KnockoutConfigError
 from .layout import TokenLayout
 
 CROSS_FRAME = "cross_frame"
+# cross_frame over the frames' feature tokens only, even where a frame's run also holds its label and separator
+CROSS_FRAME_TOKENS = "cross_frame_tokens"
+CROSS_FRAME_KINDS = (CROSS_FRAME, CROSS_FRAME_TOKENS)
 
 
 @dataclass(frozen=True)
@@ -25,7 +30,7 @@ class Block:
 
     @property
     def label(self) -> str:
-        return CROSS_FRAME if self.source == CROSS_FRAME else f"{self.source}->{self.target}"
+        return self.source if self.source in CROSS_FRAME_KINDS else f"{self.source}->{self.target}"
 
 
 @dataclass(frozen=True)
@@ -44,8 +49,8 @@ class Flow:
         blocks = []
         for part in text.split("+"):
             part = part.strip()
-            if part == CROSS_FRAME:
-                blocks.append(Block(CROSS_FRAME, CROSS_FRAME))
+            if part in CROSS_FRAME_KINDS:
+                blocks.append(Block(part, part))
                 continue
             source, sep, target = part.partition("->")
             if not sep or not source.strip() or not target.strip():
@@ -57,9 +62,10 @@ class Flow:
         """Boolean (L, L) matrix, True where query row t may not read key column s."""
         blocked = np.zeros((layout.seq_len, layout.seq_len), dtype=bool)
         for block in self.blocks:
-            if block.source == CROSS_FRAME:
-                for i, frame in enumerate(layout.frames[1:], start=1):
-                    earlier = np.concatenate([f.positions() for f in layout.frames[:i]])
+            if block.source in CROSS_FRAME_KINDS:
+                runs = layout.runs if block.source == CROSS_FRAME else layout.frames
+                for i, frame in enumerate(runs[1:], start=1):
+                    earlier = np.concatenate([f.positions() for f in runs[:i]])
                     blocked[np.ix_(frame.positions(), earlier)] = True
             else:
                 blocked[np.ix_(layout.positions(block.target), layout.positions(block.source))] = True

@@ -80,10 +80,11 @@ def measure_sample(study: ModuleType, adapter: VideoLLMAdapter, sample: Sample, 
     """Run the study on one sample; the result gets the leading ``sample`` dim and its ``task``/``model`` labels."""
     inputs.check_option_letters(sample)
     prompt = build_prompt(sample, TEMPLATES[config.prompt_template])
-    frames = read_frames(sample, num_frames=config.num_frames, rule=config.frame_rule).frames
+    video = read_frames(sample, num_frames=config.num_frames, rule=config.frame_rule)
+    frames = video.frames
     prepared = adapter.prepare(
         frames, prompt.segments, option_letters=prompt.option_letters, true_letter=prompt.true_letter,
-        non_option_includes_prefix=config.non_option_includes_prefix,
+        non_option_includes_prefix=config.non_option_includes_prefix, timestamps=video.indices / video.fps,
     )
     inputs.check_prompt_fits(adapter, prepared, sample)
     result = study.run(StudyContext(adapter=adapter, sample=sample, prepared=prepared, config=config, prompt=prompt,
