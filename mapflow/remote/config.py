@@ -24,6 +24,7 @@ VIDEO_LLM_TASK = "image-text-to-text"
 DEFAULT_CONFIG_FILE = Path("~/.config/mapflow/remote.toml")
 DEFAULT_TIMEOUT_S = 600.0
 DEFAULT_MAX_RESULT_MB = 512.0
+REMOTE_PLANS = ("sample", "trace")
 
 
 def model_key_for(repo_id: str, task: str = VIDEO_LLM_TASK, revision: str | None = None) -> str:
@@ -47,6 +48,13 @@ class RemoteSettings:
     timeout_s: float = DEFAULT_TIMEOUT_S  # one trace, submit to result
     max_result_mb: float = DEFAULT_MAX_RESULT_MB  # one trace's saved values
     poll_interval_s: float = 0.02  # first wait between status polls; doubles up to 0.5 s
+    # "sample": a knockout study's whole sample is one request running the fast engine on the server; "trace": every
+    # trace is its own request (the naive plan, one full forward per cell)
+    plan: str = "sample"
+
+    def __post_init__(self):
+        if self.plan not in REMOTE_PLANS:
+            raise MapflowError(f"remote plan must be one of {REMOTE_PLANS}, got {self.plan!r}")
 
     @property
     def model_label(self) -> str:
@@ -59,7 +67,7 @@ class RemoteSettings:
     def describe(self) -> dict:
         """For a run's provenance (never the API key)."""
         return {"host": self.host, "model_key": self.model_key, "timeout_s": self.timeout_s,
-                "max_result_mb": self.max_result_mb}
+                "max_result_mb": self.max_result_mb, "plan": self.plan}
 
 
 def load_config_file(path: str | os.PathLike | None) -> dict:

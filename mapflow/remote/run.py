@@ -28,8 +28,9 @@ def prepare_remote_run(study: ModuleType, adapter, config, remote):
     settings = remote if isinstance(remote, RemoteSettings) else resolve_settings(local_model_dir=adapter.path)
     check_study_remotable(study)
     check_server(settings)
+    server_plan = config.plan  # what a sample request (`RemoteModel.run_cells`) runs on the server
     if config.plan != REMOTE_PLAN:
         log.info("remote run: plan %s -> %s (same numbers, no client-side state shipped back)", config.plan,
                  REMOTE_PLAN)
         config = replace(config, plan=REMOTE_PLAN)
-    return remote_adapter(adapter, settings, ship_modules=(study.__name__,)), config, settings
+    return remote_adapter(adapter, settings, ship_modules=(study.__name__,), server_plan=server_plan), config, settings
