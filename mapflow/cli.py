@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 from .errors import MapflowError
-from .remote.commands import add_ndif_parser, add_remote_arguments, remote_settings_from_args
+from .remote.commands import add_ndif_parser, add_remote_arguments, concurrency_from_args, remote_settings_from_args
 
 
 def _window_from_args(args):
@@ -107,7 +107,8 @@ def cmd_run(args) -> int:
                                 runtime={"device": args.device, "device_map": args.device_map,
                                          "threads": torch.get_num_threads()})
     summary = run_study(study, adapter, samples, args.out, config=config, provenance=provenance,
-                        overwrite=args.overwrite, progress=not args.no_progress, remote=remote)
+                        overwrite=args.overwrite, progress=not args.no_progress, remote=remote,
+                        concurrency=concurrency_from_args(args))
     print(summary.describe())
     return 0
 

@@ -22,6 +22,7 @@ from nnsight.intervention.backends.remote import RemoteBackend, RemoteError
 from .config import RemoteSettings
 from .errors import (
     ModelNotDeployed,
+    RequestCancelled,
     RemoteJobFailed,
     RemoteJobTimeout,
     ResultTooLarge,
@@ -55,10 +56,12 @@ class RequestStats:
 class PollingBackend(RemoteBackend):
     """nnsight's remote backend, submitting and polling under our time and size limits and errors."""
 
-    def __init__(self, settings: RemoteSettings, stats: RequestStats | None = None):
+    def __init__(self, settings: RemoteSettings, stats: RequestStats | None = None,
+                 cancelled: threading.Event | None = None):
         super().__init__(settings.model_key, host=settings.host, api_key=settings.api_key, blocking=False)
         self.settings = settings
         self.stats = stats if stats is not None else RequestStats()
+        self.cancelled = cancelled or threading.Event()  # set: stop waiting (the run is being stopped)
         self.display.enabled = False  # one status line per trace would drown the run's own progress bar
 
     def __call__(self, tracer=None):
@@ -82,11 +85,14 @@ class PollingBackend(RemoteBackend):
             result = self.poll(tracer)
             if self.status is not None and self.status.name == "COMPLETED":
                 return result
+            if self.cancelled.is_set():
+                raise RequestCancelled(f"job {self.job_id} abandoned: the run was stopped", host=self.host,
+                                       model=self.settings.model_label)
             if time.monotonic() > deadline:
                 raise RemoteJobTimeout(f"job {self.job_id} did not finish within {self.settings.timeout_s:g} s "
                                        f"(last status: {getattr(self.status, 'name', 'none')})", host=self.host,
                                        model=self.settings.model_label)
-            time.sleep(delay)
+            self.cancelled.wait(delay)
             delay = min(delay * 2, 0.5)
 
     def _post(self, request, blob):
@@ -150,13 +156,21 @@ class RemoteModel:
         self.settings = settings
         self.server_plan = server_plan  # the engine plan a sample request runs on the server
         self.stats = RequestStats()
+        self.cancelled = threading.Event()
         for name in (*SHIPPED_PACKAGES, *ship_modules):
             nnsight.register(name)
 
     def trace(self, *inputs, **kwargs):
         if kwargs.get("backend") is not None:
             raise ValueError("a remote model chooses its own backend")
-        return self._local_model.trace(*inputs, backend=PollingBackend(self.settings, self.stats), **kwargs)
+        return self._local_model.trace(*inputs, backend=self._backend(), **kwargs)
+
+    def _backend(self) -> PollingBackend:
+        return PollingBackend(self.settings, self.stats, self.cancelled)
+
+    def cancel_requests(self) -> None:
+        """Make every request in flight stop waiting for its result (Ctrl-C, or the run stopped on an error)."""
+        self.cancelled.set()
 
     def run_cells(self, adapter, prepared, request):
         """`mapflow.cells.knockout_cells` of one sample. The sample plan runs it whole in one request (a session
@@ -171,7 +185,7 @@ class RemoteModel:
         # the block ships the adapter, whose ``hf_model`` is the root module: an envoy tags its module (and the
         # interleaver) as a server-side reference when it is pickled, so tag the root before the adapter is
         self._local_model.__getstate__()
-        with self._local_model.session(backend=PollingBackend(self.settings, self.stats)):
+        with self._local_model.session(backend=self._backend()):
             cells = nnsight.save(knockout_cells(adapter, prepared, request))
         return cells
 

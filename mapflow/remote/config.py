@@ -86,7 +86,7 @@ def load_config_file(path: str | os.PathLike | None) -> dict:
 def resolve_settings(*, host: str | None = None, api_key: str | None = None, model: str | None = None,
                      local_model_dir: str | os.PathLike | None = None, timeout_s: float | None = None,
                      max_result_mb: float | None = None, config_file: str | os.PathLike | None = None,
-                     ) -> RemoteSettings:
+                     plan: str | None = None) -> RemoteSettings:
     """Settings from arguments, then environment, then config file, then the local stack (host only).
 
     The model defaults to the local checkpoint directory the client loads its structure from: that is the key
@@ -121,4 +121,5 @@ def resolve_settings(*, host: str | None = None, api_key: str | None = None, mod
         timeout_s=float(pick(timeout_s, "MAPFLOW_NDIF_TIMEOUT", "timeout_s") or DEFAULT_TIMEOUT_S),
         max_result_mb=float(pick(max_result_mb, "MAPFLOW_NDIF_MAX_RESULT_MB", "max_result_mb")
                             or DEFAULT_MAX_RESULT_MB),
+        plan=str(pick(plan, "MAPFLOW_NDIF_PLAN", "plan") or "sample"),
     )
