@@ -30,6 +30,8 @@ from .errors import (
 )
 
 _CONNECT_TIMEOUT_S = 5.0
+_QUEUED = (None, "RECEIVED", "QUEUED")  # job states before the server runs it
+QUEUE_LIMITS = 10  # a job may wait in the server's queue up to this many times --remote-timeout
 _NOT_DEPLOYED_MARKERS = ("could not deploy", "not deployed", "no deployment", "unknown model")
 
 
@@ -79,19 +81,28 @@ class PollingBackend(RemoteBackend):
         return result
 
     def _wait(self, tracer):
-        deadline = time.monotonic() + self.settings.timeout_s
+        """Poll until the job completes. The time limit counts from when the server starts the job: with several
+        requests in flight, time queued behind another one's job is not this job's fault (the queue itself gets
+        `QUEUE_LIMITS` times the limit)."""
+        limit = self.settings.timeout_s
+        submitted = time.monotonic()
+        started = None
         delay = self.settings.poll_interval_s
         while True:
             result = self.poll(tracer)
-            if self.status is not None and self.status.name == "COMPLETED":
+            status = getattr(self.status, "name", None)
+            if status == "COMPLETED":
                 return result
             if self.cancelled.is_set():
                 raise RequestCancelled(f"job {self.job_id} abandoned: the run was stopped", host=self.host,
                                        model=self.settings.model_label)
-            if time.monotonic() > deadline:
-                raise RemoteJobTimeout(f"job {self.job_id} did not finish within {self.settings.timeout_s:g} s "
-                                       f"(last status: {getattr(self.status, 'name', 'none')})", host=self.host,
-                                       model=self.settings.model_label)
+            now = time.monotonic()
+            if started is None and status not in _QUEUED:
+                started = now
+            if (started is not None and now - started > limit) or now - submitted > limit * QUEUE_LIMITS:
+                raise RemoteJobTimeout(f"job {self.job_id} did not finish within {limit:g} s (last status: "
+                                       f"{status or 'none'}, {now - submitted:.1f} s since it was submitted)",
+                                       host=self.host, model=self.settings.model_label)
             self.cancelled.wait(delay)
             delay = min(delay * 2, 0.5)
 
