@@ -66,7 +66,7 @@ class StudyConfig:
 class CleanRun:
     """The unmodified forward pass at the last position."""
 
-    logits: torch.Tensor
+    logits: torch.Tensor | None  # None where only the readouts travelled (a remote sample request)
     pred: int
     p_base: float
     gt_token: int
@@ -157,7 +157,8 @@ def measure_knockouts(ctx: StudyContext, flows, layer_sets, *, dim: str, labels)
     on_server = getattr(ctx.adapter.model, "run_cells", None)  # a remote adapter: the whole sample in one request
     cells = on_server(ctx.adapter, ctx.prepared, request) if on_server else knockout_cells(ctx.adapter, ctx.prepared,
                                                                                            request)
-    clean = clean_run(ctx, cells["logits"].float())
+    pred, p_base, p_gt_base = cells["clean"].tolist()  # what `clean_run` reads, computed where the logits are
+    clean = CleanRun(logits=None, pred=int(pred), p_base=p_base, gt_token=request.gt_token, p_gt_base=p_gt_base)
     shape = (len(flows), len(layer_sets))
     p_new = np.full(shape, np.nan)
     p_gt_new = np.full(shape, np.nan)

@@ -48,12 +48,15 @@ def prediction_layout(layout: TokenLayout, pred: int, option_tokens, true_letter
 
 
 def knockout_cells(adapter, prepared, request: CellsRequest) -> dict[str, torch.Tensor]:
-    """``logits`` (V,) clean last-position logits; ``runnable`` (R,) indices of the flows measured; ``p``, ``p_gt``
-    (R, S) float32 probabilities of the clean prediction and of the answer token, ``pred`` (R, S) argmax tokens."""
+    """``clean`` (3,) float64: the clean run's predicted token, its probability and the answer token's probability
+    (last position); ``runnable`` (R,) indices of the flows measured; ``p``, ``p_gt`` (R, S) float32 probabilities of
+    the clean prediction and of the answer token, ``pred`` (R, S) argmax tokens. A few KiB whatever the vocabulary."""
     state = clean_state(adapter, prepared) if request.plan == "auto" else None
     logits = run_naive(adapter, prepared) if state is None else state.logits[-1]
-    pred = int(logits.softmax(-1).argmax())
-    cells = {"logits": logits, "runnable": torch.zeros(0, dtype=torch.long)}
+    clean_probs = logits.float().softmax(-1)
+    pred = int(clean_probs.argmax())
+    clean = [pred, float(clean_probs[pred]), float(clean_probs[request.gt_token])]
+    cells = {"clean": torch.tensor(clean, dtype=torch.float64), "runnable": torch.zeros(0, dtype=torch.long)}
     if not wants_knockout(pred == request.gt_token, request.samples):
         return cells
     layout = prediction_layout(request.layout, pred, request.option_tokens, request.true_letter)
@@ -66,5 +69,6 @@ def knockout_cells(adapter, prepared, request: CellsRequest) -> dict[str, torch.
     if configs:
         probs = run_knockouts(adapter, prepared, configs, plan=request.plan, clean=state).softmax(-1)
         probs = probs.view(len(runnable), len(request.layer_sets), -1)
-        cells.update(p=probs[..., pred], p_gt=probs[..., request.gt_token], pred=probs.argmax(-1))
+        # clones: a view would carry its whole (R, S, V) storage into the result
+        cells.update(p=probs[..., pred].clone(), p_gt=probs[..., request.gt_token].clone(), pred=probs.argmax(-1))
     return cells

@@ -56,7 +56,7 @@ def remote_settings_from_args(args, model_dir: Path):
 def cmd_ndif_up(args) -> int:
     from . import stack
 
-    state = stack.up(args.home, args.venv, args.checkpoints)
+    state = stack.up(args.home, args.venv, args.checkpoints, replicas=args.replicas)
     print(f"NDIF at {state.host} (state in {state.home}); deployed: {', '.join(state.models.values()) or 'nothing'}")
     print(f"run a study on it: mapflow run STUDY --remote --model CHECKPOINT --out OUT.zarr   |   stop: mapflow ndif "
           f"down{' --home ' + str(args.home) if args.home else ''}")
@@ -85,7 +85,7 @@ def cmd_ndif_deploy(args) -> int:
     state = stack.StackState.load(home)
     if state is None or stack.ours(state, "api") is None:
         raise stack.StackError(f"no local NDIF stack runs from {home}; start one with `mapflow ndif up`")
-    for key in stack.deploy(state, args.checkpoints):
+    for key in stack.deploy(state, args.checkpoints, replicas=args.replicas):
         print(f"deployed {key}")
     return 0
 
@@ -104,4 +104,13 @@ def add_ndif_parser(sub) -> None:
             command.add_argument("checkpoints", nargs="*" if name == "up" else "+", help="local checkpoint dirs")
         if name == "up":
             command.add_argument("--venv", help="the server's environment (default .venv-ndif; `make ndif-venv`)")
+        if name in ("up", "deploy"):
+            command.add_argument("--replicas", type=int, default=1, help="model actors per checkpoint (NDIF's own "
+                                 "replicas: requests in flight spread over them; default 1)")
         command.set_defaults(func=func)
+    from .bench import add_bench_arguments, cmd_bench
+
+    command = commands.add_parser("bench", help="a study locally and on the server, per sample: requests, bytes, "
+                                                "wall time, remote/local, max |dp|")
+    add_bench_arguments(command)
+    command.set_defaults(func=cmd_bench)

@@ -47,7 +47,8 @@ class RemoteSettings:
     api_key: str = ""
     timeout_s: float = DEFAULT_TIMEOUT_S  # one trace, submit to result
     max_result_mb: float = DEFAULT_MAX_RESULT_MB  # one trace's saved values
-    poll_interval_s: float = 0.02  # first wait between status polls; doubles up to 0.5 s
+    poll_interval_s: float = 0.02  # first wait between status polls; doubles up to `max_poll_interval_s`
+    max_poll_interval_s: float = 0.1  # a sample request takes about a second: coarser polls would add their wait
     # "sample": a knockout study's whole sample is one request running the fast engine on the server; "trace": every
     # trace is its own request (the naive plan, one full forward per cell)
     plan: str = "sample"
