@@ -237,10 +237,11 @@ def test_job_past_its_time_limit_is_recorded_as_timed_out(ndif_stack, organism, 
 
 
 def test_result_over_the_limit_is_recorded_as_too_large(ndif_stack, organism, samples, tmp_path):
-    settings = settings_for(ndif_stack, max_result_mb=0.001)  # 1 KiB: smaller than one row of logits
+    settings = settings_for(ndif_stack, max_result_mb=0.0002)  # 210 bytes: less than any pickled result, even the
+    # sample plan's ~1 KiB of readouts
     summary = run("cross_frame", organism, samples, tmp_path / "out.zarr", remote=settings)
     assert_recorded_failure(summary, tmp_path / "out.zarr", samples, ResultTooLarge, ndif_stack.host,
-                            settings.model_label, "limit is 0.001 MiB")
+                            settings.model_label, "limit is 0.0002 MiB")
 
 
 def test_a_plain_request_between_two_of_ours_sees_the_unmodified_model(ndif_stack, organism, samples, tmp_path):
@@ -290,6 +291,23 @@ def test_requests_in_flight_are_stored_in_sample_order(ndif_stack, organism, mor
     assert list(xr.open_zarr(tmp_path / "remote.zarr").sample.values) == ids
     run("information_flow", organism, more_samples, tmp_path / "local.zarr")
     assert_same_results(tmp_path / "remote.zarr", tmp_path / "local.zarr")
+
+
+def test_per_trace_studies_run_with_requests_in_flight(ndif_stack, organism, samples, tmp_path):
+    """A study without a server-side form (logit lens: one request per trace) also runs two samples at a time."""
+    config = replace(CONFIG, options={"keywords": "organism"})
+    summary = run("logit_lens", organism, samples, tmp_path / "remote.zarr", remote=settings_for(ndif_stack),
+                  config=config, concurrency=2)
+    assert summary.failed == {} and summary.done == [s.sample_id for s in samples]
+    run("logit_lens", organism, samples, tmp_path / "local.zarr", config=replace(config, plan="naive"))
+    remote, local = xr.open_zarr(tmp_path / "remote.zarr").load(), xr.open_zarr(tmp_path / "local.zarr").load()
+    assert list(remote.sample.values) == list(local.sample.values)
+    for name in local.data_vars:
+        a, b = remote[name].values, local[name].values
+        if a.dtype.kind == "f":
+            assert np.nanmax(np.abs(a - b), initial=0.0) <= TOLERANCE, name
+        else:
+            assert np.array_equal(a, b), name
 
 
 def test_timeout_of_one_request_in_flight_fails_that_sample_only(ndif_stack, organism, samples, tmp_path):
