@@ -8,7 +8,7 @@ NDIF_REQUIREMENTS := mapflow/remote/server/requirements.txt
 
 .PHONY: demo test install ndif-venv
 
-$(VENV)/.installed: pyproject.toml
+$(VENV)/.installed: pyproject.toml setup.py
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	# torch/torchvision as a matching pair (a torchvision built for another torch fails to import)

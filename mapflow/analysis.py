@@ -31,7 +31,7 @@ class StudyConfig:
     samples: str = "correct"
     num_frames: int = 8
     frame_rule: str = "segment_midpoint"
-    prompt_template: str = "llava_mcqa"
+    prompt_template: str | None = None  # None: the checkpoint's own, else the benchmark's (`mapflow.resolve`)
     gt_token: str = "continuation"  # or "vocab": the released code's bare-letter vocabulary lookup
     non_option_includes_prefix: bool = True
     flows: tuple[str, ...] | None = None  # None: the study's own flows

@@ -22,7 +22,8 @@ from .engine import KnockoutConfig, clean_state, run_knockouts
 from .flows import PAPER_FLOWS, Flow, Window
 from .models.base import VideoLLMAdapter
 from .planner import entry_layer, plan_batches, plan_packs
-from .prompts import mcqa_segments, resolve_template
+from .prompts import mcqa_segments
+from .resolve import choose_template
 
 SWEEP_FLOWS = [f for flows in PAPER_FLOWS.values() for f in flows]
 
@@ -150,7 +151,7 @@ def benchmark(adapter: VideoLLMAdapter, data_root, *, limit: int = 2, window: Wi
               num_frames: int = 8, seed: int = 42, naive: bool = True) -> dict:
     """``naive=False`` runs the optimized plan alone (sizes where the naive sweep takes too long: memory checks)."""
     samples = load_tvbench(data_root, limit=limit, seed=seed)
-    template = resolve_template(None, adapter.prompt_template, "tvbench")
+    template = choose_template(None, adapter, "tvbench")
     prepared_inputs = [adapter.prepare(_clip(s, num_frames), mcqa_segments(s, template),
                                        option_letters=s.option_letters, true_letter=s.answer_letter)
                        for s in samples]

@@ -9,29 +9,25 @@ import sys
 from pathlib import Path
 
 from .errors import MapflowError
+from .inputs import user_path
 from .remote.commands import add_ndif_parser, add_remote_arguments, concurrency_from_args, remote_settings_from_args
-
-
-def _window_from_args(args):
-    from .flows import Window
-
-    if args.layers:
-        return Window.parse_ranges(args.layers)
-    return Window(style=args.window_style, size=args.window)
 
 
 def add_run_arguments(parser: argparse.ArgumentParser, with_study: bool = True) -> None:
     if with_study:
         parser.add_argument("study", help="study name (see `mapflow studies`) or path to a .py file defining run(ctx)")
-    parser.add_argument("--model", help="local Hugging Face checkpoint directory (default: the embedded tiny model)")
-    parser.add_argument("--data", help="benchmark root in its published layout (default: the embedded benchmark)")
+    parser.add_argument("--model", type=user_path,
+                        help="local Hugging Face checkpoint directory (default: the embedded tiny model)")
+    parser.add_argument("--data", type=user_path,
+                        help="benchmark root in its published layout (default: the embedded benchmark)")
     parser.add_argument("--benchmark", default="tvbench",
                         help="tvbench | tomato | longvideobench | videomme | vcgbench (default tvbench)")
     parser.add_argument("--template", help="prompt template (default: the checkpoint's own, else the paper's for "
                                            "the benchmark): llava_mcqa, llava_mcqa_videomme, organism_mcqa, "
                                            "llava_open_ended (sentence completion), vcgbench_free_form")
-    parser.add_argument("--out", required=True, help="output zarr store (resumed if it exists)")
-    parser.add_argument("--window", type=int, default=9, help="knockout window size k (default 9)")
+    parser.add_argument("--out", required=True, type=user_path, help="output zarr store (resumed if it exists)")
+    parser.add_argument("--window", type=int, help="knockout window size k, at most the model's layer count "
+                                                   "(default 9, the paper's; clipped at the ends of smaller models)")
     parser.add_argument("--window-style", default="center", choices=["center", "inverse", "bottom_up", "top_down"])
     parser.add_argument("--layers", help="explicit knockout layer ranges instead of a sweep, e.g. '0-16' (0-based, "
                                          "half-open)")
@@ -60,57 +56,37 @@ def add_run_arguments(parser: argparse.ArgumentParser, with_study: bool = True) 
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: 1 for tiny models)")
     parser.add_argument("--overwrite", action="store_true", help="delete an existing --out store first")
+    parser.add_argument("--strict", action="store_true", help="stop at the first bad annotation entry instead of "
+                                                              "recording every bad entry as a failed sample")
     parser.add_argument("--no-progress", action="store_true")
     add_remote_arguments(parser)
 
 
 def cmd_run(args) -> int:
-    import torch
+    from .resolve import prepare_run
+    from .runner import run_study
 
-    from .analysis import StudyConfig
-    from .data.benchmarks import get_benchmark
-    from .embedded import default_data_dir, default_model_dir
-    from .models import load_model
-    from .prompts import resolve_template
-    from .provenance import run_provenance
-    from .runner import load_study, run_study
+    from . import inputs
 
-    study = load_study(args.study)
-    benchmark = get_benchmark(args.benchmark)
-    model_dir = Path(args.model) if args.model else default_model_dir()
-    data_root = Path(args.data) if args.data else default_data_dir()
-    if args.threads or not args.model:
-        torch.set_num_threads(args.threads or 1)  # tiny models run ~10x faster single-threaded on shared CPUs
-    samples = benchmark.loader(data_root, tasks=args.tasks, limit=args.limit, seed=args.seed)
-    adapter = load_model(model_dir, attn_implementation=args.attn, dtype=args.dtype, device=args.device,
-                         device_map=args.device_map)
-    try:
-        template = resolve_template(args.template, adapter.prompt_template, benchmark.name)
-    except KeyError as err:
-        raise MapflowError(err.args[0]) from None
-    config = StudyConfig(window=_window_from_args(args), samples=args.samples or getattr(study, "DEFAULT_SAMPLES",
-                                                                                          "correct"),
-                         options=_parse_options(args.option), seed=args.seed,
-                         num_frames=args.frames or benchmark.num_frames, frame_rule=args.frame_rule or
-                         benchmark.frame_rule, prompt_template=template.name, gt_token=args.gt_token,
-                         non_option_includes_prefix=not args.non_option_without_prefix,
-                         flows=tuple(args.flows) if args.flows else None, plan=args.plan)
-    study_name = Path(args.study).stem
-    run_config = {"study": study_name, **config.to_dict(), "benchmark": benchmark.name, "tasks": args.tasks,
-                  "limit": args.limit,
-                  "seed": args.seed, "model": str(model_dir.resolve()), "data": str(data_root.resolve()),
-                  "attn_implementation": args.attn, "dtype": args.dtype}
-    remote = remote_settings_from_args(args, model_dir)
-    annotation_files = sorted([*data_root.rglob("*.json"), *data_root.rglob("*.parquet")])
-    provenance = run_provenance(study=study_name, model_dir=model_dir, data_root=data_root,
-                                annotation_files=annotation_files, seed=args.seed, config=run_config,
-                                runtime={"device": args.device, "device_map": args.device_map,
-                                         "threads": torch.get_num_threads()})
-    summary = run_study(study, adapter, samples, args.out, config=config, provenance=provenance,
+    study = str(user_path(args.study)) if args.study.endswith(".py") else args.study
+    run = prepare_run(study, args.model, args.data, benchmark=args.benchmark, template=args.template,
+                      window=args.window, window_style=args.window_style, layers=args.layers, limit=args.limit,
+                      tasks=args.tasks, samples=args.samples, options=_parse_options(args.option), frames=args.frames,
+                      frame_rule=args.frame_rule, flows=args.flows, gt_token=args.gt_token,
+                      non_option_includes_prefix=not args.non_option_without_prefix, plan=args.plan, seed=args.seed,
+                      attn=args.attn, dtype=args.dtype, device=args.device, device_map=args.device_map,
+                      # tiny models run ~10x faster single-threaded on shared CPUs
+                      threads=args.threads or (None if args.model else 1), strict=args.strict)
+    if run.samples.bad_entries:
+        print(inputs.describe_bad_entries(run.samples.bad_entries), file=sys.stderr)
+    if note := inputs.half_precision_note(args.dtype, args.device, args.device_map):
+        print(note, file=sys.stderr)
+    remote = remote_settings_from_args(args, run.adapter.path)
+    summary = run_study(run.study, run.adapter, run.samples, args.out, config=run.config, provenance=run.provenance,
                         overwrite=args.overwrite, progress=not args.no_progress, remote=remote,
-                        concurrency=concurrency_from_args(args))
+                        bad_entries=run.samples.bad_entries, concurrency=concurrency_from_args(args))
     print(summary.describe())
-    return 0
+    return 1 if summary.failed and not summary.done and not summary.skipped else 0  # every sample failed
 
 
 def _parse_options(pairs: list[str]) -> dict[str, str]:
@@ -130,7 +106,8 @@ def cmd_accuracy(args) -> int:
     from .metrics import accuracy_by_task
 
     args.study, args.samples, args.flows, args.layers, args.option = "accuracy", "all", None, None, []
-    cmd_run(args)
+    if code := cmd_run(args):
+        return code
     ds = xr.open_zarr(args.out)
     for name, value in accuracy_by_task(ds.correct).items():
         print(f"{name:28s} {value:6.1f} %")
@@ -174,6 +151,14 @@ def cmd_show(args) -> int:
     return 0
 
 
+def cmd_verify(args) -> int:
+    from .integrity import verify_store
+
+    report = verify_store(args.store, repair=args.repair)
+    print(report.describe())
+    return 0 if report.ok or report.repaired else 1
+
+
 def cmd_studies(args) -> int:
     from .runner import available_studies, load_study
 
@@ -191,6 +176,14 @@ def cmd_models(args) -> int:
         for arch in cls.architectures:
             print(f"{cls.family:18s} {arch:40s} {cls.frame_unit:28s} {cls.token_layout}")
     return 0
+
+
+def cmd_check(args) -> int:
+    from .api import check, format_check, load_model
+
+    report = check(load_model(args.model, attn_implementation=args.attn, self_test=False))
+    print(format_check(report))
+    return 0 if report["ok"] else 1
 
 
 def cmd_demo(args) -> int:
@@ -293,14 +286,20 @@ def build_parser() -> argparse.ArgumentParser:
 
     plot = sub.add_parser("plot", help="draw a store's paper figure (knockout sweeps: mean rel_change vs layer per "
                                        "flow, one panel per task)")
-    plot.add_argument("store")
+    plot.add_argument("store", type=user_path)
     plot.add_argument("--png", help="output PNG (a PDF is written next to it; default: next to the store)")
     plot.add_argument("--variable", default="rel_change")
     plot.set_defaults(func=cmd_plot)
 
     show = sub.add_parser("show", help="print a result store's dataset and failed samples")
-    show.add_argument("store")
+    show.add_argument("store", type=user_path)
     show.set_defaults(func=cmd_show)
+
+    verify = sub.add_parser("verify", help="check that every committed sample of a store is present once and "
+                                           "readable; --repair drops damaged ones so a rerun measures them again")
+    verify.add_argument("store", type=user_path)
+    verify.add_argument("--repair", action="store_true", help="drop the damaged samples (a resumed run does this too)")
+    verify.set_defaults(func=cmd_verify)
 
     add_ndif_parser(sub)
 
@@ -309,6 +308,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     models = sub.add_parser("models", help="list the supported model families, their frame unit and token layout")
     models.set_defaults(func=cmd_models)
+
+    check = sub.add_parser("check", help="run the adapter's self-tests on a checkpoint and print what they found")
+    check.add_argument("model", nargs="?", help="checkpoint directory (default: the embedded organism)")
+    check.add_argument("--attn", default="sdpa", choices=["sdpa", "eager"])
+    check.set_defaults(func=cmd_check)
 
     organism = sub.add_parser("organism", help="train or evaluate the model organisms").add_subparsers(
         dest="organism_command", required=True)
@@ -380,6 +384,11 @@ def main(argv=None) -> int:
     except MapflowError as err:
         print(f"mapflow: error: {err}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt as err:  # Ctrl-C or SIGTERM: a sentence, not a traceback
+        from .interrupts import interrupted_message
+
+        print(f"mapflow: {interrupted_message(err)}", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

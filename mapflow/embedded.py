@@ -2,11 +2,24 @@
 
 from __future__ import annotations
 
+from importlib import resources
 from pathlib import Path
 
 from .errors import MapflowError
 
-DATA_DIR = Path(__file__).resolve().parent.parent / "data"
+
+def _data_dir() -> Path:
+    """The installed package data (``mapflow._data``, the wheel's copy of ``data/``), else the source checkout's
+    ``data/`` folder next to the package."""
+    shipped = resources.files(__package__) / "_data"
+    if shipped.is_dir():
+        if not isinstance(shipped, Path):  # checkpoints and videos are opened by path
+            raise MapflowError(f"mapflow's data ({shipped}) is not on the file system; install mapflow unzipped")
+        return shipped
+    return Path(__file__).resolve().parent.parent / "data"
+
+
+DATA_DIR = _data_dir()
 ORGANISM_DIRS = {variant: DATA_DIR / "models" / f"organism-{variant}" for variant in ("video", "frames")}
 DEFAULT_MODEL_DIR = ORGANISM_DIRS["video"]
 DEFAULT_DATA_DIR = DATA_DIR / "temporal-bench"

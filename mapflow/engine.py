@@ -251,4 +251,5 @@ def run_layer_masks(adapter: VideoLLMAdapter, prepared: PreparedInput,
     with torch.no_grad(), adapter.trace(prepared):
         apply_layer_masks(adapter.layers, blocked_by_layer)
         logits = adapter.lm_head.output[0, -1].save()
-    return logits.detach().float()
+    # half precision comes back as float32; a float64 model keeps float64 (the references exactness tests compare to)
+    return logits.detach().to(torch.promote_types(logits.dtype, torch.float32))

@@ -48,3 +48,7 @@ class RunInterrupted(MapflowError):
         self.sample = str(sample_id)
         self.args = (f"{self.args[0] if self.args else ''} (stopped at sample {sample_id})",)
         return self
+
+
+class StudyError(RunInterrupted):
+    """A study that breaks its contract (e.g. returns no `xarray.Dataset`): every sample would fail the same way."""

@@ -28,7 +28,14 @@ committed count (zarr drops the chunks past the end), leftover temporary files
 are removed and the metadata is consolidated again. A failed append in a live
 process (an exception, Ctrl-C) runs the same repair before re-raising.
 
-One writer per store at a time; there is no lock. Zarr format 2 because it
+Readers never write: ``ResultStore(path)`` and `open_dataset` only read, so they
+are safe while a run appends and on a read-only disk. A writer holds the
+store's lock (`mapflow.store_lock`) from opening to `close`; a second writer is
+refused. Opening for writing also checks every committed sample
+(`mapflow.integrity`) and drops damaged ones, so the run measures them again.
+Every chunk is written, even an all-fill one, so a missing chunk is damage.
+
+Zarr format 2 because it
 stores variable-length strings (object dtype, VLenUTF8) and consolidated
 metadata without warnings; format 3 warns that consolidated metadata is not in
 its spec, and without consolidation the atomic reader snapshot above is lost.
@@ -36,11 +43,15 @@ its spec, and without consolidation the atomic reader snapshot above is lost.
 
 from __future__ import annotations
 
+import errno
 import json
+import logging
 import os
 import re
 import shutil
 import uuid
+from contextlib import contextmanager
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Any
 
@@ -49,30 +60,49 @@ import xarray as xr
 import zarr
 
 from mapflow.errors import MapflowError
+from mapflow.integrity import (COMMITTED_KEY, COMPLETE_CHUNKS_KEY, FAILURES_KEY, PROVENANCE_KEY, SAMPLE_DIM, Report,
+                               StoreDamaged, inspect_store, read_json_file, read_root_attrs, restore_root_attrs)
+from mapflow.store_lock import StoreLock
 
-SAMPLE_DIM = "sample"
+log = logging.getLogger(__name__)
+
 ZARR_FORMAT = 2  # v2: variable-length strings and consolidated metadata without warnings
 SAMPLE_CHUNK = 64  # samples per chunk file; keeps the file count low for long runs
 
-PROVENANCE_KEY = "provenance"
-COMMITTED_KEY = "mapflow_committed_samples"
-FAILURES_KEY = "mapflow_failures"
-RESERVED_ATTRS = (PROVENANCE_KEY, COMMITTED_KEY, FAILURES_KEY)
+RESERVED_ATTRS = (PROVENANCE_KEY, COMMITTED_KEY, FAILURES_KEY, COMPLETE_CHUNKS_KEY)
+
+_WRITERS: ContextVar[list | None] = ContextVar("mapflow_open_writers", default=None)
 
 # zarr's local store writes "<name>.<32 hex>.partial" and renames it; a kill can leave one behind.
 _PARTIAL_FILE = re.compile(r"\.[0-9a-f]{32}\.partial$")
 
 
-class ResultStore:
-    """One zarr directory store of per-sample results. Build it with `create_or_resume`."""
+@contextmanager
+def writers_opened():
+    """Collect the stores opened for writing inside the block (so a caller can close them however it ends)."""
+    opened: list[ResultStore] = []
+    token = _WRITERS.set(opened)
+    try:
+        yield opened
+    finally:
+        _WRITERS.reset(token)
 
-    def __init__(self, path: str | os.PathLike) -> None:
+
+class ResultStore:
+    """One zarr directory store of per-sample results.
+
+    ``ResultStore(path)`` opens it read-only; `create_or_resume` (or `open_for_writing`) opens it for writing: it takes
+    the store's lock, repairs and verifies it. Close a writer (or use it as a context manager) to release the lock.
+    """
+
+    def __init__(self, path: str | os.PathLike, *, _lock: StoreLock | None = None) -> None:
         self.path = Path(path)
-        attrs = _read_root_attrs(self.path)
-        if PROVENANCE_KEY not in attrs or COMMITTED_KEY not in attrs:
-            raise MapflowError(f"{self.path} is a zarr store but not a mapflow result store")
-        self._repair()
-        self._completed_ids = self._read_sample_ids()  # cached: only this writer changes them
+        read_root_attrs(self.path)  # a clear error for a directory that is no (intact) result store
+        self._lock = _lock
+        if _lock is not None and _WRITERS.get() is not None:
+            _WRITERS.get().append(self)
+        self._completed_ids: set[str] | None = None  # read on first use; only a writer changes them
+        self.verify_report: Report | None = None  # what opening for writing found (and repaired)
 
     @classmethod
     def create_or_resume(
@@ -83,25 +113,67 @@ class ResultStore:
         resume: bool = True,
         overwrite: bool = False,
     ) -> ResultStore:
-        """Create a new store, or reopen (and repair) an existing one whose config matches.
+        """Create a new store, or reopen (verify and repair) an existing one measured with the same config and inputs.
 
         overwrite=True deletes an existing store first; resume=False refuses an existing one.
         """
         path = Path(path)
         provenance = _json_safe(provenance)
-        if path.exists() and not _is_empty_dir(path):
-            if overwrite:
-                _remove_store(path)
-            elif not resume:
-                raise MapflowError(
-                    f"{path} already exists; choose another --out or pass --overwrite to replace it"
-                )
-            else:
-                stored = _read_root_attrs(path).get(PROVENANCE_KEY, {})
+        for _ in range(2):  # a second pass when another writer created the store under us
+            if path.exists() and not _is_empty_dir(path):
+                if overwrite:
+                    _remove_store(path)
+                    overwrite = False
+                elif not resume:
+                    raise MapflowError(
+                        f"{path} already exists; choose another --out or pass --overwrite to replace it"
+                    )
+                else:
+                    return cls._open_writer(path, provenance)
+            lock = _create_store(path, provenance)
+            if lock is not None:
+                return cls(path, _lock=lock)
+        raise MapflowError(f"{path} changed while it was being created; is another run writing to it?")
+
+    @classmethod
+    def open_for_writing(cls, path: str | os.PathLike) -> ResultStore:
+        """Lock, repair and verify an existing store (dropping damaged samples), whatever its config."""
+        return cls._open_writer(Path(path), None)
+
+    @classmethod
+    def _open_writer(cls, path: Path, provenance: dict | None) -> ResultStore:
+        try:
+            read_root_attrs(path)  # refuse a non-store before taking its lock
+        except StoreDamaged:
+            pass  # a zarr group with damaged root attributes: restored below, under the lock, where possible
+        lock = StoreLock.acquire(path)
+        try:
+            try:
+                attrs = read_root_attrs(path)
+            except StoreDamaged as damage:
+                attrs = restore_root_attrs(path, damage)
+                log.warning("%s: restored the damaged root attributes (.zattrs) from the consolidated metadata", path)
+            if provenance is not None:
+                stored = attrs[PROVENANCE_KEY]
                 _check_same_config(path, stored.get("config"), provenance.get("config"))
-                return cls(path)
-        _create_store(path, provenance)
-        return cls(path)
+                _check_same_inputs(path, stored, provenance)
+            store = cls(path, _lock=lock)
+            store.verify_report = store._repair_for_writing()
+        except BaseException:
+            lock.release()
+            raise
+        return store
+
+    def close(self) -> None:
+        """Release a writer's lock (a reader has none). The store stays as committed."""
+        if self._lock is not None:
+            self._lock.release()
+
+    def __enter__(self) -> ResultStore:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
     @property
     def provenance(self) -> dict:
@@ -112,6 +184,8 @@ class ResultStore:
         return int(self._attrs()[COMMITTED_KEY])
 
     def completed_sample_ids(self) -> set[str]:
+        if self._completed_ids is None:
+            self._completed_ids = self._read_sample_ids()
         return set(self._completed_ids)
 
     def failed_samples(self) -> dict[str, dict]:
@@ -120,14 +194,20 @@ class ResultStore:
 
     def record_failure(self, sample_id: str, task: str, reason: str) -> None:
         sample_id = str(sample_id)
+        self._require_writer()
         if sample_id in self.completed_sample_ids():
             raise MapflowError(f"sample {sample_id} is already stored in {self.path}; cannot mark it failed")
         failures = self.failed_samples()
         failures[sample_id] = {"task": str(task), "reason": str(reason)}
-        self._commit_attrs({FAILURES_KEY: failures})
+        try:
+            self._commit_attrs({FAILURES_KEY: failures})
+        except OSError as err:
+            _raise_if_disk_full(err, self.path, self.committed_count)
+            raise
 
     def append(self, sample_ds: xr.Dataset) -> None:
         """Append one study result (leading `sample` dim) and commit it."""
+        self._require_writer()
         ds = _prepare_for_store(sample_ds)
         new_ids = [str(sample_id) for sample_id in ds[SAMPLE_DIM].values]
         duplicates = sorted(set(new_ids) & self.completed_sample_ids())
@@ -143,26 +223,35 @@ class ResultStore:
             _write_arrays(ds, self.path, first=count == 0)
             failures = {k: v for k, v in self.failed_samples().items() if k not in new_ids}
             self._commit_attrs({COMMITTED_KEY: count + len(new_ids), FAILURES_KEY: failures})
-        except BaseException:
-            self._repair()  # drop the half-written sample so this object stays usable
+        except BaseException as err:
+            try:
+                self._repair()  # drop the half-written sample so this object stays usable
+            except Exception as repair_error:  # e.g. the disk is still full: the next open for writing repairs it
+                log.warning("%s: could not roll back the unfinished append yet (%s)", self.path, repair_error)
+            _raise_if_disk_full(err, self.path, count)
             raise
-        self._completed_ids.update(new_ids)
+        self._completed_ids = self.completed_sample_ids() | set(new_ids)
 
     def open_dataset(self) -> xr.Dataset:
         return open_dataset(self.path)
 
-    def _group(self) -> zarr.Group:
+    def _require_writer(self) -> None:
+        if self._lock is None or not self._lock.held:
+            raise MapflowError(f"{self.path} is open read-only (or closed); open it with "
+                               "ResultStore.create_or_resume to write")
+
+    def _group(self, mode: str = "r+") -> zarr.Group:
         # Never the consolidated view: writers need the arrays' real shapes.
-        return zarr.open_group(self.path, mode="r+", zarr_format=ZARR_FORMAT, use_consolidated=False)
+        return zarr.open_group(self.path, mode=mode, zarr_format=ZARR_FORMAT, use_consolidated=False)
 
     def _read_sample_ids(self) -> set[str]:
         count = self.committed_count
         if count == 0:
             return set()
-        return {str(sample_id) for sample_id in self._group()[SAMPLE_DIM][:count]}
+        return {str(sample_id) for sample_id in self._group("r")[SAMPLE_DIM][:count]}
 
     def _attrs(self) -> dict:
-        return _read_root_attrs(self.path)
+        return read_root_attrs(self.path)
 
     def _commit_attrs(self, updates: dict) -> None:
         """Update root attrs in one atomic write, then publish the shapes to readers."""
@@ -170,15 +259,61 @@ class ResultStore:
             self._group().attrs.update(updates)
         zarr.consolidate_metadata(self.path, zarr_format=ZARR_FORMAT)
 
+    def _repair_for_writing(self) -> Report:
+        """The tail repair, or, where committed samples are damaged, dropping those (they are measured again)."""
+        _remove_partial_files(self.path)
+        report = inspect_store(self.path)
+        if report.damaged:
+            self._drop_rows(report)
+            report.repaired = [report.label(row) for row in sorted(report.damaged)]
+            log.warning("%s", report.describe())
+        else:
+            self._repair()
+        self._completed_ids = self._read_sample_ids()
+        return report
+
+    def _drop_rows(self, report: Report) -> None:
+        """Drop the damaged committed samples; the good ones after the first damaged one are re-appended in order.
+
+        Every step leaves a valid store: the commit count drops first (the good tail is held in memory), so a kill
+        here loses at most the tail, which the run then measures again."""
+        count, damaged = report.committed, set(report.damaged)
+        first = min(damaged)
+        keep = [row for row in range(first, count) if row not in damaged]
+        tail = None
+        if keep:  # then every array's metadata is readable (otherwise all rows are damaged)
+            for broken in report.unreadable_files:
+                broken.unlink(missing_ok=True)  # so the lazy read below cannot trip over them
+            self._resize_sample_arrays(count)
+            tail = open_dataset(self.path).isel({SAMPLE_DIM: keep}).load()
+            tail.attrs = {}
+        self._group().attrs.update({COMMITTED_KEY: first})  # the commit; then the arrays follow
+        self._repair()
+        self._completed_ids = self._read_sample_ids()
+        if tail is not None:
+            self.append(tail)
+
+    def _resize_sample_arrays(self, count: int) -> None:
+        """Every sample-dim array to exactly `count` samples (missing ones read as fill), then republish."""
+        for _, array in self._group().arrays():
+            dims = list(array.attrs.get("_ARRAY_DIMENSIONS", []))
+            if SAMPLE_DIM in dims and array.shape[dims.index(SAMPLE_DIM)] != count:
+                axis = dims.index(SAMPLE_DIM)
+                array.resize(array.shape[:axis] + (count,) + array.shape[axis + 1 :])
+        self._commit_attrs({})
+
     def _repair(self) -> None:
         """Cut every sample-dim array back to the committed count (see module docstring)."""
         _remove_partial_files(self.path)
         count = self.committed_count
+        if count == 0:  # an interrupted first append (or nothing worth keeping): start from an empty group
+            for child in self.path.iterdir():
+                if child.is_dir():
+                    shutil.rmtree(child)
+            self._commit_attrs({})
+            return
         group = self._group()
         for name, array in list(group.arrays()):
-            if count == 0:
-                del group[name]  # an interrupted first append: start from an empty group
-                continue
             dims = list(array.attrs.get("_ARRAY_DIMENSIONS", []))
             if SAMPLE_DIM not in dims:
                 continue
@@ -195,20 +330,35 @@ class ResultStore:
 
 
 def open_dataset(path: str | os.PathLike) -> xr.Dataset:
-    """Lazily open a result store; plain `xarray.open_zarr(path)` gives the same dataset."""
+    """Lazily open a result store (read-only); plain `xarray.open_zarr(path)` gives the same dataset."""
     if not (Path(path) / ".zmetadata").is_file():
         raise MapflowError(f"{path} is not a mapflow result store (no zarr metadata there)")
+    read_root_attrs(Path(path))  # zarr would fail on garbage with a bare JSONDecodeError
+    try:
+        read_json_file(Path(path) / ".zmetadata", "the consolidated metadata")
+    except StoreDamaged as err:
+        raise StoreDamaged(f"{err}; `mapflow verify {path} --repair` rebuilds it") from None
     return xr.open_zarr(path, consolidated=True)
 
 
-def _create_store(path: Path, provenance: dict) -> None:
-    # Build next to the target and rename, so a kill never leaves a half-created store.
-    staging = path.with_name(f"{path.name}.creating-{uuid.uuid4().hex}")
-    group = zarr.open_group(staging, mode="w-", zarr_format=ZARR_FORMAT)
-    group.attrs.update({PROVENANCE_KEY: provenance, COMMITTED_KEY: 0, FAILURES_KEY: {}})
-    zarr.consolidate_metadata(staging, zarr_format=ZARR_FORMAT)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    os.rename(staging, path)
+def _create_store(path: Path, provenance: dict) -> StoreLock | None:
+    """A new store, locked by this process; None when another writer created `path` first."""
+    lock = StoreLock.acquire(path)
+    try:
+        if path.exists() and not _is_empty_dir(path):
+            lock.release()
+            return None  # another writer was quicker: resume (or be refused by) its store
+        # Build next to the target and rename, so a kill never leaves a half-created store.
+        staging = path.with_name(f"{path.name}.creating-{uuid.uuid4().hex}")
+        group = zarr.open_group(staging, mode="w-", zarr_format=ZARR_FORMAT)
+        group.attrs.update({PROVENANCE_KEY: provenance, COMMITTED_KEY: 0, FAILURES_KEY: {},
+                            COMPLETE_CHUNKS_KEY: True})
+        zarr.consolidate_metadata(staging, zarr_format=ZARR_FORMAT)
+        os.rename(staging, path)
+    except BaseException:
+        lock.release()
+        raise
+    return lock
 
 
 def _is_empty_dir(path: Path) -> bool:
@@ -218,24 +368,41 @@ def _is_empty_dir(path: Path) -> bool:
 def _remove_store(path: Path) -> None:
     if not (path / ".zgroup").is_file():
         raise MapflowError(f"refusing to overwrite {path}: it is not a zarr store")
-    # Rename first so a kill during the delete cannot leave a half-deleted store at `path`.
-    doomed = path.with_name(f"{path.name}.deleting-{uuid.uuid4().hex}")
-    os.rename(path, doomed)
-    shutil.rmtree(doomed)
-
-
-def _read_root_attrs(path: Path) -> dict:
+    lock = StoreLock.acquire(path)  # never delete a store another run is writing
     try:
-        group = zarr.open_group(path, mode="r", zarr_format=ZARR_FORMAT, use_consolidated=False)
-    except (FileNotFoundError, zarr.errors.GroupNotFoundError) as error:
-        raise MapflowError(f"{path} is not a zarr result store ({error})") from error
-    return group.attrs.asdict()
+        # Rename first so a kill during the delete cannot leave a half-deleted store at `path`.
+        doomed = path.with_name(f"{path.name}.deleting-{uuid.uuid4().hex}")
+        os.rename(path, doomed)
+    finally:
+        lock.release()
+    shutil.rmtree(doomed)
 
 
 def _remove_partial_files(path: Path) -> None:
     for leftover in path.rglob("*.partial"):
         if _PARTIAL_FILE.search(leftover.name):
-            leftover.unlink()
+            leftover.unlink(missing_ok=True)  # zarr may be removing it itself
+
+
+def _raise_if_disk_full(err: BaseException, path: Path, kept: int) -> None:
+    """A full disk as one sentence instead of the traceback of whatever write hit it first."""
+    seen = err
+    while seen is not None:
+        if isinstance(seen, OSError) and seen.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise MapflowError(f"disk full while writing to {path}: {kept} sample(s) kept; free some space and "
+                               "rerun the same command to resume") from err
+        seen = seen.__cause__ or seen.__context__
+
+
+def _check_same_inputs(path: Path, stored: dict, new: dict) -> None:
+    from mapflow.provenance import input_changes
+
+    changes = input_changes(stored, new)
+    if changes:
+        raise MapflowError(
+            f"{path} was measured on other inputs; changed since: {'; '.join(changes)}. Resuming would mix results "
+            "of different inputs: restore the original files, choose another --out, or pass --overwrite to start over"
+        )
 
 
 def _json_safe(value: Any) -> Any:
@@ -288,10 +455,12 @@ def _write_arrays(ds: xr.Dataset, path: Path, *, first: bool) -> None:
             for name, var in ds.variables.items()
             if SAMPLE_DIM in var.dims
         }
-        ds.to_zarr(path, mode="a", encoding=chunking, consolidated=False, zarr_format=ZARR_FORMAT)
+        ds.to_zarr(path, mode="a", encoding=chunking, consolidated=False, zarr_format=ZARR_FORMAT,
+                   write_empty_chunks=True)
     else:
         # "a-": leave the shared (sample-free) variables alone; they were checked equal.
-        ds.to_zarr(path, mode="a-", append_dim=SAMPLE_DIM, consolidated=False, zarr_format=ZARR_FORMAT)
+        ds.to_zarr(path, mode="a-", append_dim=SAMPLE_DIM, consolidated=False, zarr_format=ZARR_FORMAT,
+                   write_empty_chunks=True)
 
 
 def _check_matches_store(new: xr.Dataset, stored: xr.Dataset, path: Path) -> None:

@@ -14,22 +14,25 @@ import numpy as np
 import xarray as xr
 from tqdm.auto import tqdm
 
+from . import inputs
 from .analysis import StudyConfig, StudyContext
 from .data.sample import Sample
 from .data.video import read_frames
 from .errors import MapflowError, RunInterrupted
 from .inflight import in_order
+from .interrupts import stops_cleanly
 from .models.base import VideoLLMAdapter
 from .prompts import TEMPLATES, build_prompt
 from .results import ResultStore
 
 log = logging.getLogger(__name__)
 
-STUDIES_DIR = Path(__file__).resolve().parent.parent / "studies"
+STUDIES_PACKAGE = f"{__package__}.studies"  # the repository's studies/ folder (mapped in setup.py and __init__)
 
 
 def load_study(name_or_path: str) -> ModuleType:
-    """A study by name (``studies/<name>.py``) or by the path of a ``.py`` file defining ``run(ctx)``."""
+    """A study by name (``mapflow.studies.<name>``: the repository's ``studies/<name>.py``) or by the path of a
+    ``.py`` file defining ``run(ctx)``."""
     path = Path(name_or_path)
     if path.suffix == ".py":
         if not path.is_file():
@@ -40,9 +43,9 @@ def load_study(name_or_path: str) -> ModuleType:
         spec.loader.exec_module(module)
     else:
         try:
-            module = importlib.import_module(f"studies.{name_or_path}")
+            module = importlib.import_module(f"{STUDIES_PACKAGE}.{name_or_path}")
         except ModuleNotFoundError as err:
-            if err.name != f"studies.{name_or_path}":
+            if err.name != f"{STUDIES_PACKAGE}.{name_or_path}":
                 raise
             raise MapflowError(f"no study named '{name_or_path}'; available: {', '.join(available_studies())}") \
                 from None
@@ -52,7 +55,10 @@ def load_study(name_or_path: str) -> ModuleType:
 
 
 def available_studies() -> list[str]:
-    return sorted(p.stem for p in STUDIES_DIR.glob("*.py") if not p.stem.startswith("_"))
+    import pkgutil
+
+    package = importlib.import_module(STUDIES_PACKAGE)
+    return sorted(m.name for m in pkgutil.iter_modules(package.__path__) if not m.name.startswith("_"))
 
 
 @dataclass
@@ -73,27 +79,37 @@ class RunSummary:
 def measure_sample(study: ModuleType, adapter: VideoLLMAdapter, sample: Sample, config: StudyConfig,
                    model_name: str) -> xr.Dataset:
     """Run the study on one sample; the result gets the leading ``sample`` dim and its ``task``/``model`` labels."""
+    inputs.check_option_letters(sample)
     prompt = build_prompt(sample, TEMPLATES[config.prompt_template])
     frames = read_frames(sample, num_frames=config.num_frames, rule=config.frame_rule).frames
     prepared = adapter.prepare(
         frames, prompt.segments, option_letters=prompt.option_letters, true_letter=prompt.true_letter,
         non_option_includes_prefix=config.non_option_includes_prefix,
     )
+    inputs.check_prompt_fits(adapter, prepared, sample)
     result = study.run(StudyContext(adapter=adapter, sample=sample, prepared=prepared, config=config, prompt=prompt,
                                     frames=frames))
+    inputs.check_study_result(study, result)
     result = result.expand_dims(sample=[sample.sample_id])
     return result.assign_coords(task=("sample", np.asarray([sample.task], dtype=object)), model=model_name)
 
 
+@stops_cleanly
 def run_study(study: ModuleType, adapter: VideoLLMAdapter, samples: list[Sample], out, *, config: StudyConfig,
               provenance: dict, resume: bool = True, overwrite: bool = False, progress: bool = True,
-              remote=None, concurrency: int = 1) -> RunSummary:
+              remote=None, bad_entries=(), concurrency: int = 1) -> RunSummary:
     """Measure every sample not yet in ``out``; a failing sample is recorded with its reason and the run goes on.
 
     ``remote``: True or a `mapflow.remote.RemoteSettings` runs every trace on an NDIF server (checked before the first
     sample); each finished sample is stored at once, so a server failure loses nothing and a re-run resumes.
+    ``bad_entries``: annotation entries that failed validation (`mapflow.data.loading.BadEntry`), recorded as failed.
     ``concurrency``: samples in flight at once (useful remotely); the store still gets them in sample order.
     """
+    from .resolve import resolve_config
+
+    config = resolve_config(config, adapter, samples)
+    if isinstance(provenance.get("config"), dict):
+        provenance = {**provenance, "config": {**provenance["config"], "prompt_template": config.prompt_template}}
     if remote:
         from .remote import prepare_remote_run
 
@@ -102,6 +118,7 @@ def run_study(study: ModuleType, adapter: VideoLLMAdapter, samples: list[Sample]
     store = ResultStore.create_or_resume(out, provenance, resume=resume, overwrite=overwrite)
     summary = RunSummary(out=Path(out))
     completed = store.completed_sample_ids()
+    _record_bad_entries(store, bad_entries, completed, summary)
     model_name = provenance["model"]["name"]
     bar = tqdm(samples, desc=f"{provenance['study']}", unit="sample", disable=not progress)
     pending = [sample for sample in samples if sample.sample_id not in completed]
@@ -109,7 +126,7 @@ def run_study(study: ModuleType, adapter: VideoLLMAdapter, samples: list[Sample]
     bar.update(len(summary.skipped))
     # up to `concurrency` samples in flight (remote runs), their outcomes handled in sample order
     outcomes = in_order(pending, lambda s: measure_sample(study, adapter, s, config, model_name), concurrency,
-                        catch=(RunInterrupted, MapflowError, ValueError, RuntimeError, OSError),
+                        catch=(Exception,),
                         cancel=getattr(adapter.model, "cancel_requests", None))
     try:
         for sample, result in outcomes:
@@ -117,7 +134,9 @@ def run_study(study: ModuleType, adapter: VideoLLMAdapter, samples: list[Sample]
             bar.set_postfix_str(sample.sample_id)
             if isinstance(result, RunInterrupted):  # e.g. the server went away: later samples would fail the same
                 raise result.at_sample(sample.sample_id)
-            if isinstance(result, BaseException):
+            if isinstance(result, MemoryError):  # the machine, not the sample: later samples would fail too
+                raise result
+            if isinstance(result, BaseException):  # anything a sample raises (a study's ZeroDivisionError too)
                 reason = f"{type(result).__name__}: {result}"
                 log.warning("sample %s failed: %s", sample.sample_id, reason)
                 store.record_failure(sample.sample_id, sample.task, reason)
@@ -129,3 +148,14 @@ def run_study(study: ModuleType, adapter: VideoLLMAdapter, samples: list[Sample]
         outcomes.close()
         bar.close()
     return summary
+
+
+def _record_bad_entries(store: ResultStore, bad_entries, completed: set[str], summary: RunSummary) -> None:
+    """Bad annotation entries become failed samples, written once: a resumed run finds them recorded and unchanged."""
+    recorded = store.failed_samples()
+    for entry in bad_entries:
+        if entry.sample_id in completed:
+            continue
+        if recorded.get(entry.sample_id) != {"task": entry.task, "reason": entry.reason}:
+            store.record_failure(entry.sample_id, entry.task, entry.reason)
+        summary.failed[entry.sample_id] = entry.reason

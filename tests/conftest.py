@@ -1,10 +1,14 @@
 """Shared fixtures: one tiny random LLaVA-NeXT-Video checkpoint and a tiny TVBench-layout benchmark per session."""
 
+import os
+
 import numpy as np
 import pytest
 import torch
 
-torch.set_num_threads(1)  # tiny models: single-threaded is much faster on shared CPUs
+# tiny models: single-threaded is much faster on shared CPUs; MAPFLOW_TEST_THREADS=2 runs the suite with two threads
+# (other reduction orders: the tolerances in tests/tolerances.py must hold under any)
+torch.set_num_threads(int(os.environ.get("MAPFLOW_TEST_THREADS", "1")))
 
 
 @pytest.fixture(scope="session")
@@ -29,6 +33,14 @@ def sdpa_adapter(tiny_model_dir):
 
 
 @pytest.fixture(scope="session")
+def adapter64(tiny_model_dir):
+    """The tiny model in float64: the reference that float32 paths are held to (tests/tolerances.py)."""
+    from mapflow.models import load_model
+
+    return load_model(tiny_model_dir, attn_implementation="eager", dtype="float64")
+
+
+@pytest.fixture(scope="session")
 def tiny_benchmark(tmp_path_factory):
     from mapflow.data import write_tiny_tvbench
 
@@ -49,9 +61,18 @@ def frames():
     return np.random.default_rng(0).integers(0, 256, (4, 40, 48, 3), dtype=np.uint8)
 
 
-@pytest.fixture
-def prepared(adapter, sample, frames):
+def prepare_mcqa(adapter, sample, frames):
     from mapflow.prompts import mcqa_segments
 
     return adapter.prepare(frames, mcqa_segments(sample), option_letters=sample.option_letters,
                            true_letter=sample.answer_letter)
+
+
+@pytest.fixture
+def prepared(adapter, sample, frames):
+    return prepare_mcqa(adapter, sample, frames)
+
+
+@pytest.fixture
+def prepared64(adapter64, sample, frames):
+    return prepare_mcqa(adapter64, sample, frames)

@@ -16,6 +16,7 @@ from mapflow.flows import Flow, Window
 from mapflow.knockout import apply_knockout, knockout_attention_mask
 from mapflow.models import ADAPTERS, load_model
 from mapflow.prompts import CHAT_MCQA, LLAVA_MCQA, PromptSegment, mcqa_segments
+from tolerances import assert_float32_exact
 
 FAMILIES = ["llava_next_video", "llava_onevision", "qwen2_5_vl", "qwen3_vl", "internvl", "videollama3",
             "videollama3_compressed"]
@@ -41,10 +42,10 @@ def family_dirs(tmp_path_factory, tiny_model_dir):
 def loaded(family_dirs):
     cache = {}
 
-    def get(family, attn="sdpa"):
-        if (family, attn) not in cache:
-            cache[family, attn] = load_model(family_dirs(family), attn_implementation=attn)
-        return cache[family, attn]
+    def get(family, attn="sdpa", dtype="float32"):
+        if (family, attn, dtype) not in cache:
+            cache[family, attn, dtype] = load_model(family_dirs(family), attn_implementation=attn, dtype=dtype)
+        return cache[family, attn, dtype]
     return get
 
 
@@ -147,17 +148,18 @@ def test_knockout_equals_hand_written_masked_attention(family, attn, loaded, sam
     n = layout.seq_len
     allowed = torch.ones(n, n, dtype=torch.bool).tril() & ~blocked
     groups = query.shape[1] // key.shape[1]
-    k, v = key.double().repeat_interleave(groups, 1), value.double().repeat_interleave(groups, 1)
-    scores = (query.double() @ k.transpose(-1, -2) * module.scaling).masked_fill(~allowed, float("-inf"))
-    mixed = (scores.softmax(-1) @ v).transpose(1, 2).reshape(1, n, -1)
-    bias = None if module.o_proj.bias is None else module.o_proj.bias.double()
-    expected = torch.nn.functional.linear(mixed, module.o_proj.weight.double(), bias)
-    assert (out.double() - expected).abs().max() <= 1e-6
+
+    def masked_attention(dtype, allowed):
+        k, v = key.to(dtype).repeat_interleave(groups, 1), value.to(dtype).repeat_interleave(groups, 1)
+        scores = (query.to(dtype) @ k.transpose(-1, -2) * module.scaling).masked_fill(~allowed, float("-inf"))
+        mixed = (scores.softmax(-1) @ v).transpose(1, 2).reshape(1, n, -1)
+        bias = None if module.o_proj.bias is None else module.o_proj.bias.to(dtype)
+        return torch.nn.functional.linear(mixed, module.o_proj.weight.to(dtype), bias)
+
+    assert_float32_exact(out, masked_attention(torch.float32, allowed), masked_attention(torch.float64, allowed),
+                         family)
     # and the knockout really cut something at the probe layer
-    scores_clean = (query.double() @ k.transpose(-1, -2) * module.scaling).masked_fill(
-        ~torch.ones(n, n, dtype=torch.bool).tril(), float("-inf"))
-    clean = torch.nn.functional.linear((scores_clean.softmax(-1) @ v).transpose(1, 2).reshape(1, n, -1),
-                                       module.o_proj.weight.double(), bias)
+    clean = masked_attention(torch.float64, torch.ones(n, n, dtype=torch.bool).tril())
     assert (out.double() - clean).abs().max() > 1e-4
 
 
@@ -182,9 +184,11 @@ def test_engine_equals_naive(family, loaded, sample, clip):
                for f in FLOWS if f != "video_markup->last" or prepared.layout["video_markup"].ranges
                for layer in range(adapter.num_layers)]
     naive = run_knockouts(adapter, prepared, configs, plan="naive")
+    reference = loaded(family, "eager", "float64")
+    exact = run_knockouts(reference, prepare(reference, sample, clip), configs, plan="naive")
     for max_rows in (None, 2):
         fast = run_knockouts(adapter, prepared, configs, plan="auto", max_rows=max_rows)
-        assert (naive - fast).abs().max() <= 1e-5  # logits, not probabilities: stricter
+        assert_float32_exact(fast, naive, exact, f"{family}, max_rows={max_rows}")
     assert not torch.equal(naive[0], naive[-1])
 
 

@@ -63,7 +63,7 @@ KILLER_STUDY = '''
 """information_flow, but the process SIGKILLs itself on the sample named in MAPFLOW_TEST_KILL_AT."""
 import os, signal
 from mapflow.analysis import knockout_sweep
-from studies.information_flow import FLOWS
+from mapflow.studies.information_flow import FLOWS
 
 def run(ctx):
     if ctx.sample.sample_id == os.environ.get("MAPFLOW_TEST_KILL_AT"):

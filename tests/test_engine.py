@@ -14,6 +14,7 @@ from mapflow.engine import (
     run_pack,
 )
 from mapflow.flows import PAPER_FLOWS, Flow, Window
+from tolerances import assert_float32_exact
 
 ALL_FLOWS = [f for flows in PAPER_FLOWS.values() for f in flows] + ["system->bridge", "video->question+last->last"]
 
@@ -28,11 +29,13 @@ def probs(logits):
 
 
 @pytest.mark.parametrize("max_rows", [None, 3])
-def test_auto_plan_equals_naive_for_every_flow_and_layer(adapter, prepared, max_rows):
+def test_auto_plan_equals_naive_for_every_flow_and_layer(adapter, prepared, adapter64, prepared64, max_rows):
     configs = configs_for(prepared.layout, ALL_FLOWS, Window("center", 3), adapter.num_layers)
     naive = run_knockouts(adapter, prepared, configs, plan="naive")
     fast = run_knockouts(adapter, prepared, configs, plan="auto", max_rows=max_rows)
-    assert (probs(naive) - probs(fast)).abs().max() <= 1e-5
+    exact = run_knockouts(adapter64, prepared64, configs, plan="naive")
+    assert_float32_exact(fast, naive, exact, "logits")
+    assert_float32_exact(probs(fast), probs(naive), probs(exact), "probabilities")
     assert not torch.equal(probs(naive)[0], probs(naive)[-1])  # the configurations really differ
 
 
@@ -45,7 +48,7 @@ ATTENTION_PATHS = {
 
 
 @pytest.mark.parametrize("path", ATTENTION_PATHS)
-def test_each_path_alone_equals_naive(sdpa_adapter, sample, frames, path, monkeypatch):
+def test_each_path_alone_equals_naive(sdpa_adapter, adapter64, prepared64, sample, frames, path, monkeypatch):
     from mapflow import suffix_attention
     from mapflow.prompts import mcqa_segments
 
@@ -75,10 +78,11 @@ def test_each_path_alone_equals_naive(sdpa_adapter, sample, frames, path, monkey
     cases["packed: every suffix start in one forward"] = [c for group in list(cases.values()) for c in group]
     for name, configs in cases.items():
         naive = run_knockouts(adapter, prepared, configs, plan="naive")
+        exact = run_knockouts(adapter64, prepared64, configs, plan="naive")
         for run in (run_batch, run_pack):  # one suffix start per batch row / rows packed along the sequence
             fast = run(adapter, clean, configs)
-            assert (probs(fast) - probs(naive)).abs().max() <= 1e-5, (name, run.__name__)
-            assert (fast - naive).abs().max() <= 1e-4, (name, run.__name__)
+            assert_float32_exact(fast, naive, exact, f"{name}, {run.__name__}: logits")
+            assert_float32_exact(probs(fast), probs(naive), probs(exact), f"{name}, {run.__name__}: probabilities")
     assert KnockoutConfig(last, (0,)).first_row == layout.seq_len - 1
     assert KnockoutConfig(early, (0,)).first_row == layout.positions("bridge")[0]
 
@@ -88,7 +92,7 @@ def test_empty_configuration_reproduces_the_clean_logits(sdpa_adapter, prepared)
     clean = clean_state(sdpa_adapter, prepared)
     logits = run_knockouts(sdpa_adapter, prepared, [KnockoutConfig(torch.zeros(n, n, dtype=torch.bool), ())],
                            clean=clean)
-    assert (logits[0] - clean.logits[-1]).abs().max() <= 1e-5
+    assert torch.equal(logits[0], clean.logits[-1])  # nothing to cut: the clean logits themselves, no forward
 
 
 def test_planner_covers_every_configuration_and_respects_the_row_limit(sdpa_adapter, prepared, monkeypatch):
@@ -123,14 +127,18 @@ def test_pack_planner_covers_every_configuration_within_its_limits(sdpa_adapter,
     assert all(sum(seq_len - configs[i].first_row for i in p) <= seq_len for p in packs)
 
 
-def test_rows_start_together_when_the_adapter_cannot_broadcast_suffix_arguments(sdpa_adapter, prepared, monkeypatch):
+def test_rows_start_together_when_the_adapter_cannot_broadcast_suffix_arguments(sdpa_adapter, sample, frames,
+                                                                               adapter64, prepared64, monkeypatch):
     """Qwen3-VL's per-row deepstack features: every row runs from the batch's first layer; still exact."""
+    from conftest import prepare_mcqa
+
+    prepared = prepare_mcqa(sdpa_adapter, sample, frames)
     monkeypatch.setattr(type(sdpa_adapter), "suffix_kwargs_broadcast", False)
     configs = configs_for(prepared.layout, ["cross_frame", "video->last"], Window("center", 1),
                           sdpa_adapter.num_layers)
     naive = run_knockouts(sdpa_adapter, prepared, configs, plan="naive")
     fast = run_knockouts(sdpa_adapter, prepared, configs, plan="auto")
-    assert (probs(naive) - probs(fast)).abs().max() <= 1e-5
+    assert_float32_exact(fast, naive, run_knockouts(adapter64, prepared64, configs, plan="naive"))
 
 
 @pytest.mark.parametrize("math", [False, True])
@@ -156,14 +164,17 @@ def test_piecewise_attention_equals_one_masked_softmax(math, monkeypatch):
 
     keys = torch.cat([prefix_k.expand(rows, -1, -1, -1), k], 2).repeat_interleave(2, 1)
     values = torch.cat([prefix_v.expand(rows, -1, -1, -1), v], 2).repeat_interleave(2, 1)
+    def masked_softmax_attention(allowed, dtype):
+        scores = (q.to(dtype) @ keys.to(dtype).transpose(-1, -2) * 0.3).masked_fill(~allowed[start:], float("-inf"))
+        return scores.softmax(-1) @ values.to(dtype)
+
     allowed = torch.ones(length, length, dtype=torch.bool).tril() & ~blocked
-    scores = (q @ keys.transpose(-1, -2) * 0.3).masked_fill(~allowed[start:], float("-inf"))
-    expected = scores.softmax(-1) @ values
-    assert (out - expected).abs().max() <= 1e-5
+    assert_float32_exact(out, masked_softmax_attention(allowed, torch.float32),
+                         masked_softmax_attention(allowed, torch.float64), "knocked out")
     clean = sa._attend(q, k, v, prefix_k, prefix_v, sa.clean_pieces(length - start, start), 0.3)
-    causal = (q @ keys.transpose(-1, -2) * 0.3).masked_fill(~torch.ones(length, length).tril().bool()[start:],
-                                                            float("-inf"))
-    assert (clean - causal.softmax(-1) @ values).abs().max() <= 1e-5
+    causal = torch.ones(length, length, dtype=torch.bool).tril()
+    assert_float32_exact(clean, masked_softmax_attention(causal, torch.float32),
+                         masked_softmax_attention(causal, torch.float64), "clean")
 
 
 def test_rows_share_the_clean_prefix_without_copies(sdpa_adapter, prepared):

@@ -8,6 +8,7 @@ import torch
 
 from mapflow.flows import Flow
 from mapflow.knockout import apply_knockout, knockout_attention_mask
+from tolerances import assert_float32_exact
 
 
 def rotate_half(x):
@@ -15,17 +16,19 @@ def rotate_half(x):
     return torch.cat((-x[..., half:], x[..., :half]), dim=-1)
 
 
-def reference_masked_attention(attn_module, hidden, cos, sin, allowed):
-    """Attention written out by hand: float64, -inf on every cut or future edge."""
+def reference_masked_attention(attn_module, hidden, cos, sin, allowed, dtype=torch.float64):
+    """Attention written out by hand in ``dtype``, -inf on every cut or future edge."""
     m = attn_module
+
+    def linear(x, proj):
+        return torch.nn.functional.linear(x, proj.weight.to(dtype), None if proj.bias is None else proj.bias.to(dtype))
+
     b, n, _ = hidden.shape
     hd = m.head_dim
-    h64 = hidden.double()
-    q = torch.nn.functional.linear(h64, m.q_proj.weight.double(), None if m.q_proj.bias is None else m.q_proj.bias.double())
-    k = torch.nn.functional.linear(h64, m.k_proj.weight.double(), None if m.k_proj.bias is None else m.k_proj.bias.double())
-    v = torch.nn.functional.linear(h64, m.v_proj.weight.double(), None if m.v_proj.bias is None else m.v_proj.bias.double())
+    h = hidden.to(dtype)
+    q, k, v = linear(h, m.q_proj), linear(h, m.k_proj), linear(h, m.v_proj)
     q, k, v = (t.view(b, n, -1, hd).transpose(1, 2) for t in (q, k, v))
-    cos, sin = cos.double()[:, None], sin.double()[:, None]
+    cos, sin = cos.to(dtype)[:, None], sin.to(dtype)[:, None]
     q, k = q * cos + rotate_half(q) * sin, k * cos + rotate_half(k) * sin
     groups = q.shape[1] // k.shape[1]
     k, v = k.repeat_interleave(groups, dim=1), v.repeat_interleave(groups, dim=1)
@@ -33,7 +36,7 @@ def reference_masked_attention(attn_module, hidden, cos, sin, allowed):
     scores = scores.masked_fill(~allowed, float("-inf"))
     out = scores.softmax(-1) @ v
     out = out.transpose(1, 2).reshape(b, n, -1)
-    return torch.nn.functional.linear(out, m.o_proj.weight.double())
+    return torch.nn.functional.linear(out, m.o_proj.weight.to(dtype))
 
 
 @pytest.mark.parametrize("flow", ["cross_frame", "video->last", "question->last", "video->question+last->last"])
@@ -57,9 +60,10 @@ def test_knockout_equals_hand_written_masked_attention(adapter, prepared, flow):
                 out = adapter.attention(i).output[0].save()
     n = layout.seq_len
     allowed = torch.ones(n, n, dtype=torch.bool).tril() & ~blocked
-    expected = reference_masked_attention(adapter.hf_model.model.language_model.layers[probe].self_attn,
-                                          hidden, cos, sin, allowed)
-    assert (out.double() - expected).abs().max() <= 1e-6
+    attn = adapter.hf_model.model.language_model.layers[probe].self_attn
+    expected = reference_masked_attention(attn, hidden, cos, sin, allowed)
+    plain32 = reference_masked_attention(attn, hidden, cos, sin, allowed, torch.float32)
+    assert_float32_exact(out, plain32, expected, flow)
 
 
 def last_logits(adapter, prepared, blocked=None, layers=()):

@@ -11,6 +11,7 @@ from mapflow.flows import Flow
 from mapflow.generation import extend_input, greedy_generate
 from mapflow.models import load_model
 from mapflow.readout import layer_token_probabilities, layer_top_tokens
+from tolerances import assert_float32_exact
 
 
 @pytest.fixture(scope="module")
@@ -65,47 +66,53 @@ def test_logit_lens_top_tokens_match_a_plain_forward(sdpa_adapter, prepared):
 
 
 @pytest.mark.parametrize("pool", ["mean", "max"])
-def test_attention_rows_match_eager_attention_weights(eager_adapter, sample, frames, pool):
-    from mapflow.prompts import mcqa_segments
+def test_attention_rows_match_eager_attention_weights(eager_adapter, adapter64, sample, frames, pool):
+    from conftest import prepare_mcqa
 
-    prepared = eager_adapter.prepare(frames, mcqa_segments(sample), option_letters=sample.option_letters,
-                                     true_letter=sample.answer_letter)
+    prepared = prepare_mcqa(eager_adapter, sample, frames)
     layout = prepared.layout
     queries = layout.positions("question")[:5]
     keys = layout.positions("video")
-    with torch.no_grad():
-        weights = eager_adapter.hf_model(**prepared.inputs, output_attentions=True).attentions
+
+    def eager_rows(adapter):
+        with torch.no_grad():
+            inputs = prepare_mcqa(adapter, sample, frames).inputs
+            weights = adapter.hf_model(**inputs, output_attentions=True).attentions
+        rows = [w[0][:, queries][:, :, keys] for w in weights]
+        return [r.mean(0) if pool == "mean" else r.amax(0) for r in rows]
+
     ours = attention_rows(eager_adapter, prepared, queries, keys, head_pool=pool)
-    for i, w in enumerate(weights):
-        rows = w[0][:, queries][:, :, keys].float()
-        expected = rows.mean(0) if pool == "mean" else rows.amax(0)
-        torch.testing.assert_close(ours[i], expected, atol=1e-6, rtol=0)
+    for i, (plain, exact) in enumerate(zip(eager_rows(eager_adapter), eager_rows(adapter64))):
+        assert_float32_exact(ours[i], plain, exact, f"layer {i}")
 
 
-def test_attention_rows_under_knockout_match_the_models_own_weights(eager_adapter, sample, frames):
+def test_attention_rows_under_knockout_match_the_models_own_weights(eager_adapter, adapter64, sample, frames):
     """With cross-frame knockout in layers 0-1, the recomputed rows equal eager attention's own probabilities from a
     trace that applies the same knockout; and frame-1 queries give earlier frames exactly zero."""
     import nnsight
 
+    from conftest import prepare_mcqa
     from mapflow.knockout import apply_knockout
-    from mapflow.prompts import mcqa_segments
 
-    prepared = eager_adapter.prepare(frames, mcqa_segments(sample), option_letters=sample.option_letters,
-                                     true_letter=sample.answer_letter)
+    prepared = prepare_mcqa(eager_adapter, sample, frames)
     layout = prepared.layout
     blocked = torch.from_numpy(Flow.parse("cross_frame").block_matrix(layout))
     queries = np.concatenate([layout.frames[1].positions()[:2], layout.positions("question")[:3]])
     keys = layout.positions("video")
     ours = attention_rows(eager_adapter, prepared, queries, keys, blocked=blocked, knockout_layers=[0, 1])
-    with torch.no_grad(), eager_adapter.trace(prepared):
-        weights = []
-        for i in range(eager_adapter.num_layers):  # execution order: a layer's mask, then its attention
-            if i < 2:
-                apply_knockout(eager_adapter.layers, blocked, [i])
-            weights.append(eager_adapter.attention(i).output[1])
-        weights = nnsight.save(weights)
-    for i, w in enumerate(weights):
-        torch.testing.assert_close(ours[i], w[0][:, queries][:, :, keys].float().mean(0), atol=1e-6, rtol=0)
+
+    def knocked_out_rows(adapter):
+        with torch.no_grad(), adapter.trace(prepare_mcqa(adapter, sample, frames)):
+            weights = []
+            for i in range(adapter.num_layers):  # execution order: a layer's mask, then its attention
+                if i < 2:
+                    apply_knockout(adapter.layers, blocked, [i])
+                weights.append(adapter.attention(i).output[1])
+            weights = nnsight.save(weights)
+        return [w[0][:, queries][:, :, keys].mean(0) for w in weights]
+
+    for i, (plain, exact) in enumerate(zip(knocked_out_rows(eager_adapter), knocked_out_rows(adapter64))):
+        assert_float32_exact(ours[i], plain, exact, f"layer {i}")
     frame0 = np.isin(keys, layout.frames[0].positions())
     assert torch.all(ours[0, :2][:, torch.from_numpy(frame0)] == 0)
     assert torch.any(ours[2, :2][:, torch.from_numpy(frame0)] > 0)  # layer 2 is not knocked out
@@ -130,7 +137,7 @@ def test_extended_input_moves_the_last_position(sdpa_adapter, prepared):
     assert grown.layout.positions("video").tolist() == prepared.layout.positions("video").tolist()
 
 
-def test_per_layer_masks_match_plain_torch_hooks(sdpa_adapter, prepared):
+def test_per_layer_masks_match_plain_torch_hooks(sdpa_adapter, prepared, adapter64, prepared64):
     """run_layer_masks (nnsight) == forward pre-hooks that hand each decoder layer its own boolean mask."""
     layout = prepared.layout
     per_layer = {0: Flow.parse("cross_frame").block_matrix(layout), 2: Flow.parse("video->last").block_matrix(layout),
@@ -153,7 +160,7 @@ def test_per_layer_masks_match_plain_torch_hooks(sdpa_adapter, prepared):
     finally:
         for h in handles:
             h.remove()
-    torch.testing.assert_close(ours, expected, atol=1e-5, rtol=0)
+    assert_float32_exact(ours, expected, run_layer_masks(adapter64, prepared64, per_layer))
     with torch.no_grad():
         clean = sdpa_adapter.hf_model(**prepared.inputs).logits[0, -1].float()
     assert (ours - clean).abs().max() > 1e-4

@@ -314,7 +314,7 @@ def test_timeout_of_one_request_in_flight_fails_that_sample_only(ndif_stack, org
     slow = samples[0].sample_id
     study = write_study(tmp_path, "one_slow", f"""
         import time
-        from studies.cross_frame import run as cross_frame
+        from mapflow.studies.cross_frame import run as cross_frame
 
         def run(ctx):
             if ctx.sample.sample_id == {slow!r}:
@@ -334,6 +334,28 @@ def test_timeout_of_one_request_in_flight_fails_that_sample_only(ndif_stack, org
     assert summary.done == [slow] and summary.skipped == [s.sample_id for s in samples[1:]]
 
 
+def notebook_study(ctx):
+    """Defined in this test module as a notebook cell would define it: `mf.run` ships it with the request."""
+    from mapflow.analysis import knockout_sweep
+
+    with ctx.trace():
+        logits = ctx.adapter.lm_head.output[0, -1].save()
+    return knockout_sweep(ctx, ["video->last", "cross_frame"]).assign(top_logit=float(logits.detach().max()))
+
+
+def test_a_notebook_function_runs_through_mf_run_remotely_with_the_local_numbers(ndif_stack, organism, tmp_path):
+    import mapflow as mf
+
+    data = mf.load_benchmark("tvbench", default_data_dir(), tasks=TASKS, limit=1, seed=0)
+    common = {"window": 3, "samples": "all", "progress": False}
+    remote = mf.run(notebook_study, organism, data, tmp_path / "remote.zarr", remote=settings_for(ndif_stack),
+                    **common)
+    mf.run(notebook_study, organism, data, tmp_path / "local.zarr", plan="naive", **common)
+    assert remote.sizes["sample"] == len(TASKS) and "top_logit" in remote
+    assert_same_results(tmp_path / "remote.zarr", tmp_path / "local.zarr")
+    assert ndif_stack.host in str(remote.attrs["provenance"]["runtime"])
+
+
 def test_server_dying_with_requests_in_flight_keeps_finished_samples_and_resumes(ndif_stack, organism, more_samples,
                                                                                  tmp_path):
     """Runs last: it stops the session's server, when the third sample begins, with two samples in flight."""
@@ -343,7 +365,7 @@ def test_server_dying_with_requests_in_flight_keeps_finished_samples_and_resumes
     study = write_study(tmp_path, "server_dies", f"""
         import threading
         from mapflow.remote import stack
-        from studies.cross_frame import run as cross_frame
+        from mapflow.studies.cross_frame import run as cross_frame
 
         seen = []
         lock = threading.Lock()

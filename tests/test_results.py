@@ -132,6 +132,7 @@ def test_duplicate_sample_is_refused(tmp_path):
     store = fill_store(path, range(2))
     with pytest.raises(MapflowError, match="already stored"):
         store.append(make_sample(1))
+    store.close()  # one writer at a time
     with pytest.raises(MapflowError, match="already stored"):
         ResultStore.create_or_resume(path, PROVENANCE).append(make_sample(0))
     assert_same_results(open_dataset(path), expected_results(2))
@@ -188,15 +189,17 @@ def test_failures_persist_and_a_later_success_clears_them(tmp_path):
     store = fill_store(path, range(2))
     store.record_failure(sample_id(2), TASKS[2], "CUDA out of memory")
     store.record_failure(sample_id(3), TASKS[0], "video unreadable")
+    store.close()
     resumed = ResultStore.create_or_resume(path, PROVENANCE)
     assert resumed.failed_samples() == {
         sample_id(2): {"task": TASKS[2], "reason": "CUDA out of memory"},
         sample_id(3): {"task": TASKS[0], "reason": "video unreadable"},
     }
     resumed.append(make_sample(2))
-    assert set(ResultStore.create_or_resume(path, PROVENANCE).failed_samples()) == {sample_id(3)}
     with pytest.raises(MapflowError, match="already stored"):
         resumed.record_failure(sample_id(0), TASKS[0], "late")
+    resumed.close()
+    assert set(ResultStore.create_or_resume(path, PROVENANCE).failed_samples()) == {sample_id(3)}
 
 
 def test_exception_between_two_variable_writes_rolls_back(tmp_path, monkeypatch):
@@ -326,6 +329,6 @@ def test_kill_at_random_moments_is_repaired_on_resume(tmp_path):
         process.send_signal(signal.SIGKILL)
         process.communicate(timeout=60)
         assert_direct_readers_see_a_committed_prefix(path)
-        store = ResultStore.create_or_resume(path, PROVENANCE)
-        assert set(raw_sample_lengths(path).values()) <= {store.committed_count}
+        with ResultStore.create_or_resume(path, PROVENANCE) as store:  # released before the next appender starts
+            assert set(raw_sample_lengths(path).values()) <= {store.committed_count}
     assert_repaired_and_continue(path)

@@ -15,7 +15,7 @@ from mapflow.prompts import LLAVA_MCQA, build_prompt
 
 
 def study(name):
-    return importlib.import_module(f"studies.{name}")
+    return importlib.import_module(f"mapflow.studies.{name}")
 
 
 def context(adapter, sample, frames, **config):
@@ -191,7 +191,7 @@ def test_halves_study_generates_the_same_text_as_hf(sdpa_adapter, sample, frames
 
 
 def test_verb_anchor_helpers():
-    from studies.verb_anchors import find_anchors, response_span
+    from mapflow.studies.verb_anchors import find_anchors, response_span
 
     pieces = [" The", " man", " pick", "s", " up", " a", " cup", " and", " walks"]
     assert find_anchors(pieces, {"picks", "walks"}) == [2, 8]
@@ -201,7 +201,7 @@ def test_verb_anchor_helpers():
 
 
 def test_verb_anchor_study_reads_the_anchor_token(sdpa_adapter, sample, frames, monkeypatch):
-    import studies.verb_anchors as verb_anchors
+    import mapflow.studies.verb_anchors as verb_anchors
 
     # every piece of the generated text counts as a verb, so anchors exist even in a random model's output
     def every_substring(text):

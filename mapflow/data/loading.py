@@ -9,7 +9,10 @@ from __future__ import annotations
 import json
 import math
 import random
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +33,72 @@ class JsonObject(dict):
             if key in seen and key not in self.duplicate_keys:
                 self.duplicate_keys.append(key)
             seen.add(key)
+
+
+# --- bad entries: fail fast, or collect them all ------------------------------------------
+
+
+@dataclass(frozen=True)
+class BadEntry:
+    """An annotation entry that failed validation, kept so a run can record it as a failed sample.
+
+    It has a sample's `sample_id`, `task` and `source`, so seeded subsets (`limit`) and task selection treat it like
+    the sample it would have been: the same entries are drawn whether or not some are bad.
+    """
+
+    sample_id: str
+    task: str
+    source: str
+    error: DataError
+
+    @property
+    def reason(self) -> str:
+        return str(self.error)
+
+
+_collected: ContextVar[list[BadEntry] | None] = ContextVar("mapflow_bad_entries", default=None)
+
+
+@contextmanager
+def collecting_bad_entries() -> Iterator[list[BadEntry]]:
+    """Inside this block the loaders go on past a bad entry: it lands in the yielded list (if the task and limit
+    select it) instead of raising. Outside, the first bad entry raises its `DataError` (fail fast)."""
+    found: list[BadEntry] = []
+    token = _collected.set(found)
+    try:
+        yield found
+    finally:
+        _collected.reset(token)
+
+
+def parse_entry(parse: Callable[[], Any], sample_id: str, task: str, source: str) -> Any:
+    """``parse()``, or while collecting a `BadEntry` in place of the `DataError` it raised."""
+    try:
+        return parse()
+    except DataError as err:
+        if _collected.get() is None:
+            raise
+        return BadEntry(sample_id, task, source, err)
+
+
+def fallback_id(entry: Any, task_field: str, id_field: str, index: int) -> tuple[str, str]:
+    """(sample id, task) of an entry of a one-file benchmark, read leniently so a bad entry still gets a name:
+    ``{task}/{id or index}``, with the task ``unknown`` when the entry does not state a usable one."""
+    get = entry.get if isinstance(entry, dict) else (lambda _: None)
+    task = get(task_field) if isinstance(get(task_field), str) and get(task_field).strip() else "unknown"
+    native = get(id_field) if isinstance(get(id_field), str) and get(id_field).strip() else f"{index:04d}"
+    return f"{task}/{native}", task
+
+
+def keep_good(items: Iterable[Any]) -> list[Any]:
+    """The parsed items that are not `BadEntry`s; those go to the active collection."""
+    good = []
+    for item in items:
+        if isinstance(item, BadEntry):
+            _collected.get().append(item)
+        else:
+            good.append(item)
+    return good
 
 
 # --- layout -----------------------------------------------------------------------------

@@ -11,6 +11,7 @@ uses it rather than the decoded length.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -39,8 +40,14 @@ def load_longvideobench(
     root = loading.check_root(root, "LongVideoBench")
     json_path = loading.require_file(root / _JSON_NAME, f"LongVideoBench question file '{_JSON_NAME}'")
     entries = loading.read_json(json_path, list)
-    parsed = [_entry_to_sample(root, json_path, index, entry) for index, entry in enumerate(entries)]
-    return loading.select_tasks(parsed, tasks, limit, seed, json_path, "LongVideoBench", "question list")
+    parsed = [
+        loading.parse_entry(partial(_entry_to_sample, root, json_path, index, entry),
+                            *loading.fallback_id(entry, "question_category", "id", index),
+                            f"{json_path}[entry {index}]")
+        for index, entry in enumerate(entries)
+    ]
+    return loading.keep_good(
+        loading.select_tasks(parsed, tasks, limit, seed, json_path, "LongVideoBench", "question list"))
 
 
 def _entry_to_sample(root: Path, json_path: Path, index: int, entry: Any) -> Sample:

@@ -9,6 +9,7 @@ file stems (``shape&trend.json`` -> ``ShapeTrend``). Options are written "(A) te
 from __future__ import annotations
 
 from collections.abc import Sequence
+from functools import partial
 from pathlib import Path
 
 from mapflow.data import loading
@@ -47,7 +48,7 @@ def load_tomato(
     for task in _resolve_tasks(json_dir, tasks):
         json_path = loading.require_file(json_dir / f"{TOMATO_TASK_FILES[task]}.json", f"task JSON for '{task}'")
         task_samples = _load_task(root, task, json_path)
-        samples.extend(loading.keep_seeded_subset(task_samples, limit, seed))
+        samples.extend(loading.keep_good(loading.keep_seeded_subset(task_samples, limit, seed)))
     loading.reject_duplicate_ids(samples, json_dir)
     return samples
 
@@ -69,7 +70,8 @@ def _load_task(root: Path, task: str, json_path: Path) -> list[Sample]:
             field="sample_id",
         )
     return [
-        _entry_to_sample(root, task, json_path, position, name, entry)
+        loading.parse_entry(partial(_entry_to_sample, root, task, json_path, position, name, entry), f"{task}/{name}",
+                            task, f"{json_path}[entry {position} '{name}']")
         for position, (name, entry) in enumerate(entries.items())
     ]
 

@@ -9,6 +9,7 @@ videos live at ``{root}/video/{task}/{entry.video}``. Every problem is reported 
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -55,7 +56,7 @@ def load_tvbench(
     seen_sources: dict[str, str] = {}
     for task in task_names:
         json_path = json_dir / f"{task}.json"
-        task_samples = loading.keep_seeded_subset(_load_task(root, task, json_path), limit, seed)
+        task_samples = loading.keep_good(loading.keep_seeded_subset(_load_task(root, task, json_path), limit, seed))
         # Ids are unique within a file by construction; this catches a task loaded twice.
         loading.reject_duplicate_ids(task_samples, json_path, seen_sources, _task_listed_twice)
         samples.extend(task_samples)
@@ -98,7 +99,11 @@ def _task_listed_twice(first: str, again: str) -> str:
 def _load_task(root: Path, task: str, json_path: Path) -> list[Sample]:
     # Plain dicts: TVBench entries have never been checked for a key given twice.
     entries = loading.read_json(json_path, list, track_duplicate_keys=False)
-    return [_entry_to_sample(root, task, json_path, i, entry) for i, entry in enumerate(entries)]
+    return [
+        loading.parse_entry(partial(_entry_to_sample, root, task, json_path, i, entry), f"{task}/{i:04d}", task,
+                            f"{json_path}[entry {i}]")
+        for i, entry in enumerate(entries)
+    ]
 
 
 def _entry_to_sample(root: Path, task: str, json_path: Path, index: int, entry: Any) -> Sample:

@@ -12,6 +12,7 @@ and the reference answer in ``Sample.reference_answer``; its multiple-choice acc
 from __future__ import annotations
 
 from collections.abc import Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -47,8 +48,12 @@ def load_vcgbench(
         json_path = loading.require_file(json_dir / f"{task}.json", f"task JSON for '{task}'")
         entries = loading.read_json(json_path, list)
         video_paths: dict[str, Path] = {}
-        per_entry = [_entry_to_samples(root, task, json_path, i, entry, video_paths) for i, entry in enumerate(entries)]
-        for entry_samples in loading.keep_seeded_subset(per_entry, limit, seed):
+        per_entry = [
+            loading.parse_entry(partial(_entry_to_samples, root, task, json_path, i, entry, video_paths),
+                                f"{task}/{i:04d}", task, f"{json_path}[entry {i}]")
+            for i, entry in enumerate(entries)
+        ]
+        for entry_samples in loading.keep_good(loading.keep_seeded_subset(per_entry, limit, seed)):
             samples.extend(entry_samples)
     loading.reject_duplicate_ids(samples, json_dir)
     return samples

@@ -11,6 +11,7 @@ cached on disk (`mapflow.data.frame_cache`).
 from __future__ import annotations
 
 import math
+import os
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -27,8 +28,23 @@ FRAME_RULES: tuple[str, ...] = ("segment_midpoint", "linspace", "longvideobench"
 # Seconds one video may take to decode before `read_frames` gives up on it (None = no limit).
 DEFAULT_DECODE_TIMEOUT_S: float = 120.0
 
+# Largest frame (width x height) `read_frames` decodes: 4096 x 4096 admits DCI 4K. Decoders hold many full-size frames
+# at once, so a 10000 x 10000 clip (a few KB on disk) would take tens of GB; such a video is refused before decoding.
+# ``$MAPFLOW_MAX_FRAME_PIXELS`` overrides it.
+MAX_FRAME_PIXELS: int = 4096 * 4096
+MAX_FRAME_PIXELS_ENV = "MAPFLOW_MAX_FRAME_PIXELS"
+
 # Chooses frame indices once the decoder knows (num_video_frames, fps).
 IndexChooser = Callable[[int, float], np.ndarray]
+
+
+@dataclass(frozen=True)
+class VideoInfo:
+    """What the container header says, read without decoding a frame (`probe_video`)."""
+
+    width: int
+    height: int
+    num_frames: int | None  # None when the container does not state it
 
 
 @dataclass(frozen=True)
@@ -279,6 +295,7 @@ def read_frames_from_path(
     _check_rule_bounds(rule, start, end)
     _check_timeout(timeout_s)
     _check_video_file(path, where)
+    _check_frame_size(path, where)
 
     cache = frame_cache.open_cache(cache_dir)
     if cache is not None:
@@ -366,6 +383,40 @@ def _check_video_file(path: Path, where: dict[str, Any]) -> None:
         raise DataError("video path is not a regular file", field="video", **where)
     if path.stat().st_size == 0:
         raise DataError("video file is empty (0 bytes)", field="video", **where)
+
+
+def probe_video(path: str | Path) -> VideoInfo | None:
+    """Frame size and stated frame count from the container header (PyAV, no decoding); None if it cannot be read
+    (the decoders then report the file)."""
+    try:
+        import av
+
+        with av.open(str(path)) as container:
+            if not container.streams.video:
+                return None
+            stream = container.streams.video[0]
+            width, height = stream.codec_context.width, stream.codec_context.height
+            count = int(stream.frames or 0)
+    except Exception:  # any unreadable header: the decoders name the problem
+        return None
+    return VideoInfo(int(width), int(height), count or None)
+
+
+def max_frame_pixels() -> int:
+    configured = os.environ.get(MAX_FRAME_PIXELS_ENV)
+    return int(configured) if configured else MAX_FRAME_PIXELS
+
+
+def _check_frame_size(path: Path, where: dict[str, Any]) -> None:
+    info = probe_video(path)
+    budget = max_frame_pixels()
+    if info is not None and info.width * info.height > budget:
+        raise DataError(
+            f"frames are {info.width}x{info.height} = {info.width * info.height} pixels, above the decoding budget of "
+            f"{budget} pixels (${MAX_FRAME_PIXELS_ENV}); scale the video down (e.g. ffmpeg -vf scale=-2:1080)",
+            field="video",
+            **where,
+        )
 
 
 def _decode_with_decord(path: Path, choose: IndexChooser) -> VideoFrames:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlparse
@@ -46,8 +47,14 @@ def load_videomme(
     parquet_path = loading.require_file(root / _PARQUET, "Video-MME question file")
     rows = _read_rows(parquet_path)
     video_paths: dict[str, Path] = {}  # about three questions share each video: look it up once
-    parsed = [_row_to_sample(root, parquet_path, index, row, video_paths) for index, row in enumerate(rows)]
-    return loading.select_tasks(parsed, tasks, limit, seed, parquet_path, "Video-MME", "question table")
+    parsed = [
+        loading.parse_entry(partial(_row_to_sample, root, parquet_path, index, row, video_paths),
+                            *loading.fallback_id(row, "task_type", "question_id", index),
+                            f"{parquet_path}[row {index}]")
+        for index, row in enumerate(rows)
+    ]
+    return loading.keep_good(
+        loading.select_tasks(parsed, tasks, limit, seed, parquet_path, "Video-MME", "question table"))
 
 
 def youtube_video_id(url: str) -> str | None:

@@ -22,7 +22,8 @@ FAMILIES: tuple[type[VideoLLMAdapter], ...] = (LlavaNextVideoAdapter, LlavaOnevi
 ADAPTERS: dict[str, type[VideoLLMAdapter]] = {arch: cls for cls in FAMILIES for arch in cls.architectures}
 
 DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
-          "float16": torch.float16, "fp16": torch.float16}
+          "float16": torch.float16, "fp16": torch.float16,
+          "float64": torch.float64, "fp64": torch.float64}  # float64: references for exactness checks
 
 
 def _architecture(path: Path) -> str:
@@ -81,6 +82,10 @@ def load_model(path, *, attn_implementation: str = "sdpa", dtype: str = "float32
                                                local_files_only=True, **placement)
     except (OSError, ValueError, ImportError) as err:
         raise ModelLoadError(f"cannot load {arch} from {path}: {err}") from err
+    except Exception as err:  # safetensors and transformers raise their own types for these two
+        if (known := _load_error(path, err)) is None:
+            raise
+        raise known from err
     if device_map is None:
         hf_model = hf_model.to(device)
     hf_model = hf_model.eval()
@@ -90,6 +95,20 @@ def load_model(path, *, attn_implementation: str = "sdpa", dtype: str = "float32
     if self_test:
         adapter.self_test(self_test_input(adapter))
     return adapter
+
+
+def _load_error(path: Path, err: Exception) -> ModelLoadError | None:
+    """A sentence for a damaged weight file or a config.json that does not fit the weights (None for other errors)."""
+    if type(err).__name__ == "SafetensorError":
+        files = ", ".join(f"{f.name} ({f.stat().st_size} bytes)" for f in sorted(path.glob("*.safetensors")))
+        return ModelLoadError(f"cannot read the weights in {path} [{files}]: {err}. The file is truncated, empty or "
+                              "not a safetensors file; copy or download it again (compare its size with the "
+                              "source's)")
+    if "mismatch" in str(err):
+        return ModelLoadError(f"{path / 'config.json'} does not match the weights in {path}: tensors have other "
+                              "shapes than the config describes (the load report above lists them, e.g. the vision "
+                              "tower); use the config.json that came with these weights")
+    return None
 
 
 def self_test_input(adapter: VideoLLMAdapter, num_frames: int | None = None, seed: int = 0) -> PreparedInput:

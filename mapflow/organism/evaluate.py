@@ -15,12 +15,9 @@ from pathlib import Path
 import numpy as np
 import xarray as xr
 
-from ..analysis import StudyConfig
-from ..data import load_tvbench
 from ..models import load_model
-from ..prompts import resolve_template
-from ..provenance import run_provenance
-from ..runner import load_study, run_study
+from ..resolve import prepare_run
+from ..runner import run_study
 
 
 def accuracy_table(ds: xr.Dataset) -> dict:
@@ -70,17 +67,10 @@ def forward_seconds(model_dir) -> float:
 
 def evaluate_organism(model_dir, data_dir, out_store, *, progress: bool = True, record: bool = True) -> dict:
     model_dir, data_dir = Path(model_dir), Path(data_dir)
-    adapter = load_model(model_dir)
-    study = load_study("cross_frame_halves")
-    config = StudyConfig(samples="all", prompt_template=resolve_template(None, adapter.prompt_template, "tvbench").name)
-    samples = load_tvbench(data_dir)
-    run_config = {"study": "cross_frame_halves", **config.to_dict(), "model": str(model_dir.resolve()),
-                  "data": str(data_dir.resolve()), "purpose": "organism evaluation"}
-    provenance = run_provenance(study="cross_frame_halves", model_dir=model_dir, data_root=data_dir,
-                                annotation_files=sorted((data_dir / "json").glob("*.json")), seed=0,
-                                config=run_config, runtime={"device": "cpu"})
-    run_study(study, adapter, samples, out_store, config=config, provenance=provenance, overwrite=True,
-              progress=progress)
+    run = prepare_run("cross_frame_halves", model_dir, data_dir, samples="all")  # as `mapflow run` would
+    run.provenance["config"]["purpose"] = "organism evaluation"
+    run_study(run.study, run.adapter, run.samples, out_store, config=run.config, provenance=run.provenance,
+              overwrite=True, progress=progress)
     table = accuracy_table(xr.open_zarr(out_store))
     summary = {"data": str(data_dir), "accuracy_percent": table, "load_and_forward_seconds": forward_seconds(model_dir)}
     if record:

@@ -155,7 +155,7 @@ class PollingBackend(RemoteBackend):
 
 
 # Not installed on an NDIF server: the functions traced blocks call ship as source with each request.
-SHIPPED_PACKAGES = ("mapflow", "studies")
+SHIPPED_PACKAGES = ("mapflow",)  # the studies ship inside it (mapflow.studies)
 
 
 def _memoize_source_scans() -> None:

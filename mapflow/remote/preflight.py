@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ast
 import inspect
+import textwrap
 from types import ModuleType
 
 from .errors import NotRemotable
@@ -25,11 +26,11 @@ def check_study_remotable(study: ModuleType) -> None:
     name = getattr(study, "__name__", str(study))
     try:
         source = inspect.getsource(study)
-        path = inspect.getsourcefile(study) or name
+        path = inspect.getsourcefile(inspect.unwrap(study)) or name  # a function study wraps its function
     except (OSError, TypeError):
         raise NotRemotable(f"study {name} has no readable source file; nnsight ships a traced block as source, so "
                            "write the study to a .py file") from None
-    problems = [f"{path}:{line}: {reason}" for line, reason in _problems(ast.parse(source))]
+    problems = [f"{path}:{line}: {reason}" for line, reason in _problems(ast.parse(textwrap.dedent(source)))]
     if problems:
         raise NotRemotable(f"study {name} cannot run remotely:\n  " + "\n  ".join(problems))
 

@@ -1,0 +1,8 @@
+"""``python -m mapflow ARGS``: the same command line as the ``mapflow`` script, from a chosen interpreter."""
+
+import sys
+
+from mapflow.cli import main
+
+if __name__ == "__main__":
+    sys.exit(main())

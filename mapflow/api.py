@@ -1,0 +1,136 @@
+"""The public Python API (``import mapflow as mf``): load a model and a benchmark, run a study, check a checkpoint.
+
+`run` resolves a study run exactly as ``mapflow run`` does (`mapflow.resolve.prepare_run`: same options, same
+defaults, same provenance), so a store written from a notebook resumes from the command line and back.
+"""
+
+from __future__ import annotations
+
+import inspect
+import tempfile
+import warnings
+from pathlib import Path
+
+from .errors import MapflowError, ModelLoadError
+from .resolve import BenchmarkSamples, load_benchmark, prepare_run  # noqa: F401  (load_benchmark is public)
+
+
+def load_model(path=None, *, remote=False, **options):
+    """A checkpoint directory (default: the embedded organism) behind mapflow's adapter interface.
+
+    ``options`` go to `mapflow.models.load_model` (``attn_implementation``, ``dtype``, ``device``, ``device_map``,
+    ``self_test``). ``remote``: True (settings from the environment, config file or the local stack) or a
+    `mapflow.remote.RemoteSettings` makes `run` send this model's traces to an NDIF server by default; the model is
+    still loaded here (its processor builds the inputs, its envoys name the modules).
+    """
+    from .embedded import default_model_dir
+    from .models import load_model as load
+
+    path = Path(path).expanduser() if path is not None else default_model_dir()
+    adapter = load(path, **options)
+    if remote:
+        from .remote import RemoteSettings, resolve_settings
+
+        remote = remote if isinstance(remote, RemoteSettings) else resolve_settings(local_model_dir=path)
+    adapter.remote_settings = remote or None
+    return adapter
+
+
+def run_options() -> tuple[str, ...]:
+    """The keyword settings `run` takes: ``mapflow run``'s options, named as in `mapflow.resolve.prepare_run`."""
+    parameters = inspect.signature(prepare_run).parameters.values()
+    return tuple(p.name for p in parameters if p.kind is inspect.Parameter.KEYWORD_ONLY)
+
+
+def run(study, model=None, data=None, out=None, *, remote=None, overwrite: bool = False, progress: bool = True,
+        **config):
+    """Run ``study`` over ``data`` with ``model`` and return the results as an `xarray.Dataset`.
+
+    ``study``: a function ``run(ctx) -> xarray.Dataset``, a module defining ``run``, a study name (`available_studies`)
+    or a ``.py`` path. ``model``: None (the embedded organism), a checkpoint directory or `load_model`'s result.
+    ``data``: None (the embedded benchmark), a benchmark root or `load_benchmark`'s result. ``out``: None keeps the
+    results in memory; a ``.zarr`` path stores each sample as it finishes and resumes a store made with the same
+    configuration. ``remote``: True or `mapflow.remote.RemoteSettings` runs the traces on NDIF (default: the model's
+    own ``remote`` from `load_model`). ``config``: the ``mapflow run`` options (`run_options`), e.g. ``window=3``,
+    ``limit=2`` (samples per task), ``tasks=[...]``, ``template=...``, ``samples="all"``, ``options={...}``.
+    """
+    from .results import open_dataset
+    from .runner import run_study
+
+    unknown = sorted(set(config) - set(run_options()))
+    if unknown:
+        raise MapflowError(f"unknown run setting(s) {', '.join(unknown)}; known: {', '.join(run_options())}")
+    prepared = prepare_run(study, model, data, **config)
+    if remote is None:
+        remote = getattr(prepared.adapter, "remote_settings", None)
+    with tempfile.TemporaryDirectory(prefix="mapflow-run-") as scratch:
+        store = Path(out) if out is not None else Path(scratch) / f"{prepared.study_name}.zarr"
+        summary = run_study(prepared.study, prepared.adapter, prepared.samples, store, config=prepared.config,
+                            provenance=prepared.provenance, overwrite=overwrite, progress=progress, remote=remote,
+                            bad_entries=getattr(prepared.samples, "bad_entries", ()))
+        if not summary.done and not summary.skipped:
+            reasons = "\n  ".join(f"{sample}: {reason}" for sample, reason in list(summary.failed.items())[:5])
+            raise MapflowError(f"study {prepared.study_name}: no sample could be measured "
+                               f"({len(summary.failed)} failed)" + (f":\n  {reasons}" if reasons else
+                                                                     " (the data has no samples)"))
+        if summary.failed:
+            warnings.warn(f"study {prepared.study_name}: {len(summary.failed)} sample(s) failed and are missing from "
+                          f"the results (first: {next(iter(summary.failed.items()))})", stacklevel=2)
+        ds = open_dataset(store)
+        return ds.load() if out is None else ds
+
+
+def available_studies() -> list[str]:
+    """The names `run` accepts for the shipped studies (``mapflow.studies``)."""
+    from .runner import available_studies as names
+
+    return names()
+
+
+def check(model=None, *, num_frames: int | None = None) -> dict:
+    """The adapter's self-tests on a checkpoint, as a report: family, architecture, layers, prompt template, the
+    token spans of a small synthetic clip, and whether an empty knockout reproduces the clean logits exactly and a
+    real one (video -> last in every layer) changes them. ``report["ok"]`` says whether every test passed."""
+    from .embedded import default_model_dir
+    from .models import VideoLLMAdapter, self_test_input
+
+    if isinstance(model, VideoLLMAdapter):
+        adapter = model
+    else:
+        adapter = load_model(model if model is not None else default_model_dir(), self_test=False)
+    report = {"path": str(adapter.path), "family": adapter.family,
+              "architecture": type(adapter.hf_model).__name__, "layers": adapter.num_layers,
+              "attn_implementation": adapter.attn_implementation,
+              "prompt_template": adapter.prompt_template.name if adapter.prompt_template else None}
+    prepared = self_test_input(adapter, num_frames)
+    layout = prepared.layout
+    report["seq_len"] = layout.seq_len
+    report["spans"] = {name: len(span) for name, span in layout.spans.items()}
+    try:
+        layout.validate()
+        report.update(adapter.self_test(prepared))
+        report["ok"] = True
+    except (ModelLoadError, MapflowError) as err:
+        report.update(ok=False, error=str(err))
+    return report
+
+
+def format_check(report: dict) -> str:
+    """`check`'s report as lines for a terminal."""
+    spans = report["spans"]
+    frames = [name for name in spans if name.startswith("frame_")]
+    other = {name: n for name, n in spans.items() if not name.startswith("frame_")}
+    lines = [f"checkpoint      {report['path']}",
+             f"family          {report['family']} ({report['architecture']}), {report['layers']} layers, "
+             f"attention {report['attn_implementation']}",
+             f"prompt template {report['prompt_template'] or '(none named; the benchmark decides)'}",
+             f"input           {report['seq_len']} tokens; {len(frames)} frame spans of "
+             f"{sorted({spans[f] for f in frames})} tokens",
+             "spans           " + ", ".join(f"{name} {n}" for name, n in other.items())]
+    if report["ok"]:
+        lines += [f"empty knockout  exact (max |diff| {report['empty_knockout_max_abs_diff']:.3g})",
+                  f"knockout        changes the logits (video -> last, max |diff| "
+                  f"{report['video_to_last_max_abs_diff']:.3g})", "ok"]
+    else:
+        lines.append(f"FAILED: {report['error']}")
+    return "\n".join(lines)
