@@ -15,11 +15,12 @@ import xarray as xr
 
 from .data.sample import Sample
 from .flows import Flow, Window
-from .engine import PLANS, KnockoutConfig, clean_state, run_knockouts, run_naive
+from .cells import PREDICTED_OPTION, SAMPLE_MODES, CellsRequest, knockout_cells, prediction_layout
+from .cells import wants_knockout as cells_wants_knockout
+from .engine import PLANS, run_naive
 from .models.base import PreparedInput, VideoLLMAdapter
 from .prompts import BuiltPrompt
 
-SAMPLE_MODES = ("correct", "all", "wrong")
 
 
 @dataclass(frozen=True)
@@ -74,7 +75,7 @@ class CleanRun:
     ``text``); stores keep all three so `mapflow.metrics.correctness_disagreements` can count where they differ.
     """
 
-    logits: torch.Tensor
+    logits: torch.Tensor | None  # None where only the readouts travelled (a remote sample request)
     pred: int
     p_base: float
     gt_token: int
@@ -154,7 +155,7 @@ def text_correct(ctx: StudyContext, pred: int, gt: int) -> bool:
 
 
 def wants_knockout(clean: CleanRun, mode: str) -> bool:
-    return mode == "all" or (mode == "correct") == clean.correct
+    return cells_wants_knockout(clean.correct, mode)
 
 
 def knockout_sweep(ctx: StudyContext, flows, *, sweep_layers=None, window: Window | None = None) -> xr.Dataset:
@@ -180,28 +181,29 @@ def knockout_layer_sets(ctx: StudyContext, flows, layer_sets: dict[str, tuple[in
 
 
 def measure_knockouts(ctx: StudyContext, flows, layer_sets, *, dim: str, labels) -> xr.Dataset:
-    """The shared measurement: one forward pass per (flow, layer set), read at the last position."""
+    """The shared measurement: one forward pass per (flow, layer set), read at the last position. The tensors come
+    from `mapflow.cells.knockout_cells`, here or, for a remote adapter, in one request on the server."""
     flows = [f if isinstance(f, Flow) else Flow.parse(f) for f in (ctx.config.flows or flows)]
-    state = clean_state(ctx.adapter, ctx.prepared) if ctx.config.plan == "auto" else None
-    clean = clean_run(ctx, None if state is None else state.logits[-1])
+    request = CellsRequest(
+        flows=tuple(flows), layer_sets=tuple(tuple(int(i) for i in layers) for layers in layer_sets),
+        layout=ctx.layout, samples=ctx.config.samples, gt_token=ctx.answer_token_id(),
+        option_tokens=tuple(option_token_ids(ctx).items()) if ctx.prompt.option_letters else (),
+        true_letter=ctx.prompt.true_letter, plan=ctx.config.plan)
+    on_server = getattr(ctx.adapter.model, "run_cells", None)  # a remote adapter: the whole sample in one request
+    cells = on_server(ctx.adapter, ctx.prepared, request) if on_server else knockout_cells(ctx.adapter, ctx.prepared,
+                                                                                           request)
+    pred, p_base, p_gt_base = cells["clean"].tolist()  # what `clean_run` reads, computed where the logits are
+    clean = CleanRun(logits=None, pred=int(pred), p_base=p_base, gt_token=request.gt_token, p_gt_base=p_gt_base)
     shape = (len(flows), len(layer_sets))
     p_new = np.full(shape, np.nan)
     p_gt_new = np.full(shape, np.nan)
     pred_new = np.full(shape, -1, dtype=np.int64)
     run_it = wants_knockout(clean, ctx.config.samples)
-    if run_it:
-        layout = layout_with_prediction(ctx, clean)
-        # a flow into the predicted false option exists only on samples answered with a false option
-        runnable = [i for i, flow in enumerate(flows) if all(
-            PREDICTED_OPTION not in (b.source, b.target) or PREDICTED_OPTION in layout.spans for b in flow.blocks)]
-        blocked = [torch.from_numpy(flows[i].block_matrix(layout)) for i in runnable]
-        configs = [KnockoutConfig(b, tuple(layers)) for b in blocked for layers in layer_sets]
-        if configs:
-            probs = run_knockouts(ctx.adapter, ctx.prepared, configs, plan=ctx.config.plan, clean=state).softmax(-1)
-            probs = probs.view(len(runnable), len(layer_sets), -1)
-            p_new[runnable] = probs[..., clean.pred].numpy()
-            p_gt_new[runnable] = probs[..., clean.gt_token].numpy()
-            pred_new[runnable] = probs.argmax(-1).numpy()
+    runnable = cells["runnable"].tolist()
+    if run_it and "p" in cells:
+        p_new[runnable] = cells["p"].numpy()
+        p_gt_new[runnable] = cells["p_gt"].numpy()
+        pred_new[runnable] = cells["pred"].numpy()
     return knockout_dataset(flows, layer_sets, dim, labels, p_new, p_gt_new, pred_new, clean, run_it)
 
 
@@ -264,9 +266,6 @@ def unmeasured_sweep(ctx: StudyContext, flows) -> xr.Dataset:
     return with_window_labels(ds, window)
 
 
-PREDICTED_OPTION = "predicted_option"
-
-
 def option_token_ids(ctx: StudyContext) -> dict[str, int]:
     """Each option letter's answer token, as it would follow the answer prompt."""
     return {letter: ctx.adapter.continuation_token_id(ctx.prompt.answer_prompt, letter)
@@ -283,10 +282,9 @@ def predicted_letter(ctx: StudyContext, clean: CleanRun) -> str | None:
 
 def layout_with_prediction(ctx: StudyContext, clean: CleanRun):
     """The layout plus a ``predicted_option`` span when the clean run picked a false option (failure analysis)."""
-    letter = predicted_letter(ctx, clean) if ctx.prompt.option_letters else None
-    if letter is None or letter == ctx.prompt.true_letter or f"option_{letter}" not in ctx.layout.spans:
+    if not ctx.prompt.option_letters:
         return ctx.layout
-    return ctx.layout.with_spans(**{PREDICTED_OPTION: ctx.layout.positions(f"option_{letter}")})
+    return prediction_layout(ctx.layout, clean.pred, option_token_ids(ctx).items(), ctx.prompt.true_letter)
 
 
 def relative_change(new, base) -> np.ndarray:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from .errors import MapflowError
 from .inputs import user_path
-from .remote.commands import add_ndif_parser, add_remote_arguments, remote_settings_from_args
+from .remote.commands import add_ndif_parser, add_remote_arguments, concurrency_from_args, remote_settings_from_args
 
 
 def add_run_arguments(parser: argparse.ArgumentParser, with_study: bool = True) -> None:
@@ -84,7 +84,7 @@ def cmd_run(args) -> int:
     remote = remote_settings_from_args(args, run.adapter.path)
     summary = run_study(run.study, run.adapter, run.samples, args.out, config=run.config, provenance=run.provenance,
                         overwrite=args.overwrite, progress=not args.no_progress, remote=remote,
-                        bad_entries=run.samples.bad_entries)
+                        bad_entries=run.samples.bad_entries, concurrency=concurrency_from_args(args))
     print(summary.describe())
     return 1 if summary.failed and not summary.done and not summary.skipped else 0  # every sample failed
 
