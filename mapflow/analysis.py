@@ -15,12 +15,13 @@ import xarray as xr
 
 from .data.sample import Sample
 from .flows import Flow, Window
-from .engine import PLANS, KnockoutConfig, check_heads, clean_state, run_knockouts, run_naive
+from .cells import PREDICTED_OPTION, SAMPLE_MODES, CellsRequest, knockout_cells, prediction_layout
+from .cells import wants_knockout as cells_wants_knockout
+from .engine import PLANS, check_heads, run_naive
 from .models.base import PreparedInput, VideoLLMAdapter
 from .prompts import BuiltPrompt
 from .screen import parse_plan
 
-SAMPLE_MODES = ("correct", "all", "wrong")
 
 
 @dataclass(frozen=True)
@@ -71,19 +72,41 @@ class StudyConfig:
         # another; the screen's estimates are not the same numbers, so they are named
 
 
+CORRECTNESS_RULES = ("text", "token")
+
+
 @dataclass
 class CleanRun:
-    """The unmodified forward pass at the last position."""
+    """The unmodified forward pass at the last position.
 
-    logits: torch.Tensor
+    Two correctness rules: ``correct_text`` is the released code's (the predicted token decoded on its own equals the
+    answer letter, or the answer's first token decoded, ignoring case), so a predicted ``▁A`` or ``a`` counts;
+    ``correct_token`` compares token ids. ``correct`` follows ``rule`` (``--option correct_by=text|token``, default
+    ``text``); stores keep all three so `mapflow.metrics.correctness_disagreements` can count where they differ.
+    """
+
+    logits: torch.Tensor | None  # None where only the readouts travelled (a remote sample request)
     pred: int
     p_base: float
     gt_token: int
     p_gt_base: float
+    correct_text: bool | None = None
+    rule: str = "text"
+
+    @property
+    def correct_token(self) -> bool:
+        return self.pred == self.gt_token
 
     @property
     def correct(self) -> bool:
-        return self.pred == self.gt_token
+        if self.rule == "token" or self.correct_text is None:
+            return self.correct_token
+        return self.correct_text
+
+    def correctness(self) -> dict:
+        """The stored correctness variables (per-sample scalars)."""
+        return {"correct": ((), self.correct), "correct_token": ((), self.correct_token),
+                "correct_text": ((), bool(self.correct if self.correct_text is None else self.correct_text))}
 
 
 @dataclass
@@ -125,11 +148,24 @@ def clean_run(ctx: StudyContext, logits: torch.Tensor | None = None) -> CleanRun
     probs = logits.softmax(-1)
     pred = int(probs.argmax())
     gt = ctx.answer_token_id()
-    return CleanRun(logits=logits, pred=pred, p_base=float(probs[pred]), gt_token=gt, p_gt_base=float(probs[gt]))
+    rule = ctx.config.option("correct_by", "text")
+    if rule not in CORRECTNESS_RULES:
+        raise ValueError(f"--option correct_by={rule}: choose one of {', '.join(CORRECTNESS_RULES)}")
+    return CleanRun(logits=logits, pred=pred, p_base=float(probs[pred]), gt_token=gt, p_gt_base=float(probs[gt]),
+                    correct_text=text_correct(ctx, pred, gt), rule=rule)
+
+
+def text_correct(ctx: StudyContext, pred: int, gt: int) -> bool:
+    """The released code's rule: ``decode([pred]).lower() == answer.lower()``, the answer being the true option's
+    letter for multiple choice, else the ground-truth token decoded (open-ended answers, verb anchors)."""
+    decode = ctx.adapter.tokenizer.decode
+    letter = ctx.prompt.true_letter if ctx.answer_token is None else None
+    expected = letter if letter else decode([gt])
+    return decode([pred]).lower() == expected.lower()
 
 
 def wants_knockout(clean: CleanRun, mode: str) -> bool:
-    return mode == "all" or (mode == "correct") == clean.correct
+    return cells_wants_knockout(clean.correct, mode)
 
 
 def knockout_sweep(ctx: StudyContext, flows, *, sweep_layers=None, window: Window | None = None,
@@ -156,78 +192,53 @@ def knockout_layer_sets(ctx: StudyContext, flows, layer_sets: dict[str, tuple[in
 
 
 def measure_knockouts(ctx: StudyContext, flows, layer_sets, *, dim: str, labels, heads=None) -> xr.Dataset:
-    """The shared measurement: one forward pass per (flow, layer set), read at the last position; ``heads`` (default
-    ``--heads``) restricts every flow to those query heads. Under ``--plan screen`` the cells are first-order
-    estimates (`mapflow.screen`), and ``screen+verify K`` adds the exact values of the K largest estimated cells."""
+    """The shared measurement: one forward pass per (flow, layer set), read at the last position. The tensors come
+    from `mapflow.cells.knockout_cells`, here or, for a remote adapter, in one request on the server. ``heads``
+    (default ``--heads``) restricts every flow to those query heads. Under ``--plan screen`` the cells are
+    first-order estimates (`mapflow.screen`); ``screen+verify K`` adds the exact values of the K largest ones."""
     flows = [f if isinstance(f, Flow) else Flow.parse(f) for f in (ctx.config.flows or flows)]
     heads = check_heads(ctx.config.heads if heads is None else heads, ctx.adapter.num_heads)
-    method, verify = parse_plan(ctx.config.plan)
-    screen = None
-    if method in ("screen", "screen+verify"):
-        from .screen import screen_forward
-
-        screen = screen_forward(ctx.adapter, ctx.prepared)
-        state, clean = None, clean_run(ctx, screen.logits)
-    else:
-        state = clean_state(ctx.adapter, ctx.prepared) if method == "auto" else None
-        clean = clean_run(ctx, None if state is None else state.logits[-1])
+    request = CellsRequest(
+        flows=tuple(flows), layer_sets=tuple(tuple(int(i) for i in layers) for layers in layer_sets),
+        layout=ctx.layout, samples=ctx.config.samples, gt_token=ctx.answer_token_id(),
+        option_tokens=tuple(option_token_ids(ctx).items()) if ctx.prompt.option_letters else (),
+        true_letter=ctx.prompt.true_letter, plan=ctx.config.plan, heads=heads,
+        screen_metric=ctx.config.option("screen_metric", "logodds"))
+    on_server = getattr(ctx.adapter.model, "run_cells", None)  # a remote adapter: the whole sample in one request
+    cells = on_server(ctx.adapter, ctx.prepared, request) if on_server else knockout_cells(ctx.adapter, ctx.prepared,
+                                                                                           request)
+    pred, p_base, p_gt_base = cells["clean"].tolist()  # what `clean_run` reads, computed where the logits are
+    clean = CleanRun(logits=None, pred=int(pred), p_base=p_base, gt_token=request.gt_token, p_gt_base=p_gt_base)
     shape = (len(flows), len(layer_sets))
     p_new = np.full(shape, np.nan)
     p_gt_new = np.full(shape, np.nan)
     pred_new = np.full(shape, -1, dtype=np.int64)
     exact = None
     run_it = wants_knockout(clean, ctx.config.samples)
-    if run_it:
-        layout = layout_with_prediction(ctx, clean)
-        # a flow into the predicted false option exists only on samples answered with a false option
-        runnable = [i for i, flow in enumerate(flows) if all(
-            PREDICTED_OPTION not in (b.source, b.target) or PREDICTED_OPTION in layout.spans for b in flow.blocks)]
-        blocked = [torch.from_numpy(flows[i].block_matrix(layout)) for i in runnable]
-        configs = [KnockoutConfig(b, tuple(layers), heads) for b in blocked for layers in layer_sets]
-        if configs and screen is not None:
-            from .screen import screen_cells
-
-            from .screen import probability_after
-
-            metric = ctx.config.option("screen_metric", "logodds")
-            estimate = screen_cells(screen, screen.gradients([clean.pred, clean.gt_token], metric),
-                                    [(b, heads) for b in blocked], layer_sets).numpy()
-            p_new[runnable] = probability_after(screen.logits, clean.pred, estimate[..., 0], metric)
-            p_gt_new[runnable] = probability_after(screen.logits, clean.gt_token, estimate[..., 1], metric)
-            if verify:
-                exact = verify_cells(ctx, configs, p_new[runnable], clean, verify, runnable, shape)
-        elif configs:
-            probs = run_knockouts(ctx.adapter, ctx.prepared, configs, plan=method, clean=state).softmax(-1)
-            probs = probs.view(len(runnable), len(layer_sets), -1)
-            p_new[runnable] = probs[..., clean.pred].numpy()
-            p_gt_new[runnable] = probs[..., clean.gt_token].numpy()
-            pred_new[runnable] = probs.argmax(-1).numpy()
+    runnable = cells["runnable"].tolist()
+    if run_it and "p" in cells:
+        p_new[runnable] = cells["p"].numpy()
+        p_gt_new[runnable] = cells["p_gt"].numpy()
+        pred_new[runnable] = cells["pred"].numpy()
     ds = knockout_dataset(flows, layer_sets, dim, labels, p_new, p_gt_new, pred_new, clean, run_it)
-    if screen is not None:
-        ds.attrs.update(method="screen", screen_metric=ctx.config.option("screen_metric", "logodds"))
+    return with_screen_results(ds, ctx, cells, runnable, shape, dim, clean)
+
+
+def with_screen_results(ds: xr.Dataset, ctx: StudyContext, cells, runnable, shape, dim, clean) -> xr.Dataset:
+    """A screen run's provenance attributes and, under ``screen+verify K``, the verified cells' exact values."""
+    method, verify = parse_plan(ctx.config.plan)
+    if method == "auto" or method == "naive":
+        return ds
+    ds.attrs.update(method="screen", screen_metric=ctx.config.option("screen_metric", "logodds"))
     if verify:
-        if exact is None:
-            exact = np.full(shape, np.nan), np.full(shape, np.nan)
-        p_base = np.nan if clean is None else clean.p_base
-        ds["p_knockout_exact"] = (("flow", dim), exact[0])
-        ds["rel_change_exact"] = (("flow", dim), relative_change(exact[0], p_base))
-        ds["rel_change_gt_exact"] = (("flow", dim), relative_change(exact[1], clean.p_gt_base)
+        exact, exact_gt = np.full(shape, np.nan), np.full(shape, np.nan)
+        if "p_exact" in cells:
+            exact[runnable], exact_gt[runnable] = cells["p_exact"].numpy(), cells["p_gt_exact"].numpy()
+        ds["p_knockout_exact"] = (("flow", dim), exact)
+        ds["rel_change_exact"] = (("flow", dim), relative_change(exact, clean.p_base))
+        ds["rel_change_gt_exact"] = (("flow", dim), relative_change(exact_gt, clean.p_gt_base)
                                      if clean.p_gt_base > 0 else np.full(shape, np.nan))
     return ds
-
-
-def verify_cells(ctx: StudyContext, configs, p_screen: np.ndarray, clean: CleanRun, count: int, runnable,
-                 shape) -> tuple[np.ndarray, np.ndarray]:
-    """Exact (p, p_gt) of the ``count`` cells whose estimate moves the answer probability most; NaN elsewhere."""
-    change = np.abs(p_screen - clean.p_base).ravel()
-    chosen = np.argsort(-change, kind="stable")[:count]
-    probs = run_knockouts(ctx.adapter, ctx.prepared, [configs[i] for i in chosen]).softmax(-1)
-    p, p_gt = np.full(p_screen.shape, np.nan), np.full(p_screen.shape, np.nan)
-    p.ravel()[chosen] = probs[:, clean.pred].numpy()
-    p_gt.ravel()[chosen] = probs[:, clean.gt_token].numpy()
-    out_p, out_gt = np.full(shape, np.nan), np.full(shape, np.nan)
-    out_p[runnable], out_gt[runnable] = p, p_gt
-    return out_p, out_gt
 
 
 def knockout_dataset(flows, layer_sets, dim, labels, p_new, p_gt_new, pred_new, clean: CleanRun | None,
@@ -249,7 +260,8 @@ def knockout_dataset(flows, layer_sets, dim, labels, p_new, p_gt_new, pred_new, 
             "p_gt_base": ((), p_gt_base),
             "pred_base": ((), np.int64(-1 if clean is None else clean.pred)),
             "answer_token": ((), np.int64(-1 if clean is None else clean.gt_token)),
-            "correct": ((), clean is not None and clean.correct),
+            **(clean.correctness() if clean is not None else
+               {name: ((), False) for name in ("correct", "correct_token", "correct_text")}),
             "knocked_out": ((), run_it),
         },
         coords={
@@ -288,9 +300,6 @@ def unmeasured_sweep(ctx: StudyContext, flows) -> xr.Dataset:
     return with_window_labels(ds, window)
 
 
-PREDICTED_OPTION = "predicted_option"
-
-
 def option_token_ids(ctx: StudyContext) -> dict[str, int]:
     """Each option letter's answer token, as it would follow the answer prompt."""
     return {letter: ctx.adapter.continuation_token_id(ctx.prompt.answer_prompt, letter)
@@ -307,10 +316,9 @@ def predicted_letter(ctx: StudyContext, clean: CleanRun) -> str | None:
 
 def layout_with_prediction(ctx: StudyContext, clean: CleanRun):
     """The layout plus a ``predicted_option`` span when the clean run picked a false option (failure analysis)."""
-    letter = predicted_letter(ctx, clean) if ctx.prompt.option_letters else None
-    if letter is None or letter == ctx.prompt.true_letter or f"option_{letter}" not in ctx.layout.spans:
+    if not ctx.prompt.option_letters:
         return ctx.layout
-    return ctx.layout.with_spans(**{PREDICTED_OPTION: ctx.layout.positions(f"option_{letter}")})
+    return prediction_layout(ctx.layout, clean.pred, option_token_ids(ctx).items(), ctx.prompt.true_letter)
 
 
 def relative_change(new, base) -> np.ndarray:

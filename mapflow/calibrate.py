@@ -77,9 +77,9 @@ class WorkCounter:
         self.forward_equivalents = 0.0
 
     def __enter__(self):
-        from . import analysis, bench
+        from . import bench, cells
 
-        self._original = original = analysis.run_knockouts
+        self._original = original = cells.run_knockouts
 
         def counted(adapter, prepared, configs, **kwargs):
             seq_len = prepared.layout.seq_len
@@ -87,13 +87,13 @@ class WorkCounter:
             self.forward_equivalents += token_layers / (seq_len * adapter.num_layers)
             return original(adapter, prepared, configs, **kwargs)
 
-        analysis.run_knockouts = counted
+        cells.run_knockouts = counted
         return self
 
     def __exit__(self, *exc):
-        from . import analysis
+        from . import cells
 
-        analysis.run_knockouts = self._original
+        cells.run_knockouts = self._original
 
 
 def calibrate(study, adapter, samples, config, model_name: str, *, progress: bool = True) -> dict:

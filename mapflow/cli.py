@@ -10,7 +10,7 @@ from pathlib import Path
 
 from .errors import MapflowError
 from .inputs import user_path
-from .remote.commands import add_ndif_parser, add_remote_arguments, remote_settings_from_args
+from .remote.commands import add_ndif_parser, add_remote_arguments, concurrency_from_args, remote_settings_from_args
 
 
 def add_run_arguments(parser: argparse.ArgumentParser, with_study: bool = True) -> None:
@@ -40,7 +40,7 @@ def add_run_arguments(parser: argparse.ArgumentParser, with_study: bool = True) 
                         help="a study-specific setting (see `mapflow studies`); repeatable")
     parser.add_argument("--frames", type=int, help="frames sampled per video (default: the benchmark's, 8)")
     parser.add_argument("--frame-rule", choices=["segment_midpoint", "linspace", "longvideobench"],
-                        help="frame sampling rule (default: the benchmark's)")
+                        help="frame sampling rule (default: the model family's, else the benchmark's)")
     parser.add_argument("--flows", nargs="+", help="override the study's flows, e.g. video->last cross_frame")
     parser.add_argument("--gt-token", default="continuation", choices=["continuation", "vocab"],
                         help="how the answer letter becomes a token id (vocab = the released code's lookup)")
@@ -88,7 +88,7 @@ def cmd_run(args) -> int:
     remote = remote_settings_from_args(args, run.adapter.path)
     summary = run_study(run.study, run.adapter, run.samples, args.out, config=run.config, provenance=run.provenance,
                         overwrite=args.overwrite, progress=not args.no_progress, remote=remote,
-                        bad_entries=run.samples.bad_entries)
+                        bad_entries=run.samples.bad_entries, concurrency=concurrency_from_args(args))
     print(summary.describe())
     return 1 if summary.failed and not summary.done and not summary.skipped else 0  # every sample failed
 
@@ -116,7 +116,7 @@ def cmd_accuracy(args) -> int:
     """Benchmark accuracy through the study runner (stored like any study, so it resumes and records failures)."""
     import xarray as xr
 
-    from .metrics import accuracy_by_task
+    from .metrics import accuracy_by_task, correctness_disagreements
 
     args.study, args.samples, args.flows, args.layers, args.option = "accuracy", "all", None, None, []
     if code := cmd_run(args):
@@ -124,6 +124,8 @@ def cmd_accuracy(args) -> int:
     ds = xr.open_zarr(args.out)
     for name, value in accuracy_by_task(ds.correct).items():
         print(f"{name:28s} {value:6.1f} %")
+    if "correct_token" in ds:
+        print(f"{'text vs token rule differ on':28s} {correctness_disagreements(ds):6d} sample(s)")
     return 0
 
 

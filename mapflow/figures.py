@@ -173,12 +173,13 @@ def answer_probability_figure(ds: xr.Dataset, *, correct_only: bool = True) -> F
     return fig
 
 
-def keyword_frequency_figure(ds: xr.Dataset, *, interval: int = 5, min_hits: int = 100) -> Figure:
+def keyword_frequency_figure(ds: xr.Dataset, *, interval: int = 5, min_hits: int = 100, samples: str | None = None,
+                             bins: str = "paper") -> Figure:
     """Normalized frequency of spatial and temporal keywords among the video tokens' top-1 logit-lens tokens, per
-    layer bin (Fig. 4): bars of ALL_NORM, one panel per kind."""
+    layer bin (Fig. 4): bars of ALL_NORM, one panel per kind (samples and bins as `tables.keyword_frequency`)."""
     fig, axes = new_figure(1, 2, width=5)
     for ax, kind, color in zip(axes[0], ("spatial", "temporal"), ("tab:blue", "tab:orange")):
-        table = keyword_frequency(ds, kind, interval=interval, min_hits=min_hits)
+        table = keyword_frequency(ds, kind, interval=interval, min_hits=min_hits, samples=samples, bins=bins)
         if table.empty:
             ax.text(0.5, 0.5, f"no {kind} keyword reached {min_hits} hits", ha="center", va="center",
                     transform=ax.transAxes)

@@ -2,7 +2,9 @@
 
 A flow is a declarative list of blocks ``source -> target`` over named spans of a `TokenLayout`: the target's query
 rows may no longer read the source's keys. ``cross_frame`` is the one block that is not a plain cross product: each
-frame's queries lose every earlier frame's keys, and within-frame attention stays.
+frame's queries lose every earlier frame's keys, and within-frame attention stays. A frame is its run
+(`TokenLayout.runs`: on VideoLLaMA3 the ``Time t s:`` label, the tokens and the separator, as the paper's code);
+``cross_frame_tokens`` cuts between the feature tokens only.
 """
 
 from __future__ import annotations
@@ -17,6 +19,9 @@ from .errors import KnockoutConfigError
 from .layout import TokenLayout
 
 CROSS_FRAME = "cross_frame"
+# cross_frame over the frames' feature tokens only, even where a frame's run also holds its label and separator
+CROSS_FRAME_TOKENS = "cross_frame_tokens"
+CROSS_FRAME_KINDS = (CROSS_FRAME, CROSS_FRAME_TOKENS)
 FRAME_DISTANCE = "frame_distance"  # "frame_distance:d": every frame's queries lose the keys of the frame d before it
 _FRAME_SPAN = re.compile(r"frame_(\d+)$")
 
@@ -28,8 +33,8 @@ class Block:
 
     @property
     def label(self) -> str:
-        if self.source == CROSS_FRAME:
-            return CROSS_FRAME
+        if self.source in CROSS_FRAME_KINDS:
+            return self.source
         if self.source == FRAME_DISTANCE:
             return f"{FRAME_DISTANCE}:{self.target}"
         return f"{self.source}->{self.target}"
@@ -51,8 +56,8 @@ class Flow:
         blocks = []
         for part in text.split("+"):
             part = part.strip()
-            if part == CROSS_FRAME:
-                blocks.append(Block(CROSS_FRAME, CROSS_FRAME))
+            if part in CROSS_FRAME_KINDS:
+                blocks.append(Block(part, part))
                 continue
             if part.startswith(FRAME_DISTANCE + ":"):
                 distance = part.partition(":")[2].strip()
@@ -70,9 +75,10 @@ class Flow:
         """Boolean (L, L) matrix, True where query row t may not read key column s."""
         blocked = np.zeros((layout.seq_len, layout.seq_len), dtype=bool)
         for block in self.blocks:
-            if block.source == CROSS_FRAME:
-                for i, frame in enumerate(layout.frames[1:], start=1):
-                    earlier = np.concatenate([f.positions() for f in layout.frames[:i]])
+            if block.source in CROSS_FRAME_KINDS:
+                runs = layout.runs if block.source == CROSS_FRAME else layout.frames
+                for i, frame in enumerate(runs[1:], start=1):
+                    earlier = np.concatenate([f.positions() for f in runs[:i]])
                     blocked[np.ix_(frame.positions(), earlier)] = True
             elif block.source == FRAME_DISTANCE:
                 distance = int(block.target)

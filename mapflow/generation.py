@@ -2,8 +2,11 @@
 
 Used where the paper shows text (Table 2's answers under cross-frame blocking) and where an analysis reads a position
 inside the model's own response (the verb anchors of appendix C.2). Each step is one full forward of the grown input
-(no KV cache): the knocked-out edges stay cut for the prompt positions in every step, and generated tokens attend
-freely, as the paper's ``generate_with_attn_block`` does.
+(no KV cache): the knocked-out edges stay cut for the prompt positions in every step. Generated tokens inherit the
+last prompt row's cuts over the prompt keys and read each other freely, as the paper's ``generate_with_attn_block``
+does (its incremental mask copies the precomputed mask's last row for every new query); so under a flow into
+``last`` the generated tokens cannot read what the last position may not. ``generated_rows="free"`` lets them read
+every prompt key instead. The two agree for flows whose blocked rows exclude the last position.
 """
 
 from __future__ import annotations
@@ -31,24 +34,33 @@ def extend_input(prepared: PreparedInput, new_ids, **extra_spans) -> PreparedInp
     return replace(prepared, inputs=inputs, layout=layout)
 
 
-def pad_blocked(blocked: torch.Tensor, seq_len: int) -> torch.Tensor:
-    """A prompt-sized block matrix grown to ``seq_len``: new rows and columns block nothing."""
+GENERATED_ROWS = ("inherit_last", "free")
+
+
+def pad_blocked(blocked: torch.Tensor, seq_len: int, generated_rows: str = "inherit_last") -> torch.Tensor:
+    """A prompt-sized block matrix grown to ``seq_len``. New columns block nothing; new rows copy the last prompt
+    row over the prompt keys (``inherit_last``, the released code) or block nothing (``free``)."""
+    if generated_rows not in GENERATED_ROWS:
+        raise ValueError(f"generated_rows must be one of {GENERATED_ROWS}, got '{generated_rows}'")
     grown = torch.zeros(seq_len, seq_len, dtype=torch.bool)
     n = blocked.shape[0]
     grown[:n, :n] = blocked
+    if generated_rows == "inherit_last":
+        grown[n:, :n] = blocked[n - 1]
     return grown
 
 
 def greedy_generate(adapter: VideoLLMAdapter, prepared: PreparedInput, *, max_new_tokens: int = 20,
-                    blocked: torch.Tensor | None = None, layers=()) -> list[int]:
-    """Token ids chosen greedily after the prompt (stops at the end-of-sequence token)."""
+                    blocked: torch.Tensor | None = None, layers=(), generated_rows: str = "inherit_last") -> list[int]:
+    """Token ids chosen greedily after the prompt (stops at the end-of-sequence token); ``generated_rows`` as
+    `pad_blocked`."""
     eos = adapter.tokenizer.eos_token_id
     generated: list[int] = []
     current = prepared
     for _ in range(max_new_tokens):
         config = None
         if blocked is not None and layers:
-            config = KnockoutConfig(pad_blocked(blocked, current.layout.seq_len), tuple(layers))
+            config = KnockoutConfig(pad_blocked(blocked, current.layout.seq_len, generated_rows), tuple(layers))
         token = int(run_naive(adapter, current, config).argmax())
         if token == eos:
             break

@@ -66,12 +66,12 @@ def check_flows(flows, samples, template, num_frames: int, study_flows=()) -> No
     study's own flows add the spans it makes per sample, such as a generated response)."""
     if not flows:
         return
-    from .flows import CROSS_FRAME, Flow
+    from .flows import CROSS_FRAME_KINDS, Flow
     from .prompts import build_prompt
 
     known = set(LAYOUT_SPANS) | {f"frame_{i}" for i in range(num_frames)}
     known |= {name for text in study_flows for block in Flow.parse(text).blocks for name in (block.source, block.target)
-              if name != CROSS_FRAME}
+              if name not in CROSS_FRAME_KINDS}
     if samples:
         try:
             prompt = build_prompt(samples[0], template)
@@ -86,9 +86,10 @@ def check_flows(flows, samples, template, num_frames: int, study_flows=()) -> No
             raise MapflowError(f"--flows {text}: {err}") from None
         for block in flow.blocks:
             for name in (block.source, block.target):
-                if name != CROSS_FRAME and name not in known:
+                if name not in CROSS_FRAME_KINDS and name not in known:
                     raise MapflowError(f"--flows {text}: no span named '{name}'; known spans: "
-                                       f"{', '.join(sorted(known, key=_span_order))}, or '{CROSS_FRAME}'")
+                                       f"{', '.join(sorted(known, key=_span_order))}, or "
+                                       f"{' / '.join(CROSS_FRAME_KINDS)}")
 
 
 def _span_order(name: str):

@@ -63,6 +63,9 @@ class TokenLayout:
     ``video_block`` both. Frames are the family's frame unit (a frame, or a temporal group of frames).
     ``video_grid`` is the (t, h, w) shape of the video tokens when every frame unit has the same raster grid: frame
     t's token (h, w) sits at ``frames[t].start + h * w_size + w``; None when the units differ in size.
+    ``frame_runs``: what ``cross_frame`` treats as each frame, when that is more than its feature tokens: VideoLLaMA3's
+    run is the frame's ``Time t s:`` label, its tokens and the separator before it, as the paper's code splits the
+    video block. Empty: the runs are the ``frames``. Runs partition ``video_block``.
     """
 
     seq_len: int
@@ -72,6 +75,12 @@ class TokenLayout:
     option_letters: tuple[str, ...] = ()
     true_letter: str | None = None
     segment_text: dict[str, str] = field(default_factory=dict)
+    frame_runs: tuple[Span, ...] = ()
+
+    @property
+    def runs(self) -> tuple[Span, ...]:
+        """Each frame's run for ``cross_frame``: ``frame_runs`` when set, else the frames' feature tokens."""
+        return self.frame_runs or self.frames
 
     def __getitem__(self, name: str) -> Span:
         try:
@@ -117,6 +126,11 @@ class TokenLayout:
                 len(f) != self.video_grid[1] * self.video_grid[2] for f in self.frames)):
             raise LayoutError(f"video grid {self.video_grid} disagrees with the frame spans "
                               f"{[len(f) for f in self.frames]}")
+        if self.frame_runs:
+            run_positions = np.concatenate([r.positions() for r in self.frame_runs])
+            if len(self.frame_runs) != len(self.frames) or not np.array_equal(
+                    run_positions, self.spans["video_block"].positions()):
+                raise LayoutError("frame runs do not partition the video block, one run per frame")
         for span in self.spans.values():
             if span.ranges and (span.start < 0 or span.stop > self.seq_len):
                 raise LayoutError(f"span '{span.name}' {span.ranges} lies outside the sequence of {self.seq_len}")

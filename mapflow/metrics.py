@@ -16,3 +16,17 @@ def accuracy_by_task(correct: xr.DataArray) -> dict[str, float]:
     table["micro"] = 100 * float(values.mean())
     table["macro"] = float(np.mean(per_task))
     return table
+
+
+def correctness_disagreements(ds: xr.Dataset) -> int:
+    """How many samples the two correctness rules disagree on: the released code's decoded, case-insensitive
+    comparison (``correct_text``) and the token-id comparison (``correct_token``)."""
+    missing = [name for name in ("correct_text", "correct_token") if name not in ds]
+    if missing:
+        from .errors import MapflowError
+
+        raise MapflowError(f"this store has no {', '.join(missing)}: it was written before both correctness rules "
+                           "were stored; rerun the study to count their disagreements")
+    text = np.asarray(ds["correct_text"].values, dtype=bool)
+    token = np.asarray(ds["correct_token"].values, dtype=bool)
+    return int((text != token).sum())

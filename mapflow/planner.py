@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 import weakref
 from dataclasses import dataclass
-from functools import cached_property
 
 import torch
 
@@ -28,8 +27,8 @@ class KnockoutConfig:
     def cuts_nothing(self) -> bool:
         return not self.layers or _first_blocked_row(self.blocked) is None
 
-    @cached_property  # the planner asks often; the blocked matrix never changes
-    def first_row(self) -> int:
+    @property  # the planner asks often: `_first_blocked_row` scans each matrix once (no cached_property: its lock
+    def first_row(self) -> int:  # would keep the class from shipping to a server inside a sample request)
         """The first query position the configuration changes (positions before it keep their clean values)."""
         row = _first_blocked_row(self.blocked)
         return row if row is not None and self.layers else self.blocked.shape[0] - 1

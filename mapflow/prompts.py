@@ -91,6 +91,11 @@ CHAT_MCQA = McqaTemplate(
 )
 
 
+# VideoLLaMA3's released TVBench prompt: the same instruction, no "Best option:(" (the letter follows
+# "<|im_start|>assistant\n") and nothing between the video's closing newline and "Question:".
+VIDEOLLAMA3_MCQA = replace(CHAT_MCQA, name="videollama3_mcqa", between_video_and_question="", answer_prompt="")
+
+
 # The paper's Mini-InternVL prompt (`eval_mvbench_phi3`): the LLaVA prompt with Phi-3's role tags, written as raw
 # text (no chat template); the converted checkpoint expands <video> to one `<img>…</img>` run (models/internvl.py).
 # `{SYSTEM} <|user|>\n<video>\n <|user|>\nQuestion: … \nOnly give the best option. <|assistant|>\nBest option:(`
@@ -135,7 +140,7 @@ SYSTEM_MVBENCH_OPEN_ENDED = (
 SYSTEM_VCGBENCH = (
     "You are Video-ChatGPT, a large vision-language assistant. You are able to understand the video content that "
     "the user provides, and assist the user with a variety of tasks using natural language.Follow the instructions "
-    "carefully and explain your answers in detail based on the provided video.\n"
+    "carefully and explain your answers in detail based on the provided video."  # no newline, as released
 )
 
 # TVBench open-ended stems (spec §1.2): per task the stem, an optional replacement question, and the answer rule.
@@ -172,7 +177,8 @@ VCGBENCH_FREE_FORM = FreeFormTemplate(
     answer_prompt=" ASSISTANT:",
 )
 
-TEMPLATES = {t.name: t for t in (LLAVA_MCQA, LLAVA_MCQA_VIDEOMME, ORGANISM_MCQA, CHAT_MCQA, INTERNVL_PHI3_MCQA,
+TEMPLATES = {t.name: t for t in (LLAVA_MCQA, LLAVA_MCQA_VIDEOMME, ORGANISM_MCQA, CHAT_MCQA, VIDEOLLAMA3_MCQA,
+                                 INTERNVL_PHI3_MCQA,
                                  LLAVA_OPEN_ENDED, VCGBENCH_FREE_FORM)}
 
 # The paper's template per benchmark when neither the user nor the checkpoint names one.

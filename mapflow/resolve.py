@@ -162,7 +162,7 @@ def prepare_run(study, model=None, data=None, *, benchmark: str | None = None, t
     config = StudyConfig(window=knockout_window, samples=samples or getattr(study, "DEFAULT_SAMPLES", "correct"),
                          options={str(k): str(v) for k, v in (options or {}).items()}, seed=seed,
                          num_frames=spec.num_frames if frames is None else frames,
-                         frame_rule=frame_rule or spec.frame_rule,
+                         frame_rule=frame_rule or adapter.default_frame_rule or spec.frame_rule,
                          prompt_template=chosen.name, gt_token=gt_token,
                          non_option_includes_prefix=non_option_includes_prefix,
                          flows=tuple(flows) if flows else None, plan=plan,

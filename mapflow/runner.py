@@ -19,6 +19,7 @@ from .analysis import StudyConfig, StudyContext
 from .data.sample import Sample
 from .data.video import read_frames
 from .errors import MapflowError, RunInterrupted
+from .inflight import in_order
 from .interrupts import stops_cleanly
 from .models.base import VideoLLMAdapter
 from .prompts import TEMPLATES, build_prompt
@@ -80,10 +81,11 @@ def measure_sample(study: ModuleType, adapter: VideoLLMAdapter, sample: Sample, 
     """Run the study on one sample; the result gets the leading ``sample`` dim and its ``task``/``model`` labels."""
     inputs.check_option_letters(sample)
     prompt = build_prompt(sample, TEMPLATES[config.prompt_template])
-    frames = read_frames(sample, num_frames=config.num_frames, rule=config.frame_rule).frames
+    video = read_frames(sample, num_frames=config.num_frames, rule=config.frame_rule)
+    frames = video.frames
     prepared = adapter.prepare(
         frames, prompt.segments, option_letters=prompt.option_letters, true_letter=prompt.true_letter,
-        non_option_includes_prefix=config.non_option_includes_prefix,
+        non_option_includes_prefix=config.non_option_includes_prefix, timestamps=video.indices / video.fps,
     )
     inputs.check_prompt_fits(adapter, prepared, sample)
     result = study.run(StudyContext(adapter=adapter, sample=sample, prepared=prepared, config=config, prompt=prompt,
@@ -96,12 +98,13 @@ def measure_sample(study: ModuleType, adapter: VideoLLMAdapter, sample: Sample, 
 @stops_cleanly
 def run_study(study: ModuleType, adapter: VideoLLMAdapter, samples: list[Sample], out, *, config: StudyConfig,
               provenance: dict, resume: bool = True, overwrite: bool = False, progress: bool = True,
-              remote=None, bad_entries=()) -> RunSummary:
+              remote=None, bad_entries=(), concurrency: int = 1) -> RunSummary:
     """Measure every sample not yet in ``out``; a failing sample is recorded with its reason and the run goes on.
 
     ``remote``: True or a `mapflow.remote.RemoteSettings` runs every trace on an NDIF server (checked before the first
     sample); each finished sample is stored at once, so a server failure loses nothing and a re-run resumes.
     ``bad_entries``: annotation entries that failed validation (`mapflow.data.loading.BadEntry`), recorded as failed.
+    ``concurrency``: samples in flight at once (useful remotely); the store still gets them in sample order.
     """
     from .resolve import resolve_config
 
@@ -124,25 +127,32 @@ def run_study(study: ModuleType, adapter: VideoLLMAdapter, samples: list[Sample]
     _record_bad_entries(store, bad_entries, completed, summary)
     model_name = provenance["model"]["name"]
     bar = tqdm(samples, desc=f"{provenance['study']}", unit="sample", disable=not progress)
-    for sample in bar:
-        if sample.sample_id in completed:
-            summary.skipped.append(sample.sample_id)
-            continue
-        bar.set_postfix_str(sample.sample_id)
-        try:
-            result = measure_sample(study, adapter, sample, config, model_name)
-        except RunInterrupted as err:  # e.g. the remote server went away: later samples would fail the same way
-            raise err.at_sample(sample.sample_id)
-        except MemoryError:  # the machine, not the sample: later samples would fail too
-            raise
-        except Exception as err:  # anything a sample raises (a study's ZeroDivisionError too) fails that sample only
-            reason = f"{type(err).__name__}: {err}"
-            log.warning("sample %s failed: %s", sample.sample_id, reason)
-            store.record_failure(sample.sample_id, sample.task, reason)
-            summary.failed[sample.sample_id] = reason
-            continue
-        store.append(result)
-        summary.done.append(sample.sample_id)
+    pending = [sample for sample in samples if sample.sample_id not in completed]
+    summary.skipped = [sample.sample_id for sample in samples if sample.sample_id in completed]
+    bar.update(len(summary.skipped))
+    # up to `concurrency` samples in flight (remote runs), their outcomes handled in sample order
+    outcomes = in_order(pending, lambda s: measure_sample(study, adapter, s, config, model_name), concurrency,
+                        catch=(Exception,),
+                        cancel=getattr(adapter.model, "cancel_requests", None))
+    try:
+        for sample, result in outcomes:
+            bar.update(1)
+            bar.set_postfix_str(sample.sample_id)
+            if isinstance(result, RunInterrupted):  # e.g. the server went away: later samples would fail the same
+                raise result.at_sample(sample.sample_id)
+            if isinstance(result, MemoryError):  # the machine, not the sample: later samples would fail too
+                raise result
+            if isinstance(result, BaseException):  # anything a sample raises (a study's ZeroDivisionError too)
+                reason = f"{type(result).__name__}: {result}"
+                log.warning("sample %s failed: %s", sample.sample_id, reason)
+                store.record_failure(sample.sample_id, sample.task, reason)
+                summary.failed[sample.sample_id] = reason
+                continue
+            store.append(result)
+            summary.done.append(sample.sample_id)
+    finally:
+        outcomes.close()
+        bar.close()
     return summary
 
 

@@ -17,13 +17,12 @@ ranges is computed separately and merged exactly through their log-sum-exp (as f
 
 On CPU the pieces run torch's flash kernel, which returns the log-sum-exp; elsewhere an explicit (chunked) softmax.
 `SuffixPack` serves rows of several suffix starts packed along one sequence. The function is registered with
-transformers under `ATTENTION_NAME` and switched on only inside `suffix_attention`.
+transformers under `ATTENTION_NAME` only inside `suffix_attention` (and removed again on its exit).
 """
 
 from __future__ import annotations
 
 import itertools
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import torch
@@ -365,21 +364,40 @@ def _no_mask(*args, **kwargs):
     return None  # the attention function builds what it needs from the SuffixBatch
 
 
-def register() -> None:
+def _registries():
     from transformers import AttentionInterface
     from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS
 
-    AttentionInterface.register(ATTENTION_NAME, suffix_attention_forward)
-    ALL_MASK_ATTENTION_FUNCTIONS.register(ATTENTION_NAME, _no_mask)
+    return ((AttentionInterface._global_mapping, suffix_attention_forward),
+            (type(ALL_MASK_ATTENTION_FUNCTIONS)._global_mapping, _no_mask))
 
 
-@contextmanager
-def suffix_attention(text_config):
-    """Within the block the language model's layers call `suffix_attention_forward` (the config is shared by them)."""
-    register()
-    previous = text_config._attn_implementation
-    text_config._attn_implementation = ATTENTION_NAME
-    try:
-        yield
-    finally:
-        text_config._attn_implementation = previous
+def register() -> None:
+    for mapping, function in _registries():
+        mapping[ATTENTION_NAME] = function
+
+
+class suffix_attention:  # noqa: N801 (used like a function: ``with suffix_attention(config):``)
+    """Within the block the language model's layers call `suffix_attention_forward` (the config is shared by them).
+
+    Nothing outlives the block: the attention and mask functions are registered on entry and removed on exit (unless
+    an enclosing block registered them), and the config's implementation is restored, so a model shared with other
+    users (an NDIF server's) is the unmodified model before and after. A class, not a ``@contextmanager``: it ships
+    to a server by source inside a sample request, where a decorator would be lost.
+    """
+
+    def __init__(self, text_config):
+        self.text_config = text_config
+
+    def __enter__(self):
+        self.added = [mapping for mapping, _ in _registries() if ATTENTION_NAME not in mapping]
+        register()
+        self.previous = self.text_config._attn_implementation
+        self.text_config._attn_implementation = ATTENTION_NAME
+        return self
+
+    def __exit__(self, *exc):
+        self.text_config._attn_implementation = self.previous
+        for mapping in self.added:
+            mapping.pop(ATTENTION_NAME, None)
+        return False

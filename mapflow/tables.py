@@ -106,17 +106,34 @@ def mark_significant(table: pd.DataFrame, threshold: float = -5.0) -> pd.DataFra
     return table.map(lambda v: f"{v:.1f}*" if np.isfinite(v) and v < threshold else f"{v:.1f}")
 
 
+KEYWORD_BINS = ("paper", "released_code")
+
+
 def keyword_frequency(ds: xr.Dataset, kind: str, *, interval: int = 5, min_hits: int = 100,
-                      samples: str = "all") -> pd.DataFrame:
+                      samples: str | None = None, bins: str = "paper") -> pd.DataFrame:
     """Keyword hits of the logit lens per layer bin (Fig. 4), normalized as the paper: keywords with fewer than
-    ``min_hits`` hits in total are dropped, each keyword's row is normalized to sum 1, ``ALL`` is the normalized sum
-    of the raw counts and ``ALL_NORM`` the mean of the normalized keyword rows. Bins are 1-based and disjoint
-    (the released code's bins overlap by one layer, a bug). ``samples="correct"`` keeps correctly answered ones."""
+    ``min_hits`` hits in total are dropped (the released code's 100; the paper names no threshold, ``min_hits=0``
+    keeps every keyword), each keyword's row is normalized to sum 1, ``ALL`` is the normalized sum of the raw counts
+    and ``ALL_NORM`` the mean of the normalized keyword rows.
+
+    ``bins="paper"``: 1-based disjoint bins; ``"released_code"``: each bin also counts the next bin's first layer
+    (the released code's label-inclusive slice, so bins overlap by one layer).
+    ``samples``: ``"correct"`` (correctly answered, the paper's set), ``"wrong"``, ``"all"``, or None for the run's
+    own ``--samples`` mode from the store's provenance (``correct`` when none is recorded). A filter the store cannot
+    apply (no ``correct`` variable) is an error, never silently ignored."""
     _require(ds, "keyword", "keyword_kind", what="the keyword frequency table")
+    if bins not in KEYWORD_BINS:
+        raise MapflowError(f"keyword bins '{bins}': choose one of {', '.join(KEYWORD_BINS)}")
+    if samples is None:
+        samples = ds.attrs.get("provenance", {}).get("config", {}).get("samples", "correct")
+    if samples not in ("correct", "wrong", "all"):
+        raise MapflowError(f"keyword frequency samples '{samples}': choose correct, wrong or all")
     kinds = ds["keyword_kind"]
     keywords = ds["keyword"]
-    if samples == "correct" and "correct" in ds:
+    if samples != "all":
+        _require(ds, "correct", what=f"the keyword frequency table with samples='{samples}'")
         keep = ds["correct"].values.astype(bool)
+        keep = keep if samples == "correct" else ~keep
         kinds, keywords = kinds.isel(sample=keep), keywords.isel(sample=keep)
     num_layers = ds.sizes["layer"]
     labels = [f"{a + 1}-{min(a + interval, num_layers)}" for a in range(0, num_layers, interval)]
@@ -126,7 +143,10 @@ def keyword_frequency(ds: xr.Dataset, kind: str, *, interval: int = 5, min_hits:
     for layer in range(num_layers):
         hits = Counter(str(w) for w, k in zip(word_values[layer], kind_values[layer]) if str(k) == kind)
         for word, n in hits.items():
-            counts.setdefault(word, np.zeros(len(labels)))[layer // interval] += n
+            row = counts.setdefault(word, np.zeros(len(labels)))
+            row[layer // interval] += n
+            if bins == "released_code" and layer % interval == 0 and layer // interval > 0:
+                row[layer // interval - 1] += n  # loc[kw, start:end+1] reaches one layer into the next bin
     raw = pd.DataFrame(counts, index=labels).T if counts else pd.DataFrame(columns=labels, dtype=float)
     raw = raw[raw.sum(axis=1) >= min_hits]
     if raw.empty:

@@ -87,12 +87,14 @@ def frame_spans(features: np.ndarray, frame_sizes: list[int]) -> tuple[Span, ...
 def build_layout(segments: list[PromptSegment], text: str, input_ids, offsets, *, video_token_id: int,
                  frame_sizes: list[int], video_grid: tuple[int, int, int] | None = None,
                  trailing_video_tokens: int = 0, option_letters=(), true_letter=None,
-                 non_option_includes_prefix: bool = True) -> TokenLayout:
+                 non_option_includes_prefix: bool = True, frame_runs_with_markup: bool = False) -> TokenLayout:
     """The full `TokenLayout` of one input, with derived spans (question block, true/false options, frames, last).
 
     ``frame_sizes``: feature tokens per frame unit, in order (the family's own unit: a frame, or Qwen's temporal
     group of two frames). ``trailing_video_tokens``: video-id tokens after the last unit that belong to no frame
-    (LLaVA-OneVision's learned newline); they go to ``video_markup``.
+    (LLaVA-OneVision's learned newline); they go to ``video_markup``. ``frame_runs_with_markup``: each frame's run
+    (what ``cross_frame`` cuts between) also holds the markup before its tokens (VideoLLaMA3's separator and
+    ``Time t s:`` label); markup after the last frame joins the last run.
     """
     input_ids = np.asarray(input_ids)
     seq_len = len(input_ids)
@@ -134,9 +136,20 @@ def build_layout(segments: list[PromptSegment], text: str, input_ids, offsets, *
                 "false_options", [spans[n] for n in option_names if n != f"option_{true_letter}"])
     spans["last"] = Span("last", ((seq_len - 1, seq_len),))
 
+    runs = frame_runs(in_video_segment, frames) if frame_runs_with_markup else ()
     layout = TokenLayout(
         seq_len=seq_len, spans=spans, frames=frames, video_grid=video_grid, option_letters=tuple(option_letters),
-        true_letter=true_letter, segment_text={s.name: s.text for s in segments},
+        true_letter=true_letter, segment_text={s.name: s.text for s in segments}, frame_runs=runs,
     )
     layout.validate()
     return layout
+
+
+def frame_runs(block_positions: np.ndarray, frames) -> tuple[Span, ...]:
+    """The video block cut after each frame's last token: run i is everything after frame i-1 up to frame i's end
+    (the separator and label before frame i, then its tokens); what follows the last frame joins the last run."""
+    block_positions = np.asarray(block_positions, dtype=np.int64)
+    ends = [f.stop for f in frames[:-1]] + [int(block_positions.max()) + 1]
+    starts = [int(block_positions.min())] + ends[:-1]
+    return tuple(Span.from_positions(f"frame_run_{i}", block_positions[(block_positions >= a) & (block_positions < b)])
+                 for i, (a, b) in enumerate(zip(starts, ends)))

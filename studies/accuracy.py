@@ -11,6 +11,6 @@ from mapflow.analysis import StudyContext, clean_run
 
 def run(ctx: StudyContext):
     clean = clean_run(ctx)
-    return xr.Dataset({"correct": ((), clean.correct), "p_base": ((), clean.p_base),
+    return xr.Dataset({**clean.correctness(), "p_base": ((), clean.p_base),
                        "pred_base": ((), np.int64(clean.pred)), "answer_token": ((), np.int64(clean.gt_token)),
                        "p_gt_base": ((), clean.p_gt_base)})

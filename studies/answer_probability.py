@@ -34,7 +34,7 @@ def run(ctx: StudyContext):
         {"p_option": (("layer", "option"), p_option * 100),
          "p_pred": (("layer",), probs[:, -1].numpy() * 100),
          "is_true_option": (("option",), np.asarray(is_true)),
-         "correct": ((), clean.correct), "pred_base": ((), np.int64(clean.pred)),
+         **clean.correctness(), "pred_base": ((), np.int64(clean.pred)),
          "p_base": ((), clean.p_base)},
         coords={"layer": np.arange(ctx.adapter.num_layers), "option": slots},
         attrs={"lens": convention, "units": "percent"},

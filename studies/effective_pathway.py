@@ -8,7 +8,8 @@ kept attention edges (over all layers, once per layer) of each.
 Layers per route come from (first match): ``--option ranges="cross_frame=5-15;video_question=5-20;question_last=15-25"``
 (0-based, half-open); ``--option from=STORE1,STORE2`` (knockout stores holding the cross_frame, video->question and
 question->last flows; the paper's rule: 1-based intervals of ``interval`` layers, default 5, whose mean change is below
-``threshold`` %, default -5, restricted to ``task`` if given); or ``--option preset=llava-7b|llava-13b|internvl|
+``threshold`` %, default -5, on the Action Antonym samples as the paper derives Table E when the stores hold that task,
+else on ``task`` if given; ``task=all`` pools every task); or ``--option preset=llava-7b|llava-13b|internvl|
 videollama3`` (Table 3's ranges, scaled to the model's depth; default llava-7b). Runs on all samples by default.
 """
 
@@ -20,10 +21,12 @@ import xarray as xr
 
 from mapflow.analysis import StudyContext, clean_run
 from mapflow.engine import run_layer_masks
+from mapflow.errors import MapflowError
 from mapflow.pathways import (ROUTES, PathwayLayers, causal_edges, derive_layers, kept_edges, parse_layers,
                               pathway_masks, preset_layers, random_masks)
 
 DEFAULT_SAMPLES = "all"
+TABLE_E_TASK = "action_antonym"  # the paper derives the pathway layers from Action Antonym's knockouts (Table E)
 CONDITIONS = ("clean", "effective", "effective_strict", "random", "random_strict")
 
 
@@ -33,8 +36,14 @@ def _derived(stores: str, task: str | None, interval: int, threshold: float) -> 
 
     parts = [open_dataset(path.strip())["rel_change"] for path in stores.split(",")]
     rel_change = xr.concat(parts, dim="flow", join="inner")
-    if task:
-        rel_change = rel_change.isel(sample=rel_change["task"].values == task)
+    tasks = [str(t) for t in rel_change["task"].values]
+    if task is None:
+        task = TABLE_E_TASK if TABLE_E_TASK in tasks else "all"
+    if task != "all":
+        if task not in tasks:
+            raise MapflowError(f"--option task={task}: the stores {stores} hold no such task "
+                               f"(tasks: {', '.join(sorted(set(tasks)))})")
+        rel_change = rel_change.isel(sample=np.asarray(tasks) == task)
     return derive_layers(rel_change, interval=interval, threshold=threshold)
 
 
@@ -70,7 +79,7 @@ def run(ctx: StudyContext):
     return xr.Dataset(
         {"pred": (("condition",), preds), "correct_after": (("condition",), preds == clean.gt_token),
          "p_answer": (("condition",), np.asarray(p_answer)), "edges_kept": (("condition",), np.asarray(kept)),
-         "edges_total": ((), np.int64(total)), "correct": ((), clean.correct),
+         "edges_total": ((), np.int64(total)), **clean.correctness(),
          "open_layers": (("route",), np.asarray([layers.describe()[r] for r in ROUTES], dtype=object))},
         coords={"condition": list(CONDITIONS), "route": list(ROUTES)},
     )

@@ -1,4 +1,4 @@
-"""Flows into the true option (paper §3.4, Fig. 7): video -> non-option question, non-option question -> true
+"""Flows into the true option (paper §3.3, Fig. 7): video -> non-option question, non-option question -> true
 option, video -> true option. Where does the true option's text pick up the video evidence?
 """
 

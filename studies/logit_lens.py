@@ -5,13 +5,15 @@ Each (layer, video position) gets its top-1 token when the layer's output goes t
 residual entering each layer). Positions whose top-1 token is a keyword's first sub-token are marked with the keyword
 and its kind (spatial / temporal); ``--option keywords=paper|released_code|organism|DIR`` picks the lists (default
 ``paper``, Table D). Small RGB thumbnails of the input frames are kept for the per-frame overlays (Fig. T).
-Frequencies per layer bin: `mapflow.tables.keyword_frequency`.
+Frequencies per layer bin: `mapflow.tables.keyword_frequency`. A clean pass is run too, so the store holds
+``correct`` (both rules), ``pred_base`` and ``included`` (whether the run's ``--samples`` mode keeps the sample): the
+paper counts correctly answered samples only, and the table applies that filter from the store.
 """
 
 import numpy as np
 import xarray as xr
 
-from mapflow.analysis import StudyContext
+from mapflow.analysis import StudyContext, clean_run, wants_knockout
 from mapflow.keywords import load_keywords, piece_table
 from mapflow.readout import layer_top_tokens
 from mapflow.thumbnails import frame_thumbnails, video_token_coords
@@ -34,4 +36,8 @@ def run(ctx: StudyContext):
         coords={"layer": np.arange(ctx.adapter.num_layers), **video_token_coords(ctx.layout)},
         attrs={"keywords": lists.name, "lens": ctx.config.option("lens", "paper")},
     )
+    clean = clean_run(ctx)
+    ds = ds.assign({**clean.correctness(), "pred_base": ((), np.int64(clean.pred)),
+                    "answer_token": ((), np.int64(clean.gt_token)),
+                    "included": ((), wants_knockout(clean, ctx.config.samples))})
     return ds.merge(frame_thumbnails(ctx))

@@ -1,4 +1,4 @@
-"""Question and options -> last position (paper §3.4, Fig. 6): which part of the question block the answer reads.
+"""Question and options -> last position (paper §3.3, Fig. 6): which part of the question block the answer reads.
 
 Three flows: the non-option question, the true option and the false options (all of them) -> the last position.
 """

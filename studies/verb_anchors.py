@@ -7,8 +7,8 @@ change of the anchor token's probability. Samples with fewer than ``min_anchors`
 does not reproduce the anchor, keep NaN.
 
 Options: ``verbs=auto|spacy|list`` (spaCy when installed, see README; else data/keywords/verbs.txt),
-``spacy_model`` (default en_core_web_lg), ``max_new_tokens`` (default 64), ``min_anchors`` (default 3),
-``num_open`` (response tokens before the last left open, default 1). Use with a free-form template, e.g.
+``spacy_model`` (default en_core_web_lg), ``max_new_tokens`` (default 256, the released code's reference response),
+``min_anchors`` (default 3), ``num_open`` (response tokens before the last left open, default 1). Use with a free-form template, e.g.
 ``--benchmark vcgbench`` or ``--template vcgbench_free_form``.
 """
 
@@ -23,6 +23,7 @@ from mapflow.keywords import verb_detector
 
 DEFAULT_SAMPLES = "correct"  # the truncated input must reproduce the anchor, as the paper requires
 ANCHORS = (1, 2, 3)
+DEFAULT_MAX_NEW_TOKENS = "256"  # the released reference response (spec A4 step 1)
 FLOWS = ("video->question", "video->response", "video->last", "question->last", "response->last")
 
 
@@ -41,16 +42,18 @@ def find_anchors(pieces: list[str], verbs: set[str]) -> list[int]:
 
 def response_span(prompt_len: int, anchor: int, previous_anchor: int | None, num_open: int) -> list[int]:
     """Response positions before the last one, minus the ``num_open`` just before it (never cutting into the
-    previous anchor)."""
+    previous anchor), and at least one token: the released code's ``end = max(1, …)``, so an anchor that is the third
+    generated token still has a one-token response span."""
     length = anchor - 1  # response tokens before the new last token
-    end = max(length - num_open, 0 if previous_anchor is None else previous_anchor + 1)
+    end = max(1, length - num_open, 0 if previous_anchor is None else previous_anchor + 1)
     return [prompt_len + i for i in range(min(end, length))]
 
 
 def run(ctx: StudyContext):
     option = ctx.config.option
     detect, detector_name = verb_detector(option("verbs", "auto"), option("spacy_model", "en_core_web_lg"))
-    generated = greedy_generate(ctx.adapter, ctx.prepared, max_new_tokens=int(option("max_new_tokens", "64")))
+    max_new_tokens = int(option("max_new_tokens", DEFAULT_MAX_NEW_TOKENS))
+    generated = greedy_generate(ctx.adapter, ctx.prepared, max_new_tokens=max_new_tokens)
     tokenizer = ctx.adapter.tokenizer
     pieces = [tokenizer.decode([t]) for t in generated]
     verbs = {v.lower() for v in detect(tokenizer.decode(generated))}

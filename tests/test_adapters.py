@@ -78,7 +78,8 @@ def test_spans_decode_to_their_text(family, loaded, sample, clip):
             assert decode(adapter, prepared, piece.name).strip() == piece.text.strip(), piece.name
     assert decode(adapter, prepared, "true_option").strip() == f"(C) {sample.candidates[2]}"
     assert decode(adapter, prepared, "non_option_question").strip() == f"Question: {sample.question}"
-    assert decode(adapter, prepared, "answer_prompt").endswith("Best option:(")
+    template = adapter.prompt_template or LLAVA_MCQA
+    assert decode(adapter, prepared, "answer_prompt").endswith(template.answer_prompt)  # VideoLLaMA3's is empty
     ids = prepared.inputs["input_ids"][0].cpu().numpy()
     assert set(ids[layout.positions("video")].tolist()) == {adapter.video_token_id}
     # every position belongs to exactly one piece (the video piece as its block), except a tokenizer's BOS
@@ -243,7 +244,11 @@ def test_short_study_runs_end_to_end(family, family_dirs, tiny_benchmark, tmp_pa
                  "--out", str(out), "--window", "3", "--samples", "all", "--limit", "1", "--tasks",
                  "moving_direction", "--frames", "4", "--no-progress", "--threads", "1"]) == 0
     ds = xr.open_zarr(out)
-    assert ds.sizes["sample"] == 1 and ds.attrs["provenance"]["config"]["prompt_template"] == CHAT_MCQA.name
+    config = ds.attrs["provenance"]["config"]
+    paper_own = family == "videollama3"  # the released VideoLLaMA3 prompt and linspace frame sampling
+    assert ds.sizes["sample"] == 1
+    assert config["prompt_template"] == ("videollama3_mcqa" if paper_own else CHAT_MCQA.name)
+    assert config["frame_rule"] == ("linspace" if paper_own else "segment_midpoint")
     assert np.isfinite(ds.rel_change.values).all()
 
 

@@ -188,3 +188,21 @@ def test_rows_share_the_clean_prefix_without_copies(sdpa_adapter, prepared):
     assert all(p.data_ptr() == c.data_ptr() and p.shape[0] == 1 for p, c in zip(batch.prefix_keys, clean.keys))
     assert [len(i) for i in batch.dense_index] == [3, 4, 5, 5]  # rows join at their first knocked-out layer
     assert batch.dense_bias.shape[0] == 2  # one bias per distinct pattern plus the uncut one, not per row
+
+
+def test_suffix_attention_leaves_no_registration_or_config_change_behind(sdpa_adapter):
+    """The fast engine runs on shared servers: its attention exists only inside its block (nested blocks too)."""
+    from transformers import AttentionInterface
+    from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS
+
+    from mapflow.suffix_attention import ATTENTION_NAME, suffix_attention
+
+    config = sdpa_adapter.text_config
+    before = config._attn_implementation
+    registries = (AttentionInterface._global_mapping, type(ALL_MASK_ATTENTION_FUNCTIONS)._global_mapping)
+    assert all(ATTENTION_NAME not in r for r in registries)
+    with suffix_attention(config):
+        with suffix_attention(config):
+            assert config._attn_implementation == ATTENTION_NAME
+        assert all(ATTENTION_NAME in r for r in registries) and config._attn_implementation == ATTENTION_NAME
+    assert all(ATTENTION_NAME not in r for r in registries) and config._attn_implementation == before

@@ -113,3 +113,24 @@ def test_unreachable_server_fails_fast_naming_host_and_model(sdpa_adapter, tiny_
     assert time.monotonic() - start < 15
     assert host in str(caught.value) and "org/some-model" in str(caught.value)
     assert not (tmp_path / "out.zarr").exists()  # nothing was created for a run that could not start
+
+
+def test_remote_plan_and_concurrency_options_are_checked(monkeypatch):
+    import argparse
+
+    from mapflow.remote.commands import DEFAULT_CONCURRENCY, add_remote_arguments, concurrency_from_args
+
+    parser = argparse.ArgumentParser()
+    add_remote_arguments(parser)
+    assert concurrency_from_args(parser.parse_args(["--remote"])) == DEFAULT_CONCURRENCY
+    assert concurrency_from_args(parser.parse_args([])) == 1
+    assert concurrency_from_args(parser.parse_args(["--remote", "--concurrency", "4"])) == 4
+    with pytest.raises(MapflowError, match="--concurrency applies to remote runs"):
+        concurrency_from_args(parser.parse_args(["--concurrency", "2"]))
+    with pytest.raises(MapflowError, match="at least 1"):
+        concurrency_from_args(parser.parse_args(["--remote", "--concurrency", "0"]))
+    assert resolve_settings(host="http://h:1", model="/m").plan == "sample"
+    monkeypatch.setenv("MAPFLOW_NDIF_PLAN", "trace")
+    assert resolve_settings(host="http://h:1", model="/m").plan == "trace"
+    with pytest.raises(MapflowError, match="remote plan must be one of"):
+        resolve_settings(host="http://h:1", model="/m", plan="batch")

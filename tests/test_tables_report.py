@@ -29,12 +29,12 @@ def test_keyword_frequency_normalizes_as_the_paper():
     kinds = np.where(words == "cup", "spatial", np.where(words == "up", "temporal", "")).astype(object)
     ds = xr.Dataset({"keyword": (("layer", "sample", "video_token"), words),
                      "keyword_kind": (("layer", "sample", "video_token"), kinds)})
-    spatial = tables.keyword_frequency(ds, "spatial", interval=2, min_hits=1)
+    spatial = tables.keyword_frequency(ds, "spatial", interval=2, min_hits=1, samples="all")
     assert spatial.loc["cup", "hits"] == 4
     assert spatial.loc["cup", "1-2"] == pytest.approx(0.5) and spatial.loc["cup", "3-3"] == pytest.approx(0.5)
-    temporal = tables.keyword_frequency(ds, "temporal", interval=2, min_hits=1)
+    temporal = tables.keyword_frequency(ds, "temporal", interval=2, min_hits=1, samples="all")
     assert temporal.loc["up", "1-2"] == pytest.approx(1.0)
-    assert tables.keyword_frequency(ds, "temporal", interval=2, min_hits=5).empty
+    assert tables.keyword_frequency(ds, "temporal", interval=2, min_hits=5, samples="all").empty
 
 
 def test_pathway_table_reports_accuracy_and_kept_share():

@@ -57,6 +57,10 @@ class VideoLLMAdapter(ABC):
     # can add rows between decoder layers (see `mapflow.engine.run_batch`).
     suffix_kwargs_broadcast: ClassVar[bool] = True
     self_test_frames: int = 2  # frames of the load-time self-test clip (a checkpoint may need a fixed count)
+    # Whether a frame's run for cross_frame also holds the text before its tokens (VideoLLaMA3, as the paper's code).
+    frame_runs_with_markup: ClassVar[bool] = False
+    # The frame sampling rule this family was analysed with in the paper (None: the benchmark's).
+    default_frame_rule: ClassVar[str | None] = None
 
     def __init__(self, hf_model: torch.nn.Module, processor, *, path: str | Path | None = None):
         self.hf_model = hf_model
@@ -156,9 +160,14 @@ class VideoLLMAdapter(ABC):
         """(units, h, w) when every frame unit is one raster grid of the same shape, else None."""
         return None
 
+    def video_processor_kwargs(self, frames: np.ndarray, timestamps) -> dict:
+        """Extra keyword arguments of the processor call for this clip (``timestamps``: seconds per frame, or None)."""
+        return {}
+
     def prepare(self, frames: np.ndarray, segments: list[PromptSegment], *, option_letters=(), true_letter=None,
-                non_option_includes_prefix: bool = True) -> PreparedInput:
-        """Model inputs and `TokenLayout` for frames ``(T, H, W, 3)`` uint8 and named prompt segments."""
+                non_option_includes_prefix: bool = True, timestamps=None) -> PreparedInput:
+        """Model inputs and `TokenLayout` for frames ``(T, H, W, 3)`` uint8 and named prompt segments
+        (``timestamps``: each frame's time in the video, in seconds, for families that write it into the prompt)."""
         if sum(s.name == VIDEO for s in segments) != 1:
             raise LayoutError(f"the prompt needs exactly one '{VIDEO}' segment (found "
                               f"{sum(s.name == VIDEO for s in segments)})")
@@ -168,7 +177,8 @@ class VideoLLMAdapter(ABC):
         if (found := text.count(placeholder)) != 1:
             raise LayoutError(f"{placeholder!r} must occur exactly once in the prompt (found {found})")
         encoded = self.processor(text=text, videos=[np.asarray(frames)], return_tensors="pt",
-                                 return_offsets_mapping=True, return_text_replacement_offsets=True)
+                                 return_offsets_mapping=True, return_text_replacement_offsets=True,
+                                 **self.video_processor_kwargs(np.asarray(frames), timestamps))
         offsets = encoded.pop("offset_mapping")[0]
         expanded = _expand_video_piece(pieces, encoded.pop("text_replacement_offsets")[0])
         input_ids = encoded["input_ids"][0]
@@ -177,6 +187,7 @@ class VideoLLMAdapter(ABC):
             frame_sizes=self.frame_sizes(encoded), video_grid=self.video_grid(encoded),
             trailing_video_tokens=self.trailing_video_tokens, option_letters=option_letters,
             true_letter=true_letter, non_option_includes_prefix=non_option_includes_prefix,
+            frame_runs_with_markup=self.frame_runs_with_markup,
         )
         return PreparedInput(inputs=self.model_inputs(encoded), layout=layout, text=text, segments=pieces)
 

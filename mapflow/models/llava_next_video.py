@@ -7,6 +7,7 @@ raster order inside a frame; ``h = w = (crop // patch) // spatial_pool_stride`` 
 from __future__ import annotations
 
 from ..errors import LayoutError
+from ..prompts import VIDEO, PromptSegment
 from .base import VideoLLMAdapter
 from .pllava import POOLING_KEY, use_pllava_video_path
 
@@ -20,7 +21,18 @@ class LlavaNextVideoAdapter(VideoLLMAdapter):
     def __init__(self, hf_model, processor, **kwargs):
         if use_pllava_video_path(hf_model):  # the paper's LLaVA-NeXT-Video-FT checkpoints (converted from PLLaVA)
             self.self_test_frames = getattr(hf_model.config, POOLING_KEY)[0]
+        if hf_model.config.video_token_id == hf_model.config.image_token_id:
+            # an image LLaVA-NeXT converted for video (models/llava_next_image.py): its <image> token is the video
+            # placeholder, as in PLLaVA (the tokenizer's own video_token, if any, is not in the model's vocabulary)
+            processor.video_token, processor.video_token_id = processor.image_token, processor.image_token_id
+            processor.image_token = None  # else the processor counts the placeholder as an image without pixels
         super().__init__(hf_model, processor, **kwargs)
+
+    def render_prompt(self, segments):
+        """The segments with the video segment written as this checkpoint's placeholder (``<image>`` for a
+        converted image model, whose prompt is then the paper's ``USER: <image>\n USER: …``)."""
+        placeholder = self.processor.video_token
+        return super().render_prompt([PromptSegment(s.name, placeholder) if s.name == VIDEO else s for s in segments])
 
     @property
     def language_model(self):

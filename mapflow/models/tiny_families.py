@@ -144,6 +144,8 @@ def _videollama3(num_layers: int, hidden_size: int, token_compression: bool):
                            patch_size=patch),
         image_token_id=tokenizer.convert_tokens_to_ids(named["image_token"]),
         video_token_id=tokenizer.convert_tokens_to_ids(named["video_token"]), use_token_compression=token_compression)
+    if token_compression:  # mapflow turns compression off for this family (as the paper) unless a checkpoint asks
+        config.mapflow_keep_token_compression = True
     side = patch * 2 * 2
     pixels = dict(min_pixels=side * side, max_pixels=side * side, patch_size=patch, merge_size=2)
     video_pixels = dict(pixels, max_pixels=4 * side * side)  # a few tokens per frame

@@ -9,16 +9,21 @@ come back as `errors.RemoteExecutionError` subclasses that name the host and the
 from __future__ import annotations
 
 import copy
+import functools
 import io
 import operator
+import threading
 import time
+from dataclasses import dataclass, field, replace
 
 import httpx
+import nnsight
 from nnsight.intervention.backends.remote import RemoteBackend, RemoteError
 
 from .config import RemoteSettings
 from .errors import (
     ModelNotDeployed,
+    RequestCancelled,
     RemoteJobFailed,
     RemoteJobTimeout,
     ResultTooLarge,
@@ -26,15 +31,40 @@ from .errors import (
 )
 
 _CONNECT_TIMEOUT_S = 5.0
+_QUEUED = (None, "RECEIVED", "QUEUED")  # job states before the server runs it
+QUEUE_LIMITS = 10  # a job may wait in the server's queue up to this many times --remote-timeout
 _NOT_DEPLOYED_MARKERS = ("could not deploy", "not deployed", "no deployment", "unknown model")
+
+
+@dataclass
+class RequestStats:
+    """What a client sent and got back: requests, request bytes, result bytes (thread-safe counters)."""
+
+    requests: int = 0
+    bytes_sent: int = 0
+    bytes_received: int = 0
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
+
+    def add(self, requests: int = 0, bytes_sent: int = 0, bytes_received: int = 0) -> None:
+        with self._lock:
+            self.requests += requests
+            self.bytes_sent += bytes_sent
+            self.bytes_received += bytes_received
+
+    def snapshot(self) -> dict:
+        with self._lock:
+            return {"requests": self.requests, "bytes_sent": self.bytes_sent, "bytes_received": self.bytes_received}
 
 
 class PollingBackend(RemoteBackend):
     """nnsight's remote backend, submitting and polling under our time and size limits and errors."""
 
-    def __init__(self, settings: RemoteSettings):
+    def __init__(self, settings: RemoteSettings, stats: RequestStats | None = None,
+                 cancelled: threading.Event | None = None):
         super().__init__(settings.model_key, host=settings.host, api_key=settings.api_key, blocking=False)
         self.settings = settings
+        self.stats = stats if stats is not None else RequestStats()
+        self.cancelled = cancelled or threading.Event()  # set: stop waiting (the run is being stopped)
         self.display.enabled = False  # one status line per trace would drown the run's own progress bar
 
     def __call__(self, tracer=None):
@@ -52,20 +82,33 @@ class PollingBackend(RemoteBackend):
         return result
 
     def _wait(self, tracer):
-        deadline = time.monotonic() + self.settings.timeout_s
+        """Poll until the job completes. The time limit counts from when the server starts the job: with several
+        requests in flight, time queued behind another one's job is not this job's fault (the queue itself gets
+        `QUEUE_LIMITS` times the limit)."""
+        limit = self.settings.timeout_s
+        submitted = time.monotonic()
+        started = None
         delay = self.settings.poll_interval_s
         while True:
             result = self.poll(tracer)
-            if self.status is not None and self.status.name == "COMPLETED":
+            status = getattr(self.status, "name", None)
+            if status == "COMPLETED":
                 return result
-            if time.monotonic() > deadline:
-                raise RemoteJobTimeout(f"job {self.job_id} did not finish within {self.settings.timeout_s:g} s "
-                                       f"(last status: {getattr(self.status, 'name', 'none')})", host=self.host,
+            if self.cancelled.is_set():
+                raise RequestCancelled(f"job {self.job_id} abandoned: the run was stopped", host=self.host,
                                        model=self.settings.model_label)
-            time.sleep(delay)
-            delay = min(delay * 2, 0.5)
+            now = time.monotonic()
+            if started is None and status not in _QUEUED:
+                started = now
+            if (started is not None and now - started > limit) or now - submitted > limit * QUEUE_LIMITS:
+                raise RemoteJobTimeout(f"job {self.job_id} did not finish within {limit:g} s (last status: "
+                                       f"{status or 'none'}, {now - submitted:.1f} s since it was submitted)",
+                                       host=self.host, model=self.settings.model_label)
+            self.cancelled.wait(delay)
+            delay = min(delay * 2, self.settings.max_poll_interval_s)
 
     def _post(self, request, blob):
+        self.stats.add(requests=1, bytes_sent=len(blob))
         try:
             return super()._post(request, blob)
         except RemoteError as err:
@@ -80,6 +123,7 @@ class PollingBackend(RemoteBackend):
     def download_result(self, url):
         limit = int(self.settings.max_result_mb * 1024 * 1024)
         if isinstance(url, (bytes, bytearray)):
+            self.stats.add(bytes_received=len(url))
             self._check_size(len(url), limit)
             return self.finalize(bytes(url))
         if not url:
@@ -92,6 +136,7 @@ class PollingBackend(RemoteBackend):
                 for chunk in response.iter_bytes(chunk_size=1 << 17):
                     buffer.write(chunk)
                     self._check_size(buffer.tell(), limit)  # a server that sends no length is cut off too
+        self.stats.add(bytes_received=buffer.tell())
         return self.finalize(buffer.getvalue())
 
     def _check_size(self, size: int, limit: int) -> None:
@@ -113,21 +158,68 @@ class PollingBackend(RemoteBackend):
 SHIPPED_PACKAGES = ("mapflow",)  # the studies ship inside it (mapflow.studies)
 
 
+def _memoize_source_scans() -> None:
+    """nnsight finds the names each shipped function reads by running ``symtable`` over its source, for every
+    function on every request (a sample request ships ~100 of mapflow's): about a third of a second of client CPU
+    per request here. The answer depends on the source text alone, so it is cached per source (a copy is returned,
+    as the caller may change it). Skipped if nnsight no longer has the function."""
+    from nnsight.intervention import serialization
+
+    scan = getattr(serialization, "_function_referenced_names", None)
+    if scan is None or getattr(scan, "mapflow_memoized", False):
+        return
+    cached = functools.lru_cache(maxsize=4096)(lambda source: frozenset(scan(source)))
+
+    def memoized(source: str) -> set[str]:
+        return set(cached(source))
+
+    memoized.mapflow_memoized = True
+    serialization._function_referenced_names = memoized
+
+
 class RemoteModel:
     """Stands in for an adapter's nnsight model: envoys are the local ones, every ``trace`` runs on the server."""
 
-    def __init__(self, local_model, settings: RemoteSettings, ship_modules=()):
+    def __init__(self, local_model, settings: RemoteSettings, ship_modules=(), server_plan: str = "auto"):
         import nnsight
 
         self._local_model = local_model
         self.settings = settings
+        self.server_plan = server_plan  # the engine plan a sample request runs on the server
+        self.stats = RequestStats()
+        self.cancelled = threading.Event()
+        _memoize_source_scans()
         for name in (*SHIPPED_PACKAGES, *ship_modules):
             nnsight.register(name)
 
     def trace(self, *inputs, **kwargs):
         if kwargs.get("backend") is not None:
             raise ValueError("a remote model chooses its own backend")
-        return self._local_model.trace(*inputs, backend=PollingBackend(self.settings), **kwargs)
+        return self._local_model.trace(*inputs, backend=self._backend(), **kwargs)
+
+    def _backend(self) -> PollingBackend:
+        return PollingBackend(self.settings, self.stats, self.cancelled)
+
+    def cancel_requests(self) -> None:
+        """Make every request in flight stop waiting for its result (Ctrl-C, or the run stopped on an error)."""
+        self.cancelled.set()
+
+    def run_cells(self, adapter, prepared, request):
+        """`mapflow.cells.knockout_cells` of one sample. The sample plan runs it whole in one request (a session
+        whose body is plain Python on the server, its traces run there as reached), so the clean run's keys, values
+        and hidden states stay on the server and only the cells come back; the trace plan runs it here, each of its
+        traces a request of its own."""
+        from ..cells import knockout_cells
+
+        if self.settings.plan != "sample":
+            return knockout_cells(adapter, prepared, request)
+        request = replace(request, plan=self.server_plan)
+        # the block ships the adapter, whose ``hf_model`` is the root module: an envoy tags its module (and the
+        # interleaver) as a server-side reference when it is pickled, so tag the root before the adapter is
+        self._local_model.__getstate__()
+        with self._local_model.session(backend=self._backend()):
+            cells = nnsight.save(knockout_cells(adapter, prepared, request))
+        return cells
 
     def __getattr__(self, name):
         return getattr(self._local_model, name)
@@ -158,12 +250,12 @@ class ClientOnly:
 _FIRST = operator.itemgetter(0)
 
 
-def remote_adapter(adapter, settings: RemoteSettings, ship_modules=()):
+def remote_adapter(adapter, settings: RemoteSettings, ship_modules=(), server_plan: str = "auto"):
     """A view of ``adapter`` whose traces run on the server; ``adapter`` itself stays local."""
     if isinstance(adapter.model, RemoteModel):
         raise ValueError("the adapter already runs remotely")
     view = copy.copy(adapter)
-    view.model = RemoteModel(adapter.model, settings, ship_modules)
+    view.model = RemoteModel(adapter.model, settings, ship_modules, server_plan)
     view.processor = ClientOnly(adapter.processor)
     return view
 
@@ -214,4 +306,4 @@ def check_server(settings: RemoteSettings) -> dict:
     return entry
 
 
-__all__ = ["ClientOnly", "PollingBackend", "RemoteModel", "check_server", "deployed_models", "remote_adapter"]
+__all__ = ["ClientOnly", "PollingBackend", "RemoteModel", "RequestStats", "check_server", "deployed_models", "remote_adapter"]

@@ -24,6 +24,7 @@ VIDEO_LLM_TASK = "image-text-to-text"
 DEFAULT_CONFIG_FILE = Path("~/.config/mapflow/remote.toml")
 DEFAULT_TIMEOUT_S = 600.0
 DEFAULT_MAX_RESULT_MB = 512.0
+REMOTE_PLANS = ("sample", "trace")
 
 
 def model_key_for(repo_id: str, task: str = VIDEO_LLM_TASK, revision: str | None = None) -> str:
@@ -46,7 +47,15 @@ class RemoteSettings:
     api_key: str = ""
     timeout_s: float = DEFAULT_TIMEOUT_S  # one trace, submit to result
     max_result_mb: float = DEFAULT_MAX_RESULT_MB  # one trace's saved values
-    poll_interval_s: float = 0.02  # first wait between status polls; doubles up to 0.5 s
+    poll_interval_s: float = 0.02  # first wait between status polls; doubles up to `max_poll_interval_s`
+    max_poll_interval_s: float = 0.1  # a sample request takes about a second: coarser polls would add their wait
+    # "sample": a knockout study's whole sample is one request running the fast engine on the server; "trace": every
+    # trace is its own request (the naive plan, one full forward per cell)
+    plan: str = "sample"
+
+    def __post_init__(self):
+        if self.plan not in REMOTE_PLANS:
+            raise MapflowError(f"remote plan must be one of {REMOTE_PLANS}, got {self.plan!r}")
 
     @property
     def model_label(self) -> str:
@@ -59,7 +68,7 @@ class RemoteSettings:
     def describe(self) -> dict:
         """For a run's provenance (never the API key)."""
         return {"host": self.host, "model_key": self.model_key, "timeout_s": self.timeout_s,
-                "max_result_mb": self.max_result_mb}
+                "max_result_mb": self.max_result_mb, "plan": self.plan}
 
 
 def load_config_file(path: str | os.PathLike | None) -> dict:
@@ -78,7 +87,7 @@ def load_config_file(path: str | os.PathLike | None) -> dict:
 def resolve_settings(*, host: str | None = None, api_key: str | None = None, model: str | None = None,
                      local_model_dir: str | os.PathLike | None = None, timeout_s: float | None = None,
                      max_result_mb: float | None = None, config_file: str | os.PathLike | None = None,
-                     ) -> RemoteSettings:
+                     plan: str | None = None) -> RemoteSettings:
     """Settings from arguments, then environment, then config file, then the local stack (host only).
 
     The model defaults to the local checkpoint directory the client loads its structure from: that is the key
@@ -113,4 +122,5 @@ def resolve_settings(*, host: str | None = None, api_key: str | None = None, mod
         timeout_s=float(pick(timeout_s, "MAPFLOW_NDIF_TIMEOUT", "timeout_s") or DEFAULT_TIMEOUT_S),
         max_result_mb=float(pick(max_result_mb, "MAPFLOW_NDIF_MAX_RESULT_MB", "max_result_mb")
                             or DEFAULT_MAX_RESULT_MB),
+        plan=str(pick(plan, "MAPFLOW_NDIF_PLAN", "plan") or "sample"),
     )

@@ -48,6 +48,10 @@ class ServerUnreachable(RemoteUnavailable):
     """No NDIF API answers at the host (never started, stopped, or died mid-study)."""
 
 
+class RequestCancelled(RemoteUnavailable):
+    """The run was stopped (Ctrl-C, or another sample lost the server) while this request was in flight."""
+
+
 class ModelNotDeployed(RemoteUnavailable):
     """The server is up but has no deployment under the model key."""
 

@@ -12,10 +12,11 @@ from .preflight import check_study_remotable
 
 log = logging.getLogger(__name__)
 
-# The exact fast plan ("auto") sends the clean run's keys, values and layer outputs back to the server with every
-# batch: megabytes for the organism (over the 1 MiB request cap of this NDIF stack's multipart parser), gigabytes for
-# a 7B model. Remote runs use the naive plan instead: one full forward per configuration from the raw inputs, each
-# request a few hundred KiB, numbers identical to the local run.
+# Knockout measurements run whole on the server, one request per sample (`RemoteModel.run_cells`), under the run's
+# own plan. Every other trace is its own request, and there the fast plan ("auto") would send the clean run's keys,
+# values and layer outputs back to the server with every batch (megabytes for the organism, over the 1 MiB request
+# cap of this NDIF stack's multipart parser; gigabytes for a 7B model): those traces use the naive plan, one full
+# forward per configuration from the raw inputs, numbers identical to the local run.
 REMOTE_PLAN = "naive"
 
 
@@ -28,8 +29,9 @@ def prepare_remote_run(study: ModuleType, adapter, config, remote):
     settings = remote if isinstance(remote, RemoteSettings) else resolve_settings(local_model_dir=adapter.path)
     check_study_remotable(study)
     check_server(settings)
+    server_plan = config.plan  # what a sample request (`RemoteModel.run_cells`) runs on the server
     if config.plan != REMOTE_PLAN:
         log.info("remote run: plan %s -> %s (same numbers, no client-side state shipped back)", config.plan,
                  REMOTE_PLAN)
         config = replace(config, plan=REMOTE_PLAN)
-    return remote_adapter(adapter, settings, ship_modules=(study.__name__,)), config, settings
+    return remote_adapter(adapter, settings, ship_modules=(study.__name__,), server_plan=server_plan), config, settings

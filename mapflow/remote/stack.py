@@ -284,7 +284,7 @@ def check_venv(venv: Path) -> None:
 
 
 def up(home: Path | None = None, venv: Path | None = None, checkpoints=(), *, connect_timeout_s: float = 240.0,
-       deploy_timeout_s: float = 300.0, progress=print) -> StackState:
+       deploy_timeout_s: float = 300.0, progress=print, replicas: int = 1) -> StackState:
     """Start the stack and deploy ``checkpoints``; on any failure, stop what was started and raise."""
     home = Path(home or default_home()).expanduser().resolve()
     venv = Path(venv or default_venv()).expanduser().resolve()
@@ -337,7 +337,7 @@ def up(home: Path | None = None, venv: Path | None = None, checkpoints=(), *, co
         _wait("the NDIF API to connect to Ray", lambda: api_connected(state.host), connect_timeout_s, state, "api")
         mark("API connected")
         if checkpoints:
-            deploy(state, checkpoints, timeout_s=deploy_timeout_s)
+            deploy(state, checkpoints, timeout_s=deploy_timeout_s, replicas=replicas)
             mark("models deployed")
     except BaseException:
         down(home)
@@ -352,10 +352,14 @@ def model_size_bytes(checkpoint: Path) -> int:
     return sum(f.stat().st_size for f in weights)
 
 
-def deploy(state: StackState, checkpoints, *, task: str = VIDEO_LLM_TASK, timeout_s: float = 300.0) -> list[str]:
-    """Deploy local checkpoint directories under the keys `config.model_key_for` mints for them; returns the keys."""
+def deploy(state: StackState, checkpoints, *, task: str = VIDEO_LLM_TASK, timeout_s: float = 300.0,
+           replicas: int = 1) -> list[str]:
+    """Deploy local checkpoint directories under the keys `config.model_key_for` mints for them, ``replicas`` model
+    actors each (NDIF spreads requests over them; each actor runs on one of Ray's CPUs); returns the keys."""
     import yaml
 
+    if replicas < 1:
+        raise StackError(f"replicas must be at least 1, got {replicas}")
     entries, keys = [], []
     for checkpoint in checkpoints:
         path = Path(checkpoint).expanduser().resolve()
@@ -363,7 +367,7 @@ def deploy(state: StackState, checkpoints, *, task: str = VIDEO_LLM_TASK, timeou
             raise StackError(f"{path} is not a checkpoint directory (no config.json)")
         key = model_key_for(str(path), task=task)
         entries.append({"checkpoint": str(path), "task": task, "model_key": key, "dtype": "float32",
-                        "size_bytes": model_size_bytes(path), "pinned": True})
+                        "size_bytes": model_size_bytes(path), "pinned": True, "replicas": replicas})
         keys.append(key)
     models_file = Path(state.home, "models.yaml")
     models_file.write_text(yaml.safe_dump({"models": entries}, sort_keys=False))
