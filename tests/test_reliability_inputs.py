@@ -202,7 +202,7 @@ STUDY_RAISING = '''
 def run(ctx):
     if ctx.sample.sample_id.endswith("0000"):
         return 1 / 0
-    from studies.accuracy import run as accuracy
+    from mapflow.studies.accuracy import run as accuracy
     return accuracy(ctx)
 '''
 STUDY_RETURNING_A_DICT = '''

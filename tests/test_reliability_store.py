@@ -38,7 +38,7 @@ GATED_STUDY = '''
 import os, time
 from pathlib import Path
 from mapflow.analysis import knockout_sweep
-from studies.information_flow import FLOWS
+from mapflow.studies.information_flow import FLOWS
 
 measured = []
 
