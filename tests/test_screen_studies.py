@@ -16,7 +16,7 @@ from mapflow.prompts import LLAVA_MCQA, build_prompt
 
 
 def study(name):
-    return importlib.import_module(f"studies.{name}")
+    return importlib.import_module(f"mapflow.studies.{name}")
 
 
 def context(adapter, sample, frames, **config):
