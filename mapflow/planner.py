@@ -61,13 +61,14 @@ def max_batch_rows(seq_len: int, suffix_len: int, adapter: VideoLLMAdapter) -> i
 # A cap on the memory the planner may plan with (bytes, or a size such as "8GiB"): on CPU the free memory the OS
 # reports is shared with everything else on the machine; on a GPU it lowers what `mem_get_info` says.
 MEMORY_BUDGET_ENV = "MAPFLOW_MEMORY_BUDGET"
-_UNITS = {"": 1, "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "kib": 2**10, "mib": 2**20, "gib": 2**30}
+_UNITS = {"": 1, "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12, "kib": 2**10, "mib": 2**20,
+          "gib": 2**30, "tib": 2**40}
 
 
 def parse_bytes(text: str) -> int:
     """``"8GiB"``, ``"512 MiB"``, ``"2e9"`` -> bytes."""
     value = str(text).strip().lower()
-    number = value.rstrip("kmgib ")
+    number = value.rstrip("kmgtib ")
     unit = value[len(number):].strip()
     try:
         if unit not in _UNITS:
