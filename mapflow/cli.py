@@ -253,7 +253,10 @@ def cmd_bench(args) -> int:
 
     torch.set_num_threads(args.threads)
     if args.memory_budget:
-        parse_bytes(args.memory_budget)  # a bad size fails here, naming the option's value
+        try:
+            parse_bytes(args.memory_budget)
+        except ValueError as err:
+            raise MapflowError(f"--memory-budget: {err}") from None
         os.environ[MEMORY_BUDGET_ENV] = args.memory_budget
     with tempfile.TemporaryDirectory() as scratch:
         bench = load_bench_model(args.shape, scratch, model=args.model, data=args.data, frames=args.frames,

@@ -18,3 +18,22 @@ def test_bench_can_run_the_optimized_phase_alone_on_a_longer_clip(sdpa_adapter, 
     report = benchmark(sdpa_adapter, tiny_benchmark, limit=1, window=Window("center", 3), num_frames=12, naive=False)
     assert report["naive"] is None and report["optimized"].forwards >= 1
     assert "(naive phase skipped)" in format_report(report, "tiny")
+
+
+def test_bench_command_runs_a_layout_shape_under_a_device_map_and_writes_json(tmp_path, capsys, monkeypatch):
+    """`--device-map auto` on a CPU-only machine: accelerate places everything on the CPU and the sweep runs."""
+    import json
+
+    from mapflow.cli import main
+    from mapflow.planner import MEMORY_BUDGET_ENV
+
+    monkeypatch.setenv(MEMORY_BUDGET_ENV, "")  # restored after the command sets it
+    assert main(["bench", "--memory-budget", "lots"]) == 2
+    assert "--memory-budget: cannot read a memory size from 'lots'" in capsys.readouterr().err
+    out = tmp_path / "bench.json"
+    assert main(["bench", "--shape", "llava-8x144", "--layers", "2", "--frames", "2", "--device-map", "auto",
+                 "--memory-budget", "2GiB", "--json", str(out)]) == 0
+    report = json.loads(out.read_text())
+    assert report["layers"] == 2 and report["frames"] == 2 and report["dtype"] == "float32"
+    assert report["max_abs_diff_p_knockout"] <= 1e-5 and report["optimized"]["forwards"] >= 1
+    assert "2 layers" in capsys.readouterr().out
