@@ -241,7 +241,8 @@ def format_report(report: dict, description: str) -> str:
     gpu = fast.cuda_peak_mib > 0
     if naive is None:
         lines += [f"{'':24s}{'optimized':>12s}",
-                  f"{'wall-clock s':24s}{fast.wall:>12.2f}", f"{'wall-clock s / sample':24s}{fast.wall / samples:>12.2f}",
+                  f"{'wall-clock s':24s}{fast.wall:>12.2f}",
+                  f"{'wall-clock s / sample':24s}{fast.wall / samples:>12.2f}",
                   f"{'CPU s':24s}{fast.cpu:>12.2f}",
                   f"{'forwards':24s}{fast.forwards:>12d}", f"{'token-layers computed':24s}{fast.token_layers:>12d}",
                   f"{'peak RSS growth MiB':24s}{fast.memory_mib:>12.0f}"]
