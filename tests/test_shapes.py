@@ -96,6 +96,9 @@ def test_bad_shape_options_are_named():
         build_shape("llava-next-video-7b", text_layers=40)
     with pytest.raises(ModelLoadError, match="unknown dtype 'int8'"):
         build_shape("llava-next-video-7b", dtype="int8")
+    if not torch.cuda.is_available():
+        with pytest.raises(ModelLoadError, match="no CUDA device"):
+            build_shape("llava-next-video-7b", device="cuda")
 
 
 @pytest.mark.slow

@@ -156,6 +156,8 @@ def build_shape(name: str, *, dtype: str = "bfloat16", device: str = "cpu", devi
         raise ModelLoadError(f"unknown shape '{name}'; known: {', '.join(SHAPES)}")
     if dtype not in DTYPES:
         raise ModelLoadError(f"unknown dtype '{dtype}'; choose one of {', '.join(DTYPES)}")
+    if str(device).startswith("cuda") and device_map is None and not torch.cuda.is_available():
+        raise ModelLoadError(f"device '{device}': no CUDA device is visible to torch {torch.__version__}")
     shape = SHAPES[name]
     text_layers, vision_layers = text_layers or shape.text_layers, vision_layers or shape.vision_layers
     for option, value, full in (("layers", text_layers, shape.text_layers),
