@@ -152,9 +152,10 @@ def run_phase_isolated(adapter: VideoLLMAdapter, prepared_inputs, window: Window
 
 
 def benchmark(adapter: VideoLLMAdapter, data_root, *, limit: int = 2, window: Window = Window("center", 9),
-              num_frames: int = 8, seed: int = 42, naive: bool = True) -> dict:
-    """``naive=False`` runs the optimized plan alone (sizes where the naive sweep takes too long: memory checks)."""
-    samples = load_tvbench(data_root, limit=limit, seed=seed)
+              num_frames: int = 8, seed: int = 42, naive: bool = True, max_samples: int | None = None) -> dict:
+    """``naive=False`` runs the optimized plan alone (sizes where the naive sweep takes too long: memory checks);
+    ``max_samples`` keeps the first samples only (CPU runs of the 7B shapes)."""
+    samples = load_tvbench(data_root, limit=limit, seed=seed)[:max_samples]
     template = resolve_template(None, adapter.prompt_template, "tvbench")
     prepared_inputs = [adapter.prepare(_clip(s, num_frames), mcqa_segments(s, template),
                                        option_letters=s.option_letters, true_letter=s.answer_letter)

@@ -265,7 +265,7 @@ def cmd_bench(args) -> int:
         adapter = bench.adapter
         window = args.window or (3 if adapter.num_layers <= 8 else 9)
         report = benchmark(adapter, bench.data, limit=args.limit, window=Window("center", window),
-                           num_frames=bench.frames, naive=not args.skip_naive)
+                           num_frames=bench.frames, naive=not args.skip_naive, max_samples=args.max_samples)
     devices = ", ".join(sorted({str(p.device) for p in adapter.hf_model.parameters()}))
     gpu = f", {torch.cuda.get_device_name(0)}" if torch.cuda.is_initialized() else ""
     description = (f"mapflow bench: {bench.name} ({adapter.num_layers} layers, attn {args.attn}, {args.dtype}, "
@@ -367,6 +367,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="run the optimized sweep alone (time and memory only; for sizes where naive is too slow)")
     bench.add_argument("--data", help="benchmark root (default: the shipped one that fits the model)")
     bench.add_argument("--limit", type=int, default=1, help="samples per task")
+    bench.add_argument("--max-samples", type=int, help="at most this many samples in all (CPU runs of 7B shapes)")
     bench.add_argument("--window", type=int, help="window size (default 9; 3 for models of at most 8 layers)")
     bench.add_argument("--attn", default="sdpa", choices=["sdpa", "eager"])
     bench.add_argument("--threads", type=int, default=1)
