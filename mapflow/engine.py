@@ -250,8 +250,11 @@ def run_within_memory(run, adapter: VideoLLMAdapter, clean: CleanState,
     returns logits, nothing is written before it ends: a failed attempt leaves no trace in the results."""
     try:
         return run(adapter, clean, configs)
-    except torch.OutOfMemoryError as err:
-        message = str(err).splitlines()[0] if str(err) else "out of memory"
+    except Exception as err:
+        cause = _out_of_memory_cause(err)
+        if cause is None:
+            raise
+        message = str(cause).splitlines()[0] if str(cause) else "out of memory"
     # outside the except block: the traceback (and the activations it holds) is gone before the retry
     seq_len = clean.inputs_embeds.shape[1]
     tokens = sum(seq_len - c.first_row for c in configs)
@@ -265,6 +268,18 @@ def run_within_memory(run, adapter: VideoLLMAdapter, clean: CleanState,
     half = len(configs) // 2
     return torch.cat([run_within_memory(run, adapter, clean, configs[:half]),
                       run_within_memory(run, adapter, clean, configs[half:])])
+
+
+def _out_of_memory_cause(err: BaseException) -> torch.OutOfMemoryError | None:
+    """The out-of-memory error behind ``err``: itself, or one it was raised from (a tracer may wrap what the model
+    raised inside the trace)."""
+    seen = set()
+    while err is not None and id(err) not in seen:
+        if isinstance(err, torch.OutOfMemoryError):
+            return err
+        seen.add(id(err))
+        err = err.__cause__ or err.__context__
+    return None
 
 
 def run_layer_masks(adapter: VideoLLMAdapter, prepared: PreparedInput,

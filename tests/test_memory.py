@@ -156,3 +156,30 @@ def test_the_store_is_the_same_when_packs_run_out_of_memory(sdpa_adapter, tiny_b
             np.testing.assert_allclose(b, a, rtol=rtol, atol=0, err_msg=name)
         else:
             assert (a == b).all(), name
+
+
+def test_an_out_of_memory_wrapped_by_the_tracer_is_retried_and_other_errors_are_not(sdpa_adapter, prepared,
+                                                                                   fresh_limits):
+    from mapflow.engine import run_within_memory
+
+    configs = sweep(prepared.layout, sdpa_adapter.num_layers)[:4]
+    clean = clean_state(sdpa_adapter, prepared)
+    calls = []
+
+    def wrapped(adapter, clean, rows):  # as a tracer re-raising what happened inside its trace
+        calls.append(len(rows))
+        if len(rows) > 1:
+            try:
+                raise torch.OutOfMemoryError("inside the trace")
+            except torch.OutOfMemoryError as err:
+                raise RuntimeError("the traced forward failed") from err
+        return torch.full((1, 3), float(len(calls)))
+
+    assert run_within_memory(wrapped, sdpa_adapter, clean, configs).shape == (4, 3)
+    assert calls == [4, 2, 1, 1, 2, 1, 1]
+
+    def broken(adapter, clean, rows):
+        raise RuntimeError("a real bug")
+
+    with pytest.raises(RuntimeError, match="a real bug"):
+        run_within_memory(broken, sdpa_adapter, clean, configs)
