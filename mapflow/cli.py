@@ -250,39 +250,44 @@ def cmd_organism_evaluate(args) -> int:
 
 
 def cmd_bench(args) -> int:
+    import os
     import platform
     import tempfile
 
     import torch
 
-    from .bench import benchmark, format_report
-    from .embedded import DEFAULT_DATA_DIR, TINY_BENCH_DIR, default_model_dir
+    from .bench import benchmark, format_report, load_bench_model, report_json
     from .flows import Window
-    from .models import load_model
+    from .planner import MEMORY_BUDGET_ENV, parse_bytes
 
     torch.set_num_threads(args.threads)
+    if args.memory_budget:
+        try:
+            parse_bytes(args.memory_budget)
+        except ValueError as err:
+            raise MapflowError(f"--memory-budget: {err}") from None
+        os.environ[MEMORY_BUDGET_ENV] = args.memory_budget
     with tempfile.TemporaryDirectory() as scratch:
-        if args.model:
-            model_dir, data = Path(args.model), Path(args.data or DEFAULT_DATA_DIR)
-        elif args.shape.startswith("llava-"):
-            from .models.tiny import build_tiny_llava_next_video
-
-            # LLaVA-NeXT-Video-7B's token layout (8 frames x 12x12 pooled tokens, the paper's long prompt) on a tiny
-            # random text model: the sequence shape decides how much an exact plan can save
-            model_dir = build_tiny_llava_next_video(Path(scratch) / args.shape, image_size=96, patch_size=4,
-                                                    num_layers=args.layers)  # 96 px / 4 / pool 2 = 12x12
-            data = Path(args.data or TINY_BENCH_DIR)
-        else:
-            model_dir, data = default_model_dir(), Path(args.data or DEFAULT_DATA_DIR)
-        adapter = load_model(model_dir, attn_implementation=args.attn)
+        bench = load_bench_model(args.shape, scratch, model=args.model, data=args.data, frames=args.frames,
+                                 layers=args.layers, vision_layers=args.vision_layers, dtype=args.dtype,
+                                 device=args.device, device_map=args.device_map, attn=args.attn, seed=args.seed)
+        adapter = bench.adapter
         window = args.window or (3 if adapter.num_layers <= 8 else 9)
-        frames = {"llava-24x144": 24}.get(args.shape, 8)
-        report = benchmark(adapter, data, limit=args.limit, window=Window("center", window), num_frames=frames,
-                           naive=not args.skip_naive, screen=args.screen)
-    cpu = platform.processor() or platform.machine()
-    description = (f"mapflow bench: {model_dir.name} ({adapter.num_layers} layers, attn {args.attn}), "
-                   f"{torch.get_num_threads()} thread(s), {cpu}")
+        report = benchmark(adapter, bench.data, limit=args.limit, window=Window("center", window),
+                           num_frames=bench.frames, naive=not args.skip_naive, screen=args.screen,
+                           max_samples=args.max_samples)
+    devices = ", ".join(sorted({str(p.device) for p in adapter.hf_model.parameters()}))
+    gpu = f", {torch.cuda.get_device_name(0)}" if torch.cuda.is_initialized() else ""
+    description = (f"mapflow bench: {bench.name} ({adapter.num_layers} layers, attn {args.attn}, {args.dtype}, "
+                   f"{bench.frames} frames, on {devices}{gpu}), {torch.get_num_threads()} thread(s), "
+                   f"{platform.processor() or platform.machine()}" + (f"\n  {bench.notes}" if bench.notes else ""))
     print(format_report(report, description))
+    if args.json:
+        from .models.shapes import weight_bytes
+
+        Path(args.json).write_text(json.dumps(report_json(
+            report, description=description, shape=bench.name, frames=bench.frames, dtype=args.dtype,
+            layers=adapter.num_layers, weights_mib=weight_bytes(adapter.hf_model) / 2**20), indent=2, default=str))
     return 0
 
 
@@ -360,20 +365,35 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--markdown", action="store_true", help="print the table as markdown")
     evaluate.set_defaults(func=cmd_organism_evaluate)
 
+    from .bench import BENCH_SHAPES
+
     bench = sub.add_parser("bench", help="the full paper sweep naive vs optimized in one run: time, work, memory, "
                                          "and the largest p_knockout difference")
     bench.add_argument("--model", help="checkpoint directory (default: --shape)")
-    bench.add_argument("--shape", default="organism", choices=["organism", "llava-8x144", "llava-24x144"],
+    bench.add_argument("--shape", default="organism", choices=list(BENCH_SHAPES),
                        help="organism: the embedded organism-video; llava-8x144: a tiny random model with "
                             "LLaVA-NeXT-Video-7B's sequence layout (8 frames x 144 video tokens, paper prompt); "
-                            "llava-24x144: the same with 24 frames (~3.5k tokens, the memory check)")
-    bench.add_argument("--layers", type=int, default=32, help="decoder layers of the llava-* models (7B: 32)")
+                            "llava-24x144: the same with 24 frames (~3.5k tokens, the memory check); "
+                            "llava-next-video-7b / qwen2.5-vl-7b: the full published configurations with random "
+                            "weights, built on --device in --dtype (see README 'Real scale')")
+    bench.add_argument("--layers", type=int, help="decoder layers (default: the shape's own, 32 for llava-*; fewer "
+                                                  "on CPU, stated in the output)")
+    bench.add_argument("--vision-layers", type=int, help="vision-tower layers of the 7B shapes (default: all)")
+    bench.add_argument("--frames", type=int, help="frames per clip (default 8; 24 for llava-24x144)")
+    bench.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
+    bench.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N")
+    bench.add_argument("--device-map", help="'auto': accelerate spreads the model over the visible GPUs")
+    bench.add_argument("--memory-budget", help="plan packs within this much memory, e.g. 8GiB (default: what the "
+                                               "device reports free)")
+    bench.add_argument("--json", help="also write the report to this JSON file")
+    bench.add_argument("--seed", type=int, default=0, help="seed of the 7B shapes' random weights")
     bench.add_argument("--skip-naive", action="store_true",
                        help="run the optimized sweep alone (time and memory only; for sizes where naive is too slow)")
     bench.add_argument("--screen", action="store_true", help="also time the first-order screen (mapflow.screen)")
     bench.add_argument("--data", help="benchmark root (default: the shipped one that fits the model)")
     bench.add_argument("--limit", type=int, default=1, help="samples per task")
-    bench.add_argument("--window", type=int, help="window size (default 9; 3 for the 8-layer organism)")
+    bench.add_argument("--max-samples", type=int, help="at most this many samples in all (CPU runs of 7B shapes)")
+    bench.add_argument("--window", type=int, help="window size (default 9; 3 for models of at most 8 layers)")
     bench.add_argument("--attn", default="sdpa", choices=["sdpa", "eager"])
     bench.add_argument("--threads", type=int, default=1)
     bench.set_defaults(func=cmd_bench)

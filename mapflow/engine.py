@@ -34,6 +34,7 @@ from .planner import (  # noqa: F401 (re-exported)
     max_batch_rows,
     plan_batches,
     plan_packs,
+    record_out_of_memory,
 )
 from .suffix_attention import SuffixBatch, SuffixPack, suffix_attention
 
@@ -245,10 +246,49 @@ def run_knockouts(adapter: VideoLLMAdapter, prepared: PreparedInput, configs: li
     plan, run = (plan_packs, run_pack) if adapter.suffix_kwargs_broadcast else (plan_batches, run_batch)
     for batch in plan([configs[i] for i in to_run], adapter, prepared.layout.seq_len, max_rows):
         batch = [to_run[i] for i in batch]
-        logits = run(adapter, clean, [configs[i] for i in batch])
+        logits = run_within_memory(run, adapter, clean, [configs[i] for i in batch])
         for row, index in enumerate(batch):
             out[index] = logits[row]
     return torch.stack(out)
+
+
+def run_within_memory(run, adapter: VideoLLMAdapter, clean: CleanState,
+                      configs: list[KnockoutConfig]) -> torch.Tensor:
+    """``run(adapter, clean, configs)``; a forward that runs out of memory is split in two halves and retried (each
+    half again, down to single rows), and the planner learns to plan smaller forwards for this model. A forward only
+    returns logits, nothing is written before it ends: a failed attempt leaves no trace in the results."""
+    try:
+        return run(adapter, clean, configs)
+    except Exception as err:
+        cause = _out_of_memory_cause(err)
+        if cause is None:
+            raise
+        message = str(cause).splitlines()[0] if str(cause) else "out of memory"
+    # outside the except block: the traceback (and the activations it holds) is gone before the retry
+    seq_len = clean.inputs_embeds.shape[1]
+    tokens = sum(seq_len - c.first_row for c in configs)
+    if len(configs) == 1:
+        raise torch.OutOfMemoryError(
+            f"one knockout row ({tokens} suffix positions of a {seq_len}-token sample) does not fit in free memory "
+            f"({message}): use fewer frames, spread the model with --device-map auto, or lower other memory use")
+    record_out_of_memory(adapter, tokens)
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+    half = len(configs) // 2
+    return torch.cat([run_within_memory(run, adapter, clean, configs[:half]),
+                      run_within_memory(run, adapter, clean, configs[half:])])
+
+
+def _out_of_memory_cause(err: BaseException) -> torch.OutOfMemoryError | None:
+    """The out-of-memory error behind ``err``: itself, or one it was raised from (a tracer may wrap what the model
+    raised inside the trace)."""
+    seen = set()
+    while err is not None and id(err) not in seen:
+        if isinstance(err, torch.OutOfMemoryError):
+            return err
+        seen.add(id(err))
+        err = err.__cause__ or err.__context__
+    return None
 
 
 def run_layer_masks(adapter: VideoLLMAdapter, prepared: PreparedInput,

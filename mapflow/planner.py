@@ -65,20 +65,70 @@ def _first_blocked_row(blocked: torch.Tensor) -> int | None:
 
 
 def max_batch_rows(seq_len: int, suffix_len: int, adapter: VideoLLMAdapter) -> int:
-    """Rows per batch that keep the extra activations within a quarter of free memory (at most 256)."""
+    """Rows per batch that keep the extra activations within a quarter of free memory (at most 256) and within the
+    token limit an earlier out-of-memory taught (`record_out_of_memory`)."""
     per_row = _row_bytes(adapter, seq_len)(suffix_len)
-    return int(max(1, min(256, _free_memory_bytes(adapter) // 4 // max(per_row, 1))))
+    rows = min(256, free_memory_bytes(adapter) // 4 // max(per_row, 1), pack_token_limit(adapter) // suffix_len)
+    return int(max(1, rows))
 
 
-def _free_memory_bytes(adapter: VideoLLMAdapter) -> int:
-    device = adapter.hf_model.device
-    if device.type == "cuda":
-        free, _ = torch.cuda.mem_get_info(device)
-        return int(free)
+# A cap on the memory the planner may plan with (bytes, or a size such as "8GiB"): on CPU the free memory the OS
+# reports is shared with everything else on the machine; on a GPU it lowers what `mem_get_info` says.
+MEMORY_BUDGET_ENV = "MAPFLOW_MEMORY_BUDGET"
+_UNITS = {"": 1, "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12, "kib": 2**10, "mib": 2**20,
+          "gib": 2**30, "tib": 2**40}
+
+
+def parse_bytes(text: str) -> int:
+    """``"8GiB"``, ``"512 MiB"``, ``"2e9"`` -> bytes."""
+    value = str(text).strip().lower()
+    number = value.rstrip("kmgtib ")
+    unit = value[len(number):].strip()
     try:
-        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    except (ValueError, OSError):
-        return 4 * 1024**3
+        if unit not in _UNITS:
+            raise ValueError
+        size = int(float(number) * _UNITS[unit])
+    except ValueError:
+        raise ValueError(f"cannot read a memory size from {text!r} (e.g. 8GiB, 512MiB, 2e9)") from None
+    if size <= 0:
+        raise ValueError(f"a memory size must be positive, got {text!r}")
+    return size
+
+
+def model_devices(adapter: VideoLLMAdapter) -> set[torch.device]:
+    """Every device holding part of the model (several under a multi-device ``device_map``)."""
+    return {param.device for param in adapter.hf_model.parameters()}
+
+
+def free_memory_bytes(adapter: VideoLLMAdapter) -> int:
+    """Free memory of the tightest device the model runs on (CUDA: `torch.cuda.mem_get_info`; CPU: the available
+    physical pages), capped by `MEMORY_BUDGET_ENV` when set."""
+    free = []
+    for device in model_devices(adapter):
+        if device.type == "cuda":
+            free.append(int(torch.cuda.mem_get_info(device)[0]))
+        else:
+            try:
+                free.append(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
+            except (ValueError, OSError):
+                free.append(4 * 1024**3)
+    budget = os.environ.get(MEMORY_BUDGET_ENV)
+    if budget:
+        free.append(parse_bytes(budget))
+    return min(free)
+
+
+# Per adapter: the packed positions of the smallest forward that ran out of memory, halved (see `engine`).
+_LEARNED_TOKEN_LIMIT: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def record_out_of_memory(adapter: VideoLLMAdapter, tokens: int) -> None:
+    """A forward of ``tokens`` packed positions ran out of memory: later plans for this model stay below half."""
+    _LEARNED_TOKEN_LIMIT[adapter] = max(1, min(pack_token_limit(adapter), tokens // 2))
+
+
+def pack_token_limit(adapter: VideoLLMAdapter) -> int:
+    return _LEARNED_TOKEN_LIMIT.get(adapter, PACK_TOKEN_LIMIT)
 
 
 # The fixed cost of one traced forward, in computed (row, position) pairs; measured on the CPU organism it is ~90.
@@ -135,15 +185,17 @@ PACK_TOKEN_LIMIT = 1 << 16
 def plan_packs(configs: list[KnockoutConfig], adapter: VideoLLMAdapter, seq_len: int,
                max_rows: int | None = None) -> list[list[int]]:
     """Configuration indices per packed forward (`run_pack`): as many rows as a quarter of free memory and
-    `PACK_TOKEN_LIMIT` allow; rows of one suffix start stay together where they can."""
-    budget = _free_memory_bytes(adapter) // 4
+    `PACK_TOKEN_LIMIT` (or a limit an out-of-memory taught) allow; rows of one suffix start stay together where they
+    can."""
+    budget = free_memory_bytes(adapter) // 4
+    token_limit = pack_token_limit(adapter)
     row_bytes = _row_bytes(adapter, seq_len)
     packs: list[list[int]] = []
     used = tokens = 0
     for index in sorted(range(len(configs)), key=lambda i: -configs[i].first_row):
         size = seq_len - configs[index].first_row
         cost = row_bytes(size)
-        if not packs or used + cost > budget or tokens + size > PACK_TOKEN_LIMIT or len(packs[-1]) == max_rows:
+        if not packs or used + cost > budget or tokens + size > token_limit or len(packs[-1]) == max_rows:
             packs.append([])
             used = tokens = 0
         packs[-1].append(index)

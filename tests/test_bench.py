@@ -31,3 +31,22 @@ def test_bench_times_the_screen_against_the_optimized_sweep(sdpa_adapter, tiny_b
     assert all(np.all((a >= 0) & (a <= 1)) for a in screen.p_knockout)
     assert -1 <= report["screen_spearman"] <= 1 and report["screen_wall_ratio"] > 0
     assert "screen (first-order estimate, not exact)" in format_report(report, "tiny")
+
+
+def test_bench_command_runs_a_layout_shape_under_a_device_map_and_writes_json(tmp_path, capsys, monkeypatch):
+    """`--device-map auto` on a CPU-only machine: accelerate places everything on the CPU and the sweep runs."""
+    import json
+
+    from mapflow.cli import main
+    from mapflow.planner import MEMORY_BUDGET_ENV
+
+    monkeypatch.setenv(MEMORY_BUDGET_ENV, "")  # restored after the command sets it
+    assert main(["bench", "--memory-budget", "lots"]) == 2
+    assert "--memory-budget: cannot read a memory size from 'lots'" in capsys.readouterr().err
+    out = tmp_path / "bench.json"
+    assert main(["bench", "--shape", "llava-8x144", "--layers", "2", "--frames", "2", "--device-map", "auto",
+                 "--memory-budget", "2GiB", "--json", str(out)]) == 0
+    report = json.loads(out.read_text())
+    assert report["layers"] == 2 and report["frames"] == 2 and report["dtype"] == "float32"
+    assert report["max_abs_diff_p_knockout"] <= 1e-5 and report["optimized"]["forwards"] >= 1
+    assert "2 layers" in capsys.readouterr().out

@@ -87,14 +87,16 @@ def _text_config(tokenizer, num_layers: int, hidden_size: int, **extra) -> dict:
                 **extra)
 
 
+QWEN_VL_TOKENS = {"image_token": "<|image_pad|>", "video_token": "<|video_pad|>",
+                  "vision_start_token": "<|vision_start|>", "vision_end_token": "<|vision_end|>"}
+
+
 def _qwen_vl(version: str, num_layers: int, hidden_size: int):
     import transformers
 
     qwen3 = version == "3"
-    named = {"image_token": "<|image_pad|>", "video_token": "<|video_pad|>",
-             "vision_start_token": "<|vision_start|>", "vision_end_token": "<|vision_end|>"}
-    tokenizer = build_chat_tokenizer(named)
-    ids = {name: tokenizer.convert_tokens_to_ids(tok) for name, tok in named.items()}
+    tokenizer = build_chat_tokenizer(QWEN_VL_TOKENS)
+    ids = {name: tokenizer.convert_tokens_to_ids(tok) for name, tok in QWEN_VL_TOKENS.items()}
     patch = 16 if qwen3 else 14
     head_dim = hidden_size // 4
     rope = dict(rope_type="default", rope_theta=10000.0, mrope_section=[2, 3, 3])  # sums to head_dim / 2
@@ -108,28 +110,36 @@ def _qwen_vl(version: str, num_layers: int, hidden_size: int):
                                             video_token_id=ids["video_token"],
                                             vision_start_token_id=ids["vision_start_token"],
                                             vision_end_token_id=ids["vision_end_token"])
-        model_class, processor_class = transformers.Qwen3VLForConditionalGeneration, transformers.Qwen3VLProcessor
-        video_class, template = transformers.Qwen3VLVideoProcessor, QWEN3_VL_CHAT_TEMPLATE
+        model_class = transformers.Qwen3VLForConditionalGeneration
     else:
         vision.update(window_size=2 * patch * 2, fullatt_block_indexes=[1])
         config = transformers.Qwen2_5_VLConfig(text_config=text, vision_config=vision,
                                                image_token_id=ids["image_token"], video_token_id=ids["video_token"],
                                                vision_start_token_id=ids["vision_start_token"],
                                                vision_end_token_id=ids["vision_end_token"])
-        model_class, processor_class = (transformers.Qwen2_5_VLForConditionalGeneration,
-                                        transformers.Qwen2_5_VLProcessor)
-        video_class, template = transformers.Qwen2VLVideoProcessor, QWEN2_5_VL_CHAT_TEMPLATE
-    side = patch * 2 * 2  # 2x2 merged tokens per temporal group
+        model_class = transformers.Qwen2_5_VLForConditionalGeneration
+    processor = build_qwen_vl_processor(version, tokenizer, patch, side=patch * 2 * 2)  # 2x2 merged tokens
+    return model_class(config), processor
+
+
+def build_qwen_vl_processor(version: str, tokenizer, patch: int, side: int):
+    """Qwen2.5-VL's or Qwen3-VL's processor resizing every frame to ``side`` x ``side`` pixels (Qwen3-VL: a few
+    tokens per temporal group, its bounds count the pixels of all frames together)."""
+    import transformers
+
     pixels = {"shortest_edge": side * side, "longest_edge": side * side}
     common = dict(size=pixels, patch_size=patch, temporal_patch_size=2, merge_size=2)
-    if qwen3:  # its video bounds count the pixels of all frames together: a few tokens per temporal group
+    if version == "3":
+        processor_class, video_class, template = (transformers.Qwen3VLProcessor, transformers.Qwen3VLVideoProcessor,
+                                                  QWEN3_VL_CHAT_TEMPLATE)
         video_kwargs = dict(common, size={"shortest_edge": 4 * side * side, "longest_edge": 16 * side * side},
                             do_sample_frames=False)
     else:
+        processor_class, video_class, template = (transformers.Qwen2_5_VLProcessor,
+                                                  transformers.Qwen2VLVideoProcessor, QWEN2_5_VL_CHAT_TEMPLATE)
         video_kwargs = dict(common, cap_pixels_per_frame=True)
-    processor = processor_class(image_processor=transformers.Qwen2VLImageProcessor(**common), tokenizer=tokenizer,
-                                video_processor=video_class(**video_kwargs), chat_template=template)
-    return model_class(config), processor
+    return processor_class(image_processor=transformers.Qwen2VLImageProcessor(**common), tokenizer=tokenizer,
+                           video_processor=video_class(**video_kwargs), chat_template=template)
 
 
 def _videollama3(num_layers: int, hidden_size: int, token_compression: bool):
