@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 
 NDIF_VENV ?= .venv-ndif
-NDIF_REQUIREMENTS := mapflow/remote/server/requirements.txt
+NDIF_REQUIREMENTS := mapflow/ndif_local/server/requirements.txt
 
 .PHONY: demo test install ndif-venv
 

@@ -1,6 +1,6 @@
 """The public Python API (``import mapflow as mf``): load a model and a benchmark, run a study, check a checkpoint.
 
-`run` resolves a study run exactly as ``mapflow run`` does (`mapflow.resolve.prepare_run`: same options, same
+`run` resolves a study run exactly as ``mapflow run`` does (`mapflow.study.resolve.prepare_run`: same options, same
 defaults, same provenance), so a store written from a notebook resumes from the command line and back.
 """
 
@@ -12,7 +12,7 @@ import warnings
 from pathlib import Path
 
 from .errors import MapflowError, ModelLoadError
-from .resolve import BenchmarkSamples, load_benchmark, prepare_run  # noqa: F401  (load_benchmark is public)
+from .study.resolve import BenchmarkSamples, load_benchmark, prepare_run  # noqa: F401  (load_benchmark is public)
 
 
 def load_model(path=None, *, remote=False, **options):
@@ -37,7 +37,7 @@ def load_model(path=None, *, remote=False, **options):
 
 
 def run_options() -> tuple[str, ...]:
-    """The keyword settings `run` takes: ``mapflow run``'s options, named as in `mapflow.resolve.prepare_run`."""
+    """The keyword settings `run` takes: ``mapflow run``'s options, named as in `mapflow.study.resolve.prepare_run`."""
     parameters = inspect.signature(prepare_run).parameters.values()
     return tuple(p.name for p in parameters if p.kind is inspect.Parameter.KEYWORD_ONLY)
 
@@ -54,8 +54,8 @@ def run(study, model=None, data=None, out=None, *, remote=None, overwrite: bool 
     own ``remote`` from `load_model`). ``config``: the ``mapflow run`` options (`run_options`), e.g. ``window=3``,
     ``limit=2`` (samples per task), ``tasks=[...]``, ``template=...``, ``samples="all"``, ``options={...}``.
     """
-    from .results import open_dataset
-    from .runner import run_study
+    from .results.store import open_dataset
+    from .study.runner import run_study
 
     unknown = sorted(set(config) - set(run_options()))
     if unknown:
@@ -82,7 +82,7 @@ def run(study, model=None, data=None, out=None, *, remote=None, overwrite: bool 
 
 def available_studies() -> list[str]:
     """The names `run` accepts for the shipped studies (``mapflow.studies``)."""
-    from .runner import available_studies as names
+    from .study.runner import available_studies as names
 
     return names()
 

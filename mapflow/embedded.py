@@ -41,6 +41,6 @@ def default_model_dir() -> Path:
 def default_data_dir() -> Path:
     if not (DEFAULT_DATA_DIR / "json").is_dir():
         raise MapflowError(f"the embedded benchmark {DEFAULT_DATA_DIR} is missing; regenerate it with `python -m "
-                           f"mapflow.data.synthetic {DEFAULT_DATA_DIR} --benchmark temporal --per-task 100 --seed 1234 "
+                           f"mapflow.organism.synthetic {DEFAULT_DATA_DIR} --benchmark temporal --per-task 100 --seed 1234 "
                            "--canonical-options`")
     return DEFAULT_DATA_DIR

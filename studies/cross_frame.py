@@ -5,9 +5,9 @@ within-frame attention stays. A drop in the answer probability says the model bu
 between frames in those layers.
 """
 
-from mapflow.analysis import StudyContext, knockout_sweep
+from ..study.context import StudyContext, knockout_sweep
 
-SCREENABLE = True  # `--plan screen` estimates its cells (mapflow.screen)
+SCREENABLE = True  # `--plan screen` estimates its cells (mapflow.knockout.screen)
 FLOWS = ("cross_frame",)
 
 

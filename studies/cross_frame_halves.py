@@ -1,7 +1,7 @@
 """Cross-frame knockout in the first half, the second half and all layers (paper Table 2 / Table B).
 
 One cell per layer set instead of a sweep. Accuracy after knockout is ``pred_knockout == answer_token``; the table
-(`mapflow.tables.halves_table`) gives the accuracy drop among the originally correct samples and in points.
+(`mapflow.viz.tables.halves_table`) gives the accuracy drop among the originally correct samples and in points.
 
 Options: ``generate=N`` also writes the first N greedily generated tokens of the answer, clean and under each
 knockout (Table 2's example answers), as ``answer_text`` / ``clean_answer_text``. Runs on all samples by default.
@@ -11,9 +11,9 @@ import numpy as np
 import torch
 import xarray as xr
 
-from mapflow.analysis import StudyContext, knockout_layer_sets
-from mapflow.flows import Flow
-from mapflow.generation import greedy_generate
+from ..study.context import StudyContext, knockout_layer_sets
+from ..knockout.flows import Flow
+from ..readouts.generation import greedy_generate
 
 DEFAULT_SAMPLES = "all"
 FLOWS = ("cross_frame",)

@@ -19,11 +19,20 @@ import numpy as np
 import torch
 import xarray as xr
 
-from mapflow.analysis import StudyContext, clean_run
-from mapflow.engine import run_layer_masks
-from mapflow.errors import MapflowError
-from mapflow.pathways import (ROUTES, PathwayLayers, causal_edges, derive_layers, kept_edges, parse_layers,
-                              pathway_masks, preset_layers, random_masks)
+from ..study.context import StudyContext, clean_run
+from ..knockout.engine import run_layer_masks
+from ..errors import MapflowError
+from ..readouts.pathways import (
+    ROUTES,
+    PathwayLayers,
+    causal_edges,
+    derive_layers,
+    kept_edges,
+    parse_layers,
+    pathway_masks,
+    preset_layers,
+    random_masks,
+)
 
 DEFAULT_SAMPLES = "all"
 TABLE_E_TASK = "action_antonym"  # the paper derives the pathway layers from Action Antonym's knockouts (Table E)
@@ -32,7 +41,7 @@ CONDITIONS = ("clean", "effective", "effective_strict", "random", "random_strict
 
 @lru_cache(maxsize=8)
 def _derived(stores: str, task: str | None, interval: int, threshold: float) -> PathwayLayers:
-    from mapflow.results import open_dataset
+    from ..results.store import open_dataset
 
     parts = [open_dataset(path.strip())["rel_change"] for path in stores.split(",")]
     rel_change = xr.concat(parts, dim="flow", join="inner")

@@ -4,14 +4,14 @@ Runs on the samples the model gets wrong (``--samples`` overrides). ``p_knockout
 letter. Flows: cross-frame; non-option question / true option / false options -> last; and the flows the released
 code names but never implemented, into the *predicted false option*: video -> predicted option, non-option question
 -> predicted option. Those cells are NaN on samples whose prediction is no false option letter. The split of failures
-by the sign of their cross-frame effect is `mapflow.figures.failure_split`.
+by the sign of their cross-frame effect is `mapflow.viz.figures.failure_split`.
 """
 
-from mapflow.analysis import PREDICTED_OPTION, StudyContext, knockout_sweep
-from mapflow.flows import PAPER_FLOWS
+from ..study.context import PREDICTED_OPTION, StudyContext, knockout_sweep
+from ..knockout.flows import PAPER_FLOWS
 
 DEFAULT_SAMPLES = "wrong"
-SCREENABLE = True  # `--plan screen` estimates its cells (mapflow.screen)
+SCREENABLE = True  # `--plan screen` estimates its cells (mapflow.knockout.screen)
 FLOWS = ("cross_frame", *PAPER_FLOWS["question_and_options_to_last"], f"video->{PREDICTED_OPTION}",
          f"non_option_question->{PREDICTED_OPTION}")
 

@@ -10,10 +10,10 @@ stays. Stores ``rel_change(sample, source_frame, target_frame, layer)`` (NaN whe
 import numpy as np
 import xarray as xr
 
-from mapflow.analysis import StudyContext, knockout_sweep
-from mapflow.errors import KnockoutConfigError
+from ..study.context import StudyContext, knockout_sweep
+from ..errors import KnockoutConfigError
 
-SCREENABLE = True  # `--plan screen` estimates its cells (mapflow.screen)
+SCREENABLE = True  # `--plan screen` estimates its cells (mapflow.knockout.screen)
 MODES = ("pair", "distance")
 
 

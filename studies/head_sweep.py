@@ -5,11 +5,11 @@ information flows (``--flows`` overrides). Option ``heads`` (comma-separated, de
 ``--heads`` restricts any other study's flows to a fixed set of heads instead.
 """
 
-from mapflow.analysis import StudyContext, knockout_sweep, stack_results
-from mapflow.engine import check_heads
-from mapflow.flows import PAPER_FLOWS
+from ..study.context import StudyContext, knockout_sweep, stack_results
+from ..knockout.engine import check_heads
+from ..knockout.flows import PAPER_FLOWS
 
-SCREENABLE = True  # `--plan screen` estimates its cells (mapflow.screen)
+SCREENABLE = True  # `--plan screen` estimates its cells (mapflow.knockout.screen)
 FLOWS = tuple(PAPER_FLOWS["information_flow"])
 
 

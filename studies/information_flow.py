@@ -4,10 +4,10 @@ Four flows, each knocked out alone in a window around each layer: video->questio
 (question = the whole question block with its options) and last->last (the last token's edge to itself).
 """
 
-from mapflow.analysis import StudyContext, knockout_sweep
-from mapflow.flows import PAPER_FLOWS
+from ..study.context import StudyContext, knockout_sweep
+from ..knockout.flows import PAPER_FLOWS
 
-SCREENABLE = True  # `--plan screen` estimates its cells (mapflow.screen)
+SCREENABLE = True  # `--plan screen` estimates its cells (mapflow.knockout.screen)
 FLOWS = tuple(PAPER_FLOWS["information_flow"])
 
 

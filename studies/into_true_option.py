@@ -2,10 +2,10 @@
 option, video -> true option. Where does the true option's text pick up the video evidence?
 """
 
-from mapflow.analysis import StudyContext, knockout_sweep
-from mapflow.flows import PAPER_FLOWS
+from ..study.context import StudyContext, knockout_sweep
+from ..knockout.flows import PAPER_FLOWS
 
-SCREENABLE = True  # `--plan screen` estimates its cells (mapflow.screen)
+SCREENABLE = True  # `--plan screen` estimates its cells (mapflow.knockout.screen)
 FLOWS = tuple(PAPER_FLOWS["into_true_option"])
 
 

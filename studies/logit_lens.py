@@ -5,7 +5,7 @@ Each (layer, video position) gets its top-1 token when the layer's output goes t
 residual entering each layer). Positions whose top-1 token is a keyword's first sub-token are marked with the keyword
 and its kind (spatial / temporal); ``--option keywords=paper|released_code|organism|DIR`` picks the lists (default
 ``paper``, Table D). Small RGB thumbnails of the input frames are kept for the per-frame overlays (Fig. T).
-Frequencies per layer bin: `mapflow.tables.keyword_frequency`. A clean pass is run too, so the store holds
+Frequencies per layer bin: `mapflow.viz.tables.keyword_frequency`. A clean pass is run too, so the store holds
 ``correct`` (both rules), ``pred_base`` and ``included`` (whether the run's ``--samples`` mode keeps the sample): the
 paper counts correctly answered samples only, and the table applies that filter from the store.
 """
@@ -13,10 +13,10 @@ paper counts correctly answered samples only, and the table applies that filter 
 import numpy as np
 import xarray as xr
 
-from mapflow.analysis import StudyContext, clean_run, wants_knockout
-from mapflow.keywords import load_keywords, piece_table
-from mapflow.readout import layer_top_tokens
-from mapflow.thumbnails import frame_thumbnails, video_token_coords
+from ..study.context import StudyContext, clean_run, wants_knockout
+from ..readouts.keywords import load_keywords, piece_table
+from ..readouts.lens import layer_top_tokens
+from ..viz.thumbnails import frame_thumbnails, video_token_coords
 
 
 def run(ctx: StudyContext):

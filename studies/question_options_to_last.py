@@ -3,10 +3,10 @@
 Three flows: the non-option question, the true option and the false options (all of them) -> the last position.
 """
 
-from mapflow.analysis import StudyContext, knockout_sweep
-from mapflow.flows import PAPER_FLOWS
+from ..study.context import StudyContext, knockout_sweep
+from ..knockout.flows import PAPER_FLOWS
 
-SCREENABLE = True  # `--plan screen` estimates its cells (mapflow.screen)
+SCREENABLE = True  # `--plan screen` estimates its cells (mapflow.knockout.screen)
 FLOWS = tuple(PAPER_FLOWS["question_and_options_to_last"])
 
 

@@ -62,7 +62,7 @@ def frames():
 
 
 def prepare_mcqa(adapter, sample, frames):
-    from mapflow.prompts import mcqa_segments
+    from mapflow.inputs.prompts import mcqa_segments
 
     return adapter.prepare(frames, mcqa_segments(sample), option_letters=sample.option_letters,
                            true_letter=sample.answer_letter)

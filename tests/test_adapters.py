@@ -11,11 +11,11 @@ import numpy as np
 import pytest
 import torch
 
-from mapflow.engine import KnockoutConfig, run_knockouts
-from mapflow.flows import Flow, Window
-from mapflow.knockout import apply_knockout, knockout_attention_mask
+from mapflow.knockout.engine import KnockoutConfig, run_knockouts
+from mapflow.knockout.flows import Flow, Window
+from mapflow.knockout.masks import apply_knockout, knockout_attention_mask
 from mapflow.models import ADAPTERS, load_model
-from mapflow.prompts import CHAT_MCQA, LLAVA_MCQA, PromptSegment, mcqa_segments
+from mapflow.inputs.prompts import CHAT_MCQA, LLAVA_MCQA, PromptSegment, mcqa_segments
 from tolerances import assert_float32_exact
 
 FAMILIES = ["llava_next_video", "llava_onevision", "qwen2_5_vl", "qwen3_vl", "internvl", "videollama3",
@@ -197,9 +197,9 @@ def test_engine_equals_naive(family, loaded, sample, clip):
 def test_head_knockout_and_screen_in_every_family(family, loaded, sample, clip):
     """Head-restricted knockouts (grouped kv heads) through the fast engine equal the naive per-head masks; the
     screen's recorded forward is the clean run, and its local change is the model's own knocked-out attention."""
-    from mapflow.engine import run_naive
-    from mapflow.knockout import apply_layer_masks, head_blocked
-    from mapflow.screen import local_change, screen_forward
+    from mapflow.knockout.engine import run_naive
+    from mapflow.knockout.masks import apply_layer_masks, head_blocked
+    from mapflow.knockout.screen import local_change, screen_forward
 
     adapter = loaded(family)
     prepared = prepare(adapter, sample, clip)

@@ -2,10 +2,10 @@ import numpy as np
 import pytest
 import torch
 
-from mapflow.analysis import StudyConfig, StudyContext, clean_run, knockout_sweep
-from mapflow.flows import Flow, Window
-from mapflow.knockout import apply_knockout
-from mapflow.prompts import LLAVA_MCQA, LLAVA_OPEN_ENDED, build_prompt
+from mapflow.study.context import StudyConfig, StudyContext, clean_run, knockout_sweep
+from mapflow.knockout.flows import Flow, Window
+from mapflow.knockout.masks import apply_knockout
+from mapflow.inputs.prompts import LLAVA_MCQA, LLAVA_OPEN_ENDED, build_prompt
 from tolerances import rel_change_bound, rounding_bound
 
 

@@ -1,7 +1,7 @@
 """`mapflow bench` on the tiny model: both phases agree, the work is counted, the naive phase can be skipped."""
 
-from mapflow.bench import benchmark, format_report
-from mapflow.flows import Window
+from mapflow.cli.bench import benchmark, format_report
+from mapflow.knockout.flows import Window
 
 
 def test_bench_reports_agreeing_phases_and_their_work(sdpa_adapter, tiny_benchmark):
@@ -38,7 +38,7 @@ def test_bench_command_runs_a_layout_shape_under_a_device_map_and_writes_json(tm
     import json
 
     from mapflow.cli import main
-    from mapflow.planner import MEMORY_BUDGET_ENV
+    from mapflow.knockout.planner import MEMORY_BUDGET_ENV
 
     monkeypatch.setenv(MEMORY_BUDGET_ENV, "")  # restored after the command sets it
     assert main(["bench", "--memory-budget", "lots"]) == 2

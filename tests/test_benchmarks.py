@@ -36,7 +36,7 @@ from mapflow.data import (
 )
 from mapflow.data import frame_cache, video
 from mapflow.data.frame_cache import FrameCache, FrameCacheKey
-from mapflow.data.synthetic import write_video
+from mapflow.organism.synthetic import write_video
 from mapflow.data.tvbench import select_entry_indices
 from mapflow.data.videomme import youtube_video_id
 from mapflow.errors import DataError

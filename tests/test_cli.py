@@ -62,7 +62,7 @@ def test_plot_draws_a_png(finished_run, tmp_path):
 KILLER_STUDY = '''
 """information_flow, but the process SIGKILLs itself on the sample named in MAPFLOW_TEST_KILL_AT."""
 import os, signal
-from mapflow.analysis import knockout_sweep
+from mapflow.study.context import knockout_sweep
 from mapflow.studies.information_flow import FLOWS
 
 def run(ctx):
@@ -78,7 +78,7 @@ def test_kill_and_resume_equals_an_uninterrupted_run(tiny_model_dir, tiny_benchm
     whole, resumed = tmp_path / "whole.zarr", tmp_path / "resumed.zarr"
     assert run_cli(tiny_model_dir, tiny_benchmark, whole, study=str(study)) == 0
     third = str(xr.open_zarr(whole).sample.values[2])
-    command = [sys.executable, "-m", "mapflow.cli", "run", str(study), "--model", str(tiny_model_dir), "--data",
+    command = [sys.executable, "-m", "mapflow", "run", str(study), "--model", str(tiny_model_dir), "--data",
                str(tiny_benchmark), "--out", str(resumed), *RUN]
     killed = subprocess.run(command, env={**os.environ, "MAPFLOW_TEST_KILL_AT": third}, capture_output=True,
                             cwd=Path(__file__).resolve().parent.parent)
@@ -97,7 +97,7 @@ def test_a_broken_video_is_recorded_and_the_run_goes_on(tiny_model_dir, tiny_ben
     victim.write_bytes(b"")
     out = tmp_path / "out.zarr"
     assert run_cli(tiny_model_dir, bench, out, study="cross_frame") == 0
-    from mapflow.results import ResultStore
+    from mapflow.results.store import ResultStore
 
     ds = xr.open_zarr(out)
     assert ds.sizes["sample"] == 3
@@ -123,7 +123,7 @@ def test_accuracy_command_reports_tasks_and_averages(tiny_model_dir, tiny_benchm
     for name in ("moving_direction", "scene_transition", "micro", "macro"):
         assert name in printed
     ds = xr.open_zarr(out)
-    from mapflow.metrics import accuracy_by_task
+    from mapflow.readouts.metrics import accuracy_by_task
 
     table = accuracy_by_task(ds.correct)
     assert table["micro"] == pytest.approx(100 * float(ds.correct.mean()))

@@ -22,12 +22,8 @@ from mapflow.data import (
     segment_midpoint_indices,
     write_tiny_tvbench,
 )
-from mapflow.data.synthetic import (
-    MOVING_DIRECTION_CANDIDATES,
-    moving_square_frames,
-    write_video,
-)
-from mapflow.data.synthetic import main as synthetic_main
+from mapflow.organism.synthetic import MOVING_DIRECTION_CANDIDATES, moving_square_frames, write_video
+from mapflow.organism.synthetic import main as synthetic_main
 from mapflow.data.tvbench import select_entry_indices
 from mapflow.data.video import frame_indices, linspace_indices, read_frames_from_path
 from mapflow.errors import DataError
@@ -494,6 +490,6 @@ def test_shipped_mini_dataset_loads_and_matches_generator(tmp_path):
 
 
 def test_data_package_does_not_import_torch():
-    code = "import sys, mapflow.data, mapflow.data.synthetic; sys.exit('torch' in sys.modules)"
+    code = "import sys, mapflow.data, mapflow.organism.synthetic; sys.exit('torch' in sys.modules)"
     result = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr

@@ -4,7 +4,7 @@ few-query and block-sparse attention, all combined) equals the naive full recomp
 import pytest
 import torch
 
-from mapflow.engine import (
+from mapflow.knockout.engine import (
     KnockoutConfig,
     clean_state,
     plan_batches,
@@ -13,7 +13,7 @@ from mapflow.engine import (
     run_knockouts,
     run_pack,
 )
-from mapflow.flows import PAPER_FLOWS, Flow, Window
+from mapflow.knockout.flows import PAPER_FLOWS, Flow, Window
 from tolerances import assert_float32_exact
 
 ALL_FLOWS = [f for flows in PAPER_FLOWS.values() for f in flows] + ["system->bridge", "video->question+last->last"]
@@ -49,8 +49,8 @@ ATTENTION_PATHS = {
 
 @pytest.mark.parametrize("path", ATTENTION_PATHS)
 def test_each_path_alone_equals_naive(sdpa_adapter, adapter64, prepared64, sample, frames, path, monkeypatch):
-    from mapflow import suffix_attention
-    from mapflow.prompts import mcqa_segments
+    from mapflow.knockout import suffix_attention
+    from mapflow.inputs.prompts import mcqa_segments
 
     for name, value in ATTENTION_PATHS[path].items():
         monkeypatch.setattr(suffix_attention, name,
@@ -96,7 +96,7 @@ def test_empty_configuration_reproduces_the_clean_logits(sdpa_adapter, prepared)
 
 
 def test_planner_covers_every_configuration_and_respects_the_row_limit(sdpa_adapter, prepared, monkeypatch):
-    import mapflow.planner as engine
+    import mapflow.knockout.planner as engine
 
     configs = configs_for(prepared.layout, ["video->last", "cross_frame", "question->last"], Window("center", 3),
                           sdpa_adapter.num_layers)
@@ -113,7 +113,7 @@ def test_planner_covers_every_configuration_and_respects_the_row_limit(sdpa_adap
 
 
 def test_pack_planner_covers_every_configuration_within_its_limits(sdpa_adapter, prepared, monkeypatch):
-    import mapflow.planner as engine
+    import mapflow.knockout.planner as engine
 
     configs = configs_for(prepared.layout, ["video->last", "cross_frame", "question->last"], Window("center", 3),
                           sdpa_adapter.num_layers)
@@ -145,7 +145,7 @@ def test_rows_start_together_when_the_adapter_cannot_broadcast_suffix_arguments(
 def test_piecewise_attention_equals_one_masked_softmax(math, monkeypatch):
     """Prefix and suffix pieces merged by log-sum-exp equal one softmax over all keys under causal & ~blocked,
     including queries with no allowed key in a whole piece."""
-    from mapflow import suffix_attention as sa
+    from mapflow.knockout import suffix_attention as sa
 
     monkeypatch.setattr(sa, "QUERY_CHUNK", 4)
     monkeypatch.setattr(sa, "KEY_GAP", 3)
@@ -178,7 +178,7 @@ def test_piecewise_attention_equals_one_masked_softmax(math, monkeypatch):
 
 
 def test_rows_share_the_clean_prefix_without_copies(sdpa_adapter, prepared):
-    from mapflow.suffix_attention import SuffixBatch
+    from mapflow.knockout.suffix_attention import SuffixBatch
 
     clean = clean_state(sdpa_adapter, prepared)
     last = torch.from_numpy(Flow.parse("video->last").block_matrix(prepared.layout))
@@ -195,7 +195,7 @@ def test_suffix_attention_leaves_no_registration_or_config_change_behind(sdpa_ad
     from transformers import AttentionInterface
     from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS
 
-    from mapflow.suffix_attention import ATTENTION_NAME, suffix_attention
+    from mapflow.knockout.suffix_attention import ATTENTION_NAME, suffix_attention
 
     config = sdpa_adapter.text_config
     before = config._attn_implementation

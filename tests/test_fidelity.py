@@ -45,7 +45,7 @@ def test_verb_anchor_reference_response_is_256_tokens_by_default(monkeypatch):
 
 
 def test_vcgbench_system_prompt_has_no_trailing_newline():
-    from mapflow.prompts import VCGBENCH_FREE_FORM, build_prompt, prompt_text
+    from mapflow.inputs.prompts import VCGBENCH_FREE_FORM, build_prompt, prompt_text
 
     sample = Sample("temporal_qa/0", "temporal_qa", "v.mp4", "What happens first?", (), -1,
                     reference_answer="A man opens a door.")
@@ -57,8 +57,8 @@ def test_vcgbench_system_prompt_has_no_trailing_newline():
 # ---- correctness as the released code compares it ----------------------------------------------------------------
 
 def _context(adapter, sample, frames, **config):
-    from mapflow.analysis import StudyConfig, StudyContext
-    from mapflow.prompts import LLAVA_MCQA, build_prompt
+    from mapflow.study.context import StudyConfig, StudyContext
+    from mapflow.inputs.prompts import LLAVA_MCQA, build_prompt
 
     prompt = build_prompt(sample, LLAVA_MCQA)
     prepared = adapter.prepare(frames, prompt.segments, option_letters=prompt.option_letters,
@@ -74,7 +74,7 @@ def _logits_for(adapter, token: int) -> torch.Tensor:
 
 
 def test_a_lower_case_or_spaced_letter_is_correct_as_in_the_released_code(sdpa_adapter, sample, frames):
-    from mapflow.analysis import clean_run
+    from mapflow.study.context import clean_run
 
     ctx = _context(sdpa_adapter, sample, frames)
     letter = ctx.prompt.true_letter  # "C"
@@ -98,7 +98,7 @@ def test_stores_keep_both_rules_and_count_their_disagreements(sdpa_adapter, samp
     import xarray as xr
 
     from mapflow.errors import MapflowError
-    from mapflow.metrics import correctness_disagreements
+    from mapflow.readouts.metrics import correctness_disagreements
     from mapflow.studies import accuracy
 
     ds = accuracy.run(_context(sdpa_adapter, sample, frames))
@@ -124,7 +124,7 @@ def _lens_store(correct):
 
 
 def test_keyword_frequency_applies_the_sample_filter_or_refuses():
-    from mapflow import tables
+    from mapflow.viz import tables
     from mapflow.errors import MapflowError
 
     only_first = tables.keyword_frequency(_lens_store([True, False]), "temporal", interval=2, min_hits=1)
@@ -144,7 +144,7 @@ def test_keyword_frequency_applies_the_sample_filter_or_refuses():
 
 
 def test_keyword_frequency_offers_the_released_overlapping_bins():
-    from mapflow import tables
+    from mapflow.viz import tables
 
     ds = _lens_store([True, True])
     paper = tables.keyword_frequency(ds, "spatial", interval=2, min_hits=1)
@@ -156,7 +156,7 @@ def test_keyword_frequency_offers_the_released_overlapping_bins():
 
 
 def test_logit_lens_study_stores_correctness_and_prediction(sdpa_adapter, sample, frames):
-    from mapflow.analysis import clean_run
+    from mapflow.study.context import clean_run
     from mapflow.studies import logit_lens
 
     ctx = _context(sdpa_adapter, sample, frames)
@@ -205,7 +205,7 @@ def test_readme_states_each_studys_default_sample_set():
 def test_docs_name_the_right_section_and_the_keyword_comparison():
     import mapflow.studies.into_true_option as into_true_option
     import mapflow.studies.question_options_to_last as question_options_to_last
-    from mapflow import generation
+    from mapflow.readouts import generation
 
     assert "§3.3, Fig. 6" in question_options_to_last.__doc__ and "§3.3, Fig. 7" in into_true_option.__doc__
     assert "attend\nfreely" not in generation.__doc__ and "last prompt row" in generation.__doc__
@@ -213,7 +213,7 @@ def test_docs_name_the_right_section_and_the_keyword_comparison():
 
 
 def test_generated_tokens_inherit_the_last_prompt_rows_cuts():
-    from mapflow.generation import pad_blocked
+    from mapflow.readouts.generation import pad_blocked
 
     blocked = torch.zeros(4, 4, dtype=torch.bool)
     blocked[3, :2] = True  # "video -> last": the last prompt row may not read positions 0 and 1
@@ -226,8 +226,8 @@ def test_generated_tokens_inherit_the_last_prompt_rows_cuts():
 
 
 def test_greedy_generation_under_a_flow_into_last_uses_the_inherited_rows(sdpa_adapter, sample, frames, monkeypatch):
-    from mapflow import generation
-    from mapflow.flows import Flow
+    from mapflow.readouts import generation
+    from mapflow.knockout.flows import Flow
 
     ctx = _context(sdpa_adapter, sample, frames)
     blocked = torch.from_numpy(Flow.parse("video->last").block_matrix(ctx.layout))
@@ -260,7 +260,7 @@ def test_table_e_layers_come_from_action_antonym_when_present(monkeypatch):
     store = xr.Dataset({"rel_change": (("sample", "flow", "layer"), values)},
                        coords={"flow": flows, "layer": np.arange(layers),
                                "task": ("sample", ["action_antonym"] * 2 + ["object_count"] * 2)})
-    monkeypatch.setattr("mapflow.results.open_dataset", lambda path: store)
+    monkeypatch.setattr("mapflow.results.store.open_dataset", lambda path: store)
     effective_pathway._derived.cache_clear()
     antonym = effective_pathway._derived("s", None, 5, -5.0)
     assert antonym.cross_frame == tuple(range(5))
@@ -282,7 +282,7 @@ def videollama3(tmp_path_factory):
 
 
 def _vl3_prepare(adapter, sample, frames, timestamps=None):
-    from mapflow.prompts import build_prompt
+    from mapflow.inputs.prompts import build_prompt
 
     prompt = build_prompt(sample, adapter.prompt_template)
     return adapter.prepare(frames, prompt.segments, option_letters=prompt.option_letters,
@@ -305,7 +305,7 @@ def _hidden_under(adapter, prepared, blocked):
 
 
 def test_videollama3_frame_runs_are_label_tokens_and_separator(videollama3, sample):
-    from mapflow.flows import Flow
+    from mapflow.knockout.flows import Flow
 
     frames = np.random.default_rng(0).integers(0, 256, (4, 56, 84, 3), dtype=np.uint8)
     prepared = _vl3_prepare(videollama3, sample, frames)
@@ -331,7 +331,7 @@ def test_videollama3_frame_runs_are_label_tokens_and_separator(videollama3, samp
 
 def test_videollama3_no_run_reads_an_earlier_run(videollama3, sample):
     """Change only frame 0's timestamp label: under cross_frame in every layer no later run's state moves."""
-    from mapflow.flows import Flow
+    from mapflow.knockout.flows import Flow
 
     frames = np.random.default_rng(1).integers(0, 256, (3, 56, 56, 3), dtype=np.uint8)
     a = _vl3_prepare(videollama3, sample, frames, timestamps=[0.5, 1.0, 1.5])
@@ -380,10 +380,10 @@ def test_videollama3_prompt_and_timestamps_are_the_released_ones(videollama3, sa
 
 
 def test_runner_passes_the_decoded_frame_times(videollama3, tiny_benchmark, monkeypatch):
-    from mapflow.analysis import StudyConfig
+    from mapflow.study.context import StudyConfig
     from mapflow.data import load_tvbench
     from mapflow.data.video import read_frames
-    from mapflow.runner import measure_sample
+    from mapflow.study.runner import measure_sample
     from mapflow.studies import accuracy
 
     sample = load_tvbench(tiny_benchmark, tasks=["moving_direction"], limit=1)[0]

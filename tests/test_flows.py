@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from mapflow.errors import KnockoutConfigError
-from mapflow.flows import Flow, Window, check_every_row_keeps_a_key
+from mapflow.knockout.flows import Flow, Window, check_every_row_keeps_a_key
 
 
 @pytest.mark.parametrize("layer,expected", [(0, range(0, 5)), (1, range(0, 6)), (4, range(0, 9)),

@@ -1,5 +1,5 @@
 """Half precision: the fast engine and the naive recompute differ by rounding, not by semantics (the tolerance of
-`mapflow.precision`), and a knockout stays exact: a blocked edge gets exactly zero attention weight in every
+`mapflow.knockout.precision`), and a knockout stays exact: a blocked edge gets exactly zero attention weight in every
 attention path (the model's eager and sdpa masks, the engine's prefix/suffix kernels)."""
 
 import copy
@@ -7,10 +7,10 @@ import copy
 import pytest
 import torch
 
-from mapflow import precision
-from mapflow.engine import KnockoutConfig, run_knockouts
-from mapflow.flows import PAPER_FLOWS, Flow, Window
-from mapflow.knockout import apply_layer_masks
+from mapflow.knockout import precision
+from mapflow.knockout.engine import KnockoutConfig, run_knockouts
+from mapflow.knockout.flows import PAPER_FLOWS, Flow, Window
+from mapflow.knockout.masks import apply_layer_masks
 
 FLOWS = [f for flows in PAPER_FLOWS.values() for f in flows]
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])  # a GPU session runs both
@@ -18,7 +18,7 @@ HALF = [pytest.param("bfloat16"), pytest.param("float16", marks=pytest.mark.slow
 
 
 def prepare(adapter, sample, frames):
-    from mapflow.prompts import mcqa_segments
+    from mapflow.inputs.prompts import mcqa_segments
 
     return adapter.prepare(frames, mcqa_segments(sample), option_letters=sample.option_letters,
                            true_letter=sample.answer_letter)
@@ -85,7 +85,7 @@ def test_blocked_edges_get_exactly_zero_weight_in_the_models_half_precision_mask
     sums = weights.float().sum(-1)
     assert (sums - 1).abs().max() <= layout.seq_len * torch.finfo(weights.dtype).eps
     # the additive mask really is the dtype's finfo.min at blocked edges (not -inf: no NaN on a fully cut row)
-    from mapflow.knockout import knockout_attention_mask
+    from mapflow.knockout.masks import knockout_attention_mask
 
     additive = torch.zeros(1, 1, layout.seq_len, layout.seq_len, dtype=weights.dtype)
     mask = knockout_attention_mask(additive, blocked)
@@ -104,8 +104,8 @@ SUFFIX_PATHS = {
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
 def test_blocked_edges_get_exactly_zero_weight_in_the_engines_kernels(path, dtype, monkeypatch):
     """Values are one-hot per key, so each attention output row is the query's weights over all keys."""
-    from mapflow import suffix_attention
-    from mapflow.suffix_attention import SuffixBatch, attend_batch
+    from mapflow.knockout import suffix_attention
+    from mapflow.knockout.suffix_attention import SuffixBatch, attend_batch
 
     for name, value in SUFFIX_PATHS[path].items():
         monkeypatch.setattr(suffix_attention, name, suffix_attention._attend_part_math if value == "math" else value)

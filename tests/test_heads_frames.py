@@ -5,9 +5,9 @@ import numpy as np
 import pytest
 import torch
 
-from mapflow.engine import KnockoutConfig, clean_state, run_batch, run_knockouts, run_pack
+from mapflow.knockout.engine import KnockoutConfig, clean_state, run_batch, run_knockouts, run_pack
 from mapflow.errors import KnockoutConfigError
-from mapflow.flows import Flow
+from mapflow.knockout.flows import Flow
 
 
 def blocked(layout, flow):
@@ -78,7 +78,7 @@ def test_frames_out_of_range_are_refused(prepared):
 
 @pytest.mark.parametrize("path", ["few-query softmax", "block-sparse pieces", "explicit-softmax pieces"])
 def test_head_knockout_on_each_attention_path(sdpa_adapter, prepared, path, monkeypatch):
-    from mapflow import suffix_attention as sa
+    from mapflow.knockout import suffix_attention as sa
 
     settings = {"few-query softmax": {"DENSE_MAX_SCORES": 10**9},
                 "block-sparse pieces": {"DENSE_MAX_SCORES": 0, "QUERY_CHUNK": 8, "KEY_GAP": 4},

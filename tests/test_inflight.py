@@ -5,7 +5,7 @@ import time
 
 import pytest
 
-from mapflow.inflight import in_order
+from mapflow.study.inflight import in_order
 
 
 def measure_with_tracking(delays):

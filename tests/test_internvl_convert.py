@@ -15,7 +15,7 @@ from torch import nn
 from mapflow.errors import ModelLoadError
 from mapflow.models import load_model
 from mapflow.models.internvl_convert import convert_config, convert_internvl_chat_checkpoint, convert_state_dict
-from mapflow.prompts import INTERNVL_PHI3_MCQA, SYSTEM_MVBENCH, mcqa_segments
+from mapflow.inputs.prompts import INTERNVL_PHI3_MCQA, SYSTEM_MVBENCH, mcqa_segments
 
 IMAGE, PATCH, FRAMES = 112, 14, 3  # 8x8 patches -> 4x4 = 16 tokens per frame after the pixel shuffle
 TOKENS_PER_FRAME = (IMAGE // PATCH // 2) ** 2
@@ -315,8 +315,8 @@ def test_knockouts_and_a_short_study_run_on_the_converted_checkpoint(checkpoints
     import xarray as xr
 
     from mapflow.cli import main
-    from mapflow.engine import KnockoutConfig, run_knockouts
-    from mapflow.flows import Flow
+    from mapflow.knockout.engine import KnockoutConfig, run_knockouts
+    from mapflow.knockout.flows import Flow
 
     prepared, adapter = prepared_and_adapter
     configs = [KnockoutConfig(torch.from_numpy(Flow.parse(flow).block_matrix(prepared.layout)), (layer,))

@@ -6,8 +6,8 @@ import math
 import pytest
 import torch
 
-from mapflow.flows import Flow
-from mapflow.knockout import apply_knockout, knockout_attention_mask
+from mapflow.knockout.flows import Flow
+from mapflow.knockout.masks import apply_knockout, knockout_attention_mask
 from tolerances import assert_float32_exact
 
 

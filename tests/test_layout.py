@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from mapflow.errors import LayoutError
-from mapflow.prompts import PromptSegment, mcqa_segments
+from mapflow.inputs.prompts import PromptSegment, mcqa_segments
 
 
 def decode(adapter, prepared, name):
@@ -74,7 +74,7 @@ def test_videomme_style_prompt_spans(adapter, frames):
     from dataclasses import replace
 
     from mapflow.data.sample import Sample
-    from mapflow.prompts import LLAVA_MCQA_VIDEOMME
+    from mapflow.inputs.prompts import LLAVA_MCQA_VIDEOMME
 
     sample = Sample("Counting/001-1", "Counting", "unused.mp4", "How many red squares are there?",
                     ("one", "two", "three", "four"), 1, option_format="dot")

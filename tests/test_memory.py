@@ -8,9 +8,9 @@ import pytest
 import torch
 import xarray as xr
 
-from mapflow import planner
-from mapflow.engine import KnockoutConfig, clean_state, run_knockouts
-from mapflow.flows import PAPER_FLOWS, Flow, Window
+from mapflow.knockout import planner
+from mapflow.knockout.engine import KnockoutConfig, clean_state, run_knockouts
+from mapflow.knockout.flows import PAPER_FLOWS, Flow, Window
 
 FLOWS = [f for flows in PAPER_FLOWS.values() for f in flows]
 
@@ -23,7 +23,7 @@ def sweep(layout, num_layers):
 
 @pytest.fixture
 def prepared(sdpa_adapter, sample, frames):
-    from mapflow.prompts import mcqa_segments
+    from mapflow.inputs.prompts import mcqa_segments
 
     return sdpa_adapter.prepare(frames, mcqa_segments(sample), option_letters=sample.option_letters,
                                 true_letter=sample.answer_letter)
@@ -39,7 +39,7 @@ def fail_forwards_above(adapter, max_tokens, monkeypatch):
     """An allocator that cannot hold more than ``max_tokens`` positions of a knockout forward's MLP activations:
     every decoder layer's MLP raises `torch.OutOfMemoryError` beyond that, as CUDA's caching allocator does (the
     clean run, which no split can shrink, is spared). Returns the sizes that failed."""
-    from mapflow.suffix_attention import ATTENTION_NAME
+    from mapflow.knockout.suffix_attention import ATTENTION_NAME
 
     failed = []
     for i in range(adapter.num_layers):
@@ -123,10 +123,10 @@ def test_memory_sizes_parse():
 
 def test_the_store_is_the_same_when_packs_run_out_of_memory(sdpa_adapter, tiny_benchmark, tmp_path, monkeypatch,
                                                            fresh_limits):
-    from mapflow.analysis import StudyConfig
+    from mapflow.study.context import StudyConfig
     from mapflow.data.benchmarks import get_benchmark
-    from mapflow.results import open_dataset
-    from mapflow.runner import load_study, run_study
+    from mapflow.results.store import open_dataset
+    from mapflow.study.runner import load_study, run_study
 
     samples = get_benchmark("tvbench").loader(tiny_benchmark, tasks=None, limit=1, seed=0)[:2]
     config = StudyConfig(window=Window("center", 3), samples="all", num_frames=4)
@@ -160,7 +160,7 @@ def test_the_store_is_the_same_when_packs_run_out_of_memory(sdpa_adapter, tiny_b
 
 def test_an_out_of_memory_wrapped_by_the_tracer_is_retried_and_other_errors_are_not(sdpa_adapter, prepared,
                                                                                    fresh_limits):
-    from mapflow.engine import run_within_memory
+    from mapflow.knockout.engine import run_within_memory
 
     configs = sweep(prepared.layout, sdpa_adapter.num_layers)[:4]
     clean = clean_state(sdpa_adapter, prepared)

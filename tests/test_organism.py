@@ -8,7 +8,7 @@ import torch
 
 from mapflow.data import load_tvbench, read_frames
 from mapflow.embedded import DATA_DIR
-from mapflow.prompts import ORGANISM_MCQA, mcqa_segments
+from mapflow.inputs.prompts import ORGANISM_MCQA, mcqa_segments
 
 ORGANISMS = {variant: DATA_DIR / "models" / f"organism-{variant}" for variant in ("video", "frames")}
 BENCH = DATA_DIR / "temporal-bench"

@@ -5,9 +5,18 @@ import pytest
 import xarray as xr
 
 from mapflow.errors import KnockoutConfigError
-from mapflow.layout import Span, TokenLayout
-from mapflow.pathways import (PathwayLayers, causal_edges, derive_layers, interval_means, kept_edges, parse_layers,
-                              pathway_masks, preset_layers, random_masks)
+from mapflow.inputs.layout import Span, TokenLayout
+from mapflow.readouts.pathways import (
+    PathwayLayers,
+    causal_edges,
+    derive_layers,
+    interval_means,
+    kept_edges,
+    parse_layers,
+    pathway_masks,
+    preset_layers,
+    random_masks,
+)
 
 
 @pytest.fixture

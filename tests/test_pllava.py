@@ -10,7 +10,7 @@ from safetensors.torch import load_file, save_file
 
 from mapflow.models import load_model
 from mapflow.models.pllava import convert_pllava_checkpoint
-from mapflow.prompts import LLAVA_MCQA, mcqa_segments
+from mapflow.inputs.prompts import LLAVA_MCQA, mcqa_segments
 
 POOLING = [4, 4, 4]  # the tiny tower has 8x8 patches: 2x2 spatial pooling as 24x24 -> 12x12 in the paper
 

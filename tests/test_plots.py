@@ -8,7 +8,7 @@ import pytest
 import xarray as xr
 
 from mapflow.errors import MapflowError
-from mapflow.plots import mean_and_ci, plot_rel_change, rel_change_figure
+from mapflow.viz.plots import mean_and_ci, plot_rel_change, rel_change_figure
 
 FLOWS = ["video->question", "question->last"]
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -83,7 +83,7 @@ def test_plot_writes_a_png(tmp_path):
 
 
 def test_plot_from_a_result_store(tmp_path):
-    from mapflow.results import ResultStore, open_dataset
+    from mapflow.results.store import ResultStore, open_dataset
 
     store = ResultStore.create_or_resume(tmp_path / "run.zarr", {"config": {}})
     ds = results({"action_count": 3, "moving_direction": 2})

@@ -5,8 +5,15 @@ from dataclasses import replace
 import pytest
 
 from mapflow.data.sample import Sample
-from mapflow.prompts import (LLAVA_MCQA, LLAVA_OPEN_ENDED, SYSTEM_MVBENCH, VCGBENCH_FREE_FORM, build_prompt,
-                             prompt_text, resolve_template)
+from mapflow.inputs.prompts import (
+    LLAVA_MCQA,
+    LLAVA_OPEN_ENDED,
+    SYSTEM_MVBENCH,
+    VCGBENCH_FREE_FORM,
+    build_prompt,
+    prompt_text,
+    resolve_template,
+)
 
 
 def make(task, question, candidates, answer_index, **kw):

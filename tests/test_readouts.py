@@ -5,12 +5,12 @@ import numpy as np
 import pytest
 import torch
 
-from mapflow.attention import attention_rows
-from mapflow.engine import run_layer_masks
-from mapflow.flows import Flow
-from mapflow.generation import extend_input, greedy_generate
+from mapflow.readouts.attention import attention_rows
+from mapflow.knockout.engine import run_layer_masks
+from mapflow.knockout.flows import Flow
+from mapflow.readouts.generation import extend_input, greedy_generate
 from mapflow.models import load_model
-from mapflow.readout import layer_token_probabilities, layer_top_tokens
+from mapflow.readouts.lens import layer_token_probabilities, layer_top_tokens
 from tolerances import assert_float32_exact
 
 
@@ -92,7 +92,7 @@ def test_attention_rows_under_knockout_match_the_models_own_weights(eager_adapte
     import nnsight
 
     from conftest import prepare_mcqa
-    from mapflow.knockout import apply_knockout
+    from mapflow.knockout.masks import apply_knockout
 
     prepared = prepare_mcqa(eager_adapter, sample, frames)
     layout = prepared.layout

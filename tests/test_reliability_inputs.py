@@ -14,7 +14,7 @@ import xarray as xr
 
 from mapflow.cli import main
 from mapflow.embedded import DEFAULT_DATA_DIR, DEFAULT_MODEL_DIR
-from mapflow.results import ResultStore
+from mapflow.results.store import ResultStore
 
 REPO = Path(__file__).resolve().parent.parent
 TASKS = ("moving_direction", "scene_transition")
@@ -175,7 +175,7 @@ def test_a_run_where_every_sample_failed_exits_non_zero(tmp_path, capsys):
 
 
 def test_oversized_video_long_prompt_and_too_many_options_fail_one_sample_each(tmp_path, capsys):
-    from mapflow.data.synthetic import write_video
+    from mapflow.organism.synthetic import write_video
     from mapflow.data.video import MAX_FRAME_PIXELS
 
     bench = copy_bench(tmp_path / "bench", per_task=4)
@@ -257,7 +257,7 @@ def test_a_damaged_checkpoint_gets_a_sentence(tmp_path, capsys, damage, expected
 
 
 def test_dataset_provenance_takes_relative_and_absolute_paths_alike(tmp_path, monkeypatch):
-    from mapflow.provenance import dataset_provenance
+    from mapflow.results.provenance import dataset_provenance
 
     bench = copy_bench(tmp_path / "my bench", per_task=1)
     monkeypatch.chdir(tmp_path)

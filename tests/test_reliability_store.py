@@ -20,12 +20,12 @@ import pytest
 import xarray as xr
 import zarr
 
-import mapflow.results
+import mapflow.results.store
 from mapflow.cli import main
 from mapflow.errors import MapflowError
-from mapflow.integrity import inspect_store, verify_store
-from mapflow.results import ResultStore, open_dataset
-from mapflow.store_lock import StoreLock, StoreLocked, lock_path
+from mapflow.results.integrity import inspect_store, verify_store
+from mapflow.results.store import ResultStore, open_dataset
+from mapflow.results.store_lock import StoreLock, StoreLocked, lock_path
 from test_results import PROVENANCE, expected_results, fill_store, make_sample, sample_id, start_appender
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -37,7 +37,7 @@ GATED_STUDY = '''
 """information_flow behind a gate file (tests only)."""
 import os, time
 from pathlib import Path
-from mapflow.analysis import knockout_sweep
+from mapflow.study.context import knockout_sweep
 from mapflow.studies.information_flow import FLOWS
 
 measured = []
@@ -67,7 +67,7 @@ def cli_args(model, bench, out, study):
 
 def start_writer(args, gate: Path, gate_after=0) -> subprocess.Popen:
     env = {**os.environ, "GATE": str(gate), "GATE_AFTER": str(gate_after), "OMP_NUM_THREADS": "1"}
-    return subprocess.Popen([sys.executable, "-m", "mapflow.cli", *args], env=env, cwd=REPO_ROOT,
+    return subprocess.Popen([sys.executable, "-m", "mapflow", *args], env=env, cwd=REPO_ROOT,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
@@ -234,7 +234,7 @@ def test_readers_never_write_even_with_an_unfinished_append_or_a_read_only_disk(
     path = tmp_path / "run.zarr"
     store = fill_store(path, range(3))
     # a writer killed mid-append: arrays one sample longer than the commit, a leftover temporary file
-    mapflow.results._write_arrays(mapflow.results._prepare_for_store(make_sample(3)).assign_attrs(
+    mapflow.results.store._write_arrays(mapflow.results.store._prepare_for_store(make_sample(3)).assign_attrs(
         store._attrs()), path, first=False)
     (path / "rel_change" / f"0.0.0.{'a' * 32}.partial").write_bytes(b"half")
     store.close()
@@ -291,7 +291,7 @@ def test_resume_refuses_a_swapped_checkpoint_or_annotation_file(tiny_model_dir, 
 
 def test_verify_finds_and_repairs_damage_and_the_rerun_measures_only_the_damaged(tiny_model_dir, tiny_benchmark,
                                                                                tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr(mapflow.results, "SAMPLE_CHUNK", 2)  # 4 samples in 2 chunks: damage one, keep the other
+    monkeypatch.setattr(mapflow.results.store, "SAMPLE_CHUNK", 2)  # 4 samples in 2 chunks: damage one, keep the other
     out = tmp_path / "out.zarr"
     args = cli_args(tiny_model_dir, tiny_benchmark, out, "information_flow")
     assert main(args) == 0

@@ -10,7 +10,7 @@ from mapflow.errors import MapflowError
 from mapflow.remote import NotRemotable, ServerUnreachable, model_key_for, resolve_settings
 from mapflow.remote.config import resolve_model_key
 from mapflow.remote.preflight import check_study_remotable
-from mapflow.runner import load_study
+from mapflow.study.runner import load_study
 
 
 @pytest.fixture(autouse=True)
@@ -98,9 +98,9 @@ def free_port():
 
 
 def test_unreachable_server_fails_fast_naming_host_and_model(sdpa_adapter, tiny_benchmark, tmp_path):
-    from mapflow.analysis import StudyConfig
+    from mapflow.study.context import StudyConfig
     from mapflow.data.benchmarks import get_benchmark
-    from mapflow.runner import run_study
+    from mapflow.study.runner import run_study
 
     host = f"http://127.0.0.1:{free_port()}"
     settings = resolve_settings(host=host, model="org/some-model")
@@ -118,7 +118,7 @@ def test_unreachable_server_fails_fast_naming_host_and_model(sdpa_adapter, tiny_
 def test_remote_plan_and_concurrency_options_are_checked(monkeypatch):
     import argparse
 
-    from mapflow.remote.commands import DEFAULT_CONCURRENCY, add_remote_arguments, concurrency_from_args
+    from mapflow.ndif_local.commands import DEFAULT_CONCURRENCY, add_remote_arguments, concurrency_from_args
 
     parser = argparse.ArgumentParser()
     add_remote_arguments(parser)

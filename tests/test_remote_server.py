@@ -16,10 +16,10 @@ import pytest
 import torch
 import xarray as xr
 
-from mapflow.analysis import StudyConfig
+from mapflow.study.context import StudyConfig
 from mapflow.data.benchmarks import get_benchmark
 from mapflow.embedded import default_data_dir, organism_dir
-from mapflow.flows import Window
+from mapflow.knockout.flows import Window
 from mapflow.remote import (
     ModelNotDeployed,
     RemoteJobFailed,
@@ -28,8 +28,8 @@ from mapflow.remote import (
     ServerUnreachable,
     resolve_settings,
 )
-from mapflow.results import ResultStore
-from mapflow.runner import load_study, run_study
+from mapflow.results.store import ResultStore
+from mapflow.study.runner import load_study, run_study
 
 pytestmark = pytest.mark.server
 
@@ -39,7 +39,7 @@ TOLERANCE = 1e-6
 
 @pytest.fixture(scope="session")
 def ndif_stack():
-    from mapflow.remote import stack
+    from mapflow.ndif_local import stack
 
     try:
         stack.check_venv(stack.default_venv())
@@ -251,8 +251,8 @@ def test_a_plain_request_between_two_of_ours_sees_the_unmodified_model(ndif_stac
     import nnsight
 
     from mapflow.remote.client import remote_adapter
-    from mapflow.runner import measure_sample
-    from mapflow.suffix_attention import ATTENTION_NAME
+    from mapflow.study.runner import measure_sample
+    from mapflow.knockout.suffix_attention import ATTENTION_NAME
 
     settings = settings_for(ndif_stack)
     view = remote_adapter(organism, settings)
@@ -336,7 +336,7 @@ def test_timeout_of_one_request_in_flight_fails_that_sample_only(ndif_stack, org
 
 def notebook_study(ctx):
     """Defined in this test module as a notebook cell would define it: `mf.run` ships it with the request."""
-    from mapflow.analysis import knockout_sweep
+    from mapflow.study.context import knockout_sweep
 
     with ctx.trace():
         logits = ctx.adapter.lm_head.output[0, -1].save()
@@ -359,7 +359,7 @@ def test_a_notebook_function_runs_through_mf_run_remotely_with_the_local_numbers
 def test_server_dying_with_requests_in_flight_keeps_finished_samples_and_resumes(ndif_stack, organism, more_samples,
                                                                                  tmp_path):
     """Runs last: it stops the session's server, when the third sample begins, with two samples in flight."""
-    from mapflow.remote import stack
+    from mapflow.ndif_local import stack
 
     samples = more_samples[:4]
     study = write_study(tmp_path, "server_dies", f"""

@@ -16,7 +16,7 @@ import xarray as xr
 import zarr
 
 from mapflow.errors import MapflowError
-from mapflow.results import COMMITTED_KEY, SAMPLE_DIM, ResultStore, open_dataset
+from mapflow.results.store import COMMITTED_KEY, SAMPLE_DIM, ResultStore, open_dataset
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 FLOWS = ["video->question", "question->last", "video->last"]

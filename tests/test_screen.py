@@ -6,9 +6,9 @@ import types
 import pytest
 import torch
 
-from mapflow.flows import Flow
-from mapflow.knockout import apply_layer_masks, head_blocked
-from mapflow.screen import layer_effects, local_change, metric_value, parse_plan, screen_cells, screen_forward
+from mapflow.knockout.flows import Flow
+from mapflow.knockout.masks import apply_layer_masks, head_blocked
+from mapflow.knockout.screen import layer_effects, local_change, metric_value, parse_plan, screen_cells, screen_forward
 from mapflow.errors import KnockoutConfigError
 
 
@@ -42,7 +42,7 @@ def test_local_change_is_the_models_own_knocked_out_attention(adapter, prepared,
 @pytest.fixture(scope="module")
 def double_model(tiny_model_dir, sample, frames):
     from mapflow.models import load_model
-    from mapflow.prompts import mcqa_segments
+    from mapflow.inputs.prompts import mcqa_segments
 
     adapter = load_model(tiny_model_dir, attn_implementation="sdpa")  # eager softmaxes in float32
     adapter.hf_model.double()

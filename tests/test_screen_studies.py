@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 import torch
 
-from mapflow.analysis import StudyConfig, StudyContext, knockout_sweep
-from mapflow.calibrate import cell_metrics, ranks
+from mapflow.study.context import StudyConfig, StudyContext, knockout_sweep
+from mapflow.knockout.calibrate import cell_metrics, ranks
 from mapflow.errors import KnockoutConfigError
-from mapflow.flows import Flow, Window
-from mapflow.prompts import LLAVA_MCQA, build_prompt
+from mapflow.knockout.flows import Flow, Window
+from mapflow.inputs.prompts import LLAVA_MCQA, build_prompt
 
 
 def study(name):
@@ -104,7 +104,7 @@ def test_screen_plan_and_verification(sdpa_adapter, sample, frames):
 
 
 def test_screen_on_a_study_without_a_differentiable_metric_is_refused(sdpa_adapter):
-    from mapflow.screen import check_screenable
+    from mapflow.knockout.screen import check_screenable
 
     with pytest.raises(KnockoutConfigError, match="--plan screen.*cross_frame_halves.*information_flow"):
         check_screenable(study("cross_frame_halves"), "cross_frame_halves", "screen")
@@ -149,7 +149,7 @@ def test_frame_pairs_and_heads_are_available_to_the_screen(sdpa_adapter, sample,
                                             flows=("video->last",)))
     assert np.isfinite(heads["rel_change"].values).all() and heads["head"].values.tolist() == [1]
     # the first-order term is additive over heads: the single-head estimates sum to the all-heads one
-    from mapflow.screen import screen_cells, screen_forward
+    from mapflow.knockout.screen import screen_cells, screen_forward
 
     ctx = context(sdpa_adapter, sample, frames)
     cut = torch.from_numpy(Flow.parse("cross_frame").block_matrix(ctx.layout))

@@ -78,7 +78,7 @@ def test_no_float32_copy_is_made_while_building():
     the weights would add twice that)."""
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    from mapflow.bench import PeakMemory
+    from mapflow.cli.bench import PeakMemory
 
     config = LlamaConfig(vocab_size=32064, hidden_size=1024, intermediate_size=2816, num_hidden_layers=4,
                          num_attention_heads=8, num_key_value_heads=8)
@@ -106,11 +106,11 @@ def test_bad_shape_options_are_named():
 def test_a_reduced_7b_shape_runs_with_its_published_token_layout(name, tiny_benchmark):
     """One decoder and one vision layer of the real widths in bf16 (~1-3 GB): loads (the self-test cuts edges and
     checks an empty knockout is exact) and lays out its frames as the published model does."""
-    from mapflow.bench import _clip
+    from mapflow.cli.bench import _clip
     from mapflow.data import load_tvbench
-    from mapflow.engine import KnockoutConfig, run_knockouts
-    from mapflow.flows import Flow
-    from mapflow.prompts import mcqa_segments, resolve_template
+    from mapflow.knockout.engine import KnockoutConfig, run_knockouts
+    from mapflow.knockout.flows import Flow
+    from mapflow.inputs.prompts import mcqa_segments, resolve_template
 
     adapter = build_shape(name, text_layers=1, vision_layers=1)
     assert adapter.num_layers == 1 and adapter.hf_model.dtype == torch.bfloat16

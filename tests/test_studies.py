@@ -7,11 +7,18 @@ import pytest
 import torch
 import xarray as xr
 
-from mapflow.analysis import (CleanRun, StudyConfig, StudyContext, clean_run, knockout_sweep, layout_with_prediction,
-                              option_token_ids)
-from mapflow.flows import Flow, Window
-from mapflow.pathways import kept_edges, parse_layers, pathway_masks
-from mapflow.prompts import LLAVA_MCQA, build_prompt
+from mapflow.study.context import (
+    CleanRun,
+    StudyConfig,
+    StudyContext,
+    clean_run,
+    knockout_sweep,
+    layout_with_prediction,
+    option_token_ids,
+)
+from mapflow.knockout.flows import Flow, Window
+from mapflow.readouts.pathways import kept_edges, parse_layers, pathway_masks
+from mapflow.inputs.prompts import LLAVA_MCQA, build_prompt
 
 
 def study(name):
@@ -60,7 +67,7 @@ def test_window_studies_equal_separate_sweeps(sdpa_adapter, sample, frames, name
 
 
 def test_progressive_accuracy_counts_correct_answers():
-    from mapflow.figures import progressive_accuracy
+    from mapflow.viz.figures import progressive_accuracy
 
     pred = np.array([[[[5, 5]], [[5, 6]]], [[[6, 6]], [[5, 5]]]])  # (sample, direction, flow, layer)
     ds = xr.Dataset({"pred_knockout": (("sample", "direction", "flow", "layer"), pred),
@@ -116,7 +123,7 @@ def test_answer_probability_last_layer_is_the_models_output(sdpa_adapter, sample
 
 
 def test_logit_lens_marks_exactly_the_keyword_pieces(sdpa_adapter, sample, frames, tmp_path):
-    from mapflow.readout import layer_top_tokens
+    from mapflow.readouts.lens import layer_top_tokens
 
     video = context(sdpa_adapter, sample, frames).layout.positions("video")
     tops = layer_top_tokens(sdpa_adapter, context(sdpa_adapter, sample, frames).prepared, video)
@@ -142,7 +149,7 @@ def test_logit_lens_marks_exactly_the_keyword_pieces(sdpa_adapter, sample, frame
 
 
 def test_attention_maps_rows_and_padding(sdpa_adapter, sample, frames):
-    from mapflow.attention import attention_rows
+    from mapflow.readouts.attention import attention_rows
 
     ctx = context(sdpa_adapter, sample, frames, options={"max_queries": "40"})
     ds = study("attention_maps").run(ctx)
@@ -216,13 +223,13 @@ def test_verb_anchor_study_reads_the_anchor_token(sdpa_adapter, sample, frames, 
     generated = sdpa_adapter.tokenizer(str(ds.response_text.values), add_special_tokens=False)["input_ids"]
     measured = [a for a in ds.anchor.values if bool(ds.knocked_out.sel(anchor=a))]
     assert measured, "the test needs at least one measured anchor"
-    from mapflow.generation import greedy_generate
+    from mapflow.readouts.generation import greedy_generate
 
     tokens = greedy_generate(sdpa_adapter, ctx.prepared, max_new_tokens=6)
     for anchor in measured:
         token = int(ds.answer_token.sel(anchor=anchor))
         position = tokens.index(token)
-        from mapflow.generation import extend_input
+        from mapflow.readouts.generation import extend_input
 
         grown = extend_input(ctx.prepared, tokens[:position])
         probs = plain_probs(sdpa_adapter, grown)

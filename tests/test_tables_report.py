@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import xarray as xr
 
-from mapflow import tables
+from mapflow.viz import tables
 
 
 def test_halves_table_counts_by_hand():
@@ -49,7 +49,7 @@ def test_pathway_table_reports_accuracy_and_kept_share():
 
 @pytest.mark.slow
 def test_demo_suite_writes_every_store_figure_and_the_report(tmp_path):
-    from mapflow.suite import organism_suite, run_suite
+    from mapflow.cli.demo import organism_suite, run_suite
 
     manifest = run_suite(tmp_path, limit=1)
     names = [r["name"] for r in manifest["runs"]]
@@ -73,7 +73,7 @@ def test_demo_suite_beyond_the_paper_runs_and_report(tmp_path):
     """The frame-pair and head studies and the screen's calibration in the demo, with their report sections."""
     import json
 
-    from mapflow.suite import run_suite
+    from mapflow.cli.demo import run_suite
 
     manifest = run_suite(tmp_path, limit=1, only=["frame_pairs-video", "head_sweep-video", "calibrate"])
     assert [r["name"] for r in manifest["runs"]] == ["frame_pairs-video", "head_sweep-video",

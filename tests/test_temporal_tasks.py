@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 
 from mapflow.data import check_videos_exist, load_tvbench, read_frames
-from mapflow.data import temporal_tasks as tt
-from mapflow.data.synthetic import main as synthetic_main
-from mapflow.data.synthetic import pick_video_encoder, temporal_benchmark_entries, write_temporal_benchmark
+from mapflow.organism import temporal_tasks as tt
+from mapflow.organism.synthetic import main as synthetic_main
+from mapflow.organism.synthetic import pick_video_encoder, temporal_benchmark_entries, write_temporal_benchmark
 
 ITEMS_PER_TASK = 200
 # Decoded minus rendered pixels (libx264, yuv444p, qp 0): measured max 1 level; allow 2.

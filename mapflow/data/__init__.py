@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from mapflow.data.benchmarks import BENCHMARKS, Benchmark, get_benchmark, load_benchmark
-from mapflow.data.longvideobench import load_longvideobench
-from mapflow.data.sample import NO_ANSWER_INDEX, OPTION_FORMATS, Sample
-from mapflow.data.tomato import TOMATO_TASKS, load_tomato
-from mapflow.data.tvbench import TVBENCH_TASKS, check_videos_exist, load_tvbench
-from mapflow.data.vcgbench import VCGBENCH_TASKS, load_vcgbench
-from mapflow.data.video import (
+from .benchmarks import BENCHMARKS, Benchmark, get_benchmark, load_benchmark
+from .longvideobench import load_longvideobench
+from .sample import NO_ANSWER_INDEX, OPTION_FORMATS, Sample
+from .tomato import TOMATO_TASKS, load_tomato
+from .tvbench import TVBENCH_TASKS, check_videos_exist, load_tvbench
+from .vcgbench import VCGBENCH_TASKS, load_vcgbench
+from .video import (
     DEFAULT_DECODE_TIMEOUT_S,
     FRAME_RULES,
     VideoFrames,
@@ -19,7 +19,7 @@ from mapflow.data.video import (
     read_frames,
     segment_midpoint_indices,
 )
-from mapflow.data.videomme import load_videomme
+from .videomme import load_videomme
 
 __all__ = [
     "BENCHMARKS",
@@ -50,9 +50,9 @@ __all__ = [
 
 
 def __getattr__(name: str) -> Any:
-    # Imported lazily so `python -m mapflow.data.synthetic` does not import its own module twice.
+    # Imported lazily so `python -m mapflow.organism.synthetic` does not import its own module twice.
     if name == "write_tiny_tvbench":
-        from mapflow.data.synthetic import write_tiny_tvbench
+        from ..organism.synthetic import write_tiny_tvbench
 
         return write_tiny_tvbench
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -12,14 +12,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from mapflow.data.longvideobench import load_longvideobench
-from mapflow.data.sample import Sample
-from mapflow.data.tomato import load_tomato
-from mapflow.data.tvbench import load_tvbench
-from mapflow.data.vcgbench import load_vcgbench
-from mapflow.data.video import FRAME_RULES
-from mapflow.data.videomme import load_videomme
-from mapflow.errors import DataError
+from .longvideobench import load_longvideobench
+from .sample import Sample
+from .tomato import load_tomato
+from .tvbench import load_tvbench
+from .vcgbench import load_vcgbench
+from .video import FRAME_RULES
+from .videomme import load_videomme
+from ..errors import DataError
 
 Loader = Callable[..., list[Sample]]
 

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mapflow.data.video import VideoFrames
+from .video import VideoFrames
 
 CACHE_ENV_VAR = "MAPFLOW_CACHE_DIR"
 # Bump when the file layout or the meaning of a key changes: old files then simply miss.

@@ -16,8 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from mapflow.data.sample import Sample
-from mapflow.errors import DataError
+from .sample import Sample
+from ..errors import DataError
 
 Where = dict[str, Any]
 

@@ -15,9 +15,9 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from mapflow.data import loading
-from mapflow.data.sample import Sample
-from mapflow.errors import DataError
+from . import loading
+from .sample import Sample
+from ..errors import DataError
 
 _JSON_NAME = "lvb_val.json"
 _VIDEO_DIR = "videos"

@@ -12,9 +12,9 @@ from collections.abc import Sequence
 from functools import partial
 from pathlib import Path
 
-from mapflow.data import loading
-from mapflow.data.sample import Sample
-from mapflow.errors import DataError
+from . import loading
+from .sample import Sample
+from ..errors import DataError
 
 # Paper task name -> file stem, in the sorted order the paper code uses.
 TOMATO_TASK_FILES: dict[str, str] = {

@@ -13,10 +13,10 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from mapflow.data import loading
-from mapflow.data.loading import select_entry_indices as select_entry_indices  # re-exported (public name)
-from mapflow.data.sample import Sample
-from mapflow.errors import DataError
+from . import loading
+from .loading import select_entry_indices as select_entry_indices  # re-exported (public name)
+from .sample import Sample
+from ..errors import DataError
 
 TVBENCH_TASKS: tuple[str, ...] = (
     "action_antonym",

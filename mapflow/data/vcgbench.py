@@ -16,9 +16,9 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from mapflow.data import loading
-from mapflow.data.sample import NO_ANSWER_INDEX, Sample
-from mapflow.errors import DataError
+from . import loading
+from .sample import NO_ANSWER_INDEX, Sample
+from ..errors import DataError
 
 VCGBENCH_TASKS: tuple[str, ...] = ("generic_qa", "temporal_qa", "consistency_qa")
 VCGBENCH_DEFAULT_TASKS: tuple[str, ...] = ("temporal_qa",)  # the only one the paper analyses (§C.2)

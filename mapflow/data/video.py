@@ -20,8 +20,8 @@ from typing import Any
 
 import numpy as np
 
-from mapflow.data.sample import Sample
-from mapflow.errors import DataError
+from .sample import Sample
+from ..errors import DataError
 
 FRAME_RULES: tuple[str, ...] = ("segment_midpoint", "linspace", "longvideobench")
 
@@ -287,7 +287,7 @@ def read_frames_from_path(
     `cache_dir`: False or None = no disk cache (None still honours ``$MAPFLOW_CACHE_DIR``),
     True = the default cache folder, a path = that folder; see `mapflow.data.frame_cache`.
     """
-    from mapflow.data import frame_cache  # imported here: frame_cache imports this module
+    from . import frame_cache
 
     path = Path(path)
     where: dict[str, Any] = {"file": path, "sample": sample_id}

@@ -18,9 +18,9 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlparse
 
-from mapflow.data import loading
-from mapflow.data.sample import OPTION_LETTERS, Sample
-from mapflow.errors import DataError
+from . import loading
+from .sample import OPTION_LETTERS, Sample
+from ..errors import DataError
 
 _PARQUET = Path("videomme") / "test-00000-of-00001.parquet"
 _VIDEO_DIR = "data"

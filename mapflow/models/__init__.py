@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 from ..errors import ModelLoadError
-from ..prompts import LLAVA_MCQA, TEMPLATES, McqaTemplate, PromptSegment
+from ..inputs.prompts import LLAVA_MCQA, TEMPLATES, McqaTemplate, PromptSegment
 from .base import PreparedInput, VideoLLMAdapter
 from .internvl import InternVLAdapter
 from .llava_next_video import LlavaNextVideoAdapter

@@ -19,10 +19,10 @@ import torch
 from nnsight import NNsight
 
 from ..errors import LayoutError, ModelLoadError
-from ..knockout import apply_knockout
-from ..layout import TokenLayout
-from ..prompts import VIDEO, McqaTemplate, PromptSegment, prompt_text
-from ..tokenization import build_layout
+from ..knockout.masks import apply_knockout
+from ..inputs.layout import TokenLayout
+from ..inputs.prompts import VIDEO, McqaTemplate, PromptSegment, prompt_text
+from ..inputs.tokenization import build_layout
 
 
 @dataclass
@@ -54,7 +54,7 @@ class VideoLLMAdapter(ABC):
     # does not have). See `suffix_language_model_kwargs`.
     clean_language_model_kwargs: ClassVar[tuple[str, ...]] = ()
     # Whether those arguments, given for one batch row, serve any number of rows (broadcast). Then a knockout batch
-    # can add rows between decoder layers (see `mapflow.engine.run_batch`).
+    # can add rows between decoder layers (see `mapflow.knockout.engine.run_batch`).
     suffix_kwargs_broadcast: ClassVar[bool] = True
     self_test_frames: int = 2  # frames of the load-time self-test clip (a checkpoint may need a fixed count)
     # Whether a frame's run for cross_frame also holds the text before its tokens (VideoLLaMA3, as the paper's code).

@@ -10,7 +10,7 @@ refused instead of silently shifting spans. Text the template adds is named ``te
 from __future__ import annotations
 
 from ..errors import LayoutError
-from ..prompts import CHAT_MCQA, VIDEO, PromptSegment
+from ..inputs.prompts import CHAT_MCQA, VIDEO, PromptSegment
 from .base import VideoLLMAdapter
 
 ANSWER_PROMPT = "answer_prompt"

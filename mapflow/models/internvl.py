@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import math
 
-from ..prompts import INTERNVL_PHI3_MCQA, PromptSegment
+from ..inputs.prompts import INTERNVL_PHI3_MCQA, PromptSegment
 from .base import VideoLLMAdapter
 from .chat import ChatVideoLLMAdapter
 

@@ -7,7 +7,7 @@ raster order inside a frame; ``h = w = (crop // patch) // spatial_pool_stride`` 
 from __future__ import annotations
 
 from ..errors import LayoutError
-from ..prompts import VIDEO, PromptSegment
+from ..inputs.prompts import VIDEO, PromptSegment
 from .base import VideoLLMAdapter
 from .pllava import POOLING_KEY, use_pllava_video_path
 

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..prompts import VIDEOLLAMA3_MCQA
+from ..inputs.prompts import VIDEOLLAMA3_MCQA
 from .chat import ChatVideoLLMAdapter
 
 TOKENS_PER_FRAME = 144  # the paper's 12 x 12 budget per frame (an upper bound: grids keep the aspect ratio)

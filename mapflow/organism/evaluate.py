@@ -16,8 +16,8 @@ import numpy as np
 import xarray as xr
 
 from ..models import load_model
-from ..resolve import prepare_run
-from ..runner import run_study
+from ..study.resolve import prepare_run
+from ..study.runner import run_study
 
 
 def accuracy_table(ds: xr.Dataset) -> dict:

@@ -19,10 +19,19 @@ import torch
 import torch.nn.functional as F
 
 from ..data.sample import OPTION_LETTERS, Sample
-from ..data.temporal_tasks import (FRAME_SIZE, PIXEL_MEAN, PIXEL_STD, REVERSIBLE_TASKS, TASKS, TemporalItem,
-                                   make_item, motion_map, seen_frame_indices)
+from .temporal_tasks import (
+    FRAME_SIZE,
+    PIXEL_MEAN,
+    PIXEL_STD,
+    REVERSIBLE_TASKS,
+    TASKS,
+    TemporalItem,
+    make_item,
+    motion_map,
+    seen_frame_indices,
+)
 from ..models.tiny import build_tiny_processor, build_tiny_tokenizer, tiny_llava_next_video_config
-from ..prompts import ORGANISM_MCQA, mcqa_segments, prompt_text
+from ..inputs.prompts import ORGANISM_MCQA, mcqa_segments, prompt_text
 from .recipe import Recipe
 
 MOTION_GRID = 2  # video tokens per frame side: 32 px / patch 8 / pool 2

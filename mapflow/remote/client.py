@@ -205,11 +205,11 @@ class RemoteModel:
         self.cancelled.set()
 
     def run_cells(self, adapter, prepared, request):
-        """`mapflow.cells.knockout_cells` of one sample. The sample plan runs it whole in one request (a session
+        """`mapflow.knockout.cells.knockout_cells` of one sample. The sample plan runs it whole in one request (a session
         whose body is plain Python on the server, its traces run there as reached), so the clean run's keys, values
         and hidden states stay on the server and only the cells come back; the trace plan runs it here, each of its
         traces a request of its own."""
-        from ..cells import knockout_cells
+        from ..knockout.cells import knockout_cells
 
         if self.settings.plan != "sample":
             return knockout_cells(adapter, prepared, request)

@@ -1,0 +1,439 @@
+"""Command line: ``mapflow run | plot | show | studies | models | demo``. With no arguments it runs the demo."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+from ..errors import MapflowError
+from ..inputs.checks import user_path
+from ..ndif_local.commands import (
+    add_ndif_parser,
+    add_remote_arguments,
+    concurrency_from_args,
+    remote_settings_from_args,
+)
+
+
+def add_run_arguments(parser: argparse.ArgumentParser, with_study: bool = True) -> None:
+    if with_study:
+        parser.add_argument("study", help="study name (see `mapflow studies`) or path to a .py file defining run(ctx)")
+    parser.add_argument("--model", type=user_path,
+                        help="local Hugging Face checkpoint directory (default: the embedded tiny model)")
+    parser.add_argument("--data", type=user_path,
+                        help="benchmark root in its published layout (default: the embedded benchmark)")
+    parser.add_argument("--benchmark", default="tvbench",
+                        help="tvbench | tomato | longvideobench | videomme | vcgbench (default tvbench)")
+    parser.add_argument("--template", help="prompt template (default: the checkpoint's own, else the paper's for "
+                                           "the benchmark): llava_mcqa, llava_mcqa_videomme, organism_mcqa, "
+                                           "llava_open_ended (sentence completion), vcgbench_free_form")
+    parser.add_argument("--out", required=True, type=user_path, help="output zarr store (resumed if it exists)")
+    parser.add_argument("--window", type=int, help="knockout window size k, at most the model's layer count "
+                                                   "(default 9, the paper's; clipped at the ends of smaller models)")
+    parser.add_argument("--window-style", default="center", choices=["center", "inverse", "bottom_up", "top_down"])
+    parser.add_argument("--layers", help="explicit knockout layer ranges instead of a sweep, e.g. '0-16' (0-based, "
+                                         "half-open)")
+    parser.add_argument("--limit", type=int, help="samples per task, chosen with --seed")
+    parser.add_argument("--tasks", nargs="+", help="task names (default: every task in the data root)")
+    parser.add_argument("--samples", choices=["correct", "all", "wrong"],
+                        help="which samples get knocked out (others keep NaN); default: the study's own choice "
+                             "(correctly answered ones for most studies, as in the paper)")
+    parser.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
+                        help="a study-specific setting (see `mapflow studies`); repeatable")
+    parser.add_argument("--frames", type=int, help="frames sampled per video (default: the benchmark's, 8)")
+    parser.add_argument("--frame-rule", choices=["segment_midpoint", "linspace", "longvideobench"],
+                        help="frame sampling rule (default: the model family's, else the benchmark's)")
+    parser.add_argument("--flows", nargs="+", help="override the study's flows, e.g. video->last cross_frame")
+    parser.add_argument("--gt-token", default="continuation", choices=["continuation", "vocab"],
+                        help="how the answer letter becomes a token id (vocab = the released code's lookup)")
+    parser.add_argument("--non-option-without-prefix", action="store_true",
+                        help="leave 'Question:' out of the non-option question span, as the released code does")
+    parser.add_argument("--plan", default="auto",
+                        help="auto: exact reuse of vision features, cached prefix and clean layers, batched "
+                             "configurations; naive: one full forward per configuration (the paper code's cost); "
+                             "screen: first-order estimates from one forward and backward pass; 'screen+verify K': "
+                             "plus the exact value of the K largest estimated cells per sample")
+    parser.add_argument("--heads", help="cut every flow in these query heads only, e.g. 3,7 (0-based)")
+    parser.add_argument("--attn", default="sdpa", choices=["sdpa", "eager"], help="attention implementation")
+    parser.add_argument("--dtype", default="float32", help="float32 | bfloat16 | float16")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--device-map", help="accelerate placement across GPUs instead of --device, e.g. 'auto'")
+    parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: 1 for tiny models)")
+    parser.add_argument("--overwrite", action="store_true", help="delete an existing --out store first")
+    parser.add_argument("--strict", action="store_true", help="stop at the first bad annotation entry instead of "
+                                                              "recording every bad entry as a failed sample")
+    parser.add_argument("--no-progress", action="store_true")
+    add_remote_arguments(parser)
+
+
+def cmd_run(args) -> int:
+    from ..study.resolve import prepare_run
+    from ..study.runner import run_study
+
+    from ..inputs import checks as inputs
+
+    study = str(user_path(args.study)) if args.study.endswith(".py") else args.study
+    run = prepare_run(study, args.model, args.data, benchmark=args.benchmark, template=args.template,
+                      window=args.window, window_style=args.window_style, layers=args.layers, limit=args.limit,
+                      tasks=args.tasks, samples=args.samples, options=_parse_options(args.option), frames=args.frames,
+                      frame_rule=args.frame_rule, flows=args.flows, gt_token=args.gt_token,
+                      non_option_includes_prefix=not args.non_option_without_prefix, plan=args.plan, seed=args.seed,
+                      attn=args.attn, dtype=args.dtype, device=args.device, device_map=args.device_map,
+                      # tiny models run ~10x faster single-threaded on shared CPUs
+                      threads=args.threads or (None if args.model else 1), strict=args.strict,
+                      heads=_parse_heads(args.heads))
+    if run.samples.bad_entries:
+        print(inputs.describe_bad_entries(run.samples.bad_entries), file=sys.stderr)
+    if note := inputs.half_precision_note(args.dtype, args.device, args.device_map):
+        print(note, file=sys.stderr)
+    remote = remote_settings_from_args(args, run.adapter.path)
+    summary = run_study(run.study, run.adapter, run.samples, args.out, config=run.config, provenance=run.provenance,
+                        overwrite=args.overwrite, progress=not args.no_progress, remote=remote,
+                        bad_entries=run.samples.bad_entries, concurrency=concurrency_from_args(args))
+    print(summary.describe())
+    return 1 if summary.failed and not summary.done and not summary.skipped else 0  # every sample failed
+
+
+def _parse_heads(text: str | None) -> tuple[int, ...] | None:
+    if text is None:
+        return None
+    try:
+        return tuple(int(h) for h in text.split(","))
+    except ValueError:
+        raise MapflowError(f"cannot read --heads '{text}': write comma-separated head indices, e.g. 3,7") from None
+
+
+def _parse_options(pairs: list[str]) -> dict[str, str]:
+    options = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise MapflowError(f"cannot read --option '{pair}': write KEY=VALUE")
+        options[key.strip()] = value.strip()
+    return options
+
+
+def cmd_accuracy(args) -> int:
+    """Benchmark accuracy through the study runner (stored like any study, so it resumes and records failures)."""
+    import xarray as xr
+
+    from ..readouts.metrics import accuracy_by_task, correctness_disagreements
+
+    args.study, args.samples, args.flows, args.layers, args.option = "accuracy", "all", None, None, []
+    if code := cmd_run(args):
+        return code
+    ds = xr.open_zarr(args.out)
+    for name, value in accuracy_by_task(ds.correct).items():
+        print(f"{name:28s} {value:6.1f} %")
+    if "correct_token" in ds:
+        print(f"{'text vs token rule differ on':28s} {correctness_disagreements(ds):6d} sample(s)")
+    return 0
+
+
+def cmd_plot(args) -> int:
+    """The study's own paper figure (PNG + PDF), or its table for table studies."""
+    from ..viz import figures, tables
+    from ..results.store import ResultStore, open_dataset
+
+    ds = open_dataset(args.store)
+    study = ResultStore(args.store).provenance.get("study")
+    stem = Path(args.png).with_suffix("") if args.png else Path(args.store).with_suffix("")
+    table_of = {"cross_frame_halves": tables.halves_table, "effective_pathway": tables.pathway_table}
+    if study in table_of:
+        table = table_of[study](ds)
+        print(table.to_string())
+        print(f"wrote {tables.write_table(table, stem.with_suffix('.csv'))}")
+        return 0
+    figure_of = {"window_sizes": figures.window_size_figure, "progressive": figures.progressive_figure,
+                 "answer_probability": figures.answer_probability_figure,
+                 "logit_lens": figures.keyword_frequency_figure, "attention_maps": figures.attention_map_figure,
+                 "verb_anchors": figures.verb_anchor_figure, "failure_cases": figures.failure_split_figure}
+    if study in figure_of and args.variable == "rel_change":
+        fig = figure_of[study](ds)
+    else:
+        fig = figures.flow_figure(ds, variable=args.variable)
+    for path in figures.save_figure(fig, stem):
+        print(f"wrote {path}")
+    return 0
+
+
+def cmd_show(args) -> int:
+    from ..results.store import ResultStore, open_dataset
+
+    ds = open_dataset(args.store)
+    print(ds)
+    for sample_id, info in ResultStore(args.store).failed_samples().items():
+        print(f"failed {sample_id} ({info['task']}): {info['reason']}")
+    return 0
+
+
+def cmd_verify(args) -> int:
+    from ..results.integrity import verify_store
+
+    report = verify_store(args.store, repair=args.repair)
+    print(report.describe())
+    return 0 if report.ok or report.repaired else 1
+
+
+def cmd_studies(args) -> int:
+    from ..study.runner import available_studies, load_study
+
+    for name in available_studies():
+        doc = (load_study(name).__doc__ or "").strip().splitlines()
+        print(f"{name:24s} {doc[0] if doc else ''}")
+    return 0
+
+
+def cmd_models(args) -> int:
+    from ..models import FAMILIES
+
+    print(f"{'family':18s} {'architecture':40s} {'frame unit':28s} token layout")
+    for cls in FAMILIES:
+        for arch in cls.architectures:
+            print(f"{cls.family:18s} {arch:40s} {cls.frame_unit:28s} {cls.token_layout}")
+    return 0
+
+
+def cmd_check(args) -> int:
+    from ..api import check, format_check, load_model
+
+    report = check(load_model(args.model, attn_implementation=args.attn, self_test=False))
+    print(format_check(report))
+    return 0 if report["ok"] else 1
+
+
+def cmd_demo(args) -> int:
+    """The main job on the embedded default: every study of the paper on the shipped organisms, figures, report."""
+    import time
+
+    from .demo import run_suite
+
+    started = time.perf_counter()
+    manifest = run_suite(Path(args.out_dir), limit=args.limit, window=args.window, only=args.only)
+    print(f"demo results in {args.out_dir}/: {len(manifest['runs'])} stores, figures/, tables/, report "
+          f"{manifest.get('report')}")
+    print(f"demo finished in {time.perf_counter() - started:.0f} s (studies {manifest['study_seconds']:.0f} s)")
+    return 0
+
+
+def cmd_report(args) -> int:
+    from ..viz.report import build_report
+
+    print(f"wrote {build_report(Path(args.results_dir), args.out)}")
+    return 0
+
+
+def cmd_organism_train(args) -> int:
+    from ..organism.recipe import Recipe
+    from ..organism.train import train_organism
+
+    recipe = Recipe(variant=args.variant, seed=args.seed, steps=args.steps,
+                    last_frame_only_share=args.last_frame_only_share, shuffle_options=args.shuffle_options,
+                    cross_frame_block_share=args.cross_frame_block_share,
+                    **({"task_weights": tuple(args.task_weights)} if args.task_weights else {}))
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    path = train_organism(recipe, out, log_path=out / "training_log.jsonl")
+    meta = json.loads((path / "mapflow.json").read_text())
+    print(f"trained organism-{args.variant} in {meta['training_seconds']} s -> {path}")
+    return 0
+
+
+def cmd_organism_evaluate(args) -> int:
+    from ..embedded import default_data_dir
+    from ..organism.evaluate import evaluate_organism, format_table
+
+    data = Path(args.data) if args.data else default_data_dir()
+    summary = evaluate_organism(args.model, data, args.out, progress=not args.no_progress, record=not args.no_record)
+    print(format_table(summary["accuracy_percent"], markdown=args.markdown))
+    print(f"load + one forward: {summary['load_and_forward_seconds']:.2f} s")
+    return 0
+
+
+def cmd_bench(args) -> int:
+    import os
+    import platform
+    import tempfile
+
+    import torch
+
+    from .bench import benchmark, format_report, load_bench_model, report_json
+    from ..knockout.flows import Window
+    from ..knockout.planner import MEMORY_BUDGET_ENV, parse_bytes
+
+    torch.set_num_threads(args.threads)
+    if args.memory_budget:
+        try:
+            parse_bytes(args.memory_budget)
+        except ValueError as err:
+            raise MapflowError(f"--memory-budget: {err}") from None
+        os.environ[MEMORY_BUDGET_ENV] = args.memory_budget
+    with tempfile.TemporaryDirectory() as scratch:
+        bench = load_bench_model(args.shape, scratch, model=args.model, data=args.data, frames=args.frames,
+                                 layers=args.layers, vision_layers=args.vision_layers, dtype=args.dtype,
+                                 device=args.device, device_map=args.device_map, attn=args.attn, seed=args.seed)
+        adapter = bench.adapter
+        window = args.window or (3 if adapter.num_layers <= 8 else 9)
+        report = benchmark(adapter, bench.data, limit=args.limit, window=Window("center", window),
+                           num_frames=bench.frames, naive=not args.skip_naive, screen=args.screen,
+                           max_samples=args.max_samples)
+    devices = ", ".join(sorted({str(p.device) for p in adapter.hf_model.parameters()}))
+    gpu = f", {torch.cuda.get_device_name(0)}" if torch.cuda.is_initialized() else ""
+    description = (f"mapflow bench: {bench.name} ({adapter.num_layers} layers, attn {args.attn}, {args.dtype}, "
+                   f"{bench.frames} frames, on {devices}{gpu}), {torch.get_num_threads()} thread(s), "
+                   f"{platform.processor() or platform.machine()}" + (f"\n  {bench.notes}" if bench.notes else ""))
+    print(format_report(report, description))
+    if args.json:
+        from ..models.shapes import weight_bytes
+
+        Path(args.json).write_text(json.dumps(report_json(
+            report, description=description, shape=bench.name, frames=bench.frames, dtype=args.dtype,
+            layers=adapter.num_layers, weights_mib=weight_bytes(adapter.hf_model) / 2**20), indent=2, default=str))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="mapflow", description=__doc__)
+    parser.add_argument("-v", "--verbose", action="store_true")
+    sub = parser.add_subparsers(dest="command")
+
+    run = sub.add_parser("run", help="run a study over a benchmark and store results in zarr")
+    add_run_arguments(run)
+    run.set_defaults(func=cmd_run)
+
+    accuracy = sub.add_parser("accuracy", help="benchmark accuracy per task with micro and macro averages")
+    add_run_arguments(accuracy, with_study=False)
+    accuracy.set_defaults(func=cmd_accuracy)
+
+    plot = sub.add_parser("plot", help="draw a store's paper figure (knockout sweeps: mean rel_change vs layer per "
+                                       "flow, one panel per task)")
+    plot.add_argument("store", type=user_path)
+    plot.add_argument("--png", help="output PNG (a PDF is written next to it; default: next to the store)")
+    plot.add_argument("--variable", default="rel_change")
+    plot.set_defaults(func=cmd_plot)
+
+    show = sub.add_parser("show", help="print a result store's dataset and failed samples")
+    show.add_argument("store", type=user_path)
+    show.set_defaults(func=cmd_show)
+
+    verify = sub.add_parser("verify", help="check that every committed sample of a store is present once and "
+                                           "readable; --repair drops damaged ones so a rerun measures them again")
+    verify.add_argument("store", type=user_path)
+    verify.add_argument("--repair", action="store_true", help="drop the damaged samples (a resumed run does this too)")
+    verify.set_defaults(func=cmd_verify)
+
+    add_ndif_parser(sub)
+    from ..knockout.calibrate import add_calibrate_parser
+
+    add_calibrate_parser(sub)
+
+    studies = sub.add_parser("studies", help="list the available studies")
+    studies.set_defaults(func=cmd_studies)
+
+    models = sub.add_parser("models", help="list the supported model families, their frame unit and token layout")
+    models.set_defaults(func=cmd_models)
+
+    check = sub.add_parser("check", help="run the adapter's self-tests on a checkpoint and print what they found")
+    check.add_argument("model", nargs="?", help="checkpoint directory (default: the embedded organism)")
+    check.add_argument("--attn", default="sdpa", choices=["sdpa", "eager"])
+    check.set_defaults(func=cmd_check)
+
+    organism = sub.add_parser("organism", help="train or evaluate the model organisms").add_subparsers(
+        dest="organism_command", required=True)
+    train = organism.add_parser("train", help="train an organism from a seed (a one-off; CPU takes ~30 min)")
+    train.add_argument("--variant", choices=["video", "frames"], default="video")
+    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--steps", type=int, default=3000)
+    train.add_argument("--shuffle-options", action="store_true",
+                       help="train on shuffled option order (curriculum); default: canonical order")
+    train.add_argument("--last-frame-only-share", type=float, default=0.0,
+                       help="share of training samples whose text may read only the last frame")
+    train.add_argument("--cross-frame-block-share", type=float, default=1.0,
+                       help="frames variant: share of training samples with cross-frame attention blocked")
+    train.add_argument("--task-weights", type=float, nargs=5, metavar="W",
+                       help="training task mix in the order action_antonym action_sequence moving_direction "
+                            "object_count scene_transition (default 0.15 0.15 0.25 0.30 0.15)")
+    train.add_argument("--out", required=True, help="checkpoint directory")
+    train.set_defaults(func=cmd_organism_train)
+
+    evaluate = organism.add_parser("evaluate", help="accuracy per task, clean and with cross-frame attention blocked "
+                                                    "in the first half / second half / all layers")
+    evaluate.add_argument("--model", required=True)
+    evaluate.add_argument("--data", help="benchmark root (default: the embedded temporal benchmark)")
+    evaluate.add_argument("--out", required=True, help="zarr store for the per-sample results")
+    evaluate.add_argument("--no-record", action="store_true", help="do not write the summary into mapflow.json")
+    evaluate.add_argument("--no-progress", action="store_true")
+    evaluate.add_argument("--markdown", action="store_true", help="print the table as markdown")
+    evaluate.set_defaults(func=cmd_organism_evaluate)
+
+    from .bench import BENCH_SHAPES
+
+    bench = sub.add_parser("bench", help="the full paper sweep naive vs optimized in one run: time, work, memory, "
+                                         "and the largest p_knockout difference")
+    bench.add_argument("--model", help="checkpoint directory (default: --shape)")
+    bench.add_argument("--shape", default="organism", choices=list(BENCH_SHAPES),
+                       help="organism: the embedded organism-video; llava-8x144: a tiny random model with "
+                            "LLaVA-NeXT-Video-7B's sequence layout (8 frames x 144 video tokens, paper prompt); "
+                            "llava-24x144: the same with 24 frames (~3.5k tokens, the memory check); "
+                            "llava-next-video-7b / qwen2.5-vl-7b: the full published configurations with random "
+                            "weights, built on --device in --dtype (see README 'Real scale')")
+    bench.add_argument("--layers", type=int, help="decoder layers (default: the shape's own, 32 for llava-*; fewer "
+                                                  "on CPU, stated in the output)")
+    bench.add_argument("--vision-layers", type=int, help="vision-tower layers of the 7B shapes (default: all)")
+    bench.add_argument("--frames", type=int, help="frames per clip (default 8; 24 for llava-24x144)")
+    bench.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
+    bench.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N")
+    bench.add_argument("--device-map", help="'auto': accelerate spreads the model over the visible GPUs")
+    bench.add_argument("--memory-budget", help="plan packs within this much memory, e.g. 8GiB (default: what the "
+                                               "device reports free)")
+    bench.add_argument("--json", help="also write the report to this JSON file")
+    bench.add_argument("--seed", type=int, default=0, help="seed of the 7B shapes' random weights")
+    bench.add_argument("--skip-naive", action="store_true",
+                       help="run the optimized sweep alone (time and memory only; for sizes where naive is too slow)")
+    bench.add_argument("--screen", action="store_true", help="also time the first-order screen (mapflow.knockout.screen)")
+    bench.add_argument("--data", help="benchmark root (default: the shipped one that fits the model)")
+    bench.add_argument("--limit", type=int, default=1, help="samples per task")
+    bench.add_argument("--max-samples", type=int, help="at most this many samples in all (CPU runs of 7B shapes)")
+    bench.add_argument("--window", type=int, help="window size (default 9; 3 for models of at most 8 layers)")
+    bench.add_argument("--attn", default="sdpa", choices=["sdpa", "eager"])
+    bench.add_argument("--threads", type=int, default=1)
+    bench.set_defaults(func=cmd_bench)
+
+    demo = sub.add_parser("demo", help="run the main job on the embedded default model and benchmark")
+    demo.add_argument("--out-dir", default="runs/demo")
+    demo.add_argument("--window", type=int, default=3, help="window size (the organisms have 8 layers)")
+    demo.add_argument("--limit", type=int, default=10, help="samples per task (expensive studies take a share)")
+    demo.add_argument("--only", nargs="+", help="run only these suite runs or studies (the report uses all stores)")
+    demo.set_defaults(func=cmd_demo)
+
+    report = sub.add_parser("report", help="assemble a self-contained HTML report from a directory of result stores")
+    report.add_argument("results_dir")
+    report.add_argument("--out", help="HTML path (default: RESULTS_DIR/report.html)")
+    report.set_defaults(func=cmd_report)
+    return parser
+
+
+def main(argv=None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
+    if args.command is None:
+        args = parser.parse_args(["demo"])
+    try:
+        return args.func(args)
+    except MapflowError as err:
+        print(f"mapflow: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt as err:  # Ctrl-C or SIGTERM: a sentence, not a traceback
+        from ..study.interrupts import interrupted_message
+
+        print(f"mapflow: {interrupted_message(err)}", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

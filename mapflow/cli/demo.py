@@ -1,0 +1,115 @@
+"""The paper's analyses as one suite of runs on the embedded model organisms: the main job (`mapflow demo`).
+
+Each run is what a `mapflow run` command line would do (the same `mapflow.study.resolve.prepare_run`); the suite writes one zarr store per run into the output directory, then
+the figures, tables and the HTML report (`mapflow.viz.report`). Runs resume like any `mapflow run`, so an interrupted
+demo continues where it stopped.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+OPEN_ENDED_TASKS = ("action_antonym", "moving_direction", "object_count")  # appendix C.1's tasks
+
+
+@dataclass(frozen=True)
+class SuiteRun:
+    name: str  # store name
+    study: str
+    variant: str = "video"  # which organism
+    settings: dict = field(default_factory=dict)  # `prepare_run` keywords, i.e. `mapflow run` options
+    limit_scale: float = 1.0  # share of the suite's per-task limit (expensive studies take fewer samples)
+    depends_on: tuple[str, ...] = field(default=())  # stores whose results this run reads
+
+
+def organism_suite(window: int = 3) -> list[SuiteRun]:
+    """Every study of the paper on the 8-layer organisms (window 3 plays the role of the paper's 9 of 32)."""
+    w = {"window": window}
+    open_ended = {"template": "llava_open_ended", "tasks": OPEN_ENDED_TASKS, "samples": "all"}
+    return [
+        SuiteRun("cross_frame-video", "cross_frame", "video", w),
+        SuiteRun("cross_frame-frames", "cross_frame", "frames", w),
+        SuiteRun("information_flow-video", "information_flow", "video", w),
+        SuiteRun("question_options_to_last-video", "question_options_to_last", "video", w),
+        SuiteRun("into_true_option-video", "into_true_option", "video", w),
+        # only wrongly answered samples are knocked out: look at more samples to find some
+        SuiteRun("failure_cases-video", "failure_cases", "video", w, limit_scale=4),
+        SuiteRun("window_sizes-video", "window_sizes", "video", {"options": {"sizes": "1,3,5,7"}}),
+        SuiteRun("progressive-video", "progressive", "video"),
+        SuiteRun("progressive-frames", "progressive", "frames"),
+        SuiteRun("cross_frame_halves-video", "cross_frame_halves", "video", {"options": {"generate": "3"}}),
+        SuiteRun("cross_frame_halves-frames", "cross_frame_halves", "frames", {"options": {"generate": "3"}}),
+        SuiteRun("answer_probability-video", "answer_probability", "video"),
+        SuiteRun("logit_lens-video", "logit_lens", "video", {"options": {"keywords": "organism"}}, limit_scale=0.5),
+        SuiteRun("attention_maps-video", "attention_maps", "video", {"options": {"max_queries": "6"}},
+                 limit_scale=0.2),
+        SuiteRun("effective_pathway-video", "effective_pathway", "video", {"options": {"interval": "2"}},
+                 depends_on=("cross_frame-video", "information_flow-video")),
+        SuiteRun("open_ended_cross_frame-video", "cross_frame", "video", w | open_ended, limit_scale=0.5),
+        SuiteRun("open_ended_information_flow-video", "information_flow", "video", w | open_ended, limit_scale=0.5),
+        SuiteRun("open_ended_answer_probability-video", "answer_probability", "video", open_ended, limit_scale=0.5),
+        SuiteRun("verb_anchors-video", "verb_anchors", "video",
+                 w | open_ended | {"options": {"verbs": "auto", "max_new_tokens": "16"}}, limit_scale=0.2),
+        # beyond the paper: finer granularity (each ~1 s of CPU per sample on the organism)
+        SuiteRun("frame_pairs-video", "frame_pairs", "video", w, limit_scale=0.2),
+        SuiteRun("head_sweep-video", "head_sweep", "video", w, limit_scale=0.2),
+    ]
+
+
+# The screen's calibration against the exact engine (`mapflow calibrate`), written next to the stores for the report.
+CALIBRATION_STUDIES = ("information_flow",)
+
+
+def run_suite(out_dir: Path, *, limit: int, window: int = 3, only=None, report: bool = True) -> dict:
+    """Run the suite into ``out_dir`` and write the report; returns the manifest (also saved as suite.json)."""
+    from ..embedded import organism_dir
+    from ..study.resolve import prepare_run
+    from ..study.runner import run_study
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    manifest = {"limit_per_task": limit, "window": window, "runs": []}
+    for run in organism_suite(window):
+        if only and run.name not in only and run.study not in only:
+            continue
+        store = out_dir / f"{run.name}.zarr"
+        settings = {**run.settings, "limit": max(1, round(limit * run.limit_scale)), "threads": 1}
+        if run.depends_on:
+            from_stores = ",".join(str(out_dir / f"{d}.zarr") for d in run.depends_on)
+            settings["options"] = {**settings.get("options", {}), "from": from_stores}
+        t0 = time.perf_counter()
+        print(f"[{time.perf_counter() - started:6.1f} s] {run.name}", flush=True)
+        prepared = prepare_run(run.study, organism_dir(run.variant), **settings)
+        print(run_study(prepared.study, prepared.adapter, prepared.samples, store, config=prepared.config,
+                        provenance=prepared.provenance).describe())
+        manifest["runs"].append({"name": run.name, "study": run.study, "model": f"organism-{run.variant}",
+                                 "store": store.name, "settings": settings,
+                                 "seconds": round(time.perf_counter() - t0, 1)})
+    for study in CALIBRATION_STUDIES:
+        if only and f"calibrate-{study}" not in only and "calibrate" not in only:
+            continue
+        from .commands import build_parser
+
+        t0 = time.perf_counter()
+        print(f"[{time.perf_counter() - started:6.1f} s] calibrate-{study}", flush=True)
+        args = ["calibrate", study, "--model", str(organism_dir("video")), "--limit", str(max(1, round(limit * 0.3))),
+                "--window", str(window), "--out", str(out_dir), "--no-progress"]
+        parsed = build_parser().parse_args(args)
+        parsed.func(parsed)
+        manifest["runs"].append({"name": f"calibrate-{study}", "study": study, "model": "organism-video",
+                                 "store": f"calibration-{study}.json", "args": args,
+                                 "seconds": round(time.perf_counter() - t0, 1)})
+    manifest["study_seconds"] = round(time.perf_counter() - started, 1)
+    (out_dir / "suite.json").write_text(json.dumps(manifest, indent=2))
+    if report:
+        from ..viz.report import build_report
+
+        path = build_report(out_dir)
+        manifest["report"] = str(path)
+    manifest["total_seconds"] = round(time.perf_counter() - started, 1)
+    (out_dir / "suite.json").write_text(json.dumps(manifest, indent=2))
+    return manifest

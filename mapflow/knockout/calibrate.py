@@ -1,0 +1,210 @@
+"""`mapflow calibrate STUDY`: the screen (`mapflow.knockout.screen`) against the exact engine on the same samples.
+
+Per flow, over every (sample, layer, ...) cell both methods measured: Spearman and Pearson correlation of
+``rel_change``, recall of the exact top-5 most harmful cells among the screen's top 5, sign agreement (cells whose
+exact change is at least `SIGN_MIN_CHANGE` %), and the cost of each method: wall-clock seconds and language-model
+forward-equivalents (exact: the token-layers the fast engine computes / (sequence x layers), clean pass included;
+screen: one forward plus one backward per distinct metric token, counted as two forwards; its attention-row
+recomputation is not counted, the wall-clock ratio includes it).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import xarray as xr
+from tqdm.auto import tqdm
+
+TOP_K = 5
+SIGN_MIN_CHANGE = 0.1  # % : below this the exact change's sign is float noise on a confident model
+
+
+def ranks(values: np.ndarray) -> np.ndarray:
+    """Ranks 0..n-1 with ties sharing their mean rank (as Spearman's coefficient needs)."""
+    order = np.argsort(values, kind="stable")
+    sorted_values = values[order]
+    rank = np.empty(len(values))
+    start = 0
+    for stop in range(1, len(values) + 1):
+        if stop == len(values) or sorted_values[stop] != sorted_values[start]:
+            rank[order[start:stop]] = (start + stop - 1) / 2
+            start = stop
+    return rank
+
+
+def pearson(a: np.ndarray, b: np.ndarray) -> float:
+    if len(a) < 2 or a.std() == 0 or b.std() == 0:
+        return float("nan")
+    return float(np.corrcoef(a, b)[0, 1])
+
+
+def cell_metrics(exact: np.ndarray, screen: np.ndarray, k: int = TOP_K) -> dict:
+    """Agreement of two flat arrays of rel_change cells (NaN cells dropped)."""
+    keep = np.isfinite(exact) & np.isfinite(screen)
+    exact, screen = exact[keep], screen[keep]
+    top = min(k, len(exact))
+    harmful = set(np.argsort(exact, kind="stable")[:top])
+    flagged = set(np.argsort(screen, kind="stable")[:top])
+    signed = np.abs(exact) >= SIGN_MIN_CHANGE
+    return {"cells": int(len(exact)),
+            "spearman": pearson(ranks(exact), ranks(screen)),
+            "pearson": pearson(exact, screen),
+            f"top{k}_recall": len(harmful & flagged) / top if top else float("nan"),
+            "sign_agreement": float(np.mean(np.sign(exact[signed]) == np.sign(screen[signed])))
+            if signed.any() else float("nan"),
+            "sign_cells": int(signed.sum()),
+            "mean_abs_exact": float(np.abs(exact).mean()) if len(exact) else float("nan")}
+
+
+def agreement(exact: xr.Dataset, screen: xr.Dataset, variable: str = "rel_change") -> dict[str, dict]:
+    """`cell_metrics` per flow (one group ``all`` for studies without a flow axis)."""
+    a, b = exact[variable], screen[variable]
+    if "flow" not in a.dims:
+        return {"all": cell_metrics(a.values.ravel(), b.transpose(*a.dims).values.ravel())}
+    return {str(flow): cell_metrics(a.sel(flow=flow).values.ravel(),
+                                    b.sel(flow=flow).transpose(*a.sel(flow=flow).dims).values.ravel())
+            for flow in a["flow"].values}
+
+
+class WorkCounter:
+    """Counts the fast engine's work while the exact run goes (the planner's own accounting, see `mapflow.cli.bench`)."""
+
+    def __init__(self):
+        self.forward_equivalents = 0.0
+
+    def __enter__(self):
+        from ..cli import bench
+        from . import cells
+
+        self._original = original = cells.run_knockouts
+
+        def counted(adapter, prepared, configs, **kwargs):
+            seq_len = prepared.layout.seq_len
+            _, token_layers = bench._work_of_plan(configs, adapter, seq_len)
+            self.forward_equivalents += token_layers / (seq_len * adapter.num_layers)
+            return original(adapter, prepared, configs, **kwargs)
+
+        cells.run_knockouts = counted
+        return self
+
+    def __exit__(self, *exc):
+        from . import cells
+
+        cells.run_knockouts = self._original
+
+
+def calibrate(study, adapter, samples, config, model_name: str, *, progress: bool = True) -> dict:
+    """Run the study exactly and as a screen on each sample; agreement per flow and the cost of each."""
+    from ..study.runner import measure_sample
+    from .screen import check_screenable
+
+    check_screenable(study, study.__name__.split(".")[-1], "screen")
+    exact_config, screen_config = replace(config, plan="auto"), replace(config, plan="screen")
+    exact, screen, failed = [], [], {}
+    wall = {"exact": 0.0, "screen": 0.0}
+    screen_forwards = 0
+    with WorkCounter() as work:
+        for sample in tqdm(samples, desc="calibrate", unit="sample", disable=not progress):
+            try:
+                t0 = time.perf_counter()
+                a = measure_sample(study, adapter, sample, exact_config, model_name)
+                t1 = time.perf_counter()
+                b = measure_sample(study, adapter, sample, screen_config, model_name)
+                t2 = time.perf_counter()
+            except (ValueError, RuntimeError) as err:
+                failed[sample.sample_id] = f"{type(err).__name__}: {err}"
+                continue
+            wall["exact"] += t1 - t0
+            wall["screen"] += t2 - t1
+            measured = bool(np.asarray(a["knocked_out"]).all())
+            pred, gt = int(a["pred_base"].values.ravel()[0]), int(a["answer_token"].values.ravel()[0])
+            screen_forwards += (1 + 2 * len({pred, gt})) if measured else 1
+            exact.append(a)
+            screen.append(b)
+    if not exact:
+        raise RuntimeError(f"no sample could be calibrated: {failed}")
+    exact_ds, screen_ds = xr.concat(exact, "sample"), xr.concat(screen, "sample")
+    measured = int(exact_ds["knocked_out"].sum())
+    # clean passes: the exact engine's clean state and the screen's forward are counted once per sample each
+    exact_forwards = work.forward_equivalents + len(exact)
+    return {"study": study.__name__.split(".")[-1], "model": model_name, "samples": len(exact),
+            "knocked_out_samples": measured, "failed": failed, "window": config.window.label,
+            "screen_metric": config.option("screen_metric", "logodds"),
+            "flows": agreement(exact_ds, screen_ds),
+            "cost": {"exact_wall_s": wall["exact"], "screen_wall_s": wall["screen"],
+                     "wall_ratio": wall["exact"] / max(wall["screen"], 1e-9),
+                     "exact_forward_equivalents": exact_forwards, "screen_forward_equivalents": screen_forwards,
+                     "forward_ratio": exact_forwards / max(screen_forwards, 1)}}
+
+
+def format_calibration(report: dict, markdown: bool = False) -> str:
+    head = ("flow", "cells", "Spearman", "Pearson", f"top-{TOP_K} recall", "sign agree", "mean abs exact %")
+    rows = [(flow, str(m["cells"]), f"{m['spearman']:.2f}", f"{m['pearson']:.2f}", f"{m[f'top{TOP_K}_recall']:.2f}",
+             f"{m['sign_agreement']:.2f} ({m['sign_cells']})", f"{m['mean_abs_exact']:.2f}")
+            for flow, m in report["flows"].items()]
+    cost = report["cost"]
+    title = (f"calibration of the screen: {report['study']} on {report['model']}, {report['samples']} sample(s) "
+             f"({report['knocked_out_samples']} knocked out), window {report['window']}, "
+             f"metric {report['screen_metric']}")
+    footer = (f"cost: exact {cost['exact_wall_s']:.2f} s / {cost['exact_forward_equivalents']:.1f} forward-eq., "
+              f"screen {cost['screen_wall_s']:.2f} s / {cost['screen_forward_equivalents']} forward-eq. -> "
+              f"{cost['wall_ratio']:.1f}x wall, {cost['forward_ratio']:.1f}x forward-equivalents")
+    if markdown:
+        lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+        lines += ["| " + " | ".join(r) + " |" for r in rows]
+        return "\n".join([title, "", *lines, "", footer])
+    width = max(len(r[0]) for r in rows + [head]) + 2
+    lines = [title, head[0].ljust(width) + "".join(h.rjust(16) for h in head[1:])]
+    lines += [r[0].ljust(width) + "".join(c.rjust(16) for c in r[1:]) for r in rows]
+    return "\n".join(lines + [footer])
+
+
+def write_calibration(report: dict, out_dir) -> Path:
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / f"calibration-{report['study']}.json"
+    path.write_text(json.dumps(report, indent=2, default=float))
+    return path
+
+
+def add_calibrate_parser(sub) -> None:
+    """The ``calibrate`` subcommand (kept here so the command line gains one line)."""
+    parser = sub.add_parser("calibrate", help="run a knockout study exactly and as a screen on the same samples; "
+                                              "print and write their agreement and cost per flow")
+    parser.add_argument("study", help="a screenable study, e.g. information_flow")
+    parser.add_argument("--model", help="checkpoint directory (default: the embedded organism)")
+    parser.add_argument("--data", help="benchmark root (default: the embedded benchmark)")
+    parser.add_argument("--benchmark", default="tvbench")
+    parser.add_argument("--limit", type=int, default=3, help="samples per task (default 3)")
+    parser.add_argument("--tasks", nargs="+")
+    parser.add_argument("--window", type=int, default=3, help="centred window size (default 3)")
+    parser.add_argument("--samples", choices=["correct", "all", "wrong"], help="default: the study's own choice")
+    parser.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
+                        help="study setting; screen_metric=logodds|logp picks the screen's metric")
+    parser.add_argument("--heads", help="restrict every flow to these heads, e.g. 3,7")
+    parser.add_argument("--attn", default="sdpa", choices=["sdpa", "eager"])
+    parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--out", help="directory for calibration-STUDY.json (default: print only)")
+    parser.add_argument("--markdown", action="store_true", help="print the table as markdown")
+    parser.add_argument("--no-progress", action="store_true")
+    parser.set_defaults(func=cmd_calibrate)
+
+
+def cmd_calibrate(args) -> int:
+    from ..cli.commands import _parse_heads, _parse_options
+    from ..study.resolve import prepare_run
+
+    run = prepare_run(args.study, args.model, args.data, benchmark=args.benchmark, window=args.window,
+                      limit=args.limit, tasks=args.tasks, samples=args.samples, options=_parse_options(args.option),
+                      seed=args.seed, attn=args.attn, threads=args.threads, heads=_parse_heads(args.heads))
+    report = calibrate(run.study, run.adapter, list(run.samples), run.config, run.provenance["model"]["name"],
+                       progress=not args.no_progress)
+    print(format_calibration(report, markdown=args.markdown))
+    if args.out:
+        print(f"written: {write_calibration(report, args.out)}")
+    return 0

@@ -1,0 +1,134 @@
+"""``mapflow ndif bench``: one study over the same samples locally and on an NDIF server, measured per sample.
+
+Per sample: requests sent, request bytes, result bytes, wall time locally (the fast plan) and remotely (the sample
+plan, and with ``--trace-plan`` the per-trace naive plan too), the remote/local ratio, and the largest difference in
+any probability between the two runs. With ``--concurrency N`` the remote samples are also run N at a time, and
+that sweep's total wall time is reported. Timings are in-process (model loading and imports excluded).
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from dataclasses import replace
+
+import numpy as np
+
+PROBABILITIES = ("p_base", "p_gt_base", "p_knockout", "p_gt_knockout")
+
+
+def max_abs_difference(a, b) -> float:
+    return max(float(np.nanmax(np.abs(a[name].values - b[name].values), initial=0.0)) for name in PROBABILITIES
+               if name in a)
+
+
+def _timed(measure, sample, stats=None):
+    before = stats.snapshot() if stats is not None else None
+    start = time.perf_counter()
+    result = measure(sample)
+    wall = time.perf_counter() - start
+    counts = {k: v - before[k] for k, v in stats.snapshot().items()} if stats is not None else {}
+    return result, wall, counts
+
+
+def bench(study, adapter, samples, config, settings, *, trace_plan: bool = False, concurrency: int = 1) -> dict:
+    from ..study.inflight import in_order
+    from ..study.runner import measure_sample
+    from ..remote.run import prepare_remote_run
+
+    rows = []
+
+    def local(sample):
+        return measure_sample(study, adapter, sample, config, "bench")
+
+    remote_adapter, remote_config, _ = prepare_remote_run(study, adapter, config, settings)
+
+    def remote(sample):
+        return measure_sample(study, remote_adapter, sample, remote_config, "bench")
+
+    if trace_plan:
+        trace_adapter, trace_config, _ = prepare_remote_run(study, adapter, config, replace(settings, plan="trace"))
+    for sample in samples:
+        expected, local_wall, _ = _timed(local, sample)
+        got, remote_wall, counts = _timed(remote, sample, remote_adapter.model.stats)
+        row = {"sample": sample.sample_id, **counts, "local_s": local_wall, "remote_s": remote_wall,
+               "ratio": remote_wall / local_wall, "max_dp": max_abs_difference(got, expected)}
+        if trace_plan:
+            naive, naive_wall, naive_counts = _timed(
+                lambda s: measure_sample(study, trace_adapter, s, trace_config, "bench"), sample,
+                trace_adapter.model.stats)
+            row.update(trace_requests=naive_counts["requests"], trace_bytes_sent=naive_counts["bytes_sent"],
+                       trace_s=naive_wall, trace_max_dp=max_abs_difference(got, naive))
+        rows.append(row)
+    report = {"rows": rows}
+    if concurrency > 1:
+        start = time.perf_counter()
+        for _, outcome in in_order(samples, remote, concurrency, catch=()):
+            pass
+        report["concurrent"] = {"concurrency": concurrency, "wall_s": time.perf_counter() - start,
+                                "sequential_wall_s": sum(r["remote_s"] for r in rows)}
+    return report
+
+
+def format_report(report: dict) -> str:
+    trace = "trace_s" in report["rows"][0] if report["rows"] else False
+    head = f"{'sample':<28}{'req':>5}{'sent KiB':>10}{'recv KiB':>10}{'local s':>9}{'remote s':>10}{'ratio':>7}" \
+           f"{'max|dp|':>10}"
+    if trace:
+        head += f"{'naive req':>10}{'naive KiB':>11}{'naive s':>9}{'naive|dp|':>11}"
+    lines = [head]
+    for r in report["rows"]:
+        line = (f"{r['sample']:<28}{r['requests']:>5}{r['bytes_sent'] / 1024:>10.1f}{r['bytes_received'] / 1024:>10.1f}"
+                f"{r['local_s']:>9.2f}{r['remote_s']:>10.2f}{r['ratio']:>7.2f}{r['max_dp']:>10.1e}")
+        if trace:
+            line += (f"{r['trace_requests']:>10}{r['trace_bytes_sent'] / 1024:>11.1f}{r['trace_s']:>9.2f}"
+                     f"{r['trace_max_dp']:>11.1e}")
+        lines.append(line)
+    rows = report["rows"]
+    if rows:
+        total_local, total_remote = sum(r["local_s"] for r in rows), sum(r["remote_s"] for r in rows)
+        lines.append(f"{'total':<28}{sum(r['requests'] for r in rows):>5}"
+                     f"{sum(r['bytes_sent'] for r in rows) / 1024:>10.1f}"
+                     f"{sum(r['bytes_received'] for r in rows) / 1024:>10.1f}{total_local:>9.2f}{total_remote:>10.2f}"
+                     f"{total_remote / total_local:>7.2f}{max(r['max_dp'] for r in rows):>10.1e}")
+    if "concurrent" in report:
+        c = report["concurrent"]
+        lines.append(f"remote, {c['concurrency']} samples in flight: {c['wall_s']:.2f} s for the sweep "
+                     f"(one at a time: {c['sequential_wall_s']:.2f} s, {c['sequential_wall_s'] / c['wall_s']:.2f}x)")
+    return "\n".join(lines)
+
+
+def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--study", default="information_flow")
+    parser.add_argument("--model", help="local checkpoint (default: the embedded organism-video)")
+    parser.add_argument("--window", type=int, default=3)
+    parser.add_argument("--limit", type=int, default=1, help="samples per task")
+    parser.add_argument("--tasks", nargs="*", help="benchmark tasks (default: all)")
+    parser.add_argument("--concurrency", type=int, default=1, help="also run the remote sweep N samples at a time")
+    parser.add_argument("--trace-plan", action="store_true", help="also run the per-trace (naive) remote plan")
+    parser.add_argument("--ndif-host", help="server URL (default: the local stack from `mapflow ndif up`)")
+
+
+def cmd_bench(args) -> int:
+    import torch
+
+    from ..study.context import StudyConfig
+    from ..data.benchmarks import get_benchmark
+    from ..embedded import default_data_dir, organism_dir
+    from ..knockout.flows import Window
+    from ..models import load_model
+    from ..study.runner import load_study
+    from ..remote.config import resolve_settings
+
+    torch.set_num_threads(1)  # the server's actor runs single-threaded: same arithmetic, a fair comparison
+    model_dir = args.model or organism_dir("video")
+    adapter = load_model(model_dir)
+    samples = get_benchmark("tvbench").loader(default_data_dir(), tasks=args.tasks, limit=args.limit, seed=0)
+    template = adapter.prompt_template.name if adapter.prompt_template else "llava_mcqa"
+    config = StudyConfig(window=Window("center", args.window), samples="all", prompt_template=template)
+    settings = resolve_settings(host=args.ndif_host, local_model_dir=model_dir)
+    report = bench(load_study(args.study), adapter, samples, config, settings, trace_plan=args.trace_plan,
+                   concurrency=args.concurrency)
+    print(f"mapflow ndif bench: {args.study}, window {args.window}, {len(samples)} sample(s), {settings.host}")
+    print(format_report(report))
+    return 0

@@ -1,0 +1,8 @@
+"""Results layer: the zarr result store (`store`), provenance (`provenance`), integrity checks (`integrity`) and
+the single-writer lock (`store_lock`).
+
+The names of the former ``mapflow.results`` module (now `store`) import from here too."""
+
+from .._reexport import reexport
+
+__getattr__ = reexport(__name__, ("store",))

@@ -1,0 +1,518 @@
+"""Per-sample study results appended to one zarr store, safe to kill and resume.
+
+Layout: a zarr (format 2) directory store holding one xarray Dataset with a
+leading ``sample`` dimension. Root attributes hold the run's ``provenance``,
+the committed sample count and the failed samples.
+
+Crash safety
+------------
+Every file zarr writes to a local store is written to a temporary file and
+renamed into place, so each single file write is atomic under SIGKILL. An
+append then takes three steps:
+
+1. xarray appends the sample to every array (unconsolidated). Arrays are
+   resized and written one after another, so a kill here leaves arrays of
+   different lengths. (xarray also rewrites the root attrs here; it is handed
+   the current ones, so they still describe the previous commit.)
+2. The root attributes get the new committed count (and lose the sample from
+   the failures) in one atomic write of ``.zattrs``. This is the commit.
+3. The metadata is consolidated into ``.zmetadata`` (one atomic write).
+
+``xarray.open_zarr`` reads the consolidated metadata by default, so it only
+ever sees array shapes from a finished append: a direct reader gets a
+consistent dataset even while a writer is killed in steps 1 or 2 (after a kill
+in step 2 it lags one sample behind the commit until the next open).
+Opening the store for writing (``create_or_resume``) repairs it to exactly the
+committed samples: every array with a ``sample`` dimension is shrunk to the
+committed count (zarr drops the chunks past the end), leftover temporary files
+are removed and the metadata is consolidated again. A failed append in a live
+process (an exception, Ctrl-C) runs the same repair before re-raising.
+
+Readers never write: ``ResultStore(path)`` and `open_dataset` only read, so they
+are safe while a run appends and on a read-only disk. A writer holds the
+store's lock (`mapflow.results.store_lock`) from opening to `close`; a second writer is
+refused. Opening for writing also checks every committed sample
+(`mapflow.results.integrity`) and drops damaged ones, so the run measures them again.
+Every chunk is written, even an all-fill one, so a missing chunk is damage.
+
+Zarr format 2 because it
+stores variable-length strings (object dtype, VLenUTF8) and consolidated
+metadata without warnings; format 3 warns that consolidated metadata is not in
+its spec, and without consolidation the atomic reader snapshot above is lost.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import logging
+import os
+import re
+import shutil
+import uuid
+from contextlib import contextmanager
+from contextvars import ContextVar
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import xarray as xr
+import zarr
+
+from ..errors import MapflowError
+from .integrity import (
+    COMMITTED_KEY,
+    COMPLETE_CHUNKS_KEY,
+    FAILURES_KEY,
+    PROVENANCE_KEY,
+    SAMPLE_DIM,
+    Report,
+    StoreDamaged,
+    inspect_store,
+    read_json_file,
+    read_root_attrs,
+    restore_root_attrs,
+)
+from .store_lock import StoreLock
+
+log = logging.getLogger(__name__)
+
+ZARR_FORMAT = 2  # v2: variable-length strings and consolidated metadata without warnings
+SAMPLE_CHUNK = 64  # samples per chunk file; keeps the file count low for long runs
+
+RESERVED_ATTRS = (PROVENANCE_KEY, COMMITTED_KEY, FAILURES_KEY, COMPLETE_CHUNKS_KEY)
+
+_WRITERS: ContextVar[list | None] = ContextVar("mapflow_open_writers", default=None)
+
+# zarr's local store writes "<name>.<32 hex>.partial" and renames it; a kill can leave one behind.
+_PARTIAL_FILE = re.compile(r"\.[0-9a-f]{32}\.partial$")
+
+
+@contextmanager
+def writers_opened():
+    """Collect the stores opened for writing inside the block (so a caller can close them however it ends)."""
+    opened: list[ResultStore] = []
+    token = _WRITERS.set(opened)
+    try:
+        yield opened
+    finally:
+        _WRITERS.reset(token)
+
+
+class ResultStore:
+    """One zarr directory store of per-sample results.
+
+    ``ResultStore(path)`` opens it read-only; `create_or_resume` (or `open_for_writing`) opens it for writing: it takes
+    the store's lock, repairs and verifies it. Close a writer (or use it as a context manager) to release the lock.
+    """
+
+    def __init__(self, path: str | os.PathLike, *, _lock: StoreLock | None = None) -> None:
+        self.path = Path(path)
+        read_root_attrs(self.path)  # a clear error for a directory that is no (intact) result store
+        self._lock = _lock
+        if _lock is not None and _WRITERS.get() is not None:
+            _WRITERS.get().append(self)
+        self._completed_ids: set[str] | None = None  # read on first use; only a writer changes them
+        self.verify_report: Report | None = None  # what opening for writing found (and repaired)
+
+    @classmethod
+    def create_or_resume(
+        cls,
+        path: str | os.PathLike,
+        provenance: dict,
+        *,
+        resume: bool = True,
+        overwrite: bool = False,
+    ) -> ResultStore:
+        """Create a new store, or reopen (verify and repair) an existing one measured with the same config and inputs.
+
+        overwrite=True deletes an existing store first; resume=False refuses an existing one.
+        """
+        path = Path(path)
+        provenance = _json_safe(provenance)
+        for _ in range(2):  # a second pass when another writer created the store under us
+            if path.exists() and not _is_empty_dir(path):
+                if overwrite:
+                    _remove_store(path)
+                    overwrite = False
+                elif not resume:
+                    raise MapflowError(
+                        f"{path} already exists; choose another --out or pass --overwrite to replace it"
+                    )
+                else:
+                    return cls._open_writer(path, provenance)
+            lock = _create_store(path, provenance)
+            if lock is not None:
+                return cls(path, _lock=lock)
+        raise MapflowError(f"{path} changed while it was being created; is another run writing to it?")
+
+    @classmethod
+    def open_for_writing(cls, path: str | os.PathLike) -> ResultStore:
+        """Lock, repair and verify an existing store (dropping damaged samples), whatever its config."""
+        return cls._open_writer(Path(path), None)
+
+    @classmethod
+    def _open_writer(cls, path: Path, provenance: dict | None) -> ResultStore:
+        try:
+            read_root_attrs(path)  # refuse a non-store before taking its lock
+        except StoreDamaged:
+            pass  # a zarr group with damaged root attributes: restored below, under the lock, where possible
+        lock = StoreLock.acquire(path)
+        try:
+            try:
+                attrs = read_root_attrs(path)
+            except StoreDamaged as damage:
+                attrs = restore_root_attrs(path, damage)
+                log.warning("%s: restored the damaged root attributes (.zattrs) from the consolidated metadata", path)
+            if provenance is not None:
+                stored = attrs[PROVENANCE_KEY]
+                _check_same_config(path, stored.get("config"), provenance.get("config"))
+                _check_same_inputs(path, stored, provenance)
+            store = cls(path, _lock=lock)
+            store.verify_report = store._repair_for_writing()
+        except BaseException:
+            lock.release()
+            raise
+        return store
+
+    def close(self) -> None:
+        """Release a writer's lock (a reader has none). The store stays as committed."""
+        if self._lock is not None:
+            self._lock.release()
+
+    def __enter__(self) -> ResultStore:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    @property
+    def provenance(self) -> dict:
+        return self._attrs()[PROVENANCE_KEY]
+
+    @property
+    def committed_count(self) -> int:
+        return int(self._attrs()[COMMITTED_KEY])
+
+    def completed_sample_ids(self) -> set[str]:
+        if self._completed_ids is None:
+            self._completed_ids = self._read_sample_ids()
+        return set(self._completed_ids)
+
+    def failed_samples(self) -> dict[str, dict]:
+        """sample id -> {"task": ..., "reason": ...} for samples recorded as failed."""
+        return dict(self._attrs()[FAILURES_KEY])
+
+    def record_failure(self, sample_id: str, task: str, reason: str) -> None:
+        sample_id = str(sample_id)
+        self._require_writer()
+        if sample_id in self.completed_sample_ids():
+            raise MapflowError(f"sample {sample_id} is already stored in {self.path}; cannot mark it failed")
+        failures = self.failed_samples()
+        failures[sample_id] = {"task": str(task), "reason": str(reason)}
+        try:
+            self._commit_attrs({FAILURES_KEY: failures})
+        except OSError as err:
+            _raise_if_disk_full(err, self.path, self.committed_count)
+            raise
+
+    def append(self, sample_ds: xr.Dataset) -> None:
+        """Append one study result (leading `sample` dim) and commit it."""
+        self._require_writer()
+        ds = _prepare_for_store(sample_ds)
+        new_ids = [str(sample_id) for sample_id in ds[SAMPLE_DIM].values]
+        duplicates = sorted(set(new_ids) & self.completed_sample_ids())
+        if duplicates:
+            raise MapflowError(f"sample(s) {', '.join(duplicates)} already stored in {self.path}")
+        count = self.committed_count
+        if count > 0:
+            _check_matches_store(ds, self.open_dataset(), self.path)
+        # xarray replaces the root attrs on every write: hand it the current ones so the
+        # bookkeeping survives (and stays at the old commit) while arrays are written.
+        ds.attrs = {**ds.attrs, **self._attrs()}
+        try:
+            _write_arrays(ds, self.path, first=count == 0)
+            failures = {k: v for k, v in self.failed_samples().items() if k not in new_ids}
+            self._commit_attrs({COMMITTED_KEY: count + len(new_ids), FAILURES_KEY: failures})
+        except BaseException as err:
+            try:
+                self._repair()  # drop the half-written sample so this object stays usable
+            except Exception as repair_error:  # e.g. the disk is still full: the next open for writing repairs it
+                log.warning("%s: could not roll back the unfinished append yet (%s)", self.path, repair_error)
+            _raise_if_disk_full(err, self.path, count)
+            raise
+        self._completed_ids = self.completed_sample_ids() | set(new_ids)
+
+    def open_dataset(self) -> xr.Dataset:
+        return open_dataset(self.path)
+
+    def _require_writer(self) -> None:
+        if self._lock is None or not self._lock.held:
+            raise MapflowError(f"{self.path} is open read-only (or closed); open it with "
+                               "ResultStore.create_or_resume to write")
+
+    def _group(self, mode: str = "r+") -> zarr.Group:
+        # Never the consolidated view: writers need the arrays' real shapes.
+        return zarr.open_group(self.path, mode=mode, zarr_format=ZARR_FORMAT, use_consolidated=False)
+
+    def _read_sample_ids(self) -> set[str]:
+        count = self.committed_count
+        if count == 0:
+            return set()
+        return {str(sample_id) for sample_id in self._group("r")[SAMPLE_DIM][:count]}
+
+    def _attrs(self) -> dict:
+        return read_root_attrs(self.path)
+
+    def _commit_attrs(self, updates: dict) -> None:
+        """Update root attrs in one atomic write, then publish the shapes to readers."""
+        if updates:
+            self._group().attrs.update(updates)
+        zarr.consolidate_metadata(self.path, zarr_format=ZARR_FORMAT)
+
+    def _repair_for_writing(self) -> Report:
+        """The tail repair, or, where committed samples are damaged, dropping those (they are measured again)."""
+        _remove_partial_files(self.path)
+        report = inspect_store(self.path)
+        if report.damaged:
+            self._drop_rows(report)
+            report.repaired = [report.label(row) for row in sorted(report.damaged)]
+            log.warning("%s", report.describe())
+        else:
+            self._repair()
+        self._completed_ids = self._read_sample_ids()
+        return report
+
+    def _drop_rows(self, report: Report) -> None:
+        """Drop the damaged committed samples; the good ones after the first damaged one are re-appended in order.
+
+        Every step leaves a valid store: the commit count drops first (the good tail is held in memory), so a kill
+        here loses at most the tail, which the run then measures again."""
+        count, damaged = report.committed, set(report.damaged)
+        first = min(damaged)
+        keep = [row for row in range(first, count) if row not in damaged]
+        tail = None
+        if keep:  # then every array's metadata is readable (otherwise all rows are damaged)
+            for broken in report.unreadable_files:
+                broken.unlink(missing_ok=True)  # so the lazy read below cannot trip over them
+            self._resize_sample_arrays(count)
+            tail = open_dataset(self.path).isel({SAMPLE_DIM: keep}).load()
+            tail.attrs = {}
+        self._group().attrs.update({COMMITTED_KEY: first})  # the commit; then the arrays follow
+        self._repair()
+        self._completed_ids = self._read_sample_ids()
+        if tail is not None:
+            self.append(tail)
+
+    def _resize_sample_arrays(self, count: int) -> None:
+        """Every sample-dim array to exactly `count` samples (missing ones read as fill), then republish."""
+        for _, array in self._group().arrays():
+            dims = list(array.attrs.get("_ARRAY_DIMENSIONS", []))
+            if SAMPLE_DIM in dims and array.shape[dims.index(SAMPLE_DIM)] != count:
+                axis = dims.index(SAMPLE_DIM)
+                array.resize(array.shape[:axis] + (count,) + array.shape[axis + 1 :])
+        self._commit_attrs({})
+
+    def _repair(self) -> None:
+        """Cut every sample-dim array back to the committed count (see module docstring)."""
+        _remove_partial_files(self.path)
+        count = self.committed_count
+        if count == 0:  # an interrupted first append (or nothing worth keeping): start from an empty group
+            for child in self.path.iterdir():
+                if child.is_dir():
+                    shutil.rmtree(child)
+            self._commit_attrs({})
+            return
+        group = self._group()
+        for name, array in list(group.arrays()):
+            dims = list(array.attrs.get("_ARRAY_DIMENSIONS", []))
+            if SAMPLE_DIM not in dims:
+                continue
+            axis = dims.index(SAMPLE_DIM)
+            length = array.shape[axis]
+            if length < count:
+                raise MapflowError(
+                    f"{self.path}: array '{name}' has {length} samples but {count} are committed; "
+                    "the store is corrupt"
+                )
+            if length > count:
+                array.resize(array.shape[:axis] + (count,) + array.shape[axis + 1 :])
+        self._commit_attrs({})
+
+
+def open_dataset(path: str | os.PathLike) -> xr.Dataset:
+    """Lazily open a result store (read-only); plain `xarray.open_zarr(path)` gives the same dataset."""
+    if not (Path(path) / ".zmetadata").is_file():
+        raise MapflowError(f"{path} is not a mapflow result store (no zarr metadata there)")
+    read_root_attrs(Path(path))  # zarr would fail on garbage with a bare JSONDecodeError
+    try:
+        read_json_file(Path(path) / ".zmetadata", "the consolidated metadata")
+    except StoreDamaged as err:
+        raise StoreDamaged(f"{err}; `mapflow verify {path} --repair` rebuilds it") from None
+    return xr.open_zarr(path, consolidated=True)
+
+
+def _create_store(path: Path, provenance: dict) -> StoreLock | None:
+    """A new store, locked by this process; None when another writer created `path` first."""
+    lock = StoreLock.acquire(path)
+    try:
+        if path.exists() and not _is_empty_dir(path):
+            lock.release()
+            return None  # another writer was quicker: resume (or be refused by) its store
+        # Build next to the target and rename, so a kill never leaves a half-created store.
+        staging = path.with_name(f"{path.name}.creating-{uuid.uuid4().hex}")
+        group = zarr.open_group(staging, mode="w-", zarr_format=ZARR_FORMAT)
+        group.attrs.update({PROVENANCE_KEY: provenance, COMMITTED_KEY: 0, FAILURES_KEY: {},
+                            COMPLETE_CHUNKS_KEY: True})
+        zarr.consolidate_metadata(staging, zarr_format=ZARR_FORMAT)
+        os.rename(staging, path)
+    except BaseException:
+        lock.release()
+        raise
+    return lock
+
+
+def _is_empty_dir(path: Path) -> bool:
+    return path.is_dir() and not any(path.iterdir())
+
+
+def _remove_store(path: Path) -> None:
+    if not (path / ".zgroup").is_file():
+        raise MapflowError(f"refusing to overwrite {path}: it is not a zarr store")
+    lock = StoreLock.acquire(path)  # never delete a store another run is writing
+    try:
+        # Rename first so a kill during the delete cannot leave a half-deleted store at `path`.
+        doomed = path.with_name(f"{path.name}.deleting-{uuid.uuid4().hex}")
+        os.rename(path, doomed)
+    finally:
+        lock.release()
+    shutil.rmtree(doomed)
+
+
+def _remove_partial_files(path: Path) -> None:
+    for leftover in path.rglob("*.partial"):
+        if _PARTIAL_FILE.search(leftover.name):
+            leftover.unlink(missing_ok=True)  # zarr may be removing it itself
+
+
+def _raise_if_disk_full(err: BaseException, path: Path, kept: int) -> None:
+    """A full disk as one sentence instead of the traceback of whatever write hit it first."""
+    seen = err
+    while seen is not None:
+        if isinstance(seen, OSError) and seen.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise MapflowError(f"disk full while writing to {path}: {kept} sample(s) kept; free some space and "
+                               "rerun the same command to resume") from err
+        seen = seen.__cause__ or seen.__context__
+
+
+def _check_same_inputs(path: Path, stored: dict, new: dict) -> None:
+    from .provenance import input_changes
+
+    changes = input_changes(stored, new)
+    if changes:
+        raise MapflowError(
+            f"{path} was measured on other inputs; changed since: {'; '.join(changes)}. Resuming would mix results "
+            "of different inputs: restore the original files, choose another --out, or pass --overwrite to start over"
+        )
+
+
+def _json_safe(value: Any) -> Any:
+    def fallback(obj: Any) -> Any:
+        return obj.item() if isinstance(obj, np.generic) else str(obj)
+
+    return json.loads(json.dumps(value, default=fallback))
+
+
+def _check_same_config(path: Path, stored: Any, new: Any) -> None:
+    differing = _differing_keys(stored, new)
+    if differing:
+        raise MapflowError(
+            f"{path} was written with a different config (differs in: {', '.join(differing)}); "
+            "choose another --out or pass --overwrite to start over"
+        )
+
+
+def _differing_keys(old: Any, new: Any, prefix: str = "") -> list[str]:
+    """Dotted paths of the entries that differ between two JSON-like values."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        keys = sorted(set(old) | set(new))
+        return [d for key in keys for d in _differing_keys(old.get(key), new.get(key), f"{prefix}{key}.")]
+    return [] if old == new else [prefix.rstrip(".") or "config"]
+
+
+def _prepare_for_store(sample_ds: xr.Dataset) -> xr.Dataset:
+    if SAMPLE_DIM not in sample_ds.dims or SAMPLE_DIM not in sample_ds.coords:
+        raise MapflowError(f"a result must have a '{SAMPLE_DIM}' dimension with sample-id coordinate")
+    ids = [str(sample_id) for sample_id in sample_ds[SAMPLE_DIM].values]
+    if not ids:
+        raise MapflowError("a result with no samples cannot be appended")
+    if len(set(ids)) != len(ids):
+        raise MapflowError(f"duplicate sample ids within one result: {ids}")
+    reserved = sorted(set(sample_ds.attrs) & set(RESERVED_ATTRS))
+    if reserved:
+        raise MapflowError(f"result attrs use names reserved by the store: {reserved}")
+    # Object dtype makes zarr store variable-length strings; fixed-width '<U5' would
+    # refuse a longer string in a later append.
+    strings = {name: var.astype(object) for name, var in sample_ds.variables.items() if var.dtype.kind in "UT"}
+    ds = sample_ds.drop_encoding().assign_coords({SAMPLE_DIM: np.array(ids, dtype=object)})
+    ds = ds.assign_coords({n: v for n, v in strings.items() if n in ds.coords and n != SAMPLE_DIM})
+    return ds.assign({n: v for n, v in strings.items() if n not in ds.coords})
+
+
+def _write_arrays(ds: xr.Dataset, path: Path, *, first: bool) -> None:
+    if first:
+        chunking = {
+            name: {"chunks": tuple(SAMPLE_CHUNK if d == SAMPLE_DIM else size for d, size in zip(var.dims, var.shape))}
+            for name, var in ds.variables.items()
+            if SAMPLE_DIM in var.dims
+        }
+        ds.to_zarr(path, mode="a", encoding=chunking, consolidated=False, zarr_format=ZARR_FORMAT,
+                   write_empty_chunks=True)
+    else:
+        # "a-": leave the shared (sample-free) variables alone; they were checked equal.
+        ds.to_zarr(path, mode="a-", append_dim=SAMPLE_DIM, consolidated=False, zarr_format=ZARR_FORMAT,
+                   write_empty_chunks=True)
+
+
+def _check_matches_store(new: xr.Dataset, stored: xr.Dataset, path: Path) -> None:
+    problems = _dim_differences(new, stored)
+    for name in sorted(set(new.variables) | set(stored.variables)):
+        if name not in stored.variables:
+            problems.append(f"'{name}' is not in the store")
+        elif name not in new.variables:
+            problems.append(f"'{name}' is missing from the new result")
+        elif (name in new.coords) != (name in stored.coords):
+            problems.append(f"'{name}' is a coordinate in only one of store and result")
+        elif not problems:  # per-variable detail only when the dims agree, to keep it readable
+            problems += _variable_differences(name, new[name].variable, stored[name].variable)
+    if problems:
+        raise MapflowError(f"result does not match the store {path}: " + "; ".join(problems))
+
+
+def _dim_differences(new: xr.Dataset, stored: xr.Dataset) -> list[str]:
+    sizes_new = {d: s for d, s in new.sizes.items() if d != SAMPLE_DIM}
+    sizes_stored = {d: s for d, s in stored.sizes.items() if d != SAMPLE_DIM}
+    if sizes_new == sizes_stored:
+        return []
+    return [f"non-sample dims are {sizes_new}, store has {sizes_stored}"]
+
+
+def _variable_differences(name: str, new: xr.Variable, stored: xr.Variable) -> list[str]:
+    if new.dims != stored.dims:
+        return [f"'{name}' has dims {new.dims}, store has {stored.dims}"]
+    if _dtype_family(new.dtype) != _dtype_family(stored.dtype):
+        return [f"'{name}' has dtype {new.dtype}, store has {stored.dtype}"]
+    # Values without a sample dim are shared by all samples; xarray would silently overwrite them.
+    if SAMPLE_DIM not in new.dims and not _same_values(new.values, stored.values):
+        return [f"'{name}' has values {new.values.tolist()}, store has {stored.values.tolist()}"]
+    return []
+
+
+def _dtype_family(dtype: np.dtype) -> str:
+    return "str" if dtype.kind in "UTO" else dtype.str
+
+
+def _same_values(a: np.ndarray, b: np.ndarray) -> bool:
+    if a.dtype.kind in "UTO" or b.dtype.kind in "UTO":
+        return a.shape == b.shape and np.asarray(a, dtype=object).tolist() == np.asarray(b, dtype=object).tolist()
+    return bool(np.array_equal(a, b, equal_nan=a.dtype.kind in "fc"))

@@ -1,0 +1,167 @@
+"""Map a study over samples and append each sample's result to a zarr store as soon as it is done."""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import logging
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import ModuleType
+
+import numpy as np
+import xarray as xr
+from tqdm.auto import tqdm
+
+from ..inputs import checks as inputs
+from .context import StudyConfig, StudyContext
+from ..data.sample import Sample
+from ..data.video import read_frames
+from ..errors import MapflowError, RunInterrupted
+from .inflight import in_order
+from .interrupts import stops_cleanly
+from ..models.base import VideoLLMAdapter
+from ..inputs.prompts import TEMPLATES, build_prompt
+from ..results.store import ResultStore
+
+log = logging.getLogger(__name__)
+
+STUDIES_PACKAGE = f"{__package__}.studies"  # the repository's studies/ folder (mapped in setup.py and __init__)
+
+
+def load_study(name_or_path: str) -> ModuleType:
+    """A study by name (``mapflow.studies.<name>``: the repository's ``studies/<name>.py``) or by the path of a
+    ``.py`` file defining ``run(ctx)``."""
+    path = Path(name_or_path)
+    if path.suffix == ".py":
+        if not path.is_file():
+            raise MapflowError(f"study file {path} does not exist")
+        spec = importlib.util.spec_from_file_location(f"mapflow_user_study_{path.stem}", path)
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[spec.name] = module  # nnsight reads the traced block's source through the module
+        spec.loader.exec_module(module)
+    else:
+        try:
+            module = importlib.import_module(f"{STUDIES_PACKAGE}.{name_or_path}")
+        except ModuleNotFoundError as err:
+            if err.name != f"{STUDIES_PACKAGE}.{name_or_path}":
+                raise
+            raise MapflowError(f"no study named '{name_or_path}'; available: {', '.join(available_studies())}") \
+                from None
+    if not callable(getattr(module, "run", None)):
+        raise MapflowError(f"study {name_or_path} defines no run(ctx) function")
+    return module
+
+
+def available_studies() -> list[str]:
+    import pkgutil
+
+    package = importlib.import_module(STUDIES_PACKAGE)
+    return sorted(m.name for m in pkgutil.iter_modules(package.__path__) if not m.name.startswith("_"))
+
+
+@dataclass
+class RunSummary:
+    out: Path
+    done: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+    failed: dict[str, str] = field(default_factory=dict)
+
+    def describe(self) -> str:
+        text = (f"{len(self.done)} sample(s) measured, {len(self.skipped)} already in the store, "
+                f"{len(self.failed)} failed -> {self.out}")
+        for sample_id, reason in list(self.failed.items())[:5]:
+            text += f"\n  failed {sample_id}: {reason}"
+        return text
+
+
+def measure_sample(study: ModuleType, adapter: VideoLLMAdapter, sample: Sample, config: StudyConfig,
+                   model_name: str) -> xr.Dataset:
+    """Run the study on one sample; the result gets the leading ``sample`` dim and its ``task``/``model`` labels."""
+    inputs.check_option_letters(sample)
+    prompt = build_prompt(sample, TEMPLATES[config.prompt_template])
+    video = read_frames(sample, num_frames=config.num_frames, rule=config.frame_rule)
+    frames = video.frames
+    prepared = adapter.prepare(
+        frames, prompt.segments, option_letters=prompt.option_letters, true_letter=prompt.true_letter,
+        non_option_includes_prefix=config.non_option_includes_prefix, timestamps=video.indices / video.fps,
+    )
+    inputs.check_prompt_fits(adapter, prepared, sample)
+    result = study.run(StudyContext(adapter=adapter, sample=sample, prepared=prepared, config=config, prompt=prompt,
+                                    frames=frames))
+    inputs.check_study_result(study, result)
+    result = result.expand_dims(sample=[sample.sample_id])
+    return result.assign_coords(task=("sample", np.asarray([sample.task], dtype=object)), model=model_name)
+
+
+@stops_cleanly
+def run_study(study: ModuleType, adapter: VideoLLMAdapter, samples: list[Sample], out, *, config: StudyConfig,
+              provenance: dict, resume: bool = True, overwrite: bool = False, progress: bool = True,
+              remote=None, bad_entries=(), concurrency: int = 1) -> RunSummary:
+    """Measure every sample not yet in ``out``; a failing sample is recorded with its reason and the run goes on.
+
+    ``remote``: True or a `mapflow.remote.RemoteSettings` runs every trace on an NDIF server (checked before the first
+    sample); each finished sample is stored at once, so a server failure loses nothing and a re-run resumes.
+    ``bad_entries``: annotation entries that failed validation (`mapflow.data.loading.BadEntry`), recorded as failed.
+    ``concurrency``: samples in flight at once (useful remotely); the store still gets them in sample order.
+    """
+    from .resolve import resolve_config
+
+    config = resolve_config(config, adapter, samples)
+    if isinstance(provenance.get("config"), dict):
+        provenance = {**provenance, "config": {**provenance["config"], "prompt_template": config.prompt_template}}
+    from ..knockout.planner import check_heads
+    from ..knockout.screen import check_screenable
+
+    check_screenable(study, provenance["study"], config.plan, remote=bool(remote))
+    check_heads(config.heads, adapter.num_heads)  # before any sample: every one would fail the same way
+    if remote:
+        from ..remote import prepare_remote_run
+
+        adapter, config, settings = prepare_remote_run(study, adapter, config, remote)
+        provenance = {**provenance, "runtime": {**provenance.get("runtime", {}), "remote": settings.describe()}}
+    store = ResultStore.create_or_resume(out, provenance, resume=resume, overwrite=overwrite)
+    summary = RunSummary(out=Path(out))
+    completed = store.completed_sample_ids()
+    _record_bad_entries(store, bad_entries, completed, summary)
+    model_name = provenance["model"]["name"]
+    bar = tqdm(samples, desc=f"{provenance['study']}", unit="sample", disable=not progress)
+    pending = [sample for sample in samples if sample.sample_id not in completed]
+    summary.skipped = [sample.sample_id for sample in samples if sample.sample_id in completed]
+    bar.update(len(summary.skipped))
+    # up to `concurrency` samples in flight (remote runs), their outcomes handled in sample order
+    outcomes = in_order(pending, lambda s: measure_sample(study, adapter, s, config, model_name), concurrency,
+                        catch=(Exception,),
+                        cancel=getattr(adapter.model, "cancel_requests", None))
+    try:
+        for sample, result in outcomes:
+            bar.update(1)
+            bar.set_postfix_str(sample.sample_id)
+            if isinstance(result, RunInterrupted):  # e.g. the server went away: later samples would fail the same
+                raise result.at_sample(sample.sample_id)
+            if isinstance(result, MemoryError):  # the machine, not the sample: later samples would fail too
+                raise result
+            if isinstance(result, BaseException):  # anything a sample raises (a study's ZeroDivisionError too)
+                reason = f"{type(result).__name__}: {result}"
+                log.warning("sample %s failed: %s", sample.sample_id, reason)
+                store.record_failure(sample.sample_id, sample.task, reason)
+                summary.failed[sample.sample_id] = reason
+                continue
+            store.append(result)
+            summary.done.append(sample.sample_id)
+    finally:
+        outcomes.close()
+        bar.close()
+    return summary
+
+
+def _record_bad_entries(store: ResultStore, bad_entries, completed: set[str], summary: RunSummary) -> None:
+    """Bad annotation entries become failed samples, written once: a resumed run finds them recorded and unchanged."""
+    recorded = store.failed_samples()
+    for entry in bad_entries:
+        if entry.sample_id in completed:
+            continue
+        if recorded.get(entry.sample_id) != {"task": entry.task, "reason": entry.reason}:
+            store.record_failure(entry.sample_id, entry.task, entry.reason)
+        summary.failed[entry.sample_id] = entry.reason
