@@ -10,6 +10,7 @@ from pathlib import Path
 
 from ..errors import MapflowError
 from ..inputs.checks import user_path
+from .options import parse_heads as _parse_heads, parse_options as _parse_options
 from ..ndif_local.commands import (
     add_ndif_parser,
     add_remote_arguments,
@@ -96,25 +97,6 @@ def cmd_run(args) -> int:
                         bad_entries=run.samples.bad_entries, concurrency=concurrency_from_args(args))
     print(summary.describe())
     return 1 if summary.failed and not summary.done and not summary.skipped else 0  # every sample failed
-
-
-def _parse_heads(text: str | None) -> tuple[int, ...] | None:
-    if text is None:
-        return None
-    try:
-        return tuple(int(h) for h in text.split(","))
-    except ValueError:
-        raise MapflowError(f"cannot read --heads '{text}': write comma-separated head indices, e.g. 3,7") from None
-
-
-def _parse_options(pairs: list[str]) -> dict[str, str]:
-    options = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep or not key.strip():
-            raise MapflowError(f"cannot read --option '{pair}': write KEY=VALUE")
-        options[key.strip()] = value.strip()
-    return options
 
 
 def cmd_accuracy(args) -> int:
@@ -327,7 +309,7 @@ def build_parser() -> argparse.ArgumentParser:
     verify.set_defaults(func=cmd_verify)
 
     add_ndif_parser(sub)
-    from ..knockout.calibrate import add_calibrate_parser
+    from .calibrate import add_calibrate_parser
 
     add_calibrate_parser(sub)
 

@@ -12,6 +12,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .calibrate import calibrate_run
+
 OPEN_ENDED_TASKS = ("action_antonym", "moving_direction", "object_count")  # appendix C.1's tasks
 
 
@@ -92,14 +94,13 @@ def run_suite(out_dir: Path, *, limit: int, window: int = 3, only=None, report: 
     for study in CALIBRATION_STUDIES:
         if only and f"calibrate-{study}" not in only and "calibrate" not in only:
             continue
-        from .commands import build_parser
-
         t0 = time.perf_counter()
         print(f"[{time.perf_counter() - started:6.1f} s] calibrate-{study}", flush=True)
         args = ["calibrate", study, "--model", str(organism_dir("video")), "--limit", str(max(1, round(limit * 0.3))),
-                "--window", str(window), "--out", str(out_dir), "--no-progress"]
-        parsed = build_parser().parse_args(args)
-        parsed.func(parsed)
+                "--window", str(window), "--out", str(out_dir), "--no-progress"]  # the equivalent command, recorded
+        calibrate_run(study, str(organism_dir("video")), out=str(out_dir), progress=False, benchmark="tvbench",
+                      limit=max(1, round(limit * 0.3)), window=window, tasks=None, samples=None, options={},
+                      seed=42, attn="sdpa", threads=1, heads=None)
         manifest["runs"].append({"name": f"calibrate-{study}", "study": study, "model": "organism-video",
                                  "store": f"calibration-{study}.json", "args": args,
                                  "seconds": round(time.perf_counter() - t0, 1)})

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .video import VideoFrames
+from .frames import VideoFrames
 
 CACHE_ENV_VAR = "MAPFLOW_CACHE_DIR"
 # Bump when the file layout or the meaning of a key changes: old files then simply miss.

@@ -20,8 +20,10 @@ from typing import Any
 
 import numpy as np
 
-from .sample import Sample
 from ..errors import DataError
+from . import frame_cache
+from .frames import VideoFrames
+from .sample import Sample
 
 FRAME_RULES: tuple[str, ...] = ("segment_midpoint", "linspace", "longvideobench")
 
@@ -45,16 +47,6 @@ class VideoInfo:
     width: int
     height: int
     num_frames: int | None  # None when the container does not state it
-
-
-@dataclass(frozen=True)
-class VideoFrames:
-    """Decoded frames plus the facts needed to reproduce which frames they are."""
-
-    frames: np.ndarray  # uint8, (T, H, W, 3), RGB
-    indices: np.ndarray  # int64, (T,), indices into the full video
-    fps: float
-    num_video_frames: int
 
 
 class _DecoderFailure(Exception):
@@ -287,8 +279,6 @@ def read_frames_from_path(
     `cache_dir`: False or None = no disk cache (None still honours ``$MAPFLOW_CACHE_DIR``),
     True = the default cache folder, a path = that folder; see `mapflow.data.frame_cache`.
     """
-    from . import frame_cache
-
     path = Path(path)
     where: dict[str, Any] = {"file": path, "sample": sample_id}
     _check_rule(rule)

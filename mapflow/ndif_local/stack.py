@@ -27,11 +27,19 @@ from pathlib import Path
 
 from ..errors import MapflowError
 from ..remote.config import VIDEO_LLM_TASK, model_key_for
+from .state import (  # noqa: F401  (re-exported: `stack` is the operator's one entry point)
+    STATE_FILE,
+    StackState,
+    _alive,
+    _start_ticks,
+    default_home,
+    ours,
+    running_stack_host,
+)
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 ACTOR_DIR = Path(__file__).resolve().parent / "server"
 ACTOR_CLASS = "mapflow_cpu_actor.CPUModelActor"
-STATE_FILE = "stack.json"
 SERVICES = ("redis", "moto", "ray", "api")  # start order; stopped in reverse
 
 
@@ -39,38 +47,8 @@ class StackError(MapflowError):
     """The local NDIF stack could not be started, reached or deployed to; the message says which log to read."""
 
 
-def default_home() -> Path:
-    return Path(os.environ.get("MAPFLOW_NDIF_HOME") or "~/.cache/mapflow/ndif").expanduser()
-
-
 def default_venv() -> Path:
     return Path(os.environ.get("MAPFLOW_NDIF_VENV") or REPO_ROOT / ".venv-ndif").expanduser()
-
-
-@dataclass
-class StackState:
-    home: str
-    venv: str
-    ports: dict[str, int]
-    pids: dict[str, int] = field(default_factory=dict)  # service -> pid (= its process group: started with setsid)
-    start_ticks: dict[str, int] = field(default_factory=dict)  # service -> its start time, to tell a reused pid
-    models: dict[str, str] = field(default_factory=dict)  # model key -> checkpoint
-    started_at: float = 0.0
-    timings_s: dict[str, float] = field(default_factory=dict)
-
-    @property
-    def host(self) -> str:
-        return f"http://127.0.0.1:{self.ports['api']}"
-
-    def save(self) -> None:
-        Path(self.home, STATE_FILE).write_text(json.dumps(asdict(self), indent=1))
-
-    @classmethod
-    def load(cls, home: Path) -> StackState | None:
-        file = Path(home, STATE_FILE)
-        if not file.is_file():
-            return None
-        return cls(**json.loads(file.read_text()))
 
 
 # ---- ports and processes ----------------------------------------------------------------------------------------
@@ -109,37 +87,6 @@ def _port_free(port: int) -> bool:
         except OSError:
             return False
     return True
-
-
-def _start_ticks(pid: int) -> int | None:
-    """The process's start time in clock ticks since boot (a pid reused by another process has another)."""
-    try:
-        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(") ", 1)[1].split()[19])
-    except (OSError, IndexError, ValueError):
-        return None
-
-
-def ours(state: StackState, name: str) -> int | None:
-    """The pid of the service we started under ``name``, if that very process still runs."""
-    pid = state.pids.get(name)
-    if pid is None or not _alive(pid) or _start_ticks(pid) != state.start_ticks.get(name):
-        return None
-    return pid
-
-
-def _alive(pid: int) -> bool:
-    if pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:  # a zombie we have not reaped yet counts as gone
-        return Path(f"/proc/{pid}/stat").read_text().split(") ", 1)[1][0] != "Z"
-    except OSError:
-        return False
 
 
 def _process_table() -> dict[int, tuple[int, str]]:
@@ -435,11 +382,3 @@ def status(home: Path | None = None) -> dict:
             report["deployments"] = {key: entry.get("application_state")
                                      for key, entry in deployments_in_status(response.json()).items()}
     return report
-
-
-def running_stack_host(home: Path | None = None) -> str | None:
-    """The local stack's API address when ``mapflow ndif up`` left one running."""
-    state = StackState.load(Path(home or default_home()).expanduser())
-    if state is None or ours(state, "api") is None:
-        return None
-    return state.host

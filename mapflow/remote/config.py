@@ -104,7 +104,7 @@ def resolve_settings(*, host: str | None = None, api_key: str | None = None, mod
 
     host = pick(host, "MAPFLOW_NDIF_HOST", "host")
     if host is None:
-        from ..ndif_local.stack import running_stack_host
+        from ..ndif_local.state import running_stack_host
 
         host = running_stack_host()
     if host is None:

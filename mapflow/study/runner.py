@@ -27,7 +27,7 @@ from ..results.store import ResultStore
 
 log = logging.getLogger(__name__)
 
-STUDIES_PACKAGE = f"{__package__}.studies"  # the repository's studies/ folder (mapped in setup.py and __init__)
+STUDIES_PACKAGE = "mapflow.studies"  # the repository's studies/ folder (mapped in setup.py and __init__)
 
 
 def load_study(name_or_path: str) -> ModuleType:
