@@ -8,7 +8,7 @@ import pytest
 import xarray as xr
 
 from mapflow.errors import MapflowError
-from mapflow.viz.plots import mean_and_ci, plot_rel_change, rel_change_figure
+from mapflow.viz.figures import mean_and_ci, plot_rel_change, rel_change_figure
 
 FLOWS = ["video->question", "question->last"]
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"

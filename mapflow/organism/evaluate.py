@@ -16,6 +16,7 @@ import numpy as np
 import xarray as xr
 
 from ..models import load_model
+from ..results.tasks import by_task, select_task
 from ..study.resolve import prepare_run
 from ..study.runner import run_study
 
@@ -25,11 +26,11 @@ def accuracy_table(ds: xr.Dataset) -> dict:
     ds = ds.load()
     correct_after = (ds.pred_knockout == ds.answer_token).sel(flow="cross_frame")
     table = {}
-    for task in sorted(set(ds.task.values.tolist())):
-        rows = ds.task == task
-        entry = {"n": int(rows.sum()), "clean": 100 * float(ds.correct[rows].mean())}
+    for task, part in by_task(ds, overall=None):
+        after_in_task = select_task(correct_after, task)
+        entry = {"n": part.sizes["sample"], "clean": 100 * float(part.correct.mean())}
         for layers in ds.layers.values.tolist():
-            after = 100 * float(correct_after.sel(layers=layers)[rows].mean())
+            after = 100 * float(after_in_task.sel(layers=layers).mean())
             entry[layers] = after
             entry[f"drop_{layers}"] = entry["clean"] - after
         table[str(task)] = entry

@@ -18,21 +18,7 @@ import xarray as xr
 
 from ..errors import MapflowError
 from ..readouts.pathways import interval_means
-
-
-def task_names(ds: xr.Dataset) -> list[str]:
-    return sorted({str(t) for t in ds["task"].values})
-
-
-def select_task(ds: xr.Dataset, task: str) -> xr.Dataset:
-    return ds.isel(sample=np.asarray([str(t) for t in ds["task"].values]) == task)
-
-
-def _by_task(ds: xr.Dataset):
-    """(task, sub-dataset) for every task and then ("all", everything)."""
-    for task in task_names(ds):
-        yield task, select_task(ds, task)
-    yield "all", ds
+from ..results.tasks import by_task, select_task, task_names  # noqa: F401  (task_names: public here before)
 
 
 def _require(ds: xr.Dataset, *names: str, what: str) -> None:
@@ -47,7 +33,7 @@ def halves_table(ds: xr.Dataset, flow: str = "cross_frame") -> pd.DataFrame:
     samples"). Accuracies are over knocked-out samples (all samples under the study's default)."""
     _require(ds, "pred_knockout", "answer_token", "correct", "knocked_out", what="the halves table")
     rows = []
-    for task, part in _by_task(ds):
+    for task, part in by_task(ds):
         part = part.isel(sample=part["knocked_out"].values.astype(bool))
         if part.sizes["sample"] == 0:
             continue
@@ -66,7 +52,7 @@ def generated_answers(ds: xr.Dataset, limit: int = 5) -> pd.DataFrame:
     """Clean and knocked-out answers of the first ``limit`` samples per task (from ``--option generate=N``)."""
     _require(ds, "answer_text", "clean_answer_text", what="the generated-answers table")
     rows = []
-    for task, part in list(_by_task(ds))[:-1]:
+    for task, part in list(by_task(ds))[:-1]:
         for i in range(min(limit, part.sizes["sample"])):
             one = part.isel(sample=i)
             row = {"task": task, "sample": str(one["sample"].values), "clean": str(one["clean_answer_text"].values)}
@@ -81,7 +67,7 @@ def pathway_table(ds: xr.Dataset) -> pd.DataFrame:
     the released code reports it)."""
     _require(ds, "correct_after", "edges_kept", "edges_total", what="the pathway table")
     rows = []
-    for task, part in _by_task(ds):
+    for task, part in by_task(ds):
         row = {"task": task, "n": int(part.sizes["sample"])}
         total = float(part["edges_total"].mean())
         for condition in part["condition"].values:

@@ -1,0 +1,88 @@
+"""Compare two `mapflow demo` output folders: every zarr store's data variables, coordinates and attributes must be
+identical, provenance included except what names the moment and the code version (created, versions, git) and the
+output folder itself (a run that reads other stores records their paths). Tables must match byte for byte, except
+the measured wall-clock columns (`WALL_CLOCK_COLUMNS`) of CSV tables.
+
+    python scripts/compare_demo_stores.py /tmp/demo-before /tmp/demo-after
+
+Used to show the package restructuring changed no result (README "Architecture"; docs/architecture.md).
+Exit status 0 when everything matches; otherwise each difference is printed and the status is 1.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pandas as pd
+import xarray as xr
+
+VOLATILE_PROVENANCE = ("created", "versions", "git", "hostname", "elapsed_s")
+WALL_CLOCK_COLUMNS = ("wall ratio",)  # calibration.csv: seconds measured on a shared machine
+
+
+def _stable(value, out_dir: Path):
+    """``value`` with the provenance keys that name the moment or the code version dropped, at any depth, and the
+    output folder's path replaced by ``<OUT>``."""
+    if isinstance(value, dict):
+        return {k: _stable(v, out_dir) for k, v in value.items() if k not in VOLATILE_PROVENANCE}
+    if isinstance(value, list):
+        return [_stable(v, out_dir) for v in value]
+    if isinstance(value, str):
+        return value.replace(str(out_dir), "<OUT>")
+    return value
+
+
+def load_store(path: Path) -> xr.Dataset:
+    ds = xr.open_zarr(path).load()
+    ds.attrs = _stable(dict(ds.attrs), path.parent)
+    return ds
+
+
+def same_table(a: Path, b: Path) -> bool:
+    if a.suffix != ".csv":
+        return a.read_bytes() == b.read_bytes()
+    left, right = pd.read_csv(a), pd.read_csv(b)
+    drop = [c for c in WALL_CLOCK_COLUMNS if c in left.columns]
+    return left.drop(columns=drop).equals(right.drop(columns=[c for c in drop if c in right.columns]))
+
+
+def compare(before: Path, after: Path) -> list[str]:
+    problems = []
+    stores_before = sorted(p.name for p in before.glob("*.zarr"))
+    stores_after = sorted(p.name for p in after.glob("*.zarr"))
+    if stores_before != stores_after:
+        problems.append(f"store lists differ: {sorted(set(stores_before) ^ set(stores_after))}")
+    for name in sorted(set(stores_before) & set(stores_after)):
+        try:
+            xr.testing.assert_identical(load_store(before / name), load_store(after / name))
+        except AssertionError as err:
+            problems.append(f"{name}: {str(err)[:2000]}")
+        else:
+            print(f"identical: {name}")
+    tables_before = sorted(p.relative_to(before) for p in (before / "tables").rglob("*") if p.is_file())
+    tables_after = sorted(p.relative_to(after) for p in (after / "tables").rglob("*") if p.is_file())
+    if tables_before != tables_after:
+        problems.append(f"table lists differ: {sorted(set(map(str, tables_before)) ^ set(map(str, tables_after)))}")
+    for rel in sorted(set(tables_before) & set(tables_after)):
+        if not same_table(before / rel, after / rel):
+            problems.append(f"{rel}: contents differ")
+        else:
+            print(f"identical: {rel}")
+    return problems
+
+
+def main(argv=None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) != 2:
+        print(__doc__)
+        return 2
+    problems = compare(Path(args[0]), Path(args[1]))
+    for problem in problems:
+        print(f"DIFFERENT: {problem}")
+    print("all stores and tables identical" if not problems else f"{len(problems)} difference(s)")
+    return 1 if problems else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
