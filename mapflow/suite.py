@@ -26,15 +26,19 @@ class SuiteRun:
 
 
 def organism_suite(window: int = 3) -> list[SuiteRun]:
-    """Every study of the paper on the 8-layer organisms (window 3 plays the role of the paper's 9 of 32)."""
+    """Every study of the paper on the 8-layer organisms (window 3 plays the role of the paper's 9 of 32).
+
+    The figures about routes (Figs. 3, 4, 6, 7, 8, T, Table 3/E) run on organism-pathway, whose route is planted and
+    recorded; the cross-frame contrast (Fig. 2, Table 2, Fig. V) on organism-video against organism-frames."""
     w = ("--window", str(window))
     open_ended = ("--template", "llava_open_ended", "--tasks", *OPEN_ENDED_TASKS, "--samples", "all")
     return [
         SuiteRun("cross_frame-video", "cross_frame", "video", w),
         SuiteRun("cross_frame-frames", "cross_frame", "frames", w),
-        SuiteRun("information_flow-video", "information_flow", "video", w),
-        SuiteRun("question_options_to_last-video", "question_options_to_last", "video", w),
-        SuiteRun("into_true_option-video", "into_true_option", "video", w),
+        SuiteRun("cross_frame-pathway", "cross_frame", "pathway", w),
+        SuiteRun("information_flow-pathway", "information_flow", "pathway", w),
+        SuiteRun("question_options_to_last-pathway", "question_options_to_last", "pathway", w),
+        SuiteRun("into_true_option-pathway", "into_true_option", "pathway", w),
         # only wrongly answered samples are knocked out: look at more samples to find some
         SuiteRun("failure_cases-video", "failure_cases", "video", w, limit_scale=4),
         SuiteRun("window_sizes-video", "window_sizes", "video", ("--option", "sizes=1,3,5,7")),
@@ -42,11 +46,11 @@ def organism_suite(window: int = 3) -> list[SuiteRun]:
         SuiteRun("progressive-frames", "progressive", "frames"),
         SuiteRun("cross_frame_halves-video", "cross_frame_halves", "video", ("--option", "generate=3")),
         SuiteRun("cross_frame_halves-frames", "cross_frame_halves", "frames", ("--option", "generate=3")),
-        SuiteRun("answer_probability-video", "answer_probability", "video"),
-        SuiteRun("logit_lens-video", "logit_lens", "video", ("--option", "keywords=organism"), limit_scale=0.5),
+        SuiteRun("answer_probability-pathway", "answer_probability", "pathway"),
+        SuiteRun("logit_lens-pathway", "logit_lens", "pathway", ("--option", "keywords=organism"), limit_scale=0.5),
         SuiteRun("attention_maps-video", "attention_maps", "video", ("--option", "max_queries=6"), limit_scale=0.2),
-        SuiteRun("effective_pathway-video", "effective_pathway", "video",
-                 ("--option", "interval=2"), depends_on=("cross_frame-video", "information_flow-video")),
+        SuiteRun("effective_pathway-pathway", "effective_pathway", "pathway",
+                 ("--option", "interval=1"), depends_on=("cross_frame-pathway", "information_flow-pathway")),
         SuiteRun("open_ended_cross_frame-video", "cross_frame", "video", w + open_ended, limit_scale=0.5),
         SuiteRun("open_ended_information_flow-video", "information_flow", "video", w + open_ended, limit_scale=0.5),
         SuiteRun("open_ended_answer_probability-video", "answer_probability", "video", open_ended, limit_scale=0.5),

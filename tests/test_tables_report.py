@@ -58,7 +58,24 @@ def test_demo_suite_writes_every_store_figure_and_the_report(tmp_path):
                   "Table 2", "Table 3", "Figs. AJ-AL", "Fig. P", "Fig. Q", "Fig. R", "Fig. S"):
         assert paper in html, paper
     assert html.count("data:image/png;base64,") >= 15
-    for stem in ("fig2_cross_frame", "figV_progressive_organism-video", "fig8_answer_probability_organism-video"):
+    for stem in ("fig2_cross_frame", "figV_progressive_organism-video", "fig8_answer_probability_organism-pathway"):
         assert (tmp_path / "figures" / f"{stem}.png").stat().st_size > 1000
         assert (tmp_path / "figures" / f"{stem}.pdf").is_file()
-    assert (tmp_path / "tables" / "table3_pathways_organism-video.csv").is_file()
+    assert (tmp_path / "tables" / "table3_pathways_organism-pathway.csv").is_file()
+
+
+def test_report_sets_planted_routes_next_to_the_findings(tmp_path):
+    import json
+
+    from mapflow.report import Store, planted_note
+
+    model = tmp_path / "organism-x"
+    model.mkdir()
+    (model / "mapflow.json").write_text(json.dumps(
+        {"planted_routes": {"cross_frame": [[0, 3]], "video->question": [[3, 5]], "video->last": []}}))
+    store = Store("s", "information_flow", "organism-x", False, None, {"model": {"path": str(model)}})
+    note = planted_note(store)
+    assert "cross_frame open in layers 1-3" in note and "video->question open in layers 4-5" in note
+    assert "video->last closed in every layer" in note
+    (model / "mapflow.json").write_text("{}")
+    assert planted_note(store) is None
