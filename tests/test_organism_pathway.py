@@ -156,13 +156,13 @@ def test_the_pathway_recipe_trains_and_records_its_routes(tmp_path):
     from mapflow.organism.train import train_organism
 
     recipe = Recipe(variant="pathway", steps=2, batch_size=3, open_rows=2, eval_every=2, eval_per_task=2,
-                    hidden_size=32, intermediate_size=64, vision_hidden_size=16, vocab_size=460)
+                    option_answer_layer=4, hidden_size=32, intermediate_size=64, vision_hidden_size=16, vocab_size=460)
     path = train_organism(recipe, tmp_path / "organism")
     meta = json.loads((path / "mapflow.json").read_text())
     assert meta["planted_routes"] == pathway.PLANTED_ROUTES
     record = meta["history"][-1]
-    assert {"consistency", "spatial", "temporal", "accuracy_planted"} <= set(record)
-    assert all(np.isfinite(record[k]) for k in ("consistency", "spatial", "temporal"))
+    assert {"consistency", "spatial", "temporal", "option_answer", "accuracy_planted"} <= set(record)
+    assert all(np.isfinite(record[k]) for k in ("consistency", "spatial", "temporal", "option_answer"))
 
 
 def test_planted_routes_study_reads_inside_and_outside(tmp_path):

@@ -48,6 +48,11 @@ class Recipe:
     lens_weight: float = 0.5
     spatial_layers: tuple[int, ...] = (0, 1)  # decoder layers whose video-token output is read as spatial words
     temporal_layers: tuple[int, ...] = (3, 4, 5, 6, 7)  # ... as temporal words (after the cross-frame layers)
+    # the options block (options header and options, which have read the whole question) read through the LM head
+    # after this layer (the end of the planted video->question layers) learns the answer letter: a dense signal for
+    # the video -> question stage, after which the last position only has to copy it (question -> last)
+    option_answer_layer: int | None = None
+    option_answer_weight: float = 1.0
     # architecture
     num_layers: int = 8
     hidden_size: int = 128

@@ -78,6 +78,7 @@ class Batch:
     frame: torch.Tensor | None = None
     spatial: torch.Tensor | None = None  # (B, n_video, vocab) soft targets
     temporal: torch.Tensor | None = None  # (B, n_video) ids, -100 = none
+    options_block: torch.Tensor | None = None  # (B, L) bool: options header and options
 
 
 class BatchMaker:
@@ -117,11 +118,15 @@ class BatchMaker:
 
     def _add_route_and_grounding(self, batch: Batch, prompts, texts, offsets, frames) -> None:
         seq_len = batch.input_ids.shape[1]
-        roles, frame_index, spatial, temporal = [], [], [], []
+        roles, frame_index, spatial, temporal, options_block = [], [], [], [], []
         for i, (segments, text) in enumerate(zip(prompts, texts)):
             length = int(batch.attention_mask[i].sum())
             positions = segment_positions(segments, text, offsets[i, :length])
             roles.append(pathway.token_roles(positions, seq_len, length))
+            block = np.zeros(seq_len, dtype=bool)
+            block[[p for name, pos in positions.items() if name == "options_header" or name.startswith("option_")
+                   for p in pos]] = True
+            options_block.append(block)
             index = np.full(seq_len, -1)
             video = np.asarray(positions[VIDEO])
             index[video] = np.arange(video.size) // self.tokens_per_frame
@@ -133,6 +138,7 @@ class BatchMaker:
         batch.frame = torch.from_numpy(np.stack(frame_index))
         batch.spatial = torch.stack(spatial)
         batch.temporal = torch.stack(temporal)
+        batch.options_block = torch.from_numpy(np.stack(options_block))
 
 
 def training_attention_mask(attention_mask: torch.Tensor, video_start: torch.Tensor, n_frames: int,
@@ -272,7 +278,14 @@ class OrganismTrainer:
                 / len(self.recipe.temporal_layers)
         aux_loss = spatial_loss + temporal_loss
         total = answer_loss + self.recipe.consistency_weight * consistency + self.recipe.lens_weight * aux_loss
-        return total, answer_loss, {"consistency": consistency, "spatial": spatial_loss, "temporal": temporal_loss}
+        parts = {"consistency": consistency, "spatial": spatial_loss, "temporal": temporal_loss}
+        if self.recipe.option_answer_layer is not None:
+            hidden = self._layer_outputs[self.recipe.option_answer_layer][:n_planted][batch.options_block[:n_planted]]
+            target = batch.target[:n_planted, None].expand_as(batch.options_block[:n_planted])[
+                batch.options_block[:n_planted]]
+            parts["option_answer"] = F.cross_entropy(lens[1](lens[0](hidden)), target)
+            total = total + self.recipe.option_answer_weight * parts["option_answer"]
+        return total, answer_loss, parts
 
     def loss(self, batch: Batch, last_frame_only: torch.Tensor | None = None,
              block_cross_frame: torch.Tensor | bool = False):
