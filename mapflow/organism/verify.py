@@ -56,7 +56,8 @@ def planted_routes(model_dir: Path) -> dict:
     return meta["planted_routes"]
 
 
-def _run(name: str, adapter, samples, model_dir, data_dir, out: Path, config: StudyConfig, progress: bool) -> xr.Dataset:
+def _run(name: str, adapter, samples, model_dir, data_dir, out: Path, config: StudyConfig,
+         progress: bool) -> xr.Dataset:
     run_config = {"study": name, **config.to_dict(), "model": str(model_dir.resolve()),
                   "data": str(data_dir.resolve()), "purpose": "organism verification"}
     provenance = run_provenance(study=name, model_dir=model_dir, data_root=data_dir,
@@ -180,7 +181,8 @@ def format_summary(summary: dict) -> str:
     lines = ["clean accuracy (%): " + ", ".join(f"{t} {v:.1f}" for t, v in routes["clean_percent"].items())
              + ("  [ok]" if routes["clean_ok"] else "  [NOT MET: >= 90 each]")]
     for flow, entry in routes["flows"].items():
-        cells = ", ".join(f"{k.replace('_', ' ')} {entry[k]:.1f}" for k in ("drop_inside", "drop_outside") if k in entry)
+        cells = ", ".join(f"{k.replace('_', ' ')} {entry[k]:.1f}" for k in ("drop_inside", "drop_outside")
+                          if k in entry)
         lines.append(f"{flow} planted {entry['planted']}: {cells} points  [{'ok' if entry['ok'] else 'NOT MET'}]")
     for flow, entry in summary["table_e"].items():
         lines.append(f"Table E rule, {flow}: planted {entry['planted']}, derived layers {entry['derived']}  "
