@@ -20,7 +20,7 @@ def _data_dir() -> Path:
 
 
 DATA_DIR = _data_dir()
-ORGANISM_DIRS = {variant: DATA_DIR / "models" / f"organism-{variant}" for variant in ("video", "frames")}
+ORGANISM_DIRS = {variant: DATA_DIR / "models" / f"organism-{variant}" for variant in ("video", "frames", "pathway")}
 DEFAULT_MODEL_DIR = ORGANISM_DIRS["video"]
 DEFAULT_DATA_DIR = DATA_DIR / "temporal-bench"
 TINY_BENCH_DIR = DATA_DIR / "tvbench-mini"  # 64 px videos for models that resize (tests, `bench --shape`)

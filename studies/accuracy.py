@@ -6,7 +6,7 @@ The same clean run every knockout study uses for its ``correct`` filter, so accu
 import numpy as np
 import xarray as xr
 
-from ..study.context import StudyContext, clean_run
+from mapflow.study.context import StudyContext, clean_run
 
 
 def run(ctx: StudyContext):

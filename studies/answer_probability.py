@@ -10,8 +10,8 @@ template (no letters) the single slot ``answer`` holds the answer's first token.
 import numpy as np
 import xarray as xr
 
-from ..study.context import StudyContext, clean_run, option_token_ids
-from ..readouts.lens import layer_token_probabilities
+from mapflow.study.context import StudyContext, clean_run, option_token_ids
+from mapflow.readouts.lens import layer_token_probabilities
 
 SLOTS = ("A", "B", "C", "D", "E")
 

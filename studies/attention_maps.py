@@ -15,10 +15,10 @@ import numpy as np
 import torch
 import xarray as xr
 
-from ..study.context import StudyContext
-from ..readouts.attention import attention_rows
-from ..knockout.flows import Flow, Window
-from ..viz.thumbnails import frame_thumbnails, video_token_coords
+from mapflow.study.context import StudyContext
+from mapflow.readouts.attention import attention_rows
+from mapflow.knockout.flows import Flow, Window
+from mapflow.viz.thumbnails import frame_thumbnails, video_token_coords
 
 CONDITIONS = ("clean", "cross_frame_knockout")
 

@@ -5,7 +5,7 @@ within-frame attention stays. A drop in the answer probability says the model bu
 between frames in those layers.
 """
 
-from ..study.context import StudyContext, knockout_sweep
+from mapflow.study.context import StudyContext, knockout_sweep
 
 SCREENABLE = True  # `--plan screen` estimates its cells (mapflow.knockout.screen)
 FLOWS = ("cross_frame",)

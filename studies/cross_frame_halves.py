@@ -11,9 +11,9 @@ import numpy as np
 import torch
 import xarray as xr
 
-from ..study.context import StudyContext, knockout_layer_sets
-from ..knockout.flows import Flow
-from ..readouts.generation import greedy_generate
+from mapflow.study.context import StudyContext, knockout_layer_sets
+from mapflow.knockout.flows import Flow
+from mapflow.readouts.generation import greedy_generate
 
 DEFAULT_SAMPLES = "all"
 FLOWS = ("cross_frame",)

@@ -19,10 +19,10 @@ import numpy as np
 import torch
 import xarray as xr
 
-from ..study.context import StudyContext, clean_run
-from ..knockout.engine import run_layer_masks
-from ..errors import MapflowError
-from ..readouts.pathways import (
+from mapflow.study.context import StudyContext, clean_run
+from mapflow.knockout.engine import run_layer_masks
+from mapflow.errors import MapflowError
+from mapflow.readouts.pathways import (
     ROUTES,
     PathwayLayers,
     causal_edges,
@@ -41,7 +41,7 @@ CONDITIONS = ("clean", "effective", "effective_strict", "random", "random_strict
 
 @lru_cache(maxsize=8)
 def _derived(stores: str, task: str | None, interval: int, threshold: float) -> PathwayLayers:
-    from ..results.store import open_dataset
+    from mapflow.results.store import open_dataset
 
     parts = [open_dataset(path.strip())["rel_change"] for path in stores.split(",")]
     rel_change = xr.concat(parts, dim="flow", join="inner")

@@ -7,8 +7,8 @@ code names but never implemented, into the *predicted false option*: video -> pr
 by the sign of their cross-frame effect is `mapflow.viz.figures.failure_split`.
 """
 
-from ..study.context import PREDICTED_OPTION, StudyContext, knockout_sweep
-from ..knockout.flows import PAPER_FLOWS
+from mapflow.study.context import PREDICTED_OPTION, StudyContext, knockout_sweep
+from mapflow.knockout.flows import PAPER_FLOWS
 
 DEFAULT_SAMPLES = "wrong"
 SCREENABLE = True  # `--plan screen` estimates its cells (mapflow.knockout.screen)

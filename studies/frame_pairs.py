@@ -10,8 +10,8 @@ stays. Stores ``rel_change(sample, source_frame, target_frame, layer)`` (NaN whe
 import numpy as np
 import xarray as xr
 
-from ..study.context import StudyContext, knockout_sweep
-from ..errors import KnockoutConfigError
+from mapflow.study.context import StudyContext, knockout_sweep
+from mapflow.errors import KnockoutConfigError
 
 SCREENABLE = True  # `--plan screen` estimates its cells (mapflow.knockout.screen)
 MODES = ("pair", "distance")

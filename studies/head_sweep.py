@@ -5,9 +5,9 @@ information flows (``--flows`` overrides). Option ``heads`` (comma-separated, de
 ``--heads`` restricts any other study's flows to a fixed set of heads instead.
 """
 
-from ..study.context import StudyContext, knockout_sweep, stack_results
-from ..knockout.engine import check_heads
-from ..knockout.flows import PAPER_FLOWS
+from mapflow.study.context import StudyContext, knockout_sweep, stack_results
+from mapflow.knockout.engine import check_heads
+from mapflow.knockout.flows import PAPER_FLOWS
 
 SCREENABLE = True  # `--plan screen` estimates its cells (mapflow.knockout.screen)
 FLOWS = tuple(PAPER_FLOWS["information_flow"])

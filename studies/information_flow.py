@@ -4,8 +4,8 @@ Four flows, each knocked out alone in a window around each layer: video->questio
 (question = the whole question block with its options) and last->last (the last token's edge to itself).
 """
 
-from ..study.context import StudyContext, knockout_sweep
-from ..knockout.flows import PAPER_FLOWS
+from mapflow.study.context import StudyContext, knockout_sweep
+from mapflow.knockout.flows import PAPER_FLOWS
 
 SCREENABLE = True  # `--plan screen` estimates its cells (mapflow.knockout.screen)
 FLOWS = tuple(PAPER_FLOWS["information_flow"])

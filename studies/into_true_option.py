@@ -2,8 +2,8 @@
 option, video -> true option. Where does the true option's text pick up the video evidence?
 """
 
-from ..study.context import StudyContext, knockout_sweep
-from ..knockout.flows import PAPER_FLOWS
+from mapflow.study.context import StudyContext, knockout_sweep
+from mapflow.knockout.flows import PAPER_FLOWS
 
 SCREENABLE = True  # `--plan screen` estimates its cells (mapflow.knockout.screen)
 FLOWS = tuple(PAPER_FLOWS["into_true_option"])

@@ -13,10 +13,10 @@ paper counts correctly answered samples only, and the table applies that filter 
 import numpy as np
 import xarray as xr
 
-from ..study.context import StudyContext, clean_run, wants_knockout
-from ..readouts.keywords import load_keywords, piece_table
-from ..readouts.lens import layer_top_tokens
-from ..viz.thumbnails import frame_thumbnails, video_token_coords
+from mapflow.study.context import StudyContext, clean_run, wants_knockout
+from mapflow.readouts.keywords import load_keywords, piece_table
+from mapflow.readouts.lens import layer_top_tokens
+from mapflow.viz.thumbnails import frame_thumbnails, video_token_coords
 
 
 def run(ctx: StudyContext):

@@ -5,8 +5,8 @@ cross-frame interactions that matter have happened; top-down checks that blockin
 Runs on all samples by default so that accuracy is over the whole benchmark. Adds a ``direction`` dimension.
 """
 
-from ..study.context import StudyContext, knockout_sweep, stack_results
-from ..knockout.flows import Window
+from mapflow.study.context import StudyContext, knockout_sweep, stack_results
+from mapflow.knockout.flows import Window
 
 DEFAULT_SAMPLES = "all"
 FLOWS = ("cross_frame",)

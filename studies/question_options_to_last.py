@@ -3,8 +3,8 @@
 Three flows: the non-option question, the true option and the false options (all of them) -> the last position.
 """
 
-from ..study.context import StudyContext, knockout_sweep
-from ..knockout.flows import PAPER_FLOWS
+from mapflow.study.context import StudyContext, knockout_sweep
+from mapflow.knockout.flows import PAPER_FLOWS
 
 SCREENABLE = True  # `--plan screen` estimates its cells (mapflow.knockout.screen)
 FLOWS = tuple(PAPER_FLOWS["question_and_options_to_last"])

@@ -17,9 +17,9 @@ from dataclasses import replace
 import numpy as np
 import xarray as xr
 
-from ..study.context import StudyContext, knockout_sweep, unmeasured_sweep
-from ..readouts.generation import extend_input, greedy_generate
-from ..readouts.keywords import verb_detector
+from mapflow.study.context import StudyContext, knockout_sweep, unmeasured_sweep
+from mapflow.readouts.generation import extend_input, greedy_generate
+from mapflow.readouts.keywords import verb_detector
 
 DEFAULT_SAMPLES = "correct"  # the truncated input must reproduce the anchor, as the paper requires
 ANCHORS = (1, 2, 3)

@@ -4,8 +4,8 @@ Options: ``sizes`` (comma-separated, default ``1,5,9,13``; on a model with few l
 ``1,3,5``). Flows: cross-frame (``--flows`` overrides). Adds a ``window_size`` dimension.
 """
 
-from ..study.context import StudyContext, knockout_sweep, stack_results
-from ..knockout.flows import Window
+from mapflow.study.context import StudyContext, knockout_sweep, stack_results
+from mapflow.knockout.flows import Window
 
 SCREENABLE = True  # `--plan screen` estimates its cells (mapflow.knockout.screen)
 FLOWS = ("cross_frame",)

@@ -85,3 +85,21 @@ def test_demo_suite_beyond_the_paper_runs_and_report(tmp_path):
         assert (tmp_path / "figures" / f"{stem}.png").stat().st_size > 1000
     report = json.loads((tmp_path / "calibration-information_flow.json").read_text())
     assert report["samples"] >= 1 and "video->last" in report["flows"]
+
+
+def test_report_sets_planted_routes_next_to_the_findings(tmp_path):
+    import json
+
+    from mapflow.viz.report import Store, planted_note
+
+    model = tmp_path / "organism-x"
+    model.mkdir()
+    (model / "mapflow.json").write_text(json.dumps(
+        {"planted_routes": {"cross_frame": [[0, 3]], "video->question": [[3, 5]], "video->last": []}}))
+    store = Store("s", "information_flow", "organism-x", False, None, {"model": {"path": str(model)}})
+    note = planted_note(store)
+    assert "cross_frame open in layers 1-3" in note and "video->question open in layers 4-5" in note
+    assert "video->last closed in every layer" in note
+    (model / "mapflow.json").write_text("{}")
+    assert planted_note(store) is None
+

@@ -10,13 +10,15 @@ from pathlib import Path
 
 from ..errors import MapflowError
 from ..inputs.checks import user_path
-from .options import parse_heads as _parse_heads, parse_options as _parse_options
 from ..ndif_local.commands import (
     add_ndif_parser,
     add_remote_arguments,
     concurrency_from_args,
     remote_settings_from_args,
 )
+from ..organism.cli_options import add_pathway_train_options, pathway_recipe_options
+from .options import parse_heads as _parse_heads
+from .options import parse_options as _parse_options
 
 
 def add_run_arguments(parser: argparse.ArgumentParser, with_study: bool = True) -> None:
@@ -216,13 +218,25 @@ def cmd_organism_train(args) -> int:
     recipe = Recipe(variant=args.variant, seed=args.seed, steps=args.steps,
                     last_frame_only_share=args.last_frame_only_share, shuffle_options=args.shuffle_options,
                     cross_frame_block_share=args.cross_frame_block_share,
-                    **({"task_weights": tuple(args.task_weights)} if args.task_weights else {}))
+                    **({"task_weights": tuple(args.task_weights)} if args.task_weights else {}),
+                    **pathway_recipe_options(args))
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     path = train_organism(recipe, out, log_path=out / "training_log.jsonl")
     meta = json.loads((path / "mapflow.json").read_text())
     print(f"trained organism-{args.variant} in {meta['training_seconds']} s -> {path}")
     return 0
+
+
+def cmd_organism_verify(args) -> int:
+    from ..embedded import default_data_dir
+    from ..organism.verify import format_summary, verify_organism
+
+    data = Path(args.data) if args.data else default_data_dir()
+    summary = verify_organism(args.model, data, args.out, limit=args.limit, progress=not args.no_progress,
+                              record=not args.no_record)
+    print(format_summary(summary))
+    return 0 if summary["all_met"] else 1
 
 
 def cmd_organism_evaluate(args) -> int:
@@ -327,7 +341,7 @@ def build_parser() -> argparse.ArgumentParser:
     organism = sub.add_parser("organism", help="train or evaluate the model organisms").add_subparsers(
         dest="organism_command", required=True)
     train = organism.add_parser("train", help="train an organism from a seed (a one-off; CPU takes ~30 min)")
-    train.add_argument("--variant", choices=["video", "frames"], default="video")
+    train.add_argument("--variant", choices=["video", "frames", "pathway"], default="video")
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--steps", type=int, default=3000)
     train.add_argument("--shuffle-options", action="store_true",
@@ -340,7 +354,18 @@ def build_parser() -> argparse.ArgumentParser:
                        help="training task mix in the order action_antonym action_sequence moving_direction "
                             "object_count scene_transition (default 0.15 0.15 0.25 0.30 0.15)")
     train.add_argument("--out", required=True, help="checkpoint directory")
+    add_pathway_train_options(train)
     train.set_defaults(func=cmd_organism_train)
+
+    verify = organism.add_parser("verify", help="organism-pathway: does the analysis recover the planted routes? "
+                                                "(writes the targets into the checkpoint's mapflow.json)")
+    verify.add_argument("model")
+    verify.add_argument("--data", help="benchmark root (default: the embedded temporal benchmark)")
+    verify.add_argument("--out", default="runs/organism-verify", help="directory for the four result stores")
+    verify.add_argument("--limit", type=int, help="samples per task (default: all)")
+    verify.add_argument("--no-record", action="store_true", help="do not write the summary into mapflow.json")
+    verify.add_argument("--no-progress", action="store_true")
+    verify.set_defaults(func=cmd_organism_verify)
 
     evaluate = organism.add_parser("evaluate", help="accuracy per task, clean and with cross-frame attention blocked "
                                                     "in the first half / second half / all layers")

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 
 
-VARIANTS = ("video", "frames")
+VARIANTS = ("video", "frames", "pathway")
 
 
 @dataclass(frozen=True)
@@ -39,6 +39,20 @@ class Recipe:
     task_weights: tuple[float, ...] = (0.15, 0.15, 0.25, 0.30, 0.15)
     aux_weight: float = 1.0
     aux_layer: int = 2  # 0-based decoder layer whose output predicts motion at every video position
+    # variant "pathway": weights (and tokenizer, processor) to start from; None trains from scratch
+    init_from: str | None = None
+    # variant "pathway": rows per batch repeated with every edge open (the analysis' clean state), trained to give the
+    # planted-route prediction, so that opening the closed edges at analysis time is no perturbation
+    open_rows: int = 8
+    consistency_weight: float = 1.0
+    lens_weight: float = 0.5
+    spatial_layers: tuple[int, ...] = (0, 1)  # decoder layers whose video-token output is read as spatial words
+    temporal_layers: tuple[int, ...] = (3, 4, 5, 6, 7)  # ... as temporal words (after the cross-frame layers)
+    # the options block (options header and options, which have read the whole question) read through the LM head
+    # after this layer (the end of the planted video->question layers) learns the answer letter: a dense signal for
+    # the video -> question stage, after which the last position only has to copy it (question -> last)
+    option_answer_layer: int | None = None
+    option_answer_weight: float = 1.0
     # architecture
     num_layers: int = 8
     hidden_size: int = 128

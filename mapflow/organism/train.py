@@ -8,6 +8,7 @@ recipe, training time and held-out accuracies.
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import time
@@ -31,22 +32,31 @@ from .temporal_tasks import (
     seen_frame_indices,
 )
 from ..models.tiny import build_tiny_processor, build_tiny_tokenizer, tiny_llava_next_video_config
-from ..inputs.prompts import ORGANISM_MCQA, mcqa_segments, prompt_text
+from ..inputs.prompts import ORGANISM_MCQA, VIDEO, PromptSegment, mcqa_segments, prompt_text
+from ..inputs.tokenization import segment_positions
+from . import pathway
 from .recipe import Recipe
 
 MOTION_GRID = 2  # video tokens per frame side: 32 px / patch 8 / pool 2
 
 
-def item_prompt(item: TemporalItem, order: list[int], n_video_tokens: int = 1) -> tuple[str, int]:
-    """The organism prompt for ``item`` with its candidates in ``order``, and the answer's new index.
+def item_segments(item: TemporalItem, order: list[int], n_video_tokens: int = 1) -> tuple[list[PromptSegment], int]:
+    """The organism prompt's segments for ``item`` with its candidates in ``order`` (the video segment expanded to
+    ``n_video_tokens`` placeholders), and the answer's new index.
 
     Built by the same segment builder the studies use, so training and analysis read identical prompts.
     """
     sample = Sample(sample_id="", task=item.task, video_path=Path(), question=item.question,
                     candidates=tuple(item.candidates[k] for k in order), answer_index=order.index(item.answer_index))
-    text = prompt_text(mcqa_segments(sample, ORGANISM_MCQA))
-    placeholder = ORGANISM_MCQA.video_placeholder
-    return text.replace(placeholder, placeholder * n_video_tokens), sample.answer_index
+    segments = [PromptSegment(seg.name, seg.text * n_video_tokens) if seg.name == VIDEO else seg
+                for seg in mcqa_segments(sample, ORGANISM_MCQA)]
+    return segments, sample.answer_index
+
+
+def item_prompt(item: TemporalItem, order: list[int], n_video_tokens: int = 1) -> tuple[str, int]:
+    """The organism prompt text for ``item`` with its candidates in ``order``, and the answer's new index."""
+    segments, answer_index = item_segments(item, order, n_video_tokens)
+    return prompt_text(segments), answer_index
 
 
 def organism_corpus(rng_seed: int = 0, items_per_task: int = 200) -> list[str]:
@@ -72,35 +82,72 @@ class Batch:
     target: torch.Tensor
     motion: torch.Tensor  # (B, T, g, g) long
     tasks: list[str]
+    # variant "pathway": token roles and frame index per position (B, L), grounding targets per video token
+    roles: torch.Tensor | None = None
+    frame: torch.Tensor | None = None
+    spatial: torch.Tensor | None = None  # (B, n_video, vocab) soft targets
+    temporal: torch.Tensor | None = None  # (B, n_video) ids, -100 = none
+    options_block: torch.Tensor | None = None  # (B, L) bool: options header and options
 
 
 class BatchMaker:
-    def __init__(self, tokenizer, video_token: str, tokens_per_frame: int):
+    def __init__(self, tokenizer, video_token: str, tokens_per_frame: int, grounded: bool = False):
         self.tokenizer = tokenizer
+        self.grounded = grounded
+        self.word_ids = pathway.word_ids(tokenizer, pathway.SPATIAL_WORDS + pathway.TEMPORAL_WORDS) if grounded \
+            else {}
         self.video_token = video_token
         self.tokens_per_frame = tokens_per_frame
         self.seen = seen_frame_indices()
         self.letter_ids = [tokenizer.convert_tokens_to_ids(letter) for letter in OPTION_LETTERS[:4]]
 
     def __call__(self, items: list[TemporalItem], shuffle: list[bool], rng: np.random.Generator) -> Batch:
-        texts, targets, frames, motion = [], [], [], []
+        texts, targets, frames, motion, prompts = [], [], [], [], []
         n_video = len(self.seen) * self.tokens_per_frame
         for item, do_shuffle in zip(items, shuffle):
             order = list(rng.permutation(len(item.candidates))) if do_shuffle else list(range(len(item.candidates)))
-            text, answer_index = item_prompt(item, order, n_video)
-            texts.append(text)
+            segments, answer_index = item_segments(item, order, n_video)
+            prompts.append(segments)
+            texts.append(prompt_text(segments))
             targets.append(self.letter_ids[answer_index])
             seen = item.frames[self.seen]
             frames.append(seen)
             motion.append(motion_map(seen, grid=MOTION_GRID))
-        enc = self.tokenizer(texts, padding=True, return_tensors="pt")
+        enc = self.tokenizer(texts, padding=True, return_tensors="pt", return_offsets_mapping=self.grounded)
         mask = enc["attention_mask"]
-        return Batch(
+        batch = Batch(
             input_ids=enc["input_ids"], attention_mask=mask,
             pixel_values_videos=normalize_frames(np.stack(frames)), last_index=mask.sum(1) - 1,
             target=torch.tensor(targets), motion=torch.from_numpy(np.stack(motion)).long(),
             tasks=[item.task for item in items],
         )
+        if self.grounded:
+            self._add_route_and_grounding(batch, prompts, texts, enc["offset_mapping"], frames)
+        return batch
+
+    def _add_route_and_grounding(self, batch: Batch, prompts, texts, offsets, frames) -> None:
+        seq_len = batch.input_ids.shape[1]
+        roles, frame_index, spatial, temporal, options_block = [], [], [], [], []
+        for i, (segments, text) in enumerate(zip(prompts, texts)):
+            length = int(batch.attention_mask[i].sum())
+            positions = segment_positions(segments, text, offsets[i, :length])
+            roles.append(pathway.token_roles(positions, seq_len, length))
+            block = np.zeros(seq_len, dtype=bool)
+            block[[p for name, pos in positions.items() if name == "options_header" or name.startswith("option_")
+                   for p in pos]] = True
+            options_block.append(block)
+            index = np.full(seq_len, -1)
+            video = np.asarray(positions[VIDEO])
+            index[video] = np.arange(video.size) // self.tokens_per_frame
+            frame_index.append(index)
+            soft, hard = pathway.grounding_targets(frames[i], self.word_ids, len(self.tokenizer), grid=MOTION_GRID)
+            spatial.append(soft)
+            temporal.append(hard)
+        batch.roles = torch.from_numpy(np.stack(roles))
+        batch.frame = torch.from_numpy(np.stack(frame_index))
+        batch.spatial = torch.stack(spatial)
+        batch.temporal = torch.stack(temporal)
+        batch.options_block = torch.from_numpy(np.stack(options_block))
 
 
 def training_attention_mask(attention_mask: torch.Tensor, video_start: torch.Tensor, n_frames: int,
@@ -149,48 +196,105 @@ class OrganismTrainer:
         self.log_path = log_path
         self.checkpoint_dir = checkpoint_dir
         torch.manual_seed(recipe.seed)
-        self.tokenizer = build_tiny_tokenizer(recipe.vocab_size, corpus=organism_corpus())
-        self.processor = build_tiny_processor(
-            self.tokenizer, FRAME_SIZE, recipe.patch_size, do_resize=False, do_center_crop=False,
-            image_mean=list(PIXEL_MEAN), image_std=list(PIXEL_STD))
-        self.video_token_id = self.tokenizer.convert_tokens_to_ids("<video>")
-        config = tiny_llava_next_video_config(
-            vocab_size=len(self.tokenizer), video_token_id=self.video_token_id,
-            image_token_id=self.tokenizer.convert_tokens_to_ids("<image>"), image_size=FRAME_SIZE,
-            patch_size=recipe.patch_size, hidden_size=recipe.hidden_size, num_layers=recipe.num_layers,
-            num_heads=recipe.num_heads, num_kv_heads=recipe.num_heads, intermediate_size=recipe.intermediate_size,
-            vision_hidden_size=recipe.vision_hidden_size, vision_layers=recipe.vision_layers)
-        config.text_config._attn_implementation = "sdpa"
-        self.model = LlavaNextVideoForConditionalGeneration(config)
+        if recipe.init_from:  # warm start: weights, tokenizer and processor of an existing organism
+            from transformers import AutoProcessor
+
+            self.processor = AutoProcessor.from_pretrained(recipe.init_from)
+            self.tokenizer = self.processor.tokenizer
+            self.model = LlavaNextVideoForConditionalGeneration.from_pretrained(recipe.init_from)
+            self.model.config.text_config._attn_implementation = "sdpa"
+            self.video_token_id = self.tokenizer.convert_tokens_to_ids("<video>")
+        else:
+            self.tokenizer = build_tiny_tokenizer(recipe.vocab_size, corpus=organism_corpus())
+            self.processor = build_tiny_processor(
+                self.tokenizer, FRAME_SIZE, recipe.patch_size, do_resize=False, do_center_crop=False,
+                image_mean=list(PIXEL_MEAN), image_std=list(PIXEL_STD))
+            self.video_token_id = self.tokenizer.convert_tokens_to_ids("<video>")
+            config = tiny_llava_next_video_config(
+                vocab_size=len(self.tokenizer), video_token_id=self.video_token_id,
+                image_token_id=self.tokenizer.convert_tokens_to_ids("<image>"), image_size=FRAME_SIZE,
+                patch_size=recipe.patch_size, hidden_size=recipe.hidden_size, num_layers=recipe.num_layers,
+                num_heads=recipe.num_heads, num_kv_heads=recipe.num_heads, intermediate_size=recipe.intermediate_size,
+                vision_hidden_size=recipe.vision_hidden_size, vision_layers=recipe.vision_layers)
+            config.text_config._attn_implementation = "sdpa"
+            self.model = LlavaNextVideoForConditionalGeneration(config)
+        self.pathway = recipe.variant == "pathway"
         self.tokens_per_frame = ((FRAME_SIZE // recipe.patch_size) // 2) ** 2
-        self.make_batch = BatchMaker(self.tokenizer, "<video>", self.tokens_per_frame)
+        self.make_batch = BatchMaker(self.tokenizer, "<video>", self.tokens_per_frame, grounded=self.pathway)
         self.motion_head = torch.nn.Linear(recipe.hidden_size, 2) if recipe.variant == "video" else None
         params = list(self.model.parameters()) + (list(self.motion_head.parameters()) if self.motion_head else [])
         self.optimizer = torch.optim.AdamW(params, lr=recipe.lr, betas=(0.9, 0.98), weight_decay=recipe.weight_decay)
-        self._mask = None
+        self._mask = None  # one (B, 1, L, L) mask for every layer, or a list with one per layer
         self._aux_hidden = None
+        self._layer_outputs: dict[int, torch.Tensor] = {}
         layers = self.model.model.language_model.layers
-        for layer in layers:
-            layer.register_forward_pre_hook(self._replace_mask, with_kwargs=True)
+        for index, layer in enumerate(layers):
+            layer.register_forward_pre_hook(functools.partial(self._replace_mask, index), with_kwargs=True)
+            layer.register_forward_hook(functools.partial(self._keep_output, index))
         layers[recipe.aux_layer].register_forward_hook(self._keep_aux_hidden)
 
-    def _replace_mask(self, module, args, kwargs):
-        kwargs["attention_mask"] = self._mask
+    def _replace_mask(self, index, module, args, kwargs):
+        kwargs["attention_mask"] = self._mask[index] if isinstance(self._mask, list) else self._mask
         return args, kwargs
 
     def _keep_aux_hidden(self, module, args, output):
         self._aux_hidden = output[0] if isinstance(output, tuple) else output
 
+    def _keep_output(self, index, module, args, output):
+        if self.pathway:
+            self._layer_outputs[index] = output[0] if isinstance(output, tuple) else output
+
     def forward(self, batch: Batch, last_frame_only: torch.Tensor | None = None,
-                block_cross_frame: torch.Tensor | bool = False):
+                block_cross_frame: torch.Tensor | bool = False, open_rows: torch.Tensor | None = None):
+        """Logits at the last position. Variant "pathway": the planted per-layer masks, except for ``open_rows``
+        (True: every causal edge open; None: all rows open, the analysis' clean state)."""
         video_start = (batch.input_ids == self.video_token_id).int().argmax(1)
         n_frames = batch.pixel_values_videos.shape[1]
-        self._mask = training_attention_mask(batch.attention_mask, video_start, n_frames, self.tokens_per_frame,
-                                             block_cross_frame=block_cross_frame, last_frame_only=last_frame_only)
+        if self.pathway:
+            rows = torch.ones(len(batch.target), dtype=torch.bool) if open_rows is None else open_rows
+            self._mask = pathway.planted_masks(batch.roles, batch.frame, self.recipe.num_layers, open_rows=rows)
+        else:
+            self._mask = training_attention_mask(batch.attention_mask, video_start, n_frames, self.tokens_per_frame,
+                                                 block_cross_frame=block_cross_frame, last_frame_only=last_frame_only)
         out = self.model(input_ids=batch.input_ids, attention_mask=batch.attention_mask,
                          pixel_values_videos=batch.pixel_values_videos)
         logits = out.logits[torch.arange(len(batch.target)), batch.last_index]
         return logits, video_start
+
+    def pathway_loss(self, batch: Batch, n_planted: int):
+        """Rows ``[:n_planted]`` run with the planted masks and learn the answer; the rest repeat the first rows with
+        every edge open and learn to give the same prediction (KL to the planted rows' detached distribution), so
+        the clean model answers through the planted route. Every row's video tokens learn the grounding words."""
+        rows = len(batch.target)
+        logits, video_start = self.forward(batch, open_rows=torch.arange(rows) >= n_planted)
+        answer_loss = F.cross_entropy(logits[:n_planted], batch.target[:n_planted])
+        reference = logits[:rows - n_planted].detach().log_softmax(-1)
+        consistency = F.kl_div(logits[n_planted:].log_softmax(-1), reference, log_target=True, reduction="batchmean")
+        n_video = batch.temporal.shape[1]
+        index = video_start[:, None] + torch.arange(n_video)[None]
+        has_spatial = batch.spatial.sum(-1) > 0
+        lens = self.model.model.language_model.norm, self.model.lm_head
+        spatial_loss = temporal_loss = torch.zeros(())
+        for layer in self.recipe.spatial_layers:
+            hidden = self._layer_outputs[layer][torch.arange(rows)[:, None], index][has_spatial]
+            log_p = lens[1](lens[0](hidden)).log_softmax(-1)
+            spatial_loss = spatial_loss - (batch.spatial[has_spatial] * log_p).sum(-1).mean() / len(
+                self.recipe.spatial_layers)
+        has_temporal = batch.temporal >= 0
+        for layer in self.recipe.temporal_layers:
+            hidden = self._layer_outputs[layer][torch.arange(rows)[:, None], index][has_temporal]
+            temporal_loss = temporal_loss + F.cross_entropy(lens[1](lens[0](hidden)), batch.temporal[has_temporal]) \
+                / len(self.recipe.temporal_layers)
+        aux_loss = spatial_loss + temporal_loss
+        total = answer_loss + self.recipe.consistency_weight * consistency + self.recipe.lens_weight * aux_loss
+        parts = {"consistency": consistency, "spatial": spatial_loss, "temporal": temporal_loss}
+        if self.recipe.option_answer_layer is not None:
+            hidden = self._layer_outputs[self.recipe.option_answer_layer][:n_planted][batch.options_block[:n_planted]]
+            target = batch.target[:n_planted, None].expand_as(batch.options_block[:n_planted])[
+                batch.options_block[:n_planted]]
+            parts["option_answer"] = F.cross_entropy(lens[1](lens[0](hidden)), target)
+            total = total + self.recipe.option_answer_weight * parts["option_answer"]
+        return total, answer_loss, parts
 
     def loss(self, batch: Batch, last_frame_only: torch.Tensor | None = None,
              block_cross_frame: torch.Tensor | bool = False):
@@ -208,7 +312,9 @@ class OrganismTrainer:
         return answer_loss + self.recipe.aux_weight * aux_loss, answer_loss, aux_loss, logits
 
     @torch.no_grad()
-    def accuracy(self, eval_sets: dict[str, tuple[list[TemporalItem], np.random.Generator]]) -> dict[str, float]:
+    def accuracy(self, eval_sets: dict[str, tuple[list[TemporalItem], np.random.Generator]],
+                 planted: bool = False) -> dict[str, float]:
+        """Held-out accuracy per task (variant "pathway": every edge open, or with ``planted`` the planted masks)."""
         self.model.eval()
         result = {}
         for task, (items, seed) in eval_sets.items():
@@ -217,7 +323,8 @@ class OrganismTrainer:
             for start in range(0, len(items), 64):
                 chunk = items[start:start + 64]
                 batch = self.make_batch(chunk, [self.recipe.shuffle_options] * len(chunk), rng)
-                logits, _ = self.forward(batch)
+                open_rows = torch.full((len(chunk),), not planted)
+                logits, _ = self.forward(batch, open_rows=open_rows)
                 letters = torch.tensor(self.make_batch.letter_ids)
                 pred = letters[logits[:, letters].argmax(-1)]
                 correct += int((pred == batch.target).sum())
@@ -242,10 +349,17 @@ class OrganismTrainer:
             items = [make_item(str(t), rng, reverse=str(t) in REVERSIBLE_TASKS and bool(rng.random() < 0.5))
                      for t in tasks]
             p_shuffle = shuffle_probability(step, recipe)
+            if self.pathway:  # the first open_rows items again, with every edge open
+                items = items + items[:recipe.open_rows]
             batch = self.make_batch(items, list(rng.random(len(items)) < p_shuffle), rng)
-            last_frame_only = torch.from_numpy(rng.random(len(items)) < recipe.last_frame_only_share)
-            block = self._cross_frame_blocks(len(items), rng)
-            total, answer_loss, aux_loss, _ = self.loss(batch, last_frame_only, block)
+            if self.pathway:
+                total, answer_loss, parts = self.pathway_loss(batch, recipe.batch_size)
+                aux_loss = parts["spatial"] + parts["temporal"]
+            else:
+                last_frame_only = torch.from_numpy(rng.random(len(items)) < recipe.last_frame_only_share)
+                block = self._cross_frame_blocks(len(items), rng)
+                total, answer_loss, aux_loss, _ = self.loss(batch, last_frame_only, block)
+                parts = {}
             self.optimizer.zero_grad(set_to_none=True)
             total.backward()
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), recipe.grad_clip)
@@ -254,6 +368,9 @@ class OrganismTrainer:
                 record = {"step": step + 1, "seconds": round(time.time() - started, 1),
                           "answer_loss": round(answer_loss.item(), 4), "aux_loss": round(aux_loss.item(), 4),
                           "p_shuffle": p_shuffle, "accuracy": self.accuracy(eval_sets)}
+                if self.pathway:
+                    record.update({k: round(v.item(), 4) for k, v in parts.items()})
+                    record["accuracy_planted"] = self.accuracy(eval_sets, planted=True)
                 history.append(record)
                 self._log(record)
                 if self.checkpoint_dir is not None:  # a session can end abruptly: keep the latest weights
@@ -285,6 +402,8 @@ class OrganismTrainer:
         self.processor.save_pretrained(out_dir)
         meta = {"prompt_template": ORGANISM_MCQA.name, "recipe": self.recipe.to_dict(), **training,
                 "builder": "mapflow organism train"}
+        if self.pathway:
+            meta["planted_routes"] = pathway.PLANTED_ROUTES
         (out_dir / "mapflow.json").write_text(json.dumps(meta, indent=2))
         return out_dir
 

@@ -133,6 +133,21 @@ def _interval(ds: xr.Dataset) -> int:
     return 5 if ds.sizes.get("layer", 0) > 10 else 2
 
 
+def planted_note(store: Store) -> str | None:
+    """What the model's training planted (its mapflow.json ``planted_routes``), in the report's 1-based layers, so a
+    reading can set it next to what the analysis found; None for models without planted routes."""
+    meta_file = Path(store.provenance.get("model", {}).get("path", "")) / "mapflow.json"
+    try:
+        routes = json.loads(meta_file.read_text()).get("planted_routes")
+    except (OSError, ValueError):
+        return None
+    if not routes:
+        return None
+    parts = [f"{flow} open in layers " + ", ".join(f"{a + 1}-{b}" for a, b in ranges) if ranges
+             else f"{flow} closed in every layer" for flow, ranges in routes.items()]
+    return f"Planted in {store.model} by its training masks: " + "; ".join(parts) + "."
+
+
 def flow_reading(ds: xr.Dataset) -> str:
     parts = []
     for flow in ds["flow"].values:
@@ -182,6 +197,12 @@ def build_report(results_dir, out_html=None) -> Path:
     return path
 
 
+def _planted_reading(w: ReportWriter, section: Section, store: Store) -> None:
+    note = planted_note(store)
+    if note:
+        w.reading(section, note)
+
+
 def _cross_frame(w: ReportWriter, by_study) -> None:
     # video models first: they take the paper's green, image-style models its pink
     stores = sorted(by_study.get(("cross_frame", False), []), key=lambda st: "frames" in st.model)
@@ -227,6 +248,7 @@ def _knockout_flows(w: ReportWriter, by_study) -> None:
             w.figure(s, f"{paper.split()[-1]}_{study}_{st.model}".replace(".", ""),
                      lambda st=st: figures.flow_figure(st.ds), f"{title}: knockout per flow")
             w.reading(s, flow_reading(st.ds))
+            _planted_reading(w, s, st)
             if study == "information_flow":
                 interval = _interval(st.ds)
                 w.table(s, f"tableE_intervals_{st.model}",
@@ -248,6 +270,7 @@ def _logit_lens(w: ReportWriter, by_study) -> None:
                 w.table(s, f"fig4_{kind}_{st.model}", table, f"{kind} keyword hits, normalized per keyword")
         w.figure(s, f"figT_overlay_{st.model}", lambda st=st: figures.logit_lens_overlay_figure(
             st.ds, 0, interval=interval), "Keyword hits at their video token on the frames (first sample)")
+        _planted_reading(w, s, st)
         hits = (st.ds["keyword"].values != "").mean()
         w.reading(s, f"{100 * hits:.1f} % of (layer, video token) cells have a keyword as top-1 token "
                      f"(keyword lists: {st.ds.attrs.get('keywords', '?')}).")
@@ -270,6 +293,7 @@ def _answer_probability(w: ReportWriter, by_study) -> None:
         s = w.section(f"Layer-wise answer probability, {st.model}", "Fig. 8")
         w.figure(s, f"fig8_answer_probability_{st.model}", lambda st=st: figures.answer_probability_figure(st.ds),
                  "Probability of the true and false options read at each layer (final norm + LM head)")
+        _planted_reading(w, s, st)
         correct = st.ds.isel(sample=st.ds["correct"].values.astype(bool))
         if correct.sizes["sample"]:
             true_p = correct["p_option"].where(correct["is_true_option"]).max("option").mean("sample").values
@@ -282,6 +306,7 @@ def _pathways(w: ReportWriter, by_study) -> None:
     for st in by_study.get(("effective_pathway", False), []):
         s = w.section(f"Effective pathways, {st.model}", "Table 3 / Table A / Table E(a)")
         table = tables.pathway_table(st.ds)
+        _planted_reading(w, s, st)
         w.table(s, f"table3_pathways_{st.model}", table, "Accuracy (%) and kept attention edges (%) per condition")
         routes = {str(r): str(v) for r, v in zip(st.ds["route"].values, st.ds["open_layers"].values[0])}
         row = table.loc["all"]

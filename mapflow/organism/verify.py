@@ -1,0 +1,200 @@
+"""Does the analysis recover what was planted in ``organism-pathway``? (``mapflow organism verify MODEL``)
+
+Four studies run on the shipped benchmark through the same adapter, runner and stores as every other analysis:
+
+1. ``planted_routes``: each planted flow blocked inside its planted layers and in all other layers;
+2. a window sweep (``information_flow`` with the three route flows, window 3): the paper's Table E rule
+   (`mapflow.readouts.pathways.derive_layers`, interval 1 on 8 layers, threshold -5 %) derives each route's layers from it;
+3. ``effective_pathway --option from=<sweep store>``: accuracy with only the derived routes open, against the seeded
+   random-blocking control at the same edge budget;
+4. ``logit_lens --option keywords=organism``: where spatial and temporal words appear on video tokens.
+
+Each target is computed from the stores and compared with the issue's threshold; the summary (values, thresholds,
+pass/fail) is written into the checkpoint's ``mapflow.json`` under ``verification``.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import xarray as xr
+
+from ..study.context import StudyConfig
+from ..data import load_tvbench
+from ..errors import MapflowError
+from ..knockout.flows import Window
+from ..models import load_model
+from ..readouts.pathways import ROUTE_FLOWS, derive_layers
+from ..inputs.prompts import resolve_template
+from ..results.provenance import run_provenance
+from ..results.store import open_dataset
+from ..study.runner import load_study, run_study
+
+TARGETS = {
+    "clean_min": 90.0,  # % accuracy on each task
+    "inside_drop_min": 20.0,  # points, mean over tasks, blocking an open route inside its planted layers
+    "outside_drop_max": 5.0,  # ... blocking it in every other layer
+    "closed_drop_max": 2.0,  # video->last (closed everywhere) blocked in every layer
+    "derived_tolerance": 1,  # layers at each end, Table E rule against the planted range
+    "pathway_gap_max": 5.0,  # effective pathway: points below clean
+    "random_drop_min": 20.0,  # random blocking at the same edge budget: points below clean
+}
+SWEEP_WINDOW = 3
+TABLE_E_INTERVAL = 1  # the paper's 5 layers of 32, on 8 layers
+TABLE_E_THRESHOLD = -5.0
+LENS_BIN = 3  # layers per bin of the keyword frequency
+
+
+def planted_routes(model_dir: Path) -> dict:
+    meta_file = model_dir / "mapflow.json"
+    meta = json.loads(meta_file.read_text()) if meta_file.is_file() else {}
+    if "planted_routes" not in meta:
+        raise MapflowError(f"{meta_file} records no planted_routes: only a checkpoint trained with planted routes "
+                           "(mapflow organism train --variant pathway) can be verified")
+    return meta["planted_routes"]
+
+
+def _run(name: str, adapter, samples, model_dir, data_dir, out: Path, config: StudyConfig,
+         progress: bool) -> xr.Dataset:
+    run_config = {"study": name, **config.to_dict(), "model": str(model_dir.resolve()),
+                  "data": str(data_dir.resolve()), "purpose": "organism verification"}
+    provenance = run_provenance(study=name, model_dir=model_dir, data_root=data_dir,
+                                annotation_files=sorted((data_dir / "json").glob("*.json")), seed=config.seed,
+                                config=run_config, runtime={"device": "cpu"})
+    run_study(load_study(name), adapter, samples, out, config=config, provenance=provenance, overwrite=True,
+              progress=progress)
+    return open_dataset(out).load()
+
+
+def _per_task_mean(values: xr.DataArray, task: xr.DataArray) -> tuple[dict, float]:
+    """Mean of ``values`` (dim sample) per task and the mean over tasks."""
+    per_task = {str(t): float(values[task.values == t].mean()) for t in sorted(set(task.values.tolist()))}
+    return per_task, float(np.mean(list(per_task.values())))
+
+
+def route_targets(ds: xr.Dataset, routes: dict) -> dict:
+    """Clean accuracy per task, and per flow the accuracy drop (points, mean over tasks) inside / outside."""
+    clean, _ = _per_task_mean(100.0 * ds.correct.astype(float), ds.task)
+    result = {"clean_percent": clean, "clean_ok": all(v >= TARGETS["clean_min"] for v in clean.values()), "flows": {}}
+    _, clean_mean = _per_task_mean(100.0 * ds.correct.astype(float), ds.task)
+    for flow, ranges in routes.items():
+        entry = {"planted": ranges}
+        for region in ("inside", "outside"):
+            pred = ds.pred_knockout.sel(flow=flow, region=region)
+            if (pred < 0).all():
+                continue
+            _, after = _per_task_mean(100.0 * (pred == ds.answer_token).astype(float), ds.task)
+            entry[f"drop_{region}"] = clean_mean - after
+        if ranges:
+            entry["ok"] = bool(entry["drop_inside"] >= TARGETS["inside_drop_min"]
+                               and entry.get("drop_outside", 0.0) < TARGETS["outside_drop_max"])
+        else:
+            entry["ok"] = bool(entry["drop_outside"] < TARGETS["closed_drop_max"])
+        result["flows"][flow] = entry
+    return result
+
+
+def derived_targets(sweep: xr.Dataset, routes: dict) -> dict:
+    """The Table E rule on the sweep: derived layers per route against the planted range (± tolerance)."""
+    derived = derive_layers(sweep["rel_change"], interval=TABLE_E_INTERVAL, threshold=TABLE_E_THRESHOLD)
+    tolerance = TARGETS["derived_tolerance"]
+    result = {}
+    for route, flow in ROUTE_FLOWS.items():
+        layers = getattr(derived, route)
+        (a, b), = routes[flow]
+        ok = bool(layers) and list(layers) == list(range(layers[0], layers[-1] + 1)) \
+            and abs(layers[0] - a) <= tolerance and abs(layers[-1] + 1 - b) <= tolerance
+        result[flow] = {"planted": [a, b], "derived": [int(i) for i in layers], "ok": ok}
+    return result
+
+
+def pathway_targets(ds: xr.Dataset) -> dict:
+    """Accuracy (%, mean over tasks) per effective-pathway condition and the two targets."""
+    result = {}
+    for condition in ds.condition.values.tolist():
+        _, result[condition] = _per_task_mean(100.0 * ds.correct_after.sel(condition=condition).astype(float),
+                                              ds.task)
+    gap = result["clean"] - result["effective"]
+    random_drop = result["clean"] - result["random"]
+    return {"accuracy_percent": result, "effective_gap": gap, "random_drop": random_drop,
+            "open_layers": dict(zip(ds.route.values.tolist(), ds.open_layers.isel(sample=0).values.tolist())),
+            "ok": bool(gap <= TARGETS["pathway_gap_max"] and random_drop >= TARGETS["random_drop_min"])}
+
+
+def lens_targets(ds: xr.Dataset, routes: dict) -> dict:
+    """Keyword hits per layer on video tokens: spatial most frequent in the first bin, temporal peaking after the
+    planted cross-frame layers."""
+    kinds = ds["keyword_kind"].transpose("layer", ...).values.reshape(ds.sizes["layer"], -1)
+    hits = {kind: [int((row == kind).sum()) for row in kinds] for kind in ("spatial", "temporal")}
+    bins = list(range(0, len(kinds), LENS_BIN))
+    spatial_bins = [sum(hits["spatial"][b:b + LENS_BIN]) / len(hits["spatial"][b:b + LENS_BIN]) for b in bins]
+    cross_frame_end = max(b for _, b in routes["cross_frame"])
+    temporal_peak = int(np.argmax(hits["temporal"]))
+    return {"hits_per_layer": hits, "spatial_per_layer_by_bin": spatial_bins, "bin_layers": LENS_BIN,
+            "temporal_peak_layer": temporal_peak, "cross_frame_end": cross_frame_end,
+            "ok": bool(int(np.argmax(spatial_bins)) == 0 and temporal_peak >= cross_frame_end
+                       and hits["temporal"][temporal_peak] > 0)}
+
+
+def verify_organism(model_dir, data_dir, out_dir, *, limit: int | None = None, progress: bool = True,
+                    record: bool = True) -> dict:
+    model_dir, data_dir, out_dir = Path(model_dir), Path(data_dir).resolve(), Path(out_dir)
+    routes = planted_routes(model_dir)
+    adapter = load_model(model_dir)
+    samples = load_tvbench(data_dir, limit=limit)
+    template = resolve_template(None, adapter.prompt_template, "tvbench").name
+
+    def config(**kwargs) -> StudyConfig:
+        return StudyConfig(prompt_template=template, **kwargs)
+
+    def run(name, store, cfg):
+        return _run(name, adapter, samples, model_dir, data_dir, out_dir / store, cfg, progress)
+
+    blocks = run("planted_routes", "planted_routes.zarr",
+                 config(samples="all", options={"routes": json.dumps(routes, sort_keys=True)}))
+    sweep_store = out_dir / "route_sweep.zarr"
+    sweep = run("information_flow", sweep_store.name,
+                config(window=Window(size=SWEEP_WINDOW), flows=tuple(ROUTE_FLOWS.values())))
+    pathway = run("effective_pathway", "effective_pathway.zarr",
+                  config(samples="all", options={"from": str(sweep_store), "interval": str(TABLE_E_INTERVAL),
+                                                 "threshold": str(TABLE_E_THRESHOLD)}))
+    lens = run("logit_lens", "logit_lens.zarr", config(samples="all", options={"keywords": "organism"}))
+    summary = {"data": str(data_dir), "samples_per_task": limit, "targets": TARGETS,
+               "routes": route_targets(blocks, routes), "table_e": derived_targets(sweep, routes),
+               "effective_pathway": pathway_targets(pathway), "logit_lens": lens_targets(lens, routes)}
+    summary["all_met"] = bool(summary["routes"]["clean_ok"]
+                              and all(f["ok"] for f in summary["routes"]["flows"].values())
+                              and all(r["ok"] for r in summary["table_e"].values())
+                              and summary["effective_pathway"]["ok"] and summary["logit_lens"]["ok"])
+    if record:
+        meta_file = model_dir / "mapflow.json"
+        meta = json.loads(meta_file.read_text())
+        meta["verification"] = summary
+        meta_file.write_text(json.dumps(meta, indent=2))
+    return summary
+
+
+def format_summary(summary: dict) -> str:
+    routes = summary["routes"]
+    lines = ["clean accuracy (%): " + ", ".join(f"{t} {v:.1f}" for t, v in routes["clean_percent"].items())
+             + ("  [ok]" if routes["clean_ok"] else "  [NOT MET: >= 90 each]")]
+    for flow, entry in routes["flows"].items():
+        cells = ", ".join(f"{k.replace('_', ' ')} {entry[k]:.1f}" for k in ("drop_inside", "drop_outside")
+                          if k in entry)
+        lines.append(f"{flow} planted {entry['planted']}: {cells} points  [{'ok' if entry['ok'] else 'NOT MET'}]")
+    for flow, entry in summary["table_e"].items():
+        lines.append(f"Table E rule, {flow}: planted {entry['planted']}, derived layers {entry['derived']}  "
+                     f"[{'ok' if entry['ok'] else 'NOT MET'}]")
+    pathway = summary["effective_pathway"]
+    lines.append("effective pathway accuracy (%): " + ", ".join(
+        f"{k} {v:.1f}" for k, v in pathway["accuracy_percent"].items())
+        + f"  [{'ok' if pathway['ok'] else 'NOT MET'}: gap {pathway['effective_gap']:.1f}, random drop "
+          f"{pathway['random_drop']:.1f}]")
+    lens = summary["logit_lens"]
+    lines.append(f"logit lens: spatial hits per layer {lens['hits_per_layer']['spatial']}, temporal "
+                 f"{lens['hits_per_layer']['temporal']} (peak at layer {lens['temporal_peak_layer']}, cross-frame "
+                 f"ends at {lens['cross_frame_end']})  [{'ok' if lens['ok'] else 'NOT MET'}]")
+    lines.append("all targets met" if summary["all_met"] else "some targets NOT met")
+    return "\n".join(lines)
