@@ -36,6 +36,13 @@ def query_positions(ctx: StudyContext) -> tuple[list[int], list[str]]:
     return positions, texts
 
 
+# What `mapflow plot` and the demo suite (`mapflow.cli.demo.organism_suite`) take from this study:
+FIGURE = "attention_map_figure"  # the mapflow.viz.figures function `mapflow plot` draws
+DEMO = (  # its runs in the demo suite; `order` places them in the suite
+    {"order": 140, "name": "attention_maps-video", "options": {"max_queries": "6"}, "limit_scale": 0.2},
+)
+
+
 def run(ctx: StudyContext):
     max_queries = int(ctx.config.option("max_queries", "16"))
     positions, texts = query_positions(ctx)

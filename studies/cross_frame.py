@@ -11,5 +11,14 @@ SCREENABLE = True  # `--plan screen` estimates its cells (mapflow.knockout.scree
 FLOWS = ("cross_frame",)
 
 
+# What `mapflow plot` and the demo suite (`mapflow.cli.demo.organism_suite`) take from this study:
+FIGURE = "flow_figure"  # the mapflow.viz.figures function `mapflow plot` draws
+DEMO = (  # its runs in the demo suite; `order` places them in the suite
+    {"order": 10, "name": "cross_frame-video", "window": True},
+    {"order": 20, "name": "cross_frame-frames", "variant": "frames", "window": True},
+    {"order": 160, "name": "open_ended_cross_frame-video", "window": True, "open_ended": True, "limit_scale": 0.5},
+)
+
+
 def run(ctx: StudyContext):
     return knockout_sweep(ctx, FLOWS)

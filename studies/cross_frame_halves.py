@@ -25,6 +25,14 @@ def halves(num_layers: int) -> dict[str, tuple[int, ...]]:
             "all": tuple(range(num_layers))}
 
 
+# What `mapflow plot` and the demo suite (`mapflow.cli.demo.organism_suite`) take from this study:
+TABLE = "halves_table"  # the mapflow.viz.tables function `mapflow plot` draws
+DEMO = (  # its runs in the demo suite; `order` places them in the suite
+    {"order": 100, "name": "cross_frame_halves-video", "options": {"generate": "3"}},
+    {"order": 110, "name": "cross_frame_halves-frames", "variant": "frames", "options": {"generate": "3"}},
+)
+
+
 def run(ctx: StudyContext):
     layer_sets = halves(ctx.adapter.num_layers)
     ds = knockout_layer_sets(ctx, FLOWS, layer_sets)

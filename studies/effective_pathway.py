@@ -66,6 +66,14 @@ def pathway_layers(ctx: StudyContext) -> PathwayLayers:
     return preset_layers(option("preset", "llava-7b"), ctx.adapter.num_layers)
 
 
+# What `mapflow plot` and the demo suite (`mapflow.cli.demo.organism_suite`) take from this study:
+TABLE = "pathway_table"  # the mapflow.viz.tables function `mapflow plot` draws
+DEMO = (  # its runs in the demo suite; `order` places them in the suite
+    {"order": 150, "name": "effective_pathway-video", "options": {"interval": "2"},
+     "depends_on": ("cross_frame-video", "information_flow-video")},
+)
+
+
 def run(ctx: StudyContext):
     layers = pathway_layers(ctx)
     num_layers = ctx.adapter.num_layers

@@ -16,5 +16,13 @@ FLOWS = ("cross_frame", *PAPER_FLOWS["question_and_options_to_last"], f"video->{
          f"non_option_question->{PREDICTED_OPTION}")
 
 
+# What `mapflow plot` and the demo suite (`mapflow.cli.demo.organism_suite`) take from this study:
+FIGURE = "failure_split_figure"  # the mapflow.viz.figures function `mapflow plot` draws
+DEMO = (  # its runs in the demo suite; `order` places them in the suite
+    # only wrongly answered samples are knocked out: look at more samples to find some
+    {"order": 60, "name": "failure_cases-video", "window": True, "limit_scale": 4},
+)
+
+
 def run(ctx: StudyContext):
     return knockout_sweep(ctx, FLOWS)

@@ -17,6 +17,13 @@ SCREENABLE = True  # `--plan screen` estimates its cells (mapflow.knockout.scree
 MODES = ("pair", "distance")
 
 
+# What `mapflow plot` and the demo suite (`mapflow.cli.demo.organism_suite`) take from this study:
+DEMO = (  # its runs in the demo suite; `order` places them in the suite
+    # beyond the paper: finer granularity (~1 s of CPU per sample on the organism)
+    {"order": 200, "name": "frame_pairs-video", "window": True, "limit_scale": 0.2},
+)
+
+
 def run(ctx: StudyContext):
     mode = ctx.config.option("by", "pair")
     if mode not in MODES:

@@ -19,6 +19,12 @@ def heads(ctx: StudyContext) -> list[int]:
     return list(check_heads(chosen, ctx.adapter.num_heads, option="--option heads"))
 
 
+# What `mapflow plot` and the demo suite (`mapflow.cli.demo.organism_suite`) take from this study:
+DEMO = (  # its runs in the demo suite; `order` places them in the suite
+    {"order": 210, "name": "head_sweep-video", "window": True, "limit_scale": 0.2},
+)
+
+
 def run(ctx: StudyContext):
     chosen = heads(ctx)
     return stack_results([knockout_sweep(ctx, FLOWS, heads=(h,)) for h in chosen], "head", chosen)

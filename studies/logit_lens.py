@@ -19,6 +19,13 @@ from mapflow.readouts.lens import layer_top_tokens
 from mapflow.viz.thumbnails import frame_thumbnails, video_token_coords
 
 
+# What `mapflow plot` and the demo suite (`mapflow.cli.demo.organism_suite`) take from this study:
+FIGURE = "keyword_frequency_figure"  # the mapflow.viz.figures function `mapflow plot` draws
+DEMO = (  # its runs in the demo suite; `order` places them in the suite
+    {"order": 130, "name": "logit_lens-video", "options": {"keywords": "organism"}, "limit_scale": 0.5},
+)
+
+
 def run(ctx: StudyContext):
     lists = load_keywords(ctx.config.option("keywords", "paper"))
     table = piece_table(ctx.adapter.tokenizer, lists)

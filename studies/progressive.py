@@ -13,6 +13,14 @@ FLOWS = ("cross_frame",)
 DIRECTIONS = ("bottom_up", "top_down")
 
 
+# What `mapflow plot` and the demo suite (`mapflow.cli.demo.organism_suite`) take from this study:
+FIGURE = "progressive_figure"  # the mapflow.viz.figures function `mapflow plot` draws
+DEMO = (  # its runs in the demo suite; `order` places them in the suite
+    {"order": 80, "name": "progressive-video"},
+    {"order": 90, "name": "progressive-frames", "variant": "frames"},
+)
+
+
 def run(ctx: StudyContext):
     results = [knockout_sweep(ctx, FLOWS, window=Window(direction)).drop_vars("window") for direction in DIRECTIONS]
     return stack_results(results, "direction", list(DIRECTIONS))

@@ -49,6 +49,14 @@ def response_span(prompt_len: int, anchor: int, previous_anchor: int | None, num
     return [prompt_len + i for i in range(min(end, length))]
 
 
+# What `mapflow plot` and the demo suite (`mapflow.cli.demo.organism_suite`) take from this study:
+FIGURE = "verb_anchor_figure"  # the mapflow.viz.figures function `mapflow plot` draws
+DEMO = (  # its runs in the demo suite; `order` places them in the suite
+    {"order": 190, "name": "verb_anchors-video", "window": True, "open_ended": True,
+     "options": {"verbs": "auto", "max_new_tokens": "16"}, "limit_scale": 0.2},
+)
+
+
 def run(ctx: StudyContext):
     option = ctx.config.option
     detect, detector_name = verb_detector(option("verbs", "auto"), option("spacy_model", "en_core_web_lg"))

@@ -15,6 +15,13 @@ def sizes(ctx: StudyContext) -> list[int]:
     return [int(k) for k in ctx.config.option("sizes", "1,5,9,13").split(",")]
 
 
+# What `mapflow plot` and the demo suite (`mapflow.cli.demo.organism_suite`) take from this study:
+FIGURE = "window_size_figure"  # the mapflow.viz.figures function `mapflow plot` draws
+DEMO = (  # its runs in the demo suite; `order` places them in the suite
+    {"order": 70, "name": "window_sizes-video", "options": {"sizes": "1,3,5,7"}},
+)
+
+
 def run(ctx: StudyContext):
     results = [knockout_sweep(ctx, FLOWS, window=Window("center", k)).drop_vars("window") for k in sizes(ctx)]
     return stack_results(results, "window_size", sizes(ctx))

@@ -120,24 +120,21 @@ def cmd_accuracy(args) -> int:
 
 def cmd_plot(args) -> int:
     """The study's own paper figure (PNG + PDF), or its table for table studies."""
-    from ..viz import figures, tables
     from ..results.store import ResultStore, open_dataset
+    from ..study.runner import available_studies, load_study
+    from ..viz import figures, tables
 
     ds = open_dataset(args.store)
     study = ResultStore(args.store).provenance.get("study")
     stem = Path(args.png).with_suffix("") if args.png else Path(args.store).with_suffix("")
-    table_of = {"cross_frame_halves": tables.halves_table, "effective_pathway": tables.pathway_table}
-    if study in table_of:
-        table = table_of[study](ds)
+    declared = load_study(study) if study in available_studies() else None  # a study's own FIGURE / TABLE
+    if getattr(declared, "TABLE", None):
+        table = getattr(tables, declared.TABLE)(ds)
         print(table.to_string())
         print(f"wrote {tables.write_table(table, stem.with_suffix('.csv'))}")
         return 0
-    figure_of = {"window_sizes": figures.window_size_figure, "progressive": figures.progressive_figure,
-                 "answer_probability": figures.answer_probability_figure,
-                 "logit_lens": figures.keyword_frequency_figure, "attention_maps": figures.attention_map_figure,
-                 "verb_anchors": figures.verb_anchor_figure, "failure_cases": figures.failure_split_figure}
-    if study in figure_of and args.variable == "rel_change":
-        fig = figure_of[study](ds)
+    if getattr(declared, "FIGURE", None) and args.variable == "rel_change":
+        fig = getattr(figures, declared.FIGURE)(ds)
     else:
         fig = figures.flow_figure(ds, variable=args.variable)
     for path in figures.save_figure(fig, stem):

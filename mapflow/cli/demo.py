@@ -15,6 +15,8 @@ from pathlib import Path
 from .calibrate import calibrate_run
 
 OPEN_ENDED_TASKS = ("action_antonym", "moving_direction", "object_count")  # appendix C.1's tasks
+# a study run's ``open_ended`` demo entry: appendix C.1's sentence completion
+OPEN_ENDED = {"template": "llava_open_ended", "tasks": OPEN_ENDED_TASKS, "samples": "all"}
 
 
 @dataclass(frozen=True)
@@ -28,37 +30,22 @@ class SuiteRun:
 
 
 def organism_suite(window: int = 3) -> list[SuiteRun]:
-    """Every study of the paper on the 8-layer organisms (window 3 plays the role of the paper's 9 of 32)."""
-    w = {"window": window}
-    open_ended = {"template": "llava_open_ended", "tasks": OPEN_ENDED_TASKS, "samples": "all"}
-    return [
-        SuiteRun("cross_frame-video", "cross_frame", "video", w),
-        SuiteRun("cross_frame-frames", "cross_frame", "frames", w),
-        SuiteRun("information_flow-video", "information_flow", "video", w),
-        SuiteRun("question_options_to_last-video", "question_options_to_last", "video", w),
-        SuiteRun("into_true_option-video", "into_true_option", "video", w),
-        # only wrongly answered samples are knocked out: look at more samples to find some
-        SuiteRun("failure_cases-video", "failure_cases", "video", w, limit_scale=4),
-        SuiteRun("window_sizes-video", "window_sizes", "video", {"options": {"sizes": "1,3,5,7"}}),
-        SuiteRun("progressive-video", "progressive", "video"),
-        SuiteRun("progressive-frames", "progressive", "frames"),
-        SuiteRun("cross_frame_halves-video", "cross_frame_halves", "video", {"options": {"generate": "3"}}),
-        SuiteRun("cross_frame_halves-frames", "cross_frame_halves", "frames", {"options": {"generate": "3"}}),
-        SuiteRun("answer_probability-video", "answer_probability", "video"),
-        SuiteRun("logit_lens-video", "logit_lens", "video", {"options": {"keywords": "organism"}}, limit_scale=0.5),
-        SuiteRun("attention_maps-video", "attention_maps", "video", {"options": {"max_queries": "6"}},
-                 limit_scale=0.2),
-        SuiteRun("effective_pathway-video", "effective_pathway", "video", {"options": {"interval": "2"}},
-                 depends_on=("cross_frame-video", "information_flow-video")),
-        SuiteRun("open_ended_cross_frame-video", "cross_frame", "video", w | open_ended, limit_scale=0.5),
-        SuiteRun("open_ended_information_flow-video", "information_flow", "video", w | open_ended, limit_scale=0.5),
-        SuiteRun("open_ended_answer_probability-video", "answer_probability", "video", open_ended, limit_scale=0.5),
-        SuiteRun("verb_anchors-video", "verb_anchors", "video",
-                 w | open_ended | {"options": {"verbs": "auto", "max_new_tokens": "16"}}, limit_scale=0.2),
-        # beyond the paper: finer granularity (each ~1 s of CPU per sample on the organism)
-        SuiteRun("frame_pairs-video", "frame_pairs", "video", w, limit_scale=0.2),
-        SuiteRun("head_sweep-video", "head_sweep", "video", w, limit_scale=0.2),
-    ]
+    """Every study of the paper on the 8-layer organisms (window 3 plays the role of the paper's 9 of 32): the runs
+    each study declares in its own ``DEMO`` (a tuple of dicts: ``order``, ``name``, and optionally ``variant``,
+    ``window`` (use the suite's), ``open_ended``, ``options``, ``limit_scale``, ``depends_on``), in ``order``."""
+    from ..study.runner import available_studies, load_study
+
+    declared = []
+    for study in available_studies():
+        for entry in getattr(load_study(study), "DEMO", ()):
+            settings = ({"window": window} if entry.get("window") else {}) | (OPEN_ENDED if entry.get("open_ended")
+                                                                                else {})
+            if "options" in entry:
+                settings["options"] = dict(entry["options"])
+            declared.append((entry["order"], SuiteRun(entry["name"], study, entry.get("variant", "video"), settings,
+                                                      entry.get("limit_scale", 1.0),
+                                                      tuple(entry.get("depends_on", ())))))
+    return [run for _, run in sorted(declared, key=lambda pair: pair[0])]
 
 
 # The screen's calibration against the exact engine (`mapflow calibrate`), written next to the stores for the report.
