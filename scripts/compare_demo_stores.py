@@ -3,7 +3,9 @@ identical, provenance included except what names the moment and the code version
 output folder itself (a run that reads other stores records their paths). Tables must match byte for byte, except
 the measured wall-clock columns (`WALL_CLOCK_COLUMNS`) of CSV tables.
 
-    python scripts/compare_demo_stores.py /tmp/demo-before /tmp/demo-after
+    python scripts/compare_demo_stores.py /tmp/demo-before /tmp/demo-after [CHECKOUT_BEFORE CHECKOUT_AFTER]
+
+With two checkouts given (each demo run from its own source tree), paths under them compare as ``<REPO>``.
 
 Used to show the package restructuring changed no result (README "Architecture"; docs/architecture.md).
 Exit status 0 when everything matches; otherwise each difference is printed and the status is 1.
@@ -21,21 +23,22 @@ VOLATILE_PROVENANCE = ("created", "versions", "git", "hostname", "elapsed_s")
 WALL_CLOCK_COLUMNS = ("wall ratio",)  # calibration.csv: seconds measured on a shared machine
 
 
-def _stable(value, out_dir: Path):
-    """``value`` with the provenance keys that name the moment or the code version dropped, at any depth, and the
-    output folder's path replaced by ``<OUT>``."""
+def _stable(value, out_dir: Path, checkout: Path | None):
+    """``value`` with the provenance keys that name the moment or the code version dropped, at any depth, the
+    output folder's path replaced by ``<OUT>`` and the checkout's by ``<REPO>``."""
     if isinstance(value, dict):
-        return {k: _stable(v, out_dir) for k, v in value.items() if k not in VOLATILE_PROVENANCE}
+        return {k: _stable(v, out_dir, checkout) for k, v in value.items() if k not in VOLATILE_PROVENANCE}
     if isinstance(value, list):
-        return [_stable(v, out_dir) for v in value]
+        return [_stable(v, out_dir, checkout) for v in value]
     if isinstance(value, str):
-        return value.replace(str(out_dir), "<OUT>")
+        value = value.replace(str(out_dir), "<OUT>")
+        return value.replace(str(checkout), "<REPO>") if checkout else value
     return value
 
 
-def load_store(path: Path) -> xr.Dataset:
+def load_store(path: Path, checkout: Path | None = None) -> xr.Dataset:
     ds = xr.open_zarr(path).load()
-    ds.attrs = _stable(dict(ds.attrs), path.parent)
+    ds.attrs = _stable(dict(ds.attrs), path.parent, checkout)
     return ds
 
 
@@ -47,7 +50,7 @@ def same_table(a: Path, b: Path) -> bool:
     return left.drop(columns=drop).equals(right.drop(columns=[c for c in drop if c in right.columns]))
 
 
-def compare(before: Path, after: Path) -> list[str]:
+def compare(before: Path, after: Path, checkouts=(None, None)) -> list[str]:
     problems = []
     stores_before = sorted(p.name for p in before.glob("*.zarr"))
     stores_after = sorted(p.name for p in after.glob("*.zarr"))
@@ -55,7 +58,7 @@ def compare(before: Path, after: Path) -> list[str]:
         problems.append(f"store lists differ: {sorted(set(stores_before) ^ set(stores_after))}")
     for name in sorted(set(stores_before) & set(stores_after)):
         try:
-            xr.testing.assert_identical(load_store(before / name), load_store(after / name))
+            xr.testing.assert_identical(load_store(before / name, checkouts[0]), load_store(after / name, checkouts[1]))
         except AssertionError as err:
             problems.append(f"{name}: {str(err)[:2000]}")
         else:
@@ -74,10 +77,11 @@ def compare(before: Path, after: Path) -> list[str]:
 
 def main(argv=None) -> int:
     args = sys.argv[1:] if argv is None else argv
-    if len(args) != 2:
+    if len(args) not in (2, 4):
         print(__doc__)
         return 2
-    problems = compare(Path(args[0]), Path(args[1]))
+    checkouts = (Path(args[2]).resolve(), Path(args[3]).resolve()) if len(args) == 4 else (None, None)
+    problems = compare(Path(args[0]), Path(args[1]), checkouts)
     for problem in problems:
         print(f"DIFFERENT: {problem}")
     print("all stores and tables identical" if not problems else f"{len(problems)} difference(s)")

@@ -49,3 +49,36 @@ def run(ctx: StudyContext):
     )
 
 
+# Its sections of `mapflow report` (mapflow.viz.report.study_sections): `order` places them in the page.
+def report_section(w, stores):
+    """Fig. 8: the true and false options' probability read at each layer."""
+    from mapflow.viz import figures
+    from mapflow.viz.report import planted_reading
+
+    for st in stores:
+        s = w.section(f"Layer-wise answer probability, {st.model}", "Fig. 8")
+        w.figure(s, f"fig8_answer_probability_{st.model}", lambda st=st: figures.answer_probability_figure(st.ds),
+                 "Probability of the true and false options read at each layer (final norm + LM head)")
+        planted_reading(w, s, st)
+        correct = st.ds.isel(sample=st.ds["correct"].values.astype(bool))
+        if correct.sizes["sample"]:
+            true_p = correct["p_option"].where(correct["is_true_option"]).max("option").mean("sample").values
+            crossing = int(np.argmax(true_p > 50)) + 1 if (true_p > 50).any() else None
+            w.reading(s, "The true option's probability passes 50 % at layer "
+                      f"{crossing} of {len(true_p)}." if crossing else "The true option never passes 50 %.")
+
+
+def open_ended_report_section(w, stores):
+    """Fig. R: the same on sentence completion (appendix C.1), over all samples."""
+    from mapflow.viz import figures
+    from mapflow.viz.report import open_ended_section
+
+    for st in stores:
+        open_ended_section(w, st, "answer_probability", "Fig. R",
+                           lambda ds: figures.answer_probability_figure(ds, correct_only=False))
+
+
+REPORT = (
+    {"order": 100, "section": report_section},
+    {"order": 150, "section": open_ended_report_section, "stores": "open_ended"},
+)

@@ -70,3 +70,22 @@ def run(ctx: StudyContext):
         attrs={"head_pool": head_pool, "knockout_layers": ",".join(map(str, knockout_layers))},
     )
     return ds.merge(frame_thumbnails(ctx))
+
+
+# Its sections of `mapflow report` (mapflow.viz.report.study_sections): `order` places them in the page.
+def report_section(w, stores):
+    """Fig. 5 / Fig. U: attention from question words to the video, clean and under cross-frame knockout."""
+    from mapflow.viz import figures
+
+    for st in stores:
+        s = w.section(f"Attention from question words to the video, {st.model}", "Fig. 5 / Fig. U")
+        w.figure(s, f"fig5_attention_{st.model}", lambda st=st: figures.attention_map_figure(st.ds, 0, 0),
+                 "log10(attention + 5e-5), head mean, clean vs cross-frame knockout (first sample, first query)")
+        attention = st.ds["attention"]
+        change = float(np.nanmean(np.abs(attention.sel(condition="cross_frame_knockout").values
+                                          - attention.sel(condition="clean").values)))
+        w.reading(s, f"Cross-frame knockout changes the question->video attention by {change:.4f} on average "
+                     "(absolute, per cell).")
+
+
+REPORT = ({"order": 90, "section": report_section},)

@@ -22,3 +22,33 @@ DEMO = (  # its runs in the demo suite; `order` places them in the suite
 
 def run(ctx: StudyContext):
     return knockout_sweep(ctx, FLOWS)
+
+
+# Its sections of `mapflow report` (mapflow.viz.report.study_sections): `order` places them in the page.
+def report_section(w, stores):
+    """Fig. 2: every model's cross-frame knockout in one figure."""
+    from mapflow.viz import figures
+    from mapflow.viz.report import measured_samples, strongest_drop
+
+    stores = sorted(stores, key=lambda st: "frames" in st.model)  # video models first: the paper's green
+    s = w.section("Cross-frame interactions", "Fig. 2")
+    w.figure(s, "fig2_cross_frame", lambda: figures.model_overlay_figure({st.model: st.ds for st in stores}),
+             "Blocking attention from later frames to earlier frames in a window of layers, per model")
+    drops = [(st, *strongest_drop(st.ds, "cross_frame")) for st in stores]
+    w.reading(s, " ".join(f"{st.model}: strongest drop {value:.1f} % at layer {layer} ({measured_samples(st.ds)} "
+                          "samples)." for st, layer, value in drops))
+
+
+def open_ended_report_section(w, stores):
+    """Fig. P: the same on sentence completion (appendix C.1)."""
+    from mapflow.viz import figures
+    from mapflow.viz.report import open_ended_section
+
+    for st in stores:
+        open_ended_section(w, st, "cross_frame", "Fig. P", figures.flow_figure)
+
+
+REPORT = (
+    {"order": 10, "section": report_section},
+    {"order": 130, "section": open_ended_report_section, "stores": "open_ended"},
+)

@@ -46,3 +46,24 @@ def run(ctx: StudyContext):
         ds["clean_answer_text"] = ((), np.asarray(decode(greedy_generate(ctx.adapter, ctx.prepared,
                                                                          max_new_tokens=max_new)), dtype=object))
     return ds
+
+
+# Its sections of `mapflow report` (mapflow.viz.report.study_sections): `order` places them in the page.
+def report_section(w, stores):
+    """Table 2 / Table B: accuracy after knocking out the first or the second half of the layers."""
+    from mapflow.viz import tables
+
+    for st in stores:
+        s = w.section(f"First half vs second half, {st.model}", "Table 2 / Table B")
+        table = tables.halves_table(st.ds)
+        w.table(s, f"table2_halves_{st.model}", table, "Accuracy (%) after cross-frame knockout per layer set; "
+                "drop in points and among originally correct samples")
+        overall = table.loc["all"]
+        w.reading(s, f"Over all tasks the first-half knockout costs {overall['first_half_drop_pts']:.1f} points and "
+                     f"the second-half one {overall['second_half_drop_pts']:.1f}.")
+        if "answer_text" in st.ds:
+            w.table(s, f"table2_answers_{st.model}", tables.generated_answers(st.ds, limit=2),
+                    "Answers generated greedily, clean and under each knockout")
+
+
+REPORT = ({"order": 30, "section": report_section},)

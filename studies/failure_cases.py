@@ -26,3 +26,25 @@ DEMO = (  # its runs in the demo suite; `order` places them in the suite
 
 def run(ctx: StudyContext):
     return knockout_sweep(ctx, FLOWS)
+
+
+# Its sections of `mapflow report` (mapflow.viz.report.study_sections): `order` places them in the page.
+def report_section(w, stores):
+    """Figs. AJ-AL: wrong answers split by their cross-frame effect, and the flows into the predicted option."""
+    from mapflow.viz import figures
+    from mapflow.viz.report import flow_reading
+
+    for st in stores:
+        s = w.section(f"Failure cases, {st.model}", "Figs. AJ-AL")
+        w.figure(s, f"figAJ_failure_split_{st.model}", lambda st=st: figures.failure_split_figure(st.ds),
+                 "Wrong answers split by the sign of their cross-frame effect")
+        w.figure(s, f"figAK_failure_options_{st.model}", lambda st=st: figures.flow_figure(
+            st.ds, flows=[f for f in st.ds["flow"].values if str(f).endswith("->last")]),
+            "Question and options -> last on wrong answers (tracking the predicted letter)")
+        w.figure(s, f"figAL_failure_predicted_{st.model}", lambda st=st: figures.flow_figure(
+            st.ds, flows=[f for f in st.ds["flow"].values if "predicted_option" in str(f)]),
+            "Flows into the predicted false option")
+        w.reading(s, flow_reading(st.ds))
+
+
+REPORT = ({"order": 120, "section": report_section},)

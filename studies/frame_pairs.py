@@ -58,3 +58,26 @@ def pair_grid(ds: xr.Dataset, pairs, frames: int) -> xr.Dataset:
     coords = {k: v for k, v in ds.coords.items() if "flow" not in v.dims}
     coords.update(source_frame=np.arange(frames), target_frame=np.arange(frames))
     return xr.Dataset(out, coords=coords, attrs=ds.attrs)
+
+
+# Its sections of `mapflow report` (mapflow.viz.report.study_sections): `order` places them in the page.
+def report_section(w, stores):
+    """Beyond the paper: one earlier -> later frame pair knocked out at a time."""
+    from mapflow.viz import figures
+
+    for st in stores:
+        if "source_frame" not in st.ds.dims:
+            continue
+        s = w.section(f"Frame pairs, {st.model}", "beyond the paper")
+        w.figure(s, f"frame_pairs_{st.model}", lambda st=st: figures.frame_pair_figure(st.ds),
+                 "Knocking out one earlier frame -> later frame pair at a time (rows: keys of the source frame, "
+                 "columns: queries of the target frame), mean % change per bin of sweep layers")
+        mean = st.ds["rel_change"].mean("sample", skipna=True)
+        if np.isfinite(mean.values).any():
+            cell = mean.where(mean == mean.min(), drop=True)
+            w.reading(s, f"Strongest single pair: frame {int(cell['source_frame'][0]) + 1} -> frame "
+                         f"{int(cell['target_frame'][0]) + 1} around layer {int(cell['layer'][0]) + 1}, "
+                         f"{float(mean.min()):.2f} % (frames and layers numbered from 1).")
+
+
+REPORT = ({"order": 170, "section": report_section},)

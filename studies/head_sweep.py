@@ -28,3 +28,24 @@ DEMO = (  # its runs in the demo suite; `order` places them in the suite
 def run(ctx: StudyContext):
     chosen = heads(ctx)
     return stack_results([knockout_sweep(ctx, FLOWS, heads=(h,)) for h in chosen], "head", chosen)
+
+
+# Its sections of `mapflow report` (mapflow.viz.report.study_sections): `order` places them in the page.
+def report_section(w, stores):
+    """Beyond the paper: one flow knocked out in a single head at a time."""
+    import numpy as np
+
+    from mapflow.viz import figures
+
+    for st in stores:
+        s = w.section(f"Heads, {st.model}", "beyond the paper")
+        w.figure(s, f"heads_{st.model}", lambda st=st: figures.head_figure(st.ds),
+                 "One flow knocked out in a single head at a time, in the window around each layer: mean % change")
+        mean = st.ds["rel_change"].mean("sample", skipna=True)
+        if np.isfinite(mean.values).any():
+            cell = mean.where(mean == mean.min(), drop=True)
+            w.reading(s, f"Strongest single head: {cell['flow'].values[0]} in head {int(cell['head'][0])} "
+                         f"around layer {int(cell['layer'][0]) + 1}, {float(mean.min()):.2f} %.")
+
+
+REPORT = ({"order": 180, "section": report_section},)

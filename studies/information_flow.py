@@ -22,3 +22,32 @@ DEMO = (  # its runs in the demo suite; `order` places them in the suite
 
 def run(ctx: StudyContext):
     return knockout_sweep(ctx, FLOWS)
+
+
+# Its sections of `mapflow report` (mapflow.viz.report.study_sections): `order` places them in the page.
+def report_section(w, stores):
+    """Fig. 3 and Table E: the flows between video, question and last position, per layer interval too."""
+    from mapflow.viz import tables
+    from mapflow.viz.report import knockout_flow_section, layer_interval
+
+    for st in stores:
+        s = knockout_flow_section(w, st, "information_flow", "Video, question and last position", "Fig. 3")
+        interval = layer_interval(st.ds)
+        w.table(s, f"tableE_intervals_{st.model}",
+                tables.mark_significant(tables.interval_table(st.ds, interval=interval)),
+                f"Mean change (%) per {interval}-layer interval; * marks the paper's significance rule (< -5 %)")
+
+
+def open_ended_report_section(w, stores):
+    """Fig. Q: the same on sentence completion (appendix C.1)."""
+    from mapflow.viz import figures
+    from mapflow.viz.report import open_ended_section
+
+    for st in stores:
+        open_ended_section(w, st, "information_flow", "Fig. Q", figures.flow_figure)
+
+
+REPORT = (
+    {"order": 50, "section": report_section},
+    {"order": 140, "section": open_ended_report_section, "stores": "open_ended"},
+)

@@ -18,3 +18,15 @@ DEMO = (  # its runs in the demo suite; `order` places them in the suite
 
 def run(ctx: StudyContext):
     return knockout_sweep(ctx, FLOWS)
+
+
+# Its sections of `mapflow report` (mapflow.viz.report.study_sections): `order` places them in the page.
+def report_section(w, stores):
+    """Fig. 7."""
+    from mapflow.viz.report import knockout_flow_section
+
+    for st in stores:
+        knockout_flow_section(w, st, "into_true_option", "Flows into the true option", "Fig. 7")
+
+
+REPORT = ({"order": 70, "section": report_section},)

@@ -48,3 +48,30 @@ def run(ctx: StudyContext):
                     "answer_token": ((), np.int64(clean.gt_token)),
                     "included": ((), wants_knockout(clean, ctx.config.samples))})
     return ds.merge(frame_thumbnails(ctx))
+
+
+# Its sections of `mapflow report` (mapflow.viz.report.study_sections): `order` places them in the page.
+def report_section(w, stores):
+    """Fig. 4 and Fig. T: keyword frequency per layer bin and keyword hits on the frames."""
+    from mapflow.viz import figures, tables
+    from mapflow.viz.report import layer_interval, planted_reading
+
+    for st in stores:
+        s = w.section(f"Logit lens on video tokens, {st.model}", "Fig. 4, Fig. T")
+        interval = layer_interval(st.ds)
+        min_hits = 100 if interval == 5 else 10
+        w.figure(s, f"fig4_keywords_{st.model}", lambda st=st: figures.keyword_frequency_figure(
+            st.ds, interval=interval, min_hits=min_hits), "Normalized keyword frequency per layer bin (ALL_NORM)")
+        for kind in ("spatial", "temporal"):
+            table = tables.keyword_frequency(st.ds, kind, interval=interval, min_hits=min_hits)
+            if not table.empty:
+                w.table(s, f"fig4_{kind}_{st.model}", table, f"{kind} keyword hits, normalized per keyword")
+        w.figure(s, f"figT_overlay_{st.model}", lambda st=st: figures.logit_lens_overlay_figure(
+            st.ds, 0, interval=interval), "Keyword hits at their video token on the frames (first sample)")
+        planted_reading(w, s, st)
+        hits = (st.ds["keyword"].values != "").mean()
+        w.reading(s, f"{100 * hits:.1f} % of (layer, video token) cells have a keyword as top-1 token "
+                     f"(keyword lists: {st.ds.attrs.get('keywords', '?')}).")
+
+
+REPORT = ({"order": 80, "section": report_section},)

@@ -24,3 +24,22 @@ DEMO = (  # its runs in the demo suite; `order` places them in the suite
 def run(ctx: StudyContext):
     results = [knockout_sweep(ctx, FLOWS, window=Window(direction)).drop_vars("window") for direction in DIRECTIONS]
     return stack_results(results, "direction", list(DIRECTIONS))
+
+
+# Its sections of `mapflow report` (mapflow.viz.report.study_sections): `order` places them in the page.
+def report_section(w, stores):
+    """Fig. V: accuracy with cross-frame attention blocked bottom-up and top-down."""
+    from mapflow.viz import figures
+
+    for st in stores:
+        s = w.section(f"Progressive cross-frame blocking, {st.model}", "Fig. V")
+        w.figure(s, f"figV_progressive_{st.model}", lambda st=st: figures.progressive_figure(st.ds),
+                 "Accuracy with cross-frame attention blocked in layers 1..l (bottom_up) and l..L (top_down)")
+        accuracy = figures.progressive_accuracy(st.ds)
+        w.reading(s, f"Bottom-up blocking up to layer 1 leaves {float(accuracy.sel(direction='bottom_up')[0]):.0f} % "
+                     f"accuracy and up to the last layer {float(accuracy.sel(direction='bottom_up')[-1]):.0f} %; "
+                     f"top-down blocking from the last layer leaves "
+                     f"{float(accuracy.sel(direction='top_down')[-1]):.0f} %.")
+
+
+REPORT = ({"order": 20, "section": report_section},)

@@ -19,3 +19,15 @@ DEMO = (  # its runs in the demo suite; `order` places them in the suite
 
 def run(ctx: StudyContext):
     return knockout_sweep(ctx, FLOWS)
+
+
+# Its sections of `mapflow report` (mapflow.viz.report.study_sections): `order` places them in the page.
+def report_section(w, stores):
+    """Fig. 6."""
+    from mapflow.viz.report import knockout_flow_section
+
+    for st in stores:
+        knockout_flow_section(w, st, "question_options_to_last", "Question and options to the last position", "Fig. 6")
+
+
+REPORT = ({"order": 60, "section": report_section},)

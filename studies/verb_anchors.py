@@ -88,3 +88,20 @@ def run(ctx: StudyContext):
     ds["num_anchors"] = ((), np.int64(len(anchors)))
     ds.attrs["verb_detector"] = detector_name
     return ds
+
+
+# Its sections of `mapflow report` (mapflow.viz.report.study_sections): `order` places them in the page.
+def report_section(w, stores):
+    """Fig. S: the n-th verb's probability under each flow's knockout (appendix C.2)."""
+    from mapflow.viz import figures
+
+    for st in stores:
+        s = w.section(f"Verb anchors in generated answers, {st.model}", "Fig. S")
+        w.figure(s, f"figS_verb_anchors_{st.model}", lambda st=st: figures.verb_anchor_figure(st.ds),
+                 "Relative change of the n-th verb's probability per flow (appendix C.2)")
+        found = st.ds["num_anchors"].values
+        w.reading(s, f"{int((found >= 3).sum())} of {len(found)} responses had at least 3 verb anchors "
+                     f"(detector: {st.ds.attrs.get('verb_detector', '?')}).")
+
+
+REPORT = ({"order": 160, "section": report_section, "stores": "all"},)

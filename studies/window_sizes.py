@@ -25,3 +25,17 @@ DEMO = (  # its runs in the demo suite; `order` places them in the suite
 def run(ctx: StudyContext):
     results = [knockout_sweep(ctx, FLOWS, window=Window("center", k)).drop_vars("window") for k in sizes(ctx)]
     return stack_results(results, "window_size", sizes(ctx))
+
+
+# Its sections of `mapflow report` (mapflow.viz.report.study_sections): `order` places them in the page.
+def report_section(w, stores):
+    """Fig. W: cross-frame knockout with windows of several sizes."""
+    from mapflow.viz import figures
+
+    for st in stores:
+        s = w.section(f"Window sizes, {st.model}", "Fig. W")
+        w.figure(s, f"figW_window_sizes_{st.model}", lambda st=st: figures.window_size_figure(st.ds),
+                 "Cross-frame knockout with centred windows of several sizes")
+
+
+REPORT = ({"order": 40, "section": report_section},)

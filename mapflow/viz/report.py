@@ -124,11 +124,11 @@ def strongest_drop(ds: xr.Dataset, flow: str) -> tuple[int, float]:
     return int(mean["layer"].values[i]) + 1, float(mean.values[i])
 
 
-def _measured(ds: xr.Dataset) -> int:
+def measured_samples(ds: xr.Dataset) -> int:
     return int(ds["knocked_out"].values.sum()) if "knocked_out" in ds else ds.sizes["sample"]
 
 
-def _interval(ds: xr.Dataset) -> int:
+def layer_interval(ds: xr.Dataset) -> int:
     """The paper's 5-layer bins, or 2-layer bins on shallow models (the 8-layer organisms)."""
     return 5 if ds.sizes.get("layer", 0) > 10 else 2
 
@@ -154,7 +154,7 @@ def flow_reading(ds: xr.Dataset) -> str:
         layer, value = strongest_drop(ds, str(flow))
         if layer > 0:
             parts.append(f"{flow}: strongest drop {value:.1f} % at layer {layer}")
-    return f"{_measured(ds)} samples measured. " + "; ".join(parts) + "."
+    return f"{measured_samples(ds)} samples measured. " + "; ".join(parts) + "."
 
 
 def build_report(results_dir, out_html=None) -> Path:
@@ -168,14 +168,8 @@ def build_report(results_dir, out_html=None) -> Path:
         screened = store.provenance.get("config", {}).get("method") == "screen"
         by_study[(store.study + (":screen" if screened else ""), store.open_ended)].append(store)
     writer = ReportWriter(results_dir)
-    _cross_frame(writer, by_study)
-    _knockout_flows(writer, by_study)
-    _logit_lens(writer, by_study)
-    _attention(writer, by_study)
-    _answer_probability(writer, by_study)
-    _pathways(writer, by_study)
-    _failures(writer, by_study)
-    _open_ended(writer, by_study)
+    for _, _, section, study_stores in study_sections(by_study):  # each study's own sections (its REPORT)
+        section(writer, study_stores)
     from .report_beyond import beyond_paper_sections
 
     beyond_paper_sections(writer, by_study, results_dir)
@@ -197,158 +191,42 @@ def build_report(results_dir, out_html=None) -> Path:
     return path
 
 
-def _planted_reading(w: ReportWriter, section: Section, store: Store) -> None:
+def planted_reading(w: ReportWriter, section: Section, store: Store) -> None:
     note = planted_note(store)
     if note:
         w.reading(section, note)
 
 
-def _cross_frame(w: ReportWriter, by_study) -> None:
-    # video models first: they take the paper's green, image-style models its pink
-    stores = sorted(by_study.get(("cross_frame", False), []), key=lambda st: "frames" in st.model)
-    if stores:
-        s = w.section("Cross-frame interactions", "Fig. 2")
-        w.figure(s, "fig2_cross_frame", lambda: figures.model_overlay_figure({st.model: st.ds for st in stores}),
-                 "Blocking attention from later frames to earlier frames in a window of layers, per model")
-        drops = [(st, *strongest_drop(st.ds, "cross_frame")) for st in stores]
-        w.reading(s, " ".join(f"{st.model}: strongest drop {value:.1f} % at layer {layer} ({_measured(st.ds)} "
-                              "samples)." for st, layer, value in drops))
-    for st in by_study.get(("progressive", False), []):
-        s = w.section(f"Progressive cross-frame blocking, {st.model}", "Fig. V")
-        w.figure(s, f"figV_progressive_{st.model}", lambda st=st: figures.progressive_figure(st.ds),
-                 "Accuracy with cross-frame attention blocked in layers 1..l (bottom_up) and l..L (top_down)")
-        accuracy = figures.progressive_accuracy(st.ds)
-        w.reading(s, f"Bottom-up blocking up to layer 1 leaves {float(accuracy.sel(direction='bottom_up')[0]):.0f} % "
-                     f"accuracy and up to the last layer {float(accuracy.sel(direction='bottom_up')[-1]):.0f} %; "
-                     f"top-down blocking from the last layer leaves "
-                     f"{float(accuracy.sel(direction='top_down')[-1]):.0f} %.")
-    for st in by_study.get(("cross_frame_halves", False), []):
-        s = w.section(f"First half vs second half, {st.model}", "Table 2 / Table B")
-        table = tables.halves_table(st.ds)
-        w.table(s, f"table2_halves_{st.model}", table, "Accuracy (%) after cross-frame knockout per layer set; "
-                "drop in points and among originally correct samples")
-        overall = table.loc["all"]
-        w.reading(s, f"Over all tasks the first-half knockout costs {overall['first_half_drop_pts']:.1f} points and "
-                     f"the second-half one {overall['second_half_drop_pts']:.1f}.")
-        if "answer_text" in st.ds:
-            w.table(s, f"table2_answers_{st.model}", tables.generated_answers(st.ds, limit=2),
-                    "Answers generated greedily, clean and under each knockout")
-    for st in by_study.get(("window_sizes", False), []):
-        s = w.section(f"Window sizes, {st.model}", "Fig. W")
-        w.figure(s, f"figW_window_sizes_{st.model}", lambda st=st: figures.window_size_figure(st.ds),
-                 "Cross-frame knockout with centred windows of several sizes")
+def knockout_flow_section(w: ReportWriter, st: Store, study: str, title: str, paper: str) -> Section:
+    """A knockout study's section: its flow figure, the strongest drop per flow and any planted route."""
+    s = w.section(f"{title}, {st.model}", paper)
+    w.figure(s, f"{paper.split()[-1]}_{study}_{st.model}".replace(".", ""),
+             lambda: figures.flow_figure(st.ds), f"{title}: knockout per flow")
+    w.reading(s, flow_reading(st.ds))
+    planted_reading(w, s, st)
+    return s
 
 
-def _knockout_flows(w: ReportWriter, by_study) -> None:
-    for study, title, paper in (("information_flow", "Video, question and last position", "Fig. 3"),
-                                ("question_options_to_last", "Question and options to the last position", "Fig. 6"),
-                                ("into_true_option", "Flows into the true option", "Fig. 7")):
-        for st in by_study.get((study, False), []):
-            s = w.section(f"{title}, {st.model}", paper)
-            w.figure(s, f"{paper.split()[-1]}_{study}_{st.model}".replace(".", ""),
-                     lambda st=st: figures.flow_figure(st.ds), f"{title}: knockout per flow")
-            w.reading(s, flow_reading(st.ds))
-            _planted_reading(w, s, st)
-            if study == "information_flow":
-                interval = _interval(st.ds)
-                w.table(s, f"tableE_intervals_{st.model}",
-                        tables.mark_significant(tables.interval_table(st.ds, interval=interval)),
-                        f"Mean change (%) per {interval}-layer interval; * marks the paper's significance rule "
-                        "(< -5 %)")
-
-
-def _logit_lens(w: ReportWriter, by_study) -> None:
-    for st in by_study.get(("logit_lens", False), []):
-        s = w.section(f"Logit lens on video tokens, {st.model}", "Fig. 4, Fig. T")
-        interval = _interval(st.ds)
-        min_hits = 100 if interval == 5 else 10
-        w.figure(s, f"fig4_keywords_{st.model}", lambda st=st: figures.keyword_frequency_figure(
-            st.ds, interval=interval, min_hits=min_hits), "Normalized keyword frequency per layer bin (ALL_NORM)")
-        for kind in ("spatial", "temporal"):
-            table = tables.keyword_frequency(st.ds, kind, interval=interval, min_hits=min_hits)
-            if not table.empty:
-                w.table(s, f"fig4_{kind}_{st.model}", table, f"{kind} keyword hits, normalized per keyword")
-        w.figure(s, f"figT_overlay_{st.model}", lambda st=st: figures.logit_lens_overlay_figure(
-            st.ds, 0, interval=interval), "Keyword hits at their video token on the frames (first sample)")
-        _planted_reading(w, s, st)
-        hits = (st.ds["keyword"].values != "").mean()
-        w.reading(s, f"{100 * hits:.1f} % of (layer, video token) cells have a keyword as top-1 token "
-                     f"(keyword lists: {st.ds.attrs.get('keywords', '?')}).")
-
-
-def _attention(w: ReportWriter, by_study) -> None:
-    for st in by_study.get(("attention_maps", False), []):
-        s = w.section(f"Attention from question words to the video, {st.model}", "Fig. 5 / Fig. U")
-        w.figure(s, f"fig5_attention_{st.model}", lambda st=st: figures.attention_map_figure(st.ds, 0, 0),
-                 "log10(attention + 5e-5), head mean, clean vs cross-frame knockout (first sample, first query)")
-        attention = st.ds["attention"]
-        change = float(np.nanmean(np.abs(attention.sel(condition="cross_frame_knockout").values
-                                          - attention.sel(condition="clean").values)))
-        w.reading(s, f"Cross-frame knockout changes the question->video attention by {change:.4f} on average "
-                     "(absolute, per cell).")
-
-
-def _answer_probability(w: ReportWriter, by_study) -> None:
-    for st in by_study.get(("answer_probability", False), []):
-        s = w.section(f"Layer-wise answer probability, {st.model}", "Fig. 8")
-        w.figure(s, f"fig8_answer_probability_{st.model}", lambda st=st: figures.answer_probability_figure(st.ds),
-                 "Probability of the true and false options read at each layer (final norm + LM head)")
-        _planted_reading(w, s, st)
-        correct = st.ds.isel(sample=st.ds["correct"].values.astype(bool))
-        if correct.sizes["sample"]:
-            true_p = correct["p_option"].where(correct["is_true_option"]).max("option").mean("sample").values
-            crossing = int(np.argmax(true_p > 50)) + 1 if (true_p > 50).any() else None
-            w.reading(s, "The true option's probability passes 50 % at layer "
-                      f"{crossing} of {len(true_p)}." if crossing else "The true option never passes 50 %.")
-
-
-def _pathways(w: ReportWriter, by_study) -> None:
-    for st in by_study.get(("effective_pathway", False), []):
-        s = w.section(f"Effective pathways, {st.model}", "Table 3 / Table A / Table E(a)")
-        table = tables.pathway_table(st.ds)
-        _planted_reading(w, s, st)
-        w.table(s, f"table3_pathways_{st.model}", table, "Accuracy (%) and kept attention edges (%) per condition")
-        routes = {str(r): str(v) for r, v in zip(st.ds["route"].values, st.ds["open_layers"].values[0])}
-        row = table.loc["all"]
-        w.reading(s, f"Open layers (0-based): {routes}. Keeping {row['effective_kept_%']:.0f} % of the edges, the "
-                     f"effective pathway gives {row['effective_acc']:.1f} % accuracy vs {row['clean_acc']:.1f} % "
-                     f"clean and {row['random_acc']:.1f} % for random blocking at the same budget; the strict "
-                     f"variant gives {row['effective_strict_acc']:.1f} %.")
-        if row["effective_acc"] < row["clean_acc"] - 10:
-            w.reading(s, "The paper's pathway template (video -> question -> last, video -> last always cut) loses "
-                         "much of the accuracy here: this model routes information differently (see the knockout "
-                         "figures above, e.g. video -> last).")
-
-
-def _failures(w: ReportWriter, by_study) -> None:
-    for st in by_study.get(("failure_cases", False), []):
-        s = w.section(f"Failure cases, {st.model}", "Figs. AJ-AL")
-        w.figure(s, f"figAJ_failure_split_{st.model}", lambda st=st: figures.failure_split_figure(st.ds),
-                 "Wrong answers split by the sign of their cross-frame effect")
-        w.figure(s, f"figAK_failure_options_{st.model}", lambda st=st: figures.flow_figure(
-            st.ds, flows=[f for f in st.ds["flow"].values if str(f).endswith("->last")]),
-            "Question and options -> last on wrong answers (tracking the predicted letter)")
-        w.figure(s, f"figAL_failure_predicted_{st.model}", lambda st=st: figures.flow_figure(
-            st.ds, flows=[f for f in st.ds["flow"].values if "predicted_option" in str(f)]),
-            "Flows into the predicted false option")
+def open_ended_section(w: ReportWriter, st: Store, study: str, paper: str, make) -> None:
+    """Appendix C.1: a study run on single-token sentence completion instead of multiple choice."""
+    s = w.section(f"Open-ended sentence completion: {study}, {st.model}", paper)
+    w.figure(s, f"{paper.split()[-1]}_open_ended_{study}_{st.model}", lambda: make(st.ds),
+             "Single-token sentence completion (appendix C.1)")
+    if "rel_change" in st.ds:
         w.reading(s, flow_reading(st.ds))
 
 
-def _open_ended(w: ReportWriter, by_study) -> None:
-    for study, paper, make in (("cross_frame", "Fig. P", figures.flow_figure),
-                               ("information_flow", "Fig. Q", figures.flow_figure),
-                               ("answer_probability", "Fig. R",
-                                lambda ds: figures.answer_probability_figure(ds, correct_only=False))):
-        for st in by_study.get((study, True), []):
-            s = w.section(f"Open-ended sentence completion: {study}, {st.model}", paper)
-            w.figure(s, f"{paper.split()[-1]}_open_ended_{study}_{st.model}", lambda st=st, make=make: make(st.ds),
-                     "Single-token sentence completion (appendix C.1)")
-            if "rel_change" in st.ds:
-                w.reading(s, flow_reading(st.ds))
-    for st in by_study.get(("verb_anchors", False), []) + by_study.get(("verb_anchors", True), []):
-        s = w.section(f"Verb anchors in generated answers, {st.model}", "Fig. S")
-        w.figure(s, f"figS_verb_anchors_{st.model}", lambda st=st: figures.verb_anchor_figure(st.ds),
-                 "Relative change of the n-th verb's probability per flow (appendix C.2)")
-        found = st.ds["num_anchors"].values
-        w.reading(s, f"{int((found >= 3).sum())} of {len(found)} responses had at least 3 verb anchors "
-                     f"(detector: {st.ds.attrs.get('verb_detector', '?')}).")
+def study_sections(by_study) -> list[tuple[int, str, object, list[Store]]]:
+    """(order, study, section function, its stores) for every section a study declares in its ``REPORT``: dicts
+    with ``order`` (place in the report), ``section`` (a function ``(writer, stores)``) and ``stores``
+    (``"closed"``: multiple-choice stores, ``"open_ended"``, or ``"all"``)."""
+    from ..study.runner import available_studies, load_study
+
+    sections = []
+    for study in available_studies():
+        for entry in getattr(load_study(study), "REPORT", ()):
+            kinds = {"closed": (False,), "open_ended": (True,), "all": (False, True)}[entry.get("stores", "closed")]
+            stores = [st for kind in kinds for st in by_study.get((study, kind), [])]
+            if stores:
+                sections.append((entry["order"], study, entry["section"], stores))
+    return sorted(sections, key=lambda section: section[0])

@@ -1,4 +1,4 @@
-"""Report sections beyond the paper: frame-pair and head-level knockout, and the screen's calibration.
+"""Report sections beyond the paper that belong to no one study: the screen's calibration and screened stores.
 
 Called from `mapflow.viz.report.build_report`; uses its `ReportWriter`.
 """
@@ -15,38 +15,8 @@ from . import figures
 
 
 def beyond_paper_sections(w, by_study, results_dir: Path) -> None:
-    _frame_pairs(w, by_study)
-    _heads(w, by_study)
     _calibration(w, results_dir)
     _screened_stores(w, by_study)
-
-
-def _frame_pairs(w, by_study) -> None:
-    for st in by_study.get(("frame_pairs", False), []):
-        if "source_frame" not in st.ds.dims:
-            continue
-        s = w.section(f"Frame pairs, {st.model}", "beyond the paper")
-        w.figure(s, f"frame_pairs_{st.model}", lambda st=st: figures.frame_pair_figure(st.ds),
-                 "Knocking out one earlier frame -> later frame pair at a time (rows: keys of the source frame, "
-                 "columns: queries of the target frame), mean % change per bin of sweep layers")
-        mean = st.ds["rel_change"].mean("sample", skipna=True)
-        if np.isfinite(mean.values).any():
-            cell = mean.where(mean == mean.min(), drop=True)
-            w.reading(s, f"Strongest single pair: frame {int(cell['source_frame'][0]) + 1} -> frame "
-                         f"{int(cell['target_frame'][0]) + 1} around layer {int(cell['layer'][0]) + 1}, "
-                         f"{float(mean.min()):.2f} % (frames and layers numbered from 1).")
-
-
-def _heads(w, by_study) -> None:
-    for st in by_study.get(("head_sweep", False), []):
-        s = w.section(f"Heads, {st.model}", "beyond the paper")
-        w.figure(s, f"heads_{st.model}", lambda st=st: figures.head_figure(st.ds),
-                 "One flow knocked out in a single head at a time, in the window around each layer: mean % change")
-        mean = st.ds["rel_change"].mean("sample", skipna=True)
-        if np.isfinite(mean.values).any():
-            cell = mean.where(mean == mean.min(), drop=True)
-            w.reading(s, f"Strongest single head: {cell['flow'].values[0]} in head {int(cell['head'][0])} "
-                         f"around layer {int(cell['layer'][0]) + 1}, {float(mean.min()):.2f} %.")
 
 
 def calibration_table(reports: list[dict]) -> pd.DataFrame:
