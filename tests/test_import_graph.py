@@ -131,3 +131,23 @@ def test_no_function_level_import_closes_a_cycle():
     # the client finds a running local server through its state file only, never through the operator
     assert not any(reaches(m, "mapflow.ndif_local.stack") for m in names if m.startswith("mapflow.remote")), \
         "the NDIF client imports the local server operator"
+
+
+def test_names_of_replaced_modules_still_import():
+    """Paths that became packages keep the flat module's names (README examples use them)."""
+    from mapflow.inputs import TEMPLATES, user_path
+    from mapflow.inputs.checks import user_path as real_user_path
+    from mapflow.inputs.prompts import TEMPLATES as REAL_TEMPLATES
+    from mapflow.knockout import Flow, apply_knockout
+    from mapflow.knockout.flows import Flow as RealFlow
+    from mapflow.knockout.masks import apply_knockout as real_apply_knockout
+    from mapflow.results import ResultStore, open_dataset
+    from mapflow.results.store import ResultStore as RealResultStore
+    from mapflow.results.store import open_dataset as real_open_dataset
+
+    assert (TEMPLATES, user_path, Flow, apply_knockout, ResultStore, open_dataset) == (
+        REAL_TEMPLATES, real_user_path, RealFlow, real_apply_knockout, RealResultStore, real_open_dataset)
+    import mapflow.knockout
+
+    with pytest.raises(AttributeError):
+        mapflow.knockout.no_such_name  # noqa: B018
