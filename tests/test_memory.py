@@ -1,8 +1,6 @@
 """The memory planner: pack sizes follow free device memory (or a budget), and a forward that runs out of memory is
 split and retried with the same numbers coming back, in the engine's output and in a study's store."""
 
-import weakref
-
 import numpy as np
 import pytest
 import torch
@@ -32,7 +30,7 @@ def prepared(sdpa_adapter, sample, frames):
 @pytest.fixture
 def fresh_limits(monkeypatch):
     """Each test learns its own token limit (the session's adapter is shared)."""
-    monkeypatch.setattr(planner, "_LEARNED_TOKEN_LIMIT", weakref.WeakKeyDictionary())
+    monkeypatch.setattr(planner, "_LEARNED_TOKEN_LIMIT", {})
 
 
 def fail_forwards_above(adapter, max_tokens, monkeypatch):

@@ -118,17 +118,19 @@ def free_memory_bytes(adapter: VideoLLMAdapter) -> int:
     return min(free)
 
 
-# Per adapter: the packed positions of the smallest forward that ran out of memory, halved (see `engine`).
-_LEARNED_TOKEN_LIMIT: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+# Per adapter (by id): the packed positions of the smallest forward that ran out of memory, halved (see `engine`).
+# A plain dict of ints: remote requests ship the planner's globals, and weak references cannot be serialized. An id
+# reused by a later adapter only makes its packs smaller, never its numbers different.
+_LEARNED_TOKEN_LIMIT: dict[int, int] = {}
 
 
 def record_out_of_memory(adapter: VideoLLMAdapter, tokens: int) -> None:
     """A forward of ``tokens`` packed positions ran out of memory: later plans for this model stay below half."""
-    _LEARNED_TOKEN_LIMIT[adapter] = max(1, min(pack_token_limit(adapter), tokens // 2))
+    _LEARNED_TOKEN_LIMIT[id(adapter)] = max(1, min(pack_token_limit(adapter), tokens // 2))
 
 
 def pack_token_limit(adapter: VideoLLMAdapter) -> int:
-    return _LEARNED_TOKEN_LIMIT.get(adapter, PACK_TOKEN_LIMIT)
+    return _LEARNED_TOKEN_LIMIT.get(id(adapter), PACK_TOKEN_LIMIT)
 
 
 # The fixed cost of one traced forward, in computed (row, position) pairs; measured on the CPU organism it is ~90.
