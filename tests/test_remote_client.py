@@ -118,7 +118,7 @@ def test_unreachable_server_fails_fast_naming_host_and_model(sdpa_adapter, tiny_
 def test_remote_plan_and_concurrency_options_are_checked(monkeypatch):
     import argparse
 
-    from mapflow.ndif_local.commands import DEFAULT_CONCURRENCY, add_remote_arguments, concurrency_from_args
+    from mapflow.cli.remote_options import DEFAULT_CONCURRENCY, add_remote_arguments, concurrency_from_args
 
     parser = argparse.ArgumentParser()
     add_remote_arguments(parser)

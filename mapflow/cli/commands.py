@@ -10,15 +10,11 @@ from pathlib import Path
 
 from ..errors import MapflowError
 from ..inputs.checks import user_path
-from ..ndif_local.commands import (
-    add_ndif_parser,
-    add_remote_arguments,
-    concurrency_from_args,
-    remote_settings_from_args,
-)
+from ..ndif_local.commands import add_ndif_parser
 from ..organism.cli_options import add_pathway_train_options, pathway_recipe_options
 from .options import parse_heads as _parse_heads
 from .options import parse_options as _parse_options
+from .remote_options import add_remote_arguments, concurrency_from_args, remote_settings_from_args
 
 
 def add_run_arguments(parser: argparse.ArgumentParser, with_study: bool = True) -> None:

@@ -1,56 +1,10 @@
-"""``mapflow run --remote`` options and ``mapflow ndif up | down | status | deploy``."""
+"""``mapflow ndif up | down | status | deploy | bench``: the local NDIF server operator's commands."""
 
 from __future__ import annotations
 
-import argparse
 import json
 from pathlib import Path
 
-from ..errors import MapflowError
-from ..remote.config import REMOTE_PLANS
-
-
-def add_remote_arguments(parser: argparse.ArgumentParser) -> None:
-    group = parser.add_argument_group("remote execution on NDIF (see README)")
-    group.add_argument("--remote", action="store_true", help="run every trace on an NDIF server")
-    group.add_argument("--ndif-host", help="server URL (else $MAPFLOW_NDIF_HOST, the config file, or the local "
-                                           "stack from `mapflow ndif up`)")
-    group.add_argument("--ndif-api-key", help="API key (else $MAPFLOW_NDIF_API_KEY or the config file)")
-    group.add_argument("--remote-model", help="the key the server deployed the model under, or its repo id "
-                                              "(default: the key `mapflow ndif deploy` gives --model)")
-    group.add_argument("--remote-config", help="TOML file with host, api_key, model, timeout_s, max_result_mb "
-                                               "(default ~/.config/mapflow/remote.toml)")
-    group.add_argument("--remote-timeout", type=float, help="seconds one remote trace may take (default 600)")
-    group.add_argument("--max-result-mb", type=float, help="largest result one remote trace may return (default 512)")
-    group.add_argument("--remote-plan", choices=REMOTE_PLANS, help="sample (default): a knockout study's whole sample "
-                       "in one request, the fast engine on the server; trace: one request per trace (naive plan)")
-    group.add_argument("--concurrency", type=int, help=f"samples in flight at once (default {DEFAULT_CONCURRENCY}); "
-                       "results are still stored in sample order")
-
-
-DEFAULT_CONCURRENCY = 2  # two requests keep one server replica busy while the other's result travels
-
-
-def concurrency_from_args(args) -> int:
-    if args.concurrency is None:
-        return DEFAULT_CONCURRENCY if args.remote else 1
-    if args.concurrency < 1:
-        raise MapflowError(f"--concurrency must be at least 1, got {args.concurrency}")
-    if args.concurrency > 1 and not args.remote:
-        raise MapflowError("--concurrency applies to remote runs (--remote); a local run measures one sample at a time")
-    return args.concurrency
-
-
-def remote_settings_from_args(args, model_dir: Path):
-    """None for a local run; else the resolved `RemoteSettings`."""
-    if not args.remote:
-        return None
-    from ..remote.config import resolve_settings
-
-    return resolve_settings(host=args.ndif_host, api_key=args.ndif_api_key, model=args.remote_model,
-                            local_model_dir=model_dir, timeout_s=args.remote_timeout,
-                            max_result_mb=args.max_result_mb, config_file=args.remote_config,
-                            plan=args.remote_plan)
 
 
 def cmd_ndif_up(args) -> int:

@@ -22,7 +22,6 @@ import signal
 import socket
 import subprocess
 import time
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from ..errors import MapflowError
