@@ -1,8 +1,7 @@
-"""Data-in layer: benchmark loaders, frame sampling/decoding and a tiny synthetic dataset."""
+"""Data-in layer: benchmark loaders and frame sampling/decoding (the synthetic benchmark's generator is
+`mapflow.organism.synthetic`)."""
 
 from __future__ import annotations
-
-from typing import Any
 
 from .benchmarks import BENCHMARKS, Benchmark, get_benchmark, load_benchmark
 from .longvideobench import load_longvideobench
@@ -45,14 +44,4 @@ __all__ = [
     "longvideobench_indices",
     "read_frames",
     "segment_midpoint_indices",
-    "write_tiny_tvbench",
 ]
-
-
-def __getattr__(name: str) -> Any:
-    # Imported lazily so `python -m mapflow.organism.synthetic` does not import its own module twice.
-    if name == "write_tiny_tvbench":
-        from ..organism.synthetic import write_tiny_tvbench
-
-        return write_tiny_tvbench
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -386,7 +386,7 @@ def _write_temporal_readme(root: Path, per_task: int, seed: int, tasks: Sequence
         "Regenerate (OUTDIR = this folder): "
         f"`python -m mapflow.organism.synthetic OUTDIR --benchmark temporal --per-task {per_task} --seed {seed}"
         + ("`" if shuffle_options else " --canonical-options`"),
-        "Generator: `mapflow/data/temporal_tasks.py`; writer: `mapflow/data/synthetic.py`.",
+        "Generator: `mapflow/organism/temporal_tasks.py`; writer: `mapflow/organism/synthetic.py`.",
     ]
     (root / "README.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
 
