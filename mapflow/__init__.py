@@ -15,7 +15,8 @@ __version__ = "0.1.0"
 
 # public name -> module that defines it (imported on first use)
 _API = {"load_model": "api", "load_benchmark": "api", "run": "api", "check": "api", "available_studies": "api",
-        "StudyConfig": "study.context", "StudyContext": "study.context", "Window": "knockout.flows", "MapflowError": "errors"}
+        "StudyConfig": "study.context", "StudyContext": "study.context", "Window": "knockout.flows",
+        "MapflowError": "errors"}
 __all__ = ["__version__", *_API]
 
 

@@ -1,8 +1,9 @@
 """The paper's analyses as one suite of runs on the embedded model organisms: the main job (`mapflow demo`).
 
-Each run is what a `mapflow run` command line would do (the same `mapflow.study.resolve.prepare_run`); the suite writes one zarr store per run into the output directory, then
-the figures, tables and the HTML report (`mapflow.viz.report`). Runs resume like any `mapflow run`, so an interrupted
-demo continues where it stopped.
+Each run is what a `mapflow run` command line would do (the same `mapflow.study.resolve.prepare_run`); the suite
+writes one zarr store per run into the output directory, then the figures, tables and the HTML report
+(`mapflow.viz.report`). Runs resume like any `mapflow run`, so an interrupted demo continues where it stopped. Which
+runs: each study's own ``DEMO`` declaration (`organism_suite`).
 """
 
 from __future__ import annotations
