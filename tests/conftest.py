@@ -42,7 +42,7 @@ def adapter64(tiny_model_dir):
 
 @pytest.fixture(scope="session")
 def tiny_benchmark(tmp_path_factory):
-    from mapflow.data import write_tiny_tvbench
+    from mapflow.organism.synthetic import write_tiny_tvbench
 
     return write_tiny_tvbench(tmp_path_factory.mktemp("bench") / "tvbench", per_task=2, seed=3)
 

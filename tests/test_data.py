@@ -20,10 +20,10 @@ from mapflow.data import (
     load_tvbench,
     read_frames,
     segment_midpoint_indices,
-    write_tiny_tvbench,
 )
 from mapflow.organism.synthetic import MOVING_DIRECTION_CANDIDATES, moving_square_frames, write_video
 from mapflow.organism.synthetic import main as synthetic_main
+from mapflow.organism.synthetic import write_tiny_tvbench
 from mapflow.data.tvbench import select_entry_indices
 from mapflow.data.video import frame_indices, linspace_indices, read_frames_from_path
 from mapflow.errors import DataError
