@@ -16,6 +16,7 @@ import torch
 from .engine import KnockoutConfig, clean_state, run_knockouts, run_naive
 from .flows import Flow
 from ..inputs.layout import TokenLayout
+from .screen import parse_plan, probability_after, screen_cells, screen_forward
 
 PREDICTED_OPTION = "predicted_option"
 SAMPLE_MODES = ("correct", "all", "wrong")
@@ -53,13 +54,10 @@ def knockout_cells(adapter, prepared, request: CellsRequest) -> dict[str, torch.
     """``clean`` (3,) float64: the clean run's predicted token, its probability and the answer token's probability
     (last position); ``runnable`` (R,) indices of the flows measured; ``p``, ``p_gt`` (R, S) float32 probabilities of
     the clean prediction and of the answer token, ``pred`` (R, S) argmax tokens. A few KiB whatever the vocabulary."""
-    from .screen import parse_plan
-
+    # module-level imports only: on an NDIF server this function runs without its module (no relative imports)
     method, verify = parse_plan(request.plan)
     screen = None
     if method in ("screen", "screen+verify"):
-        from .screen import screen_forward
-
         screen = screen_forward(adapter, prepared)
         state, logits = None, screen.logits
     else:
@@ -93,8 +91,6 @@ def knockout_cells(adapter, prepared, request: CellsRequest) -> dict[str, torch.
 
 def screen_estimates(screen, patterns, request: CellsRequest, pred: int) -> dict[str, torch.Tensor]:
     """The screen's first-order ``p``/``p_gt`` of every cell (`mapflow.knockout.screen`); ``pred`` unknown (-1)."""
-    from .screen import probability_after, screen_cells
-
     metric = request.screen_metric
     estimate = screen_cells(screen, screen.gradients([pred, request.gt_token], metric), patterns,
                             request.layer_sets).numpy()

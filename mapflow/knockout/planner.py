@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import torch
 
+from ..errors import KnockoutConfigError
 from ..models.base import VideoLLMAdapter
 from .suffix_attention import uses_dense
 
@@ -46,8 +47,6 @@ def check_heads(heads, num_heads: int, option: str = "--heads") -> tuple[int, ..
     heads = tuple(sorted({int(h) for h in heads}))
     bad = [h for h in heads if not 0 <= h < num_heads]
     if not heads or bad:
-        from ..errors import KnockoutConfigError
-
         raise KnockoutConfigError(f"{option}: head(s) {bad or 'none'} out of range; this model has heads "
                                   f"0..{num_heads - 1}")
     return heads
