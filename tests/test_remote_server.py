@@ -364,7 +364,7 @@ def test_server_dying_with_requests_in_flight_keeps_finished_samples_and_resumes
     samples = more_samples[:4]
     study = write_study(tmp_path, "server_dies", f"""
         import threading
-        from mapflow.remote import stack
+        from mapflow.ndif_local import stack
         from mapflow.studies.cross_frame import run as cross_frame
 
         seen = []
