@@ -60,3 +60,7 @@ def _map_checkout_studies() -> None:
     _sys.meta_path.insert(0, CheckoutStudies())
 
 _map_checkout_studies()
+
+from ._moved import install as _install_moved_modules  # noqa: E402  (old flat paths, e.g. mapflow.flows)
+
+_install_moved_modules(__name__)

@@ -151,3 +151,38 @@ def test_names_of_replaced_modules_still_import():
 
     with pytest.raises(AttributeError):
         mapflow.knockout.no_such_name  # noqa: B018
+
+
+@pytest.mark.parametrize("old,new", sorted(__import__("mapflow._moved", fromlist=["MOVED"]).MOVED.items()))
+def test_flat_module_paths_of_before_the_layers_are_the_moved_modules(old, new):
+    """``from mapflow.flows import Flow`` (the README of 0.1) keeps working: the old path is the new module itself."""
+    import importlib
+
+    assert importlib.import_module(f"mapflow.{old}") is importlib.import_module(f"mapflow.{new}")
+
+
+def test_an_unknown_old_path_is_still_an_import_error():
+    with pytest.raises(ModuleNotFoundError):
+        __import__("mapflow.no_such_module")
+
+
+SERVER_SIDE = ["mapflow.knockout.cells", "mapflow.knockout.engine", "mapflow.knockout.planner",
+               "mapflow.knockout.suffix_attention", "mapflow.knockout.flows", "mapflow.knockout.masks",
+               "mapflow.inputs.layout"]
+
+
+@pytest.mark.parametrize("name", SERVER_SIDE)
+def test_code_that_runs_on_an_ndif_server_imports_mapflow_at_module_level(name):
+    """A function shipped in a remote request runs without its module's package context: an import of mapflow
+    inside it fails on the server (seen as KeyError "'__name__' not in globals"), so these modules import mapflow
+    only at the top."""
+    import importlib
+    import inspect
+
+    tree = ast.parse(inspect.getsource(importlib.import_module(name)))
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            for inner in ast.walk(node):
+                if isinstance(inner, ast.ImportFrom):
+                    assert not inner.level and not (inner.module or "").startswith("mapflow"), \
+                        f"{name}.{node.name} imports {'.' * inner.level}{inner.module} inside the function"

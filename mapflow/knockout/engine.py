@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 import nnsight
 import torch
 
-from .masks import head_blocked
+from .masks import apply_layer_masks, head_blocked
 from ..models.base import PreparedInput, VideoLLMAdapter
 from .planner import (  # noqa: F401 (re-exported)
     KnockoutConfig,
@@ -295,8 +295,6 @@ def run_layer_masks(adapter: VideoLLMAdapter, prepared: PreparedInput,
                     blocked_by_layer: dict[int, torch.Tensor]) -> torch.Tensor:
     """Last-position logits of one full forward where layer ``i`` cuts its own edges ``blocked_by_layer[i]`` (the
     effective-pathway masks: a different edge set per layer). Layers not listed run unchanged."""
-    from .masks import apply_layer_masks
-
     with torch.no_grad(), adapter.trace(prepared):
         apply_layer_masks(adapter.layers, blocked_by_layer)
         logits = adapter.lm_head.output[0, -1].save()
