@@ -393,3 +393,44 @@ def test_server_dying_with_requests_in_flight_keeps_finished_samples_and_resumes
     run("cross_frame", organism, samples, tmp_path / "local.zarr", config=naive)
     assert_same_results(out, tmp_path / "local.zarr")
     assert not stack.status(ndif_stack.home)["running"]
+
+
+@pytest.mark.parametrize("batch", [2, 5])
+def test_batched_requests_match_the_local_run_with_one_request_per_batch(batch, ndif_stack, organism, more_samples,
+                                                                         tmp_path, monkeypatch):
+    """--remote-batch B: ceil(samples / B) requests, every cell the local fast plan's, stored in sample order."""
+    from mapflow.remote.client import PollingBackend
+
+    submitted = []
+    submit = PollingBackend.submit
+    monkeypatch.setattr(PollingBackend, "submit", lambda self, tracer: (submitted.append(1), submit(self, tracer))[1])
+    summary = run("information_flow", organism, more_samples, tmp_path / "remote.zarr",
+                  remote=settings_for(ndif_stack, batch=batch))
+    ids = [s.sample_id for s in more_samples]
+    assert summary.done == ids and summary.failed == {}
+    assert len(submitted) == -(-len(more_samples) // batch)
+    assert list(xr.open_zarr(tmp_path / "remote.zarr").sample.values) == ids
+    run("information_flow", organism, more_samples, tmp_path / "local.zarr")
+    assert_same_results(tmp_path / "remote.zarr", tmp_path / "local.zarr")
+    assert '"batch": %d' % batch in str(xr.open_zarr(tmp_path / "remote.zarr").attrs).replace("'", '"')
+
+
+def test_a_sample_failing_on_the_server_fails_alone_in_its_batch_and_resumes(ndif_stack, organism, samples,
+                                                                            tmp_path):
+    bad = samples[0].sample_id
+    study = write_study(tmp_path, "one_bad_layer", f"""
+        from mapflow.study.context import knockout_layer_sets
+        from mapflow.studies.cross_frame import run as cross_frame
+
+        def run(ctx):
+            if ctx.sample.sample_id == {bad!r}:  # no layer 999: the engine raises on the server, for this sample only
+                return knockout_layer_sets(ctx, ["video->last"], {{"bad": (999,)}})
+            return cross_frame(ctx)
+    """)
+    settings = settings_for(ndif_stack, batch=len(samples))
+    summary = run(study, organism, samples, tmp_path / "out.zarr", remote=settings)
+    assert list(summary.failed) == [bad] and summary.done == [s.sample_id for s in samples[1:]]
+    reason = ResultStore(tmp_path / "out.zarr").failed_samples()[bad]["reason"]
+    assert reason.startswith("RemoteJobFailed") and ndif_stack.host in reason and "raised on the server" in reason
+    summary = run("cross_frame", organism, samples, tmp_path / "out.zarr", remote=settings)
+    assert summary.done == [bad] and summary.skipped == [s.sample_id for s in samples[1:]]

@@ -25,6 +25,8 @@ def add_remote_arguments(parser: argparse.ArgumentParser) -> None:
                        "in one request, the fast engine on the server; trace: one request per trace (naive plan)")
     group.add_argument("--concurrency", type=int, help=f"samples in flight at once (default {DEFAULT_CONCURRENCY}); "
                        "results are still stored in sample order")
+    group.add_argument("--remote-batch", type=int, help="samples per request under the sample plan (default 1); "
+                       "pays off when a sample computes faster than a request's fixed cost (small models)")
 
 
 DEFAULT_CONCURRENCY = 2  # two requests keep one server replica busy while the other's result travels
@@ -49,4 +51,4 @@ def remote_settings_from_args(args, model_dir: Path):
     return resolve_settings(host=args.ndif_host, api_key=args.ndif_api_key, model=args.remote_model,
                             local_model_dir=model_dir, timeout_s=args.remote_timeout,
                             max_result_mb=args.max_result_mb, config_file=args.remote_config,
-                            plan=args.remote_plan)
+                            plan=args.remote_plan, batch=args.remote_batch)

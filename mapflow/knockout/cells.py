@@ -108,3 +108,15 @@ def verify_cells(adapter, prepared, configs, p_screen: torch.Tensor, p_base: flo
     p, p_gt = (torch.full((p_screen.numel(),), float("nan"), dtype=torch.float64) for _ in range(2))
     p[chosen], p_gt[chosen] = probs[:, pred], probs[:, gt_token]
     return {"p_exact": p.view(p_screen.shape), "p_gt_exact": p_gt.view(p_screen.shape)}
+
+
+def knockout_cells_batch(adapter, items) -> list:
+    """`knockout_cells` of several ``(prepared, request)`` samples in one server request: the i-th entry is the i-th
+    sample's cells, or the text of the error its computation raised, so a failing sample fails alone."""
+    out = []
+    for prepared, request in items:
+        try:
+            out.append(knockout_cells(adapter, prepared, request))
+        except Exception as err:  # noqa: BLE001 - reported for this sample only, the others' cells still return
+            out.append(f"{type(err).__name__}: {err}")
+    return out

@@ -3,7 +3,8 @@
 Per sample: requests sent, request bytes, result bytes, wall time locally (the fast plan) and remotely (the sample
 plan, and with ``--trace-plan`` the per-trace naive plan too), the remote/local ratio, and the largest difference in
 any probability between the two runs. With ``--concurrency N`` the remote samples are also run N at a time, and
-that sweep's total wall time is reported. Timings are in-process (model loading and imports excluded).
+that sweep's total wall time is reported; with ``--remote-batch B`` that sweep sends B samples per request (N
+requests in flight), and its wall time and max |dp| against the local run are reported. Timings are in-process (model loading and imports excluded).
 """
 
 from __future__ import annotations
@@ -31,7 +32,8 @@ def _timed(measure, sample, stats=None):
     return result, wall, counts
 
 
-def bench(study, adapter, samples, config, settings, *, trace_plan: bool = False, concurrency: int = 1) -> dict:
+def bench(study, adapter, samples, config, settings, *, trace_plan: bool = False, concurrency: int = 1,
+          batch: int = 1) -> dict:
     from ..study.inflight import in_order
     from ..study.runner import measure_sample
     from ..remote.run import prepare_remote_run
@@ -41,6 +43,7 @@ def bench(study, adapter, samples, config, settings, *, trace_plan: bool = False
     def local(sample):
         return measure_sample(study, adapter, sample, config, "bench")
 
+    settings = replace(settings, batch=1)  # the per-sample rows: one request each
     remote_adapter, remote_config, _ = prepare_remote_run(study, adapter, config, settings)
 
     def remote(sample):
@@ -48,8 +51,10 @@ def bench(study, adapter, samples, config, settings, *, trace_plan: bool = False
 
     if trace_plan:
         trace_adapter, trace_config, _ = prepare_remote_run(study, adapter, config, replace(settings, plan="trace"))
+    expected_of = {}
     for sample in samples:
         expected, local_wall, _ = _timed(local, sample)
+        expected_of[sample.sample_id] = expected
         got, remote_wall, counts = _timed(remote, sample, remote_adapter.model.stats)
         row = {"sample": sample.sample_id, **counts, "local_s": local_wall, "remote_s": remote_wall,
                "ratio": remote_wall / local_wall, "max_dp": max_abs_difference(got, expected)}
@@ -61,12 +66,16 @@ def bench(study, adapter, samples, config, settings, *, trace_plan: bool = False
                        trace_s=naive_wall, trace_max_dp=max_abs_difference(got, naive))
         rows.append(row)
     report = {"rows": rows}
-    if concurrency > 1:
-        start = time.perf_counter()
-        for _, outcome in in_order(samples, remote, concurrency, catch=()):
-            pass
-        report["concurrent"] = {"concurrency": concurrency, "wall_s": time.perf_counter() - start,
-                                "sequential_wall_s": sum(r["remote_s"] for r in rows)}
+    if concurrency > 1 or batch > 1:
+        swept, swept_config, _ = prepare_remote_run(study, adapter, config, replace(settings, batch=batch))
+        start, max_dp = time.perf_counter(), 0.0
+        for sample, outcome in in_order(samples, lambda s: measure_sample(study, swept, s, swept_config, "bench"),
+                                        concurrency * batch, catch=()):
+            max_dp = max(max_dp, max_abs_difference(outcome, expected_of[sample.sample_id]))
+        report["concurrent"] = {"concurrency": concurrency, "batch": batch, "wall_s": time.perf_counter() - start,
+                                "sequential_wall_s": sum(r["remote_s"] for r in rows),
+                                "local_wall_s": sum(r["local_s"] for r in rows), "samples": len(samples),
+                                "requests": swept.model.stats.snapshot()["requests"], "max_dp": max_dp}
     return report
 
 
@@ -93,8 +102,11 @@ def format_report(report: dict) -> str:
                      f"{total_remote / total_local:>7.2f}{max(r['max_dp'] for r in rows):>10.1e}")
     if "concurrent" in report:
         c = report["concurrent"]
-        lines.append(f"remote, {c['concurrency']} samples in flight: {c['wall_s']:.2f} s for the sweep "
-                     f"(one at a time: {c['sequential_wall_s']:.2f} s, {c['sequential_wall_s'] / c['wall_s']:.2f}x)")
+        lines.append(f"remote, {c['concurrency']} request(s) in flight, {c['batch']} sample(s) per request: "
+                     f"{c['wall_s']:.2f} s for the sweep, {c['requests']} requests "
+                     f"(one at a time: {c['sequential_wall_s']:.2f} s, {c['sequential_wall_s'] / c['wall_s']:.2f}x); "
+                     f"per sample {c['wall_s'] / c['samples']:.2f} s = {c['wall_s'] / c['local_wall_s']:.2f}x local, "
+                     f"max|dp| {c['max_dp']:.1e}")
     return "\n".join(lines)
 
 
@@ -105,6 +117,7 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--limit", type=int, default=1, help="samples per task")
     parser.add_argument("--tasks", nargs="*", help="benchmark tasks (default: all)")
     parser.add_argument("--concurrency", type=int, default=1, help="also run the remote sweep N samples at a time")
+    parser.add_argument("--remote-batch", type=int, default=1, help="samples per request in the concurrent sweep")
     parser.add_argument("--trace-plan", action="store_true", help="also run the per-trace (naive) remote plan")
     parser.add_argument("--ndif-host", help="server URL (default: the local stack from `mapflow ndif up`)")
 
@@ -128,7 +141,7 @@ def cmd_bench(args) -> int:
     config = StudyConfig(window=Window("center", args.window), samples="all", prompt_template=template)
     settings = resolve_settings(host=args.ndif_host, local_model_dir=model_dir)
     report = bench(load_study(args.study), adapter, samples, config, settings, trace_plan=args.trace_plan,
-                   concurrency=args.concurrency)
+                   concurrency=args.concurrency, batch=args.remote_batch)
     print(f"mapflow ndif bench: {args.study}, window {args.window}, {len(samples)} sample(s), {settings.host}")
     print(format_report(report))
     return 0

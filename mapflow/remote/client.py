@@ -188,6 +188,8 @@ class RemoteModel:
         self.server_plan = server_plan  # the engine plan a sample request runs on the server
         self.stats = RequestStats()
         self.cancelled = threading.Event()
+        self._batch_lock = threading.Lock()
+        self._batchers = {}  # id(adapter view) -> Batcher (--remote-batch > 1)
         _memoize_source_scans()
         for name in (*SHIPPED_PACKAGES, *ship_modules):
             nnsight.register(name)
@@ -214,12 +216,32 @@ class RemoteModel:
         if self.settings.plan != "sample":
             return knockout_cells(adapter, prepared, request)
         request = replace(request, plan=self.server_plan)
+        if self.settings.batch > 1:  # wait briefly for other samples in flight, one request for them all
+            return self._batcher(adapter).submit((prepared, request))
         # the block ships the adapter, whose ``hf_model`` is the root module: an envoy tags its module (and the
         # interleaver) as a server-side reference when it is pickled, so tag the root before the adapter is
         self._local_model.__getstate__()
         with self._local_model.session(backend=self._backend()):
             cells = nnsight.save(knockout_cells(adapter, prepared, request))
         return cells
+
+    def _batcher(self, adapter):
+        from .batch import Batcher
+
+        with self._batch_lock:
+            if self._batchers.get(id(adapter)) is None:
+                self._batchers[id(adapter)] = Batcher(self.settings.batch, functools.partial(self._send_batch, adapter))
+            return self._batchers[id(adapter)]
+
+    def _send_batch(self, adapter, items) -> list:
+        """`knockout_cells_batch` of ``items`` in one request; a sample whose computation raised gets its error."""
+        from ..knockout.cells import knockout_cells_batch
+
+        self._local_model.__getstate__()  # as in `run_cells`
+        with self._local_model.session(backend=self._backend()):
+            results = nnsight.save(knockout_cells_batch(adapter, list(items)))
+        return [RemoteJobFailed(f"the sample's computation raised on the server: {r}", host=self.settings.host,
+                                model=self.settings.model_label) if isinstance(r, str) else r for r in results]
 
     def __getattr__(self, name):
         return getattr(self._local_model, name)

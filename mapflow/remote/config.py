@@ -40,6 +40,11 @@ def resolve_model_key(model: str) -> str:
     return model_key_for(str(path.resolve()) if path.exists() else model)
 
 
+# One sample per request unless asked: batching pays off only when a sample's compute is shorter than a request's
+# fixed cost (small models; see README), and a batch's request fails or times out for all of its samples at once.
+DEFAULT_BATCH = 1
+
+
 @dataclass(frozen=True)
 class RemoteSettings:
     host: str
@@ -52,10 +57,14 @@ class RemoteSettings:
     # "sample": a knockout study's whole sample is one request running the fast engine on the server; "trace": every
     # trace is its own request (the naive plan, one full forward per cell)
     plan: str = "sample"
+    # samples per request under the sample plan (`mapflow.remote.batch`): B samples in flight share one request
+    batch: int = DEFAULT_BATCH
 
     def __post_init__(self):
         if self.plan not in REMOTE_PLANS:
             raise MapflowError(f"remote plan must be one of {REMOTE_PLANS}, got {self.plan!r}")
+        if not isinstance(self.batch, int) or self.batch < 1:
+            raise MapflowError(f"remote batch (--remote-batch) must be a whole number of at least 1, got {self.batch!r}")
 
     @property
     def model_label(self) -> str:
@@ -68,7 +77,8 @@ class RemoteSettings:
     def describe(self) -> dict:
         """For a run's provenance (never the API key)."""
         return {"host": self.host, "model_key": self.model_key, "timeout_s": self.timeout_s,
-                "max_result_mb": self.max_result_mb, "plan": self.plan}
+                "max_result_mb": self.max_result_mb, "plan": self.plan,
+                "batch": self.batch}
 
 
 def load_config_file(path: str | os.PathLike | None) -> dict:
@@ -87,7 +97,7 @@ def load_config_file(path: str | os.PathLike | None) -> dict:
 def resolve_settings(*, host: str | None = None, api_key: str | None = None, model: str | None = None,
                      local_model_dir: str | os.PathLike | None = None, timeout_s: float | None = None,
                      max_result_mb: float | None = None, config_file: str | os.PathLike | None = None,
-                     plan: str | None = None) -> RemoteSettings:
+                     plan: str | None = None, batch: int | None = None) -> RemoteSettings:
     """Settings from arguments, then environment, then config file, then the local stack (host only).
 
     The model defaults to the local checkpoint directory the client loads its structure from: that is the key
@@ -123,4 +133,12 @@ def resolve_settings(*, host: str | None = None, api_key: str | None = None, mod
         max_result_mb=float(pick(max_result_mb, "MAPFLOW_NDIF_MAX_RESULT_MB", "max_result_mb")
                             or DEFAULT_MAX_RESULT_MB),
         plan=str(pick(plan, "MAPFLOW_NDIF_PLAN", "plan") or "sample"),
+        batch=_whole(pick(batch, "MAPFLOW_NDIF_BATCH", "batch") or DEFAULT_BATCH, "remote batch"),
     )
+
+
+def _whole(value, what: str) -> int:
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        raise MapflowError(f"{what} must be a whole number, got {value!r}") from None

@@ -121,6 +121,7 @@ def run_study(study: ModuleType, adapter: VideoLLMAdapter, samples: list[Sample]
 
         adapter, config, settings = prepare_remote_run(study, adapter, config, remote)
         provenance = {**provenance, "runtime": {**provenance.get("runtime", {}), "remote": settings.describe()}}
+        concurrency *= settings.batch  # each request in flight carries a batch of samples
     store = ResultStore.create_or_resume(out, provenance, resume=resume, overwrite=overwrite)
     summary = RunSummary(out=Path(out))
     completed = store.completed_sample_ids()
