@@ -356,45 +356,6 @@ def test_a_notebook_function_runs_through_mf_run_remotely_with_the_local_numbers
     assert ndif_stack.host in str(remote.attrs["provenance"]["runtime"])
 
 
-def test_server_dying_with_requests_in_flight_keeps_finished_samples_and_resumes(ndif_stack, organism, more_samples,
-                                                                                 tmp_path):
-    """Runs last: it stops the session's server, when the third sample begins, with two samples in flight."""
-    from mapflow.ndif_local import stack
-
-    samples = more_samples[:4]
-    study = write_study(tmp_path, "server_dies", f"""
-        import threading
-        from mapflow.ndif_local import stack
-        from mapflow.studies.cross_frame import run as cross_frame
-
-        seen = []
-        lock = threading.Lock()
-
-        def run(ctx):
-            with lock:
-                seen.append(ctx.sample.sample_id)
-                if len(seen) == 3:
-                    stack.down({ndif_stack.home!r})
-            return cross_frame(ctx)
-    """)
-    out = tmp_path / "out.zarr"
-    with pytest.raises(ServerUnreachable) as caught:
-        run(study, organism, samples, out, remote=settings_for(ndif_stack), concurrency=2)
-    message = str(caught.value)
-    ids = [s.sample_id for s in samples]
-    assert ndif_stack.host in message and "organism-video" in message and any(i in message for i in ids)
-    store = ResultStore(out)
-    kept = list(xr.open_zarr(out).sample.values) if store.committed_count else []  # the store opens whole
-    assert kept == ids[:len(kept)] and len(kept) < 3 and store.failed_samples() == {}  # an in-order prefix
-    # the re-run (here locally: the server is gone) resumes after the stored samples and ends where a clean run ends
-    naive = replace(CONFIG, plan="naive")
-    summary = run("cross_frame", organism, samples, out, config=naive)
-    assert summary.skipped == kept and summary.done == ids[len(kept):]
-    run("cross_frame", organism, samples, tmp_path / "local.zarr", config=naive)
-    assert_same_results(out, tmp_path / "local.zarr")
-    assert not stack.status(ndif_stack.home)["running"]
-
-
 @pytest.mark.parametrize("batch", [2, 5])
 def test_batched_requests_match_the_local_run_with_one_request_per_batch(batch, ndif_stack, organism, more_samples,
                                                                          tmp_path, monkeypatch):
@@ -434,3 +395,43 @@ def test_a_sample_failing_on_the_server_fails_alone_in_its_batch_and_resumes(ndi
     assert reason.startswith("RemoteJobFailed") and ndif_stack.host in reason and "raised on the server" in reason
     summary = run("cross_frame", organism, samples, tmp_path / "out.zarr", remote=settings)
     assert summary.done == [bad] and summary.skipped == [s.sample_id for s in samples[1:]]
+
+
+def test_server_dying_with_requests_in_flight_keeps_finished_samples_and_resumes(ndif_stack, organism, more_samples,
+                                                                                 tmp_path):
+    """Runs last: it stops the session's server, when the third sample begins, with two samples in flight."""
+    from mapflow.ndif_local import stack
+
+    samples = more_samples[:4]
+    study = write_study(tmp_path, "server_dies", f"""
+        import threading
+        from mapflow.ndif_local import stack
+        from mapflow.studies.cross_frame import run as cross_frame
+
+        seen = []
+        lock = threading.Lock()
+
+        def run(ctx):
+            with lock:
+                seen.append(ctx.sample.sample_id)
+                if len(seen) == 3:
+                    stack.down({ndif_stack.home!r})
+            return cross_frame(ctx)
+    """)
+    out = tmp_path / "out.zarr"
+    with pytest.raises(ServerUnreachable) as caught:
+        run(study, organism, samples, out, remote=settings_for(ndif_stack), concurrency=2)
+    message = str(caught.value)
+    ids = [s.sample_id for s in samples]
+    assert ndif_stack.host in message and "organism-video" in message and any(i in message for i in ids)
+    store = ResultStore(out)
+    kept = list(xr.open_zarr(out).sample.values) if store.committed_count else []  # the store opens whole
+    assert kept == ids[:len(kept)] and len(kept) < 3 and store.failed_samples() == {}  # an in-order prefix
+    # the re-run (here locally: the server is gone) resumes after the stored samples and ends where a clean run ends
+    naive = replace(CONFIG, plan="naive")
+    summary = run("cross_frame", organism, samples, out, config=naive)
+    assert summary.skipped == kept and summary.done == ids[len(kept):]
+    run("cross_frame", organism, samples, tmp_path / "local.zarr", config=naive)
+    assert_same_results(out, tmp_path / "local.zarr")
+    assert not stack.status(ndif_stack.home)["running"]
+

@@ -12,7 +12,7 @@ import threading
 import time
 from typing import Callable, Sequence
 
-LINGER_S = 0.5  # how long a sample waits for others to join its batch: well under one request's cost
+LINGER_S = 0.2  # how long a sample waits for others to join its batch (a partial last batch waits this long)
 
 
 class _Slot:
