@@ -68,3 +68,23 @@ def test_batch_size_is_checked():
     with pytest.raises(MapflowError, match="remote batch"):
         RemoteSettings(host="http://x", model_key="m", batch=0)
     assert RemoteSettings(host="http://x", model_key="m").describe()["batch"] == 1
+
+
+def test_batch_comes_from_the_environment_and_the_cli_refuses_it_without_remote(monkeypatch, tmp_path):
+    import argparse
+
+    from mapflow.cli.remote_options import add_remote_arguments, remote_settings_from_args
+    from mapflow.remote.config import resolve_settings
+
+    empty = tmp_path / "remote.toml"
+    empty.write_text("")
+    monkeypatch.setenv("MAPFLOW_NDIF_BATCH", "4")
+    assert resolve_settings(host="http://x", model="m", config_file=empty).batch == 4
+    monkeypatch.setenv("MAPFLOW_NDIF_BATCH", "four")
+    with pytest.raises(MapflowError, match="remote batch must be a whole number"):
+        resolve_settings(host="http://x", model="m", config_file=empty)
+    parser = argparse.ArgumentParser()
+    add_remote_arguments(parser)
+    with pytest.raises(MapflowError, match="--remote-batch applies to remote runs"):
+        remote_settings_from_args(parser.parse_args(["--remote-batch", "4"]), tmp_path)
+    assert remote_settings_from_args(parser.parse_args([]), tmp_path) is None

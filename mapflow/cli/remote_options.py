@@ -45,6 +45,8 @@ def concurrency_from_args(args) -> int:
 def remote_settings_from_args(args, model_dir: Path):
     """None for a local run; else the resolved `RemoteSettings`."""
     if not args.remote:
+        if getattr(args, "remote_batch", None) is not None:
+            raise MapflowError("--remote-batch applies to remote runs (--remote)")
         return None
     from ..remote.config import resolve_settings
 
