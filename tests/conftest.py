@@ -61,6 +61,18 @@ def frames():
     return np.random.default_rng(0).integers(0, 256, (4, 40, 48, 3), dtype=np.uint8)
 
 
+def study_context(adapter, sample, frames, template=None, **config):
+    """A study's context on one sample, as the runner builds it (``template`` default: the paper's LLaVA prompt)."""
+    from mapflow.inputs.prompts import LLAVA_MCQA, build_prompt
+    from mapflow.study.context import StudyConfig, StudyContext
+
+    prompt = build_prompt(sample, template or LLAVA_MCQA)
+    prepared = adapter.prepare(frames, prompt.segments, option_letters=prompt.option_letters,
+                               true_letter=prompt.true_letter)
+    return StudyContext(adapter=adapter, sample=sample, prepared=prepared, config=StudyConfig(**config), prompt=prompt,
+                        frames=frames)
+
+
 def prepare_mcqa(adapter, sample, frames):
     from mapflow.inputs.prompts import mcqa_segments
 

@@ -2,18 +2,12 @@ import numpy as np
 import pytest
 import torch
 
-from mapflow.study.context import StudyConfig, StudyContext, clean_run, knockout_sweep
+from mapflow.study.context import clean_run, knockout_sweep
 from mapflow.knockout.flows import Flow, Window
 from mapflow.knockout.masks import apply_knockout
-from mapflow.inputs.prompts import LLAVA_MCQA, LLAVA_OPEN_ENDED, build_prompt
+from mapflow.inputs.prompts import LLAVA_OPEN_ENDED
+from conftest import study_context as context
 from tolerances import rel_change_bound, rounding_bound
-
-
-def context(adapter, sample, frames, template=LLAVA_MCQA, **config):
-    prompt = build_prompt(sample, template)
-    prepared = adapter.prepare(frames, prompt.segments, option_letters=prompt.option_letters,
-                               true_letter=prompt.true_letter)
-    return StudyContext(adapter=adapter, sample=sample, prepared=prepared, config=StudyConfig(**config), prompt=prompt)
 
 
 def last_probabilities(adapter, prepared, blocked, layers):

@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 import torch
 
-from mapflow.study.context import StudyConfig, StudyContext, knockout_sweep
+from mapflow.study.context import StudyConfig, knockout_sweep
 from mapflow.knockout.calibrate import cell_metrics, ranks
 from mapflow.errors import KnockoutConfigError
 from mapflow.knockout.flows import Flow, Window
-from mapflow.inputs.prompts import LLAVA_MCQA, build_prompt
+from conftest import study_context
 
 
 def study(name):
@@ -20,12 +20,7 @@ def study(name):
 
 
 def context(adapter, sample, frames, **config):
-    prompt = build_prompt(sample, LLAVA_MCQA)
-    prepared = adapter.prepare(frames, prompt.segments, option_letters=prompt.option_letters,
-                               true_letter=prompt.true_letter)
-    config = {"samples": "all", "window": Window("center", 3), **config}
-    return StudyContext(adapter=adapter, sample=sample, prepared=prepared, config=StudyConfig(**config),
-                        prompt=prompt, frames=frames)
+    return study_context(adapter, sample, frames, **{"samples": "all", "window": Window("center", 3), **config})
 
 
 def hooked_probs(adapter, prepared, blocked, layers, heads=None):

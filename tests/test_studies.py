@@ -9,8 +9,6 @@ import xarray as xr
 
 from mapflow.study.context import (
     CleanRun,
-    StudyConfig,
-    StudyContext,
     clean_run,
     knockout_sweep,
     layout_with_prediction,
@@ -18,19 +16,11 @@ from mapflow.study.context import (
 )
 from mapflow.knockout.flows import Flow, Window
 from mapflow.readouts.pathways import kept_edges, parse_layers, pathway_masks
-from mapflow.inputs.prompts import LLAVA_MCQA, build_prompt
+from conftest import study_context as context
 
 
 def study(name):
     return importlib.import_module(f"mapflow.studies.{name}")
-
-
-def context(adapter, sample, frames, **config):
-    prompt = build_prompt(sample, LLAVA_MCQA)
-    prepared = adapter.prepare(frames, prompt.segments, option_letters=prompt.option_letters,
-                               true_letter=prompt.true_letter)
-    return StudyContext(adapter=adapter, sample=sample, prepared=prepared, config=StudyConfig(**config), prompt=prompt,
-                        frames=frames)
 
 
 def plain_probs(adapter, prepared, blocked_by_layer=None):
