@@ -213,7 +213,6 @@ def measure_knockouts(ctx: StudyContext, flows, layer_sets, *, dim: str, labels,
     p_new = np.full(shape, np.nan)
     p_gt_new = np.full(shape, np.nan)
     pred_new = np.full(shape, -1, dtype=np.int64)
-    exact = None
     run_it = wants_knockout(clean, ctx.config.samples)
     runnable = cells["runnable"].tolist()
     if run_it and "p" in cells:
