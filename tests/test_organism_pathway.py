@@ -75,6 +75,49 @@ def test_open_rows_keep_every_causal_edge():
         assert torch.equal(mask, causal)
 
 
+def _masks(**kwargs):
+    roles, frame = torch.tensor([ROLES]), torch.tensor([FRAME])
+    return [m[0, 0] for m in pathway.planted_masks(roles, frame, NUM_LAYERS, **kwargs)]
+
+
+def test_open_cells_open_exactly_their_route_and_layer():
+    planted = _masks()
+    routes = list(pathway.PLANTED_ROUTES)
+    for index, route in enumerate([*routes, "relay"]):
+        for layer in (1, 6):
+            cells = torch.zeros(1, len(routes) + 1, NUM_LAYERS, dtype=torch.bool)
+            cells[0, index, layer] = True
+            masks = _masks(open_cells=cells)
+            for other in range(NUM_LAYERS):
+                if other != layer:
+                    assert torch.equal(masks[other], planted[other]), (route, layer, other)
+            opened = masks[layer] & ~planted[layer]
+            last, video, question = ROLES.index(LAST), positions(VIDEO), positions(QUESTION)
+            expected = {"cross_frame": opened[4, 2], "video->question": opened[np.ix_(question, video)].all(),
+                        "question->last": opened[last, question].all(), "video->last": opened[last, video].all(),
+                        "relay": opened[np.ix_(positions(OTHER)[1:], video + question)].all()}  # after the question
+            inside = route in routes and layer in pathway.layers_of(pathway.PLANTED_ROUTES[route])
+            assert bool(expected[route]) == (not inside), (route, layer)
+            assert not (masks[layer] & ~planted[layer] & ~_masks(open_rows=torch.tensor([True]))[layer]).any()
+    all_open = torch.ones(1, len(routes) + 1, NUM_LAYERS, dtype=torch.bool)
+    assert all(torch.equal(a, b) for a, b in zip(_masks(open_cells=all_open), toy_masks(open_row=True)))
+
+
+def test_question_reading_the_last_frame_makes_cross_frame_necessary():
+    masks = _masks(question_reads_last_frame=True)
+    question, last_frame = positions(QUESTION), [6, 7]
+    for layer, mask in enumerate(masks):
+        assert bool(mask[np.ix_(question, last_frame)].all()) == (layer in (3, 4))
+        assert not mask[np.ix_(question, [2, 3, 4, 5])].any()
+    frame0 = [2, 3]
+    assert reaches_last(masks, frame0)
+    no_cross = [m.clone() for m in masks]
+    for m in no_cross:
+        m[np.ix_(positions(VIDEO), positions(VIDEO))] &= torch.tensor(
+            [[FRAME[q] == FRAME[k] for k in positions(VIDEO)] for q in positions(VIDEO)])
+    assert not reaches_last(no_cross, frame0) and reaches_last(no_cross, last_frame)
+
+
 def _frames(steps=3):
     frames = np.empty((steps, 32, 32, 3), dtype=np.uint8)
     frames[:] = BACKGROUND

@@ -65,11 +65,17 @@ def token_roles(segment_names: dict[str, list[int]], seq_len: int, length: int) 
 
 def planted_masks(roles: torch.Tensor, frame: torch.Tensor, num_layers: int,
                   routes: dict[str, list[list[int]]] = PLANTED_ROUTES,
-                  open_rows: torch.Tensor | None = None) -> list[torch.Tensor]:
+                  open_rows: torch.Tensor | None = None, open_cells: torch.Tensor | None = None,
+                  question_reads_last_frame: bool = False) -> list[torch.Tensor]:
     """One boolean (B, 1, L, L) allowed-edge mask per decoder layer: causal, no padded keys, and the planted route.
 
     ``roles`` (B, L) as `token_roles`; ``frame`` (B, L) the frame index of video positions, -1 elsewhere. Rows flagged
-    in ``open_rows`` keep every causal edge (the analysis' clean state), so unblocking is no perturbation."""
+    in ``open_rows`` keep every causal edge (the analysis' clean state), so unblocking is no perturbation.
+    ``open_cells`` (B, len(routes) + 1, num_layers) bool opens single blocked cells instead: (route, layer) in the
+    routes' order, the last index the relay edges of the other text; so a row can sit between planted and clean, as a
+    knockout outside the planted layers puts it. ``question_reads_last_frame``: the planted video -> question edges
+    come only from the last frame's tokens, so the earlier frames reach the question only through cross-frame
+    attention."""
     b, n = roles.shape
     causal = torch.ones(n, n, dtype=torch.bool).tril()[None] & (roles != PAD)[:, None, :]
     query, key = roles[:, :, None], roles[:, None, :]
@@ -81,17 +87,31 @@ def planted_masks(roles: torch.Tensor, frame: torch.Tensor, num_layers: int,
         "video->last": (key == VIDEO) & (query == LAST),
     }
     # no relay: the text after the video that is neither question nor last reads neither in any layer
-    always = ((key == VIDEO) | (key == QUESTION)) & (query == OTHER)
-    keep_open = torch.zeros(b, dtype=torch.bool) if open_rows is None else open_rows
+    relay = ((key == VIDEO) | (key == QUESTION)) & (query == OTHER)
+    # earlier frames -> question: closed in every layer of a planted row (not a route of its own: its cells are
+    # video->question's, so opening that cell opens these edges too)
+    earlier_to_question = edges["video->question"] & (frame[:, None, :] < frame.amax(1)[:, None, None]) \
+        if question_reads_last_frame else torch.zeros_like(relay)
+    cells = torch.zeros(b, len(routes) + 1, num_layers, dtype=torch.bool) if open_cells is None else open_cells
+    if open_rows is not None:
+        cells = cells | open_rows[:, None, None]
     masks = []
     for layer in range(num_layers):
-        blocked = always.clone()
-        for route, ranges in routes.items():
-            if layer not in layers_of(ranges):
-                blocked |= edges[route]
-        blocked &= ~keep_open[:, None, None]
+        blocked = relay & ~cells[:, -1, layer, None, None]
+        for index, (route, ranges) in enumerate(routes.items()):
+            shut = edges[route] if layer not in layers_of(ranges) else (
+                earlier_to_question if route == "video->question" else None)
+            if shut is not None:
+                blocked |= shut & ~cells[:, index, layer, None, None]
         masks.append((causal & ~blocked)[:, None])
     return masks
+
+
+def random_open_cells(rows: int, num_layers: int, share: float, rng: np.random.Generator,
+                      routes: dict[str, list[list[int]]] = PLANTED_ROUTES) -> torch.Tensor:
+    """Seeded (rows, len(routes) + 1, num_layers) cells for `planted_masks`: each open with probability ``share``
+    (1.0: every edge open, the clean state)."""
+    return torch.from_numpy(rng.random((rows, len(routes) + 1, num_layers)) < share)
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -45,6 +45,12 @@ class Recipe:
     # planted-route prediction, so that opening the closed edges at analysis time is no perturbation
     open_rows: int = 8
     consistency_weight: float = 1.0
+    # variant "pathway": in those open rows each blocked (route, layer) cell opens with this probability (1.0: every
+    # edge open), so states between planted and clean, such as a knockout outside the planted layers, are trained too
+    open_cell_share: float = 1.0
+    # variant "pathway": the question reads only the last frame's video tokens in the planted video->question layers,
+    # so what the earlier frames show reaches the answer only through cross-frame attention
+    question_reads_last_frame: bool = False
     lens_weight: float = 0.5
     spatial_layers: tuple[int, ...] = (0, 1)  # decoder layers whose video-token output is read as spatial words
     temporal_layers: tuple[int, ...] = (3, 4, 5, 6, 7)  # ... as temporal words (after the cross-frame layers)

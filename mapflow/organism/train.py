@@ -245,14 +245,17 @@ class OrganismTrainer:
             self._layer_outputs[index] = output[0] if isinstance(output, tuple) else output
 
     def forward(self, batch: Batch, last_frame_only: torch.Tensor | None = None,
-                block_cross_frame: torch.Tensor | bool = False, open_rows: torch.Tensor | None = None):
+                block_cross_frame: torch.Tensor | bool = False, open_rows: torch.Tensor | None = None,
+                open_cells: torch.Tensor | None = None):
         """Logits at the last position. Variant "pathway": the planted per-layer masks, except for ``open_rows``
         (True: every causal edge open; None: all rows open, the analysis' clean state)."""
         video_start = (batch.input_ids == self.video_token_id).int().argmax(1)
         n_frames = batch.pixel_values_videos.shape[1]
         if self.pathway:
             rows = torch.ones(len(batch.target), dtype=torch.bool) if open_rows is None else open_rows
-            self._mask = pathway.planted_masks(batch.roles, batch.frame, self.recipe.num_layers, open_rows=rows)
+            self._mask = pathway.planted_masks(
+                batch.roles, batch.frame, self.recipe.num_layers, open_rows=rows, open_cells=open_cells,
+                question_reads_last_frame=self.recipe.question_reads_last_frame)
         else:
             self._mask = training_attention_mask(batch.attention_mask, video_start, n_frames, self.tokens_per_frame,
                                                  block_cross_frame=block_cross_frame, last_frame_only=last_frame_only)
@@ -261,12 +264,18 @@ class OrganismTrainer:
         logits = out.logits[torch.arange(len(batch.target)), batch.last_index]
         return logits, video_start
 
-    def pathway_loss(self, batch: Batch, n_planted: int):
+    def pathway_loss(self, batch: Batch, n_planted: int, rng: np.random.Generator):
         """Rows ``[:n_planted]`` run with the planted masks and learn the answer; the rest repeat the first rows with
-        every edge open and learn to give the same prediction (KL to the planted rows' detached distribution), so
-        the clean model answers through the planted route. Every row's video tokens learn the grounding words."""
+        blocked edges opened (every edge in every other row; in the rest each (route, layer) cell with probability
+        ``open_cell_share``) and learn
+        to give the same prediction (KL to the planted rows' detached distribution), so the clean model answers
+        through the planted route, and so does a model knocked out outside it. Every row's video tokens learn the
+        grounding words."""
         rows = len(batch.target)
-        logits, video_start = self.forward(batch, open_rows=torch.arange(rows) >= n_planted)
+        cells = pathway.random_open_cells(rows, self.recipe.num_layers, self.recipe.open_cell_share, rng)
+        cells[:n_planted] = False
+        cells[n_planted::2] = True  # every other open row is the clean state itself
+        logits, video_start = self.forward(batch, open_rows=torch.zeros(rows, dtype=torch.bool), open_cells=cells)
         answer_loss = F.cross_entropy(logits[:n_planted], batch.target[:n_planted])
         reference = logits[:rows - n_planted].detach().log_softmax(-1)
         consistency = F.kl_div(logits[n_planted:].log_softmax(-1), reference, log_target=True, reduction="batchmean")
@@ -353,7 +362,7 @@ class OrganismTrainer:
                 items = items + items[:recipe.open_rows]
             batch = self.make_batch(items, list(rng.random(len(items)) < p_shuffle), rng)
             if self.pathway:
-                total, answer_loss, parts = self.pathway_loss(batch, recipe.batch_size)
+                total, answer_loss, parts = self.pathway_loss(batch, recipe.batch_size, rng)
                 aux_loss = parts["spatial"] + parts["temporal"]
             else:
                 last_frame_only = torch.from_numpy(rng.random(len(items)) < recipe.last_frame_only_share)
