@@ -1,6 +1,6 @@
 """Effective pathways (paper §3.5, Table 3 / Table A): accuracy when only the identified routes stay open.
 
-Per sample, five forwards: clean; ``effective`` (the released code's masks, spec A6); ``effective_strict`` (also
+Per sample, five forwards (one request on a server): clean; ``effective`` (the released code's masks, spec A6); ``effective_strict`` (also
 closes the bridge and post-prompt routes the released code leaves open); and the seeded random-blocking controls
 ``random`` and ``random_strict`` at the same edge budgets. Stores the prediction, correctness, answer probability and
 kept attention edges (over all layers, once per layer) of each.
@@ -16,11 +16,10 @@ videollama3`` (Table 3's ranges, scaled to the model's depth; default llava-7b).
 from functools import lru_cache
 
 import numpy as np
-import torch
 import xarray as xr
 
-from mapflow.study.context import StudyContext, clean_run
-from mapflow.knockout.engine import run_layer_masks
+from mapflow.study.context import StudyContext, clean_from_readouts, sample_measurement
+from mapflow.knockout.cells import layer_mask_readouts, pack_layer_masks
 from mapflow.errors import MapflowError
 from mapflow.readouts.pathways import (
     ROUTES,
@@ -77,7 +76,6 @@ DEMO = (  # its runs in the demo suite; `order` places them in the suite
 def run(ctx: StudyContext):
     layers = pathway_layers(ctx)
     num_layers = ctx.adapter.num_layers
-    clean = clean_run(ctx)
     effective = pathway_masks(ctx.layout, layers, num_layers)
     strict = pathway_masks(ctx.layout, layers, num_layers, strict=True)
     total = causal_edges(ctx.layout.seq_len) * num_layers
@@ -85,13 +83,13 @@ def run(ctx: StudyContext):
              "random": random_masks(ctx.layout, total - kept_edges(effective), num_layers, ctx.rng("random")),
              "random_strict": random_masks(ctx.layout, total - kept_edges(strict), num_layers,
                                            ctx.rng("random_strict"))}
-    preds, p_answer, kept = [clean.pred], [clean.p_gt_base], [total]
-    for name in CONDITIONS[1:]:
-        blocked = {i: torch.from_numpy(m) for i, m in enumerate(masks[name])}
-        probs = run_layer_masks(ctx.adapter, ctx.prepared, blocked).softmax(-1)
-        preds.append(int(probs.argmax()))
-        p_answer.append(float(probs[clean.gt_token]))
-        kept.append(kept_edges(masks[name]))
+    # the clean run and the four conditions: one request per sample on a server (the masks travel as bits)
+    readouts = sample_measurement(ctx, layer_mask_readouts, tuple(pack_layer_masks(masks[name])
+                                                                  for name in CONDITIONS[1:]), ctx.answer_token_id())
+    clean = clean_from_readouts(ctx, readouts["clean"])
+    preds = [clean.pred, *readouts["pred"].tolist()]
+    p_answer = [clean.p_gt_base, *readouts["p_gt"].tolist()]
+    kept = [total, *(kept_edges(masks[name]) for name in CONDITIONS[1:])]
     preds = np.asarray(preds, dtype=np.int64)
     return xr.Dataset(
         {"pred": (("condition",), preds), "correct_after": (("condition",), preds == clean.gt_token),

@@ -109,3 +109,39 @@ def test_parse_and_presets():
         parse_layers("cross_frame=1-2")
     with pytest.raises(KnockoutConfigError, match="unknown pathway preset"):
         preset_layers("gpt", 8)
+
+
+def test_packed_masks_round_trip_bit_for_bit(layout):
+    from mapflow.knockout.cells import pack_layer_masks, unpack_layer_masks
+
+    for masks in (pathway_masks(layout, LAYERS, 5), random_masks(layout, 60, 3, np.random.default_rng(1))):
+        bits = pack_layer_masks(masks)
+        assert bits.nbytes * 8 < np.stack(masks).size + 8 * len(masks) * layout.seq_len  # one bit per edge, padded
+        back = unpack_layer_masks(bits)
+        assert sorted(back) == list(range(len(masks)))
+        assert all(np.array_equal(back[i].numpy(), m) for i, m in enumerate(masks))
+
+
+def test_layer_mask_readouts_equal_one_plain_forward_per_condition(adapter64, prepared64):
+    """The one-request form of the effective-pathway conditions computes what separate forwards compute."""
+    import torch
+
+    from mapflow.knockout.cells import layer_mask_readouts, pack_layer_masks
+    from mapflow.knockout.engine import run_layer_masks, run_naive
+
+    layout = prepared64.layout
+    num_layers = adapter64.num_layers
+    layers = PathwayLayers(cross_frame=(0,), video_question=(0, 1), question_last=(1,))
+    total = causal_edges(layout.seq_len) * num_layers
+    effective = pathway_masks(layout, layers, num_layers)
+    conditions = [effective, random_masks(layout, total - kept_edges(effective), num_layers,
+                                          np.random.default_rng(0))]
+    gt = 0  # any token: the readout is a probability of it
+    out = layer_mask_readouts(adapter64, prepared64, tuple(pack_layer_masks(m) for m in conditions), gt)
+    clean = run_naive(adapter64, prepared64).softmax(-1)
+    assert out["clean"].tolist() == [int(clean.argmax()), float(clean.max()), float(clean[gt])]
+    for i, masks in enumerate(conditions):
+        probs = run_layer_masks(adapter64, prepared64, {j: torch.from_numpy(m) for j, m in enumerate(masks)}
+                                ).softmax(-1)
+        assert int(out["pred"][i]) == int(probs.argmax()) and float(out["p_gt"][i]) == float(probs[gt])
+    assert not torch.equal(out["p_gt"], torch.full_like(out["p_gt"], float(clean[gt])))  # the masks changed something

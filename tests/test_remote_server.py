@@ -151,12 +151,21 @@ def test_remote_study_matches_the_local_run(study, ndif_stack, organism, samples
     ("answer_probability", {}), ("logit_lens", {"keywords": "organism"}), ("attention_maps", {"max_queries": "3"}),
     ("effective_pathway", {"preset": "llava-7b"}), ("cross_frame_halves", {"generate": "2"}),
 ])
-def test_readout_and_pathway_studies_run_remotely_unchanged(study, options, ndif_stack, organism, samples, tmp_path):
-    """Logit lens, attention rows (.source), per-layer masks and generation serialize and give the local numbers."""
+def test_readout_and_pathway_studies_run_remotely_unchanged(study, options, ndif_stack, organism, samples, tmp_path,
+                                                            monkeypatch):
+    """Logit lens, attention rows (.source), per-layer masks and generation serialize and give the local numbers;
+    effective_pathway's five forwards (masks as bits) are one request."""
+    from mapflow.remote.client import PollingBackend
+
+    submitted = []
+    submit = PollingBackend.submit
+    monkeypatch.setattr(PollingBackend, "submit", lambda self, tracer: (submitted.append(1), submit(self, tracer))[1])
     config = replace(CONFIG, options=options)
     summary = run(study, organism, samples[:1], tmp_path / "remote.zarr", remote=settings_for(ndif_stack),
                   config=config)
     assert summary.failed == {} and len(summary.done) == 1
+    if study == "effective_pathway":
+        assert len(submitted) == 1
     run(study, organism, samples[:1], tmp_path / "local.zarr", config=replace(config, plan="naive"))
     remote, local = xr.open_zarr(tmp_path / "remote.zarr").load(), xr.open_zarr(tmp_path / "local.zarr").load()
     for name in local.data_vars:

@@ -218,12 +218,21 @@ class RemoteModel:
         request = replace(request, plan=self.server_plan)
         if self.settings.batch > 1:  # wait briefly for other samples in flight, one request for them all
             return self._batcher(adapter).submit((prepared, request))
+        return self.run_sample(knockout_cells, adapter, prepared, request)
+
+    def run_sample(self, function, adapter, prepared, *args):
+        """``function(adapter, prepared, *args)``, a sample's whole measurement written with traces (defined at module
+        level in a shipped module, importing mapflow only at its top): under the sample plan in one request, a session
+        whose body runs on the server as plain Python, so only its result travels back; under the trace plan here,
+        each of its traces a request of its own."""
+        if self.settings.plan != "sample":
+            return function(adapter, prepared, *args)
         # the block ships the adapter, whose ``hf_model`` is the root module: an envoy tags its module (and the
         # interleaver) as a server-side reference when it is pickled, so tag the root before the adapter is
         self._local_model.__getstate__()
         with self._local_model.session(backend=self._backend()):
-            cells = nnsight.save(knockout_cells(adapter, prepared, request))
-        return cells
+            result = nnsight.save(function(adapter, prepared, *args))
+        return result
 
     def _batcher(self, adapter):
         from .batch import Batcher
@@ -237,7 +246,7 @@ class RemoteModel:
         """`knockout_cells_batch` of ``items`` in one request; a sample whose computation raised gets its error."""
         from ..knockout.cells import knockout_cells_batch
 
-        self._local_model.__getstate__()  # as in `run_cells`
+        self._local_model.__getstate__()  # as in `run_sample`
         with self._local_model.session(backend=self._backend()):
             results = nnsight.save(knockout_cells_batch(adapter, list(items)))
         return [RemoteJobFailed(f"the sample's computation raised on the server: {r}", host=self.settings.host,

@@ -155,6 +155,24 @@ def clean_run(ctx: StudyContext, logits: torch.Tensor | None = None) -> CleanRun
                     correct_text=text_correct(ctx, pred, gt), rule=rule)
 
 
+def sample_measurement(ctx: StudyContext, function, *args):
+    """``function(adapter, prepared, *args)``: here, or for a remote adapter in one request for the whole sample
+    (`mapflow.remote.client.RemoteModel.run_sample`). ``function`` must live at module level in a server-safe module
+    (e.g. `mapflow.knockout.cells`) and return plain tensors."""
+    remote = getattr(ctx.adapter.model, "run_sample", None)
+    return remote(function, ctx.adapter, ctx.prepared, *args) if remote else function(ctx.adapter, ctx.prepared,
+                                                                                       *args)
+
+
+def clean_from_readouts(ctx: StudyContext, readout: torch.Tensor) -> CleanRun:
+    """A `CleanRun` from the (pred, p_pred, p_answer) triple a server-side measurement returns instead of logits."""
+    pred, p_base, p_gt_base = readout.tolist()
+    gt = ctx.answer_token_id()
+    rule = ctx.config.option("correct_by", "text")
+    return CleanRun(logits=None, pred=int(pred), p_base=p_base, gt_token=gt, p_gt_base=p_gt_base,
+                    correct_text=text_correct(ctx, int(pred), gt), rule=rule)
+
+
 def text_correct(ctx: StudyContext, pred: int, gt: int) -> bool:
     """The released code's rule: ``decode([pred]).lower() == answer.lower()``, the answer being the true option's
     letter for multiple choice, else the ground-truth token decoded (open-ended answers, verb anchors)."""
