@@ -19,7 +19,7 @@ SLOTS = ("A", "B", "C", "D", "E")
 # What `mapflow plot` and the demo suite (`mapflow.cli.demo.organism_suite`) take from this study:
 FIGURE = "answer_probability_figure"  # the mapflow.viz.figures function `mapflow plot` draws
 DEMO = (  # its runs in the demo suite; `order` places them in the suite
-    {"order": 120, "name": "answer_probability-video"},
+    {"order": 120, "name": "answer_probability-pathway", "variant": "pathway"},
     {"order": 180, "name": "open_ended_answer_probability-video", "open_ended": True, "limit_scale": 0.5},
 )
 

@@ -39,7 +39,8 @@ def query_positions(ctx: StudyContext) -> tuple[list[int], list[str]]:
 # What `mapflow plot` and the demo suite (`mapflow.cli.demo.organism_suite`) take from this study:
 FIGURE = "attention_map_figure"  # the mapflow.viz.figures function `mapflow plot` draws
 DEMO = (  # its runs in the demo suite; `order` places them in the suite
-    {"order": 140, "name": "attention_maps-video", "options": {"max_queries": "6"}, "limit_scale": 0.2},
+    {"order": 140, "name": "attention_maps-pathway", "variant": "pathway", "options": {"max_queries": "6"},
+     "limit_scale": 0.2},
 )
 
 

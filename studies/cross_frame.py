@@ -16,6 +16,8 @@ FIGURE = "flow_figure"  # the mapflow.viz.figures function `mapflow plot` draws
 DEMO = (  # its runs in the demo suite; `order` places them in the suite
     {"order": 10, "name": "cross_frame-video", "window": True},
     {"order": 20, "name": "cross_frame-frames", "variant": "frames", "window": True},
+    # the planted organism's own cross-frame sweep: Table E derives its pathway from it
+    {"order": 25, "name": "cross_frame-pathway", "variant": "pathway", "window": True},
     {"order": 160, "name": "open_ended_cross_frame-video", "window": True, "open_ended": True, "limit_scale": 0.5},
 )
 

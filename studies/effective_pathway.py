@@ -68,8 +68,9 @@ def pathway_layers(ctx: StudyContext) -> PathwayLayers:
 # What `mapflow plot` and the demo suite (`mapflow.cli.demo.organism_suite`) take from this study:
 TABLE = "pathway_table"  # the mapflow.viz.tables function `mapflow plot` draws
 DEMO = (  # its runs in the demo suite; `order` places them in the suite
-    {"order": 150, "name": "effective_pathway-video", "options": {"interval": "2"},
-     "depends_on": ("cross_frame-video", "information_flow-video")},
+    # on the planted organism, with the rule `mapflow organism verify` applies (1-layer bins, every task pooled)
+    {"order": 150, "name": "effective_pathway-pathway", "variant": "pathway", "options": {"interval": "1", "task": "all"},
+     "depends_on": ("cross_frame-pathway", "information_flow-pathway")},
 )
 
 

@@ -14,7 +14,7 @@ FLOWS = tuple(PAPER_FLOWS["information_flow"])
 # What `mapflow plot` and the demo suite (`mapflow.cli.demo.organism_suite`) take from this study:
 FIGURE = "flow_figure"  # the mapflow.viz.figures function `mapflow plot` draws
 DEMO = (  # its runs in the demo suite; `order` places them in the suite
-    {"order": 30, "name": "information_flow-video", "window": True},
+    {"order": 30, "name": "information_flow-pathway", "variant": "pathway", "window": True},
     {"order": 170, "name": "open_ended_information_flow-video", "window": True, "open_ended": True,
      "limit_scale": 0.5},
 )

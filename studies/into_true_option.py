@@ -12,7 +12,7 @@ FLOWS = tuple(PAPER_FLOWS["into_true_option"])
 # What `mapflow plot` and the demo suite (`mapflow.cli.demo.organism_suite`) take from this study:
 FIGURE = "flow_figure"  # the mapflow.viz.figures function `mapflow plot` draws
 DEMO = (  # its runs in the demo suite; `order` places them in the suite
-    {"order": 50, "name": "into_true_option-video", "window": True},
+    {"order": 50, "name": "into_true_option-pathway", "variant": "pathway", "window": True},
 )
 
 

@@ -22,7 +22,8 @@ from mapflow.viz.thumbnails import frame_thumbnails, video_token_coords
 # What `mapflow plot` and the demo suite (`mapflow.cli.demo.organism_suite`) take from this study:
 FIGURE = "keyword_frequency_figure"  # the mapflow.viz.figures function `mapflow plot` draws
 DEMO = (  # its runs in the demo suite; `order` places them in the suite
-    {"order": 130, "name": "logit_lens-video", "options": {"keywords": "organism"}, "limit_scale": 0.5},
+    {"order": 130, "name": "logit_lens-pathway", "variant": "pathway", "options": {"keywords": "organism"},
+     "limit_scale": 0.5},
 )
 
 

@@ -13,7 +13,7 @@ FLOWS = tuple(PAPER_FLOWS["question_and_options_to_last"])
 # What `mapflow plot` and the demo suite (`mapflow.cli.demo.organism_suite`) take from this study:
 FIGURE = "flow_figure"  # the mapflow.viz.figures function `mapflow plot` draws
 DEMO = (  # its runs in the demo suite; `order` places them in the suite
-    {"order": 40, "name": "question_options_to_last-video", "window": True},
+    {"order": 40, "name": "question_options_to_last-pathway", "variant": "pathway", "window": True},
 )
 
 
