@@ -10,8 +10,8 @@ template (no letters) the single slot ``answer`` holds the answer's first token.
 import numpy as np
 import xarray as xr
 
-from mapflow.study.context import StudyContext, clean_run, option_token_ids
-from mapflow.readouts.lens import layer_token_probabilities
+from mapflow.study.context import StudyContext, clean_from_readouts, option_token_ids, sample_measurement
+from mapflow.readouts.lens import clean_and_layer_probabilities
 
 SLOTS = ("A", "B", "C", "D", "E")
 
@@ -26,16 +26,17 @@ DEMO = (  # its runs in the demo suite; `order` places them in the suite
 
 def run(ctx: StudyContext):
     convention = ctx.config.option("lens", "paper")
-    clean = clean_run(ctx)
     if ctx.prompt.option_letters:
         tokens = option_token_ids(ctx)
         slots, ids = list(SLOTS), [tokens.get(s) for s in SLOTS]
         is_true = [s == ctx.prompt.true_letter for s in SLOTS]
     else:
-        slots, ids, is_true = ["answer"], [clean.gt_token], [True]
+        slots, ids, is_true = ["answer"], [ctx.answer_token_id()], [True]
     present = [i for i, token in enumerate(ids) if token is not None]
-    probs = layer_token_probabilities(ctx.adapter, ctx.prepared, [ids[i] for i in present] + [clean.pred],
-                                      convention=convention)
+    # the clean run and the lens in one request on a server
+    out = sample_measurement(ctx, clean_and_layer_probabilities, [ids[i] for i in present], ctx.answer_token_id(),
+                             convention)
+    clean, probs = clean_from_readouts(ctx, out["clean"]), out["probs"]
     p_option = np.full((ctx.adapter.num_layers, len(slots)), np.nan)
     p_option[:, present] = probs[:, :-1].numpy()
     return xr.Dataset(

@@ -19,6 +19,7 @@ from __future__ import annotations
 import nnsight
 import torch
 
+from ..knockout.engine import run_naive
 from ..models.base import PreparedInput, VideoLLMAdapter
 
 LENS_CONVENTIONS = ("paper", "released_code")
@@ -44,6 +45,18 @@ def layer_token_probabilities(adapter: VideoLLMAdapter, prepared: PreparedInput,
             rows.append(probs[ids])
         out = nnsight.save(rows)
     return torch.stack([r.detach() for r in out])
+
+
+def clean_and_layer_probabilities(adapter: VideoLLMAdapter, prepared: PreparedInput, token_ids, gt_token: int,
+                                  convention: str = "paper") -> dict[str, torch.Tensor]:
+    """The clean run's (pred, p_pred, p_answer) triple (``clean``, float64) and `layer_token_probabilities` of
+    ``token_ids`` plus the predicted token (``probs``, last column): the answer-probability study's sample, one
+    request on a server (`mapflow.study.context.sample_measurement`)."""
+    probs = run_naive(adapter, prepared).softmax(-1)
+    pred = int(probs.argmax())
+    clean = torch.tensor([pred, float(probs[pred]), float(probs[gt_token])], dtype=torch.float64)
+    return {"clean": clean, "probs": layer_token_probabilities(adapter, prepared, [*token_ids, pred],
+                                                               convention=convention)}
 
 
 def layer_top_tokens(adapter: VideoLLMAdapter, prepared: PreparedInput, positions, *,

@@ -148,10 +148,15 @@ def clean_run(ctx: StudyContext, logits: torch.Tensor | None = None) -> CleanRun
     probs = logits.softmax(-1)
     pred = int(probs.argmax())
     gt = ctx.answer_token_id()
+    return _clean(ctx, logits, pred, float(probs[pred]), float(probs[gt]))
+
+
+def _clean(ctx: StudyContext, logits, pred: int, p_base: float, p_gt_base: float) -> CleanRun:
     rule = ctx.config.option("correct_by", "text")
     if rule not in CORRECTNESS_RULES:
         raise ValueError(f"--option correct_by={rule}: choose one of {', '.join(CORRECTNESS_RULES)}")
-    return CleanRun(logits=logits, pred=pred, p_base=float(probs[pred]), gt_token=gt, p_gt_base=float(probs[gt]),
+    gt = ctx.answer_token_id()
+    return CleanRun(logits=logits, pred=pred, p_base=p_base, gt_token=gt, p_gt_base=p_gt_base,
                     correct_text=text_correct(ctx, pred, gt), rule=rule)
 
 
@@ -167,10 +172,7 @@ def sample_measurement(ctx: StudyContext, function, *args):
 def clean_from_readouts(ctx: StudyContext, readout: torch.Tensor) -> CleanRun:
     """A `CleanRun` from the (pred, p_pred, p_answer) triple a server-side measurement returns instead of logits."""
     pred, p_base, p_gt_base = readout.tolist()
-    gt = ctx.answer_token_id()
-    rule = ctx.config.option("correct_by", "text")
-    return CleanRun(logits=None, pred=int(pred), p_base=p_base, gt_token=gt, p_gt_base=p_gt_base,
-                    correct_text=text_correct(ctx, int(pred), gt), rule=rule)
+    return _clean(ctx, None, int(pred), p_base, p_gt_base)
 
 
 def text_correct(ctx: StudyContext, pred: int, gt: int) -> bool:
