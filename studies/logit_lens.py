@@ -13,9 +13,9 @@ paper counts correctly answered samples only, and the table applies that filter 
 import numpy as np
 import xarray as xr
 
-from mapflow.study.context import StudyContext, clean_run, wants_knockout
+from mapflow.study.context import StudyContext, clean_from_readouts, sample_measurement, wants_knockout
 from mapflow.readouts.keywords import load_keywords, piece_table
-from mapflow.readouts.lens import layer_top_tokens
+from mapflow.readouts.lens import clean_and_layer_top_tokens
 from mapflow.viz.thumbnails import frame_thumbnails, video_token_coords
 
 
@@ -31,7 +31,10 @@ def run(ctx: StudyContext):
     lists = load_keywords(ctx.config.option("keywords", "paper"))
     table = piece_table(ctx.adapter.tokenizer, lists)
     video = ctx.layout.positions("video")
-    tops = layer_top_tokens(ctx.adapter, ctx.prepared, video, convention=ctx.config.option("lens", "paper")).numpy()
+    # the lens and the clean run in one request on a server
+    out = sample_measurement(ctx, clean_and_layer_top_tokens, video, ctx.answer_token_id(),
+                             ctx.config.option("lens", "paper"))
+    tops = out["tops"].numpy()
     vocabulary = {int(t): ctx.adapter.tokenizer.decode([int(t)]) for t in np.unique(tops)}
     text = np.vectorize(vocabulary.get, otypes=[object])(tops)
     hits = [table.get(str(piece).strip().lower(), ("", "")) for piece in text.ravel()]
@@ -44,7 +47,7 @@ def run(ctx: StudyContext):
         coords={"layer": np.arange(ctx.adapter.num_layers), **video_token_coords(ctx.layout)},
         attrs={"keywords": lists.name, "lens": ctx.config.option("lens", "paper")},
     )
-    clean = clean_run(ctx)
+    clean = clean_from_readouts(ctx, out["clean"])
     ds = ds.assign({**clean.correctness(), "pred_base": ((), np.int64(clean.pred)),
                     "answer_token": ((), np.int64(clean.gt_token)),
                     "included": ((), wants_knockout(clean, ctx.config.samples))})

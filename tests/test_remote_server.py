@@ -154,7 +154,7 @@ def test_remote_study_matches_the_local_run(study, ndif_stack, organism, samples
 def test_readout_and_pathway_studies_run_remotely_unchanged(study, options, ndif_stack, organism, samples, tmp_path,
                                                             monkeypatch):
     """Logit lens, attention rows (.source), per-layer masks and generation serialize and give the local numbers;
-    effective_pathway's five forwards (masks as bits) and answer_probability's two are one request."""
+    effective_pathway's five forwards (masks as bits), answer_probability's and logit_lens' two are one request."""
     from mapflow.remote.client import PollingBackend
 
     submitted = []
@@ -164,7 +164,7 @@ def test_readout_and_pathway_studies_run_remotely_unchanged(study, options, ndif
     summary = run(study, organism, samples[:1], tmp_path / "remote.zarr", remote=settings_for(ndif_stack),
                   config=config)
     assert summary.failed == {} and len(summary.done) == 1
-    if study in ("effective_pathway", "answer_probability"):
+    if study in ("effective_pathway", "answer_probability", "logit_lens"):
         assert len(submitted) == 1
     run(study, organism, samples[:1], tmp_path / "local.zarr", config=replace(config, plan="naive"))
     remote, local = xr.open_zarr(tmp_path / "remote.zarr").load(), xr.open_zarr(tmp_path / "local.zarr").load()

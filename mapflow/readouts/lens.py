@@ -47,16 +47,29 @@ def layer_token_probabilities(adapter: VideoLLMAdapter, prepared: PreparedInput,
     return torch.stack([r.detach() for r in out])
 
 
-def clean_and_layer_probabilities(adapter: VideoLLMAdapter, prepared: PreparedInput, token_ids, gt_token: int,
-                                  convention: str = "paper") -> dict[str, torch.Tensor]:
-    """The clean run's (pred, p_pred, p_answer) triple (``clean``, float64) and `layer_token_probabilities` of
-    ``token_ids`` plus the predicted token (``probs``, last column): the answer-probability study's sample, one
-    request on a server (`mapflow.study.context.sample_measurement`)."""
+def clean_readout(adapter: VideoLLMAdapter, prepared: PreparedInput, gt_token: int) -> torch.Tensor:
+    """The clean run's (pred, p_pred, p_answer) at the last position, float64 (`mapflow.study.context.clean_from_readouts`
+    turns it into a CleanRun)."""
     probs = run_naive(adapter, prepared).softmax(-1)
     pred = int(probs.argmax())
-    clean = torch.tensor([pred, float(probs[pred]), float(probs[gt_token])], dtype=torch.float64)
-    return {"clean": clean, "probs": layer_token_probabilities(adapter, prepared, [*token_ids, pred],
+    return torch.tensor([pred, float(probs[pred]), float(probs[gt_token])], dtype=torch.float64)
+
+
+def clean_and_layer_probabilities(adapter: VideoLLMAdapter, prepared: PreparedInput, token_ids, gt_token: int,
+                                  convention: str = "paper") -> dict[str, torch.Tensor]:
+    """`clean_readout` (``clean``) and `layer_token_probabilities` of ``token_ids`` plus the predicted token
+    (``probs``, last column): the answer-probability study's sample, one request on a server
+    (`mapflow.study.context.sample_measurement`)."""
+    clean = clean_readout(adapter, prepared, gt_token)
+    return {"clean": clean, "probs": layer_token_probabilities(adapter, prepared, [*token_ids, int(clean[0])],
                                                                convention=convention)}
+
+
+def clean_and_layer_top_tokens(adapter: VideoLLMAdapter, prepared: PreparedInput, positions, gt_token: int,
+                               convention: str = "paper") -> dict[str, torch.Tensor]:
+    """`layer_top_tokens` (``tops``) and `clean_readout` (``clean``): the logit-lens study's sample, one request."""
+    return {"tops": layer_top_tokens(adapter, prepared, positions, convention=convention),
+            "clean": clean_readout(adapter, prepared, gt_token)}
 
 
 def layer_top_tokens(adapter: VideoLLMAdapter, prepared: PreparedInput, positions, *,
