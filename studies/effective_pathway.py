@@ -1,8 +1,8 @@
 """Effective pathways (paper §3.5, Table 3 / Table A): accuracy when only the identified routes stay open.
 
-Per sample, five forwards (one request on a server): clean; ``effective`` (the released code's masks, spec A6); ``effective_strict`` (also
-closes the bridge and post-prompt routes the released code leaves open); and the seeded random-blocking controls
-``random`` and ``random_strict`` at the same edge budgets. Stores the prediction, correctness, answer probability and
+Per sample, five forwards (one request on a server): clean; ``effective`` (the released code's masks, spec A6);
+``effective_strict`` (also closes the bridge and post-prompt routes the released code leaves open); and the seeded
+random-blocking controls ``random`` and ``random_strict`` at the same edge budgets. Stores the prediction, correctness, answer probability and
 kept attention edges (over all layers, once per layer) of each.
 
 Layers per route come from (first match): ``--option ranges="cross_frame=5-15;video_question=5-20;question_last=15-25"``
@@ -11,6 +11,9 @@ question->last flows; the paper's rule: 1-based intervals of ``interval`` layers
 ``threshold`` %, default -5, on the Action Antonym samples as the paper derives Table E when the stores hold that task,
 else on ``task`` if given; ``task=all`` pools every task); or ``--option preset=llava-7b|llava-13b|internvl|
 videollama3`` (Table 3's ranges, scaled to the model's depth; default llava-7b). Runs on all samples by default.
+``--option random_block_ratio=R`` gives both random controls the released scripts' budget instead, ``int(R × N(N+1)/2)``
+pairs in every layer (they use 0.58 for LLaVA-NeXT-7B: 1 minus the kept share of its effective run, so the same
+share of edges, not the same count, on a model whose prompt is shaped differently).
 """
 
 from functools import lru_cache
@@ -80,10 +83,14 @@ def run(ctx: StudyContext):
     effective = pathway_masks(ctx.layout, layers, num_layers)
     strict = pathway_masks(ctx.layout, layers, num_layers, strict=True)
     total = causal_edges(ctx.layout.seq_len) * num_layers
+    budget = {"random": total - kept_edges(effective), "random_strict": total - kept_edges(strict)}
+    ratio = ctx.config.option("random_block_ratio")
+    if ratio is not None:  # the released scripts' budget: a share of every layer's causal pairs
+        if not 0.0 < float(ratio) < 1.0:
+            raise MapflowError(f"--option random_block_ratio={ratio}: give a share of the causal pairs in (0, 1)")
+        budget = dict.fromkeys(budget, int(float(ratio) * causal_edges(ctx.layout.seq_len)) * num_layers)
     masks = {"effective": effective, "effective_strict": strict,
-             "random": random_masks(ctx.layout, total - kept_edges(effective), num_layers, ctx.rng("random")),
-             "random_strict": random_masks(ctx.layout, total - kept_edges(strict), num_layers,
-                                           ctx.rng("random_strict"))}
+             **{name: random_masks(ctx.layout, edges, num_layers, ctx.rng(name)) for name, edges in budget.items()}}
     # the clean run and the four conditions: one request per sample on a server (the masks travel as bits)
     readouts = sample_measurement(ctx, layer_mask_readouts, tuple(pack_layer_masks(masks[name])
                                                                   for name in CONDITIONS[1:]), ctx.answer_token_id())

@@ -176,6 +176,24 @@ def test_effective_pathway_study_against_hooks_and_hand_counts(sdpa_adapter, sam
     assert ds.open_layers.values.tolist() == ["0-2", "0-3", "2-4"]
 
 
+def test_effective_pathway_random_block_ratio_is_the_released_scripts_budget(sdpa_adapter, sample, frames):
+    """``random_block_ratio=R``: int(R x N(N+1)/2) pairs blocked in every layer, in both controls (unless the
+    post-video region has fewer pairs); a ratio outside (0, 1) is refused."""
+    ranges = "cross_frame=0-2;video_question=0-3;question_last=2-4"
+    ctx = context(sdpa_adapter, sample, frames, options={"ranges": ranges, "random_block_ratio": "0.3"}, seed=3)
+    ds = study("effective_pathway").run(ctx)
+    n, layers = ctx.layout.seq_len, sdpa_adapter.num_layers
+    first = int(ctx.layout.positions("video").min())
+    per_layer = min(int(0.3 * (n * (n + 1) // 2)), (n - first) * (n - first + 1) // 2)
+    for name in ("random", "random_strict"):
+        assert int(ds.edges_kept.sel(condition=name)) == int(ds.edges_total) - per_layer * layers, name
+    bad = context(sdpa_adapter, sample, frames, options={"ranges": ranges, "random_block_ratio": "1.2"}, seed=3)
+    from mapflow.errors import MapflowError
+
+    with pytest.raises(MapflowError, match="random_block_ratio=1.2"):
+        study("effective_pathway").run(bad)
+
+
 def test_halves_study_generates_the_same_text_as_hf(sdpa_adapter, sample, frames):
     ctx = context(sdpa_adapter, sample, frames, options={"generate": "3"})
     ds = study("cross_frame_halves").run(ctx)

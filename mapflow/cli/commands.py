@@ -354,7 +354,7 @@ def build_parser() -> argparse.ArgumentParser:
                                                 "(writes the targets into the checkpoint's mapflow.json)")
     verify.add_argument("model")
     verify.add_argument("--data", help="benchmark root (default: the embedded temporal benchmark)")
-    verify.add_argument("--out", default="runs/organism-verify", help="directory for the four result stores")
+    verify.add_argument("--out", default="runs/organism-verify", help="directory for the five result stores")
     verify.add_argument("--limit", type=int, help="samples per task (default: all)")
     verify.add_argument("--no-record", action="store_true", help="do not write the summary into mapflow.json")
     verify.add_argument("--no-progress", action="store_true")
