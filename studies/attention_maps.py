@@ -77,6 +77,7 @@ def run(ctx: StudyContext):
 def report_section(w, stores):
     """Fig. 5 / Fig. U: attention from question words to the video, clean and under cross-frame knockout."""
     from mapflow.viz import figures
+    from mapflow.viz.report import planted_reading
 
     for st in stores:
         s = w.section(f"Attention from question words to the video, {st.model}", "Fig. 5 / Fig. U")
@@ -87,6 +88,7 @@ def report_section(w, stores):
                                           - attention.sel(condition="clean").values)))
         w.reading(s, f"Cross-frame knockout changes the question->video attention by {change:.4f} on average "
                      "(absolute, per cell).")
+        planted_reading(w, s, st)
 
 
 REPORT = ({"order": 90, "section": report_section},)
