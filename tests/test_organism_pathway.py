@@ -208,6 +208,19 @@ def test_the_pathway_recipe_trains_and_records_its_routes(tmp_path):
     assert all(np.isfinite(record[k]) for k in ("consistency", "spatial", "temporal", "option_answer"))
 
 
+def test_a_phase_stopped_after_a_step_keeps_its_schedule_and_trains_the_cell_options(tmp_path):
+    from mapflow.organism.recipe import Recipe
+    from mapflow.organism.train import train_organism
+
+    recipe = Recipe(variant="pathway", steps=6, batch_size=2, open_rows=2, eval_every=10, eval_per_task=1,
+                    open_cell_share=0.5, question_reads_last_frame=True, warmup_steps=1,
+                    hidden_size=32, intermediate_size=64, vision_hidden_size=16, vocab_size=460)
+    path = train_organism(recipe, tmp_path / "stopped", stop_after=2)
+    meta = json.loads((path / "mapflow.json").read_text())
+    assert meta["stopped_after"] == 2 and meta["complete"] and [h["step"] for h in meta["history"]] == [2]
+    assert meta["recipe"]["steps"] == 6 and meta["recipe"]["open_cell_share"] == 0.5
+
+
 def test_planted_routes_study_reads_inside_and_outside(tmp_path):
     from studies.planted_routes import planted_layers
 

@@ -215,7 +215,7 @@ def cmd_organism_train(args) -> int:
                     **pathway_recipe_options(args))
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    path = train_organism(recipe, out, log_path=out / "training_log.jsonl")
+    path = train_organism(recipe, out, log_path=out / "training_log.jsonl", stop_after=args.stop_after)
     meta = json.loads((path / "mapflow.json").read_text())
     print(f"trained organism-{args.variant} in {meta['training_seconds']} s -> {path}")
     return 0
@@ -347,6 +347,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="training task mix in the order action_antonym action_sequence moving_direction "
                             "object_count scene_transition (default 0.15 0.15 0.25 0.30 0.15)")
     train.add_argument("--out", required=True, help="checkpoint directory")
+    train.add_argument("--stop-after", type=int, help="end after this step, keeping the --steps learning-rate schedule "
+                                                      "(regenerates a phase that was stopped at a checkpoint)")
     add_pathway_train_options(train)
     train.set_defaults(func=cmd_organism_train)
 

@@ -341,7 +341,9 @@ class OrganismTrainer:
         self.model.train()
         return result
 
-    def train(self) -> dict:
+    def train(self, stop_after: int | None = None) -> dict:
+        """The recipe's schedule; ``stop_after`` ends it after that step (the learning-rate schedule stays the
+        recipe's), as a run stopped by hand at a checkpoint would, so a stopped phase can be regenerated."""
         recipe = self.recipe
         rng = np.random.default_rng(recipe.seed)
         eval_rng = np.random.default_rng(10_000 + recipe.seed)
@@ -373,7 +375,7 @@ class OrganismTrainer:
             total.backward()
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), recipe.grad_clip)
             self.optimizer.step()
-            if (step + 1) % recipe.eval_every == 0 or step + 1 == recipe.steps:
+            if (step + 1) % recipe.eval_every == 0 or step + 1 in (recipe.steps, stop_after):
                 record = {"step": step + 1, "seconds": round(time.time() - started, 1),
                           "answer_loss": round(answer_loss.item(), 4), "aux_loss": round(aux_loss.item(), 4),
                           "p_shuffle": p_shuffle, "accuracy": self.accuracy(eval_sets)}
@@ -385,6 +387,9 @@ class OrganismTrainer:
                 if self.checkpoint_dir is not None:  # a session can end abruptly: keep the latest weights
                     self.save(self.checkpoint_dir, {"training_seconds": record["seconds"], "history": history,
                                                     "complete": False})
+            if stop_after is not None and step + 1 == stop_after:
+                return {"training_seconds": round(time.time() - started, 1), "history": history, "complete": True,
+                        "stopped_after": stop_after}
         return {"training_seconds": round(time.time() - started, 1), "history": history, "complete": True}
 
     def _cross_frame_blocks(self, rows: int, rng: np.random.Generator) -> torch.Tensor | bool:
@@ -417,8 +422,8 @@ class OrganismTrainer:
         return out_dir
 
 
-def train_organism(recipe: Recipe, out_dir, log_path=None) -> Path:
+def train_organism(recipe: Recipe, out_dir, log_path=None, stop_after: int | None = None) -> Path:
     torch.set_num_threads(1)  # tiny model on a shared CPU: one thread is fastest
     trainer = OrganismTrainer(recipe, log_path=log_path, checkpoint_dir=Path(out_dir))
-    training = trainer.train()
+    training = trainer.train(stop_after=stop_after)
     return trainer.save(out_dir, training)
