@@ -62,10 +62,12 @@ def test_demo_suite_writes_every_store_figure_and_the_report(tmp_path):
                   "Table 2", "Table 3", "Figs. AJ-AL", "Fig. P", "Fig. Q", "Fig. R", "Fig. S"):
         assert paper in html, paper
     assert html.count("data:image/png;base64,") >= 15
-    for stem in ("fig2_cross_frame", "figV_progressive_organism-video", "fig8_answer_probability_organism-video"):
+    # the route figures are drawn on the planted organism, and the report says what was planted
+    assert html.count("Planted in organism-pathway by its training masks") >= 5
+    for stem in ("fig2_cross_frame", "figV_progressive_organism-video", "fig8_answer_probability_organism-pathway"):
         assert (tmp_path / "figures" / f"{stem}.png").stat().st_size > 1000
         assert (tmp_path / "figures" / f"{stem}.pdf").is_file()
-    assert (tmp_path / "tables" / "table3_pathways_organism-video.csv").is_file()
+    assert (tmp_path / "tables" / "table3_pathways_organism-pathway.csv").is_file()
 
 
 @pytest.mark.slow
