@@ -221,6 +221,24 @@ def test_a_phase_stopped_after_a_step_keeps_its_schedule_and_trains_the_cell_opt
     assert meta["recipe"]["steps"] == 6 and meta["recipe"]["open_cell_share"] == 0.5
 
 
+@pytest.mark.parametrize("share,draws", [(1.0, False), (0.5, True)])
+def test_open_cells_draw_from_the_training_stream_only_when_some_stay_shut(share, draws):
+    """Every cell open (the recipe before --open-cell-share) draws nothing, so earlier phases regenerate exactly."""
+    from mapflow.organism.recipe import Recipe
+    from mapflow.organism.temporal_tasks import make_item
+    from mapflow.organism.train import OrganismTrainer
+
+    recipe = Recipe(variant="pathway", batch_size=2, open_rows=2, open_cell_share=share, hidden_size=32,
+                    intermediate_size=64, vision_hidden_size=16, vocab_size=460)
+    trainer = OrganismTrainer(recipe)
+    rng = np.random.default_rng(0)
+    items = [make_item("action_antonym", rng) for _ in range(2)]
+    batch = trainer.make_batch(items + items, [False] * 4, rng)
+    before = rng.bit_generator.state
+    trainer.pathway_loss(batch, 2, rng)
+    assert (rng.bit_generator.state != before) == draws
+
+
 def test_planted_routes_study_reads_inside_and_outside(tmp_path):
     from studies.planted_routes import planted_layers
 

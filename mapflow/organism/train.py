@@ -267,12 +267,14 @@ class OrganismTrainer:
     def pathway_loss(self, batch: Batch, n_planted: int, rng: np.random.Generator):
         """Rows ``[:n_planted]`` run with the planted masks and learn the answer; the rest repeat the first rows with
         blocked edges opened (every edge in every other row; in the rest each (route, layer) cell with probability
-        ``open_cell_share``) and learn
-        to give the same prediction (KL to the planted rows' detached distribution), so the clean model answers
-        through the planted route, and so does a model knocked out outside it. Every row's video tokens learn the
-        grounding words."""
+        ``open_cell_share``) and learn to give the same prediction (KL to the planted rows' detached distribution),
+        so the clean model answers through the planted route, and so does a model knocked out outside it. Every
+        row's video tokens learn the grounding words."""
         rows = len(batch.target)
-        cells = pathway.random_open_cells(rows, self.recipe.num_layers, self.recipe.open_cell_share, rng)
+        share = self.recipe.open_cell_share
+        # no random draw when every cell opens, so checkpoints trained before the share existed reproduce exactly
+        cells = pathway.random_open_cells(rows, self.recipe.num_layers, share, rng) if share < 1.0 else \
+            torch.ones(rows, len(pathway.PLANTED_ROUTES) + 1, self.recipe.num_layers, dtype=torch.bool)
         cells[:n_planted] = False
         cells[n_planted::2] = True  # every other open row is the clean state itself
         logits, video_start = self.forward(batch, open_rows=torch.zeros(rows, dtype=torch.bool), open_cells=cells)
