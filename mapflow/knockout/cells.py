@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .engine import KnockoutConfig, clean_state, run_knockouts, run_layer_masks, run_naive
+from .engine import KnockoutConfig, clean_readout, clean_state, run_knockouts, run_layer_masks, run_naive
 from .flows import Flow
 from ..inputs.layout import TokenLayout
 from .screen import parse_plan, probability_after, screen_cells, screen_forward
@@ -139,9 +139,7 @@ def layer_mask_readouts(adapter, prepared, conditions: tuple[np.ndarray, ...], g
     """The clean run and one forward per condition (each `pack_layer_masks` bits: layer i cuts its own edges, the
     effective-pathway masks), read at the last position: ``clean`` (3,) float64 as in `knockout_cells`; ``pred`` (C,)
     argmax tokens and ``p_gt`` (C,) float64 answer-token probabilities. One request on a server (the sample plan)."""
-    probs = run_naive(adapter, prepared).softmax(-1)
-    pred = int(probs.argmax())
-    out = {"clean": torch.tensor([pred, float(probs[pred]), float(probs[gt_token])], dtype=torch.float64)}
+    out = {"clean": clean_readout(adapter, prepared, gt_token)}
     preds, p_gt = [], []
     for bits in conditions:
         probs = run_layer_masks(adapter, prepared, unpack_layer_masks(bits)).softmax(-1)

@@ -223,6 +223,14 @@ def run_naive(adapter: VideoLLMAdapter, prepared: PreparedInput, config: Knockou
     return run_layer_masks(adapter, prepared, {i: blocked for i in config.layers})
 
 
+def clean_readout(adapter: VideoLLMAdapter, prepared: PreparedInput, gt_token: int) -> torch.Tensor:
+    """The clean run's (pred, p_pred, p_answer) at the last position, float64: what a server-side sample measurement
+    returns instead of logits (`mapflow.study.context.clean_from_readouts` turns it into a CleanRun)."""
+    probs = run_naive(adapter, prepared).softmax(-1)
+    pred = int(probs.argmax())
+    return torch.tensor([pred, float(probs[pred]), float(probs[gt_token])], dtype=torch.float64)
+
+
 def run_knockouts(adapter: VideoLLMAdapter, prepared: PreparedInput, configs: list[KnockoutConfig], *,
                   plan: str = "auto", clean: CleanState | None = None, max_rows: int | None = None) -> torch.Tensor:
     """Last-position logits (n_configs, V), float32, in the order of ``configs``."""

@@ -171,15 +171,13 @@ def verify_organism(model_dir, data_dir, out_dir, *, limit: int | None = None, p
     sweep_store = out_dir / "route_sweep.zarr"
     sweep = run("information_flow", sweep_store.name,
                 config(window=Window(size=SWEEP_WINDOW), flows=tuple(ROUTE_FLOWS.values())))
-    pathway = run("effective_pathway", "effective_pathway.zarr",
-                  # the route is planted in every task alike: derive it from all of them (the paper uses Action
-                  # Antonym, the effective_pathway default when a store holds it)
-                  config(samples="all", options={"from": str(sweep_store), "interval": str(TABLE_E_INTERVAL),
-                                                 "threshold": str(TABLE_E_THRESHOLD), "task": "all"}))
+    # the route is planted in every task alike: derive it from all of them (the paper uses Action Antonym, the
+    # effective_pathway default when a store holds it)
+    from_sweep = {"from": str(sweep_store), "interval": str(TABLE_E_INTERVAL), "threshold": str(TABLE_E_THRESHOLD),
+                  "task": "all"}
+    pathway = run("effective_pathway", "effective_pathway.zarr", config(samples="all", options=from_sweep))
     at_ratio = run("effective_pathway", "effective_pathway_paper_ratio.zarr",
-                   config(samples="all", options={"from": str(sweep_store), "interval": str(TABLE_E_INTERVAL),
-                                                  "threshold": str(TABLE_E_THRESHOLD), "task": "all",
-                                                  "random_block_ratio": str(PAPER_RANDOM_RATIO)}))
+                   config(samples="all", options={**from_sweep, "random_block_ratio": str(PAPER_RANDOM_RATIO)}))
     lens = run("logit_lens", "logit_lens.zarr", config(samples="all", options={"keywords": "organism"}))
     summary = {"data": str(data_dir), "samples_per_task": limit, "targets": TARGETS,
                "routes": route_targets(blocks, routes), "table_e": derived_targets(sweep, routes),

@@ -19,7 +19,7 @@ from __future__ import annotations
 import nnsight
 import torch
 
-from ..knockout.engine import run_naive
+from ..knockout.engine import clean_readout
 from ..models.base import PreparedInput, VideoLLMAdapter
 
 LENS_CONVENTIONS = ("paper", "released_code")
@@ -45,14 +45,6 @@ def layer_token_probabilities(adapter: VideoLLMAdapter, prepared: PreparedInput,
             rows.append(probs[ids])
         out = nnsight.save(rows)
     return torch.stack([r.detach() for r in out])
-
-
-def clean_readout(adapter: VideoLLMAdapter, prepared: PreparedInput, gt_token: int) -> torch.Tensor:
-    """The clean run's (pred, p_pred, p_answer) at the last position, float64 (`mapflow.study.context.clean_from_readouts`
-    turns it into a CleanRun)."""
-    probs = run_naive(adapter, prepared).softmax(-1)
-    pred = int(probs.argmax())
-    return torch.tensor([pred, float(probs[pred]), float(probs[gt_token])], dtype=torch.float64)
 
 
 def clean_and_layer_probabilities(adapter: VideoLLMAdapter, prepared: PreparedInput, token_ids, gt_token: int,
