@@ -37,6 +37,12 @@ class CellsRequest:
     plan: str = "auto"  # or "screen" / "screen+verify K" (mapflow.knockout.screen)
     heads: tuple[int, ...] | None = None  # cut every flow in these query heads only
     screen_metric: str = "logodds"
+    # the token ids the run's correctness rule counts as the right answer (`mapflow.study.context.accepted_tokens`):
+    # the sample filter runs where the logits are, so the rule travels as ids; empty: ``gt_token`` alone
+    accepted_tokens: tuple[int, ...] = ()
+
+    def is_correct(self, token: int) -> bool:
+        return token in self.accepted_tokens if self.accepted_tokens else token == self.gt_token
 
 
 def wants_knockout(correct: bool, mode: str) -> bool:
@@ -68,7 +74,7 @@ def knockout_cells(adapter, prepared, request: CellsRequest) -> dict[str, torch.
     pred = int(clean_probs.argmax())
     clean = [pred, float(clean_probs[pred]), float(clean_probs[request.gt_token])]
     cells = {"clean": torch.tensor(clean, dtype=torch.float64), "runnable": torch.zeros(0, dtype=torch.long)}
-    if not wants_knockout(pred == request.gt_token, request.samples):
+    if not wants_knockout(request.is_correct(pred), request.samples):
         return cells
     layout = prediction_layout(request.layout, pred, request.option_tokens, request.true_letter)
     # a flow into the predicted false option exists only on samples answered with a false option

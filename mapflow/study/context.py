@@ -7,6 +7,7 @@ Every measurement is an nnsight trace over the prepared input. Probabilities are
 from __future__ import annotations
 
 import hashlib
+import weakref
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -152,12 +153,17 @@ def clean_run(ctx: StudyContext, logits: torch.Tensor | None = None) -> CleanRun
 
 
 def _clean(ctx: StudyContext, logits, pred: int, p_base: float, p_gt_base: float) -> CleanRun:
+    gt = ctx.answer_token_id()
+    return CleanRun(logits=logits, pred=pred, p_base=p_base, gt_token=gt, p_gt_base=p_gt_base,
+                    correct_text=text_correct(ctx, pred, gt), rule=correctness_rule(ctx))
+
+
+def correctness_rule(ctx: StudyContext) -> str:
+    """``--option correct_by``: ``text`` (default) or ``token``."""
     rule = ctx.config.option("correct_by", "text")
     if rule not in CORRECTNESS_RULES:
         raise ValueError(f"--option correct_by={rule}: choose one of {', '.join(CORRECTNESS_RULES)}")
-    gt = ctx.answer_token_id()
-    return CleanRun(logits=logits, pred=pred, p_base=p_base, gt_token=gt, p_gt_base=p_gt_base,
-                    correct_text=text_correct(ctx, pred, gt), rule=rule)
+    return rule
 
 
 def sample_measurement(ctx: StudyContext, function, *args):
@@ -178,10 +184,35 @@ def clean_from_readouts(ctx: StudyContext, readout: torch.Tensor) -> CleanRun:
 def text_correct(ctx: StudyContext, pred: int, gt: int) -> bool:
     """The released code's rule: ``decode([pred]).lower() == answer.lower()``, the answer being the true option's
     letter for multiple choice, else the ground-truth token decoded (open-ended answers, verb anchors)."""
-    decode = ctx.adapter.tokenizer.decode
+    return pred in text_rule_tokens(ctx.adapter.tokenizer, expected_answer_text(ctx, gt))
+
+
+def expected_answer_text(ctx: StudyContext, gt: int) -> str:
     letter = ctx.prompt.true_letter if ctx.answer_token is None else None
-    expected = letter if letter else decode([gt])
-    return decode([pred]).lower() == expected.lower()
+    return letter if letter else ctx.adapter.tokenizer.decode([gt])
+
+
+_TEXT_RULE_CACHE: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+
+
+def text_rule_tokens(tokenizer, expected: str) -> frozenset[int]:
+    """Every token id whose piece, decoded on its own, equals ``expected`` ignoring case (e.g. ``A``, ``▁A``, ``a`` on a
+    SentencePiece vocabulary). The whole vocabulary is decoded once per tokenizer (about a second for 151k pieces) so
+    the rule can travel to a server as ids and be applied where the logits are."""
+    pieces = _TEXT_RULE_CACHE.get(tokenizer)
+    if pieces is None:
+        pieces = [piece.lower() for piece in tokenizer.batch_decode([[i] for i in range(len(tokenizer))])]
+        _TEXT_RULE_CACHE[tokenizer] = pieces
+    expected = expected.lower()
+    return frozenset(i for i, piece in enumerate(pieces) if piece == expected)
+
+
+def accepted_tokens(ctx: StudyContext) -> tuple[int, ...]:
+    """The token ids the run's correctness rule counts as the right answer (``correct_by=token``: the answer's id)."""
+    gt = ctx.answer_token_id()
+    if correctness_rule(ctx) == "token":
+        return (gt,)
+    return tuple(sorted(text_rule_tokens(ctx.adapter.tokenizer, expected_answer_text(ctx, gt))))
 
 
 def wants_knockout(clean: CleanRun, mode: str) -> bool:
@@ -223,12 +254,11 @@ def measure_knockouts(ctx: StudyContext, flows, layer_sets, *, dim: str, labels,
         layout=ctx.layout, samples=ctx.config.samples, gt_token=ctx.answer_token_id(),
         option_tokens=tuple(option_token_ids(ctx).items()) if ctx.prompt.option_letters else (),
         true_letter=ctx.prompt.true_letter, plan=ctx.config.plan, heads=heads,
-        screen_metric=ctx.config.option("screen_metric", "logodds"))
+        screen_metric=ctx.config.option("screen_metric", "logodds"), accepted_tokens=accepted_tokens(ctx))
     on_server = getattr(ctx.adapter.model, "run_cells", None)  # a remote adapter: the whole sample in one request
     cells = on_server(ctx.adapter, ctx.prepared, request) if on_server else knockout_cells(ctx.adapter, ctx.prepared,
                                                                                            request)
-    pred, p_base, p_gt_base = cells["clean"].tolist()  # what `clean_run` reads, computed where the logits are
-    clean = CleanRun(logits=None, pred=int(pred), p_base=p_base, gt_token=request.gt_token, p_gt_base=p_gt_base)
+    clean = clean_from_readouts(ctx, cells["clean"])  # what `clean_run` reads, computed where the logits are
     shape = (len(flows), len(layer_sets))
     p_new = np.full(shape, np.nan)
     p_gt_new = np.full(shape, np.nan)
@@ -239,7 +269,8 @@ def measure_knockouts(ctx: StudyContext, flows, layer_sets, *, dim: str, labels,
         p_new[runnable] = cells["p"].numpy()
         p_gt_new[runnable] = cells["p_gt"].numpy()
         pred_new[runnable] = cells["pred"].numpy()
-    ds = knockout_dataset(flows, layer_sets, dim, labels, p_new, p_gt_new, pred_new, clean, run_it)
+    ds = knockout_dataset(flows, layer_sets, dim, labels, p_new, p_gt_new, pred_new, clean, run_it,
+                          accepted=request.accepted_tokens)
     return with_screen_results(ds, ctx, cells, runnable, shape, dim, clean)
 
 
@@ -261,8 +292,10 @@ def with_screen_results(ds: xr.Dataset, ctx: StudyContext, cells, runnable, shap
 
 
 def knockout_dataset(flows, layer_sets, dim, labels, p_new, p_gt_new, pred_new, clean: CleanRun | None,
-                     run_it: bool) -> xr.Dataset:
-    """The stored form of a knockout measurement; ``clean=None`` gives the all-NaN cells of an unmeasured input."""
+                     run_it: bool, accepted=()) -> xr.Dataset:
+    """The stored form of a knockout measurement; ``clean=None`` gives the all-NaN cells of an unmeasured input.
+    ``correct_knockout``: the knocked-out prediction passes the run's correctness rule (``accepted`` ids), False in
+    cells that were not measured (``pred_knockout`` -1)."""
     cell = ("flow", dim)
     blocked_layers = [",".join(str(i) for i in layers) for layers in layer_sets]
     p_base = np.nan if clean is None else clean.p_base
@@ -275,6 +308,7 @@ def knockout_dataset(flows, layer_sets, dim, labels, p_new, p_gt_new, pred_new, 
             "rel_change_gt": (cell, relative_change(p_gt_new, p_gt_base) if p_gt_base > 0
                               else np.full_like(p_gt_new, np.nan)),
             "pred_knockout": (cell, pred_new),
+            "correct_knockout": (cell, np.isin(pred_new, np.asarray(accepted, dtype=np.int64)) & (pred_new >= 0)),
             "p_base": ((), p_base),
             "p_gt_base": ((), p_gt_base),
             "pred_base": ((), np.int64(-1 if clean is None else clean.pred)),
