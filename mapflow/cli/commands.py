@@ -57,7 +57,8 @@ def add_run_arguments(parser: argparse.ArgumentParser, with_study: bool = True) 
                              "plus the exact value of the K largest estimated cells per sample")
     parser.add_argument("--heads", help="cut every flow in these query heads only, e.g. 3,7 (0-based)")
     parser.add_argument("--attn", default="sdpa", choices=["sdpa", "eager"], help="attention implementation")
-    parser.add_argument("--dtype", default="float32", help="float32 | bfloat16 | float16")
+    parser.add_argument("--dtype", default="auto", help="auto (bfloat16 on a GPU as the paper, float32 on a CPU) | "
+                        "float32 | bfloat16 | float16")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--device-map", help="accelerate placement across GPUs instead of --device, e.g. 'auto'")
     parser.add_argument("--seed", type=int, default=42)
@@ -133,6 +134,10 @@ def cmd_plot(args) -> int:
         fig = getattr(figures, declared.FIGURE)(ds)
     else:
         fig = figures.flow_figure(ds, variable=args.variable)
+    from ..results.method import SCREEN_MARK, is_screen_store
+
+    if is_screen_store(ds):  # the figure functions title it so; say it here too
+        print(f"note: {args.store} holds {SCREEN_MARK}")
     for path in figures.save_figure(fig, stem):
         print(f"wrote {path}")
     return 0

@@ -54,11 +54,21 @@ def _checkpoint_prompt_template(path: Path) -> McqaTemplate | None:
     return TEMPLATES[name]
 
 
-def load_model(path, *, attn_implementation: str = "sdpa", dtype: str = "float32", device: str = "cpu",
+def resolve_dtype(dtype: str, device: str = "cpu", device_map=None) -> str:
+    """``auto``: bfloat16 on a GPU (the paper's precision), float32 elsewhere (CPU kernels in bfloat16 are slow and
+    round differently; the embedded organisms were trained in float32). Any other name is returned as given."""
+    if dtype != "auto":
+        return dtype
+    on_gpu = device_map is not None or str(device).startswith(("cuda", "mps"))
+    return "bfloat16" if on_gpu else "float32"
+
+
+def load_model(path, *, attn_implementation: str = "sdpa", dtype: str = "auto", device: str = "cpu",
                device_map: str | dict | None = None, self_test: bool = True) -> VideoLLMAdapter:
     """Load a checkpoint directory (never the hub) and wrap it in its family's adapter.
 
-    ``dtype``: float32 | bfloat16 | float16 (aliases fp32, bf16, fp16). ``device_map`` (e.g. ``"auto"``) places the
+    ``dtype``: auto | float32 | bfloat16 | float16 (aliases fp32, bf16, fp16); ``auto`` is bfloat16 on a GPU (as the
+    paper runs), float32 on a CPU (`resolve_dtype`). ``device_map`` (e.g. ``"auto"``) places the
     model across the visible GPUs through accelerate instead of moving it to ``device``; inputs then go to the
     embedding's device and every knockout mask is built on its layer's device. With ``self_test`` the adapter checks
     on a small synthetic clip that an empty knockout reproduces the clean logits exactly and that a real knockout
@@ -73,6 +83,7 @@ def load_model(path, *, attn_implementation: str = "sdpa", dtype: str = "float32
     if not path.is_dir():
         raise ModelLoadError(f"model directory {path} does not exist")
     arch = _architecture(path)
+    dtype = resolve_dtype(dtype, device, device_map)
     if dtype not in DTYPES:
         raise ModelLoadError(f"unknown dtype '{dtype}'; choose one of {', '.join(DTYPES)}")
     model_class = getattr(transformers, arch)
@@ -128,4 +139,4 @@ def self_test_input(adapter: VideoLLMAdapter, num_frames: int | None = None, see
     return adapter.prepare(frames, segments)
 
 
-__all__ = ["ADAPTERS", "FAMILIES", "PreparedInput", "VideoLLMAdapter", "load_model", "self_test_input"]
+__all__ = ["ADAPTERS", "FAMILIES", "PreparedInput", "VideoLLMAdapter", "load_model", "resolve_dtype", "self_test_input"]

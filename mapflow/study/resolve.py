@@ -116,7 +116,7 @@ def prepare_run(study, model=None, data=None, *, benchmark: str | None = None, t
                 limit: int | None = None, tasks=None, samples: str | None = None, options: dict | None = None,
                 frames: int | None = None, frame_rule: str | None = None, flows=None, gt_token: str = "continuation",
                 non_option_includes_prefix: bool = True, plan: str = "auto", seed: int = 42, attn: str = "sdpa",
-                dtype: str = "float32", device: str = "cpu", device_map=None, threads: int | None = None,
+                dtype: str = "auto", device: str = "cpu", device_map=None, threads: int | None = None,
                 strict: bool = False, heads=None) -> PreparedRun:
     """Resolve a run exactly as ``mapflow run`` does (its options have the same names and defaults).
 
@@ -148,8 +148,8 @@ def prepare_run(study, model=None, data=None, *, benchmark: str | None = None, t
                            f"{type(data).__name__}")
     # the data first: a bad annotation file fails before a large checkpoint loads
     adapter = _as_adapter(model, attn_implementation=attn, dtype=dtype, device=device, device_map=device_map)
-    if adapter is model:  # a loaded model: its own settings are the run's
-        attn, dtype = adapter.attn_implementation, str(adapter.hf_model.dtype).removeprefix("torch.")
+    # the settings the model runs with, not the requested ones ("auto" resolves per device; a loaded model has its own)
+    attn, dtype = adapter.attn_implementation, str(adapter.hf_model.dtype).removeprefix("torch.")
     spec = get_benchmark(loaded.benchmark)
     chosen = choose_template(template, adapter, spec.name)
     _check_pairing(chosen, loaded)
