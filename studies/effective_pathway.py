@@ -3,19 +3,27 @@
 Per sample, five forwards (one request on a server): clean; ``effective`` (the released code's masks, spec A6);
 ``effective_strict`` (also closes the bridge and post-prompt routes the released code leaves open); and the seeded
 random-blocking controls ``random`` and ``random_strict`` at the same edge budgets. Stores the prediction, correctness, answer probability and
-kept attention edges (over all layers, once per layer) of each.
+kept attention edges (over all layers, once per layer) of each, the open layers per route and where they came from
+(``layer_source``).
 
 Layers per route come from (first match): ``--option ranges="cross_frame=5-15;video_question=5-20;question_last=15-25"``
-(0-based, half-open); ``--option from=STORE1,STORE2`` (knockout stores holding the cross_frame, video->question and
-question->last flows; the paper's rule: 1-based intervals of ``interval`` layers, default 5, whose mean change is below
-``threshold`` %, default -5, on the Action Antonym samples as the paper derives Table E when the stores hold that task,
-else on ``task`` if given; ``task=all`` pools every task); or ``--option preset=llava-7b|llava-13b|internvl|
-videollama3`` (Table 3's ranges, scaled to the model's depth; default llava-7b). Runs on all samples by default.
+(0-based, half-open); ``--option from=STORE1,STORE2`` (exact knockout stores holding the cross_frame, video->question
+and question->last flows; screen stores are refused; the paper's rule: 1-based intervals of ``interval`` layers,
+default 5, whose mean change is below ``threshold`` %, default -5, on the Action Antonym samples as the paper derives
+Table E when the stores hold that task, else on ``task`` if given; ``task=all`` pools every task); ``--option
+preset=NAME`` (a Table E model's ranges, on a model of its depth: llava-7b, llava-13b, internvl, videollama3,
+videollama3_released); else the loaded model's own Table E preset, chosen by (family, decoder layers, hidden size)
+(`mapflow.readouts.pathways.model_key`). A model Table E does not list is refused before any sample runs, naming the
+two ways out (ranges, or from=). ``videollama3_released`` cuts the video rules on the whole video block (the
+``Time t s:`` labels and commas included) as the released VideoLLaMA3 script; ``--option video_span=video_block``
+does the same with any layer source (default ``video``, the feature tokens; the preset's span otherwise). Runs on all
+samples by default.
 ``--option random_block_ratio=R`` gives both random controls the released scripts' budget instead, ``int(R × N(N+1)/2)``
 pairs in every layer (they use 0.58 for LLaVA-NeXT-7B: 1 minus the kept share of its effective run, so the same
 share of edges, not the same count, on a model whose prompt is shaped differently).
 """
 
+from dataclasses import dataclass
 from functools import lru_cache
 
 import numpy as np
@@ -26,13 +34,17 @@ from mapflow.knockout.cells import layer_mask_readouts, pack_layer_masks
 from mapflow.errors import MapflowError
 from mapflow.readouts.pathways import (
     ROUTES,
+    VIDEO_SPANS,
     PathwayLayers,
     causal_edges,
+    check_layers,
     derive_layers,
     kept_edges,
+    model_key,
+    named_preset,
     parse_layers,
     pathway_masks,
-    preset_layers,
+    preset_for_model,
     random_masks,
 )
 
@@ -43,9 +55,14 @@ CONDITIONS = ("clean", "effective", "effective_strict", "random", "random_strict
 
 @lru_cache(maxsize=8)
 def _derived(stores: str, task: str | None, interval: int, threshold: float) -> PathwayLayers:
+    from mapflow.results.method import require_exact
     from mapflow.results.store import open_dataset
 
-    parts = [open_dataset(path.strip())["rel_change"] for path in stores.split(",")]
+    parts = []
+    for path in stores.split(","):
+        ds = open_dataset(path.strip())
+        require_exact(ds, "--option from= (Table E's layer rule)", path.strip())
+        parts.append(ds["rel_change"])
     rel_change = xr.concat(parts, dim="flow", join="inner")
     tasks = [str(t) for t in rel_change["task"].values]
     if task is None:
@@ -58,14 +75,46 @@ def _derived(stores: str, task: str | None, interval: int, threshold: float) -> 
     return derive_layers(rel_change, interval=interval, threshold=threshold)
 
 
-def pathway_layers(ctx: StudyContext) -> PathwayLayers:
-    option = ctx.config.option
+@dataclass(frozen=True)
+class LayerChoice:
+    """The open layers per route, the span the video rules cut, and where the layers came from (stored)."""
+
+    layers: PathwayLayers
+    video_span: str
+    source: str
+
+
+def choose_layers(option, adapter) -> LayerChoice:
+    """The layers of a run, from its options and the loaded model (see the module doc for the order)."""
+    num_layers = adapter.num_layers
     if option("ranges"):
-        return parse_layers(option("ranges"))
-    if option("from"):
-        return _derived(option("from"), option("task"), int(option("interval", "5")),
-                        float(option("threshold", "-5")))
-    return preset_layers(option("preset", "llava-7b"), ctx.adapter.num_layers)
+        choice = LayerChoice(parse_layers(option("ranges")), "video", f"ranges {option('ranges')}")
+    elif option("from"):
+        choice = LayerChoice(_derived(option("from"), option("task"), int(option("interval", "5")),
+                                      float(option("threshold", "-5"))), "video", f"derived from {option('from')}")
+    else:
+        if option("preset"):
+            preset, how = named_preset(option("preset"), num_layers), "--option preset"
+        else:
+            key = model_key(adapter)
+            preset, how = preset_for_model(key), f"matched by {key[0]}, {key[1]} layers, hidden {key[2]}"
+        choice = LayerChoice(preset.layers(), preset.video_span,
+                             f"preset {preset.name} ({preset.model}, {preset.source}; {how})")
+    if option("video_span"):  # e.g. the released VideoLLaMA3 video range with ranges= or from=
+        if option("video_span") not in VIDEO_SPANS:
+            raise MapflowError(f"--option video_span={option('video_span')}: choose one of {', '.join(VIDEO_SPANS)}")
+        choice = LayerChoice(choice.layers, option("video_span"), choice.source)
+    check_layers(choice.layers, num_layers)
+    return choice
+
+
+def pathway_layers(ctx: StudyContext) -> PathwayLayers:
+    return choose_layers(ctx.config.option, ctx.adapter).layers
+
+
+def check_options(adapter, config, **_) -> None:
+    """Before the store exists (`mapflow.inputs.checks.check_run_options`): the layers can be chosen for this model."""
+    choose_layers(config.option, adapter)
 
 
 # What `mapflow plot` and the demo suite (`mapflow.cli.demo.organism_suite`) take from this study:
@@ -78,10 +127,11 @@ DEMO = (  # its runs in the demo suite; `order` places them in the suite
 
 
 def run(ctx: StudyContext):
-    layers = pathway_layers(ctx)
+    choice = choose_layers(ctx.config.option, ctx.adapter)
+    layers, video_span = choice.layers, choice.video_span
     num_layers = ctx.adapter.num_layers
-    effective = pathway_masks(ctx.layout, layers, num_layers)
-    strict = pathway_masks(ctx.layout, layers, num_layers, strict=True)
+    effective = pathway_masks(ctx.layout, layers, num_layers, video_span=video_span)
+    strict = pathway_masks(ctx.layout, layers, num_layers, strict=True, video_span=video_span)
     total = causal_edges(ctx.layout.seq_len) * num_layers
     budget = {"random": total - kept_edges(effective), "random_strict": total - kept_edges(strict)}
     ratio = ctx.config.option("random_block_ratio")
@@ -90,7 +140,8 @@ def run(ctx: StudyContext):
             raise MapflowError(f"--option random_block_ratio={ratio}: give a share of the causal pairs in (0, 1)")
         budget = dict.fromkeys(budget, int(float(ratio) * causal_edges(ctx.layout.seq_len)) * num_layers)
     masks = {"effective": effective, "effective_strict": strict,
-             **{name: random_masks(ctx.layout, edges, num_layers, ctx.rng(name)) for name, edges in budget.items()}}
+             **{name: random_masks(ctx.layout, edges, num_layers, ctx.rng(name), video_span=video_span)
+                for name, edges in budget.items()}}
     # the clean run and the four conditions: one request per sample on a server (the masks travel as bits)
     readouts = sample_measurement(ctx, layer_mask_readouts, tuple(pack_layer_masks(masks[name])
                                                                   for name in CONDITIONS[1:]), ctx.answer_token_id())
@@ -103,7 +154,9 @@ def run(ctx: StudyContext):
         {"pred": (("condition",), preds), "correct_after": (("condition",), preds == clean.gt_token),
          "p_answer": (("condition",), np.asarray(p_answer)), "edges_kept": (("condition",), np.asarray(kept)),
          "edges_total": ((), np.int64(total)), **clean.correctness(),
-         "open_layers": (("route",), np.asarray([layers.describe()[r] for r in ROUTES], dtype=object))},
+         "open_layers": (("route",), np.asarray([layers.describe()[r] for r in ROUTES], dtype=object)),
+         "layer_source": ((), np.asarray(choice.source, dtype=object)),
+         "video_span": ((), np.asarray(video_span, dtype=object))},
         coords={"condition": list(CONDITIONS), "route": list(ROUTES)},
     )
 

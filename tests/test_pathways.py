@@ -104,7 +104,8 @@ def test_parse_and_presets():
     assert parsed.question_last == tuple(range(15, 25)) + (30,)
     assert preset_layers("llava-7b", 32) == PathwayLayers.from_ranges(cross_frame=(5, 15), video_question=(5, 20),
                                                                       question_last=(15, 25))
-    assert preset_layers("llava-7b", 8).cross_frame == (1, 2, 3)
+    with pytest.raises(KnockoutConfigError, match="32 layers; this model has 8.*never scaled.*ranges=.*from="):
+        preset_layers("llava-7b", 8)  # a preset is never scaled to another depth
     with pytest.raises(KnockoutConfigError, match="miss route"):
         parse_layers("cross_frame=1-2")
     with pytest.raises(KnockoutConfigError, match="unknown pathway preset"):

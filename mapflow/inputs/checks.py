@@ -168,3 +168,6 @@ def check_run_options(study, adapter, samples, config, template, window_given: b
     check_window(config.window, adapter.num_layers, window_given)
     check_flows(config.flows, samples, template, config.num_frames, getattr(study, "FLOWS", ()))
     check_frames_available(samples, config.num_frames, config.frame_rule)
+    study_check = getattr(study, "check_options", None)  # a study's own options against the model (its module doc)
+    if callable(study_check):
+        study_check(adapter, config, window_given=window_given)

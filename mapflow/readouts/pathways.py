@@ -13,8 +13,9 @@ Per layer ``l`` the mask cuts, on top of causal attention (spec A6):
 question nor last (the ``USER:`` bridge, the post-prompt, the answer prompt) may not read video or question tokens in
 any layer, so no indirect route carries them to the last position.
 
-The layer sets are given, taken from a preset (the paper's, Table 3), or derived from knockout results by the paper's
-rule: 1-based intervals of 5 layers whose mean relative change is below -5 % (Table E).
+The layer sets are given, taken from the loaded model's preset (Table E(a), chosen by its family, depth and hidden
+size; a model the table does not list is refused, never given a scaled preset), or derived from knockout results by
+the paper's rule: 1-based intervals of 5 layers whose mean relative change is below -5 % (Table E).
 """
 
 from __future__ import annotations
@@ -54,23 +55,92 @@ class PathwayLayers:
         return {route: _ranges_text(getattr(self, route)) for route in ROUTES}
 
 
-# Table 3's ranges, 0-based half-open (spec A6), keyed by the released script's target
-PRESETS = {
-    "llava-7b": dict(cross_frame=(5, 15), video_question=(5, 20), question_last=(15, 25)),
-    "llava-13b": dict(cross_frame=(5, 15), video_question=(5, 20), question_last=(15, 30)),
-    "internvl": dict(cross_frame=(5, 15), video_question=(5, 20), question_last=(10, 30)),
-    "videollama3": dict(cross_frame=(0, 15), video_question=(5, 20), question_last=(20, 28)),
-}
-PRESET_DEPTH = {"llava-7b": 32, "llava-13b": 40, "internvl": 32, "videollama3": 28}
+@dataclass(frozen=True)
+class PathwayPreset:
+    """One model's effective-pathway ranges as the paper gives them (Table E(a)) and the released script hard-codes
+    them (spec A6): 0-based, half-open.
+
+    ``key`` is the model shape the preset is chosen for without ``--option preset``: (adapter family, decoder layers,
+    hidden size) of the language model (`model_key`). ``video_span`` is the span the video rules (video -> question,
+    video -> last, video -> video) cut: ``video`` (feature tokens, mapflow's) or ``video_block`` (feature tokens with
+    the processor's frame labels, VideoLLaMA3's released range)."""
+
+    name: str
+    model: str  # the paper's model the ranges were derived on
+    num_layers: int
+    ranges: dict
+    key: tuple[str, int, int] | None  # None: only by name (a variant of a keyed preset)
+    video_span: str = "video"
+    source: str = "Table E(a); spec A6"
+
+    def layers(self) -> "PathwayLayers":
+        return PathwayLayers.from_ranges(**self.ranges)
+
+
+# Table E(a) (the paper's L-names, 1-based inclusive) = the released scripts' `--target` ranges (spec A6). Keys: the
+# published language models' config values (num_hidden_layers, hidden_size): Vicuna-7B-v1.5 32/4096, Vicuna-13B-v1.5
+# 40/5120 (LLaVA-NeXT-Video-FT, loaded as llava_next_video), Phi-3-mini-128k-instruct 32/3072 (Mini-InternVL-4B),
+# Qwen2.5-7B 28/3584 (VideoLLaMA3-7B).
+PRESETS = {p.name: p for p in (
+    PathwayPreset("llava-7b", "LLaVA-NeXT-7B-Video-FT", 32,
+                  dict(cross_frame=(5, 15), video_question=(5, 20), question_last=(15, 25)),
+                  ("llava_next_video", 32, 4096)),
+    PathwayPreset("llava-13b", "LLaVA-NeXT-13B-Video-FT", 40,
+                  dict(cross_frame=(5, 15), video_question=(5, 20), question_last=(15, 30)),
+                  ("llava_next_video", 40, 5120)),
+    PathwayPreset("internvl", "Mini-InternVL-4B-Video-FT", 32,
+                  dict(cross_frame=(5, 15), video_question=(5, 20), question_last=(10, 30)),
+                  ("internvl", 32, 3072)),
+    PathwayPreset("videollama3", "VideoLLaMA3-7B", 28,
+                  dict(cross_frame=(0, 15), video_question=(5, 20), question_last=(20, 28)),
+                  ("videollama3", 28, 3584)),
+    # the released VideoLLaMA3 script: the same layers, its video range is the whole video block (labels included)
+    PathwayPreset("videollama3_released", "VideoLLaMA3-7B", 28,
+                  dict(cross_frame=(0, 15), video_question=(5, 20), question_last=(20, 28)),
+                  None, video_span="video_block",
+                  source="effective_pathway_analysis_videollama3.py (spec A6, ranges)"),
+)}
+VIDEO_SPANS = ("video", "video_block")
+
+
+def model_key(adapter) -> tuple[str, int, int]:
+    """What picks a preset: (family, decoder layers, hidden size) of the loaded model's language model. Depth alone
+    would confuse Mini-InternVL-4B with LLaVA-7B; the family alone, the 7B with the 13B."""
+    config = adapter.text_config
+    return (str(adapter.family), int(config.num_hidden_layers), int(config.hidden_size))
+
+
+def preset_for_model(key: tuple[str, int, int]) -> PathwayPreset:
+    """Table E's preset for a model of this shape; a model the table does not list is refused (never a scaled
+    preset), naming the two ways out."""
+    for preset in PRESETS.values():
+        if preset.key == tuple(key):
+            return preset
+    family, layers, hidden = key
+    raise KnockoutConfigError(
+        f"effective_pathway: Table E gives no layer ranges for this model ({family}, {layers} layers, hidden size "
+        f"{hidden}); listed: " + "; ".join(f"{p.name} = {p.model} ({p.key[0]}, {p.key[1]} layers, hidden {p.key[2]})"
+                                           for p in PRESETS.values() if p.key) +
+        ". Give the ranges: --option ranges='cross_frame=A-B;video_question=A-B;question_last=A-B' (0-based, "
+        "half-open), or derive them by the paper's rule from this model's knockouts: --option from=<cross_frame "
+        "store>,<information_flow store> (a knockout sweep holding cross_frame, video->question and question->last; "
+        "--option preset=NAME forces a listed model's ranges if its depth matches)")
 
 
 def preset_layers(name: str, num_layers: int) -> PathwayLayers:
-    """A paper preset; on a model of another depth the ranges are scaled proportionally (rounded)."""
+    """A paper preset's layers, on a model of the preset's depth only (a preset is never scaled to another depth)."""
+    return named_preset(name, num_layers).layers()
+
+
+def named_preset(name: str, num_layers: int) -> PathwayPreset:
     if name not in PRESETS:
         raise KnockoutConfigError(f"unknown pathway preset '{name}'; known: {', '.join(PRESETS)}")
-    scale = num_layers / PRESET_DEPTH[name]
-    return PathwayLayers.from_ranges(**{route: (round(a * scale), min(num_layers, round(b * scale)))
-                                        for route, (a, b) in PRESETS[name].items()})
+    preset = PRESETS[name]
+    if preset.num_layers != num_layers:
+        raise KnockoutConfigError(
+            f"pathway preset '{name}' holds {preset.model}'s ranges for {preset.num_layers} layers; this model has "
+            f"{num_layers} (presets are never scaled): give --option ranges=... or --option from=<cross_frame store>")
+    return preset
 
 
 def parse_layers(text: str) -> PathwayLayers:
@@ -138,11 +208,23 @@ def derive_layers(rel_change: xr.DataArray, *, interval: int = 5, threshold: flo
 # Masks and edge counts
 
 
+def check_layers(layers: PathwayLayers, num_layers: int) -> None:
+    """Every open layer exists in the model (a range past its depth would silently open nothing)."""
+    beyond = {route: [i for i in getattr(layers, route) if not 0 <= i < num_layers] for route in ROUTES}
+    beyond = {route: found for route, found in beyond.items() if found}
+    if beyond:
+        raise KnockoutConfigError(f"pathway layers outside this model's 0..{num_layers - 1}: " + "; ".join(
+            f"{route} {_ranges_text(tuple(found))}" for route, found in beyond.items()))
+
+
 def pathway_masks(layout: TokenLayout, layers: PathwayLayers, num_layers: int, *,
-                  strict: bool = False) -> list[np.ndarray]:
-    """One boolean (L, L) blocked-edge matrix per decoder layer (True = cut)."""
+                  strict: bool = False, video_span: str = "video") -> list[np.ndarray]:
+    """One boolean (L, L) blocked-edge matrix per decoder layer (True = cut). ``video_span``: the span the video
+    rules cut (``video_block`` adds the processor's frame labels, as VideoLLaMA3's released script)."""
+    if video_span not in VIDEO_SPANS:
+        raise KnockoutConfigError(f"pathway video span '{video_span}': choose one of {', '.join(VIDEO_SPANS)}")
     n = layout.seq_len
-    video = layout.positions("video")
+    video = layout.positions(video_span)
     question = layout.positions("question")
     last = np.asarray([layout.last])
     cross_frame = Flow.parse("cross_frame").block_matrix(layout)
@@ -191,12 +273,13 @@ def kept_edges(masks: list[np.ndarray]) -> int:
     return int(sum((causal & ~m).sum() for m in masks))
 
 
-def random_masks(layout: TokenLayout, num_blocked: int, num_layers: int, rng: np.random.Generator) -> list[np.ndarray]:
+def random_masks(layout: TokenLayout, num_blocked: int, num_layers: int, rng: np.random.Generator, *,
+                 video_span: str = "video") -> list[np.ndarray]:
     """The random-blocking control: in every layer independently, ``num_blocked // num_layers`` causal edges drawn
-    uniformly (without replacement) among pairs whose query and key are both at or after the first video token
-    (diagonal included, the system prompt never touched: spec A6)."""
+    uniformly (without replacement) among pairs whose query and key are both at or after the first position of
+    ``video_span`` (diagonal included, the system prompt never touched: spec A6)."""
     n = layout.seq_len
-    first = int(layout.positions("video").min())
+    first = int(layout.positions(video_span).min())
     rows, cols = np.tril_indices(n - first)
     rows, cols = rows + first, cols + first
     per_layer = min(num_blocked // num_layers, rows.size)

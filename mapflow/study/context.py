@@ -121,6 +121,7 @@ class StudyContext:
     prompt: BuiltPrompt
     frames: np.ndarray | None = None  # the decoded frames (T, H, W, 3) uint8 the input was built from
     answer_token: int | None = None  # overrides the prompt's answer (e.g. a token inside the model's own response)
+    timestamps: np.ndarray | None = None  # each frame's time in seconds, as given to `adapter.prepare` (None: unknown)
 
     def rng(self, salt: str = "") -> np.random.Generator:
         """A generator seeded from the run's seed, the sample and ``salt``: the same draw on every rerun/resume."""

@@ -83,13 +83,14 @@ def measure_sample(study: ModuleType, adapter: VideoLLMAdapter, sample: Sample, 
     prompt = build_prompt(sample, TEMPLATES[config.prompt_template])
     video = read_frames(sample, num_frames=config.num_frames, rule=config.frame_rule)
     frames = video.frames
+    timestamps = video.indices / video.fps
     prepared = adapter.prepare(
         frames, prompt.segments, option_letters=prompt.option_letters, true_letter=prompt.true_letter,
-        non_option_includes_prefix=config.non_option_includes_prefix, timestamps=video.indices / video.fps,
+        non_option_includes_prefix=config.non_option_includes_prefix, timestamps=timestamps,
     )
     inputs.check_prompt_fits(adapter, prepared, sample)
     result = study.run(StudyContext(adapter=adapter, sample=sample, prepared=prepared, config=config, prompt=prompt,
-                                    frames=frames))
+                                    frames=frames, timestamps=timestamps))
     inputs.check_study_result(study, result)
     result = result.expand_dims(sample=[sample.sample_id])
     return result.assign_coords(task=("sample", np.asarray([sample.task], dtype=object)), model=model_name)
