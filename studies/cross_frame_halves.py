@@ -4,7 +4,12 @@ One cell per layer set instead of a sweep. Accuracy after knockout is ``pred_kno
 (`mapflow.viz.tables.halves_table`) gives the accuracy drop among the originally correct samples and in points.
 
 Options: ``generate=N`` also writes the first N greedily generated tokens of the answer, clean and under each
-knockout (Table 2's example answers), as ``answer_text`` / ``clean_answer_text``. Runs on all samples by default.
+knockout (Table 2's example answers), as ``answer_text`` / ``clean_answer_text``. The paper's examples are open-ended
+answers ("The action being performed in the video is to **stand up**"), so they are generated from the same sample
+(same frames) asked open-ended: ``generate_template=NAME`` (default ``llava_open_ended``, its sentence stem per task;
+``run`` answers the run's own prompt, e.g. the multiple-choice one). A sample the open-ended template cannot ask (no
+stem for its task) answers the run's own prompt instead. Which prompt answered is stored per sample
+(``answer_template``, and the text the answer continues, ``answer_prompt``). Runs on all samples by default.
 """
 
 import numpy as np
@@ -12,11 +17,15 @@ import torch
 import xarray as xr
 
 from mapflow.study.context import StudyContext, knockout_layer_sets
+from mapflow.errors import MapflowError
+from mapflow.inputs.prompts import TEMPLATES, build_prompt
 from mapflow.knockout.flows import Flow
 from mapflow.readouts.generation import greedy_generate
 
 DEFAULT_SAMPLES = "all"
 FLOWS = ("cross_frame",)
+GENERATE_TEMPLATE = "llava_open_ended"  # Table 2's answers are open-ended (§3.2: "open-ended responses")
+RUN_PROMPT = "run"  # `generate_template=run`: the run's own prompt
 
 
 def halves(num_layers: int) -> dict[str, tuple[int, ...]]:
@@ -33,18 +42,49 @@ DEMO = (  # its runs in the demo suite; `order` places them in the suite
 )
 
 
+def generation_input(ctx: StudyContext):
+    """(prepared input, template name, answer prompt) the example answers are generated from: the sample asked with
+    ``generate_template`` on the same frames, or the run's own input."""
+    name = ctx.config.option("generate_template", GENERATE_TEMPLATE)
+    own = (ctx.prepared, ctx.config.prompt_template or "", ctx.prompt.answer_prompt)
+    if name == RUN_PROMPT or name == ctx.config.prompt_template or ctx.frames is None:
+        return own
+    try:
+        prompt = build_prompt(ctx.sample, TEMPLATES[name])
+    except ValueError:  # no open-ended stem for this task: the run's prompt, recorded as such
+        return own
+    prepared = ctx.adapter.prepare(ctx.frames, prompt.segments, option_letters=prompt.option_letters,
+                                   true_letter=prompt.true_letter,
+                                   non_option_includes_prefix=ctx.config.non_option_includes_prefix,
+                                   timestamps=ctx.timestamps)
+    return prepared, name, prompt.answer_prompt
+
+
+def check_options(adapter, config, **_) -> None:
+    """Before the store exists (`mapflow.inputs.checks.check_run_options`)."""
+    name = config.option("generate_template", GENERATE_TEMPLATE)
+    if name != RUN_PROMPT and name not in TEMPLATES:
+        raise MapflowError(f"--option generate_template={name}: choose {RUN_PROMPT} (the run's own prompt) or a "
+                           f"template: {', '.join(TEMPLATES)}")
+    if int(config.option("generate", "0")) < 0:
+        raise MapflowError(f"--option generate={config.option('generate')}: give a number of tokens >= 0")
+
+
 def run(ctx: StudyContext):
     layer_sets = halves(ctx.adapter.num_layers)
     ds = knockout_layer_sets(ctx, FLOWS, layer_sets)
     max_new = int(ctx.config.option("generate", "0"))
     if max_new > 0:
+        prepared, template, answer_prompt = generation_input(ctx)
         decode = ctx.adapter.tokenizer.decode
-        blocked = torch.from_numpy(Flow.parse("cross_frame").block_matrix(ctx.layout))
-        texts = [decode(greedy_generate(ctx.adapter, ctx.prepared, max_new_tokens=max_new, blocked=blocked,
+        blocked = torch.from_numpy(Flow.parse("cross_frame").block_matrix(prepared.layout))
+        texts = [decode(greedy_generate(ctx.adapter, prepared, max_new_tokens=max_new, blocked=blocked,
                                         layers=layers)) for layers in layer_sets.values()]
         ds["answer_text"] = xr.DataArray(np.asarray([texts], dtype=object), dims=("flow", "layers"))
-        ds["clean_answer_text"] = ((), np.asarray(decode(greedy_generate(ctx.adapter, ctx.prepared,
+        ds["clean_answer_text"] = ((), np.asarray(decode(greedy_generate(ctx.adapter, prepared,
                                                                          max_new_tokens=max_new)), dtype=object))
+        ds["answer_template"] = ((), np.asarray(template, dtype=object))
+        ds["answer_prompt"] = ((), np.asarray(answer_prompt, dtype=object))
     return ds
 
 
@@ -63,7 +103,8 @@ def report_section(w, stores):
                      f"the second-half one {overall['second_half_drop_pts']:.1f}.")
         if "answer_text" in st.ds:
             w.table(s, f"table2_answers_{st.model}", tables.generated_answers(st.ds, limit=2),
-                    "Answers generated greedily, clean and under each knockout")
+                    "Answers generated greedily, clean and under each knockout, after the stem of the prompt named "
+                    "in 'prompt' (Table 2's are open-ended)")
 
 
 REPORT = ({"order": 30, "section": report_section},)

@@ -195,13 +195,20 @@ def test_effective_pathway_random_block_ratio_is_the_released_scripts_budget(sdp
 
 
 def test_halves_study_generates_the_same_text_as_hf(sdpa_adapter, sample, frames):
+    """Table 2's answers are open-ended: generated from the sample asked with the open-ended template."""
+    from mapflow.inputs.prompts import LLAVA_OPEN_ENDED, build_prompt
+
     ctx = context(sdpa_adapter, sample, frames, options={"generate": "3"})
     ds = study("cross_frame_halves").run(ctx)
+    open_ended = sdpa_adapter.prepare(frames, build_prompt(sample, LLAVA_OPEN_ENDED).segments)
     with torch.no_grad():
-        out = sdpa_adapter.hf_model.generate(**ctx.prepared.inputs, max_new_tokens=3, do_sample=False,
+        out = sdpa_adapter.hf_model.generate(**open_ended.inputs, max_new_tokens=3, do_sample=False,
                                              pad_token_id=sdpa_adapter.tokenizer.pad_token_id)
-    expected = sdpa_adapter.tokenizer.decode(out[0, ctx.layout.seq_len:])
-    assert str(ds.clean_answer_text.values) == expected
+    new_ids = out[0, open_ended.layout.seq_len:].tolist()
+    eos = sdpa_adapter.tokenizer.eos_token_id
+    expected = sdpa_adapter.tokenizer.decode(new_ids[:new_ids.index(eos)] if eos in new_ids else new_ids)
+    assert str(ds.clean_answer_text.values) == expected  # greedy_generate stops before the end-of-sequence token
+    assert str(ds.answer_template.values) == "llava_open_ended"
     assert ds.answer_text.dims == ("flow", "layers")
 
 

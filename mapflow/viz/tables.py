@@ -5,6 +5,8 @@
 - `pathway_table`: Table 3 / Table A, accuracy and kept attention edges of the effective pathways and random controls.
 - `interval_table`: Table E(b), mean relative change per 5-layer interval, with the significant ones marked.
 - `keyword_frequency`: the counts behind Fig. 4 (logit-lens keyword hits per layer bin, normalized as the paper).
+
+The knockout tables claim exact numbers: a store of the screen's first-order estimates (``--plan screen``) is refused.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import xarray as xr
 
 from ..errors import MapflowError
 from ..readouts.pathways import interval_means
+from ..results.method import require_exact
 from ..results.tasks import by_task, select_task, task_names  # noqa: F401  (task_names: public here before)
 
 
@@ -32,6 +35,7 @@ def halves_table(ds: xr.Dataset, flow: str = "cross_frame") -> pd.DataFrame:
     originally correct samples that the knockout turns wrong (the paper's "accuracy drop among originally correct
     samples"). Accuracies are over knocked-out samples (all samples under the study's default)."""
     _require(ds, "pred_knockout", "answer_token", "correct", "knocked_out", what="the halves table")
+    require_exact(ds, "the halves table (Table 2 / Table B)")
     rows = []
     for task, part in by_task(ds):
         part = part.isel(sample=part["knocked_out"].values.astype(bool))
@@ -49,13 +53,18 @@ def halves_table(ds: xr.Dataset, flow: str = "cross_frame") -> pd.DataFrame:
 
 
 def generated_answers(ds: xr.Dataset, limit: int = 5) -> pd.DataFrame:
-    """Clean and knocked-out answers of the first ``limit`` samples per task (from ``--option generate=N``)."""
+    """Clean and knocked-out answers of the first ``limit`` samples per task (from ``--option generate=N``), with the
+    prompt that answered (``prompt``: Table 2's are open-ended, ``llava_open_ended``) and the stem they continue."""
     _require(ds, "answer_text", "clean_answer_text", what="the generated-answers table")
     rows = []
     for task, part in list(by_task(ds))[:-1]:
         for i in range(min(limit, part.sizes["sample"])):
             one = part.isel(sample=i)
-            row = {"task": task, "sample": str(one["sample"].values), "clean": str(one["clean_answer_text"].values)}
+            row = {"task": task, "sample": str(one["sample"].values)}
+            if "answer_template" in one:  # which prompt answered, and the stem the answers continue (its last line)
+                row["prompt"] = str(one["answer_template"].values)
+                row["stem"] = str(one["answer_prompt"].values).rpartition("\n")[2].strip()
+            row["clean"] = str(one["clean_answer_text"].values)
             for layer_set in one["layers"].values:
                 row[str(layer_set)] = str(one["answer_text"].isel(flow=0).sel(layers=layer_set).values)
             rows.append(row)
@@ -66,6 +75,7 @@ def pathway_table(ds: xr.Dataset) -> pd.DataFrame:
     """Per task: accuracy (%) under each condition and the kept share of attention edges (mean kept / mean total, as
     the released code reports it)."""
     _require(ds, "correct_after", "edges_kept", "edges_total", what="the pathway table")
+    require_exact(ds, "the pathway table (Table 3)")
     rows = []
     for task, part in by_task(ds):
         row = {"task": task, "n": int(part.sizes["sample"])}
@@ -82,6 +92,7 @@ def interval_table(ds: xr.Dataset, interval: int = 5, threshold: float = -5.0, t
     """Mean ``rel_change`` (%) per flow and 1-based ``interval``-layer interval (Table E(b)); cells below
     ``threshold`` are the significant ones (marked with ``*`` by `mark_significant`)."""
     _require(ds, "rel_change", what="the interval table")
+    require_exact(ds, "the interval table (Table E(b))")
     rel_change = ds["rel_change"]
     if task is not None:
         rel_change = rel_change.isel(sample=ds["task"].values == task)
