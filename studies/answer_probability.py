@@ -10,6 +10,7 @@ template (no letters) the single slot ``answer`` holds the answer's first token.
 import numpy as np
 import xarray as xr
 
+from mapflow.differences import default
 from mapflow.study.context import StudyContext, clean_from_readouts, option_token_ids, sample_measurement
 from mapflow.readouts.lens import clean_and_layer_probabilities
 
@@ -25,7 +26,7 @@ DEMO = (  # its runs in the demo suite; `order` places them in the suite
 
 
 def run(ctx: StudyContext):
-    convention = ctx.config.option("lens", "paper")
+    convention = ctx.config.option("lens", default("lens"))
     if ctx.prompt.option_letters:
         tokens = option_token_ids(ctx)
         slots, ids = list(SLOTS), [tokens.get(s) for s in SLOTS]

@@ -13,6 +13,7 @@ paper counts correctly answered samples only, and the table applies that filter 
 import numpy as np
 import xarray as xr
 
+from mapflow.differences import default
 from mapflow.study.context import StudyContext, clean_from_readouts, sample_measurement, wants_knockout
 from mapflow.readouts.keywords import load_keywords, piece_table
 from mapflow.readouts.lens import clean_and_layer_top_tokens
@@ -28,12 +29,12 @@ DEMO = (  # its runs in the demo suite; `order` places them in the suite
 
 
 def run(ctx: StudyContext):
-    lists = load_keywords(ctx.config.option("keywords", "paper"))
+    lists = load_keywords(ctx.config.option("keywords", default("keywords")))
     table = piece_table(ctx.adapter.tokenizer, lists)
     video = ctx.layout.positions("video")
     # the lens and the clean run in one request on a server
     out = sample_measurement(ctx, clean_and_layer_top_tokens, video, ctx.answer_token_id(),
-                             ctx.config.option("lens", "paper"))
+                             ctx.config.option("lens", default("lens")))
     tops = out["tops"].numpy()
     vocabulary = {int(t): ctx.adapter.tokenizer.decode([int(t)]) for t in np.unique(tops)}
     text = np.vectorize(vocabulary.get, otypes=[object])(tops)
@@ -45,7 +46,7 @@ def run(ctx: StudyContext):
         {"top_token": (cell, tops.astype(np.int64)), "top_text": (cell, text),
          "keyword": (cell, keyword), "keyword_kind": (cell, kind)},
         coords={"layer": np.arange(ctx.adapter.num_layers), **video_token_coords(ctx.layout)},
-        attrs={"keywords": lists.name, "lens": ctx.config.option("lens", "paper")},
+        attrs={"keywords": lists.name, "lens": ctx.config.option("lens", default("lens"))},
     )
     clean = clean_from_readouts(ctx, out["clean"])
     ds = ds.assign({**clean.correctness(), "pred_base": ((), np.int64(clean.pred)),

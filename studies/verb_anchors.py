@@ -17,13 +17,14 @@ from dataclasses import replace
 import numpy as np
 import xarray as xr
 
+from mapflow.differences import default
 from mapflow.study.context import StudyContext, knockout_sweep, unmeasured_sweep
 from mapflow.readouts.generation import extend_input, greedy_generate
 from mapflow.readouts.keywords import verb_detector
 
 DEFAULT_SAMPLES = "correct"  # the truncated input must reproduce the anchor, as the paper requires
 ANCHORS = (1, 2, 3)
-DEFAULT_MAX_NEW_TOKENS = "256"  # the released reference response (spec A4 step 1)
+DEFAULT_MAX_NEW_TOKENS = default("max_new_tokens")  # the released reference response (spec A4 step 1)
 FLOWS = ("video->question", "video->response", "video->last", "question->last", "response->last")
 
 
@@ -59,7 +60,7 @@ DEMO = (  # its runs in the demo suite; `order` places them in the suite
 
 def run(ctx: StudyContext):
     option = ctx.config.option
-    detect, detector_name = verb_detector(option("verbs", "auto"), option("spacy_model", "en_core_web_lg"))
+    detect, detector_name = verb_detector(option("verbs", default("verbs")), option("spacy_model", "en_core_web_lg"))
     max_new_tokens = int(option("max_new_tokens", DEFAULT_MAX_NEW_TOKENS))
     generated = greedy_generate(ctx.adapter, ctx.prepared, max_new_tokens=max_new_tokens)
     tokenizer = ctx.adapter.tokenizer

@@ -8,6 +8,7 @@ import logging
 import sys
 from pathlib import Path
 
+from .. import differences
 from ..errors import MapflowError
 from ..inputs.checks import user_path
 from ..ndif_local.commands import add_ndif_parser
@@ -46,7 +47,7 @@ def add_run_arguments(parser: argparse.ArgumentParser, with_study: bool = True) 
     parser.add_argument("--frame-rule", choices=["segment_midpoint", "linspace", "longvideobench"],
                         help="frame sampling rule (default: the model family's, else the benchmark's)")
     parser.add_argument("--flows", nargs="+", help="override the study's flows, e.g. video->last cross_frame")
-    parser.add_argument("--gt-token", default="continuation", choices=["continuation", "vocab"],
+    parser.add_argument("--gt-token", default=differences.default("gt_token"), choices=["continuation", "vocab"],
                         help="how the answer letter becomes a token id (vocab = the released code's lookup)")
     parser.add_argument("--non-option-without-prefix", action="store_true",
                         help="leave 'Question:' out of the non-option question span, as the released code does")
@@ -57,7 +58,7 @@ def add_run_arguments(parser: argparse.ArgumentParser, with_study: bool = True) 
                              "plus the exact value of the K largest estimated cells per sample")
     parser.add_argument("--heads", help="cut every flow in these query heads only, e.g. 3,7 (0-based)")
     parser.add_argument("--attn", default="sdpa", choices=["sdpa", "eager"], help="attention implementation")
-    parser.add_argument("--dtype", default="auto", help="auto (bfloat16 on a GPU as the paper, float32 on a CPU) | "
+    parser.add_argument("--dtype", default=differences.default("dtype"), help="auto (bfloat16 on a GPU as the paper, float32 on a CPU) | "
                         "float32 | bfloat16 | float16")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--device-map", help="accelerate placement across GPUs instead of --device, e.g. 'auto'")

@@ -15,6 +15,7 @@ import torch
 import xarray as xr
 
 from ..data.sample import Sample
+from ..differences import default
 from ..knockout.flows import Flow, Window
 from ..knockout.cells import PREDICTED_OPTION, SAMPLE_MODES, CellsRequest, knockout_cells, prediction_layout
 from ..knockout.cells import wants_knockout as cells_wants_knockout
@@ -34,7 +35,7 @@ class StudyConfig:
     num_frames: int = 8
     frame_rule: str = "segment_midpoint"
     prompt_template: str | None = None  # None: the checkpoint's own, else the benchmark's (`mapflow.study.resolve`)
-    gt_token: str = "continuation"  # or "vocab": the released code's bare-letter vocabulary lookup
+    gt_token: str = default("gt_token")  # or "vocab": the released code's bare-letter vocabulary lookup
     non_option_includes_prefix: bool = True
     flows: tuple[str, ...] | None = None  # None: the study's own flows
     plan: str = "auto"  # "naive": one full forward per configuration, vision included (the paper code's cost)
@@ -120,8 +121,8 @@ class StudyContext:
     config: StudyConfig
     prompt: BuiltPrompt
     frames: np.ndarray | None = None  # the decoded frames (T, H, W, 3) uint8 the input was built from
-    answer_token: int | None = None  # overrides the prompt's answer (e.g. a token inside the model's own response)
     timestamps: np.ndarray | None = None  # each frame's time in seconds, as given to `adapter.prepare` (None: unknown)
+    answer_token: int | None = None  # overrides the prompt's answer (e.g. a token inside the model's own response)
 
     def rng(self, salt: str = "") -> np.random.Generator:
         """A generator seeded from the run's seed, the sample and ``salt``: the same draw on every rerun/resume."""
@@ -161,7 +162,7 @@ def _clean(ctx: StudyContext, logits, pred: int, p_base: float, p_gt_base: float
 
 def correctness_rule(ctx: StudyContext) -> str:
     """``--option correct_by``: ``text`` (default) or ``token``."""
-    rule = ctx.config.option("correct_by", "text")
+    rule = ctx.config.option("correct_by", default("correct_by"))
     if rule not in CORRECTNESS_RULES:
         raise ValueError(f"--option correct_by={rule}: choose one of {', '.join(CORRECTNESS_RULES)}")
     return rule
