@@ -58,8 +58,8 @@ def add_run_arguments(parser: argparse.ArgumentParser, with_study: bool = True) 
                              "plus the exact value of the K largest estimated cells per sample")
     parser.add_argument("--heads", help="cut every flow in these query heads only, e.g. 3,7 (0-based)")
     parser.add_argument("--attn", default="sdpa", choices=["sdpa", "eager"], help="attention implementation")
-    parser.add_argument("--dtype", default=differences.default("dtype"), help="auto (bfloat16 on a GPU as the paper, float32 on a CPU) | "
-                        "float32 | bfloat16 | float16")
+    parser.add_argument("--dtype", default=differences.default("dtype"),
+                        help="auto (bfloat16 on a GPU as the paper, float32 on a CPU) | float32 | bfloat16 | float16")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--device-map", help="accelerate placement across GPUs instead of --device, e.g. 'auto'")
     parser.add_argument("--seed", type=int, default=42)
