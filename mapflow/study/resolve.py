@@ -118,7 +118,8 @@ def prepare_run(study, model=None, data=None, *, benchmark: str | None = None, t
                 frames: int | None = None, frame_rule: str | None = None, flows=None,
                 gt_token: str = differences.default("gt_token"), non_option_includes_prefix: bool = True,
                 plan: str = "auto", seed: int = 42, attn: str = "sdpa", dtype: str = differences.default("dtype"),
-                device: str = "cpu", device_map=None, threads: int | None = None, strict: bool = False, heads=None) -> PreparedRun:
+                device: str = "cpu", device_map=None, threads: int | None = None, strict: bool = False,
+                heads=None) -> PreparedRun:
     """Resolve a run exactly as ``mapflow run`` does (its options have the same names and defaults).
 
     ``model``: None (the embedded organism), a checkpoint directory or a loaded adapter. ``data``: None (the embedded
