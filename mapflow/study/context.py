@@ -198,8 +198,8 @@ _TEXT_RULE_CACHE: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
 
 
 def text_rule_tokens(tokenizer, expected: str) -> frozenset[int]:
-    """Every token id whose piece, decoded on its own, equals ``expected`` ignoring case (e.g. ``A``, ``▁A``, ``a`` on a
-    SentencePiece vocabulary). The whole vocabulary is decoded once per tokenizer (about a second for 151k pieces) so
+    """Every token id whose piece, decoded on its own, equals ``expected`` ignoring case (e.g. ``A``, ``▁A``, ``a`` on
+    a SentencePiece vocabulary). The whole vocabulary is decoded once per tokenizer (about a second for 151k pieces) so
     the rule can travel to a server as ids and be applied where the logits are."""
     pieces = _TEXT_RULE_CACHE.get(tokenizer)
     if pieces is None:
