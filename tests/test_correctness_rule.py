@@ -96,3 +96,58 @@ def test_text_rule_tokens_match_decoding(sdpa_adapter):
 def test_unknown_rule_is_refused(sdpa_adapter, sample, frames):
     with pytest.raises(ValueError, match="correct_by"):
         _cross_frame(sdpa_adapter, sample, frames, correct_by="letters")
+
+
+# --- on the published Vicuna tokenizer (LLaVA-NeXT-Video-7B): a predicted `▁A` against the continuation token `A` ---
+LLAMA_A, LLAMA_SPACE_A = 29909, 319  # LLaMA's `A` and `▁A`
+
+
+def test_text_rule_on_vicuna_accepts_both_spellings(real_tokenizers):
+    from mapflow.inputs.real_tokenizers import load_real_tokenizer
+    from mapflow.study.context import text_rule_tokens
+
+    vicuna = load_real_tokenizer("vicuna")
+    assert vicuna.convert_tokens_to_ids(["A", "▁A"]) == [LLAMA_A, LLAMA_SPACE_A]
+    accepted = text_rule_tokens(vicuna, "A")
+    assert {LLAMA_A, LLAMA_SPACE_A} <= accepted
+    assert all(vicuna.decode([i]).lower() == "a" for i in accepted)
+
+
+@pytest.fixture(scope="module")
+def vicuna_space_a_adapter(tmp_path_factory, real_tokenizers):
+    """The real-inputs LLaVA-NeXT-Video checkpoint made to answer `▁A` on a question whose answer is (A."""
+    from mapflow.data.sample import Sample
+    from mapflow.inputs.prompts import LLAVA_MCQA, build_prompt
+    from mapflow.models import load_model
+    from mapflow.models.real_inputs import build_real_inputs_checkpoint
+
+    path = build_real_inputs_checkpoint("llava_next_video", tmp_path_factory.mktemp("real") / "llava", seed=3)
+    adapter = load_model(path, attn_implementation="eager", self_test=False)
+    sample = Sample("moving_direction/0001", "moving_direction", "unused.mp4",
+                    "Which direction does the red square move in the video?",
+                    ("Up and to the left.", "Up and to the right.", "Down and to the left."), 0)
+    size = adapter.default_frame_size()
+    clip = np.random.default_rng(5).integers(0, 256, (2, size, size, 3), dtype=np.uint8)
+    prompt = build_prompt(sample, LLAVA_MCQA)
+    prepared = adapter.prepare(clip, prompt.segments, option_letters=prompt.option_letters,
+                               true_letter=prompt.true_letter)
+    with torch.no_grad(), adapter.trace(prepared):
+        hidden = adapter.final_norm.output[0, -1].save()
+    with torch.no_grad():
+        adapter.hf_model.lm_head.weight[LLAMA_SPACE_A] = 50 * hidden / hidden.norm()
+    return adapter, sample, clip
+
+
+@pytest.mark.parametrize("rule, knocked_out", [("text", True), ("token", False)])
+def test_filter_follows_the_rule_on_vicuna(vicuna_space_a_adapter, rule, knocked_out):
+    from mapflow.inputs.prompts import LLAVA_MCQA
+    from mapflow.study.context import knockout_sweep
+
+    adapter, sample, clip = vicuna_space_a_adapter
+    ctx = study_context(adapter, sample, clip, LLAVA_MCQA, options={"correct_by": rule})
+    assert ctx.answer_token_id() == LLAMA_A  # `A` as it follows `Best option:(`
+    ds = knockout_sweep(ctx, ["cross_frame"], sweep_layers=[0])
+    assert int(ds["pred_base"]) == LLAMA_SPACE_A
+    assert bool(ds["correct_text"]) and not bool(ds["correct_token"])
+    assert bool(ds["knocked_out"]) == knocked_out == bool(ds["correct"])
+    assert np.isfinite(ds["p_knockout"].values).all() == knocked_out
