@@ -1,10 +1,13 @@
 """Frame-pair knockout (beyond the paper's Fig. 2): which frames does the model compare, and in which layers?
 
 ``cross_frame`` decomposed: for each pair of frames (earlier ``source_frame`` -> later ``target_frame``) the later
-frame's video tokens may not read the earlier frame's, in a window of layers around each layer; every other edge
-stays. Stores ``rel_change(sample, source_frame, target_frame, layer)`` (NaN where source >= target). Option
-``by=distance`` knocks out every pair at one temporal distance ``d = target - source`` together instead and stores
-``rel_change(sample, distance, layer)``. Needs at least two frames (``--frames``).
+frame may not read the earlier frame, in a window of layers around each layer; every other edge stays. A frame is
+what ``cross_frame`` cuts, its run (`TokenLayout.runs`): on VideoLLaMA3 its ``Time t s:`` label, separator and
+tokens, as the paper's code splits the video; elsewhere its feature tokens. Stores ``rel_change(sample, source_frame,
+target_frame, layer)`` (NaN where source >= target). Options: ``by=distance`` knocks out every pair at one temporal
+distance ``d = target - source`` together instead and stores ``rel_change(sample, distance, layer)``;
+``unit=tokens`` cuts between the frames' feature tokens only (as ``cross_frame_tokens``; labels may then carry
+information across). Needs at least two frames (``--frames``).
 """
 
 import numpy as np
@@ -15,6 +18,8 @@ from mapflow.errors import KnockoutConfigError
 
 SCREENABLE = True  # `--plan screen` estimates its cells (mapflow.knockout.screen)
 MODES = ("pair", "distance")
+# what one frame is: its run, as cross_frame (default), or its feature tokens only, as cross_frame_tokens
+UNITS = {"run": ("frame_run", "frame_distance"), "tokens": ("frame", "frame_distance_tokens")}
 
 
 # What `mapflow plot` and the demo suite (`mapflow.cli.demo.organism_suite`) take from this study:
@@ -28,15 +33,19 @@ def run(ctx: StudyContext):
     mode = ctx.config.option("by", "pair")
     if mode not in MODES:
         raise KnockoutConfigError(f"--option by={mode}: choose one of {', '.join(MODES)}")
+    unit = ctx.config.option("unit", "run")
+    if unit not in UNITS:
+        raise KnockoutConfigError(f"--option unit={unit}: choose one of {', '.join(UNITS)}")
+    frame_name, distance_name = UNITS[unit]
     frames = len(ctx.layout.frames)
     if frames < 2:
         raise KnockoutConfigError(f"frame_pairs needs at least 2 frames; this input has {frames} (set --frames 2 or "
                                   "more; a frame unit of temporally grouped frames counts as one)")
     if mode == "distance":
-        ds = knockout_sweep(ctx, [f"frame_distance:{d}" for d in range(1, frames)])
+        ds = knockout_sweep(ctx, [f"{distance_name}:{d}" for d in range(1, frames)])
         return ds.rename(flow="distance").assign_coords(distance=np.arange(1, frames))
     pairs = [(source, target) for target in range(frames) for source in range(target)]
-    ds = knockout_sweep(ctx, [f"frame_{source}->frame_{target}" for source, target in pairs])
+    ds = knockout_sweep(ctx, [f"{frame_name}_{source}->{frame_name}_{target}" for source, target in pairs])
     return pair_grid(ds, pairs, frames)
 
 

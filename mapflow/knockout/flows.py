@@ -4,7 +4,9 @@ A flow is a declarative list of blocks ``source -> target`` over named spans of 
 rows may no longer read the source's keys. ``cross_frame`` is the one block that is not a plain cross product: each
 frame's queries lose every earlier frame's keys, and within-frame attention stays. A frame is its run
 (`TokenLayout.runs`: on VideoLLaMA3 the ``Time t s:`` label, the tokens and the separator, as the paper's code);
-``cross_frame_tokens`` cuts between the feature tokens only.
+``cross_frame_tokens`` cuts between the feature tokens only. Finer cuts follow the same rule: ``frame_run_i`` names
+frame i's run (``frame_run_0->frame_run_2``: one pair of runs), ``frame_i`` its feature tokens only;
+``frame_distance:d`` cuts every run from the run d before it, ``frame_distance_tokens:d`` the feature tokens only.
 """
 
 from __future__ import annotations
@@ -22,8 +24,11 @@ CROSS_FRAME = "cross_frame"
 # cross_frame over the frames' feature tokens only, even where a frame's run also holds its label and separator
 CROSS_FRAME_TOKENS = "cross_frame_tokens"
 CROSS_FRAME_KINDS = (CROSS_FRAME, CROSS_FRAME_TOKENS)
-FRAME_DISTANCE = "frame_distance"  # "frame_distance:d": every frame's queries lose the keys of the frame d before it
+FRAME_DISTANCE = "frame_distance"  # "frame_distance:d": every frame's run loses the keys of the run d before it
+FRAME_DISTANCE_TOKENS = "frame_distance_tokens"  # the same between the frames' feature tokens only
+FRAME_DISTANCE_KINDS = (FRAME_DISTANCE, FRAME_DISTANCE_TOKENS)
 _FRAME_SPAN = re.compile(r"frame_(\d+)$")
+_FRAME_RUN = re.compile(r"frame_run_(\d+)$")  # frame i's run (`TokenLayout.runs`), not a span of the layout
 
 
 @dataclass(frozen=True)
@@ -35,8 +40,8 @@ class Block:
     def label(self) -> str:
         if self.source in CROSS_FRAME_KINDS:
             return self.source
-        if self.source == FRAME_DISTANCE:
-            return f"{FRAME_DISTANCE}:{self.target}"
+        if self.source in FRAME_DISTANCE_KINDS:
+            return f"{self.source}:{self.target}"
         return f"{self.source}->{self.target}"
 
 
@@ -59,11 +64,12 @@ class Flow:
             if part in CROSS_FRAME_KINDS:
                 blocks.append(Block(part, part))
                 continue
-            if part.startswith(FRAME_DISTANCE + ":"):
-                distance = part.partition(":")[2].strip()
+            kind, colon, distance = part.partition(":")
+            if colon and kind.strip() in FRAME_DISTANCE_KINDS:
+                distance = distance.strip()
                 if not distance.isdigit() or int(distance) < 1:
-                    raise KnockoutConfigError(f"cannot read flow '{part}': write '{FRAME_DISTANCE}:d' with d >= 1")
-                blocks.append(Block(FRAME_DISTANCE, str(int(distance))))
+                    raise KnockoutConfigError(f"cannot read flow '{part}': write '{kind.strip()}:d' with d >= 1")
+                blocks.append(Block(kind.strip(), str(int(distance))))
                 continue
             source, sep, target = part.partition("->")
             if not sep or not source.strip() or not target.strip():
@@ -80,28 +86,34 @@ class Flow:
                 for i, frame in enumerate(runs[1:], start=1):
                     earlier = np.concatenate([f.positions() for f in runs[:i]])
                     blocked[np.ix_(frame.positions(), earlier)] = True
-            elif block.source == FRAME_DISTANCE:
+            elif block.source in FRAME_DISTANCE_KINDS:
                 distance = int(block.target)
                 if not 1 <= distance < len(layout.frames):
                     raise KnockoutConfigError(
                         f"flow '{block.label}': frame distance {distance} is out of range; this input has "
                         f"{len(layout.frames)} frame(s), so distances 1..{len(layout.frames) - 1}")
-                for i in range(distance, len(layout.frames)):
-                    blocked[np.ix_(layout.frames[i].positions(), layout.frames[i - distance].positions())] = True
+                runs = layout.runs if block.source == FRAME_DISTANCE else layout.frames
+                for i in range(distance, len(runs)):
+                    blocked[np.ix_(runs[i].positions(), runs[i - distance].positions())] = True
             else:
-                for name in (block.source, block.target):
-                    check_frame_span(name, layout)
-                blocked[np.ix_(layout.positions(block.target), layout.positions(block.source))] = True
+                blocked[np.ix_(span_positions(block.target, layout), span_positions(block.source, layout))] = True
         check_every_row_keeps_a_key(blocked, self.label)
         return blocked
 
 
 def check_frame_span(name: str, layout: TokenLayout) -> None:
-    """A ``frame_i`` span beyond the input's frames: an error naming the valid range."""
-    match = _FRAME_SPAN.match(name)
+    """A ``frame_i`` or ``frame_run_i`` beyond the input's frames: an error naming the valid range."""
+    match = _FRAME_SPAN.match(name) or _FRAME_RUN.match(name)
     if match and int(match.group(1)) >= len(layout.frames):
         raise KnockoutConfigError(f"frame {match.group(1)} in '{name}' is out of range; this input has frames "
                                   f"0..{len(layout.frames) - 1}")
+
+
+def span_positions(name: str, layout: TokenLayout) -> np.ndarray:
+    """Positions of a named span, or of frame i's run for ``frame_run_i``."""
+    check_frame_span(name, layout)
+    run = _FRAME_RUN.match(name)
+    return layout.runs[int(run.group(1))].positions() if run else layout.positions(name)
 
 
 def check_every_row_keeps_a_key(blocked: np.ndarray, label: str) -> None:

@@ -8,8 +8,12 @@ The paper's code (spec §1.1, §1.3) differs from the processor's defaults, and 
   position of a frame's run reads an earlier run; ``cross_frame_tokens`` cuts between the feature tokens only.
 - **No token compression** (``use_token_compression=False``): every frame keeps its full grid. A checkpoint whose
   config sets ``mapflow_keep_token_compression: true`` keeps the processor's own setting.
-- **At most 144 tokens per frame**: the processor's pixel budget is ``T * 144`` merged patches, which it divides by the
-  frame count (aspect ratio kept, sides multiples of patch x merge), as the code's ``max_tokens = frames * 144``.
+- **Frame size as the released processor** (``simple_batched_resize`` of the released
+  ``image_processing_videollama3.py``, with the code's ``max_tokens = frames * 144``): each side is rounded to the
+  nearest multiple of patch x merge (28); only a frame whose rounded grid exceeds 144 tokens is scaled down (aspect
+  kept, sides floored), only one below the released ``min_tokens`` of 16 scaled up. A 320x240 frame thus keeps its
+  9 x 11 = 99 tokens; the checkpoint processor's own minimum (128 tokens) would upscale it to 140. mapflow gives the
+  checkpoint's video processor these two bounds (its ``smart_resize`` is the same rule).
 - **Real timestamps**: the labels carry each frame's time in the video (``frame index / decoded fps``) when the caller
   passes them (the runner does); without them the processor falls back to one second per frame.
 - **Frames** are sampled with ``linspace`` (first and last frame included) unless ``--frame-rule`` says otherwise.
@@ -25,6 +29,9 @@ from ..inputs.prompts import VIDEOLLAMA3_MCQA
 from .chat import ChatVideoLLMAdapter
 
 TOKENS_PER_FRAME = 144  # the paper's 12 x 12 budget per frame (an upper bound: grids keep the aspect ratio)
+# the released image processor's smallest frame, in merged tokens (`Videollama3ImageProcessor(min_tokens=4 * 4)`; the
+# paper's code sets only max_tokens)
+RELEASED_MIN_TOKENS = 16
 KEEP_COMPRESSION_KEY = "mapflow_keep_token_compression"
 
 
@@ -52,10 +59,10 @@ class VideoLlama3Adapter(ChatVideoLLMAdapter):
         kwargs = {"use_token_compression": self.token_compression, "do_sample_frames": False}
         if self.tokens_per_frame is not None:
             merged_patch = video.patch_size * video.merge_size
-            size = dict(video.size)
-            size["longest_edge"] = len(frames) * self.tokens_per_frame * merged_patch * merged_patch
-            size["shortest_edge"] = min(size.get("shortest_edge") or 0, size["longest_edge"] // len(frames))
-            kwargs["size"] = size
+            # the processor divides longest_edge by the frame count: the released per-frame budget; shortest_edge is
+            # the released minimum, not the checkpoint's larger one (which would upscale small frames)
+            kwargs["size"] = {"longest_edge": len(frames) * self.tokens_per_frame * merged_patch * merged_patch,
+                              "shortest_edge": RELEASED_MIN_TOKENS * merged_patch * merged_patch}
         if timestamps is None:
             timestamps = np.arange(len(frames), dtype=float)  # the processor's own fallback (fps 1), stated
         else:
