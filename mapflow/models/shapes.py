@@ -38,7 +38,8 @@ class Shape:
 
 
 # llava-hf/LLaVA-NeXT-Video-7B-hf adds these to Vicuna-7B's tokenizer, in this order, as special unnormalized tokens
-# (transformers' convert_llava_next_video_weights_to_hf.py); its config: video_token_index 32000, image_token_index 32001
+# (transformers' convert_llava_next_video_weights_to_hf.py); its config: video_token_index 32000,
+# image_token_index 32001
 LLAVA_NEXT_VIDEO_ADDED_TOKENS = {"<video>": 32000, "<image>": 32001}
 
 
