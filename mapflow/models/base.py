@@ -233,7 +233,9 @@ class VideoLLMAdapter(ABC):
         """The first token the model would read for ``continuation`` written right after ``prefix_text``.
 
         Tokenizing the pair (not the bare string) gets the piece a real prompt produces, e.g. ``A`` after ``(`` in
-        SentencePiece vocabularies where the bare letter would be ``▁A``.
+        SentencePiece vocabularies where the bare letter would be ``▁A``. Where the pair's tokenization merges the
+        continuation into the prompt's last token (byte-level BPE: ``:`` + ``A`` -> ``:A``), the model, whose prompt
+        ends with the prompt's own tokens, reads the continuation's first token as tokenized on its own.
         """
         tok = self.tokenizer
         before = tok(prefix_text, add_special_tokens=False)["input_ids"]
@@ -243,7 +245,15 @@ class VideoLLMAdapter(ABC):
             common += 1
         if common >= len(after):
             raise ValueError(f"{continuation!r} adds no token after {prefix_text!r}")
-        return int(after[common])
+        if common == len(before):  # the prompt's tokens stay as they are
+            return int(after[common])
+        alone = tok(continuation, add_special_tokens=False)["input_ids"]
+        read = tok.decode(before + alone[:1])
+        prompt = tok.decode(before)
+        if alone and read.startswith(prompt) and read[len(prompt):] and continuation.startswith(read[len(prompt):]):
+            return int(alone[0])
+        raise ValueError(f"{continuation!r} merges into the last token of {prefix_text!r} and has no token of its own "
+                         "that follows the prompt; pass --gt-token vocab")
 
     # ---- load-time self-test ----------------------------------------------------------------------------------
     def self_test(self, prepared: PreparedInput) -> dict[str, float]:
