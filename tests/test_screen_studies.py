@@ -65,7 +65,8 @@ def test_frame_pairs_need_two_frames(sdpa_adapter, sample, frames):
 
 
 def test_head_sweep_equals_the_full_recompute(adapter, sample, frames):
-    ctx = context(adapter, sample, frames, options={"heads": "0,3"}, flows=("video->last", "question->last"))
+    ctx = context(adapter, sample, frames, options={"heads": "0,3", "window": "3"},
+                  flows=("video->last", "question->last"))
     ds = study("head_sweep").run(ctx)
     assert ds["head"].values.tolist() == [0, 3] and set(ds["rel_change"].dims) == {"head", "flow", "layer"}
     for flow, head, layer in (("video->last", 0, 1), ("question->last", 3, 2)):

@@ -1,6 +1,7 @@
 """The paper's figures, each drawn from a results store (an xarray Dataset from `mapflow.results.store.open_dataset`).
 
-Every function returns a matplotlib Figure (Agg, no pyplot state); `save_figure` writes it as PNG and PDF.
+Every function returns a matplotlib Figure (Agg, no pyplot state); `save_figure` writes it as PNG and PDF. A figure
+drawn from a store of the screen's first-order estimates (``--plan screen``) carries `SCREEN_MARK` as its title.
 
 | paper | function | study |
 |---|---|---|
@@ -18,6 +19,7 @@ Every function returns a matplotlib Figure (Agg, no pyplot state); `save_figure`
 
 from __future__ import annotations
 
+import functools
 import os
 from pathlib import Path
 
@@ -28,10 +30,36 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from ..errors import MapflowError
+from ..results.method import SCREEN_MARK, is_screen_store
 from ..results.tasks import select_task, task_names
 from .tables import keyword_frequency
 
 MODEL_COLORS = ("tab:green", "tab:pink", "tab:blue", "tab:orange")  # the paper: green Video-FT, pink image model
+
+
+def mark_screen(fig: Figure) -> Figure:
+    """Title the figure as a screen estimate (once, kept above any title it has)."""
+    current = fig.get_suptitle()
+    if SCREEN_MARK not in current:
+        fig.suptitle("\n".join(filter(None, (SCREEN_MARK, current))), color="tab:red", fontweight="bold")
+    return fig
+
+
+def screen_marked(function):
+    """A figure function whose figure is marked when any store it draws (a Dataset argument, or one in a dict of
+    them) holds screen estimates."""
+
+    @functools.wraps(function)
+    def draw(*args, **kwargs):
+        fig = function(*args, **kwargs)
+        given = [*args, *kwargs.values()]
+        stores = [a for a in given if isinstance(a, xr.Dataset)]
+        stores += [d for a in given if isinstance(a, dict) for d in a.values() if isinstance(d, xr.Dataset)]
+        if any(is_screen_store(ds) for ds in stores):
+            mark_screen(fig)
+        return fig
+
+    return draw
 
 
 def new_figure(rows: int, cols: int, *, width: float = 4.5, height: float = 3.5, **subplot_kw):
@@ -106,6 +134,7 @@ def mean_and_ci(
     return mean.reshape(trailing), low.reshape(trailing), high.reshape(trailing)
 
 
+@screen_marked
 def rel_change_figure(
     ds: xr.Dataset, *, variable: str = "rel_change", ci: float = 0.95, n_boot: int = 1000, seed: int = 0
 ) -> Figure:
@@ -163,6 +192,7 @@ def _draw_panel(ax, data: xr.DataArray, variable: str, ci: float, n_boot: int, s
     ax.grid(alpha=0.3)
 
 
+@screen_marked
 def flow_figure(ds: xr.Dataset, *, variable: str = "rel_change", flows=None) -> Figure:
     """Mean % change of the answer probability per layer, one line per flow, one panel per task (Fig. 3, 6, 7...)."""
     if flows is not None:
@@ -170,6 +200,7 @@ def flow_figure(ds: xr.Dataset, *, variable: str = "rel_change", flows=None) -> 
     return rel_change_figure(ds, variable=variable)
 
 
+@screen_marked
 def model_overlay_figure(datasets: dict[str, xr.Dataset], *, flow: str = "cross_frame",
                          variable: str = "rel_change") -> Figure:
     """One flow on several models in one figure (Fig. 2: the video model vs the image model)."""
@@ -185,6 +216,7 @@ def model_overlay_figure(datasets: dict[str, xr.Dataset], *, flow: str = "cross_
     return fig
 
 
+@screen_marked
 def failure_split_figure(ds: xr.Dataset, *, flow: str = "cross_frame") -> Figure:
     """Wrongly answered samples split by the sign of their mean effect of ``flow`` (Fig. AJ): for one group the
     knockout lowers the (wrong) prediction, for the other it raises it."""
@@ -203,6 +235,7 @@ def failure_split_figure(ds: xr.Dataset, *, flow: str = "cross_frame") -> Figure
     return fig
 
 
+@screen_marked
 def window_size_figure(ds: xr.Dataset, *, flow: str = "cross_frame") -> Figure:
     """One line per window size (Fig. W), one panel per task."""
     tasks = task_names(ds)
@@ -224,6 +257,7 @@ def progressive_accuracy(ds: xr.Dataset, flow: str = "cross_frame") -> xr.DataAr
     return 100 * right.mean("sample")
 
 
+@screen_marked
 def progressive_figure(ds: xr.Dataset, *, flow: str = "cross_frame") -> Figure:
     """Accuracy when cross-frame attention is blocked in layers 1..l (bottom-up, green) and l..L (top-down, pink),
     with the clean accuracy as a dashed line (Fig. V); one panel per task."""
@@ -243,6 +277,7 @@ def progressive_figure(ds: xr.Dataset, *, flow: str = "cross_frame") -> Figure:
     return fig
 
 
+@screen_marked
 def answer_probability_figure(ds: xr.Dataset, *, correct_only: bool = True) -> Figure:
     """Probability (%) of the true and the false options per layer (Fig. 8); false options pooled, one row per false
     option per sample, as the paper; one panel per task."""
@@ -267,6 +302,7 @@ def answer_probability_figure(ds: xr.Dataset, *, correct_only: bool = True) -> F
     return fig
 
 
+@screen_marked
 def keyword_frequency_figure(ds: xr.Dataset, *, interval: int = 5, min_hits: int = 100, samples: str | None = None,
                              bins: str = "paper") -> Figure:
     """Normalized frequency of spatial and temporal keywords among the video tokens' top-1 logit-lens tokens, per
@@ -297,6 +333,7 @@ def _frame_strip(ax, pixels: np.ndarray):
     return pixels.shape[2]
 
 
+@screen_marked
 def logit_lens_overlay_figure(ds: xr.Dataset, sample: str | int = 0, *, kind: str | None = None,
                               interval: int = 5) -> Figure:
     """Keyword hits drawn at their video token's place on the frames (Fig. T): one row of frames per layer bin."""
@@ -329,6 +366,7 @@ def logit_lens_overlay_figure(ds: xr.Dataset, sample: str | int = 0, *, kind: st
     return fig
 
 
+@screen_marked
 def attention_map_figure(ds: xr.Dataset, sample: str | int = 0, query: int = 0, *, layers=None) -> Figure:
     """Attention from one question word to the video tokens overlaid on the frames, clean (left) and with cross-frame
     knockout (right), one row per layer, ``log10(attention + 5e-5)`` as in the paper (Fig. 5 / U)."""
@@ -365,6 +403,7 @@ def attention_map_figure(ds: xr.Dataset, sample: str | int = 0, query: int = 0, 
     return fig
 
 
+@screen_marked
 def verb_anchor_figure(ds: xr.Dataset, *, negative_only: bool = False) -> Figure:
     """Relative change of the anchor verb's probability per layer, one panel per flow, one line per anchor order
     (Fig. S). ``negative_only`` keeps, per flow, the samples whose mean change is <= 0 (the released plotting code's
@@ -416,6 +455,7 @@ def _limit(values: np.ndarray) -> float:
     return float(finite.max()) if finite.size and finite.max() > 0 else 1.0
 
 
+@screen_marked
 def frame_pair_figure(ds: xr.Dataset, *, variable: str = "rel_change", bins: int = 4) -> Figure:
     """Mean % change per (earlier source frame, later target frame), one panel per bin of sweep layers: which frames
     the model compares, and where."""
@@ -433,16 +473,44 @@ def frame_pair_figure(ds: xr.Dataset, *, variable: str = "rel_change", bins: int
     return fig
 
 
+def head_window_size(ds: xr.Dataset) -> int | None:
+    """The number of layers each head_sweep cell cut (1: one head of one layer); None for a store that does not say."""
+    if "window" in ds.coords and ds["window"].size:
+        return int(np.asarray(ds["window"].values).ravel()[0])
+    label = str(ds.attrs.get("window_label", ""))
+    return int(label.partition(":")[2]) if label.startswith("center:") else None
+
+
+def head_window_text(ds: xr.Dataset) -> str:
+    size = head_window_size(ds)
+    if size == 1:
+        return "one head of one layer per cell (window 1); a head index names a different head in every layer"
+    if size is None:
+        return "window not recorded; head indices are per layer"
+    return (f"head h cut in the {size} layers around each layer (window {size}); heads are not aligned across "
+            "layers, so a cell mixes different heads")
+
+
+@screen_marked
 def head_figure(ds: xr.Dataset, *, flow: str | None = None, variable: str = "rel_change") -> Figure:
-    """Mean % change per (layer, head) for one flow (default: the one with the strongest mean effect)."""
+    """Mean % change per (layer, head) for one flow (default: the one with the strongest mean effect); the title says
+    how many layers each cell cut and that head indices are per layer."""
     mean = ds[variable].mean("sample", skipna=True)
     if flow is None:
         strength = np.abs(mean).max(["layer", "head"], skipna=True)
         flow = str(strength["flow"].values[int(np.nanargmax(strength.values))]) if np.isfinite(strength).any() \
             else str(ds["flow"].values[0])
     values = mean.sel(flow=flow).transpose("layer", "head").values
-    fig, axes = new_figure(1, 1, width=5.0, height=4.0)
-    image = _heatmap(axes[0][0], values, limit=_limit(values), xlabel="head", ylabel="layer (1-based)",
-                     title=f"{flow}: knockout in one head", xticks=ds["head"].values, yticks=ds["layer"].values + 1)
+    fig, axes = new_figure(1, 1, width=6.0, height=4.4)
+    size = head_window_size(ds)
+    what = {1: "one head of one layer", None: "one head index (window not recorded)"}.get(
+        size, f"one head index, window {size}")
+    scope = {1: "window 1: one layer per cell; head indices are per layer",
+             None: "head indices are per layer"}.get(size, f"window {size}: {size} layers per cell, the same index in "
+                                                           "each; heads are not aligned across layers")
+    ylabel = "layer (1-based)" if size == 1 else "centre layer (1-based)"
+    image = _heatmap(axes[0][0], values, limit=_limit(values), xlabel="head (index within its layer)", ylabel=ylabel,
+                     title=f"{flow}: knockout in {what}\n{scope}", xticks=ds["head"].values,
+                     yticks=ds["layer"].values + 1)
     fig.colorbar(image, ax=axes[0][0], label=f"mean {variable} (%)")
     return fig
