@@ -56,7 +56,7 @@ DIFFERENCES: tuple[Difference, ...] = (
         Setting("option", "correct_by", "text", "token", studies=("*",)),
     ),
     Difference(
-        "Accuracy after a knockout (`correct_knockout`, Table 2, Fig. V)",
+        "Accuracy after a knockout (`correct_knockout`, `correct_after`: Table 2, Table 3, Fig. V)",
         "not stated",
         "decoded piece equals the letter, case-sensitive",
         "the run's correctness rule (`correct_by`) applied to the knocked-out prediction",
@@ -148,17 +148,39 @@ DIFFERENCES: tuple[Difference, ...] = (
         Setting("option", "random_block_ratio", None, "0.58", studies=("effective_pathway",)),
     ),
     Difference(
-        "Table E's layer rule",
-        "5-layer intervals whose mean change is below −5 %, from Action Antonym",
+        "Effective-pathway layer ranges (Table 3 / Table E)",
+        "Table E(a) per model: 7B, 13B, Mini-InternVL-4B, VideoLLaMA3",
+        "hard-coded per model (the same numbers)",
+        "the loaded model's Table E preset, matched by (family, decoder layers, hidden size); a model the table does "
+        "not list is refused with the two ways out (`ranges=`, `from=`); never scaled to another depth",
+        Setting("option", "preset", None, "NAME", studies=("effective_pathway",)),
+    ),
+    Difference(
+        "Table E's layer rule (`--option from=STORES`)",
+        "5-layer intervals whose mean change is below −5 %, from Action Antonym's exact knockouts",
         "(ranges hard-coded per model)",
-        "from Action Antonym when the stores hold it, else all tasks pooled",
+        "from Action Antonym when the stores hold it, else all tasks pooled; screen stores refused",
         Setting("option", "task", None, "all", studies=("effective_pathway",)),
+    ),
+    Difference(
+        "VideoLLaMA3's video range in the effective pathway",
+        "the video tokens",
+        "`vision_range`: the whole block, `Time t s:` labels and commas included",
+        "the feature tokens (`video`)",
+        Setting("option", "video_span", None, "video_block", studies=("effective_pathway",)),
     ),
     Difference(
         "Table 2's accuracy drop",
         "\"among samples originally answered correctly\"",
         "not computed (no script)",
         "both: the drop in points and the share of originally correct samples turned wrong",
+    ),
+    Difference(
+        "Table 2's example answers",
+        "open-ended responses",
+        "generated under the knockout (prompt not fixed by the release)",
+        "generated from `llava_open_ended` on the same sample and frames; the answering prompt is stored",
+        Setting("option", "generate_template", "llava_open_ended", "run", studies=("cross_frame_halves",)),
     ),
     Difference(
         "Failure cases (Figs. AJ–AL)",
@@ -222,6 +244,39 @@ DIFFERENCES: tuple[Difference, ...] = (
         "the whole block: `Time t s:` labels and commas included",
         "`video` is the feature tokens; `cross_frame` cuts whole runs (labels included) as released",
         Setting("flag", "flows", None, "--flows video_block->question"),
+    ),
+    Difference(
+        "VideoLLaMA3 frame size",
+        "at most 144 tokens per frame (8 × 12 × 12)",
+        "`simple_batched_resize`: sides to multiples of 28, down only above 144 tokens, up only below 16",
+        "the released rule (a 320×240 frame keeps 99 tokens, not the converted checkpoint's upscaled 140)",
+    ),
+    Difference(
+        "VideoLLaMA3 chat template",
+        "not stated",
+        "`DEFAULT_CHAT_TEMPLATE` of the released processor",
+        "renders the same prompt, text and token ids (tested)",
+    ),
+    Difference(
+        "Qwen2.5-VL / Qwen3-VL frame timing (beyond the paper's models)",
+        "—",
+        "qwen-vl-utils: `fps = nframes / total_frames · video_fps`",
+        "the sampled frames' real times (mean group spacing; equal to the helper's for evenly tiled frames); 2 fps "
+        "without times. The processor's own default would be 24 fps",
+    ),
+    Difference(
+        "Frame-pair knockout on VideoLLaMA3 (beyond the paper)",
+        "—",
+        "—",
+        "cuts whole frame runs (separator, `Time t s:` label, tokens), as its `cross_frame`",
+        Setting("option", "unit", "run", "tokens", studies=("frame_pairs",)),
+    ),
+    Difference(
+        "Head-level knockout (beyond the paper)",
+        "—",
+        "—",
+        "one head of one layer per cell (window 1): head indices are not aligned across layers",
+        Setting("option", "window", "1", "K", studies=("head_sweep",)),
     ),
     Difference(
         "VideoLLaMA3 timestamps",

@@ -1,6 +1,6 @@
 """Cross-frame knockout in the first half, the second half and all layers (paper Table 2 / Table B).
 
-One cell per layer set instead of a sweep. Accuracy after knockout is ``pred_knockout == answer_token``; the table
+One cell per layer set instead of a sweep. Accuracy after knockout is ``correct_knockout`` (the run's correctness rule); the table
 (`mapflow.viz.tables.halves_table`) gives the accuracy drop among the originally correct samples and in points.
 
 Options: ``generate=N`` also writes the first N greedily generated tokens of the answer, clean and under each
@@ -16,6 +16,7 @@ import numpy as np
 import torch
 import xarray as xr
 
+from mapflow.differences import default
 from mapflow.study.context import StudyContext, knockout_layer_sets
 from mapflow.errors import MapflowError
 from mapflow.inputs.prompts import TEMPLATES, build_prompt
@@ -24,7 +25,7 @@ from mapflow.readouts.generation import greedy_generate
 
 DEFAULT_SAMPLES = "all"
 FLOWS = ("cross_frame",)
-GENERATE_TEMPLATE = "llava_open_ended"  # Table 2's answers are open-ended (§3.2: "open-ended responses")
+GENERATE_TEMPLATE = default("generate_template")  # Table 2's answers are open-ended (§3.2: "open-ended responses")
 RUN_PROMPT = "run"  # `generate_template=run`: the run's own prompt
 
 

@@ -29,7 +29,7 @@ from functools import lru_cache
 import numpy as np
 import xarray as xr
 
-from mapflow.study.context import StudyContext, clean_from_readouts, sample_measurement
+from mapflow.study.context import StudyContext, accepted_tokens, clean_from_readouts, sample_measurement
 from mapflow.knockout.cells import layer_mask_readouts, pack_layer_masks
 from mapflow.errors import MapflowError
 from mapflow.readouts.pathways import (
@@ -151,7 +151,7 @@ def run(ctx: StudyContext):
     kept = [total, *(kept_edges(masks[name]) for name in CONDITIONS[1:])]
     preds = np.asarray(preds, dtype=np.int64)
     return xr.Dataset(
-        {"pred": (("condition",), preds), "correct_after": (("condition",), preds == clean.gt_token),
+        {"pred": (("condition",), preds), "correct_after": (("condition",), np.isin(preds, accepted_tokens(ctx))),
          "p_answer": (("condition",), np.asarray(p_answer)), "edges_kept": (("condition",), np.asarray(kept)),
          "edges_total": ((), np.int64(total)), **clean.correctness(),
          "open_layers": (("route",), np.asarray([layers.describe()[r] for r in ROUTES], dtype=object)),

@@ -13,6 +13,7 @@ information across). Needs at least two frames (``--frames``).
 import numpy as np
 import xarray as xr
 
+from mapflow.differences import default
 from mapflow.study.context import StudyContext, knockout_sweep
 from mapflow.errors import KnockoutConfigError
 
@@ -33,7 +34,7 @@ def run(ctx: StudyContext):
     mode = ctx.config.option("by", "pair")
     if mode not in MODES:
         raise KnockoutConfigError(f"--option by={mode}: choose one of {', '.join(MODES)}")
-    unit = ctx.config.option("unit", "run")
+    unit = ctx.config.option("unit", default("unit"))
     if unit not in UNITS:
         raise KnockoutConfigError(f"--option unit={unit}: choose one of {', '.join(UNITS)}")
     frame_name, distance_name = UNITS[unit]

@@ -8,6 +8,7 @@ Flows: the paper's information flows (``--flows`` overrides). Option ``heads`` (
 limits the sweep. ``--heads`` restricts any other study's flows to a fixed set of heads instead.
 """
 
+from mapflow.differences import default
 from mapflow.study.context import StudyContext, knockout_sweep, stack_results
 from mapflow.errors import KnockoutConfigError
 from mapflow.knockout.engine import check_heads
@@ -23,12 +24,12 @@ def heads(ctx: StudyContext) -> list[int]:
     return list(check_heads(chosen, ctx.adapter.num_heads, option="--option heads"))
 
 
-DEFAULT_WINDOW = 1  # one head of one layer: heads are not aligned across layers
+DEFAULT_WINDOW = int(default("window"))  # one head of one layer: heads are not aligned across layers
 
 
 def head_window(option, num_layers: int) -> Window:
     """``--option window=K``: the K layers centred on each sweep layer (default 1)."""
-    text = option("window", str(DEFAULT_WINDOW))
+    text = option("window", default("window"))
     try:
         size = int(text)
     except ValueError:

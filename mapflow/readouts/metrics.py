@@ -20,6 +20,14 @@ def accuracy_by_task(correct: xr.DataArray) -> dict[str, float]:
     return table
 
 
+def correct_after_knockout(ds: xr.Dataset) -> xr.DataArray:
+    """Whether each knocked-out prediction is right, by the run's correctness rule (``correct_knockout``); stores
+    written before it was stored fall back to comparing token ids."""
+    if "correct_knockout" in ds:
+        return ds["correct_knockout"]
+    return ds["pred_knockout"] == ds["answer_token"]
+
+
 def correctness_disagreements(ds: xr.Dataset) -> int:
     """How many samples the two correctness rules disagree on: the released code's decoded, case-insensitive
     comparison (``correct_text``) and the token-id comparison (``correct_token``)."""

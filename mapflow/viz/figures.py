@@ -30,6 +30,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from ..errors import MapflowError
+from ..readouts.metrics import correct_after_knockout
 from ..results.method import SCREEN_MARK, is_screen_store
 from ..results.tasks import select_task, task_names
 from .tables import keyword_frequency
@@ -253,7 +254,7 @@ def window_size_figure(ds: xr.Dataset, *, flow: str = "cross_frame") -> Figure:
 def progressive_accuracy(ds: xr.Dataset, flow: str = "cross_frame") -> xr.DataArray:
     """Accuracy (%) after knockout per (direction, layer) over knocked-out samples."""
     measured = ds.isel(sample=ds["knocked_out"].values.astype(bool))
-    right = measured["pred_knockout"].sel(flow=flow) == measured["answer_token"]
+    right = correct_after_knockout(measured).sel(flow=flow)
     return 100 * right.mean("sample")
 
 

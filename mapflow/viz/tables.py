@@ -19,6 +19,7 @@ import pandas as pd
 import xarray as xr
 
 from ..errors import MapflowError
+from ..readouts.metrics import correct_after_knockout
 from ..readouts.pathways import interval_means
 from ..results.method import require_exact
 from ..results.tasks import by_task, select_task, task_names  # noqa: F401  (task_names: public here before)
@@ -44,7 +45,7 @@ def halves_table(ds: xr.Dataset, flow: str = "cross_frame") -> pd.DataFrame:
         correct = part["correct"].values.astype(bool)
         row = {"task": task, "n": int(part.sizes["sample"]), "clean_acc": 100 * correct.mean()}
         for layer_set in part["layers"].values:
-            after = (part["pred_knockout"].sel(flow=flow, layers=layer_set).values == part["answer_token"].values)
+            after = correct_after_knockout(part).sel(flow=flow, layers=layer_set).values.astype(bool)
             row[f"{layer_set}_acc"] = 100 * after.mean()
             row[f"{layer_set}_drop_pts"] = row["clean_acc"] - row[f"{layer_set}_acc"]
             row[f"{layer_set}_drop_among_correct"] = (100 * (~after[correct]).mean()) if correct.any() else np.nan
