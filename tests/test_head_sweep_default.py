@@ -14,23 +14,9 @@ from mapflow.knockout.flows import Flow, Window
 from mapflow.results.method import SCREEN_MARK
 from mapflow.viz import figures, tables
 from conftest import study_context
+from test_screen_studies import hooked_probs
 
 head_sweep = importlib.import_module("mapflow.studies.head_sweep")
-
-
-def probs_with_head_cut(adapter, prepared, blocked, layers, head):
-    """Last-position probabilities of the plain HF model with ``blocked`` cut in one query head of ``layers``."""
-    n = prepared.layout.seq_len
-    allowed = torch.ones(n, n, dtype=torch.bool).tril()[None, None].repeat(1, adapter.num_heads, 1, 1)
-    allowed[0, head] &= ~blocked
-    handles = [adapter.hf_model.model.language_model.layers[i].register_forward_pre_hook(
-        lambda module, args, kwargs: (args, {**kwargs, "attention_mask": allowed}), with_kwargs=True) for i in layers]
-    try:
-        with torch.no_grad():
-            return adapter.hf_model(**prepared.inputs).logits[0, -1].float().softmax(-1)
-    finally:
-        for handle in handles:
-            handle.remove()
 
 
 def test_each_cell_cuts_one_head_of_one_layer_by_default(sdpa_adapter, sample, frames):
@@ -41,7 +27,7 @@ def test_each_cell_cuts_one_head_of_one_layer_by_default(sdpa_adapter, sample, f
     cut = torch.from_numpy(Flow.parse("video->last").block_matrix(ctx.layout))
     pred = int(ds["pred_base"])
     for layer in range(sdpa_adapter.num_layers):
-        alone = probs_with_head_cut(sdpa_adapter, ctx.prepared, cut, [layer], head=1)
+        alone = hooked_probs(sdpa_adapter, ctx.prepared, cut, [layer], heads=[1])
         cell = float(ds["p_knockout"].sel(flow="video->last", head=1, layer=layer))
         assert abs(cell - float(alone[pred])) <= 1e-5, layer
     assert figures.head_window_size(ds) == 1
