@@ -355,8 +355,9 @@ def test_disk_full_is_one_sentence_and_the_store_resumes(tmp_path, monkeypatch):
 
     with monkeypatch.context() as full:
         full.setattr(zarr.storage._local, "_put", put_until_full)
-        with pytest.raises(MapflowError, match=f"disk full while writing to {path}: 2 sample\\(s\\) kept; free some "
-                                               "space and rerun the same command to resume"):
+        with pytest.raises(MapflowError, match=f"disk full while writing to {path} \\(.* free there\\): 2 committed "
+                                               "sample\\(s\\) kept, .*; free some space and rerun the same command to "
+                                               "resume"):
             store.append(make_sample(2))
     store.close()
     with ResultStore.create_or_resume(path, PROVENANCE) as resumed:

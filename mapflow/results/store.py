@@ -68,10 +68,12 @@ from .integrity import (
     SAMPLE_DIM,
     Report,
     StoreDamaged,
+    group_file_problem,
     inspect_store,
     read_json_file,
     read_root_attrs,
     restore_root_attrs,
+    rewrite_group_file,
 )
 from .store_lock import StoreLock
 
@@ -130,6 +132,11 @@ class ResultStore:
         """
         path = Path(path)
         provenance = _json_safe(provenance)
+        with _disk_full_says_so(path):
+            return cls._create_or_resume(path, provenance, resume, overwrite)
+
+    @classmethod
+    def _create_or_resume(cls, path: Path, provenance: dict, resume: bool, overwrite: bool) -> ResultStore:
         for _ in range(2):  # a second pass when another writer created the store under us
             if path.exists() and not _is_empty_dir(path):
                 if overwrite:
@@ -148,8 +155,10 @@ class ResultStore:
 
     @classmethod
     def open_for_writing(cls, path: str | os.PathLike) -> ResultStore:
-        """Lock, repair and verify an existing store (dropping damaged samples), whatever its config."""
-        return cls._open_writer(Path(path), None)
+        """Lock, repair and verify an existing store (dropping damaged samples, rebuilding damaged store metadata),
+        whatever its config."""
+        with _disk_full_says_so(Path(path)):
+            return cls._open_writer(Path(path), None)
 
     @classmethod
     def _open_writer(cls, path: Path, provenance: dict | None) -> ResultStore:
@@ -158,18 +167,16 @@ class ResultStore:
         except StoreDamaged:
             pass  # a zarr group with damaged root attributes: restored below, under the lock, where possible
         lock = StoreLock.acquire(path)
+        fixed: list[str] = []  # what was rebuilt before the samples are checked
         try:
-            try:
-                attrs = read_root_attrs(path)
-            except StoreDamaged as damage:
-                attrs = restore_root_attrs(path, damage)
-                log.warning("%s: restored the damaged root attributes (.zattrs) from the consolidated metadata", path)
+            # a resume refuses a damaged .zgroup (one line naming it); `mapflow verify --repair` rewrites it
+            attrs = _read_or_restore_root_attrs(path, rewrite_group=provenance is None, fixed=fixed)
             if provenance is not None:
                 stored = attrs[PROVENANCE_KEY]
                 _check_same_config(path, stored.get("config"), provenance.get("config"))
                 _check_same_inputs(path, stored, provenance)
             store = cls(path, _lock=lock)
-            store.verify_report = store._repair_for_writing()
+            store.verify_report = store._repair_for_writing(fixed)
         except BaseException:
             lock.release()
             raise
@@ -213,8 +220,11 @@ class ResultStore:
         try:
             self._commit_attrs({FAILURES_KEY: failures})
         except OSError as err:
-            _raise_if_disk_full(err, self.path, self.committed_count)
-            raise
+            if not _is_disk_full(err):
+                raise
+            recorded = sample_id in self.failed_samples()
+            raise self._disk_full(f"the failure of sample {sample_id} was {'' if recorded else 'not '}recorded") \
+                from err
 
     def append(self, sample_ds: xr.Dataset) -> None:
         """Append one study result (leading `sample` dim) and commit it."""
@@ -231,6 +241,7 @@ class ResultStore:
         # bookkeeping survives (and stays at the old commit) while arrays are written.
         ds.attrs = {**ds.attrs, **self._attrs()}
         try:
+            # data first, the count after: readers only ever see samples whose data is complete
             _write_arrays(ds, self.path, first=count == 0)
             failures = {k: v for k, v in self.failed_samples().items() if k not in new_ids}
             self._commit_attrs({COMMITTED_KEY: count + len(new_ids), FAILURES_KEY: failures})
@@ -239,9 +250,19 @@ class ResultStore:
                 self._repair()  # drop the half-written sample so this object stays usable
             except Exception as repair_error:  # e.g. the disk is still full: the next open for writing repairs it
                 log.warning("%s: could not roll back the unfinished append yet (%s)", self.path, repair_error)
-            _raise_if_disk_full(err, self.path, count)
+            self._completed_ids = self._read_sample_ids()  # the count may have landed before the failure
+            if _is_disk_full(err):
+                stored = set(new_ids) <= self._completed_ids
+                raise self._disk_full(f"sample {', '.join(new_ids)} was {'' if stored else 'not '}stored") from err
             raise
         self._completed_ids = self.completed_sample_ids() | set(new_ids)
+
+    def _disk_full(self, what_happened: str) -> MapflowError:
+        """The disk filled up while this writer wrote: make every reader see the committed count, and say it."""
+        kept = _readers_follow_the_count(self.path)
+        return MapflowError(f"disk full while writing to {self.path} ({_free_space(self.path)} free there): {kept} "
+                            f"committed sample(s) kept, which is what every reader sees; {what_happened}; free some "
+                            "space and rerun the same command to resume")
 
     def open_dataset(self) -> xr.Dataset:
         return open_dataset(self.path)
@@ -270,16 +291,25 @@ class ResultStore:
             self._group().attrs.update(updates)
         zarr.consolidate_metadata(self.path, zarr_format=ZARR_FORMAT)
 
-    def _repair_for_writing(self) -> Report:
-        """The tail repair, or, where committed samples are damaged, dropping those (they are measured again)."""
+    def _repair_for_writing(self, fixed: list[str]) -> Report:
+        """The tail repair, or, where committed samples are damaged, dropping those (they are measured again).
+        A count above the data is set to the samples the arrays hold; damaged store metadata is rebuilt."""
         _remove_partial_files(self.path)
         report = inspect_store(self.path)
+        if report.count_problem:
+            self._group().attrs.update({COMMITTED_KEY: report.rows})
+            fixed.append(f"committed count corrected from {report.committed} to {report.rows} (the samples the "
+                         "arrays hold); no sample was lost")
+            report = inspect_store(self.path)
         if report.damaged:
             self._drop_rows(report)
             report.repaired = [report.label(row) for row in sorted(report.damaged)]
-            log.warning("%s", report.describe())
         else:
-            self._repair()
+            self._repair()  # this consolidates the metadata again, rebuilding a damaged .zmetadata
+        report.fixed = fixed + [f"rebuilt {file}" for file in report.metadata]
+        report.metadata = {}
+        if report.repaired or report.fixed:
+            log.warning("%s", report.describe())
         self._completed_ids = self._read_sample_ids()
         return report
 
@@ -341,15 +371,53 @@ class ResultStore:
 
 
 def open_dataset(path: str | os.PathLike) -> xr.Dataset:
-    """Lazily open a result store (read-only); plain `xarray.open_zarr(path)` gives the same dataset."""
-    if not (Path(path) / ".zmetadata").is_file():
-        raise MapflowError(f"{path} is not a mapflow result store (no zarr metadata there)")
-    read_root_attrs(Path(path))  # zarr would fail on garbage with a bare JSONDecodeError
+    """Lazily open a result store (read-only): exactly its committed samples.
+
+    That is what plain `xarray.open_zarr(path)` gives too, except in the moment between a writer's commit and its
+    consolidation (or after a disk filled up there), when the consolidated metadata is one commit behind: then the
+    arrays' own metadata is read and cut to the committed count."""
+    path = Path(path)
+    count = read_root_attrs(path)[COMMITTED_KEY]  # zarr would fail on garbage with a bare JSONDecodeError
+    if _consolidated_count(path) == count:
+        return xr.open_zarr(path, consolidated=True)
+    ds = xr.open_zarr(path, consolidated=False)
+    present = ds.sizes.get(SAMPLE_DIM, 0)
+    if present < count:
+        raise StoreDamaged(f"{path / '.zattrs'} says {count} committed samples but the arrays hold {present}; "
+                           f"`mapflow verify {path} --repair` sets the count to {present}", path / ".zattrs")
+    return ds.isel({SAMPLE_DIM: slice(0, count)}) if SAMPLE_DIM in ds.dims else ds
+
+
+def _consolidated_count(path: Path) -> int | None:
+    """The committed count in the consolidated metadata's copy of the root attributes (None: there is none)."""
+    if not (path / ".zmetadata").exists():
+        return None
     try:
-        read_json_file(Path(path) / ".zmetadata", "the consolidated metadata")
+        consolidated = read_json_file(path / ".zmetadata", "the consolidated metadata")
+        return consolidated["metadata"][".zattrs"][COMMITTED_KEY]
     except StoreDamaged as err:
-        raise StoreDamaged(f"{err}; `mapflow verify {path} --repair` rebuilds it") from None
-    return xr.open_zarr(path, consolidated=True)
+        raise StoreDamaged(f"{err}; `mapflow verify {path} --repair` rebuilds it", err.file) from None
+    except (KeyError, TypeError):
+        raise StoreDamaged(f"{path / '.zmetadata'} is damaged (no copy of the root attributes); `mapflow verify "
+                           f"{path} --repair` rebuilds it", path / ".zmetadata") from None
+
+
+def _read_or_restore_root_attrs(path: Path, *, rewrite_group: bool, fixed: list[str]) -> dict:
+    """The root attributes for a writer: a damaged ``.zattrs`` restored from the consolidated copy, a damaged
+    ``.zgroup`` rewritten where `rewrite_group` (else refused, naming it)."""
+    problem = group_file_problem(path)
+    if problem is not None:
+        if not rewrite_group:
+            raise StoreDamaged(f"{problem}; `mapflow verify {path} --repair` rewrites it", problem.file)
+        rewrite_group_file(path)
+        fixed.append(f"rebuilt {problem.file}")
+    try:
+        return read_root_attrs(path)
+    except StoreDamaged as damage:
+        attrs = restore_root_attrs(path, damage)
+        log.warning("%s: restored the damaged root attributes (.zattrs) from the consolidated metadata", path)
+        fixed.append(f"restored {path / '.zattrs'} from the consolidated metadata")
+        return attrs
 
 
 def _create_store(path: Path, provenance: dict) -> StoreLock | None:
@@ -361,10 +429,14 @@ def _create_store(path: Path, provenance: dict) -> StoreLock | None:
             return None  # another writer was quicker: resume (or be refused by) its store
         # Build next to the target and rename, so a kill never leaves a half-created store.
         staging = path.with_name(f"{path.name}.creating-{uuid.uuid4().hex}")
-        group = zarr.open_group(staging, mode="w-", zarr_format=ZARR_FORMAT)
-        group.attrs.update({PROVENANCE_KEY: provenance, COMMITTED_KEY: 0, FAILURES_KEY: {},
-                            COMPLETE_CHUNKS_KEY: True})
-        zarr.consolidate_metadata(staging, zarr_format=ZARR_FORMAT)
+        try:
+            group = zarr.open_group(staging, mode="w-", zarr_format=ZARR_FORMAT)
+            group.attrs.update({PROVENANCE_KEY: provenance, COMMITTED_KEY: 0, FAILURES_KEY: {},
+                                COMPLETE_CHUNKS_KEY: True})
+            zarr.consolidate_metadata(staging, zarr_format=ZARR_FORMAT)
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)  # (on a full disk this frees the space it took)
+            raise
         os.rename(staging, path)
     except BaseException:
         lock.release()
@@ -395,14 +467,65 @@ def _remove_partial_files(path: Path) -> None:
             leftover.unlink(missing_ok=True)  # zarr may be removing it itself
 
 
-def _raise_if_disk_full(err: BaseException, path: Path, kept: int) -> None:
-    """A full disk as one sentence instead of the traceback of whatever write hit it first."""
+def _is_disk_full(err: BaseException) -> bool:
     seen = err
     while seen is not None:
         if isinstance(seen, OSError) and seen.errno in (errno.ENOSPC, errno.EDQUOT):
-            raise MapflowError(f"disk full while writing to {path}: {kept} sample(s) kept; free some space and "
-                               "rerun the same command to resume") from err
+            return True
         seen = seen.__cause__ or seen.__context__
+    return False
+
+
+@contextmanager
+def _disk_full_says_so(path: Path):
+    """A full disk while creating or opening a store for writing as one sentence, instead of the traceback of
+    whatever write hit it first (the lock file, the repair)."""
+    try:
+        yield
+    except OSError as err:
+        if not _is_disk_full(err):
+            raise
+        free = f"({_free_space(path)} free there)"
+        try:
+            kept = _readers_follow_the_count(path)
+        except MapflowError:
+            raise MapflowError(f"disk full while creating {path} {free}: nothing was stored; free some space and "
+                               "rerun the same command") from None
+        raise MapflowError(f"disk full while opening {path} for writing {free}: its {kept} committed sample(s) are "
+                           "kept; free some space and rerun the same command to resume") from None
+
+
+def _readers_follow_the_count(path: Path) -> int:
+    """The committed count, once every reader sees exactly it.
+
+    After a commit whose consolidation failed (a full disk), the consolidated metadata is one commit behind; plain
+    `xarray.open_zarr` would show one sample less than the count. Deleting that stale file needs no space (it frees
+    some), and without it every reader reads the arrays' own metadata, which the count never runs ahead of (data
+    first, count after). The next open for writing consolidates again."""
+    count = read_root_attrs(path)[COMMITTED_KEY]
+    try:
+        stale = _consolidated_count(path) not in (None, count)
+    except StoreDamaged:
+        stale = True
+    if stale:
+        (path / ".zmetadata").unlink(missing_ok=True)
+    return count
+
+
+def _free_space(path: Path) -> str:
+    """Free space on the file system holding `path` (or its nearest existing parent), for a disk-full message."""
+    where = Path(os.path.abspath(path))
+    while not where.exists() and where != where.parent:
+        where = where.parent
+    try:
+        free = float(shutil.disk_usage(where).free)
+    except OSError:
+        return "unknown space"
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if free < 1024 or unit == "GiB":
+            return f"{free:.0f} B" if unit == "B" else f"{free:.1f} {unit}"
+        free /= 1024
+    return f"{free:.1f} TiB"
 
 
 def _check_same_inputs(path: Path, stored: dict, new: dict) -> None:
