@@ -310,11 +310,16 @@ def read_frames_from_path(
 
 
 def _decode(path: Path, choose: IndexChooser, where: dict[str, Any]) -> VideoFrames:
+    budget = max_frame_pixels()
+    # decord decodes every frame at its own size but hands it back scaled to the header's, so neither a frame above
+    # the budget (allocated before anyone sees it) nor a size change (silently squashed) shows in its output: the
+    # sizes are checked on PyAV first, which refuses an oversized frame before allocating it
+    _scan_frame_sizes(path, budget, where)
     try:
         return _decode_with_decord(path, choose)
     except _DecoderFailure as decord_failure:
         try:
-            return _decode_with_pyav(path, choose)
+            return _decode_with_pyav(path, choose, budget, where)
         except _DecoderFailure as pyav_failure:
             raise DataError(
                 f"cannot decode video (decord: {decord_failure}; PyAV: {pyav_failure})",
@@ -393,11 +398,33 @@ def probe_video(path: str | Path) -> VideoInfo | None:
 
 
 def max_frame_pixels() -> int:
+    """The decoding budget in pixels per frame: ``$MAPFLOW_MAX_FRAME_PIXELS`` if set, else `MAX_FRAME_PIXELS`."""
     configured = os.environ.get(MAX_FRAME_PIXELS_ENV)
-    return int(configured) if configured else MAX_FRAME_PIXELS
+    if not configured:
+        return MAX_FRAME_PIXELS
+    try:
+        budget = int(configured)
+    except ValueError:
+        budget = 0
+    if budget < 1:
+        raise DataError(f"${MAX_FRAME_PIXELS_ENV}={configured!r}: give a positive whole number of pixels per frame "
+                        f"(default {MAX_FRAME_PIXELS} = 4096 x 4096)", field=MAX_FRAME_PIXELS_ENV)
+    return budget
+
+
+def _over_budget(width: int, height: int, budget: int, position: int, header: tuple[int, int] | None,
+                 where: dict[str, Any]) -> DataError:
+    stated = f"; the header says {header[0]}x{header[1]}, so the size changes mid-stream" if header else ""
+    return DataError(
+        f"frame {position} is {width}x{height} = {width * height} pixels, above the decoding budget of {budget} "
+        f"pixels (${MAX_FRAME_PIXELS_ENV}){stated}; scale the video down (e.g. ffmpeg -vf scale=-2:1080)",
+        field="video",
+        **where,
+    )
 
 
 def _check_frame_size(path: Path, where: dict[str, Any]) -> None:
+    """The header's frame size against the budget (cheap, before the cache and the decoders)."""
     info = probe_video(path)
     budget = max_frame_pixels()
     if info is not None and info.width * info.height > budget:
@@ -407,6 +434,87 @@ def _check_frame_size(path: Path, where: dict[str, Any]) -> None:
             field="video",
             **where,
         )
+
+
+# Codecs whose frame size can change only at a keyframe (H.264/HEVC: a new sequence starts with an IDR/IRAP picture;
+# MPEG-1/2/4 Part 2: a sequence header precedes an intra picture; VP8: the size is in keyframe headers; MJPEG: every
+# frame is one): the size scan decodes only their keyframes. Any other codec (VP9 and AV1 can change size on inter
+# frames) is scanned frame by frame.
+KEYFRAME_SIZED_CODECS = frozenset({"h264", "hevc", "mpeg1video", "mpeg2video", "mpeg4", "vp8", "mjpeg"})
+
+
+def _limited_decoder(stream, budget: int) -> None:
+    # ffmpeg's own per-picture limit: a picture above it is refused before its buffer is allocated (an error from
+    # the decoder, after which the codec context holds the size the stream asked for)
+    stream.codec_context.options = {**stream.codec_context.options, "max_pixels": str(budget)}
+
+
+def _sized_frames(container, stream, budget: int, where: dict[str, Any], *, keyframes_only: bool = False):
+    """Every decoded frame of ``stream`` (keyframes only if asked), each held to the pixel budget before it is used.
+
+    The check runs twice per packet: on the codec context after the packet is sent (the size a new sequence header
+    announces; with ``max_pixels`` set the decoder has refused that picture rather than allocate it) and on every
+    frame that comes out. A refused picture becomes a `DataError` naming the frame, its size and the budget.
+    """
+    context = stream.codec_context
+    header = (context.width, context.height) if context.width and context.height else None
+    if keyframes_only:
+        context.skip_frame = "NONKEY"
+    position = 0  # frames sent so far, counted in packets: for a keyframe (a new sequence) its index in the video
+    emitted = 0  # frames out of the decoder: their index in the video when every frame is decoded
+    for packet in container.demux(stream):
+        frames = _send(packet, context, budget, position, header, where)
+        if packet.size:  # not the empty flush packet at the end
+            position += 1
+        for frame in frames:
+            if frame.width * frame.height > budget:
+                index = position - 1 if keyframes_only else emitted
+                raise _over_budget(frame.width, frame.height, budget, index, header, where)
+            emitted += 1
+            yield frame
+
+
+def _send(packet, context, budget: int, position: int, header, where: dict[str, Any]) -> list:
+    try:
+        frames = packet.decode()
+    except Exception:
+        if context.width * context.height > budget:
+            raise _over_budget(context.width, context.height, budget, position, header, where) from None
+        raise
+    if context.width * context.height > budget:
+        raise _over_budget(context.width, context.height, budget, position, header, where)
+    return frames
+
+
+def _scan_frame_sizes(path: Path, budget: int, where: dict[str, Any]) -> None:
+    """Refuse a video any of whose frames is above the budget or whose frames change size, before decord decodes it.
+
+    Decodes keyframes only where the codec can change size only there (`KEYFRAME_SIZED_CODECS`), else every frame;
+    a file PyAV cannot read is left to the decoders, which name the problem.
+    """
+    try:
+        import av
+    except ImportError:  # without PyAV only the header check guards decord
+        return
+    sizes: dict[tuple[int, int], None] = {}  # in the order first seen
+    try:
+        with av.open(str(path)) as container:
+            if not container.streams.video:
+                return
+            stream = container.streams.video[0]
+            _limited_decoder(stream, budget)
+            keyframes_only = stream.codec_context.name in KEYFRAME_SIZED_CODECS
+            for frame in _sized_frames(container, stream, budget, where, keyframes_only=keyframes_only):
+                sizes.setdefault((frame.width, frame.height), None)
+    except DataError:
+        raise
+    except Exception:  # unreadable here: decord and the PyAV fallback report it
+        return
+    if len(sizes) > 1:
+        listed = ", ".join(f"{w}x{h}" for w, h in sizes)
+        raise DataError(f"frames change size mid-stream ({listed}); decord would scale every frame to the first size "
+                        "and PyAV cannot stack them: re-encode the video to one size (e.g. ffmpeg -vf scale=-2:720)",
+                        field="video", **where)
 
 
 def _decode_with_decord(path: Path, choose: IndexChooser) -> VideoFrames:
@@ -431,9 +539,13 @@ def _decode_with_decord(path: Path, choose: IndexChooser) -> VideoFrames:
     return _video_frames(frames, indices, fps, num_video_frames)
 
 
-def _decode_with_pyav(path: Path, choose: IndexChooser) -> VideoFrames:
+def _decode_with_pyav(path: Path, choose: IndexChooser, budget: int | None = None,
+                      where: dict[str, Any] | None = None) -> VideoFrames:
     # Two passes: count frames first (the container's count is not reliable), then convert
-    # only the chosen frames, so memory stays at T frames rather than the whole video.
+    # only the chosen frames, so memory stays at T frames rather than the whole video. Both passes hold every frame
+    # to the pixel budget before converting it (`_sized_frames`).
+    budget = max_frame_pixels() if budget is None else budget
+    where = {"file": path} if where is None else where
     try:
         import av
 
@@ -441,10 +553,11 @@ def _decode_with_pyav(path: Path, choose: IndexChooser) -> VideoFrames:
             if not container.streams.video:
                 raise _DecoderFailure("file has no video stream")
             stream = container.streams.video[0]
+            _limited_decoder(stream, budget)
             rate = stream.average_rate or stream.guessed_rate
             fps = float(rate) if rate else 0.0
-            num_video_frames = sum(1 for _ in container.decode(stream))
-    except _DecoderFailure:
+            num_video_frames = sum(1 for _ in _sized_frames(container, stream, budget, where))
+    except (_DecoderFailure, DataError):
         raise
     except Exception as err:
         raise _DecoderFailure(f"{type(err).__name__}: {err}") from err
@@ -457,16 +570,23 @@ def _decode_with_pyav(path: Path, choose: IndexChooser) -> VideoFrames:
     picked: dict[int, np.ndarray] = {}
     try:
         with av.open(str(path)) as container:
-            for position, frame in enumerate(container.decode(container.streams.video[0])):
+            stream = container.streams.video[0]
+            _limited_decoder(stream, budget)
+            for position, frame in enumerate(_sized_frames(container, stream, budget, where)):
                 if position in wanted:
                     picked[position] = frame.to_ndarray(format="rgb24")
                 if position >= last_wanted:
                     break
+    except DataError:
+        raise
     except Exception as err:
         raise _DecoderFailure(f"{type(err).__name__}: {err}") from err
     missing = sorted(wanted - picked.keys())
     if missing:
         raise _DecoderFailure(f"frames {missing} vanished on the second decoding pass")
+    sizes = {picked[i].shape for i in picked}
+    if len(sizes) > 1:
+        raise _DecoderFailure(f"the chosen frames differ in size ({', '.join(f'{w}x{h}' for h, w, _ in sizes)})")
     frames = np.stack([picked[i] for i in indices.tolist()])
     return _video_frames(frames, indices, fps, num_video_frames)
 
