@@ -79,6 +79,9 @@ def test_stale_or_missing_consolidated_metadata_never_changes_what_mapflow_reade
     (path / ".zmetadata").unlink()
     xr.testing.assert_equal(open_dataset(path).load(), expected_results(3))
     assert inspect_store(path).ok
+    verify_store(path, repair=True)  # consolidated again (3 samples)
+    edit_root_attrs(path, **{COMMITTED_KEY: 2})  # as while a writer drops a damaged last sample: the count goes first
+    xr.testing.assert_equal(open_dataset(path).load(), expected_results(2))
 
 
 # --- the committed count against the data ------------------------------------------------------------------------

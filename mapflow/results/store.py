@@ -375,12 +375,19 @@ def open_dataset(path: str | os.PathLike) -> xr.Dataset:
 
     That is what plain `xarray.open_zarr(path)` gives too, except in the moment between a writer's commit and its
     consolidation (or after a disk filled up there), when the consolidated metadata is one commit behind: then the
-    arrays' own metadata is read and cut to the committed count."""
+    arrays' own metadata is read (the data is always written before the count) and cut to the committed count."""
     path = Path(path)
     count = read_root_attrs(path)[COMMITTED_KEY]  # zarr would fail on garbage with a bare JSONDecodeError
-    if _consolidated_count(path) == count:
+    consolidated = _consolidated_count(path)
+    if consolidated == count:
         return xr.open_zarr(path, consolidated=True)
-    ds = xr.open_zarr(path, consolidated=False)
+    if isinstance(consolidated, int) and consolidated > count:  # a writer dropping damaged samples: the prefix holds
+        return xr.open_zarr(path, consolidated=True).isel({SAMPLE_DIM: slice(0, count)})
+    try:
+        ds = xr.open_zarr(path, consolidated=False)
+    except ValueError as err:  # e.g. arrays of different sample lengths
+        raise StoreDamaged(f"{path}: the arrays cannot be opened together ({err}); run `mapflow verify {path}`") \
+            from None
     present = ds.sizes.get(SAMPLE_DIM, 0)
     if present < count:
         raise StoreDamaged(f"{path / '.zattrs'} says {count} committed samples but the arrays hold {present}; "
