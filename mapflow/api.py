@@ -60,6 +60,10 @@ def run(study, model=None, data=None, out=None, *, remote=None, overwrite: bool 
     unknown = sorted(set(config) - set(run_options()))
     if unknown:
         raise MapflowError(f"unknown run setting(s) {', '.join(unknown)}; known: {', '.join(run_options())}")
+    if out is not None:
+        from .inputs.checks import check_store_writable
+
+        check_store_writable(Path(out).expanduser().absolute())  # before the model loads
     prepared = prepare_run(study, model, data, **config)
     if remote is None:
         remote = getattr(prepared.adapter, "remote_settings", None)

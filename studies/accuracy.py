@@ -8,6 +8,8 @@ import xarray as xr
 
 from mapflow.study.context import StudyContext, clean_run
 
+OPTIONS = {}  # only the options every study takes (mapflow.study.options.COMMON_OPTION_NAMES)
+
 
 def run(ctx: StudyContext):
     clean = clean_run(ctx)

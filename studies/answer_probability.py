@@ -12,8 +12,13 @@ import xarray as xr
 
 from mapflow.differences import default
 from mapflow.study.context import StudyContext, clean_from_readouts, option_token_ids, sample_measurement
-from mapflow.readouts.lens import clean_and_layer_probabilities
+from mapflow.readouts.lens import LENS_CONVENTIONS, clean_and_layer_probabilities
+from mapflow.study.options import StudyOption
 
+OPTIONS = {
+    "lens": StudyOption("how a layer's output is read: final norm + LM head (paper) or the released script's "
+                        "projection (no final norm before the last layer)", default("lens"), LENS_CONVENTIONS),
+}
 SLOTS = ("A", "B", "C", "D", "E")
 
 

@@ -16,15 +16,25 @@ import torch
 import xarray as xr
 
 from mapflow.study.context import StudyContext
-from mapflow.readouts.attention import attention_rows
+from mapflow.readouts.attention import HEAD_POOLS, attention_rows
 from mapflow.knockout.flows import Flow, Window
 from mapflow.viz.thumbnails import frame_thumbnails, video_token_coords
+from mapflow.study.options import StudyOption, layer_ranges, whole_number
 
 CONDITIONS = ("clean", "cross_frame_knockout")
+OPTIONS = {
+    "queries": StudyOption("question words whose attention rows are kept, comma-separated (not set: every word token "
+                           "of the question block)", expects="word1,word2"),
+    "max_queries": StudyOption("at most this many query rows per sample", "16", parse=whole_number(1),
+                               expects="a whole number >= 1"),
+    "knockout_layers": StudyOption("layers of the cross-frame knockout (not set: all)", parse=layer_ranges,
+                                   expects="A-B (0-based, half-open)"),
+    "head_pool": StudyOption("how the heads' attention is pooled", "mean", HEAD_POOLS),
+}
 
 
 def query_positions(ctx: StudyContext) -> tuple[list[int], list[str]]:
-    wanted = {w.strip().lower() for w in ctx.config.option("queries", "").split(",") if w.strip()}
+    wanted = {w.strip().lower() for w in ctx.config.option("queries", OPTIONS["queries"].default) or "".split(",") if w.strip()}
     positions, texts = [], []
     ids = ctx.prepared.inputs["input_ids"][0]
     for position in ctx.layout.positions("question"):
@@ -45,7 +55,7 @@ DEMO = (  # its runs in the demo suite; `order` places them in the suite
 
 
 def run(ctx: StudyContext):
-    max_queries = int(ctx.config.option("max_queries", "16"))
+    max_queries = int(ctx.config.option("max_queries", OPTIONS["max_queries"].default))
     positions, texts = query_positions(ctx)
     positions, texts = positions[:max_queries], texts[:max_queries]
     num_layers = ctx.adapter.num_layers
@@ -53,7 +63,7 @@ def run(ctx: StudyContext):
     knockout_layers = Window.parse_ranges(ranges).layers(0, num_layers) if ranges else tuple(range(num_layers))
     video = ctx.layout.positions("video")
     blocked = torch.from_numpy(Flow.parse("cross_frame").block_matrix(ctx.layout))
-    head_pool = ctx.config.option("head_pool", "mean")
+    head_pool = ctx.config.option("head_pool", OPTIONS["head_pool"].default)
     attention = np.full((len(CONDITIONS), num_layers, max_queries, len(video)), np.nan, dtype=np.float32)
     if positions:
         attention[0, :, :len(positions)] = attention_rows(ctx.adapter, ctx.prepared, positions, video,

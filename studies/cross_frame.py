@@ -7,6 +7,8 @@ between frames in those layers.
 
 from mapflow.study.context import StudyContext, knockout_sweep
 
+OPTIONS = {}  # only the options every study takes (mapflow.study.options.COMMON_OPTION_NAMES)
+
 SCREENABLE = True  # `--plan screen` estimates its cells (mapflow.knockout.screen)
 FLOWS = ("cross_frame",)
 

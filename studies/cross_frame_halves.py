@@ -22,11 +22,18 @@ from mapflow.errors import MapflowError
 from mapflow.inputs.prompts import TEMPLATES, build_prompt
 from mapflow.knockout.flows import Flow
 from mapflow.readouts.generation import greedy_generate
+from mapflow.study.options import StudyOption, whole_number
 
 DEFAULT_SAMPLES = "all"
 FLOWS = ("cross_frame",)
 GENERATE_TEMPLATE = default("generate_template")  # Table 2's answers are open-ended (§3.2: "open-ended responses")
 RUN_PROMPT = "run"  # `generate_template=run`: the run's own prompt
+OPTIONS = {
+    "generate": StudyOption("also write the first N greedily generated answer tokens, clean and under each knockout "
+                            "(Table 2's example answers)", "0", parse=whole_number(0), expects="N >= 0"),
+    "generate_template": StudyOption("the prompt the example answers are generated from (run: the run's own)",
+                                     GENERATE_TEMPLATE, (RUN_PROMPT, *TEMPLATES)),
+}
 
 
 def halves(num_layers: int) -> dict[str, tuple[int, ...]]:
@@ -67,14 +74,14 @@ def check_options(adapter, config, **_) -> None:
     if name != RUN_PROMPT and name not in TEMPLATES:
         raise MapflowError(f"--option generate_template={name}: choose {RUN_PROMPT} (the run's own prompt) or a "
                            f"template: {', '.join(TEMPLATES)}")
-    if int(config.option("generate", "0")) < 0:
+    if int(config.option("generate", OPTIONS["generate"].default)) < 0:
         raise MapflowError(f"--option generate={config.option('generate')}: give a number of tokens >= 0")
 
 
 def run(ctx: StudyContext):
     layer_sets = halves(ctx.adapter.num_layers)
     ds = knockout_layer_sets(ctx, FLOWS, layer_sets)
-    max_new = int(ctx.config.option("generate", "0"))
+    max_new = int(ctx.config.option("generate", OPTIONS["generate"].default))
     if max_new > 0:
         prepared, template, answer_prompt = generation_input(ctx)
         decode = ctx.adapter.tokenizer.decode

@@ -29,10 +29,13 @@ from functools import lru_cache
 import numpy as np
 import xarray as xr
 
+from mapflow.differences import default
 from mapflow.study.context import StudyContext, accepted_tokens, clean_from_readouts, sample_measurement
 from mapflow.knockout.cells import layer_mask_readouts, pack_layer_masks
 from mapflow.errors import MapflowError
+from mapflow.study.options import StudyOption, existing_paths, number, share, whole_number
 from mapflow.readouts.pathways import (
+    PRESETS,
     ROUTES,
     VIDEO_SPANS,
     PathwayLayers,
@@ -51,6 +54,23 @@ from mapflow.readouts.pathways import (
 DEFAULT_SAMPLES = "all"
 TABLE_E_TASK = "action_antonym"  # the paper derives the pathway layers from Action Antonym's knockouts (Table E)
 CONDITIONS = ("clean", "effective", "effective_strict", "random", "random_strict")
+OPTIONS = {  # how the layers are chosen is in the module doc; their fit to the model is checked by check_options
+    "ranges": StudyOption("the open layers of each route (first choice)", parse=parse_layers,
+                          expects="cross_frame=A-B;video_question=A-B;question_last=A-B (0-based, half-open)"),
+    "from": StudyOption("derive the layers from these exact knockout stores (Table E's rule)", parse=existing_paths,
+                        expects="STORE1,STORE2"),
+    "task": StudyOption("the task whose knockouts from= reads (all: every task pooled; not set: Action Antonym when "
+                        "the stores hold it)", expects="a task name or all"),
+    "interval": StudyOption("from=: layers per 1-based interval", "5", parse=whole_number(1), expects="N >= 1"),
+    "threshold": StudyOption("from=: an interval's mean change (%) must be below this", "-5", parse=number,
+                             expects="a number (percent)"),
+    "preset": StudyOption("a Table E model's ranges, on a model of its depth", default("preset"), tuple(PRESETS)),
+    "video_span": StudyOption("the video rules cut the feature tokens or the whole video block", default("video_span"),
+                              VIDEO_SPANS),
+    "random_block_ratio": StudyOption("both random controls block this share of every layer's causal pairs (the "
+                                      "released scripts' budget)", default("random_block_ratio"), parse=share,
+                                      expects="a share in (0, 1)"),
+}
 
 
 @lru_cache(maxsize=8)
@@ -90,8 +110,8 @@ def choose_layers(option, adapter) -> LayerChoice:
     if option("ranges"):
         choice = LayerChoice(parse_layers(option("ranges")), "video", f"ranges {option('ranges')}")
     elif option("from"):
-        choice = LayerChoice(_derived(option("from"), option("task"), int(option("interval", "5")),
-                                      float(option("threshold", "-5"))), "video", f"derived from {option('from')}")
+        choice = LayerChoice(_derived(option("from"), option("task"), int(option("interval", OPTIONS["interval"].default)),
+                                      float(option("threshold", OPTIONS["threshold"].default))), "video", f"derived from {option('from')}")
     else:
         if option("preset"):
             preset, how = named_preset(option("preset"), num_layers), "--option preset"

@@ -10,6 +10,8 @@ by the sign of their cross-frame effect is `mapflow.viz.figures.failure_split`.
 from mapflow.study.context import PREDICTED_OPTION, StudyContext, knockout_sweep
 from mapflow.knockout.flows import PAPER_FLOWS
 
+OPTIONS = {}  # only the options every study takes (mapflow.study.options.COMMON_OPTION_NAMES)
+
 DEFAULT_SAMPLES = "wrong"
 SCREENABLE = True  # `--plan screen` estimates its cells (mapflow.knockout.screen)
 FLOWS = ("cross_frame", *PAPER_FLOWS["question_and_options_to_last"], f"video->{PREDICTED_OPTION}",

@@ -16,11 +16,17 @@ import xarray as xr
 from mapflow.differences import default
 from mapflow.study.context import StudyContext, knockout_sweep
 from mapflow.errors import KnockoutConfigError
+from mapflow.study.options import StudyOption
 
 SCREENABLE = True  # `--plan screen` estimates its cells (mapflow.knockout.screen)
 MODES = ("pair", "distance")
 # what one frame is: its run, as cross_frame (default), or its feature tokens only, as cross_frame_tokens
 UNITS = {"run": ("frame_run", "frame_distance"), "tokens": ("frame", "frame_distance_tokens")}
+OPTIONS = {
+    "by": StudyOption("knock out each pair of frames, or every pair at one temporal distance together", "pair", MODES),
+    "unit": StudyOption("what one frame is: its run (labels included, as cross_frame) or its feature tokens only",
+                        default("unit"), tuple(UNITS)),
+}
 
 
 # What `mapflow plot` and the demo suite (`mapflow.cli.demo.organism_suite`) take from this study:
@@ -31,7 +37,7 @@ DEMO = (  # its runs in the demo suite; `order` places them in the suite
 
 
 def run(ctx: StudyContext):
-    mode = ctx.config.option("by", "pair")
+    mode = ctx.config.option("by", OPTIONS["by"].default)
     if mode not in MODES:
         raise KnockoutConfigError(f"--option by={mode}: choose one of {', '.join(MODES)}")
     unit = ctx.config.option("unit", default("unit"))

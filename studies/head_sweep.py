@@ -13,9 +13,16 @@ from mapflow.study.context import StudyContext, knockout_sweep, stack_results
 from mapflow.errors import KnockoutConfigError
 from mapflow.knockout.engine import check_heads
 from mapflow.knockout.flows import PAPER_FLOWS, Window
+from mapflow.study.options import StudyOption, whole_number, whole_numbers
 
 SCREENABLE = True  # `--plan screen` estimates its cells (mapflow.knockout.screen)
 FLOWS = tuple(PAPER_FLOWS["information_flow"])
+OPTIONS = {
+    "heads": StudyOption("the heads swept, comma-separated, 0-based (not set: every head)", parse=whole_numbers(0),
+                         expects="h1,h2,..."),
+    "window": StudyOption("layers cut around each sweep layer, the same head index in each", default("window"),
+                          parse=whole_number(1), expects="K >= 1 (at most the layer count)"),
+}
 
 
 def heads(ctx: StudyContext) -> list[int]:

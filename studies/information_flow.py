@@ -7,6 +7,8 @@ Four flows, each knocked out alone in a window around each layer: video->questio
 from mapflow.study.context import StudyContext, knockout_sweep
 from mapflow.knockout.flows import PAPER_FLOWS
 
+OPTIONS = {}  # only the options every study takes (mapflow.study.options.COMMON_OPTION_NAMES)
+
 SCREENABLE = True  # `--plan screen` estimates its cells (mapflow.knockout.screen)
 FLOWS = tuple(PAPER_FLOWS["information_flow"])
 

@@ -5,6 +5,8 @@ option, video -> true option. Where does the true option's text pick up the vide
 from mapflow.study.context import StudyContext, knockout_sweep
 from mapflow.knockout.flows import PAPER_FLOWS
 
+OPTIONS = {}  # only the options every study takes (mapflow.study.options.COMMON_OPTION_NAMES)
+
 SCREENABLE = True  # `--plan screen` estimates its cells (mapflow.knockout.screen)
 FLOWS = tuple(PAPER_FLOWS["into_true_option"])
 

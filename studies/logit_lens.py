@@ -16,8 +16,17 @@ import xarray as xr
 from mapflow.differences import default
 from mapflow.study.context import StudyContext, clean_from_readouts, sample_measurement, wants_knockout
 from mapflow.readouts.keywords import load_keywords, piece_table
-from mapflow.readouts.lens import clean_and_layer_top_tokens
+from mapflow.readouts.lens import LENS_CONVENTIONS, clean_and_layer_top_tokens
+from mapflow.study.options import StudyOption
 from mapflow.viz.thumbnails import frame_thumbnails, video_token_coords
+
+
+OPTIONS = {
+    "lens": StudyOption("how a layer's output is read: final norm + LM head (paper) or the released script's "
+                        "input-embedding projection of the residual", default("lens"), LENS_CONVENTIONS),
+    "keywords": StudyOption("the spatial / temporal keyword lists", default("keywords"), parse=load_keywords,
+                            expects="paper | released_code | organism | a directory with spatial.txt and temporal.txt"),
+}
 
 
 # What `mapflow plot` and the demo suite (`mapflow.cli.demo.organism_suite`) take from this study:

@@ -13,9 +13,26 @@ import xarray as xr
 
 from mapflow.study.context import StudyContext, measure_knockouts
 from mapflow.errors import KnockoutConfigError
+from mapflow.study.options import StudyOption
 
 DEFAULT_SAMPLES = "all"
 REGIONS = ("inside", "outside")
+
+
+def parse_routes(text: str) -> dict:
+    """``{"flow": [[a, b], ...], ...}`` (0-based half-open layer ranges per flow)."""
+    routes = json.loads(text)
+    if not isinstance(routes, dict) or not all(
+            isinstance(ranges, list) and all(isinstance(r, list) and len(r) == 2 and all(isinstance(x, int) for x in r)
+                                             for r in ranges) for ranges in routes.values()):
+        raise ValueError('write {"flow": [[a, b], ...], ...}')
+    return routes
+
+
+OPTIONS = {
+    "routes": StudyOption("the checkpoint's planted_routes: per flow its 0-based half-open layer ranges",
+                          parse=parse_routes, expects='JSON {"flow": [[a, b], ...]}', required=True),
+}
 
 
 def planted_layers(routes: dict, num_layers: int) -> dict[str, dict[str, tuple[int, ...]]]:
@@ -33,7 +50,7 @@ def run(ctx: StudyContext):
     text = ctx.config.option("routes")
     if not text:
         raise KnockoutConfigError("study planted_routes needs --option routes=JSON (the checkpoint's planted_routes)")
-    sets = planted_layers(json.loads(text), ctx.adapter.num_layers)
+    sets = planted_layers(parse_routes(text), ctx.adapter.num_layers)
     parts = []
     for flow, regions in sets.items():
         measured = [r for r in REGIONS if regions[r]]

@@ -8,6 +8,8 @@ Runs on all samples by default so that accuracy is over the whole benchmark. Add
 from mapflow.study.context import StudyContext, knockout_sweep, stack_results
 from mapflow.knockout.flows import Window
 
+OPTIONS = {}  # only the options every study takes (mapflow.study.options.COMMON_OPTION_NAMES)
+
 DEFAULT_SAMPLES = "all"
 FLOWS = ("cross_frame",)
 DIRECTIONS = ("bottom_up", "top_down")

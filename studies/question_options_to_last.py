@@ -6,6 +6,8 @@ Three flows: the non-option question, the true option and the false options (all
 from mapflow.study.context import StudyContext, knockout_sweep
 from mapflow.knockout.flows import PAPER_FLOWS
 
+OPTIONS = {}  # only the options every study takes (mapflow.study.options.COMMON_OPTION_NAMES)
+
 SCREENABLE = True  # `--plan screen` estimates its cells (mapflow.knockout.screen)
 FLOWS = tuple(PAPER_FLOWS["question_and_options_to_last"])
 

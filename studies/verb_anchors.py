@@ -21,11 +21,22 @@ from mapflow.differences import default
 from mapflow.study.context import StudyContext, knockout_sweep, unmeasured_sweep
 from mapflow.readouts.generation import extend_input, greedy_generate
 from mapflow.readouts.keywords import verb_detector
+from mapflow.study.options import StudyOption, whole_number
 
 DEFAULT_SAMPLES = "correct"  # the truncated input must reproduce the anchor, as the paper requires
 ANCHORS = (1, 2, 3)
 DEFAULT_MAX_NEW_TOKENS = default("max_new_tokens")  # the released reference response (spec A4 step 1)
 FLOWS = ("video->question", "video->response", "video->last", "question->last", "response->last")
+OPTIONS = {
+    "verbs": StudyOption("how verbs are found: spaCy, the shipped list, or spaCy when installed", default("verbs"),
+                         ("auto", "spacy", "list")),
+    "spacy_model": StudyOption("the spaCy pipeline (the paper's)", "en_core_web_lg", expects="a spaCy pipeline name"),
+    "max_new_tokens": StudyOption("length of the generated response", DEFAULT_MAX_NEW_TOKENS, parse=whole_number(1),
+                                  expects="N >= 1"),
+    "min_anchors": StudyOption("samples with fewer verb anchors keep NaN", "3", parse=whole_number(0),
+                               expects="N >= 0"),
+    "num_open": StudyOption("response tokens before the last left open", "1", parse=whole_number(0), expects="N >= 0"),
+}
 
 
 def find_anchors(pieces: list[str], verbs: set[str]) -> list[int]:
@@ -60,7 +71,7 @@ DEMO = (  # its runs in the demo suite; `order` places them in the suite
 
 def run(ctx: StudyContext):
     option = ctx.config.option
-    detect, detector_name = verb_detector(option("verbs", default("verbs")), option("spacy_model", "en_core_web_lg"))
+    detect, detector_name = verb_detector(option("verbs", default("verbs")), option("spacy_model", OPTIONS["spacy_model"].default))
     max_new_tokens = int(option("max_new_tokens", DEFAULT_MAX_NEW_TOKENS))
     generated = greedy_generate(ctx.adapter, ctx.prepared, max_new_tokens=max_new_tokens)
     tokenizer = ctx.adapter.tokenizer
@@ -71,11 +82,11 @@ def run(ctx: StudyContext):
     results = []
     for order in ANCHORS:
         index = order - 1
-        usable = len(anchors) >= int(option("min_anchors", "3")) and index < len(anchors) and anchors[index] > 0
+        usable = len(anchors) >= int(option("min_anchors", OPTIONS["min_anchors"].default)) and index < len(anchors) and anchors[index] > 0
         if usable:
             anchor = anchors[index]
             span = response_span(prompt_len, anchor, anchors[index - 1] if index else None,
-                                 int(option("num_open", "1")))
+                                 int(option("num_open", OPTIONS["num_open"].default)))
             usable = bool(span)
         if not usable:
             results.append(unmeasured_sweep(ctx, FLOWS))

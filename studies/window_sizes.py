@@ -6,13 +6,18 @@ Options: ``sizes`` (comma-separated, default ``1,5,9,13``; on a model with few l
 
 from mapflow.study.context import StudyContext, knockout_sweep, stack_results
 from mapflow.knockout.flows import Window
+from mapflow.study.options import StudyOption, whole_numbers
 
 SCREENABLE = True  # `--plan screen` estimates its cells (mapflow.knockout.screen)
 FLOWS = ("cross_frame",)
+OPTIONS = {
+    "sizes": StudyOption("centred window sizes swept, comma-separated (on a model with few layers use smaller ones)",
+                         "1,5,9,13", parse=whole_numbers(1), expects="k1,k2,... (each >= 1)"),
+}
 
 
 def sizes(ctx: StudyContext) -> list[int]:
-    return [int(k) for k in ctx.config.option("sizes", "1,5,9,13").split(",")]
+    return [int(k) for k in ctx.config.option("sizes", OPTIONS["sizes"].default).split(",")]
 
 
 # What `mapflow plot` and the demo suite (`mapflow.cli.demo.organism_suite`) take from this study:

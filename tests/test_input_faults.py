@@ -159,3 +159,231 @@ def test_a_bad_budget_in_the_environment_is_named(monkeypatch):
     monkeypatch.setenv(video.MAX_FRAME_PIXELS_ENV, "lots")
     with pytest.raises(DataError, match=r"MAPFLOW_MAX_FRAME_PIXELS='lots': give a positive whole number"):
         video.max_frame_pixels()
+
+
+# --- study options: declared, checked before the store exists ---------------------------------------------------------
+
+
+def cli(*args) -> int:
+    from mapflow.cli import main
+
+    return main(["run", *map(str, args), "--limit", "1", "--no-progress", "--threads", "1"])
+
+
+def refused_in_one_line(capsys, *needles) -> str:
+    err = capsys.readouterr().err
+    assert err.startswith("mapflow: error: ") and err.count("\n") == 1 and "Traceback" not in err, err
+    for needle in needles:
+        assert needle in err, err
+    return err
+
+
+def nothing_written(out: Path) -> bool:
+    return not out.exists() and not out.with_name(out.name + ".lock").exists()
+
+
+@pytest.mark.parametrize("study, option, expected", [
+    ("logit_lens", "lense=released_code", "study logit_lens has no option 'lense'; did you mean 'lens'?"),
+    ("answer_probability", "corect_by=token", "has no option 'corect_by'; did you mean 'correct_by'?"),
+    ("logit_lens", "lens=bogus", "--option lens=bogus: study logit_lens takes lens = paper | released_code"),
+    ("window_sizes", "sizes=1,x", "--option sizes=1,x: study window_sizes takes sizes = k1,k2,... (each >= 1)"),
+    ("frame_pairs", "by=diagonal", "takes by = pair | distance"),
+])
+def test_an_undeclared_option_or_a_bad_value_is_refused_before_the_store(tmp_path, capsys, study, option, expected):
+    out = tmp_path / "out.zarr"
+    assert cli(study, "--out", out, "--option", option) == 2
+    refused_in_one_line(capsys, expected)
+    assert nothing_written(out)
+
+
+def test_a_missing_required_option_is_refused(tmp_path, capsys):
+    out = tmp_path / "out.zarr"
+    assert cli("planted_routes", "--out", out) == 2
+    refused_in_one_line(capsys, "study planted_routes needs --option routes=<JSON")
+    assert nothing_written(out)
+
+
+def test_mf_run_refuses_an_undeclared_option_and_a_non_mapping(tmp_path):
+    import mapflow as mf
+    from mapflow.errors import MapflowError
+
+    out = tmp_path / "out.zarr"
+    with pytest.raises(MapflowError, match="study cross_frame has no option 'bogus'"):
+        mf.run("cross_frame", out=out, options={"bogus": 1}, progress=False)
+    with pytest.raises(MapflowError, match="options is a mapping"):
+        mf.run("cross_frame", out=out, options=["lens"], progress=False)
+    assert nothing_written(out)
+
+
+def test_a_studys_own_model_checks_still_run_after_the_declared_ones(tmp_path, capsys):
+    """head_sweep's window is declared as K >= 1; its hook holds K to the model's 8 layers."""
+    out = tmp_path / "out.zarr"
+    assert cli("head_sweep", "--out", out, "--option", "window=99") == 2
+    refused_in_one_line(capsys, "--option window=99: give 1..8 layers")
+    assert nothing_written(out)
+
+
+def _study_modules():
+    from mapflow.study.runner import available_studies, load_study
+
+    return {name: load_study(name) for name in available_studies()}
+
+
+def test_every_shipped_study_declares_each_option_it_reads_with_the_default_it_reads():
+    """Every ``option("name"...)`` read in a study is declared (or common); its default in the read is the declared
+    one (`default("name")` from mapflow.differences, a constant holding it, or ``OPTIONS["name"].default``); every
+    declared option is read; the demo suite's options pass the check."""
+    import re
+
+    from mapflow.study.options import COMMON_OPTION_NAMES, StudyOption, check_study_options
+
+    for name, study in _study_modules().items():
+        assert isinstance(study.OPTIONS, dict) and all(isinstance(o, StudyOption) for o in study.OPTIONS.values())
+        source = (REPO / "studies" / f"{name}.py").read_text()
+        reads = re.findall(r'option\("(\w+)"(?:,\s*((?:[^()]|\([^()]*\)|\[[^\]]*\])*))?\)', source)
+        read_names = {key for key, _ in reads}
+        assert read_names <= set(study.OPTIONS) | set(COMMON_OPTION_NAMES), (name, read_names - set(study.OPTIONS))
+        assert set(study.OPTIONS) <= read_names, (name, set(study.OPTIONS) - read_names)
+        for key, given in reads:
+            declared = study.OPTIONS[key].default
+            given = given.strip()
+            constant = re.fullmatch(r"[A-Z_]+", given) and re.search(rf"^{given} = (.+)$", source, re.M)
+            through_constant = constant and (constant.group(1) in (f'default("{key}")', repr(declared))
+                                             or f'default("{key}")' in constant.group(1))
+            assert (given == "" and declared is None) or given in (f'default("{key}")', f'OPTIONS["{key}"].default') \
+                or through_constant, f"{name} reads --option {key} with {given!r}, declared default {declared!r}"
+        for demo in getattr(study, "DEMO", ()):
+            check_study_options(study, name, {k: v for k, v in demo.get("options", {}).items() if k != "from"})
+
+
+def test_declared_defaults_are_the_differences_lists():
+    from mapflow.differences import DIFFERENCES
+    from mapflow.study.options import declared_options
+
+    studies = _study_modules()
+    for setting in (d.setting for d in DIFFERENCES if d.setting is not None and d.setting.kind == "option"):
+        names = studies if setting.studies == ("*",) else setting.studies
+        for name in names:
+            declared = declared_options(studies[name])[setting.key]
+            assert declared.default == setting.default, (name, setting.key)
+
+
+def test_mapflow_studies_lists_every_declared_option(capsys):
+    from mapflow.cli import main
+    from mapflow.study.options import describe_options
+
+    assert main(["studies"]) == 0
+    listing = capsys.readouterr().out
+    assert "--option lens=paper | released_code (default paper)" in listing
+    assert "every study also takes:" in listing and "--option correct_by=text | token (default text)" in listing
+    blocks: dict[str, list[str]] = {}  # study name -> the option lines listed under it
+    for line in listing.splitlines():
+        if line and not line.startswith(" "):
+            blocks[line.split()[0]] = []
+        elif line.strip():
+            list(blocks.values())[-1].append(line.strip())
+    for name, study in _study_modules().items():
+        assert blocks[name] == [f"--option {line}" for line in describe_options(study)], name
+
+
+def test_a_study_without_declarations_warns_that_its_options_go_unchecked():
+    from mapflow.study.options import check_study_options
+    from mapflow.errors import MapflowError
+
+    def notebook_study(ctx):
+        return None
+
+    with pytest.warns(UserWarning, match="declares no OPTIONS, so --option anything cannot be checked"):
+        check_study_options(notebook_study, "notebook_study", {"anything": "1"})
+    with pytest.raises(MapflowError, match="takes correct_by = text | token"):  # the common ones are still checked
+        check_study_options(notebook_study, "notebook_study", {"correct_by": "letters"})
+
+
+# --- settings that used to end in a raw traceback ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("flags, expected", [
+    (["--device", "bogus"], "--device 'bogus': not a device"),
+    (["--device", "cuda:9"], "--device cuda:9: this machine has"),
+    (["--threads", "-1"], "--threads -1: give a positive number of CPU threads"),
+    (["--threads", "0"], "--threads 0: give a positive number of CPU threads"),
+])
+def test_a_bad_device_or_thread_count_is_one_line(tmp_path, capsys, flags, expected):
+    from mapflow.cli import main
+
+    out = tmp_path / "out.zarr"
+    assert main(["run", "accuracy", "--out", str(out), "--limit", "1", "--no-progress", *flags]) == 2
+    refused_in_one_line(capsys, expected)
+    assert nothing_written(out)
+
+
+@pytest.mark.parametrize("source, expected", [
+    ("def run(ctx)\n    return None\n", "line 1: expected ':' (a syntax error)"),
+    ("import json\nimport no_such_module_for_mapflow\n\ndef run(ctx):\n    return None\n",
+     "line 2: cannot import: No module named 'no_such_module_for_mapflow'"),
+    ("LIMIT = 1 / 0\n\ndef run(ctx):\n    return None\n", "line 1: raised ZeroDivisionError while loading"),
+])
+def test_a_broken_study_file_is_one_line_naming_file_and_line(tmp_path, capsys, source, expected):
+    study = tmp_path / "my_study.py"
+    study.write_text(source)
+    out = tmp_path / "out.zarr"
+    assert cli(study, "--out", out) == 2
+    refused_in_one_line(capsys, f"study file {study}, {expected}")
+    assert nothing_written(out)
+
+
+def test_mf_run_refuses_a_window_or_frames_of_the_wrong_type(tmp_path):
+    import mapflow as mf
+    from mapflow.errors import MapflowError
+
+    with pytest.raises(MapflowError, match=r"--window 'abc': give the knockout window size as a whole number"):
+        mf.run("cross_frame", window="abc", progress=False)
+    with pytest.raises(MapflowError, match=r"--frames '8': give a positive number of frames"):
+        mf.run("cross_frame", frames="8", progress=False)
+    with pytest.raises(MapflowError, match=r"--window-style 'diagonal'"):
+        mf.run("cross_frame", window_style="diagonal", progress=False)
+
+
+def _fake_store(path: Path) -> Path:
+    path.mkdir()
+    (path / ".zgroup").write_text('{"zarr_format": 2}')
+    (path / "p_base").mkdir()
+    (path / "p_base" / "0").write_bytes(b"\0")
+    return path
+
+
+def test_a_store_the_kernel_will_not_let_us_write_is_refused_before_loading(tmp_path, capsys, monkeypatch):
+    """The check asks the kernel (os.access); here it is told that one folder inside the store is read-only, as a
+    read-only mount or `chattr +i` makes it (root ignores permission bits, so chmod alone proves nothing)."""
+    import os
+
+    import mapflow as mf
+    from mapflow.errors import MapflowError
+
+    store = _fake_store(tmp_path / "done.zarr")
+    before = sorted((p.relative_to(store), p.stat().st_mtime_ns) for p in store.rglob("*"))
+    real_access = os.access
+    monkeypatch.setattr(os, "access", lambda p, mode, **kw: Path(p) != store / "p_base" and real_access(p, mode, **kw))
+    assert cli("accuracy", "--out", store) == 2
+    refused_in_one_line(capsys, f"--out {store}: {store / 'p_base'} is not writable (part of the store)")
+    with pytest.raises(MapflowError, match="is not writable"):
+        mf.run("accuracy", out=store, progress=False)
+    monkeypatch.setattr(os, "access", lambda p, mode, **kw: Path(p) != tmp_path and real_access(p, mode, **kw))
+    new = tmp_path / "new.zarr"
+    assert cli("accuracy", "--out", new) == 2
+    refused_in_one_line(capsys, f"{tmp_path} is not writable (the folder that holds the store and its lock file)")
+    assert sorted((p.relative_to(store), p.stat().st_mtime_ns) for p in store.rglob("*")) == before
+    assert nothing_written(new) and not (tmp_path / "done.zarr.lock").exists()
+
+
+def test_resuming_an_immutable_store_is_refused(tmp_path, capsys):
+    """The real thing where the file system allows it: `chattr +i` stops even root."""
+    store = _fake_store(tmp_path / "done.zarr")
+    if subprocess.run(["chattr", "+i", str(store)], capture_output=True).returncode != 0:
+        pytest.skip("chattr +i is not available here (no tool, file system or capability)")
+    try:
+        assert cli("accuracy", "--out", store) == 2
+        refused_in_one_line(capsys, f"--out {store}: {store} is not writable")
+    finally:
+        subprocess.run(["chattr", "-i", str(store)], check=True)
+    assert not (tmp_path / "done.zarr.lock").exists()

@@ -78,6 +78,7 @@ def cmd_run(args) -> int:
     from ..inputs import checks as inputs
 
     study = str(user_path(args.study)) if args.study.endswith(".py") else args.study
+    inputs.check_store_writable(args.out)  # before the model loads: a read-only store is refused at once
     run = prepare_run(study, args.model, args.data, benchmark=args.benchmark, template=args.template,
                       window=args.window, window_style=args.window_style, layers=args.layers, limit=args.limit,
                       tasks=args.tasks, samples=args.samples, options=_parse_options(args.option), frames=args.frames,
@@ -85,7 +86,8 @@ def cmd_run(args) -> int:
                       non_option_includes_prefix=not args.non_option_without_prefix, plan=args.plan, seed=args.seed,
                       attn=args.attn, dtype=args.dtype, device=args.device, device_map=args.device_map,
                       # tiny models run ~10x faster single-threaded on shared CPUs
-                      threads=args.threads or (None if args.model else 1), strict=args.strict,
+                      threads=args.threads if args.threads is not None else (None if args.model else 1),
+                      strict=args.strict,
                       heads=_parse_heads(args.heads))
     if run.samples.bad_entries:
         print(inputs.describe_bad_entries(run.samples.bad_entries), file=sys.stderr)
@@ -163,11 +165,18 @@ def cmd_verify(args) -> int:
 
 
 def cmd_studies(args) -> int:
+    from ..study.options import describe_common_options, describe_options
     from ..study.runner import available_studies, load_study
 
     for name in available_studies():
-        doc = (load_study(name).__doc__ or "").strip().splitlines()
+        study = load_study(name)
+        doc = (study.__doc__ or "").strip().splitlines()
         print(f"{name:24s} {doc[0] if doc else ''}")
+        for line in describe_options(study):
+            print(f"{'':26s}--option {line}")
+    print("every study also takes:")
+    for line in describe_common_options():
+        print(f"{'':26s}--option {line}")
     return 0
 
 

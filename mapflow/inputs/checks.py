@@ -37,15 +37,89 @@ def half_precision_note(dtype: str, device: str, device_map) -> str | None:
 # --- options against the model and the data (before the store exists) ----------------------------------------------
 
 
+def _whole(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
 def check_limit(limit: int | None) -> None:
-    if limit is not None and limit < 1:
-        raise MapflowError(f"--limit {limit}: give a positive number of samples per task (or leave it out for all)")
+    if limit is not None and (not _whole(limit) or limit < 1):
+        raise MapflowError(f"--limit {limit!r}: give a positive number of samples per task (or leave it out for all)")
 
 
 def check_frames(frames: int | None) -> None:
-    if frames is not None and frames < 1:
-        raise MapflowError(f"--frames {frames}: give a positive number of frames per video (default: the "
+    if frames is not None and (not _whole(frames) or frames < 1):
+        raise MapflowError(f"--frames {frames!r}: give a positive number of frames per video (default: the "
                            "benchmark's, 8)")
+
+
+def check_threads(threads: int | None) -> None:
+    if threads is not None and (not _whole(threads) or threads < 1):
+        raise MapflowError(f"--threads {threads!r}: give a positive number of CPU threads (or leave it out: 1 for the "
+                           "embedded models, torch's default for a --model)")
+
+
+WINDOW_STYLES = ("center", "inverse", "bottom_up", "top_down")
+
+
+def check_window_setting(window, window_style: str) -> None:
+    """The window as given (before the model is known): a whole number of layers or a `Window`, and a known style."""
+    from ..knockout.flows import Window
+
+    if window is not None and not isinstance(window, Window) and (not _whole(window) or window < 1):
+        raise MapflowError(f"--window {window!r}: give the knockout window size as a whole number of layers >= 1 "
+                           "(or a mapflow.knockout.flows.Window)")
+    if window_style not in WINDOW_STYLES:
+        raise MapflowError(f"--window-style {window_style!r}: choose one of {', '.join(WINDOW_STYLES)}")
+
+
+DEVICE_TYPES = ("cpu", "cuda", "mps", "xpu")
+
+
+def check_device(device, device_map=None) -> None:
+    """--device names a device torch knows and this machine has (a --device-map is accelerate's to check)."""
+    import torch
+
+    if device_map is not None:
+        return
+    try:
+        parsed = torch.device(device)
+    except (RuntimeError, TypeError, ValueError):
+        raise MapflowError(f"--device {device!r}: not a device; use cpu, cuda, cuda:N, mps or xpu") from None
+    if parsed.type not in DEVICE_TYPES:
+        raise MapflowError(f"--device {device}: mapflow runs models on {', '.join(DEVICE_TYPES)}, not {parsed.type}")
+    if parsed.type == "cpu":
+        return
+    backend = getattr(torch, parsed.type, None) if parsed.type != "mps" else torch.backends.mps
+    available = bool(backend is not None and backend.is_available())
+    count = torch.cuda.device_count() if parsed.type == "cuda" and available else None
+    if not available:
+        raise MapflowError(f"--device {device}: this machine has no {parsed.type} device that torch can use "
+                           f"(torch.{'backends.mps' if parsed.type == 'mps' else parsed.type}.is_available() is "
+                           "False); use --device cpu")
+    if count is not None and parsed.index is not None and parsed.index >= count:
+        raise MapflowError(f"--device {device}: this machine has {count} CUDA device(s), cuda:0..cuda:{count - 1}")
+
+
+def check_store_writable(store) -> None:
+    """Refuse a --out this process cannot write, before anything is loaded: a run writes beside the store (its lock
+    file), inside every folder of an existing store (resume commits rewrite metadata through temporary files) and
+    over its files. ``os.access`` asks the kernel, so a read-only mount, an immutable (``chattr +i``) file or folder
+    and missing permissions are all seen, and root's right to ignore permission bits is respected."""
+    store = Path(store)
+    beside = store.parent
+    while not beside.exists() and beside != beside.parent:  # a new store's folders are made from the first that exists
+        beside = beside.parent
+    places = [beside]
+    if store.is_dir():
+        for folder, _, files in os.walk(store):
+            places.append(Path(folder))
+            places.extend(Path(folder) / name for name in files)
+    for place in places:
+        if not os.access(place, os.W_OK | (os.X_OK if place.is_dir() else 0)):
+            role = "the folder that holds the store and its lock file" if place == beside else "part of the store"
+            raise MapflowError(f"--out {store}: {place} is not writable ({role}); the store cannot be created or "
+                               "resumed here (read-only file system, immutable file, or no permission): choose "
+                               "another --out, or copy the store somewhere writable to resume it")
 
 
 def check_window(window, num_layers: int, window_given: bool = True) -> None:

@@ -7,12 +7,15 @@ One function, `prepare_run`, resolves them for every entry point (``mapflow run`
 from __future__ import annotations
 
 import inspect
+import traceback
 import warnings
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
 
 from .context import StudyConfig
+from .options import check_study_options
 from .. import differences
 from ..errors import DataError, MapflowError
 from ..knockout.flows import Window
@@ -63,6 +66,8 @@ class FunctionStudy:
         self.__doc__ = function.__doc__
         self.study_name = function.__name__
         self.DEFAULT_SAMPLES = getattr(function, "DEFAULT_SAMPLES", "correct")
+        if hasattr(function, "OPTIONS"):  # its declared --option settings (`mapflow.study.options`)
+            self.OPTIONS = function.OPTIONS
 
 
 def as_study(study) -> tuple[object, str]:
@@ -70,7 +75,8 @@ def as_study(study) -> tuple[object, str]:
     from .runner import load_study
 
     if isinstance(study, (str, Path)):
-        return load_study(str(study)), Path(str(study)).stem
+        return _load_study_file(str(study)) if str(study).endswith(".py") else load_study(str(study)), \
+            Path(str(study)).stem
     if isinstance(study, ModuleType):
         if not callable(getattr(study, "run", None)):
             raise MapflowError(f"study module {study.__name__} defines no run(ctx) function")
@@ -78,6 +84,25 @@ def as_study(study) -> tuple[object, str]:
     if inspect.isfunction(study) or inspect.ismethod(study):
         return FunctionStudy(study), study.__name__
     raise MapflowError(f"a study is a name, a .py path, a module or a function run(ctx); got {type(study).__name__}")
+
+
+def _load_study_file(path: str):
+    """A study ``.py`` file, its own errors (syntax, a failed import, anything its top level raises) as one line
+    naming the file and the line."""
+    from .runner import load_study
+
+    try:
+        return load_study(path)
+    except MapflowError:
+        raise
+    except SyntaxError as err:
+        raise MapflowError(f"study file {path}, line {err.lineno}: {err.msg} (a syntax error)") from None
+    except Exception as err:
+        line = next((frame.lineno for frame in reversed(traceback.extract_tb(err.__traceback__))
+                     if frame.filename == path), None)
+        where = f", line {line}" if line else ""
+        what = "cannot import" if isinstance(err, ImportError) else f"raised {type(err).__name__} while loading"
+        raise MapflowError(f"study file {path}{where}: {what}: {err}") from None
 
 
 def choose_template(requested: str | None, adapter, benchmark: str) -> Template:
@@ -132,7 +157,14 @@ def prepare_run(study, model=None, data=None, *, benchmark: str | None = None, t
     from ..results.provenance import run_provenance
 
     study, study_name = as_study(study)
+    # what needs neither the data nor the model, checked before either loads (and before any store exists)
+    options = _as_options(options)
+    check_study_options(study, study_name, options)
     inputs.check_frames(frames)
+    inputs.check_limit(limit)
+    inputs.check_threads(threads)
+    inputs.check_window_setting(window, window_style)
+    inputs.check_device(device, device_map)
     if threads:
         torch.set_num_threads(threads)
     if isinstance(data, BenchmarkSamples):
@@ -162,7 +194,7 @@ def prepare_run(study, model=None, data=None, *, benchmark: str | None = None, t
     else:  # 9: the paper's; only a size the user gave is held to the model's layer count
         knockout_window = Window(style=window_style, size=9 if window is None else window)
     config = StudyConfig(window=knockout_window, samples=samples or getattr(study, "DEFAULT_SAMPLES", "correct"),
-                         options={str(k): str(v) for k, v in (options or {}).items()}, seed=seed,
+                         options=options, seed=seed,
                          num_frames=spec.num_frames if frames is None else frames,
                          frame_rule=frame_rule or adapter.default_frame_rule or spec.frame_rule,
                          prompt_template=chosen.name, gt_token=gt_token,
@@ -181,6 +213,16 @@ def prepare_run(study, model=None, data=None, *, benchmark: str | None = None, t
                                 runtime={"device": device, "device_map": device_map,
                                          "threads": torch.get_num_threads()})
     return PreparedRun(study, study_name, adapter, loaded, config, provenance)
+
+
+def _as_options(options) -> dict[str, str]:
+    """``--option`` settings as the study reads them (strings); a mapping is required."""
+    if options is None:
+        return {}
+    if not isinstance(options, Mapping):
+        raise MapflowError(f"options is a mapping of study settings, e.g. {{'lens': 'released_code'}}; got "
+                           f"{type(options).__name__}")
+    return {str(k): str(v) for k, v in options.items()}
 
 
 def _as_adapter(model, **load_options):
