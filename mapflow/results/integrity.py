@@ -1,8 +1,11 @@
 """`mapflow verify`: is every committed sample of a result store present once and readable?
 
-`inspect_store` only reads. It checks the store's own files directly (JSON metadata, chunk files) rather than
-through zarr, because zarr hides exactly the damage that matters: a missing chunk reads back as its fill value
-(all-NaN, '' ids), and garbage metadata surfaces as a raw decoder error. Damage is reported per committed sample
+`inspect_store` only reads. It checks every metadata file (``.zgroup``, the root ``.zattrs`` and its bookkeeping
+keys, ``.zmetadata``, each array's ``.zarray`` and ``.zattrs``), the committed count against the sample length the
+arrays actually hold (a count above it is one wrong number, not that many damaged samples), and every chunk file.
+It reads the store's own files directly rather than through zarr, because zarr hides exactly the damage that
+matters: a missing chunk reads back as its fill value (all-NaN, '' ids), and garbage metadata surfaces as a raw
+decoder error. Damage is reported per committed sample
 (row): a bad chunk damages the samples it holds, a bad array without a ``sample`` dim (a shared coordinate, or an
 array whose dims cannot be read) damages all of them. `verify_store(repair=True)` drops the damaged samples through
 the writer (`ResultStore.open_for_writing`), so rerunning the same ``mapflow run`` command measures only those again.

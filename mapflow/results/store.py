@@ -21,7 +21,17 @@ append then takes three steps:
 ``xarray.open_zarr`` reads the consolidated metadata by default, so it only
 ever sees array shapes from a finished append: a direct reader gets a
 consistent dataset even while a writer is killed in steps 1 or 2 (after a kill
-in step 2 it lags one sample behind the commit until the next open).
+between steps 2 and 3 it lags one sample behind the commit until the next open).
+`open_dataset` always gives exactly the committed samples: where the
+consolidated copy of the count differs from the commit it reads the arrays' own
+metadata (the data is written before the count) and cuts them to the count.
+
+A full disk: each write fails whole (temporary file + rename), so the store is
+left at the last commit or, when the disk filled in step 3, at the new one with
+a stale ``.zmetadata``; that file is then deleted (which needs no space), so
+plain xarray readers read the arrays' own metadata and see the committed count
+too. The error says that count, which sample was or was not stored, and the
+free space; opening for writing on a still-full disk says the same in one line.
 Opening the store for writing (``create_or_resume``) repairs it to exactly the
 committed samples: every array with a ``sample`` dimension is shrunk to the
 committed count (zarr drops the chunks past the end), leftover temporary files
@@ -31,8 +41,10 @@ process (an exception, Ctrl-C) runs the same repair before re-raising.
 Readers never write: ``ResultStore(path)`` and `open_dataset` only read, so they
 are safe while a run appends and on a read-only disk. A writer holds the
 store's lock (`mapflow.results.store_lock`) from opening to `close`; a second writer is
-refused. Opening for writing also checks every committed sample
-(`mapflow.results.integrity`) and drops damaged ones, so the run measures them again.
+refused. Opening for writing also checks every metadata file and every committed
+sample (`mapflow.results.integrity`): it drops damaged samples, so the run
+measures them again, rebuilds damaged store metadata, and sets a committed count
+that claims more samples than the arrays hold to the samples they hold.
 Every chunk is written, even an all-fill one, so a missing chunk is damage.
 
 Zarr format 2 because it
@@ -249,7 +261,8 @@ class ResultStore:
             try:
                 self._repair()  # drop the half-written sample so this object stays usable
             except Exception as repair_error:  # e.g. the disk is still full: the next open for writing repairs it
-                log.warning("%s: could not roll back the unfinished append yet (%s)", self.path, repair_error)
+                (log.debug if _is_disk_full(repair_error) else log.warning)(  # a full disk: the error below says it
+                    "%s: could not roll back the unfinished append yet (%s)", self.path, repair_error)
             self._completed_ids = self._read_sample_ids()  # the count may have landed before the failure
             if _is_disk_full(err):
                 stored = set(new_ids) <= self._completed_ids
