@@ -53,6 +53,22 @@ def test_verify_finds_damaged_store_metadata_and_the_repair_rebuilds_it(tmp_path
     assert plain_xarray_samples(path) == 2
 
 
+@pytest.mark.parametrize("damaged", ["p_base/.zarray", "rel_change/.zattrs", "sample/.zarray"])
+def test_damaged_array_metadata_is_found_and_restored_without_losing_a_sample(tmp_path, capsys, damaged):
+    path = tmp_path / "run.zarr"
+    fill_store(path, range(3)).close()
+    (path / damaged).write_text("{not json")
+    assert main(["verify", str(path)]) == 1
+    out = capsys.readouterr().out
+    assert f"{path / damaged} is damaged" in out and "DAMAGED: 3 sample(s)" in out
+    with ResultStore.create_or_resume(path, PROVENANCE) as resumed:  # the consolidated metadata holds a copy
+        assert f"restored {path / damaged}" in resumed.verify_report.describe()
+        assert resumed.committed_count == 3 and not resumed.verify_report.repaired
+        resumed.append(make_sample(3))
+    xr.testing.assert_equal(open_dataset(path).load(), expected_results(4))
+    assert inspect_store(path).ok
+
+
 def test_resume_of_a_store_with_a_damaged_group_file_is_one_sentence_naming_it(tmp_path):
     path = tmp_path / "run.zarr"
     fill_store(path, range(2)).close()

@@ -126,6 +126,30 @@ def restore_root_attrs(path: Path, damage: StoreDamaged) -> dict:
     return read_root_attrs(path)
 
 
+def restore_array_metadata(path: Path) -> list[str]:
+    """Rewrite each array's damaged ``.zarray`` / ``.zattrs`` from its copy in the consolidated metadata (writers
+    only), so one garbage metadata file does not cost every sample. The copy's shape may be one commit behind: the
+    samples past it are then dropped and measured again. Returns what was restored."""
+    try:
+        entries = read_json_file(path / ".zmetadata", "the consolidated metadata")["metadata"]
+    except (StoreDamaged, KeyError):
+        return []
+    if not isinstance(entries, dict):
+        return []
+    restored = []
+    for array_dir in sorted(p for p in path.iterdir() if p.is_dir()):
+        for name in (".zarray", ".zattrs"):
+            copy = entries.get(f"{array_dir.name}/{name}")
+            if not isinstance(copy, dict):
+                continue
+            try:
+                read_json_file(array_dir / name, "array metadata")
+            except StoreDamaged:
+                _replace_file(array_dir / name, copy)
+                restored.append(f"restored {array_dir / name} from the consolidated metadata")
+    return restored
+
+
 def rewrite_group_file(path: Path) -> None:
     """Rewrite a damaged ``.zgroup`` (writers only): its whole content is the zarr format."""
     _replace_file(path / ".zgroup", GROUP_FILE_CONTENT)

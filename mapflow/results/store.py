@@ -84,6 +84,7 @@ from .integrity import (
     inspect_store,
     read_json_file,
     read_root_attrs,
+    restore_array_metadata,
     restore_root_attrs,
     rewrite_group_file,
 )
@@ -308,6 +309,7 @@ class ResultStore:
         """The tail repair, or, where committed samples are damaged, dropping those (they are measured again).
         A count above the data is set to the samples the arrays hold; damaged store metadata is rebuilt."""
         _remove_partial_files(self.path)
+        fixed += restore_array_metadata(self.path)
         report = inspect_store(self.path)
         if report.count_problem:
             self._group().attrs.update({COMMITTED_KEY: report.rows})
