@@ -110,6 +110,20 @@ def _short(value) -> str:
     return text if len(text) <= 80 else text[:77] + "..."
 
 
+def consolidated_count(path: Path) -> int | None:
+    """The committed count in the consolidated metadata's copy of the root attributes (None: there is none)."""
+    if not (path / ".zmetadata").exists():
+        return None
+    try:
+        consolidated = read_json_file(path / ".zmetadata", "the consolidated metadata")
+        return consolidated["metadata"][".zattrs"][COMMITTED_KEY]
+    except StoreDamaged as err:
+        raise StoreDamaged(f"{err}; `mapflow verify {path} --repair` rebuilds it", err.file) from None
+    except (KeyError, TypeError):
+        raise StoreDamaged(f"{path / '.zmetadata'} is damaged (no copy of the root attributes); `mapflow verify "
+                           f"{path} --repair` rebuilds it", path / ".zmetadata") from None
+
+
 def restore_root_attrs(path: Path, damage: StoreDamaged) -> dict:
     """Rewrite a damaged root ``.zattrs`` from its copy in the consolidated metadata (writers only).
 

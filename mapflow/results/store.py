@@ -55,7 +55,6 @@ its spec, and without consolidation the atomic reader snapshot above is lost.
 
 from __future__ import annotations
 
-import errno
 import json
 import logging
 import os
@@ -72,6 +71,7 @@ import xarray as xr
 import zarr
 
 from ..errors import MapflowError
+from .disk_full import disk_full_says_so, free_space, is_disk_full, readers_follow_the_count
 from .integrity import (
     COMMITTED_KEY,
     COMPLETE_CHUNKS_KEY,
@@ -80,6 +80,7 @@ from .integrity import (
     SAMPLE_DIM,
     Report,
     StoreDamaged,
+    consolidated_count,
     group_file_problem,
     inspect_store,
     read_json_file,
@@ -145,7 +146,7 @@ class ResultStore:
         """
         path = Path(path)
         provenance = _json_safe(provenance)
-        with _disk_full_says_so(path):
+        with disk_full_says_so(path):
             return cls._create_or_resume(path, provenance, resume, overwrite)
 
     @classmethod
@@ -170,7 +171,7 @@ class ResultStore:
     def open_for_writing(cls, path: str | os.PathLike) -> ResultStore:
         """Lock, repair and verify an existing store (dropping damaged samples, rebuilding damaged store metadata),
         whatever its config."""
-        with _disk_full_says_so(Path(path)):
+        with disk_full_says_so(Path(path)):
             return cls._open_writer(Path(path), None)
 
     @classmethod
@@ -233,7 +234,7 @@ class ResultStore:
         try:
             self._commit_attrs({FAILURES_KEY: failures})
         except OSError as err:
-            if not _is_disk_full(err):
+            if not is_disk_full(err):
                 raise
             recorded = sample_id in self.failed_samples()
             raise self._disk_full(f"the failure of sample {sample_id} was {'' if recorded else 'not '}recorded") \
@@ -262,10 +263,10 @@ class ResultStore:
             try:
                 self._repair()  # drop the half-written sample so this object stays usable
             except Exception as repair_error:  # e.g. the disk is still full: the next open for writing repairs it
-                (log.debug if _is_disk_full(repair_error) else log.warning)(  # a full disk: the error below says it
+                (log.debug if is_disk_full(repair_error) else log.warning)(  # a full disk: the error below says it
                     "%s: could not roll back the unfinished append yet (%s)", self.path, repair_error)
             self._completed_ids = self._read_sample_ids()  # the count may have landed before the failure
-            if _is_disk_full(err):
+            if is_disk_full(err):
                 stored = set(new_ids) <= self._completed_ids
                 raise self._disk_full(f"sample {', '.join(new_ids)} was {'' if stored else 'not '}stored") from err
             raise
@@ -273,8 +274,8 @@ class ResultStore:
 
     def _disk_full(self, what_happened: str) -> MapflowError:
         """The disk filled up while this writer wrote: make every reader see the committed count, and say it."""
-        kept = _readers_follow_the_count(self.path)
-        return MapflowError(f"disk full while writing to {self.path} ({_free_space(self.path)} free there): {kept} "
+        kept = readers_follow_the_count(self.path)
+        return MapflowError(f"disk full while writing to {self.path} ({free_space(self.path)} free there): {kept} "
                             f"committed sample(s) kept, which is what every reader sees; {what_happened}; free some "
                             "space and rerun the same command to resume")
 
@@ -393,7 +394,7 @@ def open_dataset(path: str | os.PathLike) -> xr.Dataset:
     arrays' own metadata is read (the data is always written before the count) and cut to the committed count."""
     path = Path(path)
     count = read_root_attrs(path)[COMMITTED_KEY]  # zarr would fail on garbage with a bare JSONDecodeError
-    consolidated = _consolidated_count(path)
+    consolidated = consolidated_count(path)
     if consolidated == count:
         return xr.open_zarr(path, consolidated=True)
     if isinstance(consolidated, int) and consolidated > count:  # a writer dropping damaged samples: the prefix holds
@@ -408,20 +409,6 @@ def open_dataset(path: str | os.PathLike) -> xr.Dataset:
         raise StoreDamaged(f"{path / '.zattrs'} says {count} committed samples but the arrays hold {present}; "
                            f"`mapflow verify {path} --repair` sets the count to {present}", path / ".zattrs")
     return ds.isel({SAMPLE_DIM: slice(0, count)}) if SAMPLE_DIM in ds.dims else ds
-
-
-def _consolidated_count(path: Path) -> int | None:
-    """The committed count in the consolidated metadata's copy of the root attributes (None: there is none)."""
-    if not (path / ".zmetadata").exists():
-        return None
-    try:
-        consolidated = read_json_file(path / ".zmetadata", "the consolidated metadata")
-        return consolidated["metadata"][".zattrs"][COMMITTED_KEY]
-    except StoreDamaged as err:
-        raise StoreDamaged(f"{err}; `mapflow verify {path} --repair` rebuilds it", err.file) from None
-    except (KeyError, TypeError):
-        raise StoreDamaged(f"{path / '.zmetadata'} is damaged (no copy of the root attributes); `mapflow verify "
-                           f"{path} --repair` rebuilds it", path / ".zmetadata") from None
 
 
 def _read_or_restore_root_attrs(path: Path, *, rewrite_group: bool, fixed: list[str]) -> dict:
@@ -487,67 +474,6 @@ def _remove_partial_files(path: Path) -> None:
     for leftover in path.rglob("*.partial"):
         if _PARTIAL_FILE.search(leftover.name):
             leftover.unlink(missing_ok=True)  # zarr may be removing it itself
-
-
-def _is_disk_full(err: BaseException) -> bool:
-    seen = err
-    while seen is not None:
-        if isinstance(seen, OSError) and seen.errno in (errno.ENOSPC, errno.EDQUOT):
-            return True
-        seen = seen.__cause__ or seen.__context__
-    return False
-
-
-@contextmanager
-def _disk_full_says_so(path: Path):
-    """A full disk while creating or opening a store for writing as one sentence, instead of the traceback of
-    whatever write hit it first (the lock file, the repair)."""
-    try:
-        yield
-    except OSError as err:
-        if not _is_disk_full(err):
-            raise
-        free = f"({_free_space(path)} free there)"
-        try:
-            kept = _readers_follow_the_count(path)
-        except MapflowError:
-            raise MapflowError(f"disk full while creating {path} {free}: nothing was stored; free some space and "
-                               "rerun the same command") from None
-        raise MapflowError(f"disk full while opening {path} for writing {free}: its {kept} committed sample(s) are "
-                           "kept; free some space and rerun the same command to resume") from None
-
-
-def _readers_follow_the_count(path: Path) -> int:
-    """The committed count, once every reader sees exactly it.
-
-    After a commit whose consolidation failed (a full disk), the consolidated metadata is one commit behind; plain
-    `xarray.open_zarr` would show one sample less than the count. Deleting that stale file needs no space (it frees
-    some), and without it every reader reads the arrays' own metadata, which the count never runs ahead of (data
-    first, count after). The next open for writing consolidates again."""
-    count = read_root_attrs(path)[COMMITTED_KEY]
-    try:
-        stale = _consolidated_count(path) not in (None, count)
-    except StoreDamaged:
-        stale = True
-    if stale:
-        (path / ".zmetadata").unlink(missing_ok=True)
-    return count
-
-
-def _free_space(path: Path) -> str:
-    """Free space on the file system holding `path` (or its nearest existing parent), for a disk-full message."""
-    where = Path(os.path.abspath(path))
-    while not where.exists() and where != where.parent:
-        where = where.parent
-    try:
-        free = float(shutil.disk_usage(where).free)
-    except OSError:
-        return "unknown space"
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if free < 1024 or unit == "GiB":
-            return f"{free:.0f} B" if unit == "B" else f"{free:.1f} {unit}"
-        free /= 1024
-    return f"{free:.1f} TiB"
 
 
 def _check_same_inputs(path: Path, stored: dict, new: dict) -> None:
