@@ -3,39 +3,44 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
-
 
 
 def cmd_ndif_up(args) -> int:
     from . import stack
 
-    state = stack.up(args.home, args.venv, args.checkpoints, replicas=args.replicas)
-    print(f"NDIF at {state.host} (state in {state.home}); deployed: {', '.join(state.models.values()) or 'nothing'}")
+    state = stack.up(args.home, args.venv, args.checkpoints, replicas=args.replicas, port=args.port, bind=args.host)
+    print(f"NDIF at {state.host} (state in {state.home}, API token in {state.token_file}); deployed: "
+          f"{', '.join(state.models.values()) or 'nothing'}")
     print(f"run a study on it: mapflow run STUDY --remote --model CHECKPOINT --out OUT.zarr   |   stop: mapflow ndif "
-          f"down{' --home ' + str(args.home) if args.home else ''}")
+          f"down --port {state.ports['api']}")
     return 0
 
 
 def cmd_ndif_down(args) -> int:
     from . import stack
 
-    stopped = stack.down(args.home)
-    print(f"stopped {len(stopped)} process(es)" if stopped else "nothing was running")
+    home = stack.resolve_home(args.home, args.port)
+    stopped = stack.down(home)
+    left = stack.stack_processes(stack.StackState.load(home)) if stack.StackState.load(home) else set()
+    print(f"stopped {len(stopped)} process(es) of the stack in {home}" if stopped else f"nothing was running from "
+          f"{home}")
+    if left:
+        print(f"{len(left)} process(es) of the stack would not stop: {sorted(left)}")
+        return 1
     return 0
 
 
 def cmd_ndif_status(args) -> int:
     from . import stack
 
-    print(json.dumps(stack.status(args.home), indent=1))
+    print(json.dumps(stack.status(stack.resolve_home(args.home, args.port)), indent=1))
     return 0
 
 
 def cmd_ndif_deploy(args) -> int:
     from . import stack
 
-    home = Path(args.home or stack.default_home()).expanduser().resolve()
+    home = stack.resolve_home(args.home, args.port)
     state = stack.StackState.load(home)
     if state is None or stack.ours(state, "api") is None:
         raise stack.StackError(f"no local NDIF stack runs from {home}; start one with `mapflow ndif up`")
@@ -53,11 +58,16 @@ def add_ndif_parser(sub) -> None:
                              ("status", cmd_ndif_status, "processes, ports, connection and deployed models"),
                              ("deploy", cmd_ndif_deploy, "deploy local checkpoints on the running stack")]:
         command = commands.add_parser(name, help=text)
-        command.add_argument("--home", help="state directory (default $MAPFLOW_NDIF_HOME or ~/.cache/mapflow/ndif)")
+        command.add_argument("--home", help="state directory (default $MAPFLOW_NDIF_HOME, else "
+                                            "~/.cache/mapflow/ndif/<api port>)")
+        command.add_argument("--port", type=int, help="the API's port: picks the stack (for `up`: default a free "
+                                                      "one)")
         if name in ("up", "deploy"):
             command.add_argument("checkpoints", nargs="*" if name == "up" else "+", help="local checkpoint dirs")
         if name == "up":
             command.add_argument("--venv", help="the server's environment (default .venv-ndif; `make ndif-venv`)")
+            command.add_argument("--host", default="127.0.0.1", help="address the API and the object store listen "
+                                 "on (default 127.0.0.1, this machine only; see README Security before changing it)")
         if name in ("up", "deploy"):
             command.add_argument("--replicas", type=int, default=1, help="model actors per checkpoint (NDIF's own "
                                  "replicas: requests in flight spread over them; default 1)")

@@ -1,7 +1,12 @@
-"""The local NDIF stack's state file (``stack.json`` in its home folder) and whether its processes still run.
+"""The local NDIF stacks' state: one directory per stack, a per-user index of them by API port, their tokens.
 
-Kept apart from `stack` (which starts and stops the services and talks to the server through the client) so the
-client's configuration (`mapflow.remote.config`) can find a running local server without importing the operator.
+Each stack keeps everything in its own directory (``stack.json``, logs, Ray's session files, its private ``HOME``
+and temp dirs, its API token): ``--home``, else ``$MAPFLOW_NDIF_HOME``, else ``~/.cache/mapflow/ndif/<api port>``.
+``ndif up`` links the directory into ``~/.cache/mapflow/ndif/by-port/<api port>`` so a client given only a host (or
+nothing, when one stack runs) finds the stack and its token. Two stacks on one machine therefore never share a file.
+
+Kept apart from `stack` (which starts and stops the services) so the client's configuration (`mapflow.remote.config`)
+can find a running local server and its token without importing the operator.
 """
 
 from __future__ import annotations
@@ -10,12 +15,27 @@ import json
 import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from urllib.parse import urlparse
 
 STATE_FILE = "stack.json"
+TOKEN_FILE = "api_token"  # the API token (0600); the client sends it as `ndif-api-key`
+DEFAULT_BIND = "127.0.0.1"
 
 
-def default_home() -> Path:
-    return Path(os.environ.get("MAPFLOW_NDIF_HOME") or "~/.cache/mapflow/ndif").expanduser()
+def stacks_root() -> Path:
+    """Where default stack homes and the by-port index live (per user: under their home directory)."""
+    return Path("~/.cache/mapflow/ndif").expanduser()
+
+
+def _index_dir() -> Path:
+    return stacks_root() / "by-port"
+
+
+def default_home(port: int | None = None) -> Path | None:
+    """``$MAPFLOW_NDIF_HOME``, else the per-port default for ``port``; None when neither is known."""
+    if os.environ.get("MAPFLOW_NDIF_HOME"):
+        return Path(os.environ["MAPFLOW_NDIF_HOME"]).expanduser()
+    return None if port is None else stacks_root() / str(int(port))
 
 
 @dataclass
@@ -28,10 +48,15 @@ class StackState:
     models: dict[str, str] = field(default_factory=dict)  # model key -> checkpoint
     started_at: float = 0.0
     timings_s: dict[str, float] = field(default_factory=dict)
+    bind: str = DEFAULT_BIND  # the address every listener binds (loopback unless `ndif up --host` says otherwise)
 
     @property
     def host(self) -> str:
-        return f"http://127.0.0.1:{self.ports['api']}"
+        return f"http://{client_address(self.bind)}:{self.ports['api']}"
+
+    @property
+    def token_file(self) -> Path:
+        return Path(self.home, TOKEN_FILE)
 
     def save(self) -> None:
         Path(self.home, STATE_FILE).write_text(json.dumps(asdict(self), indent=1))
@@ -41,7 +66,13 @@ class StackState:
         file = Path(home, STATE_FILE)
         if not file.is_file():
             return None
-        return cls(**json.loads(file.read_text()))
+        known = set(cls.__dataclass_fields__)
+        return cls(**{k: v for k, v in json.loads(file.read_text()).items() if k in known})
+
+
+def client_address(bind: str) -> str:
+    """The address a client on this machine reaches a listener bound to ``bind`` at."""
+    return "127.0.0.1" if bind in ("0.0.0.0", "::", "") else bind
 
 
 def _start_ticks(pid: int) -> int | None:
@@ -75,9 +106,93 @@ def _alive(pid: int) -> bool:
         return False
 
 
-def running_stack_host(home: Path | None = None) -> str | None:
-    """The local stack's API address when ``mapflow ndif up`` left one running."""
-    state = StackState.load(Path(home or default_home()).expanduser())
-    if state is None or ours(state, "api") is None:
+# ---- the by-port index ------------------------------------------------------------------------------------------
+
+def register(state: StackState) -> None:
+    """Link the stack's home under its API port (replacing a stale link of a stack that is gone)."""
+    index = _index_dir()
+    index.mkdir(parents=True, exist_ok=True)
+    link = index / str(state.ports["api"])
+    if link.is_symlink() or link.exists():
+        link.unlink()
+    link.symlink_to(Path(state.home).resolve())
+
+
+def unregister(state: StackState) -> None:
+    link = _index_dir() / str(state.ports.get("api", ""))
+    try:
+        if link.is_symlink() and link.resolve() == Path(state.home).resolve():
+            link.unlink()
+    except OSError:
+        pass
+
+
+def registered_homes() -> dict[int, Path]:
+    """API port -> stack home, for every stack ``ndif up`` registered and ``ndif down`` has not removed."""
+    index = _index_dir()
+    if not index.is_dir():
+        return {}
+    found = {}
+    for link in index.iterdir():
+        if link.name.isdigit() and (link / STATE_FILE).is_file():
+            found[int(link.name)] = link.resolve()
+    return found
+
+
+def running_stacks() -> dict[int, StackState]:
+    """API port -> state, for the registered stacks whose API process still runs."""
+    found = {}
+    for port, home in registered_homes().items():
+        state = StackState.load(home)
+        if state is not None and state.ports.get("api") == port and ours(state, "api") is not None:
+            found[port] = state
+    return found
+
+
+def _port_of(host: str) -> int | None:
+    parsed = urlparse(host)
+    if parsed.hostname not in ("127.0.0.1", "localhost", "::1") or parsed.port is None:
         return None
-    return state.host
+    return parsed.port
+
+
+def stack_for_host(host: str) -> StackState | None:
+    """The running local stack serving ``host`` (a loopback URL), if any."""
+    port = _port_of(host)
+    home = default_home()
+    candidates = [StackState.load(home)] if home is not None else []
+    if port is not None and port in registered_homes():
+        candidates.append(StackState.load(registered_homes()[port]))
+    for state in candidates:
+        if state is not None and state.ports.get("api") == port and ours(state, "api") is not None:
+            return state
+    return None
+
+
+def read_token(state: StackState) -> str:
+    try:
+        return state.token_file.read_text().strip()
+    except OSError:
+        return ""
+
+
+def token_for_host(host: str) -> str:
+    """The API token of the local stack at ``host`` (readable by the user who started it), else ""."""
+    state = stack_for_host(host)
+    return "" if state is None else read_token(state)
+
+
+def running_stack_host(home: Path | None = None) -> str | None:
+    """The API address of the local stack in ``home`` (else ``$MAPFLOW_NDIF_HOME``, else the only registered stack
+    that runs). None when there is none; `MultipleStacks` when several run and nothing says which."""
+    home = home or default_home()
+    if home is not None:
+        state = StackState.load(Path(home).expanduser())
+        return None if state is None or ours(state, "api") is None else state.host
+    running = running_stacks()
+    if len(running) > 1:
+        from ..errors import MapflowError
+
+        raise MapflowError(f"{len(running)} local NDIF stacks run (API ports {', '.join(map(str, sorted(running)))}): "
+                           "pass --ndif-host, or set MAPFLOW_NDIF_HOME to the one to use")
+    return next(iter(running.values())).host if running else None

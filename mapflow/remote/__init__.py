@@ -3,6 +3,7 @@
 
 from .config import RemoteSettings, model_key_for, resolve_settings
 from .errors import (
+    AuthRefused,
     ModelNotDeployed,
     NotRemotable,
     RemoteExecutionError,
@@ -11,10 +12,11 @@ from .errors import (
     RemoteSampleError,
     RemoteUnavailable,
     ResultTooLarge,
+    ServerFault,
     ServerUnreachable,
 )
 from .run import prepare_remote_run
 
-__all__ = ["ModelNotDeployed", "NotRemotable", "RemoteExecutionError", "RemoteJobFailed", "RemoteJobTimeout",
-           "RemoteSampleError", "RemoteSettings", "RemoteUnavailable", "ResultTooLarge", "ServerUnreachable",
+__all__ = ["AuthRefused", "ModelNotDeployed", "NotRemotable", "RemoteExecutionError", "RemoteJobFailed", "RemoteJobTimeout",
+           "RemoteSampleError", "RemoteSettings", "RemoteUnavailable", "ResultTooLarge", "ServerFault", "ServerUnreachable",
            "model_key_for", "prepare_remote_run", "resolve_settings"]

@@ -22,11 +22,13 @@ from nnsight.intervention.backends.remote import RemoteBackend, RemoteError
 
 from .config import RemoteSettings
 from .errors import (
+    AuthRefused,
     ModelNotDeployed,
     RequestCancelled,
     RemoteJobFailed,
     RemoteJobTimeout,
     ResultTooLarge,
+    ServerFault,
     ServerUnreachable,
 )
 
@@ -34,6 +36,12 @@ _CONNECT_TIMEOUT_S = 5.0
 _QUEUED = (None, "RECEIVED", "QUEUED")  # job states before the server runs it
 QUEUE_LIMITS = 10  # a job may wait in the server's queue up to this many times --remote-timeout
 _NOT_DEPLOYED_MARKERS = ("could not deploy", "not deployed", "no deployment", "unknown model")
+# What NDIF 0.1.2 says when it drops a job for a reason of its own (api/queue: dispatcher, processor, replica; the
+# model actor's cancel and eviction paths): the server's fault, never the sample's
+_SERVER_FAULT_MARKERS = ("critical server error", "replica was evicted", "error submitting request to model deployment",
+                         "cancelled by operator", "cancelled or preempted by the server", "was cached (warm)",
+                         "compute backend is reconnecting")
+_AUTH_STATUS = (401, 403)
 
 
 @dataclass
@@ -75,48 +83,117 @@ class PollingBackend(RemoteBackend):
         except RemoteError as err:
             raise self._classify(str(err)) from None
         except httpx.HTTPError as err:
-            raise ServerUnreachable(f"lost the server while running a trace: {err}", host=self.host,
-                                    model=self.settings.model_label) from None
+            raise self._lost(f"lost the server while running a trace: {err}") from None
         if isinstance(result, dict):
             self._push(result, tracer)  # the blocking path's hand-back: `x = ....save()` variables fill in
         return result
 
+    def _lost(self, what: str) -> ServerUnreachable:
+        return ServerUnreachable(f"{what}. The run stops here: every stored sample is kept and nothing was recorded "
+                                 "as failed; run the same command again once the server is back (`mapflow ndif up` "
+                                 "for a local one) to resume.", host=self.host, model=self.settings.model_label)
+
     def _wait(self, tracer):
         """Poll until the job completes. The time limit counts from when the server starts the job: with several
         requests in flight, time queued behind another one's job is not this job's fault (the queue itself gets
-        `QUEUE_LIMITS` times the limit)."""
+        `QUEUE_LIMITS` times the limit). A server that stays unreachable (or whose compute backend stays down) for
+        ``server_timeout_s`` stops the wait with `ServerUnreachable`, whatever the job's own limit."""
         limit = self.settings.timeout_s
         submitted = time.monotonic()
         started = None
         delay = self.settings.poll_interval_s
+        unreachable_since = None  # first failed poll or liveness check of the current outage
+        last_check = submitted
+        heartbeat = max(1.0, self.settings.server_timeout_s / 4)
         while True:
-            result = self.poll(tracer)
-            status = getattr(self.status, "name", None)
-            if status == "COMPLETED":
-                return result
+            problem = None
+            try:
+                result = self.poll(tracer)
+            except httpx.HTTPError as err:
+                problem, result = f"{type(err).__name__}: {err}", None
+            else:
+                status = getattr(self.status, "name", None)
+                if status == "COMPLETED":
+                    return result
+            now = time.monotonic()
+            if problem is None and now - last_check >= heartbeat:  # a job status can stall while the backend is dead
+                last_check = now
+                problem = self._backend_problem()
+            if problem is None:
+                unreachable_since = None
+            else:
+                unreachable_since = unreachable_since or now
+                if now - unreachable_since >= self.settings.server_timeout_s:
+                    raise self._lost(f"lost the server: no usable answer for {now - unreachable_since:.0f} s "
+                                     f"(last: {problem}) while waiting for job {self.job_id}")
             if self.cancelled.is_set():
                 raise RequestCancelled(f"job {self.job_id} abandoned: the run was stopped", host=self.host,
                                        model=self.settings.model_label)
-            now = time.monotonic()
+            status = getattr(self.status, "name", None)
             if started is None and status not in _QUEUED:
                 started = now
             if (started is not None and now - started > limit) or now - submitted > limit * QUEUE_LIMITS:
                 raise RemoteJobTimeout(f"job {self.job_id} did not finish within {limit:g} s (last status: "
                                        f"{status or 'none'}, {now - submitted:.1f} s since it was submitted)",
                                        host=self.host, model=self.settings.model_label)
-            self.cancelled.wait(delay)
+            self.cancelled.wait(delay if problem is None else min(1.0, self.settings.server_timeout_s / 10))
             delay = min(delay * 2, self.settings.max_poll_interval_s)
+
+    def _client(self) -> httpx.Client:
+        wait = self.settings.server_http_timeout_s
+        return httpx.Client(timeout=httpx.Timeout(wait, connect=min(wait, _CONNECT_TIMEOUT_S)))
+
+    def _headers(self):
+        return {"ndif-api-key": self.api_key} if self.api_key else None
+
+    def poll(self, tracer=None):
+        """nnsight's poll (GET /response/<job>), under the server timeout's HTTP limits instead of its 600 s read."""
+        with self._client() as client:
+            response = client.get(f"{self.host}/response/{self.job_id}", headers=self._headers())
+        if response.status_code == 404:
+            return None  # no status recorded yet
+        if response.status_code in _AUTH_STATUS:
+            raise AuthRefused(f"the server refused our API key ({response.status_code}: {response.text[:200]})",
+                              host=self.host, model=self.settings.model_label)
+        response.raise_for_status()
+        from nnsight.schema.response import ResponseModel
+
+        parsed = ResponseModel.model_validate_json(response.text)
+        self.status = parsed.status
+        return self.handle(parsed)
+
+    def _backend_problem(self) -> str | None:
+        """Why the server cannot finish jobs now (API unreachable, compute backend down), or None."""
+        try:
+            with self._client() as client:
+                response = client.get(f"{self.host}/connected", headers=self._headers())
+        except httpx.HTTPError as err:
+            return f"{type(err).__name__}: {err}"
+        if response.status_code in _AUTH_STATUS:
+            raise AuthRefused(f"the server refused our API key ({response.status_code})", host=self.host,
+                              model=self.settings.model_label)
+        if response.status_code != 200:
+            return f"{response.status_code} {response.text[:200]}"
+        return None
 
     def _post(self, request, blob):
         self.stats.add(requests=1, bytes_sent=len(blob))
+        from nnsight.intervention.backends import remote as nnsight_remote
+
+        # nnsight's POST waits up to 600 s for an answer; a hung API must not hold the run longer than the server
+        # timeout (the server answers a submission at once, the upload itself is not limited by this)
+        nnsight_remote._READ_TIMEOUT = min(nnsight_remote._READ_TIMEOUT, self.settings.server_timeout_s)
         try:
             return super()._post(request, blob)
         except RemoteError as err:
             cause = err.__cause__
-            if isinstance(cause, httpx.ConnectError) or (
-                    isinstance(cause, httpx.HTTPStatusError) and cause.response.status_code == 503):
-                raise ServerUnreachable(f"the NDIF API cannot take jobs: {err}", host=self.host,
-                                        model=self.settings.model_label) from None
+            if isinstance(cause, httpx.HTTPStatusError) and cause.response.status_code in _AUTH_STATUS:
+                raise AuthRefused(f"the server refused the job: {err} (a local stack's token is sent by itself when "
+                                  "the host is its loopback address; else pass --ndif-api-key)", host=self.host,
+                                  model=self.settings.model_label) from None
+            if isinstance(cause, httpx.TransportError) or (
+                    isinstance(cause, httpx.HTTPStatusError) and cause.response.status_code >= 500):
+                raise self._lost(f"the NDIF API cannot take jobs: {err}") from None
             raise RemoteJobFailed(f"the server refused the job: {err}", host=self.host,
                                   model=self.settings.model_label) from None
 
@@ -147,6 +224,11 @@ class PollingBackend(RemoteBackend):
 
     def _classify(self, description: str):
         text = description.lower()
+        if any(marker in text for marker in _SERVER_FAULT_MARKERS):
+            return ServerFault(f"the server dropped job {self.job_id} for a reason of its own: {description.strip()}. "
+                               "The run stops here: every stored sample is kept and nothing was recorded as failed; "
+                               "run the same command again once the server is back to resume.", host=self.host,
+                               model=self.settings.model_label)
         if any(marker in text for marker in _NOT_DEPLOYED_MARKERS):
             return ModelNotDeployed(f"the server has no deployment of this model: {description}", host=self.host,
                                     model=self.settings.model_label)
@@ -297,6 +379,11 @@ def deployed_models(settings: RemoteSettings) -> dict[str, dict]:
     try:
         with httpx.Client(timeout=httpx.Timeout(_CONNECT_TIMEOUT_S, read=60.0)) as client:
             connected = client.get(f"{settings.host}/connected", headers=headers)
+            if connected.status_code in _AUTH_STATUS:
+                sent = "our API key" if settings.api_key else "a request without an API key"
+                raise AuthRefused(f"the server refused {sent} ({connected.status_code}): pass --ndif-api-key (a "
+                                  "local stack's token file is named by `mapflow ndif status`)", host=settings.host,
+                                  model=settings.model_label)
             if connected.status_code != 200:
                 raise ServerUnreachable(f"the NDIF API answers but its compute backend is not connected "
                                         f"({connected.status_code}: {connected.text[:200]})", host=settings.host,

@@ -1,10 +1,11 @@
 """Where a remote run goes: the NDIF host, the API key, the deployed model key and the client's limits.
 
 Each setting comes from the first place that has it: an explicit argument (a CLI flag), an environment variable
-(``MAPFLOW_NDIF_HOST``, ``MAPFLOW_NDIF_API_KEY``, ``MAPFLOW_NDIF_MODEL``, ``MAPFLOW_NDIF_TIMEOUT``), a TOML config
-file (``--remote-config``, else ``$MAPFLOW_REMOTE_CONFIG``, else ``~/.config/mapflow/remote.toml``) with the keys
-``host``, ``api_key``, ``model``, ``timeout_s``, ``max_result_mb``, and finally, for the host only, the local stack
-that ``mapflow ndif up`` started.
+(``MAPFLOW_NDIF_HOST``, ``MAPFLOW_NDIF_API_KEY``, ``MAPFLOW_NDIF_MODEL``, ``MAPFLOW_NDIF_TIMEOUT``,
+``MAPFLOW_NDIF_SERVER_TIMEOUT``), a TOML config file (``--remote-config``, else ``$MAPFLOW_REMOTE_CONFIG``, else
+``~/.config/mapflow/remote.toml``) with the keys ``host``, ``api_key``, ``model``, ``timeout_s``, ``max_result_mb``,
+``server_timeout_s``, and finally, for the host and the API key only, the local stack that ``mapflow ndif up``
+started (its token file, readable by the user who started it).
 """
 
 from __future__ import annotations
@@ -24,6 +25,9 @@ VIDEO_LLM_TASK = "image-text-to-text"
 DEFAULT_CONFIG_FILE = Path("~/.config/mapflow/remote.toml")
 DEFAULT_TIMEOUT_S = 600.0
 DEFAULT_MAX_RESULT_MB = 512.0
+# How long a server may stay unreachable (refused connections, no answer, compute backend down) before the run stops:
+# detection takes at most this plus one HTTP timeout (`server_http_timeout_s`), under a minute by default.
+DEFAULT_SERVER_TIMEOUT_S = 30.0
 REMOTE_PLANS = ("sample", "trace")
 
 
@@ -52,6 +56,7 @@ class RemoteSettings:
     api_key: str = ""
     timeout_s: float = DEFAULT_TIMEOUT_S  # one trace, submit to result
     max_result_mb: float = DEFAULT_MAX_RESULT_MB  # one trace's saved values
+    server_timeout_s: float = DEFAULT_SERVER_TIMEOUT_S  # the server unreachable this long: the run stops
     poll_interval_s: float = 0.02  # first wait between status polls; doubles up to `max_poll_interval_s`
     max_poll_interval_s: float = 0.1  # a sample request takes about a second: coarser polls would add their wait
     # "sample": a knockout study's whole sample is one request running the fast engine on the server; "trace": every
@@ -63,8 +68,15 @@ class RemoteSettings:
     def __post_init__(self):
         if self.plan not in REMOTE_PLANS:
             raise MapflowError(f"remote plan must be one of {REMOTE_PLANS}, got {self.plan!r}")
+        if not self.server_timeout_s > 0:
+            raise MapflowError(f"the server timeout (server_timeout_s) must be positive, got {self.server_timeout_s!r}")
         if not isinstance(self.batch, int) or self.batch < 1:
             raise MapflowError(f"remote batch (--remote-batch) must be a whole number of at least 1, got {self.batch!r}")
+
+    @property
+    def server_http_timeout_s(self) -> float:
+        """Connect and read limit of one status poll or liveness check."""
+        return min(10.0, self.server_timeout_s)
 
     @property
     def model_label(self) -> str:
@@ -77,7 +89,7 @@ class RemoteSettings:
     def describe(self) -> dict:
         """For a run's provenance (never the API key)."""
         return {"host": self.host, "model_key": self.model_key, "timeout_s": self.timeout_s,
-                "max_result_mb": self.max_result_mb, "plan": self.plan,
+                "max_result_mb": self.max_result_mb, "server_timeout_s": self.server_timeout_s, "plan": self.plan,
                 "batch": self.batch}
 
 
@@ -97,7 +109,8 @@ def load_config_file(path: str | os.PathLike | None) -> dict:
 def resolve_settings(*, host: str | None = None, api_key: str | None = None, model: str | None = None,
                      local_model_dir: str | os.PathLike | None = None, timeout_s: float | None = None,
                      max_result_mb: float | None = None, config_file: str | os.PathLike | None = None,
-                     plan: str | None = None, batch: int | None = None) -> RemoteSettings:
+                     plan: str | None = None, batch: int | None = None,
+                     server_timeout_s: float | None = None) -> RemoteSettings:
     """Settings from arguments, then environment, then config file, then the local stack (host only).
 
     The model defaults to the local checkpoint directory the client loads its structure from: that is the key
@@ -126,12 +139,18 @@ def resolve_settings(*, host: str | None = None, api_key: str | None = None, mod
     model = pick(model, "MAPFLOW_NDIF_MODEL", "model") or local_model_dir
     if model is None:
         raise MapflowError("no remote model: pass --remote-model with the key the server deployed it under")
+    api_key = pick(api_key, "MAPFLOW_NDIF_API_KEY", "api_key")
+    if api_key is None:  # a local stack's own token, found by its port
+        from ..ndif_local.state import token_for_host
+
+        api_key = token_for_host(host)
     return RemoteSettings(
-        host=host, model_key=resolve_model_key(str(model)), api_key=str(pick(api_key, "MAPFLOW_NDIF_API_KEY",
-                                                                             "api_key") or ""),
+        host=host, model_key=resolve_model_key(str(model)), api_key=str(api_key or ""),
         timeout_s=float(pick(timeout_s, "MAPFLOW_NDIF_TIMEOUT", "timeout_s") or DEFAULT_TIMEOUT_S),
         max_result_mb=float(pick(max_result_mb, "MAPFLOW_NDIF_MAX_RESULT_MB", "max_result_mb")
                             or DEFAULT_MAX_RESULT_MB),
+        server_timeout_s=float(pick(server_timeout_s, "MAPFLOW_NDIF_SERVER_TIMEOUT", "server_timeout_s")
+                               or DEFAULT_SERVER_TIMEOUT_S),
         plan=str(pick(plan, "MAPFLOW_NDIF_PLAN", "plan") or "sample"),
         batch=_whole(pick(batch, "MAPFLOW_NDIF_BATCH", "batch") or DEFAULT_BATCH, "remote batch"),
     )

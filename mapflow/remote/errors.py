@@ -48,6 +48,15 @@ class ServerUnreachable(RemoteUnavailable):
     """No NDIF API answers at the host (never started, stopped, or died mid-study)."""
 
 
+class ServerFault(RemoteUnavailable):
+    """The server gave up on a job for a reason of its own (its compute backend died, the replica was evicted, the
+    queue was purged): not the sample's fault, so nothing is recorded as failed and the run stops."""
+
+
+class AuthRefused(RemoteUnavailable):
+    """The server refused the API key (a local stack's token is sent automatically; else --ndif-api-key)."""
+
+
 class RequestCancelled(RemoteUnavailable):
     """The run was stopped (Ctrl-C, or another sample lost the server) while this request was in flight."""
 
