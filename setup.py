@@ -10,6 +10,6 @@ setup(
     packages=[*find_namespace_packages(include=["mapflow", "mapflow.*"], exclude=["*.__pycache__"]),
               "mapflow.studies", "mapflow._data"],
     package_dir={"mapflow.studies": "studies", "mapflow._data": "data"},
-    package_data={"mapflow._data": ["**/*"], "mapflow.ndif_local.server": ["*.txt"]},
+    package_data={"mapflow._data": ["**/*"], "mapflow.ndif_local.server": ["*.txt", "*.c"]},
     exclude_package_data={"": ["__pycache__/*", "*.pyc"]},
 )

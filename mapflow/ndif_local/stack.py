@@ -258,11 +258,11 @@ def _spawn(state: StackState, name: str, argv: list[str]) -> int:
     return process.pid
 
 
-def _run(state: StackState, name: str, argv: list[str], timeout_s: float) -> str:
+def _run(state: StackState, name: str, argv: list[str], timeout_s: float, extra_env=None) -> str:
     """Run a short command to completion; its output goes to its log and comes back."""
     try:
-        done = subprocess.run(argv, env=_env_for(state, name), capture_output=True, text=True, timeout=timeout_s,
-                              stdin=subprocess.DEVNULL, cwd=state.home)
+        done = subprocess.run(argv, env={**_env_for(state, name), **(extra_env or {})}, capture_output=True,
+                              text=True, timeout=timeout_s, stdin=subprocess.DEVNULL, cwd=state.home)
     except subprocess.TimeoutExpired as err:
         raise StackError(f"{name} did not finish within {timeout_s:.0f} s; see {state.home}/logs/{name}.log") \
             from err
@@ -415,8 +415,10 @@ def up(home: Path | None = None, venv: Path | None = None, checkpoints=(), *, po
         _wait("the Ray client server", lambda: _tcp_open(ports["ray_client"]), 120, state, "ray")
         mark("ray head up")
         # the second half of ndif's ray/start.sh: the controller runs as a detached Ray actor, this just launches it
+        # (its ray.init(address="auto") is pointed at this stack's GCS: left to itself it may pick another stack's)
         _run(state, "controller", [str(venv / "bin" / "python"), "-m",
-                                   "ndif.services.ray.deployments.controller.controller"], 180)
+                                   "ndif.services.ray.deployments.controller.controller"], 180,
+             extra_env={"RAY_ADDRESS": f"127.0.0.1:{ports['ray_gcs']}"})
         mark("controller launched")
         # ndif's api/start.sh, behind the token check and bound to `bind` (its gunicorn config says 0.0.0.0; the flag
         # wins)
