@@ -20,6 +20,8 @@ def add_remote_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--remote-config", help="TOML file with host, api_key, model, timeout_s, max_result_mb "
                                                "(default ~/.config/mapflow/remote.toml)")
     group.add_argument("--remote-timeout", type=float, help="seconds one remote trace may take (default 600)")
+    group.add_argument("--server-timeout", type=float, help="seconds the server may stay unreachable before the run "
+                       "stops, keeping what it stored (default 30)")
     group.add_argument("--max-result-mb", type=float, help="largest result one remote trace may return (default 512)")
     group.add_argument("--remote-plan", choices=REMOTE_PLANS, help="sample (default): a knockout study's whole sample "
                        "in one request, the fast engine on the server; trace: one request per trace (naive plan)")
@@ -53,4 +55,5 @@ def remote_settings_from_args(args, model_dir: Path):
     return resolve_settings(host=args.ndif_host, api_key=args.ndif_api_key, model=args.remote_model,
                             local_model_dir=model_dir, timeout_s=args.remote_timeout,
                             max_result_mb=args.max_result_mb, config_file=args.remote_config,
-                            plan=args.remote_plan, batch=args.remote_batch)
+                            plan=args.remote_plan, batch=args.remote_batch,
+                            server_timeout_s=getattr(args, "server_timeout", None))
