@@ -75,8 +75,8 @@ def as_study(study) -> tuple[object, str]:
     from .runner import load_study
 
     if isinstance(study, (str, Path)):
-        return _load_study_file(str(study)) if str(study).endswith(".py") else load_study(str(study)), \
-            Path(str(study)).stem
+        text = str(study)
+        return (_load_study_file(text) if text.endswith(".py") else load_study(text)), Path(text).stem
     if isinstance(study, ModuleType):
         if not callable(getattr(study, "run", None)):
             raise MapflowError(f"study module {study.__name__} defines no run(ctx) function")
