@@ -5,6 +5,7 @@ import os
 import socket
 import stat
 import time
+from pathlib import Path
 
 import pytest
 
@@ -91,3 +92,14 @@ def test_a_client_waiting_on_a_job_stops_once_the_server_stays_unreachable_for_t
     waited = time.monotonic() - started
     assert settings.server_timeout_s <= waited <= settings.server_timeout_s + 2.0, waited
     assert "nothing was recorded as failed" in str(caught.value)
+
+
+def test_the_operator_commands_find_a_stack_by_its_port_wherever_its_home_is(user_home):
+    from mapflow.ndif_local.stack import StackError, resolve_home
+
+    first = fake_running_stack(user_home / "custom" / "a", 40011)
+    assert resolve_home(port=40011) == Path(first.home).resolve()
+    assert resolve_home() == Path(first.home).resolve()  # the only registered stack
+    fake_running_stack(user_home / "b", 40012)
+    with pytest.raises(StackError, match="say which with --port or --home"):
+        resolve_home()

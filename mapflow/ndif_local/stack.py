@@ -321,10 +321,12 @@ def resolve_home(home=None, port: int | None = None) -> Path:
     """The state directory ``--home`` / ``$MAPFLOW_NDIF_HOME`` / ``--port`` name, or the only registered stack's."""
     if home:
         return Path(home).expanduser().resolve()
+    homes = registered_homes()
+    if port is not None and port in homes and default_home() is None:  # wherever the stack on that port lives
+        return homes[port]
     found = default_home(port)
     if found is not None:
         return Path(found).expanduser().resolve()
-    homes = registered_homes()
     if len(homes) == 1:
         return next(iter(homes.values()))
     if not homes:
