@@ -17,6 +17,6 @@ from .errors import (
 )
 from .run import prepare_remote_run
 
-__all__ = ["AuthRefused", "ModelNotDeployed", "NotRemotable", "RemoteExecutionError", "RemoteJobFailed", "RemoteJobTimeout",
-           "RemoteSampleError", "RemoteSettings", "RemoteUnavailable", "ResultTooLarge", "ServerFault", "ServerUnreachable",
-           "model_key_for", "prepare_remote_run", "resolve_settings"]
+__all__ = ["AuthRefused", "ModelNotDeployed", "NotRemotable", "RemoteExecutionError", "RemoteJobFailed",
+           "RemoteJobTimeout", "RemoteSampleError", "RemoteSettings", "RemoteUnavailable", "ResultTooLarge",
+           "ServerFault", "ServerUnreachable", "model_key_for", "prepare_remote_run", "resolve_settings"]
