@@ -17,7 +17,7 @@ MOVED = {
     "precision": "knockout.precision", "calibrate": "knockout.calibrate",
     "layout": "inputs.layout", "tokenization": "inputs.tokenization", "prompts": "inputs.prompts",
     "readout": "readouts.lens", "attention": "readouts.attention", "generation": "readouts.generation",
-    "keywords": "readouts.keywords", "metrics": "readouts.metrics", "pathways": "readouts.pathways",
+    "keywords": "readouts.keywords", "metrics": "results.metrics", "pathways": "readouts.pathways",
     "provenance": "results.provenance", "integrity": "results.integrity", "store_lock": "results.store_lock",
     "figures": "viz.figures", "plots": "viz.figures", "tables": "viz.tables", "report": "viz.report",
     "report_beyond": "viz.report_beyond", "thumbnails": "viz.thumbnails",

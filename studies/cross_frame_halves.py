@@ -69,7 +69,7 @@ def generation_input(ctx: StudyContext):
 
 
 def check_options(adapter, config, **_) -> None:
-    """Before the store exists (`mapflow.inputs.checks.check_run_options`)."""
+    """Before the store exists (`mapflow.study.run_checks.check_run_options`)."""
     name = config.option("generate_template", GENERATE_TEMPLATE)
     if name != RUN_PROMPT and name not in TEMPLATES:
         raise MapflowError(f"--option generate_template={name}: choose {RUN_PROMPT} (the run's own prompt) or a "

@@ -133,7 +133,8 @@ def pathway_layers(ctx: StudyContext) -> PathwayLayers:
 
 
 def check_options(adapter, config, **_) -> None:
-    """Before the store exists (`mapflow.inputs.checks.check_run_options`): the layers can be chosen for this model."""
+    """Before the store exists (`mapflow.study.run_checks.check_run_options`): the layers can be chosen for this
+    model."""
     choose_layers(config.option, adapter)
 
 

@@ -47,7 +47,7 @@ def head_window(option, num_layers: int) -> Window:
 
 
 def check_options(adapter, config, *, window_given: bool = False) -> None:
-    """Before the store exists (`mapflow.inputs.checks.check_run_options`)."""
+    """Before the store exists (`mapflow.study.run_checks.check_run_options`)."""
     if window_given:
         raise KnockoutConfigError("head_sweep cuts one head in one layer by default; its window is --option "
                                   "window=K (K layers centred on each layer, the same head index in each), not "

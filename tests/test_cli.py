@@ -123,7 +123,7 @@ def test_accuracy_command_reports_tasks_and_averages(tiny_model_dir, tiny_benchm
     for name in ("moving_direction", "scene_transition", "micro", "macro"):
         assert name in printed
     ds = xr.open_zarr(out)
-    from mapflow.readouts.metrics import accuracy_by_task
+    from mapflow.results.metrics import accuracy_by_task
 
     table = accuracy_by_task(ds.correct)
     assert table["micro"] == pytest.approx(100 * float(ds.correct.mean()))

@@ -55,7 +55,7 @@ def _cross_frame(adapter, sample, frames, **options):
 
 
 def test_text_rule_decides_the_filter(lowercase_answering_adapter, sample, frames):
-    from mapflow.readouts.metrics import correctness_disagreements
+    from mapflow.results.metrics import correctness_disagreements
 
     adapter, lower_c = lowercase_answering_adapter
     ctx, ds = _cross_frame(adapter, sample, frames)

@@ -98,7 +98,7 @@ def test_stores_keep_both_rules_and_count_their_disagreements(sdpa_adapter, samp
     import xarray as xr
 
     from mapflow.errors import MapflowError
-    from mapflow.readouts.metrics import correctness_disagreements
+    from mapflow.results.metrics import correctness_disagreements
     from mapflow.studies import accuracy
 
     ds = accuracy.run(_context(sdpa_adapter, sample, frames))

@@ -23,7 +23,8 @@ import zarr
 import mapflow.results.store
 from mapflow.cli import main
 from mapflow.errors import MapflowError
-from mapflow.results.integrity import inspect_store, verify_store
+from mapflow.results.integrity import inspect_store
+from mapflow.results.store import verify_store
 from mapflow.results.store import ResultStore, open_dataset
 from mapflow.results.store_lock import StoreLock, StoreLocked, lock_path
 from test_results import PROVENANCE, expected_results, fill_store, make_sample, sample_id, start_appender

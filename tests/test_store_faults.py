@@ -15,7 +15,8 @@ import zarr
 import mapflow.results.store_lock
 from mapflow.cli import main
 from mapflow.errors import MapflowError
-from mapflow.results.integrity import COMMITTED_KEY, FAILURES_KEY, StoreDamaged, inspect_store, verify_store
+from mapflow.results.integrity import COMMITTED_KEY, FAILURES_KEY, StoreDamaged, inspect_store
+from mapflow.results.store import verify_store
 from mapflow.results.store import ResultStore, open_dataset
 from test_results import PROVENANCE, expected_results, fill_store, make_sample, sample_id
 

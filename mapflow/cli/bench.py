@@ -21,7 +21,7 @@ from ..data import load_tvbench, read_frames
 from ..knockout.engine import KnockoutConfig, clean_state, run_knockouts
 from ..knockout.flows import PAPER_FLOWS, Flow, Window
 from ..models.base import VideoLLMAdapter
-from ..knockout.planner import entry_layer, plan_batches, plan_packs
+from ..knockout.planner import work_of_plan
 from ..inputs.prompts import mcqa_segments
 from ..study.resolve import choose_template
 
@@ -77,23 +77,6 @@ def sweep_configs(layout, num_layers: int, window: Window) -> list[KnockoutConfi
     return [KnockoutConfig(b, window.layers(layer, num_layers)) for b in blocked for layer in range(num_layers)]
 
 
-def _work_of_plan(configs, adapter, seq_len) -> tuple[int, int]:
-    """Forwards and token-layers the optimized plan computes (clean pass included)."""
-    num_layers = adapter.num_layers
-    forwards, token_layers = 1, seq_len * num_layers
-    live = [c for c in configs if not c.cuts_nothing]
-    packed = adapter.suffix_kwargs_broadcast  # as run_knockouts decides
-    for group in (plan_packs if packed else plan_batches)(live, adapter, seq_len):
-        rows = [live[i] for i in group]
-        entries = [entry_layer(c, num_layers) for c in rows]
-        starts = [c.first_row for c in rows]
-        if not packed:  # every row starts at the batch's first layer and first row
-            entries, starts = [min(entries)] * len(rows), [min(starts)] * len(rows)
-        forwards += 1
-        token_layers += sum((seq_len - start) * (num_layers - entry) for start, entry in zip(starts, entries))
-    return forwards, token_layers
-
-
 def screen_sweep(adapter: VideoLLMAdapter, prepared, window: Window) -> np.ndarray:
     """The screen's estimate of every (flow, layer) cell's predicted-token probability (`mapflow.knockout.screen`)."""
     from ..knockout.screen import probability_after, screen_cells, screen_forward
@@ -131,7 +114,7 @@ def run_phase(adapter: VideoLLMAdapter, prepared_inputs, window: Window, plan: s
         if plan == "screen":  # one forward and one backward (~2 forwards); attention-row recomputation not counted
             forwards, token_layers = 1, 3 * seq_len * adapter.num_layers
         elif plan == "auto":
-            forwards, token_layers = _work_of_plan(configs, adapter, seq_len)
+            forwards, token_layers = work_of_plan(configs, adapter, seq_len)
         else:
             forwards, token_layers = len(configs) + 1, (len(configs) + 1) * seq_len * adapter.num_layers
         result.forwards += forwards

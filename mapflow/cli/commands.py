@@ -105,7 +105,7 @@ def cmd_accuracy(args) -> int:
     """Benchmark accuracy through the study runner (stored like any study, so it resumes and records failures)."""
     import xarray as xr
 
-    from ..readouts.metrics import accuracy_by_task, correctness_disagreements
+    from ..results.metrics import accuracy_by_task, correctness_disagreements
 
     args.study, args.samples, args.flows, args.layers, args.option = "accuracy", "all", None, None, []
     if code := cmd_run(args):
@@ -157,7 +157,7 @@ def cmd_show(args) -> int:
 
 
 def cmd_verify(args) -> int:
-    from ..results.integrity import verify_store
+    from ..results.store import verify_store
 
     report = verify_store(args.store, repair=args.repair)
     print(report.describe())

@@ -2,7 +2,8 @@
 per-sample limits (context length, option letters, study result type) that turn a bad input into one failed sample.
 
 Option checks raise a `MapflowError` naming the option and its valid range, and run before the result store is
-created, so a bad command leaves nothing behind that a later run would be tied to.
+created, so a bad command leaves nothing behind that a later run would be tied to. The checks that know flows and
+windows (the knockout layer's terms) are `mapflow.study.run_checks`.
 """
 
 from __future__ import annotations
@@ -37,39 +38,25 @@ def half_precision_note(dtype: str, device: str, device_map) -> str | None:
 # --- options against the model and the data (before the store exists) ----------------------------------------------
 
 
-def _whole(value) -> bool:
+def is_whole(value) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
 def check_limit(limit: int | None) -> None:
-    if limit is not None and (not _whole(limit) or limit < 1):
+    if limit is not None and (not is_whole(limit) or limit < 1):
         raise MapflowError(f"--limit {limit!r}: give a positive number of samples per task (or leave it out for all)")
 
 
 def check_frames(frames: int | None) -> None:
-    if frames is not None and (not _whole(frames) or frames < 1):
+    if frames is not None and (not is_whole(frames) or frames < 1):
         raise MapflowError(f"--frames {frames!r}: give a positive number of frames per video (default: the "
                            "benchmark's, 8)")
 
 
 def check_threads(threads: int | None) -> None:
-    if threads is not None and (not _whole(threads) or threads < 1):
+    if threads is not None and (not is_whole(threads) or threads < 1):
         raise MapflowError(f"--threads {threads!r}: give a positive number of CPU threads (or leave it out: 1 for the "
                            "embedded models, torch's default for a --model)")
-
-
-WINDOW_STYLES = ("center", "inverse", "bottom_up", "top_down")
-
-
-def check_window_setting(window, window_style: str) -> None:
-    """The window as given (before the model is known): a whole number of layers or a `Window`, and a known style."""
-    from ..knockout.flows import Window
-
-    if window is not None and not isinstance(window, Window) and (not _whole(window) or window < 1):
-        raise MapflowError(f"--window {window!r}: give the knockout window size as a whole number of layers >= 1 "
-                           "(or a mapflow.knockout.flows.Window)")
-    if window_style not in WINDOW_STYLES:
-        raise MapflowError(f"--window-style {window_style!r}: choose one of {', '.join(WINDOW_STYLES)}")
 
 
 DEVICE_TYPES = ("cpu", "cuda", "mps", "xpu")
@@ -133,41 +120,6 @@ def check_window(window, num_layers: int, window_given: bool = True) -> None:
     elif window.style in ("center", "inverse") and window_given and not 1 <= window.size <= num_layers:
         raise MapflowError(f"--window {window.size}: the window size must be between 1 and {num_layers} (the model "
                            f"has {num_layers} layers)")
-
-
-def check_flows(flows, samples, template, num_frames: int, study_flows=()) -> None:
-    """Every span a --flows block names exists in the inputs (the first sample's prompt decides the template's; the
-    study's own flows add the spans it makes per sample, such as a generated response)."""
-    if not flows:
-        return
-    from ..knockout.flows import CROSS_FRAME_KINDS, Flow
-    from .prompts import build_prompt
-
-    known = set(LAYOUT_SPANS) | {f"frame_{i}" for i in range(num_frames)}
-    known |= {name for text in study_flows for block in Flow.parse(text).blocks for name in (block.source, block.target)
-              if name not in CROSS_FRAME_KINDS}
-    if samples:
-        try:
-            prompt = build_prompt(samples[0], template)
-            known |= {segment.name for segment in prompt.segments}
-            known |= {f"option_{letter}" for letter in prompt.option_letters or ()}
-        except MapflowError:
-            pass  # that sample is reported on its own; the fixed spans still get checked
-    for text in flows:
-        try:
-            flow = Flow.parse(text)
-        except MapflowError as err:
-            raise MapflowError(f"--flows {text}: {err}") from None
-        for block in flow.blocks:
-            for name in (block.source, block.target):
-                if name not in CROSS_FRAME_KINDS and name not in known:
-                    raise MapflowError(f"--flows {text}: no span named '{name}'; known spans: "
-                                       f"{', '.join(sorted(known, key=_span_order))}, or "
-                                       f"{' / '.join(CROSS_FRAME_KINDS)}")
-
-
-def _span_order(name: str):
-    return (name.startswith("frame_"), len(name) if name.startswith("frame_") else 0, name)
 
 
 def check_frames_available(samples, num_frames: int, rule: str) -> None:
@@ -235,13 +187,3 @@ def describe_bad_entries(bad_entries) -> str:
              "recorded as a failed sample and the rest are measured (--strict stops at the first instead):"]
     lines += [f"  {entry.reason}" for entry in bad_entries]
     return "\n".join(lines)
-
-
-def check_run_options(study, adapter, samples, config, template, window_given: bool = True) -> None:
-    """Every option that depends on the model or the data, checked before the store is created."""
-    check_window(config.window, adapter.num_layers, window_given)
-    check_flows(config.flows, samples, template, config.num_frames, getattr(study, "FLOWS", ()))
-    check_frames_available(samples, config.num_frames, config.frame_rule)
-    study_check = getattr(study, "check_options", None)  # a study's own options against the model (its module doc)
-    if callable(study_check):
-        study_check(adapter, config, window_given=window_given)

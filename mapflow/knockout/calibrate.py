@@ -1,4 +1,6 @@
 """`mapflow calibrate STUDY`: the screen (`mapflow.knockout.screen`) against the exact engine on the same samples.
+This module holds the agreement measures, the exact engine's work counter and the report; running a study both ways
+on samples is `mapflow.study.calibration.calibrate` (the study layer).
 
 Per flow, over every (sample, layer, ...) cell both methods measured: Spearman and Pearson correlation of
 ``rel_change``, recall of the exact top-5 most harmful cells among the screen's top 5, sign agreement (cells whose
@@ -11,13 +13,10 @@ recomputation is not counted, the wall-clock ratio includes it).
 from __future__ import annotations
 
 import json
-import time
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import xarray as xr
-from tqdm.auto import tqdm
 
 TOP_K = 5
 SIGN_MIN_CHANGE = 0.1  # % : below this the exact change's sign is float noise on a confident model
@@ -71,20 +70,20 @@ def agreement(exact: xr.Dataset, screen: xr.Dataset, variable: str = "rel_change
 
 
 class WorkCounter:
-    """Counts the fast engine's work while the exact run goes (the planner's own accounting, see `mapflow.cli.bench`)."""
+    """Counts the fast engine's work while the exact run goes (the planner's own accounting, `work_of_plan`)."""
 
     def __init__(self):
         self.forward_equivalents = 0.0
 
     def __enter__(self):
-        from ..cli import bench
         from . import cells
+        from .planner import work_of_plan
 
         self._original = original = cells.run_knockouts
 
         def counted(adapter, prepared, configs, **kwargs):
             seq_len = prepared.layout.seq_len
-            _, token_layers = bench._work_of_plan(configs, adapter, seq_len)
+            _, token_layers = work_of_plan(configs, adapter, seq_len)
             self.forward_equivalents += token_layers / (seq_len * adapter.num_layers)
             return original(adapter, prepared, configs, **kwargs)
 
@@ -95,50 +94,6 @@ class WorkCounter:
         from . import cells
 
         cells.run_knockouts = self._original
-
-
-def calibrate(study, adapter, samples, config, model_name: str, *, progress: bool = True) -> dict:
-    """Run the study exactly and as a screen on each sample; agreement per flow and the cost of each."""
-    from ..study.runner import measure_sample
-    from .screen import check_screenable
-
-    check_screenable(study, study.__name__.split(".")[-1], "screen")
-    exact_config, screen_config = replace(config, plan="auto"), replace(config, plan="screen")
-    exact, screen, failed = [], [], {}
-    wall = {"exact": 0.0, "screen": 0.0}
-    screen_forwards = 0
-    with WorkCounter() as work:
-        for sample in tqdm(samples, desc="calibrate", unit="sample", disable=not progress):
-            try:
-                t0 = time.perf_counter()
-                a = measure_sample(study, adapter, sample, exact_config, model_name)
-                t1 = time.perf_counter()
-                b = measure_sample(study, adapter, sample, screen_config, model_name)
-                t2 = time.perf_counter()
-            except (ValueError, RuntimeError) as err:
-                failed[sample.sample_id] = f"{type(err).__name__}: {err}"
-                continue
-            wall["exact"] += t1 - t0
-            wall["screen"] += t2 - t1
-            measured = bool(np.asarray(a["knocked_out"]).all())
-            pred, gt = int(a["pred_base"].values.ravel()[0]), int(a["answer_token"].values.ravel()[0])
-            screen_forwards += (1 + 2 * len({pred, gt})) if measured else 1
-            exact.append(a)
-            screen.append(b)
-    if not exact:
-        raise RuntimeError(f"no sample could be calibrated: {failed}")
-    exact_ds, screen_ds = xr.concat(exact, "sample"), xr.concat(screen, "sample")
-    measured = int(exact_ds["knocked_out"].sum())
-    # clean passes: the exact engine's clean state and the screen's forward are counted once per sample each
-    exact_forwards = work.forward_equivalents + len(exact)
-    return {"study": study.__name__.split(".")[-1], "model": model_name, "samples": len(exact),
-            "knocked_out_samples": measured, "failed": failed, "window": config.window.label,
-            "screen_metric": config.option("screen_metric", "logodds"),
-            "flows": agreement(exact_ds, screen_ds),
-            "cost": {"exact_wall_s": wall["exact"], "screen_wall_s": wall["screen"],
-                     "wall_ratio": wall["exact"] / max(wall["screen"], 1e-9),
-                     "exact_forward_equivalents": exact_forwards, "screen_forward_equivalents": screen_forwards,
-                     "forward_ratio": exact_forwards / max(screen_forwards, 1)}}
 
 
 def format_calibration(report: dict, markdown: bool = False) -> str:

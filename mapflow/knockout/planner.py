@@ -202,3 +202,21 @@ def plan_packs(configs: list[KnockoutConfig], adapter: VideoLLMAdapter, seq_len:
         packs[-1].append(index)
         used, tokens = used + cost, tokens + size
     return packs
+
+
+def work_of_plan(configs, adapter, seq_len) -> tuple[int, int]:
+    """Forwards and token-layers the optimized plan computes for ``configs`` (clean pass included): the planner's
+    own accounting, as `run_knockouts` groups the cells (used by `mapflow bench` and `mapflow calibrate`)."""
+    num_layers = adapter.num_layers
+    forwards, token_layers = 1, seq_len * num_layers
+    live = [c for c in configs if not c.cuts_nothing]
+    packed = adapter.suffix_kwargs_broadcast  # as run_knockouts decides
+    for group in (plan_packs if packed else plan_batches)(live, adapter, seq_len):
+        rows = [live[i] for i in group]
+        entries = [entry_layer(c, num_layers) for c in rows]
+        starts = [c.first_row for c in rows]
+        if not packed:  # every row starts at the batch's first layer and first row
+            entries, starts = [min(entries)] * len(rows), [min(starts)] * len(rows)
+        forwards += 1
+        token_layers += sum((seq_len - start) * (num_layers - entry) for start, entry in zip(starts, entries))
+    return forwards, token_layers

@@ -31,26 +31,6 @@ from ..errors import KnockoutConfigError
 RECORD_NAME = "mapflow_screen"
 SCREEN = "screen"
 VERIFY = "screen+verify"
-# the studies whose cells are knockout sweeps read at the last position (a differentiable metric); the runner refuses
-# the screen for any other study
-SCREENABLE_ATTRIBUTE = "SCREENABLE"
-
-
-def check_screenable(study, name: str, plan: str, remote: bool = False) -> None:
-    """``--plan screen`` on a study without a differentiable knockout metric (generation, maps...), or remotely (the
-    screen runs the local model's backward pass): a clear error."""
-    if plan in ("auto", "naive"):
-        return
-    if remote:
-        raise KnockoutConfigError(f"--plan {plan} runs locally only (it needs a backward pass of the local model); "
-                                  "drop --remote or use --plan auto")
-    if getattr(study, SCREENABLE_ATTRIBUTE, False):
-        return
-    from ..study.runner import available_studies, load_study
-
-    screenable = [s for s in available_studies() if getattr(load_study(s), SCREENABLE_ATTRIBUTE, False)]
-    raise KnockoutConfigError(f"--plan {plan}: study '{name}' has no differentiable knockout metric to screen; "
-                              f"use --plan auto, or one of the screenable studies: {', '.join(screenable)}")
 
 
 def parse_plan(plan: str) -> tuple[str, int]:

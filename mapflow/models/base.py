@@ -19,7 +19,7 @@ import torch
 from nnsight import NNsight
 
 from ..errors import LayoutError, ModelLoadError
-from ..knockout.masks import apply_knockout
+from .attention_mask import apply_knockout
 from ..inputs.layout import TokenLayout
 from ..inputs.prompts import VIDEO, McqaTemplate, PromptSegment, prompt_text
 from ..inputs.tokenization import build_layout

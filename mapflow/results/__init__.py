@@ -1,5 +1,5 @@
-"""Results layer: the zarr result store (`store`), provenance (`provenance`), integrity checks (`integrity`) and
-the single-writer lock (`store_lock`).
+"""Results layer: the zarr result store (`store`), provenance (`provenance`), integrity checks (`integrity`),
+the single-writer lock (`store_lock`), the per-task split (`tasks`) and the summaries read from stores (`metrics`).
 
 The names of the former ``mapflow.results`` module (now `store`) import from here too."""
 

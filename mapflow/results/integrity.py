@@ -7,8 +7,9 @@ It reads the store's own files directly rather than through zarr, because zarr h
 matters: a missing chunk reads back as its fill value (all-NaN, '' ids), and garbage metadata surfaces as a raw
 decoder error. Damage is reported per committed sample
 (row): a bad chunk damages the samples it holds, a bad array without a ``sample`` dim (a shared coordinate, or an
-array whose dims cannot be read) damages all of them. `verify_store(repair=True)` drops the damaged samples through
-the writer (`ResultStore.open_for_writing`), so rerunning the same ``mapflow run`` command measures only those again.
+array whose dims cannot be read) damages all of them. `mapflow.results.store.verify_store(repair=True)` drops the
+damaged samples through the writer (`ResultStore.open_for_writing`), so rerunning the same ``mapflow run`` command
+measures only those again.
 """
 
 from __future__ import annotations
@@ -356,14 +357,3 @@ def _check_ids(report: Report, start: int, block: np.ndarray) -> None:
             report.damage([row], f"duplicate of row {first_row[value]}")
         else:
             first_row[value] = row
-
-
-def verify_store(path, *, repair: bool = False) -> Report:
-    """Check a store (read-only); with ``repair`` drop its damaged samples (taking the writer's lock)."""
-    if not repair:
-        return inspect_store(path)
-    from .store import ResultStore
-
-    store = ResultStore.open_for_writing(path)
-    store.close()
-    return store.verify_report

@@ -587,3 +587,12 @@ def _same_values(a: np.ndarray, b: np.ndarray) -> bool:
     if a.dtype.kind in "UTO" or b.dtype.kind in "UTO":
         return a.shape == b.shape and np.asarray(a, dtype=object).tolist() == np.asarray(b, dtype=object).tolist()
     return bool(np.array_equal(a, b, equal_nan=a.dtype.kind in "fc"))
+
+
+def verify_store(path, *, repair: bool = False) -> Report:
+    """Check a store (read-only); with ``repair`` drop its damaged samples (taking the writer's lock)."""
+    if not repair:
+        return inspect_store(path)
+    store = ResultStore.open_for_writing(path)
+    store.close()
+    return store.verify_report

@@ -84,7 +84,7 @@ class CleanRun:
     Two correctness rules: ``correct_text`` is the released code's (the predicted token decoded on its own equals the
     answer letter, or the answer's first token decoded, ignoring case), so a predicted ``▁A`` or ``a`` counts;
     ``correct_token`` compares token ids. ``correct`` follows ``rule`` (``--option correct_by=text|token``, default
-    ``text``); stores keep all three so `mapflow.readouts.metrics.correctness_disagreements` can count where they differ.
+    ``text``); stores keep all three so `mapflow.results.metrics.correctness_disagreements` can count where they differ.
     """
 
     logits: torch.Tensor | None  # None where only the readouts travelled (a remote sample request)

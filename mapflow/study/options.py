@@ -4,7 +4,7 @@ A study module declares its own options as ``OPTIONS = {"name": StudyOption(...)
 every study takes (read by the analysis core). `check_study_options` refuses an undeclared name (suggesting the
 nearest declared one) and a value its option cannot take (naming the allowed ones), so a typo costs a refusal, not a
 store of silently ignored settings. Checks that need the model (a layer count, a preset's depth) stay in the study's
-own ``check_options(adapter, config)`` hook (`mapflow.inputs.checks.check_run_options`).
+own ``check_options(adapter, config)`` hook (`mapflow.study.run_checks.check_run_options`).
 
 Values are strings, as ``--option`` gives them; a default is the text the study reads when the option is absent
 (None: absent means "not set"). Defaults that `mapflow.differences` lists come from there (`default`).

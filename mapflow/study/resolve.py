@@ -15,6 +15,7 @@ from pathlib import Path
 from types import ModuleType
 
 from .context import StudyConfig
+from . import run_checks
 from .options import check_study_options
 from .. import differences
 from ..errors import DataError, MapflowError
@@ -72,7 +73,7 @@ class FunctionStudy:
 
 def as_study(study) -> tuple[object, str]:
     """(study object with ``run``, its name): a study name, a ``.py`` path, a module or a function taking ctx."""
-    from .runner import load_study
+    from .catalog import load_study
 
     if isinstance(study, (str, Path)):
         text = str(study)
@@ -89,7 +90,7 @@ def as_study(study) -> tuple[object, str]:
 def _load_study_file(path: str):
     """A study ``.py`` file, its own errors (syntax, a failed import, anything its top level raises) as one line
     naming the file and the line."""
-    from .runner import load_study
+    from .catalog import load_study
 
     try:
         return load_study(path)
@@ -163,7 +164,7 @@ def prepare_run(study, model=None, data=None, *, benchmark: str | None = None, t
     inputs.check_frames(frames)
     inputs.check_limit(limit)
     inputs.check_threads(threads)
-    inputs.check_window_setting(window, window_style)
+    run_checks.check_window_setting(window, window_style)
     inputs.check_device(device, device_map)
     if threads:
         torch.set_num_threads(threads)
@@ -201,7 +202,7 @@ def prepare_run(study, model=None, data=None, *, benchmark: str | None = None, t
                          non_option_includes_prefix=non_option_includes_prefix,
                          flows=tuple(flows) if flows else None, plan=plan,
                          heads=None if heads is None else tuple(heads))
-    inputs.check_run_options(study, adapter, loaded, config, chosen,
+    run_checks.check_run_options(study, adapter, loaded, config, chosen,
                              window_given=isinstance(window, Window) or window is not None or bool(layers))
     model_dir, data_root = Path(adapter.path), loaded.root
     run_config = {"study": study_name, **config.to_dict(), "benchmark": spec.name, "tasks": loaded.tasks,

@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import importlib
-import importlib.util
 import logging
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
@@ -15,6 +12,7 @@ import xarray as xr
 from tqdm.auto import tqdm
 
 from ..inputs import checks as inputs
+from .catalog import STUDIES_PACKAGE, available_studies, check_screenable, load_study  # noqa: F401  (public here)
 from .context import StudyConfig, StudyContext
 from ..data.sample import Sample
 from ..data.video import read_frames
@@ -26,40 +24,6 @@ from ..inputs.prompts import TEMPLATES, build_prompt
 from ..results.store import ResultStore
 
 log = logging.getLogger(__name__)
-
-STUDIES_PACKAGE = "mapflow.studies"  # the repository's studies/ folder (mapped in setup.py and __init__)
-
-
-def load_study(name_or_path: str) -> ModuleType:
-    """A study by name (``mapflow.studies.<name>``: the repository's ``studies/<name>.py``) or by the path of a
-    ``.py`` file defining ``run(ctx)``."""
-    path = Path(name_or_path)
-    if path.suffix == ".py":
-        if not path.is_file():
-            raise MapflowError(f"study file {path} does not exist")
-        spec = importlib.util.spec_from_file_location(f"mapflow_user_study_{path.stem}", path)
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[spec.name] = module  # nnsight reads the traced block's source through the module
-        spec.loader.exec_module(module)
-    else:
-        try:
-            module = importlib.import_module(f"{STUDIES_PACKAGE}.{name_or_path}")
-        except ModuleNotFoundError as err:
-            if err.name != f"{STUDIES_PACKAGE}.{name_or_path}":
-                raise
-            raise MapflowError(f"no study named '{name_or_path}'; available: {', '.join(available_studies())}") \
-                from None
-    if not callable(getattr(module, "run", None)):
-        raise MapflowError(f"study {name_or_path} defines no run(ctx) function")
-    return module
-
-
-def available_studies() -> list[str]:
-    import pkgutil
-
-    package = importlib.import_module(STUDIES_PACKAGE)
-    return sorted(m.name for m in pkgutil.iter_modules(package.__path__) if not m.name.startswith("_"))
-
 
 @dataclass
 class RunSummary:
@@ -113,7 +77,6 @@ def run_study(study: ModuleType, adapter: VideoLLMAdapter, samples: list[Sample]
     if isinstance(provenance.get("config"), dict):
         provenance = {**provenance, "config": {**provenance["config"], "prompt_template": config.prompt_template}}
     from ..knockout.planner import check_heads
-    from ..knockout.screen import check_screenable
 
     check_screenable(study, provenance["study"], config.plan, remote=bool(remote))
     check_heads(config.heads, adapter.num_heads)  # before any sample: every one would fail the same way

@@ -30,7 +30,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from ..errors import MapflowError
-from ..readouts.metrics import correct_after_knockout
+from ..results.metrics import correct_after_knockout
 from ..results.method import SCREEN_MARK, is_screen_store
 from ..results.tasks import select_task, task_names
 from .tables import keyword_frequency

@@ -19,7 +19,7 @@ import pandas as pd
 import xarray as xr
 
 from ..errors import MapflowError
-from ..readouts.metrics import correct_after_knockout
+from ..results.metrics import correct_after_knockout
 from ..readouts.pathways import interval_means
 from ..results.method import require_exact
 from ..results.tasks import by_task, select_task, task_names  # noqa: F401  (task_names: public here before)

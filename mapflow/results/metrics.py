@@ -1,11 +1,11 @@
-"""Summaries read from result stores."""
+"""Summaries read from result stores (accuracy per task, correctness after knockout)."""
 
 from __future__ import annotations
 
 import numpy as np
 import xarray as xr
 
-from ..results.tasks import by_task
+from .tasks import by_task
 
 
 def accuracy_by_task(correct: xr.DataArray) -> dict[str, float]:
