@@ -24,6 +24,7 @@ MOVED = {
     "suite": "cli.demo", "bench": "cli.bench",
     "data.synthetic": "organism.synthetic", "data.temporal_tasks": "organism.temporal_tasks",
     "remote.stack": "ndif_local.stack", "remote.commands": "ndif_local.commands",
+    "readouts.metrics": "results.metrics",  # README: mapflow.readouts.metrics.correctness_disagreements
 }
 
 

@@ -270,7 +270,7 @@ def test_an_unknown_old_path_is_still_an_import_error():
 
 SERVER_SIDE = ["mapflow.knockout.cells", "mapflow.knockout.engine", "mapflow.knockout.planner",
                "mapflow.knockout.suffix_attention", "mapflow.knockout.flows", "mapflow.knockout.masks",
-               "mapflow.inputs.layout", "mapflow.readouts.lens"]
+               "mapflow.models.attention_mask", "mapflow.inputs.layout", "mapflow.readouts.lens"]
 
 
 @pytest.mark.parametrize("name", SERVER_SIDE)
