@@ -5,6 +5,7 @@ timeout with one message, keeps what it stored, records nothing as failed, and r
 One stack for the module, killed and brought back by the first test; the second test adds a second stack.
 """
 
+import os
 import textwrap
 import time
 from dataclasses import replace
@@ -132,8 +133,10 @@ def test_a_lost_server_stops_the_run_in_bounded_time_and_it_resumes_bit_for_bit_
     message = str(caught.value)
     print(f"\nserver killed: the run stopped {stopped_after:.1f} s later (server timeout {SERVER_TIMEOUT_S:g} s): "
           f"{type(caught.value).__name__}")
-    # within the server timeout plus one HTTP limit per request in flight, and well inside the 60 s guarantee
-    assert stopped_after <= min(60.0, SERVER_TIMEOUT_S + 3 * settings.server_http_timeout_s), stopped_after
+    # the guarantee: a minute at most. Which signal comes first depends on what died: an API that stops answering is
+    # noticed after the server timeout; here the orphaned API worker still answers and NDIF itself gives the jobs up
+    # ("Critical server error", measured ~30 s after the kill), a server fault that stops the run the same way
+    assert stopped_after <= 60.0, stopped_after
     assert state.host in message and "The run stops here" in message and "nothing was recorded as failed" in message
     assert "\n" not in message.strip()  # one message
     ids = [s.sample_id for s in samples]
@@ -143,13 +146,15 @@ def test_a_lost_server_stops_the_run_in_bounded_time_and_it_resumes_bit_for_bit_
     store.close()
 
     # a stray `ray.init` elsewhere left a token in the caller's ~/.ray: the stack must not pick it up
-    caller_home = tmp_path / "caller-home"
+    real_home, caller_home = os.environ["HOME"], tmp_path / "caller-home"
     (caller_home / ".ray").mkdir(parents=True)
     (caller_home / ".ray" / "auth_token").write_text("a-stray-token-from-another-ray")
     monkeypatch.setenv("HOME", str(caller_home))
     messages = []
     assert stack_tagged_processes(fault_home)  # half dead: the orphans are still there
     state = stack.up(fault_home, checkpoints=[organism_dir("video")], progress=messages.append)
+    monkeypatch.setenv("HOME", real_home)
+    stack.register(state)  # `up` indexed the stack under the patched HOME: index it where the clients below look
     assert any("leftover process(es) of a half-dead stack" in line for line in messages), messages
     summary = run("information_flow", organism, samples, out, settings_for(state))
     assert summary.skipped == kept and summary.done == ids[len(kept):] and summary.failed == {}
