@@ -103,3 +103,14 @@ def test_the_operator_commands_find_a_stack_by_its_port_wherever_its_home_is(use
     fake_running_stack(user_home / "b", 40012)
     with pytest.raises(StackError, match="say which with --port or --home"):
         resolve_home()
+
+
+def test_an_index_entry_of_a_stack_that_came_back_on_another_port_is_dropped(user_home):
+    from mapflow.ndif_local import state as st
+
+    stack = fake_running_stack(user_home / "a", 40021)
+    stack.ports["api"] = 40022  # `ndif up` again in the same home, on another port
+    stack.save()
+    st.register(stack)
+    assert st.registered_homes() == {40022: Path(stack.home).resolve()}
+    assert not (user_home / ".cache/mapflow/ndif/by-port/40021").is_symlink()

@@ -134,8 +134,14 @@ def registered_homes() -> dict[int, Path]:
         return {}
     found = {}
     for link in index.iterdir():
-        if link.name.isdigit() and (link / STATE_FILE).is_file():
+        state = StackState.load(link) if link.name.isdigit() else None
+        if state is not None and state.ports.get("api") == int(link.name):
             found[int(link.name)] = link.resolve()
+        elif link.is_symlink():  # its home is gone, or its stack came back on another port: a stale entry
+            try:
+                link.unlink()
+            except OSError:
+                pass
     return found
 
 
