@@ -6,7 +6,6 @@ skip with the reason, except under CI (CI=true), where a missing server is a fai
 
 import atexit
 import os
-import tempfile
 import textwrap
 import time
 from dataclasses import replace
@@ -30,6 +29,7 @@ from mapflow.remote import (
 )
 from mapflow.results.store import ResultStore
 from mapflow.study.runner import load_study, run_study
+from ndif_stacks import new_home, require_server_env
 
 pytestmark = pytest.mark.server
 
@@ -41,17 +41,12 @@ TOLERANCE = 1e-6
 def ndif_stack():
     from mapflow.ndif_local import stack
 
-    try:
-        stack.check_venv(stack.default_venv())
-    except stack.StackError as err:
-        if os.environ.get("CI"):
-            pytest.fail(f"CI must run the server tests, but the NDIF stack cannot be provisioned: {err}")
-        pytest.skip(f"NO NDIF SERVER TESTS: {err}")
+    require_server_env()
     reuse = os.environ.get("MAPFLOW_TEST_NDIF_HOME")  # a stack already up (`mapflow ndif up`), kept up afterwards
     if reuse and stack.running_stack_host(reuse):
         yield stack.StackState.load(stack.Path(reuse).expanduser().resolve())
         return
-    home = tempfile.mkdtemp(prefix="mf-ndif-")  # short: Ray's unix socket paths live under it
+    home = new_home()
     atexit.register(stack.down, home)  # also covers an interpreter that dies outside the fixture's finally
     started = time.monotonic()
     try:

@@ -12,6 +12,7 @@ import xarray as xr
 
 from mapflow.inputs.prompts import build_prompt
 from mapflow.knockout.flows import Flow
+from test_fidelity import _hidden_under
 
 # The released chat template: DEFAULT_CHAT_TEMPLATE of DAMO-NLP-SG/VideoLLaMA3 `videollama3/model/processor.py`
 # (read from the mirror ykeselman/DAMO-NLP-SG-VideoLLaMA3 @ c707283), the template the paper's code renders with
@@ -144,21 +145,6 @@ def test_prompt_equals_the_released_template(videollama3, sample):
 
 # ---- (c) frame pairs cut runs ----------------------------------------------------------------------------------------
 
-def hidden_under(adapter, prepared, blocked) -> torch.Tensor:
-    """Every position's last hidden state from the plain HF model with ``blocked`` cut in every layer."""
-    n = prepared.layout.seq_len
-    mask = (torch.ones(n, n, dtype=torch.bool).tril() & ~torch.as_tensor(blocked))[None, None]
-    handles = [layer.register_forward_pre_hook(
-        lambda module, args, kwargs: (args, {**kwargs, "attention_mask": mask}), with_kwargs=True)
-        for layer in adapter.hf_model.model.language_model.layers]
-    try:
-        with torch.no_grad():
-            return adapter.hf_model(**prepared.inputs, output_hidden_states=True).hidden_states[-1][0]
-    finally:
-        for handle in handles:
-            handle.remove()
-
-
 def test_frame_pair_cuts_the_runs_labels_included(videollama3, sample):
     """Change only frame 1's time label: under frame_pairs (1, 2) in every layer no position of run 2 moves (it reads
     runs 0 and 2 only, which did not change); cutting the feature tokens only lets the label through."""
@@ -174,10 +160,10 @@ def test_frame_pair_cuts_the_runs_labels_included(videollama3, sample):
     rows, cols = np.nonzero(pair)
     assert set(rows) == set(run_2) and set(cols) == set(a.layout.runs[1].positions())
     # the same float ops on the same inputs: only a read of run 1 could make run 2 differ
-    assert torch.equal(hidden_under(videollama3, a, pair)[run_2], hidden_under(videollama3, b, pair)[run_2])
+    assert torch.equal(_hidden_under(videollama3, a, pair)[run_2], _hidden_under(videollama3, b, pair)[run_2])
 
     tokens_only = Flow.parse("frame_1->frame_2").block_matrix(a.layout)
-    leak = hidden_under(videollama3, a, tokens_only)[run_2] - hidden_under(videollama3, b, tokens_only)[run_2]
+    leak = _hidden_under(videollama3, a, tokens_only)[run_2] - _hidden_under(videollama3, b, tokens_only)[run_2]
     assert leak.abs().max() > 1e-4  # the feature-token cut leaks frame 1's label into run 2
 
 
