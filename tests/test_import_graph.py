@@ -33,6 +33,7 @@ LAYERS = (
     ("models",),
     ("knockout",),
     ("readouts", "remote"),
+    ("backends",),  # where a run's traces execute (local, NDIF): uses knockout cells and the remote client
     ("results",),
     ("study",),
     ("viz",),

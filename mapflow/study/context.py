@@ -14,6 +14,7 @@ import numpy as np
 import torch
 import xarray as xr
 
+from ..backends import Backend, LocalBackend
 from ..data.sample import Sample
 from ..differences import default
 from ..knockout.flows import Flow, Window
@@ -123,6 +124,7 @@ class StudyContext:
     frames: np.ndarray | None = None  # the decoded frames (T, H, W, 3) uint8 the input was built from
     timestamps: np.ndarray | None = None  # each frame's time in seconds, as given to `adapter.prepare` (None: unknown)
     answer_token: int | None = None  # overrides the prompt's answer (e.g. a token inside the model's own response)
+    backend: Backend = field(default_factory=LocalBackend)  # where the sample's measurements run
 
     def rng(self, salt: str = "") -> np.random.Generator:
         """A generator seeded from the run's seed, the sample and ``salt``: the same draw on every rerun/resume."""
@@ -172,9 +174,7 @@ def sample_measurement(ctx: StudyContext, function, *args):
     """``function(adapter, prepared, *args)``: here, or for a remote adapter in one request for the whole sample
     (`mapflow.remote.client.RemoteModel.run_sample`). ``function`` must live at module level in a server-safe module
     (e.g. `mapflow.knockout.cells`) and return plain tensors."""
-    remote = getattr(ctx.adapter.model, "run_sample", None)
-    return remote(function, ctx.adapter, ctx.prepared, *args) if remote else function(ctx.adapter, ctx.prepared,
-                                                                                       *args)
+    return ctx.backend.measure_sample(function, ctx.adapter, ctx.prepared, *args)
 
 
 def clean_from_readouts(ctx: StudyContext, readout: torch.Tensor) -> CleanRun:
@@ -257,9 +257,7 @@ def measure_knockouts(ctx: StudyContext, flows, layer_sets, *, dim: str, labels,
         option_tokens=tuple(option_token_ids(ctx).items()) if ctx.prompt.option_letters else (),
         true_letter=ctx.prompt.true_letter, plan=ctx.config.plan, heads=heads,
         screen_metric=ctx.config.option("screen_metric", "logodds"), accepted_tokens=accepted_tokens(ctx))
-    on_server = getattr(ctx.adapter.model, "run_cells", None)  # a remote adapter: the whole sample in one request
-    cells = on_server(ctx.adapter, ctx.prepared, request) if on_server else knockout_cells(ctx.adapter, ctx.prepared,
-                                                                                           request)
+    cells = ctx.backend.run_cells(ctx.adapter, ctx.prepared, request)
     clean = clean_from_readouts(ctx, cells["clean"])  # what `clean_run` reads, computed where the logits are
     shape = (len(flows), len(layer_sets))
     p_new = np.full(shape, np.nan)

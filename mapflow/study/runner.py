@@ -14,6 +14,7 @@ from tqdm.auto import tqdm
 from ..inputs import checks as inputs
 from .catalog import STUDIES_PACKAGE, available_studies, check_screenable, load_study  # noqa: F401  (public here)
 from .context import StudyConfig, StudyContext
+from ..backends import LocalBackend
 from ..data.sample import Sample
 from ..data.video import read_frames
 from ..errors import MapflowError, RunInterrupted
@@ -41,7 +42,7 @@ class RunSummary:
 
 
 def measure_sample(study: ModuleType, adapter: VideoLLMAdapter, sample: Sample, config: StudyConfig,
-                   model_name: str) -> xr.Dataset:
+                   model_name: str, backend=None) -> xr.Dataset:
     """Run the study on one sample; the result gets the leading ``sample`` dim and its ``task``/``model`` labels."""
     inputs.check_option_letters(sample)
     prompt = build_prompt(sample, TEMPLATES[config.prompt_template])
@@ -54,7 +55,7 @@ def measure_sample(study: ModuleType, adapter: VideoLLMAdapter, sample: Sample, 
     )
     inputs.check_prompt_fits(adapter, prepared, sample)
     result = study.run(StudyContext(adapter=adapter, sample=sample, prepared=prepared, config=config, prompt=prompt,
-                                    frames=frames, timestamps=timestamps))
+                                    frames=frames, timestamps=timestamps, backend=backend or LocalBackend()))
     inputs.check_study_result(study, result)
     result = result.expand_dims(sample=[sample.sample_id])
     return result.assign_coords(task=("sample", np.asarray([sample.task], dtype=object)), model=model_name)
@@ -81,11 +82,14 @@ def run_study(study: ModuleType, adapter: VideoLLMAdapter, samples: list[Sample]
     check_screenable(study, provenance["study"], config.plan, remote=bool(remote))
     check_heads(config.heads, adapter.num_heads)  # before any sample: every one would fail the same way
     if remote:
-        from ..remote import prepare_remote_run
+        from ..backends.ndif import NDIFBackend
 
-        adapter, config, settings = prepare_remote_run(study, adapter, config, remote)
-        provenance = {**provenance, "runtime": {**provenance.get("runtime", {}), "remote": settings.describe()}}
-        concurrency *= settings.batch  # each request in flight carries a batch of samples
+        backend = NDIFBackend(remote, concurrency=concurrency)
+    else:
+        backend = LocalBackend(concurrency=concurrency)
+    adapter, config = backend.prepare(study, adapter, config)
+    if backend.describe():
+        provenance = {**provenance, "runtime": {**provenance.get("runtime", {}), **backend.describe()}}
     store = ResultStore.create_or_resume(out, provenance, resume=resume, overwrite=overwrite)
     summary = RunSummary(out=Path(out))
     completed = store.completed_sample_ids()
@@ -96,9 +100,8 @@ def run_study(study: ModuleType, adapter: VideoLLMAdapter, samples: list[Sample]
     summary.skipped = [sample.sample_id for sample in samples if sample.sample_id in completed]
     bar.update(len(summary.skipped))
     # up to `concurrency` samples in flight (remote runs), their outcomes handled in sample order
-    outcomes = in_order(pending, lambda s: measure_sample(study, adapter, s, config, model_name), concurrency,
-                        catch=(Exception,),
-                        cancel=getattr(adapter.model, "cancel_requests", None))
+    outcomes = in_order(pending, lambda s: measure_sample(study, adapter, s, config, model_name, backend),
+                        backend.concurrency, catch=(Exception,), cancel=backend.cancel)
     try:
         for sample, result in outcomes:
             bar.update(1)
