@@ -13,7 +13,7 @@ torch.set_num_threads(int(os.environ.get("MAPFLOW_TEST_THREADS", "1")))
 
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory):
-    from mapflow.models.tiny import build_tiny_llava_next_video
+    from mapflow.testing.tiny import build_tiny_llava_next_video
 
     return build_tiny_llava_next_video(tmp_path_factory.mktemp("models") / "tiny-llava", seed=1, num_layers=4)
 

@@ -26,7 +26,7 @@ FLOWS = ["video->last", "cross_frame", "question->last", "video->question", "vid
 
 @pytest.fixture(scope="session")
 def family_dirs(tmp_path_factory, tiny_model_dir):
-    from mapflow.models.tiny_families import build_tiny_family
+    from mapflow.testing.tiny_families import build_tiny_family
 
     root = tmp_path_factory.mktemp("families")
     built = {"llava_next_video": tiny_model_dir}
@@ -253,7 +253,7 @@ def test_short_study_runs_end_to_end(family, family_dirs, tiny_benchmark, tmp_pa
 
 
 def test_every_family_has_an_adapter_and_a_tiny_builder():
-    from mapflow.models.tiny_families import TINY_BUILDERS
+    from mapflow.testing.tiny_families import TINY_BUILDERS
 
     families = {cls.family for cls in ADAPTERS.values()}
     assert families == {"llava_next_video"} | {f for f in TINY_BUILDERS if f != "videollama3_compressed"}

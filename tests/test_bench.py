@@ -1,7 +1,8 @@
 """`mapflow bench` on the tiny model: both phases agree, the work is counted, the naive phase can be skipped."""
 
-from mapflow.cli.bench import benchmark, format_report
+from mapflow.cli.bench import format_report
 from mapflow.knockout.flows import Window
+from mapflow.knockout.sweep_bench import benchmark
 
 
 def test_bench_reports_agreeing_phases_and_their_work(sdpa_adapter, tiny_benchmark):

@@ -119,7 +119,7 @@ def vicuna_space_a_adapter(tmp_path_factory, real_tokenizers):
     from mapflow.data.sample import Sample
     from mapflow.inputs.prompts import LLAVA_MCQA, build_prompt
     from mapflow.models import load_model
-    from mapflow.models.real_inputs import build_real_inputs_checkpoint
+    from mapflow.testing.real_inputs import build_real_inputs_checkpoint
 
     path = build_real_inputs_checkpoint("llava_next_video", tmp_path_factory.mktemp("real") / "llava", seed=3)
     adapter = load_model(path, attn_implementation="eager", self_test=False)

@@ -28,9 +28,10 @@ def module_names() -> dict[str, Path]:
 # The layers, bottom floor first (docs/architecture.md draws the same order top floor first). A module may import
 # modules on its own floor or below, never above. Keys are the first name under ``mapflow`` ("" is the package root).
 LAYERS = (
-    ("errors", "differences", "_reexport", "_moved"),  # pure modules and the package's own machinery: any layer uses them
+    ("errors", "differences"),  # pure modules: any layer uses them
     ("inputs", "data", "embedded"),
     ("models",),
+    ("testing",),  # builders of test and bench models (random weights) over the adapters: nothing below uses them
     ("knockout",),
     ("readouts", "remote"),
     ("backends",),  # where a run's traces execute (local, NDIF): uses knockout cells and the remote client
@@ -43,11 +44,7 @@ LAYERS = (
 
 # Upward imports that stay for now, each with its reason; any other one fails the test, and one fixed fails it too
 # (so this list only shrinks).
-KNOWN_UPWARD = {
-    ("mapflow.remote.config", "mapflow.ndif_local.state"):
-        "the NDIF client finds a local server through the operator's state file; remote/ and ndif_local/ are being "
-        "rebuilt as backends (issue 24, item 1), which moves that lookup",
-}
+KNOWN_UPWARD: dict[tuple[str, str], str] = {}
 
 
 def layered_modules() -> dict[str, Path]:
@@ -234,39 +231,6 @@ def test_the_ndif_client_never_imports_the_local_server_operator():
 
     assert not any(reaches(m, "mapflow.ndif_local.stack") for m in graph if m.startswith("mapflow.remote")), \
         "the NDIF client imports the local server operator"
-
-
-def test_names_of_replaced_modules_still_import():
-    """Paths that became packages keep the flat module's names (README examples use them)."""
-    from mapflow.inputs import TEMPLATES, user_path
-    from mapflow.inputs.checks import user_path as real_user_path
-    from mapflow.inputs.prompts import TEMPLATES as REAL_TEMPLATES
-    from mapflow.knockout import Flow, apply_knockout
-    from mapflow.knockout.flows import Flow as RealFlow
-    from mapflow.knockout.masks import apply_knockout as real_apply_knockout
-    from mapflow.results import ResultStore, open_dataset
-    from mapflow.results.store import ResultStore as RealResultStore
-    from mapflow.results.store import open_dataset as real_open_dataset
-
-    assert (TEMPLATES, user_path, Flow, apply_knockout, ResultStore, open_dataset) == (
-        REAL_TEMPLATES, real_user_path, RealFlow, real_apply_knockout, RealResultStore, real_open_dataset)
-    import mapflow.knockout
-
-    with pytest.raises(AttributeError):
-        mapflow.knockout.no_such_name  # noqa: B018
-
-
-@pytest.mark.parametrize("old,new", sorted(__import__("mapflow._moved", fromlist=["MOVED"]).MOVED.items()))
-def test_flat_module_paths_of_before_the_layers_are_the_moved_modules(old, new):
-    """``from mapflow.flows import Flow`` (the README of 0.1) keeps working: the old path is the new module itself."""
-    import importlib
-
-    assert importlib.import_module(f"mapflow.{old}") is importlib.import_module(f"mapflow.{new}")
-
-
-def test_an_unknown_old_path_is_still_an_import_error():
-    with pytest.raises(ModuleNotFoundError):
-        __import__("mapflow.no_such_module")
 
 
 SERVER_SIDE = ["mapflow.knockout.cells", "mapflow.knockout.engine", "mapflow.knockout.planner",

@@ -138,8 +138,8 @@ def randomize(model: nn.Module, seed: int) -> None:
 def original_tokenizer():
     from transformers import PreTrainedTokenizerFast
 
-    from mapflow.models.tiny_families import _CHAT_CORPUS
-    from mapflow.models.tiny import train_byte_level_bpe
+    from mapflow.testing.tiny_families import _CHAT_CORPUS
+    from mapflow.testing.tiny import train_byte_level_bpe
 
     return PreTrainedTokenizerFast(tokenizer_object=train_byte_level_bpe(SPECIALS, corpus=_CHAT_CORPUS, unk_token=None),
                                    bos_token="<s>", eos_token="<|end|>", pad_token="<|endoftext|>")

@@ -23,7 +23,7 @@ def image_dirs(tmp_path_factory):
     from transformers import LlavaNextConfig, LlavaNextForConditionalGeneration, LlavaNextImageProcessor, \
         LlavaNextProcessor
 
-    from mapflow.models.tiny import build_tiny_tokenizer, tiny_llava_next_video_config
+    from mapflow.testing.tiny import build_tiny_tokenizer, tiny_llava_next_video_config
 
     root = tmp_path_factory.mktemp("llava-next-image")
     tokenizer = build_tiny_tokenizer()

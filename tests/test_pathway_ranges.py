@@ -95,7 +95,7 @@ def test_videollama3_released_option_cuts_the_frame_labels(tmp_path):
     """``preset=videollama3_released``: Table E's VideoLLaMA3 layers with the whole video block (the ``Time t s:``
     labels and commas) as the video range; the default keeps mapflow's feature-token video span."""
     from mapflow.models import load_model
-    from mapflow.models.tiny_families import build_tiny_family
+    from mapflow.testing.tiny_families import build_tiny_family
     from conftest import study_context
 
     shape = shaped(VideoLlama3Adapter, 28, 3584)

@@ -18,7 +18,7 @@ POOLING = [4, 4, 4]  # the tiny tower has 8x8 patches: 2x2 spatial pooling as 24
 @pytest.fixture(scope="module")
 def pllava_dirs(tmp_path_factory):
     """A tiny checkpoint written in PLLaVA's layout, and its conversion."""
-    from mapflow.models.tiny import build_tiny_llava_next_video
+    from mapflow.testing.tiny import build_tiny_llava_next_video
 
     root = tmp_path_factory.mktemp("pllava")
     native = build_tiny_llava_next_video(root / "native", seed=3, num_layers=2)

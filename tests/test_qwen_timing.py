@@ -34,7 +34,7 @@ def clip(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def adapters(tmp_path_factory):
-    from mapflow.models.tiny_families import build_tiny_family
+    from mapflow.testing.tiny_families import build_tiny_family
 
     root = tmp_path_factory.mktemp("qwen_families")
     return {family: load_model(build_tiny_family(family, root / family, seed=2, num_layers=2),

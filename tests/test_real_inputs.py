@@ -1,4 +1,4 @@
-"""Every family on a "real inputs" checkpoint (`mapflow.models.real_inputs`): the published tokenizer, special-token ids,
+"""Every family on a "real inputs" checkpoint (`mapflow.testing.real_inputs`): the published tokenizer, special-token ids,
 processor settings and chat template at reduced depth/width, random weights.
 
 On each: `mapflow check` passes; the layout's spans (video, each frame, question, options, post prompt, answer prompt,
@@ -32,7 +32,7 @@ LLAMA_A, LLAMA_SPACE_A, QWEN_A, QWEN_SPACE_A = 29909, 319, 32, 362
 
 @pytest.fixture(scope="session")
 def real_dirs(tmp_path_factory, real_tokenizers):
-    from mapflow.models.real_inputs import build_real_inputs_checkpoint
+    from mapflow.testing.real_inputs import build_real_inputs_checkpoint
 
     root = tmp_path_factory.mktemp("real_inputs")
     built = {}

@@ -232,7 +232,7 @@ APPEND_SCRIPT = textwrap.dedent(
     import os, signal, sys
     sys.path[:0] = [{repo!r}, {tests!r}]
     import zarr
-    from mapflow import results
+    from mapflow.results.store import ResultStore
     from test_results import PROVENANCE, make_sample, sample_id
 
     path, count, crash_point, crash_at = sys.argv[1], int(sys.argv[2]), sys.argv[3], int(sys.argv[4])
@@ -251,10 +251,10 @@ APPEND_SCRIPT = textwrap.dedent(
 
     hooks = {{
         "second_resize": die_on_second_resize,  # between two variables' writes
-        "before_commit": lambda: setattr(results.ResultStore, "_commit_attrs", die),
+        "before_commit": lambda: setattr(ResultStore, "_commit_attrs", die),
         "before_consolidate": lambda: setattr(zarr, "consolidate_metadata", die),
     }}
-    store = results.ResultStore.create_or_resume(path, PROVENANCE)
+    store = ResultStore.create_or_resume(path, PROVENANCE)
     done = store.completed_sample_ids()
     for index in range(count):
         if sample_id(index) in done:

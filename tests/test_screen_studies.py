@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from mapflow.study.context import StudyConfig, knockout_sweep
-from mapflow.knockout.calibrate import cell_metrics, ranks
+from mapflow.knockout.screen_agreement import cell_metrics, ranks
 from mapflow.errors import KnockoutConfigError
 from mapflow.knockout.flows import Flow, Window
 from conftest import study_context

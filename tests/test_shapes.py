@@ -5,14 +5,14 @@ import pytest
 import torch
 
 from mapflow.errors import ModelLoadError
-from mapflow.models.shapes import SHAPES, build_shape, random_model, weight_bytes
+from mapflow.testing.shapes import SHAPES, build_shape, random_model, weight_bytes
 
 
 def tiny_models():
     from transformers import LlavaNextVideoForConditionalGeneration
 
-    from mapflow.models.tiny import tiny_llava_next_video_config
-    from mapflow.models.tiny_families import TINY_BUILDERS
+    from mapflow.testing.tiny import tiny_llava_next_video_config
+    from mapflow.testing.tiny_families import TINY_BUILDERS
 
     qwen, _ = TINY_BUILDERS["qwen2_5_vl"](2, 64)
     return {"llava_next_video": (LlavaNextVideoForConditionalGeneration, tiny_llava_next_video_config(512, 4, 5)),
@@ -96,7 +96,7 @@ def test_no_float32_copy_is_made_while_building():
     the weights would add twice that)."""
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    from mapflow.cli.bench import PeakMemory
+    from mapflow.knockout.sweep_bench import PeakMemory
 
     config = LlamaConfig(vocab_size=32064, hidden_size=1024, intermediate_size=2816, num_hidden_layers=4,
                          num_attention_heads=8, num_key_value_heads=8)
@@ -124,7 +124,7 @@ def test_bad_shape_options_are_named():
 def test_a_reduced_7b_shape_runs_with_its_published_token_layout(name, tiny_benchmark, real_tokenizers):
     """One decoder and one vision layer of the real widths in bf16 (~1-3 GB): loads (the self-test cuts edges and
     checks an empty knockout is exact) and lays out its frames as the published model does."""
-    from mapflow.cli.bench import _clip
+    from mapflow.knockout.sweep_bench import _clip
     from mapflow.data import load_tvbench
     from mapflow.knockout.engine import KnockoutConfig, run_knockouts
     from mapflow.knockout.flows import Flow

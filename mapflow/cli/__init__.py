@@ -1,5 +1,8 @@
-"""The command line (`commands`: argument parsing and the commands), the demo suite (`demo`) and `bench`."""
+"""The command line, every argument parser of mapflow: `commands` (``mapflow …``: the parser and the commands),
+`demo` (``mapflow demo``), `bench` (``mapflow bench``), `calibrate` (``mapflow calibrate``), `organism`
+(``mapflow organism …`` and ``python -m mapflow.organism.synthetic``), `ndif` (``mapflow ndif …``), `tokenizers`
+(``mapflow tokenizers fetch``), `options` and `remote_options` (shared option parsing)."""
 
-from .._reexport import reexport
+from .commands import main  # the ``mapflow`` entry point (pyproject.toml: mapflow.cli:main)
 
-__getattr__ = reexport(__name__, ("commands",))
+__all__ = ["main"]

@@ -8,7 +8,7 @@ from .options import parse_heads, parse_options
 def calibrate_run(study, model=None, data=None, *, out=None, markdown=False, progress=True, **settings) -> dict:
     """Calibrate ``study`` on ``model``/``data`` (``settings``: `prepare_run` keywords); print the table and, with
     ``out``, write calibration-STUDY.json there. Used by the command and by the demo suite."""
-    from ..knockout.calibrate import format_calibration, write_calibration  # heavy: not on --help's path
+    from ..knockout.screen_agreement import format_calibration, write_calibration  # heavy: not on --help's path
     from ..study.calibration import calibrate
     from ..study.resolve import prepare_run
 

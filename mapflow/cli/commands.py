@@ -15,7 +15,7 @@ from ..ndif_local.commands import add_ndif_parser
 from ..organism.cli_options import add_pathway_train_options, pathway_recipe_options
 from .options import parse_heads as _parse_heads
 from .options import parse_options as _parse_options
-from .remote_options import add_remote_arguments, concurrency_from_args, remote_settings_from_args
+from .remote_options import add_remote_arguments, backend_from_args
 
 
 def add_run_arguments(parser: argparse.ArgumentParser, with_study: bool = True) -> None:
@@ -93,10 +93,9 @@ def cmd_run(args) -> int:
         print(inputs.describe_bad_entries(run.samples.bad_entries), file=sys.stderr)
     if note := inputs.half_precision_note(args.dtype, args.device, args.device_map):
         print(note, file=sys.stderr)
-    remote = remote_settings_from_args(args, run.adapter.path)
     summary = run_study(run.study, run.adapter, run.samples, args.out, config=run.config, provenance=run.provenance,
-                        overwrite=args.overwrite, progress=not args.no_progress, remote=remote,
-                        bad_entries=run.samples.bad_entries, concurrency=concurrency_from_args(args))
+                        overwrite=args.overwrite, progress=not args.no_progress,
+                        backend=backend_from_args(args, run.adapter.path), bad_entries=run.samples.bad_entries)
     print(summary.describe())
     return 1 if summary.failed and not summary.done and not summary.skipped else 0  # every sample failed
 
@@ -121,20 +120,22 @@ def cmd_accuracy(args) -> int:
 def cmd_plot(args) -> int:
     """The study's own paper figure (PNG + PDF), or its table for table studies."""
     from ..results.store import ResultStore, open_dataset
+    from ..study.declaration import DEFAULT, declaration_of
     from ..study.runner import available_studies, load_study
     from ..viz import figures, tables
 
     ds = open_dataset(args.store)
     study = ResultStore(args.store).provenance.get("study")
     stem = Path(args.png).with_suffix("") if args.png else Path(args.store).with_suffix("")
-    declared = load_study(study) if study in available_studies() else None  # a study's own FIGURE / TABLE
-    if getattr(declared, "TABLE", None):
-        table = getattr(tables, declared.TABLE)(ds)
+    # a study's own figure or table
+    declared = declaration_of(load_study(study)) if study in available_studies() else DEFAULT
+    if declared.table is not None:
+        table = declared.table(ds)
         print(table.to_string())
         print(f"wrote {tables.write_table(table, stem.with_suffix('.csv'))}")
         return 0
-    if getattr(declared, "FIGURE", None) and args.variable == "rel_change":
-        fig = getattr(figures, declared.FIGURE)(ds)
+    if declared.figure is not None and args.variable == "rel_change":
+        fig = declared.figure(ds)
     else:
         fig = figures.flow_figure(ds, variable=args.variable)
     from ..results.method import SCREEN_MARK, is_screen_store
@@ -165,7 +166,7 @@ def cmd_verify(args) -> int:
 
 
 def cmd_studies(args) -> int:
-    from ..study.options import describe_common_options, describe_options
+    from ..study.option_checks import describe_common_options, describe_options
     from ..study.runner import available_studies, load_study
 
     for name in available_studies():
@@ -258,48 +259,6 @@ def cmd_organism_evaluate(args) -> int:
     return 0
 
 
-def cmd_bench(args) -> int:
-    import os
-    import platform
-    import tempfile
-
-    import torch
-
-    from .bench import benchmark, format_report, load_bench_model, report_json
-    from ..knockout.flows import Window
-    from ..knockout.planner import MEMORY_BUDGET_ENV, parse_bytes
-
-    torch.set_num_threads(args.threads)
-    if args.memory_budget:
-        try:
-            parse_bytes(args.memory_budget)
-        except ValueError as err:
-            raise MapflowError(f"--memory-budget: {err}") from None
-        os.environ[MEMORY_BUDGET_ENV] = args.memory_budget
-    with tempfile.TemporaryDirectory() as scratch:
-        bench = load_bench_model(args.shape, scratch, model=args.model, data=args.data, frames=args.frames,
-                                 layers=args.layers, vision_layers=args.vision_layers, dtype=args.dtype,
-                                 device=args.device, device_map=args.device_map, attn=args.attn, seed=args.seed)
-        adapter = bench.adapter
-        window = args.window or (3 if adapter.num_layers <= 8 else 9)
-        report = benchmark(adapter, bench.data, limit=args.limit, window=Window("center", window),
-                           num_frames=bench.frames, naive=not args.skip_naive, screen=args.screen,
-                           max_samples=args.max_samples)
-    devices = ", ".join(sorted({str(p.device) for p in adapter.hf_model.parameters()}))
-    gpu = f", {torch.cuda.get_device_name(0)}" if torch.cuda.is_initialized() else ""
-    description = (f"mapflow bench: {bench.name} ({adapter.num_layers} layers, attn {args.attn}, {args.dtype}, "
-                   f"{bench.frames} frames, on {devices}{gpu}), {torch.get_num_threads()} thread(s), "
-                   f"{platform.processor() or platform.machine()}" + (f"\n  {bench.notes}" if bench.notes else ""))
-    print(format_report(report, description))
-    if args.json:
-        from ..models.shapes import weight_bytes
-
-        Path(args.json).write_text(json.dumps(report_json(
-            report, description=description, shape=bench.name, frames=bench.frames, dtype=args.dtype,
-            layers=adapter.num_layers, weights_mib=weight_bytes(adapter.hf_model) / 2**20), indent=2, default=str))
-    return 0
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mapflow", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true")
@@ -387,38 +346,9 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--markdown", action="store_true", help="print the table as markdown")
     evaluate.set_defaults(func=cmd_organism_evaluate)
 
-    from .bench import BENCH_SHAPES
+    from .bench import add_bench_parser
 
-    bench = sub.add_parser("bench", help="the full paper sweep naive vs optimized in one run: time, work, memory, "
-                                         "and the largest p_knockout difference")
-    bench.add_argument("--model", help="checkpoint directory (default: --shape)")
-    bench.add_argument("--shape", default="organism", choices=list(BENCH_SHAPES),
-                       help="organism: the embedded organism-video; llava-8x144: a tiny random model with "
-                            "LLaVA-NeXT-Video-7B's sequence layout (8 frames x 144 video tokens, paper prompt); "
-                            "llava-24x144: the same with 24 frames (~3.5k tokens, the memory check); "
-                            "llava-next-video-7b / qwen2.5-vl-7b: the full published configurations with random "
-                            "weights, built on --device in --dtype (see README 'Real scale')")
-    bench.add_argument("--layers", type=int, help="decoder layers (default: the shape's own, 32 for llava-*; fewer "
-                                                  "on CPU, stated in the output)")
-    bench.add_argument("--vision-layers", type=int, help="vision-tower layers of the 7B shapes (default: all)")
-    bench.add_argument("--frames", type=int, help="frames per clip (default 8; 24 for llava-24x144)")
-    bench.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
-    bench.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N")
-    bench.add_argument("--device-map", help="'auto': accelerate spreads the model over the visible GPUs")
-    bench.add_argument("--memory-budget", help="plan packs within this much memory, e.g. 8GiB (default: what the "
-                                               "device reports free)")
-    bench.add_argument("--json", help="also write the report to this JSON file")
-    bench.add_argument("--seed", type=int, default=0, help="seed of the 7B shapes' random weights")
-    bench.add_argument("--skip-naive", action="store_true",
-                       help="run the optimized sweep alone (time and memory only; for sizes where naive is too slow)")
-    bench.add_argument("--screen", action="store_true", help="also time the first-order screen (mapflow.knockout.screen)")
-    bench.add_argument("--data", help="benchmark root (default: the shipped one that fits the model)")
-    bench.add_argument("--limit", type=int, default=1, help="samples per task")
-    bench.add_argument("--max-samples", type=int, help="at most this many samples in all (CPU runs of 7B shapes)")
-    bench.add_argument("--window", type=int, help="window size (default 9; 3 for models of at most 8 layers)")
-    bench.add_argument("--attn", default="sdpa", choices=["sdpa", "eager"])
-    bench.add_argument("--threads", type=int, default=1)
-    bench.set_defaults(func=cmd_bench)
+    add_bench_parser(sub)
 
     demo = sub.add_parser("demo", help="run the main job on the embedded default model and benchmark")
     demo.add_argument("--out-dir", default="runs/demo")

@@ -31,7 +31,7 @@ from .temporal_tasks import (
     motion_map,
     seen_frame_indices,
 )
-from ..models.tiny import build_tiny_processor, build_tiny_tokenizer, tiny_llava_next_video_config
+from ..testing.tiny import build_tiny_processor, build_tiny_tokenizer, tiny_llava_next_video_config
 from ..inputs.prompts import ORGANISM_MCQA, VIDEO, PromptSegment, mcqa_segments, prompt_text
 from ..inputs.tokenization import segment_positions
 from . import pathway

@@ -1,5 +1,5 @@
 """`mapflow calibrate STUDY` as a library call: run a screenable study exactly and as a screen on the same samples
-and compare them (the agreement measures and the report are `mapflow.knockout.calibrate`)."""
+and compare them (the agreement measures and the report are `mapflow.knockout.screen_agreement`)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import numpy as np
 import xarray as xr
 from tqdm.auto import tqdm
 
-from ..knockout.calibrate import WorkCounter, agreement
+from ..knockout.screen_agreement import WorkCounter, agreement
 from .catalog import check_screenable
 from .runner import measure_sample
 

@@ -122,7 +122,7 @@ def build_tiny_llava_next_video(out_dir, *, seed: int = 0, num_layers: int = 6, 
     model.save_pretrained(out_dir)
     build_tiny_processor(tokenizer, image_size, patch_size).save_pretrained(out_dir)
     (out_dir / "mapflow_origin.json").write_text(json.dumps(
-        {"builder": "mapflow.models.tiny.build_tiny_llava_next_video", "seed": seed, "num_layers": num_layers,
+        {"builder": "mapflow.testing.tiny.build_tiny_llava_next_video", "seed": seed, "num_layers": num_layers,
          "image_size": image_size, "patch_size": patch_size, "hidden_size": hidden_size,
          "note": "random weights; for tests and the offline demo only"}, indent=2))
     return out_dir

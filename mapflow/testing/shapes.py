@@ -179,7 +179,7 @@ def build_shape(name: str, *, dtype: str = "bfloat16", device: str = "cpu", devi
                 attn_implementation: str = "sdpa", self_test: bool = True):
     """The adapter over a random-weight model of shape ``name`` (a key of `SHAPES`), ``text_layers`` /
     ``vision_layers`` decoder layers (default: the published counts)."""
-    from . import ADAPTERS, DTYPES, self_test_input
+    from ..models import ADAPTERS, DTYPES, self_test_input
 
     if name not in SHAPES:
         raise ModelLoadError(f"unknown shape '{name}'; known: {', '.join(SHAPES)}")

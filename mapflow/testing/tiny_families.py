@@ -1,6 +1,6 @@
 """Tiny random checkpoints of every supported chat video-LLM family, saved in Hugging Face format.
 
-Like `mapflow.models.tiny` (LLaVA-NeXT-Video): configs shrunk to a few layers and a hidden size of 64, a trained
+Like `mapflow.testing.tiny` (LLaVA-NeXT-Video): configs shrunk to a few layers and a hidden size of 64, a trained
 byte-level BPE tokenizer holding the family's special tokens, and the family's own processor classes with a chat
 template, so `from_pretrained` + the adapter exercise the same code paths as a real checkpoint. Qwen2.5-VL, InternVL
 and LLaVA-OneVision carry their published chat templates; Qwen3-VL's is the published one without tools and
@@ -230,7 +230,7 @@ def build_tiny_family(family: str, out_dir, *, seed: int = 0, num_layers: int = 
     model.eval().save_pretrained(out_dir)
     processor.save_pretrained(out_dir)
     (out_dir / "mapflow_origin.json").write_text(json.dumps(
-        {"builder": "mapflow.models.tiny_families.build_tiny_family", "family": family, "seed": seed,
+        {"builder": "mapflow.testing.tiny_families.build_tiny_family", "family": family, "seed": seed,
          "num_layers": num_layers, "hidden_size": hidden_size,
          "note": "random weights; for tests only"}, indent=2))
     return out_dir

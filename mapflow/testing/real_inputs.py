@@ -323,7 +323,7 @@ def build_real_inputs_checkpoint(family: str, out_dir, *, seed: int = 0) -> Path
     model.eval().save_pretrained(out_dir)
     processor.save_pretrained(out_dir)
     (out_dir / "mapflow_origin.json").write_text(json.dumps(
-        {"builder": "mapflow.models.real_inputs.build_real_inputs_checkpoint", "family": family,
+        {"builder": "mapflow.testing.real_inputs.build_real_inputs_checkpoint", "family": family,
          "published": spec.published, "tokenizer": spec.base_tokenizer, "seed": seed,
          "text_layers": TEXT_LAYERS, "text_hidden": TEXT_HIDDEN,
          "note": "published tokenizer, ids and processor settings; reduced random weights; for tests only"},
