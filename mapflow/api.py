@@ -15,24 +15,29 @@ from .errors import MapflowError, ModelLoadError
 from .study.resolve import BenchmarkSamples, load_benchmark, prepare_run  # noqa: F401  (load_benchmark is public)
 
 
-def load_model(path=None, *, remote=False, **options):
+def load_model(path=None, *, remote=False, backend=None, concurrency: int | None = None, **options):
     """A checkpoint directory (default: the embedded organism) behind mapflow's adapter interface.
 
     ``options`` go to `mapflow.models.load_model` (``attn_implementation``, ``dtype``, ``device``, ``device_map``,
     ``self_test``). ``remote``: True (settings from the environment, config file or the local stack) or a
-    `mapflow.remote.RemoteSettings` makes `run` send this model's traces to an NDIF server by default; the model is
-    still loaded here (its processor builds the inputs, its envoys name the modules).
+    `mapflow.remote.RemoteSettings`, with ``concurrency`` (requests in flight, default 2), or ``backend``: a
+    `mapflow.backends.Backend`. The model remembers it as ``model.backend`` and `run` sends its traces there when it
+    is given no backend of its own; the model is still loaded here (its processor builds the inputs, its envoys name
+    the modules).
     """
+    from .backends import choose_backend
     from .embedded import default_model_dir
     from .models import load_model as load
 
     path = Path(path).expanduser() if path is not None else default_model_dir()
-    adapter = load(path, **options)
-    if remote:
-        from .remote import RemoteSettings, resolve_settings
+    if remote is True:  # resolved now: a missing host or model key is said at once, before the model loads
+        from .remote import resolve_settings
 
-        remote = remote if isinstance(remote, RemoteSettings) else resolve_settings(local_model_dir=path)
-    adapter.remote_settings = remote or None
+        remote = resolve_settings(local_model_dir=path)
+    given = backend is not None or bool(remote) or concurrency is not None
+    remembered = choose_backend(backend, remote=remote, concurrency=concurrency) if given else None
+    adapter = load(path, **options)
+    adapter.backend = remembered
     return adapter
 
 
@@ -42,35 +47,48 @@ def run_options() -> tuple[str, ...]:
     return tuple(p.name for p in parameters if p.kind is inspect.Parameter.KEYWORD_ONLY)
 
 
-def run(study, model=None, data=None, out=None, *, remote=None, overwrite: bool = False, progress: bool = True,
-        **config):
+def run(study, model=None, data=None, out=None, *, backend=None, remote=None, concurrency: int | None = None,
+        overwrite: bool = False, progress: bool = True, **config):
     """Run ``study`` over ``data`` with ``model`` and return the results as an `xarray.Dataset`.
 
     ``study``: a function ``run(ctx) -> xarray.Dataset``, a module defining ``run``, a study name (`available_studies`)
     or a ``.py`` path. ``model``: None (the embedded organism), a checkpoint directory or `load_model`'s result.
     ``data``: None (the embedded benchmark), a benchmark root or `load_benchmark`'s result. ``out``: None keeps the
     results in memory; a ``.zarr`` path stores each sample as it finishes and resumes a store made with the same
-    configuration. ``remote``: True or `mapflow.remote.RemoteSettings` runs the traces on NDIF (default: the model's
-    own ``remote`` from `load_model`). ``config``: the ``mapflow run`` options (`run_options`), e.g. ``window=3``,
-    ``limit=2`` (samples per task), ``tasks=[...]``, ``template=...``, ``samples="all"``, ``options={...}``.
+    configuration. Where the traces run: ``backend`` (a `mapflow.backends.Backend`), or ``remote`` (True or a
+    `mapflow.remote.RemoteSettings`: an NDIF server) with ``concurrency`` (requests in flight, default 2), as
+    `mapflow.backends.choose_backend` decides; given none, the model's own ``backend`` from `load_model`, else this
+    process. ``config``: the ``mapflow run`` options (`run_options`), e.g. ``window=3``, ``limit=2`` (samples per
+    task), ``tasks=[...]``, ``template=...``, ``samples="all"``, ``options={...}``.
     """
+    from .backends import choose_backend
     from .results.store import open_dataset
     from .study.runner import run_study
 
     unknown = sorted(set(config) - set(run_options()))
     if unknown:
         raise MapflowError(f"unknown run setting(s) {', '.join(unknown)}; known: {', '.join(run_options())}")
+    from .models.base import VideoLLMAdapter
+
+    # else the model's own backend, if `load_model` gave it one
+    placed = backend is not None or remote is not None or not isinstance(model, VideoLLMAdapter)
+    if placed:
+        backend = choose_backend(backend, remote=remote, concurrency=concurrency)  # contradictions refused at once
     if out is not None:
         from .inputs.checks import check_store_writable
 
         check_store_writable(Path(out).expanduser().absolute())  # before the model loads
     prepared = prepare_run(study, model, data, **config)
-    if remote is None:
-        remote = getattr(prepared.adapter, "remote_settings", None)
+    if not placed:
+        remembered = prepared.adapter.backend
+        if remembered is not None and concurrency is not None:
+            raise MapflowError(f"the model runs on {remembered!r} (from mf.load_model); its concurrency is that "
+                               "backend's: pass concurrency= to mf.load_model, or remote= / backend= here with it")
+        backend = remembered if remembered is not None else choose_backend(concurrency=concurrency)
     with tempfile.TemporaryDirectory(prefix="mapflow-run-") as scratch:
         store = Path(out) if out is not None else Path(scratch) / f"{prepared.study_name}.zarr"
         summary = run_study(prepared.study, prepared.adapter, prepared.samples, store, config=prepared.config,
-                            provenance=prepared.provenance, overwrite=overwrite, progress=progress, remote=remote,
+                            provenance=prepared.provenance, overwrite=overwrite, progress=progress, backend=backend,
                             bad_entries=getattr(prepared.samples, "bad_entries", ()))
         if not summary.done and not summary.skipped:
             reasons = "\n  ".join(f"{sample}: {reason}" for sample, reason in list(summary.failed.items())[:5])

@@ -73,7 +73,8 @@ def test_batch_size_is_checked():
 def test_batch_comes_from_the_environment_and_the_cli_refuses_it_without_remote(monkeypatch, tmp_path):
     import argparse
 
-    from mapflow.cli.remote_options import add_remote_arguments, remote_settings_from_args
+    from mapflow.backends import LocalBackend
+    from mapflow.cli.remote_options import add_remote_arguments, backend_from_args
     from mapflow.remote.config import resolve_settings
 
     empty = tmp_path / "remote.toml"
@@ -85,6 +86,14 @@ def test_batch_comes_from_the_environment_and_the_cli_refuses_it_without_remote(
         resolve_settings(host="http://x", model="m", config_file=empty)
     parser = argparse.ArgumentParser()
     add_remote_arguments(parser)
-    with pytest.raises(MapflowError, match="--remote-batch applies to remote runs"):
-        remote_settings_from_args(parser.parse_args(["--remote-batch", "4"]), tmp_path)
-    assert remote_settings_from_args(parser.parse_args([]), tmp_path) is None
+    with pytest.raises(MapflowError, match="--remote-batch, batch=\\) applies to remote runs"):
+        backend_from_args(parser.parse_args(["--remote-batch", "4"]), tmp_path)
+    assert isinstance(backend_from_args(parser.parse_args([]), tmp_path), LocalBackend)
+    monkeypatch.setenv("MAPFLOW_NDIF_BATCH", "4")
+    monkeypatch.setenv("MAPFLOW_REMOTE_CONFIG", str(empty))
+    remote = backend_from_args(parser.parse_args(["--remote", "--ndif-host", "http://x", "--remote-model", "m"]),
+                               tmp_path)
+    assert remote.settings.batch == 4 and remote.concurrency == 2 * 4  # the environment's batch, the CLI's default
+    flag = backend_from_args(parser.parse_args(["--remote", "--ndif-host", "http://x", "--remote-model", "m",
+                                                "--remote-batch", "3"]), tmp_path)
+    assert flag.settings.batch == 3  # the flag over the environment

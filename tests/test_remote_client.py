@@ -118,17 +118,26 @@ def test_unreachable_server_fails_fast_naming_host_and_model(sdpa_adapter, tiny_
 def test_remote_plan_and_concurrency_options_are_checked(monkeypatch):
     import argparse
 
-    from mapflow.cli.remote_options import DEFAULT_CONCURRENCY, add_remote_arguments, concurrency_from_args
+    from mapflow.backends import LocalBackend, NDIFBackend
+    from mapflow.backends.ndif import DEFAULT_CONCURRENCY
+    from mapflow.cli.remote_options import add_remote_arguments, backend_from_args
 
     parser = argparse.ArgumentParser()
     add_remote_arguments(parser)
-    assert concurrency_from_args(parser.parse_args(["--remote"])) == DEFAULT_CONCURRENCY
-    assert concurrency_from_args(parser.parse_args([])) == 1
-    assert concurrency_from_args(parser.parse_args(["--remote", "--concurrency", "4"])) == 4
-    with pytest.raises(MapflowError, match="--concurrency applies to remote runs"):
-        concurrency_from_args(parser.parse_args(["--concurrency", "2"]))
+    remote = ["--remote", "--ndif-host", "http://h:1", "--remote-model", "/m"]
+
+    def backend(*argv):
+        return backend_from_args(parser.parse_args(list(argv)), "/m")
+
+    assert isinstance(backend(*remote), NDIFBackend)
+    assert backend(*remote).requests_in_flight == DEFAULT_CONCURRENCY
+    assert isinstance(backend(), LocalBackend) and backend().concurrency == 1
+    assert backend(*remote, "--concurrency", "4").requests_in_flight == 4
+    assert backend(*remote, "--concurrency", "3", "--remote-batch", "2").concurrency == 6  # samples in flight
+    with pytest.raises(MapflowError, match="concurrency applies to remote runs"):
+        backend("--concurrency", "2")
     with pytest.raises(MapflowError, match="at least 1"):
-        concurrency_from_args(parser.parse_args(["--remote", "--concurrency", "0"]))
+        backend(*remote, "--concurrency", "0")
     assert resolve_settings(host="http://h:1", model="/m").plan == "sample"
     monkeypatch.setenv("MAPFLOW_NDIF_PLAN", "trace")
     assert resolve_settings(host="http://h:1", model="/m").plan == "trace"

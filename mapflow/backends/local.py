@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from ..knockout.cells import knockout_cells
-
 
 class LocalBackend:
     name = "local"
@@ -20,6 +18,8 @@ class LocalBackend:
         return function(adapter, prepared, *args)
 
     def run_cells(self, adapter, prepared, request) -> dict:
+        from ..knockout.cells import knockout_cells  # torch and the engine load with the first sample, not the CLI
+
         return knockout_cells(adapter, prepared, request)
 
     def cancel(self) -> None:

@@ -1,11 +1,12 @@
-"""``mapflow run --remote`` options: where the NDIF server is and how requests are planned (`mapflow.remote`)."""
+"""``mapflow run --remote`` options: where the NDIF server is and how requests are planned, turned into the run's
+backend by `mapflow.backends.choose_backend` (the one place every run picks it)."""
 
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
 
-from ..errors import MapflowError
+from ..backends.ndif import DEFAULT_CONCURRENCY
 from ..remote.config import REMOTE_PLANS
 
 
@@ -25,35 +26,23 @@ def add_remote_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--max-result-mb", type=float, help="largest result one remote trace may return (default 512)")
     group.add_argument("--remote-plan", choices=REMOTE_PLANS, help="sample (default): a knockout study's whole sample "
                        "in one request, the fast engine on the server; trace: one request per trace (naive plan)")
-    group.add_argument("--concurrency", type=int, help=f"samples in flight at once (default {DEFAULT_CONCURRENCY}); "
+    group.add_argument("--concurrency", type=int, help=f"requests in flight at once (default {DEFAULT_CONCURRENCY}); "
                        "results are still stored in sample order")
     group.add_argument("--remote-batch", type=int, help="samples per request under the sample plan (default 1); "
                        "pays off when a sample computes faster than a request's fixed cost (small models)")
 
 
-DEFAULT_CONCURRENCY = 2  # two requests keep one server replica busy while the other's result travels
+def backend_from_args(args, model_dir: Path):
+    """The run's backend (`mapflow.backends`): this process, or with ``--remote`` an NDIF server reached with the
+    resolved `RemoteSettings`. ``--concurrency`` / ``--remote-batch`` without ``--remote`` are refused."""
+    from ..backends import choose_backend
 
+    settings = None
+    if args.remote:
+        from ..remote.config import resolve_settings
 
-def concurrency_from_args(args) -> int:
-    if args.concurrency is None:
-        return DEFAULT_CONCURRENCY if args.remote else 1
-    if args.concurrency < 1:
-        raise MapflowError(f"--concurrency must be at least 1, got {args.concurrency}")
-    if args.concurrency > 1 and not args.remote:
-        raise MapflowError("--concurrency applies to remote runs (--remote); a local run measures one sample at a time")
-    return args.concurrency
-
-
-def remote_settings_from_args(args, model_dir: Path):
-    """None for a local run; else the resolved `RemoteSettings`."""
-    if not args.remote:
-        if getattr(args, "remote_batch", None) is not None:
-            raise MapflowError("--remote-batch applies to remote runs (--remote)")
-        return None
-    from ..remote.config import resolve_settings
-
-    return resolve_settings(host=args.ndif_host, api_key=args.ndif_api_key, model=args.remote_model,
-                            local_model_dir=model_dir, timeout_s=args.remote_timeout,
-                            max_result_mb=args.max_result_mb, config_file=args.remote_config,
-                            plan=args.remote_plan, batch=args.remote_batch,
-                            server_timeout_s=getattr(args, "server_timeout", None))
+        settings = resolve_settings(host=args.ndif_host, api_key=args.ndif_api_key, model=args.remote_model,
+                                    local_model_dir=model_dir, timeout_s=args.remote_timeout,
+                                    max_result_mb=args.max_result_mb, config_file=args.remote_config,
+                                    plan=args.remote_plan, server_timeout_s=getattr(args, "server_timeout", None))
+    return choose_backend(remote=settings, concurrency=args.concurrency, batch=getattr(args, "remote_batch", None))

@@ -1,10 +1,12 @@
 """The knockout cells of one sample as plain tensors: clean pass, every (flow, layer set) configuration, readouts.
 
 This is the compute half of `mapflow.study.context.measure_knockouts` (which builds the stored Dataset from what it
-returns). It imports nothing beyond torch, numpy and mapflow's own layout/flow/engine code, so the same function runs
-locally and, as one request per sample, on an NDIF server (`mapflow.remote.client.RemoteModel.run_cells`), where the
-fast engine's reuse state (vision once, shared clean prefix, rows joining at their first knocked-out layer, packs)
-never leaves the server: only the last-position clean logits and the per-cell readouts come back.
+returns). It imports only torch, numpy and mapflow's own layout, flow, engine and screen code, all at module level,
+so the same function runs wherever the run's backend (`mapflow.backends`) sends it: in this process
+(`LocalBackend`), or shipped as source in one request per sample to an NDIF server (`NDIFBackend`, through
+`mapflow.remote.client.RemoteModel.run_cells`), where the fast engine's reuse state (vision once, shared clean
+prefix, rows joining at their first knocked-out layer, packs) never leaves the server: only the last-position clean
+logits and the per-cell readouts come back.
 """
 
 from __future__ import annotations

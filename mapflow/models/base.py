@@ -12,7 +12,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 import numpy as np
 import torch
@@ -23,6 +23,9 @@ from .attention_mask import apply_knockout
 from ..inputs.layout import TokenLayout
 from ..inputs.prompts import VIDEO, McqaTemplate, PromptSegment, prompt_text
 from ..inputs.tokenization import build_layout
+
+if TYPE_CHECKING:  # typing only: the backends sit above the models
+    from ..backends.base import Backend
 
 
 @dataclass
@@ -61,6 +64,9 @@ class VideoLLMAdapter(ABC):
     frame_runs_with_markup: ClassVar[bool] = False
     # The frame sampling rule this family was analysed with in the paper (None: the benchmark's).
     default_frame_rule: ClassVar[str | None] = None
+    # Where `mf.run` runs this model's traces when it is given no backend: `mf.load_model(path, remote=True)` sets an
+    # NDIF backend (`mapflow.backends`). None: this process.
+    backend: Backend | None = None
 
     def __init__(self, hf_model: torch.nn.Module, processor, *, path: str | Path | None = None):
         self.hf_model = hf_model

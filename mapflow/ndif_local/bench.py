@@ -34,48 +34,46 @@ def _timed(measure, sample, stats=None):
 
 def bench(study, adapter, samples, config, settings, *, trace_plan: bool = False, concurrency: int = 1,
           batch: int = 1) -> dict:
+    from ..backends import LocalBackend, NDIFBackend
     from ..study.inflight import in_order
     from ..study.runner import measure_sample
-    from ..remote.run import prepare_remote_run
 
     rows = []
 
-    def local(sample):
-        return measure_sample(study, adapter, sample, config, "bench")
+    def on(backend):
+        """``measure(sample)`` through ``backend``, prepared as a run prepares it."""
+        view, prepared_config = backend.prepare(study, adapter, config)
+        return lambda sample: measure_sample(study, view, sample, prepared_config, "bench", backend)
 
-    settings = replace(settings, batch=1)  # the per-sample rows: one request each
-    remote_adapter, remote_config, _ = prepare_remote_run(study, adapter, config, settings)
-
-    def remote(sample):
-        return measure_sample(study, remote_adapter, sample, remote_config, "bench")
-
+    local = on(LocalBackend())
+    remote_backend = NDIFBackend(settings, concurrency=1, batch=1)  # the per-sample rows: one request each
+    remote = on(remote_backend)
     if trace_plan:
-        trace_adapter, trace_config, _ = prepare_remote_run(study, adapter, config, replace(settings, plan="trace"))
+        trace_backend = NDIFBackend(replace(settings, plan="trace"), concurrency=1, batch=1)
+        naive = on(trace_backend)
     expected_of = {}
     for sample in samples:
         expected, local_wall, _ = _timed(local, sample)
         expected_of[sample.sample_id] = expected
-        got, remote_wall, counts = _timed(remote, sample, remote_adapter.model.stats)
+        got, remote_wall, counts = _timed(remote, sample, remote_backend.stats)
         row = {"sample": sample.sample_id, **counts, "local_s": local_wall, "remote_s": remote_wall,
                "ratio": remote_wall / local_wall, "max_dp": max_abs_difference(got, expected)}
         if trace_plan:
-            naive, naive_wall, naive_counts = _timed(
-                lambda s: measure_sample(study, trace_adapter, s, trace_config, "bench"), sample,
-                trace_adapter.model.stats)
+            per_trace, naive_wall, naive_counts = _timed(naive, sample, trace_backend.stats)
             row.update(trace_requests=naive_counts["requests"], trace_bytes_sent=naive_counts["bytes_sent"],
-                       trace_s=naive_wall, trace_max_dp=max_abs_difference(got, naive))
+                       trace_s=naive_wall, trace_max_dp=max_abs_difference(got, per_trace))
         rows.append(row)
     report = {"rows": rows}
     if concurrency > 1 or batch > 1:
-        swept, swept_config, _ = prepare_remote_run(study, adapter, config, replace(settings, batch=batch))
+        swept_backend = NDIFBackend(settings, concurrency=concurrency, batch=batch)
+        swept = on(swept_backend)
         start, max_dp = time.perf_counter(), 0.0
-        for sample, outcome in in_order(samples, lambda s: measure_sample(study, swept, s, swept_config, "bench"),
-                                        concurrency * batch, catch=()):
+        for sample, outcome in in_order(samples, swept, swept_backend.concurrency, catch=()):
             max_dp = max(max_dp, max_abs_difference(outcome, expected_of[sample.sample_id]))
         report["concurrent"] = {"concurrency": concurrency, "batch": batch, "wall_s": time.perf_counter() - start,
                                 "sequential_wall_s": sum(r["remote_s"] for r in rows),
                                 "local_wall_s": sum(r["local_s"] for r in rows), "samples": len(samples),
-                                "requests": swept.model.stats.snapshot()["requests"], "max_dp": max_dp}
+                                "requests": swept_backend.stats.snapshot()["requests"], "max_dp": max_dp}
     return report
 
 

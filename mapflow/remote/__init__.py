@@ -1,5 +1,11 @@
-"""Run studies on an NDIF server (``remote=True`` / ``mapflow run --remote``) and stand up a local one
-(``mapflow ndif up``). See README "Remote execution on NDIF"."""
+"""The NDIF client: settings (`config`), the polling client that sends traces to a server (`client`), the checks
+made before anything is sent (`preflight`), request batching (`batch`), the errors a server's answers become
+(`errors`), and how a client finds a local stack's address and token (`local_stacks`).
+
+Runs go through the NDIF backend (`mapflow.backends.NDIFBackend`: ``remote=True`` / ``mapflow run --remote``);
+standing a local server up is the operator's job (`mapflow.ndif_local`, ``mapflow ndif up``). See README "Remote
+execution on NDIF".
+"""
 
 from .config import RemoteSettings, model_key_for, resolve_settings
 from .errors import (
@@ -15,8 +21,7 @@ from .errors import (
     ServerFault,
     ServerUnreachable,
 )
-from .run import prepare_remote_run
 
 __all__ = ["AuthRefused", "ModelNotDeployed", "NotRemotable", "RemoteExecutionError", "RemoteJobFailed",
            "RemoteJobTimeout", "RemoteSampleError", "RemoteSettings", "RemoteUnavailable", "ResultTooLarge",
-           "ServerFault", "ServerUnreachable", "model_key_for", "prepare_remote_run", "resolve_settings"]
+           "ServerFault", "ServerUnreachable", "model_key_for", "resolve_settings"]

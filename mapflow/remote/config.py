@@ -127,7 +127,7 @@ def resolve_settings(*, host: str | None = None, api_key: str | None = None, mod
 
     host = pick(host, "MAPFLOW_NDIF_HOST", "host")
     if host is None:
-        from ..ndif_local.state import running_stack_host
+        from .local_stacks import running_stack_host
 
         host = running_stack_host()
     if host is None:
@@ -141,7 +141,7 @@ def resolve_settings(*, host: str | None = None, api_key: str | None = None, mod
         raise MapflowError("no remote model: pass --remote-model with the key the server deployed it under")
     api_key = pick(api_key, "MAPFLOW_NDIF_API_KEY", "api_key")
     if api_key is None:  # a local stack's own token, found by its port
-        from ..ndif_local.state import token_for_host
+        from .local_stacks import token_for_host
 
         api_key = token_for_host(host)
     return RemoteSettings(

@@ -14,7 +14,7 @@ from tqdm.auto import tqdm
 from ..inputs import checks as inputs
 from .catalog import STUDIES_PACKAGE, available_studies, check_screenable, load_study  # noqa: F401  (public here)
 from .context import StudyConfig, StudyContext
-from ..backends import LocalBackend
+from ..backends import Backend, LocalBackend, choose_backend
 from ..data.sample import Sample
 from ..data.video import read_frames
 from ..errors import MapflowError, RunInterrupted
@@ -64,29 +64,27 @@ def measure_sample(study: ModuleType, adapter: VideoLLMAdapter, sample: Sample, 
 @stops_cleanly
 def run_study(study: ModuleType, adapter: VideoLLMAdapter, samples: list[Sample], out, *, config: StudyConfig,
               provenance: dict, resume: bool = True, overwrite: bool = False, progress: bool = True,
-              remote=None, bad_entries=(), concurrency: int = 1) -> RunSummary:
+              backend: Backend | None = None, remote=None, bad_entries=(), concurrency: int | None = None
+              ) -> RunSummary:
     """Measure every sample not yet in ``out``; a failing sample is recorded with its reason and the run goes on.
 
-    ``remote``: True or a `mapflow.remote.RemoteSettings` runs every trace on an NDIF server (checked before the first
-    sample); each finished sample is stored at once, so a server failure loses nothing and a re-run resumes.
+    ``backend``: where the traces run (`mapflow.backends`; default this process). ``remote`` (True or a
+    `mapflow.remote.RemoteSettings`) and ``concurrency`` are the shorthand for an `NDIFBackend`, chosen by
+    `mapflow.backends.choose_backend`. A remote run is checked before the first sample; each finished sample is
+    stored at once, so a server failure loses nothing and a re-run resumes. Whatever the backend keeps in flight,
+    the store gets the samples in sample order.
     ``bad_entries``: annotation entries that failed validation (`mapflow.data.loading.BadEntry`), recorded as failed.
-    ``concurrency``: samples in flight at once (useful remotely); the store still gets them in sample order.
     """
     from .resolve import resolve_config
 
+    backend = choose_backend(backend, remote=remote, concurrency=concurrency)
     config = resolve_config(config, adapter, samples)
     if isinstance(provenance.get("config"), dict):
         provenance = {**provenance, "config": {**provenance["config"], "prompt_template": config.prompt_template}}
     from ..knockout.planner import check_heads
 
-    check_screenable(study, provenance["study"], config.plan, remote=bool(remote))
+    check_screenable(study, provenance["study"], config.plan)  # a plan the backend cannot run: its prepare refuses
     check_heads(config.heads, adapter.num_heads)  # before any sample: every one would fail the same way
-    if remote:
-        from ..backends.ndif import NDIFBackend
-
-        backend = NDIFBackend(remote, concurrency=concurrency)
-    else:
-        backend = LocalBackend(concurrency=concurrency)
     adapter, config = backend.prepare(study, adapter, config)
     if backend.describe():
         provenance = {**provenance, "runtime": {**provenance.get("runtime", {}), **backend.describe()}}
@@ -99,7 +97,7 @@ def run_study(study: ModuleType, adapter: VideoLLMAdapter, samples: list[Sample]
     pending = [sample for sample in samples if sample.sample_id not in completed]
     summary.skipped = [sample.sample_id for sample in samples if sample.sample_id in completed]
     bar.update(len(summary.skipped))
-    # up to `concurrency` samples in flight (remote runs), their outcomes handled in sample order
+    # up to `backend.concurrency` samples in flight (remote runs), their outcomes handled in sample order
     outcomes = in_order(pending, lambda s: measure_sample(study, adapter, s, config, model_name, backend),
                         backend.concurrency, catch=(Exception,), cancel=backend.cancel)
     try:
