@@ -6,6 +6,10 @@ From Python (see README "From Python")::
     ds = mf.run("cross_frame", window=3, limit=1)          # the embedded organism on the embedded benchmark
     ds = mf.run(my_study, mf.load_model(path), mf.load_benchmark("tvbench", root, limit=2), out="x.zarr")
 
+    @mf.study(flows=("video->last",), samples="all")   # a study's declaration (README "Writing a study")
+    def my_study(ctx):
+        return ctx.sweep(["video->last"])               # the study API: methods of ctx (StudyContext)
+
 The public names load lazily, so ``import mapflow`` stays fast.
 """
 
@@ -15,8 +19,10 @@ __version__ = "0.1.0"
 
 # public name -> module that defines it (imported on first use)
 _API = {"load_model": "api", "load_benchmark": "api", "run": "api", "check": "api", "available_studies": "api",
-        "StudyConfig": "study.context", "StudyContext": "study.context", "Window": "knockout.flows",
-        "MapflowError": "errors"}
+        "study": "study", "StudyConfig": "study.config", "StudyContext": "study.context", "Flow": "knockout.flows",
+        "Window": "knockout.flows", "open_dataset": "results.store", "MapflowError": "errors"}
+# ``study`` is the package `mapflow.study` itself, which is callable: ``@mf.study(flows=..., figure=...)`` declares a
+# study (`mapflow.study.declaration.study`; the package docstring says why the two share the name)
 __all__ = ["__version__", *_API]
 
 
@@ -24,7 +30,8 @@ def __getattr__(name):
     if name in _API:
         import importlib
 
-        value = getattr(importlib.import_module(f"{__name__}.{_API[name]}"), name)
+        module = importlib.import_module(f"{__name__}.{_API[name]}")
+        value = module if _API[name] == name else getattr(module, name)
         globals()[name] = value
         return value
     raise AttributeError(f"module 'mapflow' has no attribute '{name}'")
@@ -60,7 +67,3 @@ def _map_checkout_studies() -> None:
     _sys.meta_path.insert(0, CheckoutStudies())
 
 _map_checkout_studies()
-
-from ._moved import install as _install_moved_modules  # noqa: E402  (old flat paths, e.g. mapflow.flows)
-
-_install_moved_modules(__name__)

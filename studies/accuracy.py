@@ -6,13 +6,17 @@ The same clean run every knockout study uses for its ``correct`` filter, so accu
 import numpy as np
 import xarray as xr
 
-from mapflow.study.context import StudyContext, clean_run
+import mapflow as mf
+from mapflow.study.context import StudyContext
 
-OPTIONS = {}  # only the options every study takes (mapflow.study.options.COMMON_OPTION_NAMES)
+OPTIONS = {}  # only the options every study takes (mapflow.study.option_checks.COMMON_OPTION_NAMES)
 
 
+@mf.study(
+    options=OPTIONS,
+)
 def run(ctx: StudyContext):
-    clean = clean_run(ctx)
+    clean = ctx.clean()
     return xr.Dataset({**clean.correctness(), "p_base": ((), clean.p_base),
                        "pred_base": ((), np.int64(clean.pred)), "answer_token": ((), np.int64(clean.gt_token)),
                        "p_gt_base": ((), clean.p_gt_base)})

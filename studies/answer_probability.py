@@ -10,10 +10,12 @@ template (no letters) the single slot ``answer`` holds the answer's first token.
 import numpy as np
 import xarray as xr
 
+import mapflow as mf
 from mapflow.differences import default
-from mapflow.study.context import StudyContext, clean_from_readouts, option_token_ids, sample_measurement
 from mapflow.readouts.lens import LENS_CONVENTIONS, clean_and_layer_probabilities
+from mapflow.study.context import StudyContext
 from mapflow.study.options import StudyOption
+from mapflow.viz import figures
 
 OPTIONS = {
     "lens": StudyOption("how a layer's output is read: final norm + LM head (paper) or the released script's "
@@ -22,41 +24,6 @@ OPTIONS = {
 SLOTS = ("A", "B", "C", "D", "E")
 
 
-# What `mapflow plot` and the demo suite (`mapflow.cli.demo.organism_suite`) take from this study:
-FIGURE = "answer_probability_figure"  # the mapflow.viz.figures function `mapflow plot` draws
-DEMO = (  # its runs in the demo suite; `order` places them in the suite
-    {"order": 120, "name": "answer_probability-pathway", "variant": "pathway"},
-    {"order": 180, "name": "open_ended_answer_probability-video", "open_ended": True, "limit_scale": 0.5},
-)
-
-
-def run(ctx: StudyContext):
-    convention = ctx.config.option("lens", default("lens"))
-    if ctx.prompt.option_letters:
-        tokens = option_token_ids(ctx)
-        slots, ids = list(SLOTS), [tokens.get(s) for s in SLOTS]
-        is_true = [s == ctx.prompt.true_letter for s in SLOTS]
-    else:
-        slots, ids, is_true = ["answer"], [ctx.answer_token_id()], [True]
-    present = [i for i, token in enumerate(ids) if token is not None]
-    # the clean run and the lens in one request on a server
-    out = sample_measurement(ctx, clean_and_layer_probabilities, [ids[i] for i in present], ctx.answer_token_id(),
-                             convention)
-    clean, probs = clean_from_readouts(ctx, out["clean"]), out["probs"]
-    p_option = np.full((ctx.adapter.num_layers, len(slots)), np.nan)
-    p_option[:, present] = probs[:, :-1].numpy()
-    return xr.Dataset(
-        {"p_option": (("layer", "option"), p_option * 100),
-         "p_pred": (("layer",), probs[:, -1].numpy() * 100),
-         "is_true_option": (("option",), np.asarray(is_true)),
-         **clean.correctness(), "pred_base": ((), np.int64(clean.pred)),
-         "p_base": ((), clean.p_base)},
-        coords={"layer": np.arange(ctx.adapter.num_layers), "option": slots},
-        attrs={"lens": convention, "units": "percent"},
-    )
-
-
-# Its sections of `mapflow report` (mapflow.viz.report.study_sections): `order` places them in the page.
 def report_section(w, stores):
     """Fig. 8: the true and false options' probability read at each layer."""
     from mapflow.viz import figures
@@ -85,7 +52,39 @@ def open_ended_report_section(w, stores):
                            lambda ds: figures.answer_probability_figure(ds, correct_only=False))
 
 
-REPORT = (
-    {"order": 100, "section": report_section},
-    {"order": 150, "section": open_ended_report_section, "stores": "open_ended"},
+@mf.study(
+    figure=figures.answer_probability_figure,
+    options=OPTIONS,
+    report=(
+        {"order": 100, "section": report_section},
+        {"order": 150, "section": open_ended_report_section, "stores": "open_ended"},
+    ),
+    demo=(  # its runs in the demo suite; `order` places them in the suite
+        {"order": 120, "name": "answer_probability-pathway", "variant": "pathway"},
+        {"order": 180, "name": "open_ended_answer_probability-video", "open_ended": True, "limit_scale": 0.5},
+    ),
 )
+def run(ctx: StudyContext):
+    convention = ctx.config.option("lens", default("lens"))
+    if ctx.prompt.option_letters:
+        tokens = ctx.option_tokens()
+        slots, ids = list(SLOTS), [tokens.get(s) for s in SLOTS]
+        is_true = [s == ctx.prompt.true_letter for s in SLOTS]
+    else:
+        slots, ids, is_true = ["answer"], [ctx.answer_token_id()], [True]
+    present = [i for i, token in enumerate(ids) if token is not None]
+    # the clean run and the lens in one request on a server
+    out = ctx.measure(clean_and_layer_probabilities, [ids[i] for i in present], ctx.answer_token_id(),
+                             convention)
+    clean, probs = ctx.clean_from(out["clean"]), out["probs"]
+    p_option = np.full((ctx.adapter.num_layers, len(slots)), np.nan)
+    p_option[:, present] = probs[:, :-1].numpy()
+    return xr.Dataset(
+        {"p_option": (("layer", "option"), p_option * 100),
+         "p_pred": (("layer",), probs[:, -1].numpy() * 100),
+         "is_true_option": (("option",), np.asarray(is_true)),
+         **clean.correctness(), "pred_base": ((), np.int64(clean.pred)),
+         "p_base": ((), clean.p_base)},
+        coords={"layer": np.arange(ctx.adapter.num_layers), "option": slots},
+        attrs={"lens": convention, "units": "percent"},
+    )

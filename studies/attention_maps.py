@@ -15,11 +15,13 @@ import numpy as np
 import torch
 import xarray as xr
 
-from mapflow.study.context import StudyContext
-from mapflow.readouts.attention import HEAD_POOLS, attention_rows
+import mapflow as mf
 from mapflow.knockout.flows import Flow, Window
-from mapflow.viz.thumbnails import frame_thumbnails, video_token_coords
+from mapflow.readouts.attention import HEAD_POOLS, attention_rows
+from mapflow.study.context import StudyContext
 from mapflow.study.options import StudyOption, layer_ranges, whole_number
+from mapflow.viz import figures
+from mapflow.viz.thumbnails import frame_thumbnails, video_token_coords
 
 CONDITIONS = ("clean", "cross_frame_knockout")
 OPTIONS = {
@@ -46,14 +48,32 @@ def query_positions(ctx: StudyContext) -> tuple[list[int], list[str]]:
     return positions, texts
 
 
-# What `mapflow plot` and the demo suite (`mapflow.cli.demo.organism_suite`) take from this study:
-FIGURE = "attention_map_figure"  # the mapflow.viz.figures function `mapflow plot` draws
-DEMO = (  # its runs in the demo suite; `order` places them in the suite
-    {"order": 140, "name": "attention_maps-pathway", "variant": "pathway", "options": {"max_queries": "6"},
-     "limit_scale": 0.2},
+def report_section(w, stores):
+    """Fig. 5 / Fig. U: attention from question words to the video, clean and under cross-frame knockout."""
+    from mapflow.viz import figures
+    from mapflow.viz.report import planted_reading
+
+    for st in stores:
+        s = w.section(f"Attention from question words to the video, {st.model}", "Fig. 5 / Fig. U")
+        w.figure(s, f"fig5_attention_{st.model}", lambda st=st: figures.attention_map_figure(st.ds, 0, 0),
+                 "log10(attention + 5e-5), head mean, clean vs cross-frame knockout (first sample, first query)")
+        attention = st.ds["attention"]
+        change = float(np.nanmean(np.abs(attention.sel(condition="cross_frame_knockout").values
+                                          - attention.sel(condition="clean").values)))
+        w.reading(s, f"Cross-frame knockout changes the question->video attention by {change:.4f} on average "
+                     "(absolute, per cell).")
+        planted_reading(w, s, st)
+
+
+@mf.study(
+    figure=figures.attention_map_figure,
+    options=OPTIONS,
+    report=({"order": 90, "section": report_section},),
+    demo=(  # its runs in the demo suite; `order` places them in the suite
+        {"order": 140, "name": "attention_maps-pathway", "variant": "pathway", "options": {"max_queries": "6"},
+         "limit_scale": 0.2},
+    ),
 )
-
-
 def run(ctx: StudyContext):
     max_queries = int(ctx.config.option("max_queries", OPTIONS["max_queries"].default))
     positions, texts = query_positions(ctx)
@@ -81,24 +101,3 @@ def run(ctx: StudyContext):
         attrs={"head_pool": head_pool, "knockout_layers": ",".join(map(str, knockout_layers))},
     )
     return ds.merge(frame_thumbnails(ctx))
-
-
-# Its sections of `mapflow report` (mapflow.viz.report.study_sections): `order` places them in the page.
-def report_section(w, stores):
-    """Fig. 5 / Fig. U: attention from question words to the video, clean and under cross-frame knockout."""
-    from mapflow.viz import figures
-    from mapflow.viz.report import planted_reading
-
-    for st in stores:
-        s = w.section(f"Attention from question words to the video, {st.model}", "Fig. 5 / Fig. U")
-        w.figure(s, f"fig5_attention_{st.model}", lambda st=st: figures.attention_map_figure(st.ds, 0, 0),
-                 "log10(attention + 5e-5), head mean, clean vs cross-frame knockout (first sample, first query)")
-        attention = st.ds["attention"]
-        change = float(np.nanmean(np.abs(attention.sel(condition="cross_frame_knockout").values
-                                          - attention.sel(condition="clean").values)))
-        w.reading(s, f"Cross-frame knockout changes the question->video attention by {change:.4f} on average "
-                     "(absolute, per cell).")
-        planted_reading(w, s, st)
-
-
-REPORT = ({"order": 90, "section": report_section},)

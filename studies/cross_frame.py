@@ -5,30 +5,15 @@ within-frame attention stays. A drop in the answer probability says the model bu
 between frames in those layers.
 """
 
-from mapflow.study.context import StudyContext, knockout_sweep
+import mapflow as mf
+from mapflow.study.context import StudyContext
+from mapflow.viz import figures
 
-OPTIONS = {}  # only the options every study takes (mapflow.study.options.COMMON_OPTION_NAMES)
+OPTIONS = {}  # only the options every study takes (mapflow.study.option_checks.COMMON_OPTION_NAMES)
 
-SCREENABLE = True  # `--plan screen` estimates its cells (mapflow.knockout.screen)
 FLOWS = ("cross_frame",)
 
 
-# What `mapflow plot` and the demo suite (`mapflow.cli.demo.organism_suite`) take from this study:
-FIGURE = "flow_figure"  # the mapflow.viz.figures function `mapflow plot` draws
-DEMO = (  # its runs in the demo suite; `order` places them in the suite
-    {"order": 10, "name": "cross_frame-video", "window": True},
-    {"order": 20, "name": "cross_frame-frames", "variant": "frames", "window": True},
-    # the planted organism's own cross-frame sweep: Table E derives its pathway from it
-    {"order": 25, "name": "cross_frame-pathway", "variant": "pathway", "window": True},
-    {"order": 160, "name": "open_ended_cross_frame-video", "window": True, "open_ended": True, "limit_scale": 0.5},
-)
-
-
-def run(ctx: StudyContext):
-    return knockout_sweep(ctx, FLOWS)
-
-
-# Its sections of `mapflow report` (mapflow.viz.report.study_sections): `order` places them in the page.
 def report_section(w, stores):
     """Fig. 2: every model's cross-frame knockout in one figure."""
     from mapflow.viz import figures
@@ -52,7 +37,22 @@ def open_ended_report_section(w, stores):
         open_ended_section(w, st, "cross_frame", "Fig. P", figures.flow_figure)
 
 
-REPORT = (
-    {"order": 10, "section": report_section},
-    {"order": 130, "section": open_ended_report_section, "stores": "open_ended"},
+@mf.study(
+    flows=FLOWS,
+    figure=figures.flow_figure,
+    screenable=True,
+    options=OPTIONS,
+    report=(
+        {"order": 10, "section": report_section},
+        {"order": 130, "section": open_ended_report_section, "stores": "open_ended"},
+    ),
+    demo=(  # its runs in the demo suite; `order` places them in the suite
+        {"order": 10, "name": "cross_frame-video", "window": True},
+        {"order": 20, "name": "cross_frame-frames", "variant": "frames", "window": True},
+        # the planted organism's own cross-frame sweep: Table E derives its pathway from it
+        {"order": 25, "name": "cross_frame-pathway", "variant": "pathway", "window": True},
+        {"order": 160, "name": "open_ended_cross_frame-video", "window": True, "open_ended": True, "limit_scale": 0.5},
+    ),
 )
+def run(ctx: StudyContext):
+    return ctx.sweep(FLOWS)

@@ -16,15 +16,16 @@ import numpy as np
 import torch
 import xarray as xr
 
+import mapflow as mf
 from mapflow.differences import default
-from mapflow.study.context import StudyContext, knockout_layer_sets
 from mapflow.errors import MapflowError
 from mapflow.inputs.prompts import TEMPLATES, build_prompt
 from mapflow.knockout.flows import Flow
 from mapflow.readouts.generation import greedy_generate
+from mapflow.study.context import StudyContext
 from mapflow.study.options import StudyOption, whole_number
+from mapflow.viz import tables
 
-DEFAULT_SAMPLES = "all"
 FLOWS = ("cross_frame",)
 GENERATE_TEMPLATE = default("generate_template")  # Table 2's answers are open-ended (§3.2: "open-ended responses")
 RUN_PROMPT = "run"  # `generate_template=run`: the run's own prompt
@@ -40,14 +41,6 @@ def halves(num_layers: int) -> dict[str, tuple[int, ...]]:
     middle = num_layers // 2
     return {"first_half": tuple(range(middle)), "second_half": tuple(range(middle, num_layers)),
             "all": tuple(range(num_layers))}
-
-
-# What `mapflow plot` and the demo suite (`mapflow.cli.demo.organism_suite`) take from this study:
-TABLE = "halves_table"  # the mapflow.viz.tables function `mapflow plot` draws
-DEMO = (  # its runs in the demo suite; `order` places them in the suite
-    {"order": 100, "name": "cross_frame_halves-video", "options": {"generate": "3"}},
-    {"order": 110, "name": "cross_frame_halves-frames", "variant": "frames", "options": {"generate": "3"}},
-)
 
 
 def generation_input(ctx: StudyContext):
@@ -78,25 +71,6 @@ def check_options(adapter, config, **_) -> None:
         raise MapflowError(f"--option generate={config.option('generate')}: give a number of tokens >= 0")
 
 
-def run(ctx: StudyContext):
-    layer_sets = halves(ctx.adapter.num_layers)
-    ds = knockout_layer_sets(ctx, FLOWS, layer_sets)
-    max_new = int(ctx.config.option("generate", OPTIONS["generate"].default))
-    if max_new > 0:
-        prepared, template, answer_prompt = generation_input(ctx)
-        decode = ctx.adapter.tokenizer.decode
-        blocked = torch.from_numpy(Flow.parse("cross_frame").block_matrix(prepared.layout))
-        texts = [decode(greedy_generate(ctx.adapter, prepared, max_new_tokens=max_new, blocked=blocked,
-                                        layers=layers)) for layers in layer_sets.values()]
-        ds["answer_text"] = xr.DataArray(np.asarray([texts], dtype=object), dims=("flow", "layers"))
-        ds["clean_answer_text"] = ((), np.asarray(decode(greedy_generate(ctx.adapter, prepared,
-                                                                         max_new_tokens=max_new)), dtype=object))
-        ds["answer_template"] = ((), np.asarray(template, dtype=object))
-        ds["answer_prompt"] = ((), np.asarray(answer_prompt, dtype=object))
-    return ds
-
-
-# Its sections of `mapflow report` (mapflow.viz.report.study_sections): `order` places them in the page.
 def report_section(w, stores):
     """Table 2 / Table B: accuracy after knocking out the first or the second half of the layers."""
     from mapflow.viz import tables
@@ -115,4 +89,31 @@ def report_section(w, stores):
                     "in 'prompt' (Table 2's are open-ended)")
 
 
-REPORT = ({"order": 30, "section": report_section},)
+@mf.study(
+    flows=FLOWS,
+    table=tables.halves_table,
+    samples="all",
+    options=OPTIONS,
+    check=check_options,
+    report=({"order": 30, "section": report_section},),
+    demo=(  # its runs in the demo suite; `order` places them in the suite
+        {"order": 100, "name": "cross_frame_halves-video", "options": {"generate": "3"}},
+        {"order": 110, "name": "cross_frame_halves-frames", "variant": "frames", "options": {"generate": "3"}},
+    ),
+)
+def run(ctx: StudyContext):
+    layer_sets = halves(ctx.adapter.num_layers)
+    ds = ctx.knockout(FLOWS, layer_sets)
+    max_new = int(ctx.config.option("generate", OPTIONS["generate"].default))
+    if max_new > 0:
+        prepared, template, answer_prompt = generation_input(ctx)
+        decode = ctx.adapter.tokenizer.decode
+        blocked = torch.from_numpy(Flow.parse("cross_frame").block_matrix(prepared.layout))
+        texts = [decode(greedy_generate(ctx.adapter, prepared, max_new_tokens=max_new, blocked=blocked,
+                                        layers=layers)) for layers in layer_sets.values()]
+        ds["answer_text"] = xr.DataArray(np.asarray([texts], dtype=object), dims=("flow", "layers"))
+        ds["clean_answer_text"] = ((), np.asarray(decode(greedy_generate(ctx.adapter, prepared,
+                                                                         max_new_tokens=max_new)), dtype=object))
+        ds["answer_template"] = ((), np.asarray(template, dtype=object))
+        ds["answer_prompt"] = ((), np.asarray(answer_prompt, dtype=object))
+    return ds

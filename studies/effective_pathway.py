@@ -29,11 +29,10 @@ from functools import lru_cache
 import numpy as np
 import xarray as xr
 
+import mapflow as mf
 from mapflow.differences import default
-from mapflow.study.context import StudyContext, accepted_tokens, clean_from_readouts, sample_measurement
-from mapflow.knockout.cells import layer_mask_readouts, pack_layer_masks
 from mapflow.errors import MapflowError
-from mapflow.study.options import StudyOption, existing_paths, number, share, whole_number
+from mapflow.knockout.cells import layer_mask_readouts, pack_layer_masks
 from mapflow.readouts.pathways import (
     PRESETS,
     ROUTES,
@@ -50,8 +49,10 @@ from mapflow.readouts.pathways import (
     preset_for_model,
     random_masks,
 )
+from mapflow.study.context import StudyContext
+from mapflow.study.options import StudyOption, existing_paths, number, share, whole_number
+from mapflow.viz import tables
 
-DEFAULT_SAMPLES = "all"
 TABLE_E_TASK = "action_antonym"  # the paper derives the pathway layers from Action Antonym's knockouts (Table E)
 CONDITIONS = ("clean", "effective", "effective_strict", "random", "random_strict")
 OPTIONS = {  # how the layers are chosen is in the module doc; their fit to the model is checked by check_options
@@ -138,51 +139,6 @@ def check_options(adapter, config, **_) -> None:
     choose_layers(config.option, adapter)
 
 
-# What `mapflow plot` and the demo suite (`mapflow.cli.demo.organism_suite`) take from this study:
-TABLE = "pathway_table"  # the mapflow.viz.tables function `mapflow plot` draws
-DEMO = (  # its runs in the demo suite; `order` places them in the suite
-    # on the planted organism, with the rule `mapflow organism verify` applies (1-layer bins, every task pooled)
-    {"order": 150, "name": "effective_pathway-pathway", "variant": "pathway", "options": {"interval": "1", "task": "all"},
-     "depends_on": ("cross_frame-pathway", "information_flow-pathway")},
-)
-
-
-def run(ctx: StudyContext):
-    choice = choose_layers(ctx.config.option, ctx.adapter)
-    layers, video_span = choice.layers, choice.video_span
-    num_layers = ctx.adapter.num_layers
-    effective = pathway_masks(ctx.layout, layers, num_layers, video_span=video_span)
-    strict = pathway_masks(ctx.layout, layers, num_layers, strict=True, video_span=video_span)
-    total = causal_edges(ctx.layout.seq_len) * num_layers
-    budget = {"random": total - kept_edges(effective), "random_strict": total - kept_edges(strict)}
-    ratio = ctx.config.option("random_block_ratio")
-    if ratio is not None:  # the released scripts' budget: a share of every layer's causal pairs
-        if not 0.0 < float(ratio) < 1.0:
-            raise MapflowError(f"--option random_block_ratio={ratio}: give a share of the causal pairs in (0, 1)")
-        budget = dict.fromkeys(budget, int(float(ratio) * causal_edges(ctx.layout.seq_len)) * num_layers)
-    masks = {"effective": effective, "effective_strict": strict,
-             **{name: random_masks(ctx.layout, edges, num_layers, ctx.rng(name), video_span=video_span)
-                for name, edges in budget.items()}}
-    # the clean run and the four conditions: one request per sample on a server (the masks travel as bits)
-    readouts = sample_measurement(ctx, layer_mask_readouts, tuple(pack_layer_masks(masks[name])
-                                                                  for name in CONDITIONS[1:]), ctx.answer_token_id())
-    clean = clean_from_readouts(ctx, readouts["clean"])
-    preds = [clean.pred, *readouts["pred"].tolist()]
-    p_answer = [clean.p_gt_base, *readouts["p_gt"].tolist()]
-    kept = [total, *(kept_edges(masks[name]) for name in CONDITIONS[1:])]
-    preds = np.asarray(preds, dtype=np.int64)
-    return xr.Dataset(
-        {"pred": (("condition",), preds), "correct_after": (("condition",), np.isin(preds, accepted_tokens(ctx))),
-         "p_answer": (("condition",), np.asarray(p_answer)), "edges_kept": (("condition",), np.asarray(kept)),
-         "edges_total": ((), np.int64(total)), **clean.correctness(),
-         "open_layers": (("route",), np.asarray([layers.describe()[r] for r in ROUTES], dtype=object)),
-         "layer_source": ((), np.asarray(choice.source, dtype=object)),
-         "video_span": ((), np.asarray(video_span, dtype=object))},
-        coords={"condition": list(CONDITIONS), "route": list(ROUTES)},
-    )
-
-
-# Its sections of `mapflow report` (mapflow.viz.report.study_sections): `order` places them in the page.
 def report_section(w, stores):
     """Table 3 / Table A / Table E(a): accuracy with only the effective pathway open, against random blocking."""
     from mapflow.viz import tables
@@ -205,4 +161,48 @@ def report_section(w, stores):
                          "figures above, e.g. video -> last).")
 
 
-REPORT = ({"order": 110, "section": report_section},)
+@mf.study(
+    table=tables.pathway_table,
+    samples="all",
+    options=OPTIONS,
+    check=check_options,
+    report=({"order": 110, "section": report_section},),
+    demo=(  # its runs in the demo suite; `order` places them in the suite
+        # on the planted organism, with the rule `mapflow organism verify` applies (1-layer bins, every task pooled)
+        {"order": 150, "name": "effective_pathway-pathway", "variant": "pathway", "options": {"interval": "1", "task": "all"},
+         "depends_on": ("cross_frame-pathway", "information_flow-pathway")},
+    ),
+)
+def run(ctx: StudyContext):
+    choice = choose_layers(ctx.config.option, ctx.adapter)
+    layers, video_span = choice.layers, choice.video_span
+    num_layers = ctx.adapter.num_layers
+    effective = pathway_masks(ctx.layout, layers, num_layers, video_span=video_span)
+    strict = pathway_masks(ctx.layout, layers, num_layers, strict=True, video_span=video_span)
+    total = causal_edges(ctx.layout.seq_len) * num_layers
+    budget = {"random": total - kept_edges(effective), "random_strict": total - kept_edges(strict)}
+    ratio = ctx.config.option("random_block_ratio")
+    if ratio is not None:  # the released scripts' budget: a share of every layer's causal pairs
+        if not 0.0 < float(ratio) < 1.0:
+            raise MapflowError(f"--option random_block_ratio={ratio}: give a share of the causal pairs in (0, 1)")
+        budget = dict.fromkeys(budget, int(float(ratio) * causal_edges(ctx.layout.seq_len)) * num_layers)
+    masks = {"effective": effective, "effective_strict": strict,
+             **{name: random_masks(ctx.layout, edges, num_layers, ctx.rng(name), video_span=video_span)
+                for name, edges in budget.items()}}
+    # the clean run and the four conditions: one request per sample on a server (the masks travel as bits)
+    readouts = ctx.measure(layer_mask_readouts, tuple(pack_layer_masks(masks[name])
+                                                                  for name in CONDITIONS[1:]), ctx.answer_token_id())
+    clean = ctx.clean_from(readouts["clean"])
+    preds = [clean.pred, *readouts["pred"].tolist()]
+    p_answer = [clean.p_gt_base, *readouts["p_gt"].tolist()]
+    kept = [total, *(kept_edges(masks[name]) for name in CONDITIONS[1:])]
+    preds = np.asarray(preds, dtype=np.int64)
+    return xr.Dataset(
+        {"pred": (("condition",), preds), "correct_after": (("condition",), np.isin(preds, ctx.accepted_tokens())),
+         "p_answer": (("condition",), np.asarray(p_answer)), "edges_kept": (("condition",), np.asarray(kept)),
+         "edges_total": ((), np.int64(total)), **clean.correctness(),
+         "open_layers": (("route",), np.asarray([layers.describe()[r] for r in ROUTES], dtype=object)),
+         "layer_source": ((), np.asarray(choice.source, dtype=object)),
+         "video_span": ((), np.asarray(video_span, dtype=object))},
+        coords={"condition": list(CONDITIONS), "route": list(ROUTES)},
+    )

@@ -7,30 +7,18 @@ code names but never implemented, into the *predicted false option*: video -> pr
 by the sign of their cross-frame effect is `mapflow.viz.figures.failure_split`.
 """
 
-from mapflow.study.context import PREDICTED_OPTION, StudyContext, knockout_sweep
+import mapflow as mf
+from mapflow.knockout.cells import PREDICTED_OPTION
 from mapflow.knockout.flows import PAPER_FLOWS
+from mapflow.study.context import StudyContext
+from mapflow.viz import figures
 
-OPTIONS = {}  # only the options every study takes (mapflow.study.options.COMMON_OPTION_NAMES)
+OPTIONS = {}  # only the options every study takes (mapflow.study.option_checks.COMMON_OPTION_NAMES)
 
-DEFAULT_SAMPLES = "wrong"
-SCREENABLE = True  # `--plan screen` estimates its cells (mapflow.knockout.screen)
 FLOWS = ("cross_frame", *PAPER_FLOWS["question_and_options_to_last"], f"video->{PREDICTED_OPTION}",
          f"non_option_question->{PREDICTED_OPTION}")
 
 
-# What `mapflow plot` and the demo suite (`mapflow.cli.demo.organism_suite`) take from this study:
-FIGURE = "failure_split_figure"  # the mapflow.viz.figures function `mapflow plot` draws
-DEMO = (  # its runs in the demo suite; `order` places them in the suite
-    # only wrongly answered samples are knocked out: look at more samples to find some
-    {"order": 60, "name": "failure_cases-video", "window": True, "limit_scale": 4},
-)
-
-
-def run(ctx: StudyContext):
-    return knockout_sweep(ctx, FLOWS)
-
-
-# Its sections of `mapflow report` (mapflow.viz.report.study_sections): `order` places them in the page.
 def report_section(w, stores):
     """Figs. AJ-AL: wrong answers split by their cross-frame effect, and the flows into the predicted option."""
     from mapflow.viz import figures
@@ -49,4 +37,17 @@ def report_section(w, stores):
         w.reading(s, flow_reading(st.ds))
 
 
-REPORT = ({"order": 120, "section": report_section},)
+@mf.study(
+    flows=FLOWS,
+    figure=figures.failure_split_figure,
+    samples="wrong",
+    screenable=True,
+    options=OPTIONS,
+    report=({"order": 120, "section": report_section},),
+    demo=(  # its runs in the demo suite; `order` places them in the suite
+        # only wrongly answered samples are knocked out: look at more samples to find some
+        {"order": 60, "name": "failure_cases-video", "window": True, "limit_scale": 4},
+    ),
+)
+def run(ctx: StudyContext):
+    return ctx.sweep(FLOWS)

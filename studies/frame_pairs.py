@@ -13,12 +13,12 @@ information across). Needs at least two frames (``--frames``).
 import numpy as np
 import xarray as xr
 
+import mapflow as mf
 from mapflow.differences import default
-from mapflow.study.context import StudyContext, knockout_sweep
 from mapflow.errors import KnockoutConfigError
+from mapflow.study.context import StudyContext
 from mapflow.study.options import StudyOption
 
-SCREENABLE = True  # `--plan screen` estimates its cells (mapflow.knockout.screen)
 MODES = ("pair", "distance")
 # what one frame is: its run, as cross_frame (default), or its feature tokens only, as cross_frame_tokens
 UNITS = {"run": ("frame_run", "frame_distance"), "tokens": ("frame", "frame_distance_tokens")}
@@ -27,33 +27,6 @@ OPTIONS = {
     "unit": StudyOption("what one frame is: its run (labels included, as cross_frame) or its feature tokens only",
                         default("unit"), tuple(UNITS)),
 }
-
-
-# What `mapflow plot` and the demo suite (`mapflow.cli.demo.organism_suite`) take from this study:
-DEMO = (  # its runs in the demo suite; `order` places them in the suite
-    # beyond the paper: finer granularity (~1 s of CPU per sample on the organism)
-    {"order": 200, "name": "frame_pairs-video", "window": True, "limit_scale": 0.2},
-)
-
-
-def run(ctx: StudyContext):
-    mode = ctx.config.option("by", OPTIONS["by"].default)
-    if mode not in MODES:
-        raise KnockoutConfigError(f"--option by={mode}: choose one of {', '.join(MODES)}")
-    unit = ctx.config.option("unit", default("unit"))
-    if unit not in UNITS:
-        raise KnockoutConfigError(f"--option unit={unit}: choose one of {', '.join(UNITS)}")
-    frame_name, distance_name = UNITS[unit]
-    frames = len(ctx.layout.frames)
-    if frames < 2:
-        raise KnockoutConfigError(f"frame_pairs needs at least 2 frames; this input has {frames} (set --frames 2 or "
-                                  "more; a frame unit of temporally grouped frames counts as one)")
-    if mode == "distance":
-        ds = knockout_sweep(ctx, [f"{distance_name}:{d}" for d in range(1, frames)])
-        return ds.rename(flow="distance").assign_coords(distance=np.arange(1, frames))
-    pairs = [(source, target) for target in range(frames) for source in range(target)]
-    ds = knockout_sweep(ctx, [f"{frame_name}_{source}->{frame_name}_{target}" for source, target in pairs])
-    return pair_grid(ds, pairs, frames)
 
 
 def pair_grid(ds: xr.Dataset, pairs, frames: int) -> xr.Dataset:
@@ -76,7 +49,6 @@ def pair_grid(ds: xr.Dataset, pairs, frames: int) -> xr.Dataset:
     return xr.Dataset(out, coords=coords, attrs=ds.attrs)
 
 
-# Its sections of `mapflow report` (mapflow.viz.report.study_sections): `order` places them in the page.
 def report_section(w, stores):
     """Beyond the paper: one earlier -> later frame pair knocked out at a time."""
     from mapflow.viz import figures
@@ -96,4 +68,30 @@ def report_section(w, stores):
                          f"{float(mean.min()):.2f} % (frames and layers numbered from 1).")
 
 
-REPORT = ({"order": 170, "section": report_section},)
+@mf.study(
+    screenable=True,
+    options=OPTIONS,
+    report=({"order": 170, "section": report_section},),
+    demo=(  # its runs in the demo suite; `order` places them in the suite
+        # beyond the paper: finer granularity (~1 s of CPU per sample on the organism)
+        {"order": 200, "name": "frame_pairs-video", "window": True, "limit_scale": 0.2},
+    ),
+)
+def run(ctx: StudyContext):
+    mode = ctx.config.option("by", OPTIONS["by"].default)
+    if mode not in MODES:
+        raise KnockoutConfigError(f"--option by={mode}: choose one of {', '.join(MODES)}")
+    unit = ctx.config.option("unit", default("unit"))
+    if unit not in UNITS:
+        raise KnockoutConfigError(f"--option unit={unit}: choose one of {', '.join(UNITS)}")
+    frame_name, distance_name = UNITS[unit]
+    frames = len(ctx.layout.frames)
+    if frames < 2:
+        raise KnockoutConfigError(f"frame_pairs needs at least 2 frames; this input has {frames} (set --frames 2 or "
+                                  "more; a frame unit of temporally grouped frames counts as one)")
+    if mode == "distance":
+        ds = ctx.sweep([f"{distance_name}:{d}" for d in range(1, frames)])
+        return ds.rename(flow="distance").assign_coords(distance=np.arange(1, frames))
+    pairs = [(source, target) for target in range(frames) for source in range(target)]
+    ds = ctx.sweep([f"{frame_name}_{source}->{frame_name}_{target}" for source, target in pairs])
+    return pair_grid(ds, pairs, frames)

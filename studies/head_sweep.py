@@ -8,14 +8,15 @@ Flows: the paper's information flows (``--flows`` overrides). Option ``heads`` (
 limits the sweep. ``--heads`` restricts any other study's flows to a fixed set of heads instead.
 """
 
+import mapflow as mf
 from mapflow.differences import default
-from mapflow.study.context import StudyContext, knockout_sweep, stack_results
 from mapflow.errors import KnockoutConfigError
 from mapflow.knockout.engine import check_heads
 from mapflow.knockout.flows import PAPER_FLOWS, Window
+from mapflow.study.context import StudyContext
 from mapflow.study.options import StudyOption, whole_number, whole_numbers
+from mapflow.viz import figures
 
-SCREENABLE = True  # `--plan screen` estimates its cells (mapflow.knockout.screen)
 FLOWS = tuple(PAPER_FLOWS["information_flow"])
 OPTIONS = {
     "heads": StudyOption("the heads swept, comma-separated, 0-based (not set: every head)", parse=whole_numbers(0),
@@ -55,20 +56,6 @@ def check_options(adapter, config, *, window_given: bool = False) -> None:
     head_window(config.option, adapter.num_layers)
 
 
-# What `mapflow plot` and the demo suite (`mapflow.cli.demo.organism_suite`) take from this study:
-FIGURE = "head_figure"  # the mapflow.viz.figures function `mapflow plot` draws
-DEMO = (  # its runs in the demo suite; `order` places them in the suite
-    {"order": 210, "name": "head_sweep-video", "limit_scale": 0.2},
-)
-
-
-def run(ctx: StudyContext):
-    chosen = heads(ctx)
-    window = head_window(ctx.config.option, ctx.adapter.num_layers)
-    return stack_results([knockout_sweep(ctx, FLOWS, heads=(h,), window=window) for h in chosen], "head", chosen)
-
-
-# Its sections of `mapflow report` (mapflow.viz.report.study_sections): `order` places them in the page.
 def report_section(w, stores):
     """Beyond the paper: one flow knocked out in a single head at a time."""
     import numpy as np
@@ -87,4 +74,18 @@ def report_section(w, stores):
                          f"{where} {int(cell['layer'][0]) + 1}, {float(mean.min()):.2f} %.")
 
 
-REPORT = ({"order": 180, "section": report_section},)
+@mf.study(
+    flows=FLOWS,
+    figure=figures.head_figure,
+    screenable=True,
+    options=OPTIONS,
+    check=check_options,
+    report=({"order": 180, "section": report_section},),
+    demo=(  # its runs in the demo suite; `order` places them in the suite
+        {"order": 210, "name": "head_sweep-video", "limit_scale": 0.2},
+    ),
+)
+def run(ctx: StudyContext):
+    chosen = heads(ctx)
+    window = head_window(ctx.config.option, ctx.adapter.num_layers)
+    return ctx.stack([ctx.sweep(FLOWS, heads=(h,), window=window) for h in chosen], "head", chosen)

@@ -4,29 +4,16 @@ Four flows, each knocked out alone in a window around each layer: video->questio
 (question = the whole question block with its options) and last->last (the last token's edge to itself).
 """
 
-from mapflow.study.context import StudyContext, knockout_sweep
+import mapflow as mf
 from mapflow.knockout.flows import PAPER_FLOWS
+from mapflow.study.context import StudyContext
+from mapflow.viz import figures
 
-OPTIONS = {}  # only the options every study takes (mapflow.study.options.COMMON_OPTION_NAMES)
+OPTIONS = {}  # only the options every study takes (mapflow.study.option_checks.COMMON_OPTION_NAMES)
 
-SCREENABLE = True  # `--plan screen` estimates its cells (mapflow.knockout.screen)
 FLOWS = tuple(PAPER_FLOWS["information_flow"])
 
 
-# What `mapflow plot` and the demo suite (`mapflow.cli.demo.organism_suite`) take from this study:
-FIGURE = "flow_figure"  # the mapflow.viz.figures function `mapflow plot` draws
-DEMO = (  # its runs in the demo suite; `order` places them in the suite
-    {"order": 30, "name": "information_flow-pathway", "variant": "pathway", "window": True},
-    {"order": 170, "name": "open_ended_information_flow-video", "window": True, "open_ended": True,
-     "limit_scale": 0.5},
-)
-
-
-def run(ctx: StudyContext):
-    return knockout_sweep(ctx, FLOWS)
-
-
-# Its sections of `mapflow report` (mapflow.viz.report.study_sections): `order` places them in the page.
 def report_section(w, stores):
     """Fig. 3 and Table E: the flows between video, question and last position, per layer interval too."""
     from mapflow.viz import tables
@@ -49,7 +36,20 @@ def open_ended_report_section(w, stores):
         open_ended_section(w, st, "information_flow", "Fig. Q", figures.flow_figure)
 
 
-REPORT = (
-    {"order": 50, "section": report_section},
-    {"order": 140, "section": open_ended_report_section, "stores": "open_ended"},
+@mf.study(
+    flows=FLOWS,
+    figure=figures.flow_figure,
+    screenable=True,
+    options=OPTIONS,
+    report=(
+        {"order": 50, "section": report_section},
+        {"order": 140, "section": open_ended_report_section, "stores": "open_ended"},
+    ),
+    demo=(  # its runs in the demo suite; `order` places them in the suite
+        {"order": 30, "name": "information_flow-pathway", "variant": "pathway", "window": True},
+        {"order": 170, "name": "open_ended_information_flow-video", "window": True, "open_ended": True,
+         "limit_scale": 0.5},
+    ),
 )
+def run(ctx: StudyContext):
+    return ctx.sweep(FLOWS)

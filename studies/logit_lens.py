@@ -13,13 +13,14 @@ paper counts correctly answered samples only, and the table applies that filter 
 import numpy as np
 import xarray as xr
 
+import mapflow as mf
 from mapflow.differences import default
-from mapflow.study.context import StudyContext, clean_from_readouts, sample_measurement, wants_knockout
 from mapflow.readouts.keywords import load_keywords, piece_table
 from mapflow.readouts.lens import LENS_CONVENTIONS, clean_and_layer_top_tokens
+from mapflow.study.context import StudyContext
 from mapflow.study.options import StudyOption
+from mapflow.viz import figures
 from mapflow.viz.thumbnails import frame_thumbnails, video_token_coords
-
 
 OPTIONS = {
     "lens": StudyOption("how a layer's output is read: final norm + LM head (paper) or the released script's "
@@ -29,42 +30,6 @@ OPTIONS = {
 }
 
 
-# What `mapflow plot` and the demo suite (`mapflow.cli.demo.organism_suite`) take from this study:
-FIGURE = "keyword_frequency_figure"  # the mapflow.viz.figures function `mapflow plot` draws
-DEMO = (  # its runs in the demo suite; `order` places them in the suite
-    {"order": 130, "name": "logit_lens-pathway", "variant": "pathway", "options": {"keywords": "organism"},
-     "limit_scale": 0.5},
-)
-
-
-def run(ctx: StudyContext):
-    lists = load_keywords(ctx.config.option("keywords", default("keywords")))
-    table = piece_table(ctx.adapter.tokenizer, lists)
-    video = ctx.layout.positions("video")
-    # the lens and the clean run in one request on a server
-    out = sample_measurement(ctx, clean_and_layer_top_tokens, video, ctx.answer_token_id(),
-                             ctx.config.option("lens", default("lens")))
-    tops = out["tops"].numpy()
-    vocabulary = {int(t): ctx.adapter.tokenizer.decode([int(t)]) for t in np.unique(tops)}
-    text = np.vectorize(vocabulary.get, otypes=[object])(tops)
-    hits = [table.get(str(piece).strip().lower(), ("", "")) for piece in text.ravel()]
-    kind = np.asarray([h[0] for h in hits], dtype=object).reshape(tops.shape)
-    keyword = np.asarray([h[1] for h in hits], dtype=object).reshape(tops.shape)
-    cell = ("layer", "video_token")
-    ds = xr.Dataset(
-        {"top_token": (cell, tops.astype(np.int64)), "top_text": (cell, text),
-         "keyword": (cell, keyword), "keyword_kind": (cell, kind)},
-        coords={"layer": np.arange(ctx.adapter.num_layers), **video_token_coords(ctx.layout)},
-        attrs={"keywords": lists.name, "lens": ctx.config.option("lens", default("lens"))},
-    )
-    clean = clean_from_readouts(ctx, out["clean"])
-    ds = ds.assign({**clean.correctness(), "pred_base": ((), np.int64(clean.pred)),
-                    "answer_token": ((), np.int64(clean.gt_token)),
-                    "included": ((), wants_knockout(clean, ctx.config.samples))})
-    return ds.merge(frame_thumbnails(ctx))
-
-
-# Its sections of `mapflow report` (mapflow.viz.report.study_sections): `order` places them in the page.
 def report_section(w, stores):
     """Fig. 4 and Fig. T: keyword frequency per layer bin and keyword hits on the frames."""
     from mapflow.viz import figures, tables
@@ -88,4 +53,37 @@ def report_section(w, stores):
                      f"(keyword lists: {st.ds.attrs.get('keywords', '?')}).")
 
 
-REPORT = ({"order": 80, "section": report_section},)
+@mf.study(
+    figure=figures.keyword_frequency_figure,
+    options=OPTIONS,
+    report=({"order": 80, "section": report_section},),
+    demo=(  # its runs in the demo suite; `order` places them in the suite
+        {"order": 130, "name": "logit_lens-pathway", "variant": "pathway", "options": {"keywords": "organism"},
+         "limit_scale": 0.5},
+    ),
+)
+def run(ctx: StudyContext):
+    lists = load_keywords(ctx.config.option("keywords", default("keywords")))
+    table = piece_table(ctx.adapter.tokenizer, lists)
+    video = ctx.layout.positions("video")
+    # the lens and the clean run in one request on a server
+    out = ctx.measure(clean_and_layer_top_tokens, video, ctx.answer_token_id(),
+                             ctx.config.option("lens", default("lens")))
+    tops = out["tops"].numpy()
+    vocabulary = {int(t): ctx.adapter.tokenizer.decode([int(t)]) for t in np.unique(tops)}
+    text = np.vectorize(vocabulary.get, otypes=[object])(tops)
+    hits = [table.get(str(piece).strip().lower(), ("", "")) for piece in text.ravel()]
+    kind = np.asarray([h[0] for h in hits], dtype=object).reshape(tops.shape)
+    keyword = np.asarray([h[1] for h in hits], dtype=object).reshape(tops.shape)
+    cell = ("layer", "video_token")
+    ds = xr.Dataset(
+        {"top_token": (cell, tops.astype(np.int64)), "top_text": (cell, text),
+         "keyword": (cell, keyword), "keyword_kind": (cell, kind)},
+        coords={"layer": np.arange(ctx.adapter.num_layers), **video_token_coords(ctx.layout)},
+        attrs={"keywords": lists.name, "lens": ctx.config.option("lens", default("lens"))},
+    )
+    clean = ctx.clean_from(out["clean"])
+    ds = ds.assign({**clean.correctness(), "pred_base": ((), np.int64(clean.pred)),
+                    "answer_token": ((), np.int64(clean.gt_token)),
+                    "included": ((), ctx.wants_knockout(clean))})
+    return ds.merge(frame_thumbnails(ctx))

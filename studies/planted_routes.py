@@ -11,11 +11,11 @@ import json
 import numpy as np
 import xarray as xr
 
-from mapflow.study.context import StudyContext, measure_knockouts
+import mapflow as mf
 from mapflow.errors import KnockoutConfigError
+from mapflow.study.context import StudyContext
 from mapflow.study.options import StudyOption
 
-DEFAULT_SAMPLES = "all"
 REGIONS = ("inside", "outside")
 
 
@@ -46,6 +46,10 @@ def planted_layers(routes: dict, num_layers: int) -> dict[str, dict[str, tuple[i
     return sets
 
 
+@mf.study(
+    samples="all",
+    options=OPTIONS,
+)
 def run(ctx: StudyContext):
     text = ctx.config.option("routes")
     if not text:
@@ -54,8 +58,7 @@ def run(ctx: StudyContext):
     parts = []
     for flow, regions in sets.items():
         measured = [r for r in REGIONS if regions[r]]
-        ds = measure_knockouts(ctx, [flow], [regions[r] for r in measured], dim="region",
-                               labels=np.asarray(measured, dtype=object))
+        ds = ctx.knockout([flow], {r: regions[r] for r in measured}, dim="region")
         layers = ds["blocked_layers"].values
         ds = ds.drop_vars("blocked_layers").reindex(region=list(REGIONS))
         ds["blocked_layers"] = ("region", np.asarray(

@@ -5,30 +5,17 @@ cross-frame interactions that matter have happened; top-down checks that blockin
 Runs on all samples by default so that accuracy is over the whole benchmark. Adds a ``direction`` dimension.
 """
 
-from mapflow.study.context import StudyContext, knockout_sweep, stack_results
+import mapflow as mf
 from mapflow.knockout.flows import Window
+from mapflow.study.context import StudyContext
+from mapflow.viz import figures
 
-OPTIONS = {}  # only the options every study takes (mapflow.study.options.COMMON_OPTION_NAMES)
+OPTIONS = {}  # only the options every study takes (mapflow.study.option_checks.COMMON_OPTION_NAMES)
 
-DEFAULT_SAMPLES = "all"
 FLOWS = ("cross_frame",)
 DIRECTIONS = ("bottom_up", "top_down")
 
 
-# What `mapflow plot` and the demo suite (`mapflow.cli.demo.organism_suite`) take from this study:
-FIGURE = "progressive_figure"  # the mapflow.viz.figures function `mapflow plot` draws
-DEMO = (  # its runs in the demo suite; `order` places them in the suite
-    {"order": 80, "name": "progressive-video"},
-    {"order": 90, "name": "progressive-frames", "variant": "frames"},
-)
-
-
-def run(ctx: StudyContext):
-    results = [knockout_sweep(ctx, FLOWS, window=Window(direction)).drop_vars("window") for direction in DIRECTIONS]
-    return stack_results(results, "direction", list(DIRECTIONS))
-
-
-# Its sections of `mapflow report` (mapflow.viz.report.study_sections): `order` places them in the page.
 def report_section(w, stores):
     """Fig. V: accuracy with cross-frame attention blocked bottom-up and top-down."""
     from mapflow.viz import figures
@@ -44,4 +31,17 @@ def report_section(w, stores):
                      f"{float(accuracy.sel(direction='top_down')[-1]):.0f} %.")
 
 
-REPORT = ({"order": 20, "section": report_section},)
+@mf.study(
+    flows=FLOWS,
+    figure=figures.progressive_figure,
+    samples="all",
+    options=OPTIONS,
+    report=({"order": 20, "section": report_section},),
+    demo=(  # its runs in the demo suite; `order` places them in the suite
+        {"order": 80, "name": "progressive-video"},
+        {"order": 90, "name": "progressive-frames", "variant": "frames"},
+    ),
+)
+def run(ctx: StudyContext):
+    results = [ctx.sweep(FLOWS, window=Window(direction)).drop_vars("window") for direction in DIRECTIONS]
+    return ctx.stack(results, "direction", list(DIRECTIONS))

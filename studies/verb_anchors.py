@@ -17,13 +17,14 @@ from dataclasses import replace
 import numpy as np
 import xarray as xr
 
+import mapflow as mf
 from mapflow.differences import default
-from mapflow.study.context import StudyContext, knockout_sweep, unmeasured_sweep
 from mapflow.readouts.generation import extend_input, greedy_generate
 from mapflow.readouts.keywords import verb_detector
+from mapflow.study.context import StudyContext
 from mapflow.study.options import StudyOption, whole_number
+from mapflow.viz import figures
 
-DEFAULT_SAMPLES = "correct"  # the truncated input must reproduce the anchor, as the paper requires
 ANCHORS = (1, 2, 3)
 DEFAULT_MAX_NEW_TOKENS = default("max_new_tokens")  # the released reference response (spec A4 step 1)
 FLOWS = ("video->question", "video->response", "video->last", "question->last", "response->last")
@@ -61,14 +62,30 @@ def response_span(prompt_len: int, anchor: int, previous_anchor: int | None, num
     return [prompt_len + i for i in range(min(end, length))]
 
 
-# What `mapflow plot` and the demo suite (`mapflow.cli.demo.organism_suite`) take from this study:
-FIGURE = "verb_anchor_figure"  # the mapflow.viz.figures function `mapflow plot` draws
-DEMO = (  # its runs in the demo suite; `order` places them in the suite
-    {"order": 190, "name": "verb_anchors-video", "window": True, "open_ended": True,
-     "options": {"verbs": "auto", "max_new_tokens": "16"}, "limit_scale": 0.2},
+def report_section(w, stores):
+    """Fig. S: the n-th verb's probability under each flow's knockout (appendix C.2)."""
+    from mapflow.viz import figures
+
+    for st in stores:
+        s = w.section(f"Verb anchors in generated answers, {st.model}", "Fig. S")
+        w.figure(s, f"figS_verb_anchors_{st.model}", lambda st=st: figures.verb_anchor_figure(st.ds),
+                 "Relative change of the n-th verb's probability per flow (appendix C.2)")
+        found = st.ds["num_anchors"].values
+        w.reading(s, f"{int((found >= 3).sum())} of {len(found)} responses had at least 3 verb anchors "
+                     f"(detector: {st.ds.attrs.get('verb_detector', '?')}).")
+
+
+@mf.study(
+    flows=FLOWS,
+    figure=figures.verb_anchor_figure,
+    samples="correct",  # the truncated input must reproduce the anchor, as the paper requires
+    options=OPTIONS,
+    report=({"order": 160, "section": report_section, "stores": "all"},),
+    demo=(  # its runs in the demo suite; `order` places them in the suite
+        {"order": 190, "name": "verb_anchors-video", "window": True, "open_ended": True,
+         "options": {"verbs": "auto", "max_new_tokens": "16"}, "limit_scale": 0.2},
+    ),
 )
-
-
 def run(ctx: StudyContext):
     option = ctx.config.option
     detect, detector_name = verb_detector(option("verbs", default("verbs")), option("spacy_model", OPTIONS["spacy_model"].default))
@@ -89,31 +106,14 @@ def run(ctx: StudyContext):
                                  int(option("num_open", OPTIONS["num_open"].default)))
             usable = bool(span)
         if not usable:
-            results.append(unmeasured_sweep(ctx, FLOWS))
+            results.append(ctx.empty_sweep(FLOWS))
             continue
         extended = extend_input(ctx.prepared, generated[:anchor], response=span)
         sub = replace(ctx, prepared=extended, answer_token=int(generated[anchor]))
-        results.append(knockout_sweep(sub, FLOWS))
+        results.append(sub.sweep(FLOWS))
     ds = xr.concat(results, dim="anchor", data_vars="all", coords="different", compat="equals") \
         .assign_coords(anchor=list(ANCHORS))  # every variable per anchor: each anchor has its own clean run
     ds["response_text"] = ((), np.asarray(tokenizer.decode(generated), dtype=object))
     ds["num_anchors"] = ((), np.int64(len(anchors)))
     ds.attrs["verb_detector"] = detector_name
     return ds
-
-
-# Its sections of `mapflow report` (mapflow.viz.report.study_sections): `order` places them in the page.
-def report_section(w, stores):
-    """Fig. S: the n-th verb's probability under each flow's knockout (appendix C.2)."""
-    from mapflow.viz import figures
-
-    for st in stores:
-        s = w.section(f"Verb anchors in generated answers, {st.model}", "Fig. S")
-        w.figure(s, f"figS_verb_anchors_{st.model}", lambda st=st: figures.verb_anchor_figure(st.ds),
-                 "Relative change of the n-th verb's probability per flow (appendix C.2)")
-        found = st.ds["num_anchors"].values
-        w.reading(s, f"{int((found >= 3).sum())} of {len(found)} responses had at least 3 verb anchors "
-                     f"(detector: {st.ds.attrs.get('verb_detector', '?')}).")
-
-
-REPORT = ({"order": 160, "section": report_section, "stores": "all"},)

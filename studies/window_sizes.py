@@ -4,11 +4,12 @@ Options: ``sizes`` (comma-separated, default ``1,5,9,13``; on a model with few l
 ``1,3,5``). Flows: cross-frame (``--flows`` overrides). Adds a ``window_size`` dimension.
 """
 
-from mapflow.study.context import StudyContext, knockout_sweep, stack_results
+import mapflow as mf
 from mapflow.knockout.flows import Window
+from mapflow.study.context import StudyContext
 from mapflow.study.options import StudyOption, whole_numbers
+from mapflow.viz import figures
 
-SCREENABLE = True  # `--plan screen` estimates its cells (mapflow.knockout.screen)
 FLOWS = ("cross_frame",)
 OPTIONS = {
     "sizes": StudyOption("centred window sizes swept, comma-separated (on a model with few layers use smaller ones)",
@@ -20,19 +21,6 @@ def sizes(ctx: StudyContext) -> list[int]:
     return [int(k) for k in ctx.config.option("sizes", OPTIONS["sizes"].default).split(",")]
 
 
-# What `mapflow plot` and the demo suite (`mapflow.cli.demo.organism_suite`) take from this study:
-FIGURE = "window_size_figure"  # the mapflow.viz.figures function `mapflow plot` draws
-DEMO = (  # its runs in the demo suite; `order` places them in the suite
-    {"order": 70, "name": "window_sizes-video", "options": {"sizes": "1,3,5,7"}},
-)
-
-
-def run(ctx: StudyContext):
-    results = [knockout_sweep(ctx, FLOWS, window=Window("center", k)).drop_vars("window") for k in sizes(ctx)]
-    return stack_results(results, "window_size", sizes(ctx))
-
-
-# Its sections of `mapflow report` (mapflow.viz.report.study_sections): `order` places them in the page.
 def report_section(w, stores):
     """Fig. W: cross-frame knockout with windows of several sizes."""
     from mapflow.viz import figures
@@ -43,4 +31,16 @@ def report_section(w, stores):
                  "Cross-frame knockout with centred windows of several sizes")
 
 
-REPORT = ({"order": 40, "section": report_section},)
+@mf.study(
+    flows=FLOWS,
+    figure=figures.window_size_figure,
+    screenable=True,
+    options=OPTIONS,
+    report=({"order": 40, "section": report_section},),
+    demo=(  # its runs in the demo suite; `order` places them in the suite
+        {"order": 70, "name": "window_sizes-video", "options": {"sizes": "1,3,5,7"}},
+    ),
+)
+def run(ctx: StudyContext):
+    results = [ctx.sweep(FLOWS, window=Window("center", k)).drop_vars("window") for k in sizes(ctx)]
+    return ctx.stack(results, "window_size", sizes(ctx))

@@ -1,13 +1,12 @@
 import numpy as np
 import pytest
 import torch
-
-from mapflow.study.context import clean_run, knockout_sweep
-from mapflow.knockout.flows import Flow, Window
-from mapflow.knockout.masks import apply_knockout
-from mapflow.inputs.prompts import LLAVA_OPEN_ENDED
 from conftest import study_context as context
 from tolerances import rel_change_bound, rounding_bound
+
+from mapflow.inputs.prompts import LLAVA_OPEN_ENDED
+from mapflow.knockout.flows import Flow, Window
+from mapflow.knockout.masks import apply_knockout
 
 
 def last_probabilities(adapter, prepared, blocked, layers):
@@ -19,7 +18,7 @@ def last_probabilities(adapter, prepared, blocked, layers):
 
 def test_sweep_cells_match_a_direct_knockout(sdpa_adapter, adapter64, sample, frames):
     ctx = context(sdpa_adapter, sample, frames, window=Window("center", 3), samples="all")
-    ds = knockout_sweep(ctx, ["video->last", "cross_frame"])
+    ds = ctx.sweep(["video->last", "cross_frame"])
     assert ds.rel_change.dims == ("flow", "layer")
     assert ds.flow.values.tolist() == ["video->last", "cross_frame"]
     assert ds.layer.values.tolist() == list(range(sdpa_adapter.num_layers))
@@ -48,19 +47,18 @@ def test_sweep_cells_match_a_direct_knockout(sdpa_adapter, adapter64, sample, fr
 
 def test_cross_frame_on_a_single_frame_is_the_baseline(sdpa_adapter, sample, frames):
     ctx = context(sdpa_adapter, sample, frames[:1], window=Window("center", 99), samples="all")
-    ds = knockout_sweep(ctx, ["cross_frame"])
+    ds = ctx.sweep(["cross_frame"])
     assert np.all(ds.rel_change.values == 0)
 
 
 def test_samples_mode_skips_the_other_kind(sdpa_adapter, sample, frames):
     ctx = context(sdpa_adapter, sample, frames, window=Window("center", 3), samples="correct")
-    clean = clean_run(ctx)
-    ds = knockout_sweep(ctx, ["video->last"])
+    clean = ctx.clean()
+    ds = ctx.sweep(["video->last"])
     assert bool(ds.correct) == clean.correct
     assert bool(ds.knocked_out) == clean.correct
     assert np.isnan(ds.p_knockout.values).all() != clean.correct
-    wrong = knockout_sweep(context(sdpa_adapter, sample, frames, window=Window("center", 3), samples="wrong"),
-                           ["video->last"])
+    wrong = context(sdpa_adapter, sample, frames, window=Window("center", 3), samples="wrong").sweep(["video->last"])
     assert bool(wrong.knocked_out) != clean.correct
 
 
@@ -81,5 +79,5 @@ def test_open_ended_ground_truth_is_the_first_answer_word(sdpa_adapter, sample, 
     piece = sdpa_adapter.tokenizer.decode([token]).strip()
     assert piece and "left".startswith(piece)
     assert "question" in ctx.layout.spans and "true_option" not in ctx.layout.spans
-    ds = knockout_sweep(ctx, ["video->last"])
+    ds = ctx.sweep(["video->last"])
     assert int(ds.answer_token) == token

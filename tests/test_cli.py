@@ -62,13 +62,12 @@ def test_plot_draws_a_png(finished_run, tmp_path):
 KILLER_STUDY = '''
 """information_flow, but the process SIGKILLs itself on the sample named in MAPFLOW_TEST_KILL_AT."""
 import os, signal
-from mapflow.study.context import knockout_sweep
 from mapflow.studies.information_flow import FLOWS
 
 def run(ctx):
     if ctx.sample.sample_id == os.environ.get("MAPFLOW_TEST_KILL_AT"):
         os.kill(os.getpid(), signal.SIGKILL)
-    return knockout_sweep(ctx, FLOWS)
+    return ctx.sweep(FLOWS)
 '''
 
 

@@ -48,10 +48,9 @@ def frames():
 
 
 def _cross_frame(adapter, sample, frames, **options):
-    from mapflow.study.context import knockout_sweep
 
     ctx = study_context(adapter, sample, frames, options=options)
-    return ctx, knockout_sweep(ctx, ["cross_frame"], sweep_layers=[1])
+    return ctx, ctx.sweep(["cross_frame"], layers=[1])
 
 
 def test_text_rule_decides_the_filter(lowercase_answering_adapter, sample, frames):
@@ -77,15 +76,14 @@ def test_token_rule_option_decides_the_filter(lowercase_answering_adapter, sampl
     assert np.isnan(ds["p_knockout"].values).all()
     # the other sample mode of the same rule knocks it out
     ctx = study_context(adapter, sample, frames, samples="wrong", options={"correct_by": "token"})
-    from mapflow.study.context import knockout_sweep
 
-    wrong = knockout_sweep(ctx, ["cross_frame"], sweep_layers=[1])
+    wrong = ctx.sweep(["cross_frame"], layers=[1])
     assert bool(wrong["knocked_out"]) and np.isfinite(wrong["p_knockout"].values).all()
 
 
 def test_text_rule_tokens_match_decoding(sdpa_adapter):
     """The id set the server applies is exactly the ids whose decoded piece passes the released comparison."""
-    from mapflow.study.context import text_rule_tokens
+    from mapflow.study.clean import text_rule_tokens
 
     tokenizer = sdpa_adapter.tokenizer
     accepted = text_rule_tokens(tokenizer, "C")
@@ -104,7 +102,7 @@ LLAMA_A, LLAMA_SPACE_A = 29909, 319  # LLaMA's `A` and `▁A`
 
 def test_text_rule_on_vicuna_accepts_both_spellings(real_tokenizers):
     from mapflow.inputs.real_tokenizers import load_real_tokenizer
-    from mapflow.study.context import text_rule_tokens
+    from mapflow.study.clean import text_rule_tokens
 
     vicuna = load_real_tokenizer("vicuna")
     assert vicuna.convert_tokens_to_ids(["A", "▁A"]) == [LLAMA_A, LLAMA_SPACE_A]
@@ -141,12 +139,11 @@ def vicuna_space_a_adapter(tmp_path_factory, real_tokenizers):
 @pytest.mark.parametrize("rule, knocked_out", [("text", True), ("token", False)])
 def test_filter_follows_the_rule_on_vicuna(vicuna_space_a_adapter, rule, knocked_out):
     from mapflow.inputs.prompts import LLAVA_MCQA
-    from mapflow.study.context import knockout_sweep
 
     adapter, sample, clip = vicuna_space_a_adapter
     ctx = study_context(adapter, sample, clip, LLAVA_MCQA, options={"correct_by": rule})
     assert ctx.answer_token_id() == LLAMA_A  # `A` as it follows `Best option:(`
-    ds = knockout_sweep(ctx, ["cross_frame"], sweep_layers=[0])
+    ds = ctx.sweep(["cross_frame"], layers=[0])
     assert int(ds["pred_base"]) == LLAMA_SPACE_A
     assert bool(ds["correct_text"]) and not bool(ds["correct_token"])
     assert bool(ds["knocked_out"]) == knocked_out == bool(ds["correct"])

@@ -74,7 +74,6 @@ def _logits_for(adapter, token: int) -> torch.Tensor:
 
 
 def test_a_lower_case_or_spaced_letter_is_correct_as_in_the_released_code(sdpa_adapter, sample, frames):
-    from mapflow.study.context import clean_run
 
     ctx = _context(sdpa_adapter, sample, frames)
     letter = ctx.prompt.true_letter  # "C"
@@ -85,12 +84,12 @@ def test_a_lower_case_or_spaced_letter_is_correct_as_in_the_released_code(sdpa_a
     assert variants, "the tiny tokenizer needs a second spelling of the letter"
     for variant in variants:
         assert tok.decode([variant]).lower() == letter.lower()
-        clean = clean_run(ctx, _logits_for(sdpa_adapter, variant))
+        clean = ctx.clean(_logits_for(sdpa_adapter, variant))
         assert clean.correct and clean.correct_text and not clean.correct_token
-        by_token = clean_run(_context(sdpa_adapter, sample, frames, options={"correct_by": "token"}),
-                             _logits_for(sdpa_adapter, variant))
+        by_token = _context(sdpa_adapter, sample, frames, options={"correct_by": "token"}).clean(
+            _logits_for(sdpa_adapter, variant))
         assert not by_token.correct
-    wrong = clean_run(ctx, _logits_for(sdpa_adapter, ctx.adapter.continuation_token_id("(", "A")))
+    wrong = ctx.clean(_logits_for(sdpa_adapter, ctx.adapter.continuation_token_id("(", "A")))
     assert not wrong.correct and not wrong.correct_text
 
 
@@ -156,12 +155,11 @@ def test_keyword_frequency_offers_the_released_overlapping_bins():
 
 
 def test_logit_lens_study_stores_correctness_and_prediction(sdpa_adapter, sample, frames):
-    from mapflow.study.context import clean_run
     from mapflow.studies import logit_lens
 
     ctx = _context(sdpa_adapter, sample, frames)
     ds = logit_lens.run(ctx)
-    clean = clean_run(ctx)
+    clean = ctx.clean()
     assert int(ds.pred_base) == clean.pred and bool(ds.correct) == clean.correct
     assert {"correct_text", "correct_token", "included"} <= set(ds.data_vars)
 
@@ -180,6 +178,7 @@ def test_readme_states_each_studys_default_sample_set():
     import re
 
     import mapflow.studies as studies
+    from mapflow.study.declaration import declaration_of
 
     readme = _readme()
     table = readme[readme.index("### Sample sets per study"):]
@@ -199,7 +198,7 @@ def test_readme_states_each_studys_default_sample_set():
         assert info.name in rows, f"README's sample-set table does not list {info.name}"
         if rows[info.name].startswith("("):
             continue  # studies without a knockout filter
-        assert rows[info.name] == getattr(module, "DEFAULT_SAMPLES", "correct"), info.name
+        assert rows[info.name] == declaration_of(module).samples, info.name
 
 
 def test_docs_name_the_right_section_and_the_keyword_comparison():

@@ -235,30 +235,33 @@ def test_every_shipped_study_declares_each_option_it_reads_with_the_default_it_r
     declared option is read; the demo suite's options pass the check."""
     import re
 
-    from mapflow.study.options import COMMON_OPTION_NAMES, StudyOption, check_study_options
+    from mapflow.study.declaration import declaration_of
+    from mapflow.study.option_checks import COMMON_OPTION_NAMES, check_study_options
+    from mapflow.study.options import StudyOption
 
     for name, study in _study_modules().items():
-        assert isinstance(study.OPTIONS, dict) and all(isinstance(o, StudyOption) for o in study.OPTIONS.values())
+        declared_options = declaration_of(study).options
+        assert declared_options is not None and all(isinstance(o, StudyOption) for o in declared_options.values())
         source = (REPO / "studies" / f"{name}.py").read_text()
         reads = re.findall(r'option\("(\w+)"(?:,\s*((?:[^()]|\([^()]*\)|\[[^\]]*\])*))?\)', source)
         read_names = {key for key, _ in reads}
-        assert read_names <= set(study.OPTIONS) | set(COMMON_OPTION_NAMES), (name, read_names - set(study.OPTIONS))
-        assert set(study.OPTIONS) <= read_names, (name, set(study.OPTIONS) - read_names)
+        assert read_names <= set(declared_options) | set(COMMON_OPTION_NAMES), (name, read_names - set(declared_options))
+        assert set(declared_options) <= read_names, (name, set(declared_options) - read_names)
         for key, given in reads:
-            declared = study.OPTIONS[key].default
+            declared = declared_options[key].default
             given = given.strip()
             constant = re.fullmatch(r"[A-Z_]+", given) and re.search(rf"^{given} = (.+)$", source, re.M)
             through_constant = constant and (constant.group(1) in (f'default("{key}")', repr(declared))
                                              or f'default("{key}")' in constant.group(1))
             assert (given == "" and declared is None) or given in (f'default("{key}")', f'OPTIONS["{key}"].default') \
                 or through_constant, f"{name} reads --option {key} with {given!r}, declared default {declared!r}"
-        for demo in getattr(study, "DEMO", ()):
-            check_study_options(study, name, {k: v for k, v in demo.get("options", {}).items() if k != "from"})
+        for demo in declaration_of(study).demo:
+            check_study_options(study, name, {k: v for k, v in (demo.options or {}).items() if k != "from"})
 
 
 def test_declared_defaults_are_the_differences_lists():
     from mapflow.differences import DIFFERENCES
-    from mapflow.study.options import declared_options
+    from mapflow.study.option_checks import declared_options
 
     studies = _study_modules()
     for setting in (d.setting for d in DIFFERENCES if d.setting is not None and d.setting.kind == "option"):
@@ -270,7 +273,7 @@ def test_declared_defaults_are_the_differences_lists():
 
 def test_mapflow_studies_lists_every_declared_option(capsys):
     from mapflow.cli import main
-    from mapflow.study.options import describe_options
+    from mapflow.study.option_checks import describe_options
 
     assert main(["studies"]) == 0
     listing = capsys.readouterr().out
@@ -287,13 +290,13 @@ def test_mapflow_studies_lists_every_declared_option(capsys):
 
 
 def test_a_study_without_declarations_warns_that_its_options_go_unchecked():
-    from mapflow.study.options import check_study_options
     from mapflow.errors import MapflowError
+    from mapflow.study.option_checks import check_study_options
 
     def notebook_study(ctx):
         return None
 
-    with pytest.warns(UserWarning, match="declares no OPTIONS, so --option anything cannot be checked"):
+    with pytest.warns(UserWarning, match="declares no options, so --option anything cannot be checked"):
         check_study_options(notebook_study, "notebook_study", {"anything": "1"})
     with pytest.raises(MapflowError, match="takes correct_by = text | token"):  # the common ones are still checked
         check_study_options(notebook_study, "notebook_study", {"correct_by": "letters"})

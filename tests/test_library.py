@@ -12,7 +12,7 @@ import pytest
 import xarray as xr
 
 import mapflow as mf
-from mapflow.study.context import StudyConfig, knockout_sweep
+from mapflow.study.context import StudyConfig
 from mapflow.cli import main
 from mapflow.errors import MapflowError, StudyError
 from mapflow.studies.information_flow import FLOWS
@@ -23,7 +23,7 @@ SETTINGS = {"window": 3, "samples": "all"}
 
 def information_flow_in_a_notebook(ctx):
     """The shipped study written as a plain function, as one would in a notebook."""
-    return knockout_sweep(ctx, FLOWS)
+    return ctx.sweep(FLOWS)
 
 
 @pytest.fixture(scope="module")

@@ -233,13 +233,12 @@ def test_video_mme_continuation_on_byte_level_bpe(real_loaded, mcq, clip):
 def test_cross_frame_fast_equals_naive(family, real_loaded, mcq, clip):
     """On the first 4 frames (2 of Qwen's temporal groups): each naive run projects every position onto the
     published vocabulary, so 8 frames would take minutes here."""
-    from mapflow.study.context import knockout_sweep
 
     window = Window("center", 3)
     adapter, adapter64 = real_loaded(family), real_loaded(family, "float64")
     cells = {}
     for name, model, plan in (("auto", adapter, "auto"), ("naive", adapter, "naive"), ("exact", adapter64, "naive")):
-        ds = knockout_sweep(context(model, mcq, clip[:4], plan=plan), ["cross_frame"], window=window)
+        ds = context(model, mcq, clip[:4], plan=plan).sweep(["cross_frame"], window=window)
         cells[name] = torch.from_numpy(np.stack([ds["p_knockout"].values, ds["p_gt_knockout"].values]))
         cells[name + "_base"] = float(ds["p_base"])
     assert_float32_exact(cells["auto"], cells["naive"], cells["exact"], f"{family} cross_frame")

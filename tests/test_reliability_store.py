@@ -38,7 +38,6 @@ GATED_STUDY = '''
 """information_flow behind a gate file (tests only)."""
 import os, time
 from pathlib import Path
-from mapflow.study.context import knockout_sweep
 from mapflow.studies.information_flow import FLOWS
 
 measured = []
@@ -51,7 +50,7 @@ def run(ctx):
                 raise TimeoutError("gate never opened")
             time.sleep(0.02)
     measured.append(ctx.sample.sample_id)
-    return knockout_sweep(ctx, FLOWS)
+    return ctx.sweep(FLOWS)
 '''
 
 

@@ -342,11 +342,10 @@ def test_timeout_of_one_request_in_flight_fails_that_sample_only(ndif_stack, org
 
 def notebook_study(ctx):
     """Defined in this test module as a notebook cell would define it: `mf.run` ships it with the request."""
-    from mapflow.study.context import knockout_sweep
 
     with ctx.trace():
         logits = ctx.adapter.lm_head.output[0, -1].save()
-    return knockout_sweep(ctx, ["video->last", "cross_frame"]).assign(top_logit=float(logits.detach().max()))
+    return ctx.sweep(["video->last", "cross_frame"]).assign(top_logit=float(logits.detach().max()))
 
 
 def test_a_notebook_function_runs_through_mf_run_remotely_with_the_local_numbers(ndif_stack, organism, tmp_path):
@@ -360,6 +359,8 @@ def test_a_notebook_function_runs_through_mf_run_remotely_with_the_local_numbers
     assert remote.sizes["sample"] == len(TASKS) and "top_logit" in remote
     assert_same_results(tmp_path / "remote.zarr", tmp_path / "local.zarr")
     assert ndif_stack.host in str(remote.attrs["provenance"]["runtime"])
+    ran = remote.attrs["provenance"]["runtime"]["remote"]  # what ran where, as the NDIF backend said when it started
+    assert (ran["trace_plan"], ran["cells_plan"], ran["concurrency"]) == ("naive", "auto", 2)
 
 
 @pytest.mark.parametrize("batch", [2, 5])
@@ -386,12 +387,11 @@ def test_a_sample_failing_on_the_server_fails_alone_in_its_batch_and_resumes(ndi
                                                                             tmp_path):
     bad = samples[0].sample_id
     study = write_study(tmp_path, "one_bad_layer", f"""
-        from mapflow.study.context import knockout_layer_sets
         from mapflow.studies.cross_frame import run as cross_frame
 
         def run(ctx):
             if ctx.sample.sample_id == {bad!r}:  # no layer 999: the engine raises on the server, for this sample only
-                return knockout_layer_sets(ctx, ["video->last"], {{"bad": (999,)}})
+                return ctx.knockout(["video->last"], {{"bad": (999,)}})
             return cross_frame(ctx)
     """)
     settings = settings_for(ndif_stack, batch=len(samples))

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from mapflow.study.context import StudyConfig, knockout_sweep
+from mapflow.study.context import StudyConfig
 from mapflow.knockout.screen_agreement import cell_metrics, ranks
 from mapflow.errors import KnockoutConfigError
 from mapflow.knockout.flows import Flow, Window
@@ -54,7 +54,7 @@ def test_frame_pairs_equal_the_full_recompute(adapter, sample, frames):
         assert abs(values[source, target, layer] - float(probs[int(ds["pred_base"])])) <= 1e-5
     by_distance = study("frame_pairs").run(context(adapter, sample, frames, options={"by": "distance"}))
     assert by_distance["distance"].values.tolist() == list(range(1, n))
-    alone = knockout_sweep(ctx, ["frame_distance:2"])
+    alone = ctx.sweep(["frame_distance:2"])
     np.testing.assert_allclose(by_distance["p_knockout"].sel(distance=2).values, alone["p_knockout"].values[0],
                                atol=1e-6)
 

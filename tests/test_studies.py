@@ -6,17 +6,11 @@ import numpy as np
 import pytest
 import torch
 import xarray as xr
+from conftest import study_context as context
 
-from mapflow.study.context import (
-    CleanRun,
-    clean_run,
-    knockout_sweep,
-    layout_with_prediction,
-    option_token_ids,
-)
 from mapflow.knockout.flows import Flow, Window
 from mapflow.readouts.pathways import kept_edges, parse_layers, pathway_masks
-from conftest import study_context as context
+from mapflow.study.context import CleanRun
 
 
 def study(name):
@@ -50,7 +44,7 @@ def test_window_studies_equal_separate_sweeps(sdpa_adapter, sample, frames, name
     ds = study(name).run(ctx)
     assert ds[dim].values.tolist() == list(windows)
     for label, window in windows.items():
-        alone = knockout_sweep(ctx, ["cross_frame"], window=window)
+        alone = ctx.sweep(["cross_frame"], window=window)
         np.testing.assert_allclose(ds.p_knockout.sel({dim: label}).values, alone.p_knockout.values, atol=1e-6)
         assert ds.blocked_layers.sel({dim: label}).values.tolist() == alone.blocked_layers.values.tolist()
     assert ds.p_base.dims == ()  # clean-run values stay per sample
@@ -70,22 +64,22 @@ def test_progressive_accuracy_counts_correct_answers():
 
 def test_predicted_false_option_span(sdpa_adapter, sample, frames):
     ctx = context(sdpa_adapter, sample, frames, samples="all")
-    tokens = option_token_ids(ctx)
+    tokens = ctx.option_tokens()
     false_letter = next(letter for letter in tokens if letter != sample.answer_letter)
     fake = CleanRun(logits=None, pred=tokens[false_letter], p_base=0.5, gt_token=tokens[sample.answer_letter],
                     p_gt_base=0.1)
-    layout = layout_with_prediction(ctx, fake)
+    layout = ctx.layout_with_prediction(fake)
     assert layout.positions("predicted_option").tolist() == ctx.layout.positions(f"option_{false_letter}").tolist()
     right = CleanRun(logits=None, pred=tokens[sample.answer_letter], p_base=0.5, gt_token=fake.gt_token, p_gt_base=0.5)
-    assert "predicted_option" not in layout_with_prediction(ctx, right).spans
+    assert "predicted_option" not in ctx.layout_with_prediction(right).spans
 
 
 def test_failure_study_measures_predicted_option_flows_only_when_a_false_letter_is_predicted(sdpa_adapter, sample,
                                                                                               frames):
     ctx = context(sdpa_adapter, sample, frames, samples="all", window=Window("center", 3))
     ds = study("failure_cases").run(ctx)
-    clean = clean_run(ctx)
-    tokens = option_token_ids(ctx)
+    clean = ctx.clean()
+    tokens = ctx.option_tokens()
     predicted_false = clean.pred in [t for letter, t in tokens.items() if letter != sample.answer_letter]
     into_predicted = ds.p_knockout.sel(flow="video->predicted_option").values
     assert np.isfinite(into_predicted).all() == predicted_false
@@ -102,7 +96,7 @@ def test_answer_probability_last_layer_is_the_models_output(sdpa_adapter, sample
     ctx = context(sdpa_adapter, sample, frames)
     ds = study("answer_probability").run(ctx)
     probs = plain_probs(sdpa_adapter, ctx.prepared)
-    tokens = option_token_ids(ctx)
+    tokens = ctx.option_tokens()
     last = ds.p_option.isel(layer=-1)
     for letter in ds.option.values:
         if letter in tokens:
@@ -165,7 +159,7 @@ def test_effective_pathway_study_against_hooks_and_hand_counts(sdpa_adapter, sam
     n = ctx.layout.seq_len
     assert int(ds.edges_total) == sdpa_adapter.num_layers * n * (n + 1) // 2
     probs = plain_probs(sdpa_adapter, ctx.prepared, dict(enumerate(masks)))
-    gt = int(clean_run(ctx).gt_token)
+    gt = int(ctx.clean().gt_token)
     assert float(ds.p_answer.sel(condition="effective")) == pytest.approx(float(probs[gt]), abs=1e-5)
     assert int(ds.pred.sel(condition="effective")) == int(probs.argmax())
     budget = int(ds.edges_total) - kept_edges(masks)

@@ -173,7 +173,7 @@ def test_frame_pair_cuts_the_runs_labels_included(videollama3, sample):
     ({"by": "distance"}, ["frame_distance:1", "frame_distance:2"]),
     ({"by": "distance", "unit": "tokens"}, ["frame_distance_tokens:1", "frame_distance_tokens:2"]),
 ])
-def test_frame_pairs_study_sweeps_runs_unless_told(videollama3, sample, monkeypatch, options, expected):
+def test_frame_pairs_study_sweeps_runs_unless_told(videollama3, sample, options, expected):
     import mapflow.studies.frame_pairs as frame_pairs
     from mapflow.study.context import StudyConfig
 
@@ -187,8 +187,9 @@ def test_frame_pairs_study_sweeps_runs_unless_told(videollama3, sample, monkeypa
             Flow.parse(flow).block_matrix(ctx.layout)
         return xr.Dataset({"rel_change": (("flow",), np.zeros(len(flows)))}, coords={"flow": list(flows)})
 
-    monkeypatch.setattr(frame_pairs, "knockout_sweep", record)
-    frame_pairs.run(SimpleNamespace(config=StudyConfig(options=options), layout=layout))
+    ctx = SimpleNamespace(config=StudyConfig(options=options), layout=layout)
+    ctx.sweep = lambda flows: record(ctx, flows)
+    frame_pairs.run(ctx)
     assert swept == expected
 
 

@@ -3,7 +3,7 @@
 Each run is what a `mapflow run` command line would do (the same `mapflow.study.resolve.prepare_run`); the suite
 writes one zarr store per run into the output directory, then the figures, tables and the HTML report
 (`mapflow.viz.report`). Runs resume like any `mapflow run`, so an interrupted demo continues where it stopped. Which
-runs: each study's own ``DEMO`` declaration (`organism_suite`).
+runs: the ``demo`` each study declares (``@mapflow.study(demo=...)``, `organism_suite`).
 """
 
 from __future__ import annotations
@@ -32,20 +32,19 @@ class SuiteRun:
 
 def organism_suite(window: int = 3) -> list[SuiteRun]:
     """Every study of the paper on the 8-layer organisms (window 3 plays the role of the paper's 9 of 32): the runs
-    each study declares in its own ``DEMO`` (a tuple of dicts: ``order``, ``name``, and optionally ``variant``,
+    each study declares in its ``demo`` (`mapflow.study.declaration.DemoRun`: ``order``, ``name``, ``variant``,
     ``window`` (use the suite's), ``open_ended``, ``options``, ``limit_scale``, ``depends_on``), in ``order``."""
+    from ..study.declaration import declaration_of
     from ..study.runner import available_studies, load_study
 
     declared = []
     for study in available_studies():
-        for entry in getattr(load_study(study), "DEMO", ()):
-            settings = ({"window": window} if entry.get("window") else {}) | (OPEN_ENDED if entry.get("open_ended")
-                                                                                else {})
-            if "options" in entry:
-                settings["options"] = dict(entry["options"])
-            declared.append((entry["order"], SuiteRun(entry["name"], study, entry.get("variant", "video"), settings,
-                                                      entry.get("limit_scale", 1.0),
-                                                      tuple(entry.get("depends_on", ())))))
+        for entry in declaration_of(load_study(study)).demo:
+            settings = ({"window": window} if entry.window else {}) | (OPEN_ENDED if entry.open_ended else {})
+            if entry.options is not None:
+                settings["options"] = dict(entry.options)
+            declared.append((entry.order, SuiteRun(entry.name, study, entry.variant, settings, entry.limit_scale,
+                                                   entry.depends_on)))
     return [run for _, run in sorted(declared, key=lambda pair: pair[0])]
 
 

@@ -177,7 +177,7 @@ def check_study_result(study, result) -> None:
     if not isinstance(result, xr.Dataset):
         name = getattr(study, "study_name", None) or getattr(study, "__file__", None) or getattr(study, "__name__", "?")
         raise StudyError(f"study {name} returned {type(result).__name__}, not an xarray.Dataset: its run(ctx) must "
-                         "return one Dataset of this sample's results (e.g. from mapflow.study.context.knockout_sweep; "
+                         "return one Dataset of this sample's results (e.g. from ctx.sweep(flows); "
                          "see README 'Writing a study')")
 
 

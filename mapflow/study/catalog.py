@@ -10,6 +10,7 @@ from pathlib import Path
 from types import ModuleType
 
 from ..errors import KnockoutConfigError, MapflowError
+from .declaration import declaration_of
 
 STUDIES_PACKAGE = "mapflow.studies"  # the repository's studies/ folder (mapped in setup.py and __init__)
 
@@ -35,6 +36,7 @@ def load_study(name_or_path: str) -> ModuleType:
                 from None
     if not callable(getattr(module, "run", None)):
         raise MapflowError(f"study {name_or_path} defines no run(ctx) function")
+    declaration_of(module)  # checked on load: a study still defining the old globals is told what replaces them
     return module
 
 
@@ -45,11 +47,6 @@ def available_studies() -> list[str]:
     return sorted(m.name for m in pkgutil.iter_modules(package.__path__) if not m.name.startswith("_"))
 
 
-# the studies whose cells are knockout sweeps read at the last position (a differentiable metric); the runner refuses
-# the screen for any other study
-SCREENABLE_ATTRIBUTE = "SCREENABLE"
-
-
 def check_screenable(study, name: str, plan: str, remote: bool = False) -> None:
     """``--plan screen`` on a study without a differentiable knockout metric (generation, maps...), or remotely (the
     screen runs the local model's backward pass): a clear error."""
@@ -58,8 +55,9 @@ def check_screenable(study, name: str, plan: str, remote: bool = False) -> None:
     if remote:
         raise KnockoutConfigError(f"--plan {plan} runs locally only (it needs a backward pass of the local model); "
                                   "drop --remote or use --plan auto")
-    if getattr(study, SCREENABLE_ATTRIBUTE, False):
+    # screenable: the study's cells are knockout sweeps read at the last position (a differentiable metric)
+    if declaration_of(study).screenable:
         return
-    screenable = [s for s in available_studies() if getattr(load_study(s), SCREENABLE_ATTRIBUTE, False)]
+    screenable = [s for s in available_studies() if declaration_of(load_study(s)).screenable]
     raise KnockoutConfigError(f"--plan {plan}: study '{name}' has no differentiable knockout metric to screen; "
                               f"use --plan auto, or one of the screenable studies: {', '.join(screenable)}")

@@ -1,10 +1,9 @@
-"""The ``--option key=value`` settings a study declares, and their check before the store exists.
+"""The ``--option key=value`` settings a study declares (`StudyOption`) and parsers for their values.
 
-A study module declares its own options as ``OPTIONS = {"name": StudyOption(...)}``; `COMMON_OPTIONS` are the ones
-every study takes (read by the analysis core). `check_study_options` refuses an undeclared name (suggesting the
-nearest declared one) and a value its option cannot take (naming the allowed ones), so a typo costs a refusal, not a
-store of silently ignored settings. Checks that need the model (a layer count, a preset's depth) stay in the study's
-own ``check_options(adapter, config)`` hook (`mapflow.study.run_checks.check_run_options`).
+A study declares its own options as ``@mapflow.study(options={"name": StudyOption(...)})``;
+`mapflow.study.option_checks` refuses an undeclared name or a bad value before the store exists. Checks that need the
+model (a layer count, a preset's depth) stay in the study's own ``check`` hook, ``@mapflow.study(check=fn)`` with
+``fn(adapter, config, *, window_given)`` (`mapflow.study.run_checks.check_run_options`).
 
 Values are strings, as ``--option`` gives them; a default is the text the study reads when the option is absent
 (None: absent means "not set"). Defaults that `mapflow.differences` lists come from there (`default`).
@@ -12,14 +11,11 @@ Values are strings, as ``--option`` gives them; a default is the text the study 
 
 from __future__ import annotations
 
-import difflib
 import json
-import warnings
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..differences import default
 from ..errors import MapflowError
 
 
@@ -113,72 +109,3 @@ def existing_paths(text: str) -> list[Path]:
     if not paths or missing:
         raise ValueError(f"no such store: {', '.join(missing) or '(none given)'}")
     return paths
-
-
-# --- the options every study takes (read by `mapflow.study.context`) --------------------------------------------------
-
-
-def _common_options() -> dict[str, StudyOption]:
-    from ..knockout.screen import METRICS
-    from .context import CORRECTNESS_RULES
-
-    return {
-        "correct_by": StudyOption("how a prediction counts as correct: the decoded text ignoring case (the released "
-                                  "code) or the exact answer token", default("correct_by"), CORRECTNESS_RULES),
-        "screen_metric": StudyOption("the quantity the first-order screen (--plan screen) estimates",
-                                     "logodds", METRICS),
-    }
-
-
-COMMON_OPTION_NAMES = ("correct_by", "screen_metric")
-
-
-def declared_options(study) -> dict[str, StudyOption] | None:
-    """Every option ``study`` takes (its own ``OPTIONS`` and the common ones), or None when it declares none (a user's
-    study written before declarations: its names cannot be checked)."""
-    own = getattr(study, "OPTIONS", None)
-    if own is None:
-        return None
-    if not isinstance(own, Mapping) or not all(isinstance(o, StudyOption) for o in own.values()):
-        raise MapflowError(f"study {getattr(study, '__name__', study)}: OPTIONS must map names to "
-                           "mapflow.study.options.StudyOption")
-    return {**_common_options(), **own}
-
-
-def check_study_options(study, study_name: str, options: Mapping[str, str]) -> None:
-    """Refuse an option ``study`` does not declare (naming the nearest declared one) or a value it cannot take."""
-    declared = declared_options(study)
-    if declared is None:
-        common = _common_options()
-        for name, value in options.items():
-            if name in common:
-                common[name].check(name, str(value), study_name)
-        if options:
-            warnings.warn(f"study {study_name} declares no OPTIONS, so --option {', '.join(options)} cannot be checked "
-                          "(a typo is ignored); declare them as OPTIONS = {name: mapflow.study.options.StudyOption}",
-                          stacklevel=3)
-        return
-    for name, value in options.items():
-        if name not in declared:
-            near = difflib.get_close_matches(name, declared, n=1, cutoff=0.6)
-            hint = f"did you mean '{near[0]}'? " if near else ""
-            raise MapflowError(f"--option {name}: study {study_name} has no option '{name}'; {hint}its options: "
-                               f"{', '.join(declared)} (see `mapflow studies`)")
-        declared[name].check(name, str(value), study_name)
-    missing = [name for name, option in declared.items() if option.required and name not in options]
-    if missing:
-        needed = declared[missing[0]]
-        raise MapflowError(f"study {study_name} needs --option {missing[0]}=<{needed.expects or 'text'}>: "
-                           f"{needed.help}")
-
-
-def describe_options(study) -> list[str]:
-    """Lines ``name=VALUES (default X): help`` for ``mapflow studies`` (the study's own options; common ones apart)."""
-    declared = declared_options(study)
-    if declared is None:
-        return ["(declares no options)"]
-    return [f"{name}={option.describe()}" for name, option in declared.items() if name not in COMMON_OPTION_NAMES]
-
-
-def describe_common_options() -> list[str]:
-    return [f"{name}={option.describe()}" for name, option in _common_options().items()]

@@ -14,13 +14,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
 
-from .context import StudyConfig
-from . import run_checks
-from .options import check_study_options
 from .. import differences
 from ..errors import DataError, MapflowError
-from ..knockout.flows import Window
 from ..inputs.prompts import McqaTemplate, Template, resolve_template
+from ..knockout.flows import Window
+from . import run_checks
+from .context import StudyConfig
+from .declaration import declaration_of
+from .option_checks import check_study_options
 
 DEFAULT_BENCHMARK = "tvbench"
 
@@ -66,9 +67,7 @@ class FunctionStudy:
         self.__name__ = function.__module__
         self.__doc__ = function.__doc__
         self.study_name = function.__name__
-        self.DEFAULT_SAMPLES = getattr(function, "DEFAULT_SAMPLES", "correct")
-        if hasattr(function, "OPTIONS"):  # its declared --option settings (`mapflow.study.options`)
-            self.OPTIONS = function.OPTIONS
+        # what `@mapflow.study` declared on the function stays on it (`mapflow.study.declaration.declaration_of`)
 
 
 def as_study(study) -> tuple[object, str]:
@@ -153,11 +152,12 @@ def prepare_run(study, model=None, data=None, *, benchmark: str | None = None, t
     """
     import torch
 
-    from ..inputs import checks as inputs
     from ..data.benchmarks import get_benchmark
+    from ..inputs import checks as inputs
     from ..results.provenance import run_provenance
 
     study, study_name = as_study(study)
+    declaration_of(study)  # the study's declaration checked (its errors name the study and the field)
     # what needs neither the data nor the model, checked before either loads (and before any store exists)
     options = _as_options(options)
     check_study_options(study, study_name, options)
@@ -194,7 +194,7 @@ def prepare_run(study, model=None, data=None, *, benchmark: str | None = None, t
         knockout_window = Window.parse_ranges(layers)
     else:  # 9: the paper's; only a size the user gave is held to the model's layer count
         knockout_window = Window(style=window_style, size=9 if window is None else window)
-    config = StudyConfig(window=knockout_window, samples=samples or getattr(study, "DEFAULT_SAMPLES", "correct"),
+    config = StudyConfig(window=knockout_window, samples=samples or declaration_of(study).samples,
                          options=options, seed=seed,
                          num_frames=spec.num_frames if frames is None else frames,
                          frame_rule=frame_rule or adapter.default_frame_rule or spec.frame_rule,

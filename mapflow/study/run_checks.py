@@ -7,6 +7,7 @@ from ..errors import MapflowError
 from ..inputs import checks as inputs
 from ..inputs.prompts import build_prompt
 from ..knockout.flows import CROSS_FRAME_KINDS, Flow, Window
+from .declaration import declaration_of
 
 WINDOW_STYLES = ("center", "inverse", "bottom_up", "top_down")
 
@@ -55,8 +56,8 @@ def _span_order(name: str):
 def check_run_options(study, adapter, samples, config, template, window_given: bool = True) -> None:
     """Every option that depends on the model or the data, checked before the store is created."""
     inputs.check_window(config.window, adapter.num_layers, window_given)
-    check_flows(config.flows, samples, template, config.num_frames, getattr(study, "FLOWS", ()))
+    declared = declaration_of(study)
+    check_flows(config.flows, samples, template, config.num_frames, declared.flows)
     inputs.check_frames_available(samples, config.num_frames, config.frame_rule)
-    study_check = getattr(study, "check_options", None)  # a study's own options against the model (its module doc)
-    if callable(study_check):
-        study_check(adapter, config, window_given=window_given)
+    if declared.check is not None:  # a study's own options against the model (its module doc)
+        declared.check(adapter, config, window_given=window_given)

@@ -18,9 +18,9 @@ from pathlib import Path
 import numpy as np
 import xarray as xr
 
-from . import figures, tables
 from ..errors import MapflowError
 from ..results.store import ResultStore, open_dataset
+from . import figures, tables
 
 log = logging.getLogger(__name__)
 OPEN_ENDED_TEMPLATES = ("llava_open_ended",)
@@ -168,7 +168,7 @@ def build_report(results_dir, out_html=None) -> Path:
         screened = store.provenance.get("config", {}).get("method") == "screen"
         by_study[(store.study + (":screen" if screened else ""), store.open_ended)].append(store)
     writer = ReportWriter(results_dir)
-    for _, _, section, study_stores in study_sections(by_study):  # each study's own sections (its REPORT)
+    for _, _, section, study_stores in study_sections(by_study):  # each study's own sections (its declared report)
         section(writer, study_stores)
     from .report_beyond import beyond_paper_sections
 
@@ -217,16 +217,17 @@ def open_ended_section(w: ReportWriter, st: Store, study: str, paper: str, make)
 
 
 def study_sections(by_study) -> list[tuple[int, str, object, list[Store]]]:
-    """(order, study, section function, its stores) for every section a study declares in its ``REPORT``: dicts
-    with ``order`` (place in the report), ``section`` (a function ``(writer, stores)``) and ``stores``
-    (``"closed"``: multiple-choice stores, ``"open_ended"``, or ``"all"``)."""
+    """(order, study, section function, its stores) for every section a study declares in its ``report``
+    (`mapflow.study.declaration.ReportSection`: ``order`` (place in the report), ``section`` (a function
+    ``(writer, stores)``) and ``stores`` (``"closed"``: multiple-choice stores, ``"open_ended"``, or ``"all"``))."""
+    from ..study.declaration import declaration_of
     from ..study.runner import available_studies, load_study
 
     sections = []
     for study in available_studies():
-        for entry in getattr(load_study(study), "REPORT", ()):
-            kinds = {"closed": (False,), "open_ended": (True,), "all": (False, True)}[entry.get("stores", "closed")]
+        for entry in declaration_of(load_study(study)).report:
+            kinds = {"closed": (False,), "open_ended": (True,), "all": (False, True)}[entry.stores]
             stores = [st for kind in kinds for st in by_study.get((study, kind), [])]
             if stores:
-                sections.append((entry["order"], study, entry["section"], stores))
+                sections.append((entry.order, study, entry.section, stores))
     return sorted(sections, key=lambda section: section[0])
