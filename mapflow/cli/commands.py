@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import sys
 from pathlib import Path
@@ -11,10 +10,10 @@ from pathlib import Path
 from .. import differences
 from ..errors import MapflowError
 from ..inputs.checks import user_path
-from ..ndif_local.commands import add_ndif_parser
-from ..organism.cli_options import add_pathway_train_options, pathway_recipe_options
+from .ndif import add_ndif_parser
 from .options import parse_heads as _parse_heads
 from .options import parse_options as _parse_options
+from .organism import add_organism_parser
 from .remote_options import add_remote_arguments, backend_from_args
 
 
@@ -220,45 +219,6 @@ def cmd_report(args) -> int:
     return 0
 
 
-def cmd_organism_train(args) -> int:
-    from ..organism.recipe import Recipe
-    from ..organism.train import train_organism
-
-    recipe = Recipe(variant=args.variant, seed=args.seed, steps=args.steps,
-                    last_frame_only_share=args.last_frame_only_share, shuffle_options=args.shuffle_options,
-                    cross_frame_block_share=args.cross_frame_block_share,
-                    **({"task_weights": tuple(args.task_weights)} if args.task_weights else {}),
-                    **pathway_recipe_options(args))
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    path = train_organism(recipe, out, log_path=out / "training_log.jsonl", stop_after=args.stop_after)
-    meta = json.loads((path / "mapflow.json").read_text())
-    print(f"trained organism-{args.variant} in {meta['training_seconds']} s -> {path}")
-    return 0
-
-
-def cmd_organism_verify(args) -> int:
-    from ..embedded import default_data_dir
-    from ..organism.verify import format_summary, verify_organism
-
-    data = Path(args.data) if args.data else default_data_dir()
-    summary = verify_organism(args.model, data, args.out, limit=args.limit, progress=not args.no_progress,
-                              record=not args.no_record)
-    print(format_summary(summary))
-    return 0 if summary["all_met"] else 1
-
-
-def cmd_organism_evaluate(args) -> int:
-    from ..embedded import default_data_dir
-    from ..organism.evaluate import evaluate_organism, format_table
-
-    data = Path(args.data) if args.data else default_data_dir()
-    summary = evaluate_organism(args.model, data, args.out, progress=not args.no_progress, record=not args.no_record)
-    print(format_table(summary["accuracy_percent"], markdown=args.markdown))
-    print(f"load + one forward: {summary['load_and_forward_seconds']:.2f} s")
-    return 0
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mapflow", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true")
@@ -305,50 +265,14 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--attn", default="sdpa", choices=["sdpa", "eager"])
     check.set_defaults(func=cmd_check)
 
-    organism = sub.add_parser("organism", help="train or evaluate the model organisms").add_subparsers(
-        dest="organism_command", required=True)
-    train = organism.add_parser("train", help="train an organism from a seed (a one-off; CPU takes ~30 min)")
-    train.add_argument("--variant", choices=["video", "frames", "pathway"], default="video")
-    train.add_argument("--seed", type=int, default=0)
-    train.add_argument("--steps", type=int, default=3000)
-    train.add_argument("--shuffle-options", action="store_true",
-                       help="train on shuffled option order (curriculum); default: canonical order")
-    train.add_argument("--last-frame-only-share", type=float, default=0.0,
-                       help="share of training samples whose text may read only the last frame")
-    train.add_argument("--cross-frame-block-share", type=float, default=1.0,
-                       help="frames variant: share of training samples with cross-frame attention blocked")
-    train.add_argument("--task-weights", type=float, nargs=5, metavar="W",
-                       help="training task mix in the order action_antonym action_sequence moving_direction "
-                            "object_count scene_transition (default 0.15 0.15 0.25 0.30 0.15)")
-    train.add_argument("--out", required=True, help="checkpoint directory")
-    train.add_argument("--stop-after", type=int, help="end after this step, keeping the --steps learning-rate schedule "
-                                                      "(regenerates a phase that was stopped at a checkpoint)")
-    add_pathway_train_options(train)
-    train.set_defaults(func=cmd_organism_train)
-
-    verify = organism.add_parser("verify", help="organism-pathway: does the analysis recover the planted routes? "
-                                                "(writes the targets into the checkpoint's mapflow.json)")
-    verify.add_argument("model")
-    verify.add_argument("--data", help="benchmark root (default: the embedded temporal benchmark)")
-    verify.add_argument("--out", default="runs/organism-verify", help="directory for the five result stores")
-    verify.add_argument("--limit", type=int, help="samples per task (default: all)")
-    verify.add_argument("--no-record", action="store_true", help="do not write the summary into mapflow.json")
-    verify.add_argument("--no-progress", action="store_true")
-    verify.set_defaults(func=cmd_organism_verify)
-
-    evaluate = organism.add_parser("evaluate", help="accuracy per task, clean and with cross-frame attention blocked "
-                                                    "in the first half / second half / all layers")
-    evaluate.add_argument("--model", required=True)
-    evaluate.add_argument("--data", help="benchmark root (default: the embedded temporal benchmark)")
-    evaluate.add_argument("--out", required=True, help="zarr store for the per-sample results")
-    evaluate.add_argument("--no-record", action="store_true", help="do not write the summary into mapflow.json")
-    evaluate.add_argument("--no-progress", action="store_true")
-    evaluate.add_argument("--markdown", action="store_true", help="print the table as markdown")
-    evaluate.set_defaults(func=cmd_organism_evaluate)
+    add_organism_parser(sub)
 
     from .bench import add_bench_parser
 
     add_bench_parser(sub)
+    from .tokenizers import add_tokenizers_parser
+
+    add_tokenizers_parser(sub)
 
     demo = sub.add_parser("demo", help="run the main job on the embedded default model and benchmark")
     demo.add_argument("--out-dir", default="runs/demo")

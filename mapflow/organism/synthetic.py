@@ -9,7 +9,6 @@ Regenerate the shipped copy with ``python -m mapflow.organism.synthetic data/tvb
 
 from __future__ import annotations
 
-import argparse
 import functools
 import io
 import json
@@ -392,22 +391,10 @@ def _write_temporal_readme(root: Path, per_task: int, seed: int, tasks: Sequence
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(
-        prog="python -m mapflow.organism.synthetic",
-        description="Write a deterministic TVBench-layout dataset: the tiny 2-task one (default) "
-        "or the 5-task synthetic temporal benchmark.",
-    )
-    parser.add_argument("outdir", type=Path, help="dataset root to create (json/ and video/ go inside)")
-    parser.add_argument(
-        "--benchmark", choices=("tiny", "temporal"), default="tiny", help="which dataset (default tiny)"
-    )
-    parser.add_argument(
-        "--per-task", type=int, default=None, help="samples per task (default 4 tiny, 40 temporal)"
-    )
-    parser.add_argument("--seed", type=int, default=None, help="random seed (default 0 tiny, 1234 temporal)")
-    parser.add_argument("--canonical-options", action="store_true",
-                        help="temporal: keep each task's canonical option order instead of shuffling")
-    args = parser.parse_args(argv)
+    """``python -m mapflow.organism.synthetic`` (its arguments: `mapflow.cli.organism.synthetic_parser`)."""
+    from ..cli.organism import synthetic_parser
+
+    args = synthetic_parser().parse_args(argv)
     if args.benchmark == "temporal":
         per_task = 40 if args.per_task is None else args.per_task
         seed = 1234 if args.seed is None else args.seed

@@ -1,4 +1,5 @@
-"""``mapflow ndif up | down | status | deploy | bench``: the local NDIF server operator's commands."""
+"""``mapflow ndif up | down | status | deploy | bench``: the command line of the local NDIF server operator
+(`mapflow.ndif_local`)."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import json
 
 
 def cmd_ndif_up(args) -> int:
-    from . import stack
+    from ..ndif_local import stack
 
     state = stack.up(args.home, args.venv, args.checkpoints, replicas=args.replicas, port=args.port, bind=args.host)
     print(f"NDIF at {state.host} (state in {state.home}, API token in {state.token_file}); deployed: "
@@ -17,7 +18,7 @@ def cmd_ndif_up(args) -> int:
 
 
 def cmd_ndif_down(args) -> int:
-    from . import stack
+    from ..ndif_local import stack
 
     home = stack.resolve_home(args.home, args.port)
     stopped = stack.down(home)
@@ -31,14 +32,14 @@ def cmd_ndif_down(args) -> int:
 
 
 def cmd_ndif_status(args) -> int:
-    from . import stack
+    from ..ndif_local import stack
 
     print(json.dumps(stack.status(stack.resolve_home(args.home, args.port)), indent=1))
     return 0
 
 
 def cmd_ndif_deploy(args) -> int:
-    from . import stack
+    from ..ndif_local import stack
 
     home = stack.resolve_home(args.home, args.port)
     state = stack.StackState.load(home)
@@ -72,7 +73,7 @@ def add_ndif_parser(sub) -> None:
             command.add_argument("--replicas", type=int, default=1, help="model actors per checkpoint (NDIF's own "
                                  "replicas: requests in flight spread over them; default 1)")
         command.set_defaults(func=func)
-    from .bench import add_bench_arguments, cmd_bench
+    from ..ndif_local.bench import add_bench_arguments, cmd_bench
 
     command = commands.add_parser("bench", help="a study locally and on the server, per sample: requests, bytes, "
                                                 "wall time, remote/local, max |dp|")
