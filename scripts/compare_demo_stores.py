@@ -1,13 +1,14 @@
 """Compare two `mapflow demo` output folders: every zarr store's data variables, coordinates and attributes must be
-identical, provenance included except what names the moment and the code version (created, versions, git) and the
-output folder itself (a run that reads other stores records their paths). Tables must match byte for byte, except
-the measured wall-clock columns (`WALL_CLOCK_COLUMNS`) of CSV tables.
+identical, provenance included except what names the moment, the machine and the code version
+(`VOLATILE_PROVENANCE`: created, versions, git, hostname, elapsed_s) and the output folder itself (a run that reads
+other stores records their paths). Tables must match byte for byte, except the measured wall-clock columns
+(`WALL_CLOCK_COLUMNS`) of CSV tables.
 
     python scripts/compare_demo_stores.py /tmp/demo-before /tmp/demo-after [CHECKOUT_BEFORE CHECKOUT_AFTER]
 
 With two checkouts given (each demo run from its own source tree), paths under them compare as ``<REPO>``.
 
-Used to show the package restructuring changed no result (README "Architecture"; docs/architecture.md).
+Run on a demo made before and one made after a restructuring, to show that it changed no result (README "Layout").
 Exit status 0 when everything matches; otherwise each difference is printed and the status is 1.
 """
 

@@ -178,21 +178,6 @@ def make_item(
     return _BUILDERS[task](rng, answer_index)
 
 
-def make_batch_items(
-    rng: np.random.Generator,
-    batch_size: int,
-    tasks: Sequence[str] = TASKS,
-    *,
-    reverse: bool = False,
-) -> list[TemporalItem]:
-    """`batch_size` items, each of a task drawn uniformly from `tasks`.
-
-    With `reverse=True` pass reversible tasks only (`REVERSIBLE_TASKS`).
-    """
-    task_ids = rng.integers(len(tasks), size=batch_size)
-    return [make_item(tasks[int(k)], rng, reverse=reverse) for k in task_ids]
-
-
 def reversed_item(item: TemporalItem) -> TemporalItem:
     """The same item played backwards, with the answer that the reversed video has."""
     if item.task not in REVERSIBLE_TASKS:

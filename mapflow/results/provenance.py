@@ -30,14 +30,9 @@ def _weight_files(model_dir: Path) -> list[Path]:
     return sorted({p for pattern in patterns for p in model_dir.glob(pattern) if p.is_file()})
 
 
-def hash_files(files: list[Path], root: Path) -> tuple[str, str]:
-    """sha256 over the files' relative names and bytes; (digest, method)."""
-    digest, method, _ = hash_files_each(files, root)
-    return digest, method
-
-
 def hash_files_each(files: list[Path], root: Path) -> tuple[str, str, dict[str, str]]:
-    """`hash_files` plus each file's own digest (same bytes read once), so a resume can name the file that changed."""
+    """sha256 over the files' relative names and bytes, and each file's own digest (same bytes read once, so a resume
+    can name the file that changed): (digest, method, {name: digest})."""
     total = sum(f.stat().st_size for f in files)
     full = total <= _FULL_HASH_LIMIT
     digest, each = hashlib.sha256(), {}
