@@ -11,18 +11,18 @@ import numpy as np
 import xarray as xr
 from tqdm.auto import tqdm
 
-from ..inputs import checks as inputs
-from .catalog import STUDIES_PACKAGE, available_studies, check_screenable, load_study  # noqa: F401  (public here)
-from .context import StudyConfig, StudyContext
 from ..backends import Backend, LocalBackend, choose_backend
 from ..data.sample import Sample
 from ..data.video import read_frames
-from ..errors import MapflowError, RunInterrupted
+from ..errors import RunInterrupted
+from ..inputs import checks as inputs
+from ..inputs.prompts import TEMPLATES, build_prompt
+from ..models.base import VideoLLMAdapter
+from ..results.store import ResultStore
+from .catalog import STUDIES_PACKAGE, available_studies, check_screenable, load_study  # noqa: F401  (public here)
+from .context import StudyConfig, StudyContext
 from .inflight import in_order
 from .interrupts import stops_cleanly
-from ..models.base import VideoLLMAdapter
-from ..inputs.prompts import TEMPLATES, build_prompt
-from ..results.store import ResultStore
 
 log = logging.getLogger(__name__)
 
