@@ -18,7 +18,7 @@ from .study.resolve import BenchmarkSamples, load_benchmark, prepare_run  # noqa
 def load_model(path=None, *, remote=False, backend=None, concurrency: int | None = None, **options):
     """A checkpoint directory (default: the embedded organism) behind mapflow's adapter interface.
 
-    ``options`` go to `mapflow.models.load_model` (``attn_implementation``, ``dtype``, ``device``, ``device_map``,
+    ``options`` go to `mapflow.models.load_adapter` (``attn_implementation``, ``dtype``, ``device``, ``device_map``,
     ``self_test``). ``remote``: True (settings from the environment, config file or the local stack) or a
     `mapflow.remote.RemoteSettings`, with ``concurrency`` (requests in flight, default 2), or ``backend``: a
     `mapflow.backends.Backend`. The model remembers it as ``model.backend`` and `run` sends its traces there when it
@@ -27,7 +27,7 @@ def load_model(path=None, *, remote=False, backend=None, concurrency: int | None
     """
     from .backends import choose_backend
     from .embedded import default_model_dir
-    from .models import load_model as load
+    from .models import load_adapter as load
 
     path = Path(path).expanduser() if path is not None else default_model_dir()
     if remote is True:  # resolved now: a missing host or model key is said at once, before the model loads

@@ -78,6 +78,7 @@ OPTIONS = {  # how the layers are chosen is in the module doc; their fit to the 
 def _derived(stores: str, task: str | None, interval: int, threshold: float) -> PathwayLayers:
     from mapflow.results.method import require_exact
     from mapflow.results.store import open_dataset
+    from mapflow.results.tasks import select_task, task_names
 
     parts = []
     for path in stores.split(","):
@@ -85,14 +86,14 @@ def _derived(stores: str, task: str | None, interval: int, threshold: float) -> 
         require_exact(ds, "--option from= (Table E's layer rule)", path.strip())
         parts.append(ds["rel_change"])
     rel_change = xr.concat(parts, dim="flow", join="inner")
-    tasks = [str(t) for t in rel_change["task"].values]
+    tasks = task_names(rel_change)
     if task is None:
         task = TABLE_E_TASK if TABLE_E_TASK in tasks else "all"
     if task != "all":
         if task not in tasks:
             raise MapflowError(f"--option task={task}: the stores {stores} hold no such task "
-                               f"(tasks: {', '.join(sorted(set(tasks)))})")
-        rel_change = rel_change.isel(sample=np.asarray(tasks) == task)
+                               f"(tasks: {', '.join(tasks)})")
+        rel_change = select_task(rel_change, task)
     return derive_layers(rel_change, interval=interval, threshold=threshold)
 
 

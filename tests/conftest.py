@@ -20,24 +20,24 @@ def tiny_model_dir(tmp_path_factory):
 
 @pytest.fixture(scope="session", params=["sdpa", "eager"])
 def adapter(request, tiny_model_dir):
-    from mapflow.models import load_model
+    from mapflow.models import load_adapter
 
-    return load_model(tiny_model_dir, attn_implementation=request.param)
+    return load_adapter(tiny_model_dir, attn_implementation=request.param)
 
 
 @pytest.fixture(scope="session")
 def sdpa_adapter(tiny_model_dir):
-    from mapflow.models import load_model
+    from mapflow.models import load_adapter
 
-    return load_model(tiny_model_dir, attn_implementation="sdpa")
+    return load_adapter(tiny_model_dir, attn_implementation="sdpa")
 
 
 @pytest.fixture(scope="session")
 def adapter64(tiny_model_dir):
     """The tiny model in float64: the reference that float32 paths are held to (tests/tolerances.py)."""
-    from mapflow.models import load_model
+    from mapflow.models import load_adapter
 
-    return load_model(tiny_model_dir, attn_implementation="eager", dtype="float64")
+    return load_adapter(tiny_model_dir, attn_implementation="eager", dtype="float64")
 
 
 @pytest.fixture(scope="session")

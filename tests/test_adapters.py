@@ -14,7 +14,7 @@ import torch
 from mapflow.knockout.engine import KnockoutConfig, run_knockouts
 from mapflow.knockout.flows import Flow, Window
 from mapflow.knockout.masks import apply_knockout, knockout_attention_mask
-from mapflow.models import ADAPTERS, load_model
+from mapflow.models import ADAPTERS, load_adapter
 from mapflow.inputs.prompts import CHAT_MCQA, LLAVA_MCQA, PromptSegment, mcqa_segments
 from tolerances import assert_float32_exact
 
@@ -44,7 +44,7 @@ def loaded(family_dirs):
 
     def get(family, attn="sdpa", dtype="float32"):
         if (family, attn, dtype) not in cache:
-            cache[family, attn, dtype] = load_model(family_dirs(family), attn_implementation=attn, dtype=dtype)
+            cache[family, attn, dtype] = load_adapter(family_dirs(family), attn_implementation=attn, dtype=dtype)
         return cache[family, attn, dtype]
     return get
 
@@ -289,7 +289,7 @@ def test_models_command_lists_every_family(capsys):
 def test_half_precision_placement_through_accelerate(family_dirs, sample, clip):
     """bf16 weights placed by accelerate's device_map: the load-time self-test (bit-exact empty knockout) passes and
     the inputs follow the embedding's dtype and device."""
-    adapter = load_model(family_dirs("qwen3_vl"), dtype="bf16", device_map="cpu")
+    adapter = load_adapter(family_dirs("qwen3_vl"), dtype="bf16", device_map="cpu")
     assert adapter.hf_model.dtype == torch.bfloat16
     prepared = prepare(adapter, sample, clip)
     assert prepared.inputs["pixel_values_videos"].dtype == torch.bfloat16

@@ -25,7 +25,7 @@ from mapflow.data import (
     Sample,
     check_videos_exist,
     frame_indices,
-    load_benchmark,
+    read_benchmark,
     load_longvideobench,
     load_tomato,
     load_tvbench,
@@ -504,27 +504,27 @@ LAYOUTS = {
 def test_limit_is_a_seeded_subset_in_file_order(tmp_path, name):
     write, task, _ = LAYOUTS[name]
     write(tmp_path, 20)
-    everything = load_benchmark(name, tmp_path)
-    subset = load_benchmark(name, tmp_path, limit=5, seed=7)
-    assert subset == load_benchmark(name, tmp_path, limit=5, seed=7)
+    everything = read_benchmark(name, tmp_path)
+    subset = read_benchmark(name, tmp_path, limit=5, seed=7)
+    assert subset == read_benchmark(name, tmp_path, limit=5, seed=7)
     assert subset == [everything[i] for i in select_entry_indices(20, 5, 7)]
-    assert subset != load_benchmark(name, tmp_path, limit=5, seed=8)
+    assert subset != read_benchmark(name, tmp_path, limit=5, seed=8)
     assert {s.task for s in subset} == {task}
-    assert len(load_benchmark(name, tmp_path, limit=100)) == 20
+    assert len(read_benchmark(name, tmp_path, limit=100)) == 20
     with pytest.raises(ValueError, match="limit"):
-        load_benchmark(name, tmp_path, limit=0)
+        read_benchmark(name, tmp_path, limit=0)
 
 
 @pytest.mark.parametrize("name", list(LAYOUTS))
 def test_missing_root_and_question_file(tmp_path, name):
     write, _, relative = LAYOUTS[name]
     with pytest.raises(DataError, match="root directory does not exist") as info:
-        load_benchmark(name, tmp_path / "nowhere")
+        read_benchmark(name, tmp_path / "nowhere")
     assert "nowhere" in str(info.value)
     write(tmp_path, 1)
     (tmp_path / relative).unlink()
     with pytest.raises(DataError) as info:
-        load_benchmark(name, tmp_path)
+        read_benchmark(name, tmp_path)
     message = str(info.value)
     assert str(tmp_path / relative.parent) in message and relative.name in message
 
@@ -534,7 +534,7 @@ def test_unknown_task_lists_valid_names(tmp_path, name):
     write, task, _ = LAYOUTS[name]
     write(tmp_path, 2)
     with pytest.raises(DataError, match="unknown") as info:
-        load_benchmark(name, tmp_path, tasks=[task, "fly_fishing"])
+        read_benchmark(name, tmp_path, tasks=[task, "fly_fishing"])
     assert "fly_fishing" in str(info.value) and task in str(info.value)
     assert info.value.field == "tasks"
 
@@ -544,7 +544,7 @@ def test_task_listed_twice_is_a_duplicate_id(tmp_path, name):
     write, task, relative = LAYOUTS[name]
     write(tmp_path, 1)
     with pytest.raises(DataError, match="duplicate sample id") as info:
-        load_benchmark(name, tmp_path, tasks=[task, task])
+        read_benchmark(name, tmp_path, tasks=[task, task])
     assert info.value.field == "sample_id" and task in str(info.value)
 
 
@@ -554,7 +554,7 @@ def test_invalid_json_reports_file_and_position(tmp_path, name):
     write(tmp_path, 1)
     (tmp_path / relative).write_text('[\n  {"a": 1,\n  oops\n]', encoding="utf-8")
     with pytest.raises(DataError, match="invalid JSON") as info:
-        load_benchmark(name, tmp_path)
+        read_benchmark(name, tmp_path)
     assert_located(info, tmp_path / relative, "line 3")
 
 
@@ -564,7 +564,7 @@ def test_json_list_required(tmp_path, name):
     write(tmp_path, 1)
     write_json(tmp_path / relative, {"not": "a list"})
     with pytest.raises(DataError, match="JSON list") as info:
-        load_benchmark(name, tmp_path)
+        read_benchmark(name, tmp_path)
     assert_located(info, tmp_path / relative)
 
 
@@ -818,9 +818,9 @@ def test_registry_defaults():
 
 def test_load_benchmark_dispatches_and_rejects_unknown_names(tmp_path):
     write_lvb(tmp_path, [lvb_entry(0, "T3O"), lvb_entry(1, "SOS")])
-    assert [s.task for s in load_benchmark("longvideobench", tmp_path, tasks=["SOS"])] == ["SOS"]
+    assert [s.task for s in read_benchmark("longvideobench", tmp_path, tasks=["SOS"])] == ["SOS"]
     with pytest.raises(DataError) as info:
-        load_benchmark("mvbench", tmp_path)
+        read_benchmark("mvbench", tmp_path)
     assert "mvbench" in str(info.value) and all(name in str(info.value) for name in BENCHMARKS)
 
 

@@ -15,10 +15,10 @@ from conftest import study_context
 @pytest.fixture(scope="module")
 def lowercase_answering_adapter(tiny_model_dir, sample, frames):
     """A fresh copy of the tiny model whose LM head makes ``c`` its clean answer on the test sample."""
-    from mapflow.models import load_model
+    from mapflow.models import load_adapter
     from mapflow.inputs.prompts import LLAVA_MCQA, build_prompt
 
-    adapter = load_model(tiny_model_dir, attn_implementation="eager", self_test=False)
+    adapter = load_adapter(tiny_model_dir, attn_implementation="eager", self_test=False)
     prompt = build_prompt(sample, LLAVA_MCQA)
     assert prompt.true_letter == "C"
     prepared = adapter.prepare(frames, prompt.segments, option_letters=prompt.option_letters,
@@ -116,11 +116,11 @@ def vicuna_space_a_adapter(tmp_path_factory, real_tokenizers):
     """The real-inputs LLaVA-NeXT-Video checkpoint made to answer `▁A` on a question whose answer is (A."""
     from mapflow.data.sample import Sample
     from mapflow.inputs.prompts import LLAVA_MCQA, build_prompt
-    from mapflow.models import load_model
+    from mapflow.models import load_adapter
     from mapflow.testing.real_inputs import build_real_inputs_checkpoint
 
     path = build_real_inputs_checkpoint("llava_next_video", tmp_path_factory.mktemp("real") / "llava", seed=3)
-    adapter = load_model(path, attn_implementation="eager", self_test=False)
+    adapter = load_adapter(path, attn_implementation="eager", self_test=False)
     sample = Sample("moving_direction/0001", "moving_direction", "unused.mp4",
                     "Which direction does the red square move in the video?",
                     ("Up and to the left.", "Up and to the right.", "Down and to the left."), 0)

@@ -272,11 +272,11 @@ def test_table_e_layers_come_from_action_antonym_when_present(monkeypatch):
 
 @pytest.fixture(scope="module")
 def videollama3(tmp_path_factory):
-    from mapflow.models import load_model
+    from mapflow.models import load_adapter
     from mapflow.testing.tiny_families import build_tiny_family
 
     root = tmp_path_factory.mktemp("vl3")
-    return load_model(build_tiny_family("videollama3", root / "vl3", seed=2, num_layers=3),
+    return load_adapter(build_tiny_family("videollama3", root / "vl3", seed=2, num_layers=3),
                       attn_implementation="sdpa")
 
 

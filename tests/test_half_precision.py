@@ -34,10 +34,10 @@ def sweep(layout, num_layers, shift=0):
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("dtype", HALF)
 def test_fast_engine_differs_from_naive_by_rounding_only(tiny_model_dir, sample, frames, dtype, device):
-    from mapflow.models import load_model
+    from mapflow.models import load_adapter
 
-    sdpa = load_model(tiny_model_dir, attn_implementation="sdpa", dtype=dtype, device=device)
-    eager = load_model(tiny_model_dir, attn_implementation="eager", dtype=dtype, device=device)
+    sdpa = load_adapter(tiny_model_dir, attn_implementation="sdpa", dtype=dtype, device=device)
+    eager = load_adapter(tiny_model_dir, attn_implementation="eager", dtype=dtype, device=device)
     # float64 of the same rounded weights: what the half-precision runs approximate
     exact = type(sdpa)(copy.deepcopy(sdpa.hf_model).double(), sdpa.processor)
     inputs = {name: prepare(a, sample, frames) for name, a in (("sdpa", sdpa), ("eager", eager), ("exact", exact))}
@@ -70,9 +70,9 @@ def eager_weights(adapter, prepared, blocked, layer):
 @pytest.mark.parametrize("dtype", ["bfloat16", "float16"])
 def test_blocked_edges_get_exactly_zero_weight_in_the_models_half_precision_mask(tiny_model_dir, sample, frames,
                                                                                  dtype):
-    from mapflow.models import load_model
+    from mapflow.models import load_adapter
 
-    adapter = load_model(tiny_model_dir, attn_implementation="eager", dtype=dtype)
+    adapter = load_adapter(tiny_model_dir, attn_implementation="eager", dtype=dtype)
     prepared = prepare(adapter, sample, frames)
     layout = prepared.layout
     blocked = torch.from_numpy(Flow.parse("cross_frame").block_matrix(layout)

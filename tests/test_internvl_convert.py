@@ -13,7 +13,7 @@ from safetensors.torch import save_file
 from torch import nn
 
 from mapflow.errors import ModelLoadError
-from mapflow.models import load_model
+from mapflow.models import load_adapter
 from mapflow.models.internvl_convert import convert_config, convert_internvl_chat_checkpoint, convert_state_dict
 from mapflow.inputs.prompts import INTERNVL_PHI3_MCQA, SYSTEM_MVBENCH, mcqa_segments
 
@@ -179,7 +179,7 @@ def prepared_and_adapter(checkpoints):
 
     sample = Sample("moving_direction/0000", "moving_direction", "unused.mp4", "Which direction does it move?",
                     ("Up.", "Down.", "Left."), 2)
-    adapter = load_model(checkpoints[2], attn_implementation="eager")  # eager, as the paper runs it
+    adapter = load_adapter(checkpoints[2], attn_implementation="eager")  # eager, as the paper runs it
     frames = np.random.default_rng(1).integers(0, 256, (FRAMES, IMAGE, IMAGE, 3), dtype=np.uint8)
     prepared = adapter.prepare(frames, mcqa_segments(sample, adapter.prompt_template),
                                option_letters=sample.option_letters, true_letter=sample.answer_letter)

@@ -71,18 +71,18 @@ def test_a_notebook_function_gives_the_shipped_studys_numbers(cli_store, sdpa_ad
 
 
 def test_a_checkpoints_own_template_is_the_default_and_another_warns(tiny_model_dir, tiny_data, tmp_path):
-    from mapflow.models import load_model
+    from mapflow.models import load_adapter
     from mapflow.study.resolve import resolve_config
 
     named = tmp_path / "named"
     shutil.copytree(tiny_model_dir, named)
     (named / "mapflow.json").write_text(json.dumps({"prompt_template": "organism_mcqa"}))
-    adapter = load_model(named, self_test=False)
+    adapter = load_adapter(named, self_test=False)
     assert resolve_config(StudyConfig(), adapter, tiny_data).prompt_template == "organism_mcqa"
     with pytest.warns(UserWarning, match="own template is 'organism_mcqa'"):
         assert resolve_config(StudyConfig(prompt_template="llava_mcqa"), adapter, tiny_data).prompt_template == \
             "llava_mcqa"
-    plain = load_model(tiny_model_dir, self_test=False)  # names none: the benchmark's template, no warning
+    plain = load_adapter(tiny_model_dir, self_test=False)  # names none: the benchmark's template, no warning
     assert resolve_config(StudyConfig(), plain, tiny_data).prompt_template == "llava_mcqa"
 
 

@@ -10,7 +10,7 @@ import torch
 from safetensors.torch import load_file
 
 from mapflow.errors import ModelLoadError
-from mapflow.models import load_model
+from mapflow.models import load_adapter
 from mapflow.models.llava_next_image import convert_llava_next_image_checkpoint
 from mapflow.inputs.prompts import LLAVA_MCQA, mcqa_segments
 
@@ -80,7 +80,7 @@ def reference_logits(src, input_ids, pixel_values_videos, placeholder_id):
 
 def test_converted_image_model_is_pllavas_forward(image_dirs, sample):
     src, converted = image_dirs
-    adapter = load_model(converted)
+    adapter = load_adapter(converted)
     assert adapter.processor.video_token == "<image>"
     frames = np.random.default_rng(1).integers(0, 256, (POOLING[0], 80, 96, 3), dtype=np.uint8)
     prepared = adapter.prepare(frames, mcqa_segments(sample, LLAVA_MCQA), option_letters=sample.option_letters,

@@ -40,10 +40,10 @@ def organism():
     import torch
 
     from mapflow.embedded import organism_dir
-    from mapflow.models import load_model
+    from mapflow.models import load_adapter
 
     torch.set_num_threads(1)
-    return load_model(organism_dir("video"))
+    return load_adapter(organism_dir("video"))
 
 
 @pytest.fixture(scope="module")

@@ -16,9 +16,9 @@ BENCH = DATA_DIR / "temporal-bench"
 
 @pytest.fixture(scope="module", params=sorted(ORGANISMS))
 def organism(request):
-    from mapflow.models import load_model
+    from mapflow.models import load_adapter
 
-    return request.param, load_model(ORGANISMS[request.param])
+    return request.param, load_adapter(ORGANISMS[request.param])
 
 
 def test_training_normalization_equals_the_shipped_processor(organism):
@@ -59,7 +59,7 @@ def test_checkpoint_metadata_records_recipe_and_accuracy(organism):
 
 
 def test_the_recipe_trains_saves_and_loads(tmp_path):
-    from mapflow.models import load_model
+    from mapflow.models import load_adapter
     from mapflow.organism.recipe import Recipe
     from mapflow.organism.train import train_organism
 
@@ -68,7 +68,7 @@ def test_the_recipe_trains_saves_and_loads(tmp_path):
     path = train_organism(recipe, tmp_path / "organism")
     meta = json.loads((path / "mapflow.json").read_text())
     assert meta["recipe"]["steps"] == 2 and len(meta["history"]) == 1
-    adapter = load_model(path)
+    adapter = load_adapter(path)
     assert adapter.num_layers == 2 and adapter.prompt_template.name == "organism_mcqa"
 
 

@@ -94,7 +94,7 @@ def test_the_refusal_comes_before_any_sample_is_measured(tiny_model_dir, tiny_be
 def test_videollama3_released_option_cuts_the_frame_labels(tmp_path):
     """``preset=videollama3_released``: Table E's VideoLLaMA3 layers with the whole video block (the ``Time t s:``
     labels and commas) as the video range; the default keeps mapflow's feature-token video span."""
-    from mapflow.models import load_model
+    from mapflow.models import load_adapter
     from mapflow.testing.tiny_families import build_tiny_family
     from conftest import study_context
 
@@ -103,7 +103,7 @@ def test_videollama3_released_option_cuts_the_frame_labels(tmp_path):
     default = effective_pathway.choose_layers(options(), shape)
     assert released.layers == default.layers and (released.video_span, default.video_span) == ("video_block", "video")
 
-    adapter = load_model(build_tiny_family("videollama3", tmp_path / "vl3", seed=2, num_layers=3),
+    adapter = load_adapter(build_tiny_family("videollama3", tmp_path / "vl3", seed=2, num_layers=3),
                          attn_implementation="sdpa")
     from mapflow.data.sample import Sample
 

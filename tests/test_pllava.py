@@ -8,7 +8,7 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from mapflow.models import load_model
+from mapflow.models import load_adapter
 from mapflow.models.pllava import convert_pllava_checkpoint
 from mapflow.inputs.prompts import LLAVA_MCQA, mcqa_segments
 
@@ -69,7 +69,7 @@ def reference_pllava_logits(src, input_ids, pixel_values_videos, placeholder_id)
 
 def test_converted_checkpoint_reproduces_the_published_forward(pllava_dirs, sample):
     native, src, converted = pllava_dirs
-    adapter = load_model(converted)
+    adapter = load_adapter(converted)
     frames = np.random.default_rng(1).integers(0, 256, (POOLING[0], 64, 64, 3), dtype=np.uint8)
     prepared = adapter.prepare(frames, mcqa_segments(sample, LLAVA_MCQA), option_letters=sample.option_letters,
                                true_letter=sample.answer_letter)
@@ -81,14 +81,14 @@ def test_converted_checkpoint_reproduces_the_published_forward(pllava_dirs, samp
         first = int((ids == video_id).nonzero()[0])
         single = torch.cat([ids[:first + 1], ids[(ids != video_id).nonzero()[:, 0][first:]]])  # one placeholder
         expected = reference_pllava_logits(src, single, prepared.inputs["pixel_values_videos"], video_id)
-        native_logits = load_model(native).hf_model(**prepared.inputs).logits[0]
+        native_logits = load_adapter(native).hf_model(**prepared.inputs).logits[0]
     assert ours.shape == expected.shape
     assert (ours - expected).abs().max() <= 1e-5
     assert (native_logits - expected).abs().max() > 1e-3  # pooling before the projector is another computation
 
 
 def test_wrong_frame_count_is_refused(pllava_dirs, sample):
-    adapter = load_model(pllava_dirs[2])
+    adapter = load_adapter(pllava_dirs[2])
     frames = np.zeros((POOLING[0] + 2, 64, 64, 3), dtype=np.uint8)
     prepared = adapter.prepare(frames[:POOLING[0]], mcqa_segments(sample, LLAVA_MCQA))
     prepared.inputs["pixel_values_videos"] = torch.cat([prepared.inputs["pixel_values_videos"]] * 2, 1)

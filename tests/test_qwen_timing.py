@@ -15,7 +15,7 @@ import torch
 from mapflow.data.video import read_frames_from_path
 from mapflow.inputs.prompts import CHAT_MCQA, mcqa_segments
 from mapflow.knockout.engine import clean_state
-from mapflow.models import load_model
+from mapflow.models import load_adapter
 from mapflow.models.qwen_vl import FALLBACK_FPS, seconds_per_group
 from mapflow.organism.synthetic import write_video
 
@@ -37,7 +37,7 @@ def adapters(tmp_path_factory):
     from mapflow.testing.tiny_families import build_tiny_family
 
     root = tmp_path_factory.mktemp("qwen_families")
-    return {family: load_model(build_tiny_family(family, root / family, seed=2, num_layers=2),
+    return {family: load_adapter(build_tiny_family(family, root / family, seed=2, num_layers=2),
                                attn_implementation="sdpa") for family in FAMILIES}
 
 

@@ -9,14 +9,14 @@ from mapflow.readouts.attention import attention_rows
 from mapflow.knockout.engine import run_layer_masks
 from mapflow.knockout.flows import Flow
 from mapflow.readouts.generation import extend_input, greedy_generate
-from mapflow.models import load_model
+from mapflow.models import load_adapter
 from mapflow.readouts.lens import layer_token_probabilities, layer_top_tokens
 from tolerances import assert_float32_exact
 
 
 @pytest.fixture(scope="module")
 def eager_adapter(tiny_model_dir):
-    return load_model(tiny_model_dir, attn_implementation="eager")
+    return load_adapter(tiny_model_dir, attn_implementation="eager")
 
 
 def hf_hidden_states(adapter, prepared):

@@ -46,13 +46,13 @@ def real_dirs(tmp_path_factory, real_tokenizers):
 
 @pytest.fixture(scope="session")
 def real_loaded(real_dirs):
-    from mapflow.models import load_model
+    from mapflow.models import load_adapter
 
     cache = {}
 
     def get(family, dtype="float32"):
         if (family, dtype) not in cache:
-            cache[family, dtype] = load_model(real_dirs(family), attn_implementation="eager", dtype=dtype,
+            cache[family, dtype] = load_adapter(real_dirs(family), attn_implementation="eager", dtype=dtype,
                                               self_test=False)  # `check` runs the self-test
         return cache[family, dtype]
     return get

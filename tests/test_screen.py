@@ -41,10 +41,10 @@ def test_local_change_is_the_models_own_knocked_out_attention(adapter, prepared,
 
 @pytest.fixture(scope="module")
 def double_model(tiny_model_dir, sample, frames):
-    from mapflow.models import load_model
+    from mapflow.models import load_adapter
     from mapflow.inputs.prompts import mcqa_segments
 
-    adapter = load_model(tiny_model_dir, attn_implementation="sdpa")  # eager softmaxes in float32
+    adapter = load_adapter(tiny_model_dir, attn_implementation="sdpa")  # eager softmaxes in float32
     adapter.hf_model.double()
     prepared = adapter.prepare(frames, mcqa_segments(sample), option_letters=sample.option_letters,
                                true_letter=sample.answer_letter)

@@ -81,11 +81,11 @@ def released_frame_tokens(height: int, width: int, frames: int, per_frame: int =
 
 @pytest.fixture(scope="module")
 def videollama3(tmp_path_factory):
-    from mapflow.models import load_model
+    from mapflow.models import load_adapter
     from mapflow.testing.tiny_families import build_tiny_family
 
     root = tmp_path_factory.mktemp("vl3_released")
-    return load_model(build_tiny_family("videollama3", root / "vl3", seed=4, num_layers=2), attn_implementation="sdpa")
+    return load_adapter(build_tiny_family("videollama3", root / "vl3", seed=4, num_layers=2), attn_implementation="sdpa")
 
 
 def prepare(adapter, sample, frames, timestamps=None):

@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from .benchmarks import BENCHMARKS, Benchmark, get_benchmark, load_benchmark
+from .benchmarks import BENCHMARKS, Benchmark, get_benchmark, read_benchmark
 from .longvideobench import load_longvideobench
 from .sample import NO_ANSWER_INDEX, OPTION_FORMATS, Sample
 from .tomato import TOMATO_TASKS, load_tomato
@@ -35,7 +35,7 @@ __all__ = [
     "check_videos_exist",
     "frame_indices",
     "get_benchmark",
-    "load_benchmark",
+    "read_benchmark",
     "load_longvideobench",
     "load_tomato",
     "load_tvbench",

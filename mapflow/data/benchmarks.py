@@ -66,6 +66,7 @@ def get_benchmark(name: str) -> Benchmark:
         ) from None
 
 
-def load_benchmark(name: str, root: str | Path, **kwargs) -> list[Sample]:
-    """Load benchmark `name` from `root`; `kwargs` go to its loader (tasks, limit, seed)."""
+def read_benchmark(name: str, root: str | Path, **kwargs) -> list[Sample]:
+    """The samples of benchmark `name` under `root` as a plain list; `kwargs` go to its loader (tasks, limit, seed).
+    The public `mapflow.load_benchmark` adds the embedded default, bad-entry collection and provenance."""
     return get_benchmark(name).loader(root, **kwargs)

@@ -63,7 +63,7 @@ def resolve_dtype(dtype: str, device: str = "cpu", device_map=None) -> str:
     return "bfloat16" if on_gpu else "float32"
 
 
-def load_model(path, *, attn_implementation: str = "sdpa", dtype: str = "auto", device: str = "cpu",
+def load_adapter(path, *, attn_implementation: str = "sdpa", dtype: str = "auto", device: str = "cpu",
                device_map: str | dict | None = None, self_test: bool = True) -> VideoLLMAdapter:
     """Load a checkpoint directory (never the hub) and wrap it in its family's adapter.
 
@@ -139,4 +139,4 @@ def self_test_input(adapter: VideoLLMAdapter, num_frames: int | None = None, see
     return adapter.prepare(frames, segments)
 
 
-__all__ = ["ADAPTERS", "FAMILIES", "PreparedInput", "VideoLLMAdapter", "load_model", "resolve_dtype", "self_test_input"]
+__all__ = ["ADAPTERS", "FAMILIES", "PreparedInput", "VideoLLMAdapter", "load_adapter", "resolve_dtype", "self_test_input"]

@@ -204,7 +204,7 @@ def convert_internvl_chat_checkpoint(src_dir, out_dir, *, image_token_id: int | 
     The processor (frames resized on the short side and centre-cropped to the tower's 448 px, ImageNet normalization,
     the checkpoint's tokenizer with its ``<img>``/``</img>``/``<IMG_CONTEXT>`` tokens named for the native processor)
     is written when ``src_dir`` has a tokenizer; without one pass
-    ``image_token_id`` (the ``<IMG_CONTEXT>`` id) and add a processor to ``out_dir`` before `load_model`.
+    ``image_token_id`` (the ``<IMG_CONTEXT>`` id) and add a processor to ``out_dir`` before `load_adapter`.
     The config asks mapflow's InternVL adapter for the paper's single ``<img>…</img>`` video run.
     """
     src, dst = Path(src_dir), Path(out_dir)

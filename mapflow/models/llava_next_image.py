@@ -5,7 +5,7 @@ The paper compares each Video-FT model with the image model it was fine-tuned fr
 AnyRes), CLIP's selected layer without CLS goes through the image model's own projector, and the (T, 24, 24) grid is
 average-pooled to ``pooling_shape`` (8, 12, 12); one ``<image>`` placeholder takes all T*12*12 tokens (spec §1.1).
 
-`convert_llava_next_image_checkpoint` writes such a checkpoint as a LLaVA-NeXT-Video checkpoint that `load_model`
+`convert_llava_next_image_checkpoint` writes such a checkpoint as a LLaVA-NeXT-Video checkpoint that `load_adapter`
 runs with exactly that computation: the weights are copied unchanged (the image and video classes share every weight
 name: vision tower, projector, ``image_newline``, language model), the config becomes LLaVA-NeXT-Video's with
 ``mapflow_pllava_pooling_shape`` (so the inner model is `PllavaVideoModel`, project then pool), and the processor

@@ -5,7 +5,7 @@ average pool of the (T, 24, 24) grid to ``pooling_shape`` (8, 12, 12), flattened
 takes all the tokens. `LlavaNextVideoForConditionalGeneration` has the same vision tower, projector, language model
 and token order, but pools *before* the projector; the projector is not linear, so the native class is not the same
 computation (tests/test_pllava.py shows the difference). So the converted checkpoint keeps the native class and its
-weight names and records ``mapflow_pllava_pooling_shape`` in its config; `load_model` then gives the inner model
+weight names and records ``mapflow_pllava_pooling_shape`` in its config; `load_adapter` then gives the inner model
 `PllavaVideoModel`, the native model with PLLaVA's project-then-pool video features. Everything else (processor,
 layout, analyses) is LLaVA-NeXT-Video's.
 """
@@ -59,7 +59,7 @@ def use_pllava_video_path(hf_model) -> bool:
 
 def convert_pllava_checkpoint(src, dst) -> Path:
     """Write a PLLaVA-layout checkpoint (config with ``pooling_shape``) as a LLaVA-NeXT-Video checkpoint that
-    `load_model` runs with PLLaVA's computation.
+    `load_adapter` runs with PLLaVA's computation.
 
     PLLaVA stores its weights under the llava-hf names (``vision_tower.vision_model.*``, ``multi_modal_projector.*``,
     ``language_model.model.*``, ``language_model.lm_head.*``), which transformers maps onto the native class at load

@@ -123,17 +123,17 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
 def cmd_bench(args) -> int:
     import torch
 
-    from ..study.context import StudyConfig
     from ..data.benchmarks import get_benchmark
     from ..embedded import default_data_dir, organism_dir
     from ..knockout.flows import Window
-    from ..models import load_model
-    from ..study.runner import load_study
+    from ..models import load_adapter
     from ..remote.config import resolve_settings
+    from ..study.context import StudyConfig
+    from ..study.runner import load_study
 
     torch.set_num_threads(1)  # the server's actor runs single-threaded: same arithmetic, a fair comparison
     model_dir = args.model or organism_dir("video")
-    adapter = load_model(model_dir)
+    adapter = load_adapter(model_dir)
     samples = get_benchmark("tvbench").loader(default_data_dir(), tasks=args.tasks, limit=args.limit, seed=0)
     template = adapter.prompt_template.name if adapter.prompt_template else "llava_mcqa"
     config = StudyConfig(window=Window("center", args.window), samples="all", prompt_template=template)

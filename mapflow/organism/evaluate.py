@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import xarray as xr
 
-from ..models import load_model
+from ..models import load_adapter
 from ..results.tasks import by_task, select_task
 from ..study.resolve import prepare_run
 from ..study.runner import run_study
@@ -57,7 +57,7 @@ def forward_seconds(model_dir) -> float:
     import torch
 
     started = time.perf_counter()
-    adapter = load_model(model_dir, self_test=False)
+    adapter = load_adapter(model_dir, self_test=False)
     from ..models import self_test_input
 
     prepared = self_test_input(adapter, num_frames=8)

@@ -25,7 +25,7 @@ from ..study.context import StudyConfig
 from ..data import load_tvbench
 from ..errors import MapflowError
 from ..knockout.flows import Window
-from ..models import load_model
+from ..models import load_adapter
 from ..readouts.pathways import ROUTE_FLOWS, derive_layers
 from ..inputs.prompts import resolve_template
 from ..results.provenance import run_provenance
@@ -156,7 +156,7 @@ def verify_organism(model_dir, data_dir, out_dir, *, limit: int | None = None, p
                     record: bool = True) -> dict:
     model_dir, data_dir, out_dir = Path(model_dir), Path(data_dir).resolve(), Path(out_dir)
     routes = planted_routes(model_dir)
-    adapter = load_model(model_dir)
+    adapter = load_adapter(model_dir)
     samples = load_tvbench(data_dir, limit=limit)
     template = resolve_template(None, adapter.prompt_template, "tvbench").name
 

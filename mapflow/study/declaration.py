@@ -30,9 +30,10 @@ from .options import StudyOption
 
 ATTRIBUTE = "__mapflow_study__"  # where the decorator keeps the declaration on the run function
 REPORT_STORES = ("closed", "open_ended", "all")
-# the module globals of the first study protocol: a study that still defines them is told what replaces each
+# the module globals of the first study protocol: a study that still defines them is told what replaces each (not
+# FLOWS or check_options: common names a study file may hold or import for its own use, e.g. another study's FLOWS)
 LEGACY_GLOBALS = {"FIGURE": "figure", "TABLE": "table", "DEMO": "demo", "REPORT": "report", "SCREENABLE": "screenable",
-                  "DEFAULT_SAMPLES": "samples", "FLOWS": "flows", "OPTIONS": "options", "check_options": "check"}
+                  "DEFAULT_SAMPLES": "samples", "OPTIONS": "options"}
 
 
 @dataclass(frozen=True)

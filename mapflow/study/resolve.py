@@ -228,12 +228,12 @@ def _as_options(options) -> dict[str, str]:
 
 def _as_adapter(model, **load_options):
     from ..embedded import default_model_dir
-    from ..models import VideoLLMAdapter, load_model
+    from ..models import VideoLLMAdapter, load_adapter
 
     if isinstance(model, VideoLLMAdapter):
         return model
     if model is None or isinstance(model, (str, Path)):
-        return load_model(Path(model) if model is not None else default_model_dir(), **load_options)
+        return load_adapter(Path(model) if model is not None else default_model_dir(), **load_options)
     raise MapflowError(f"model is a checkpoint directory or a model from mapflow.load_model, not "
                        f"{type(model).__name__}")
 

@@ -19,9 +19,9 @@ import pandas as pd
 import xarray as xr
 
 from ..errors import MapflowError
-from ..results.metrics import correct_after_knockout
 from ..readouts.pathways import interval_means
 from ..results.method import require_exact
+from ..results.metrics import correct_after_knockout
 from ..results.tasks import by_task, select_task, task_names  # noqa: F401  (task_names: public here before)
 
 
@@ -94,9 +94,7 @@ def interval_table(ds: xr.Dataset, interval: int = 5, threshold: float = -5.0, t
     ``threshold`` are the significant ones (marked with ``*`` by `mark_significant`)."""
     _require(ds, "rel_change", what="the interval table")
     require_exact(ds, "the interval table (Table E(b))")
-    rel_change = ds["rel_change"]
-    if task is not None:
-        rel_change = rel_change.isel(sample=ds["task"].values == task)
+    rel_change = (ds if task is None else select_task(ds, task))["rel_change"]
     return interval_means(rel_change, interval).to_pandas().round(1)
 
 
