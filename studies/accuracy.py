@@ -17,6 +17,12 @@ OPTIONS = {}  # only the options every study takes (mapflow.study.option_checks.
 )
 def run(ctx: StudyContext):
     clean = ctx.clean()
-    return xr.Dataset({**clean.correctness(), "p_base": ((), clean.p_base),
-                       "pred_base": ((), np.int64(clean.pred)), "answer_token": ((), np.int64(clean.gt_token)),
-                       "p_gt_base": ((), clean.p_gt_base)})
+    return xr.Dataset(
+        {
+            **clean.correctness(),
+            "p_base": ((), clean.p_base),
+            "pred_base": ((), np.int64(clean.pred)),
+            "answer_token": ((), np.int64(clean.gt_token)),
+            "p_gt_base": ((), clean.p_gt_base),
+        }
+    )

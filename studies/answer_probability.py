@@ -18,8 +18,12 @@ from mapflow.study.options import StudyOption
 from mapflow.viz import figures
 
 OPTIONS = {
-    "lens": StudyOption("how a layer's output is read: final norm + LM head (paper) or the released script's "
-                        "projection (no final norm before the last layer)", default("lens"), LENS_CONVENTIONS),
+    "lens": StudyOption(
+        "how a layer's output is read: final norm + LM head (paper) or the released script's "
+        "projection (no final norm before the last layer)",
+        default("lens"),
+        LENS_CONVENTIONS,
+    ),
 }
 SLOTS = ("A", "B", "C", "D", "E")
 
@@ -31,15 +35,23 @@ def report_section(w, stores):
 
     for st in stores:
         s = w.section(f"Layer-wise answer probability, {st.model}", "Fig. 8")
-        w.figure(s, f"fig8_answer_probability_{st.model}", lambda st=st: figures.answer_probability_figure(st.ds),
-                 "Probability of the true and false options read at each layer (final norm + LM head)")
+        w.figure(
+            s,
+            f"fig8_answer_probability_{st.model}",
+            lambda st=st: figures.answer_probability_figure(st.ds),
+            "Probability of the true and false options read at each layer (final norm + LM head)",
+        )
         planted_reading(w, s, st)
         correct = st.ds.isel(sample=st.ds["correct"].values.astype(bool))
         if correct.sizes["sample"]:
             true_p = correct["p_option"].where(correct["is_true_option"]).max("option").mean("sample").values
             crossing = int(np.argmax(true_p > 50)) + 1 if (true_p > 50).any() else None
-            w.reading(s, "The true option's probability passes 50 % at layer "
-                      f"{crossing} of {len(true_p)}." if crossing else "The true option never passes 50 %.")
+            w.reading(
+                s,
+                f"The true option's probability passes 50 % at layer {crossing} of {len(true_p)}."
+                if crossing
+                else "The true option never passes 50 %.",
+            )
 
 
 def open_ended_report_section(w, stores):
@@ -48,8 +60,9 @@ def open_ended_report_section(w, stores):
     from mapflow.viz.report import open_ended_section
 
     for st in stores:
-        open_ended_section(w, st, "answer_probability", "Fig. R",
-                           lambda ds: figures.answer_probability_figure(ds, correct_only=False))
+        open_ended_section(
+            w, st, "answer_probability", "Fig. R", lambda ds: figures.answer_probability_figure(ds, correct_only=False)
+        )
 
 
 @mf.study(
@@ -74,17 +87,19 @@ def run(ctx: StudyContext):
         slots, ids, is_true = ["answer"], [ctx.answer_token_id()], [True]
     present = [i for i, token in enumerate(ids) if token is not None]
     # the clean run and the lens in one request on a server
-    out = ctx.measure(clean_and_layer_probabilities, [ids[i] for i in present], ctx.answer_token_id(),
-                             convention)
+    out = ctx.measure(clean_and_layer_probabilities, [ids[i] for i in present], ctx.answer_token_id(), convention)
     clean, probs = ctx.clean_from(out["clean"]), out["probs"]
     p_option = np.full((ctx.adapter.num_layers, len(slots)), np.nan)
     p_option[:, present] = probs[:, :-1].numpy()
     return xr.Dataset(
-        {"p_option": (("layer", "option"), p_option * 100),
-         "p_pred": (("layer",), probs[:, -1].numpy() * 100),
-         "is_true_option": (("option",), np.asarray(is_true)),
-         **clean.correctness(), "pred_base": ((), np.int64(clean.pred)),
-         "p_base": ((), clean.p_base)},
+        {
+            "p_option": (("layer", "option"), p_option * 100),
+            "p_pred": (("layer",), probs[:, -1].numpy() * 100),
+            "is_true_option": (("option",), np.asarray(is_true)),
+            **clean.correctness(),
+            "pred_base": ((), np.int64(clean.pred)),
+            "p_base": ((), clean.p_base),
+        },
         coords={"layer": np.arange(ctx.adapter.num_layers), "option": slots},
         attrs={"lens": convention, "units": "percent"},
     )

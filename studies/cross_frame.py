@@ -21,11 +21,20 @@ def report_section(w, stores):
 
     stores = sorted(stores, key=lambda st: "frames" in st.model)  # video models first: the paper's green
     s = w.section("Cross-frame interactions", "Fig. 2")
-    w.figure(s, "fig2_cross_frame", lambda: figures.model_overlay_figure({st.model: st.ds for st in stores}),
-             "Blocking attention from later frames to earlier frames in a window of layers, per model")
+    w.figure(
+        s,
+        "fig2_cross_frame",
+        lambda: figures.model_overlay_figure({st.model: st.ds for st in stores}),
+        "Blocking attention from later frames to earlier frames in a window of layers, per model",
+    )
     drops = [(st, *strongest_drop(st.ds, "cross_frame")) for st in stores]
-    w.reading(s, " ".join(f"{st.model}: strongest drop {value:.1f} % at layer {layer} ({measured_samples(st.ds)} "
-                          "samples)." for st, layer, value in drops))
+    w.reading(
+        s,
+        " ".join(
+            f"{st.model}: strongest drop {value:.1f} % at layer {layer} ({measured_samples(st.ds)} samples)."
+            for st, layer, value in drops
+        ),
+    )
 
 
 def open_ended_report_section(w, stores):

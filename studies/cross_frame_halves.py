@@ -30,17 +30,28 @@ FLOWS = ("cross_frame",)
 GENERATE_TEMPLATE = default("generate_template")  # Table 2's answers are open-ended (§3.2: "open-ended responses")
 RUN_PROMPT = "run"  # `generate_template=run`: the run's own prompt
 OPTIONS = {
-    "generate": StudyOption("also write the first N greedily generated answer tokens, clean and under each knockout "
-                            "(Table 2's example answers)", "0", parse=whole_number(0), expects="N >= 0"),
-    "generate_template": StudyOption("the prompt the example answers are generated from (run: the run's own)",
-                                     GENERATE_TEMPLATE, (RUN_PROMPT, *TEMPLATES)),
+    "generate": StudyOption(
+        "also write the first N greedily generated answer tokens, clean and under each knockout "
+        "(Table 2's example answers)",
+        "0",
+        parse=whole_number(0),
+        expects="N >= 0",
+    ),
+    "generate_template": StudyOption(
+        "the prompt the example answers are generated from (run: the run's own)",
+        GENERATE_TEMPLATE,
+        (RUN_PROMPT, *TEMPLATES),
+    ),
 }
 
 
 def halves(num_layers: int) -> dict[str, tuple[int, ...]]:
     middle = num_layers // 2
-    return {"first_half": tuple(range(middle)), "second_half": tuple(range(middle, num_layers)),
-            "all": tuple(range(num_layers))}
+    return {
+        "first_half": tuple(range(middle)),
+        "second_half": tuple(range(middle, num_layers)),
+        "all": tuple(range(num_layers)),
+    }
 
 
 def generation_input(ctx: StudyContext):
@@ -54,10 +65,14 @@ def generation_input(ctx: StudyContext):
         prompt = build_prompt(ctx.sample, TEMPLATES[name])
     except ValueError:  # no open-ended stem for this task: the run's prompt, recorded as such
         return own
-    prepared = ctx.adapter.prepare(ctx.frames, prompt.segments, option_letters=prompt.option_letters,
-                                   true_letter=prompt.true_letter,
-                                   non_option_includes_prefix=ctx.config.non_option_includes_prefix,
-                                   timestamps=ctx.timestamps)
+    prepared = ctx.adapter.prepare(
+        ctx.frames,
+        prompt.segments,
+        option_letters=prompt.option_letters,
+        true_letter=prompt.true_letter,
+        non_option_includes_prefix=ctx.config.non_option_includes_prefix,
+        timestamps=ctx.timestamps,
+    )
     return prepared, name, prompt.answer_prompt
 
 
@@ -65,8 +80,10 @@ def check_options(adapter, config, **_) -> None:
     """Before the store exists (`mapflow.study.run_checks.check_run_options`)."""
     name = config.option("generate_template", GENERATE_TEMPLATE)
     if name != RUN_PROMPT and name not in TEMPLATES:
-        raise MapflowError(f"--option generate_template={name}: choose {RUN_PROMPT} (the run's own prompt) or a "
-                           f"template: {', '.join(TEMPLATES)}")
+        raise MapflowError(
+            f"--option generate_template={name}: choose {RUN_PROMPT} (the run's own prompt) or a "
+            f"template: {', '.join(TEMPLATES)}"
+        )
     if int(config.option("generate", OPTIONS["generate"].default)) < 0:
         raise MapflowError(f"--option generate={config.option('generate')}: give a number of tokens >= 0")
 
@@ -78,15 +95,27 @@ def report_section(w, stores):
     for st in stores:
         s = w.section(f"First half vs second half, {st.model}", "Table 2 / Table B")
         table = tables.halves_table(st.ds)
-        w.table(s, f"table2_halves_{st.model}", table, "Accuracy (%) after cross-frame knockout per layer set; "
-                "drop in points and among originally correct samples")
+        w.table(
+            s,
+            f"table2_halves_{st.model}",
+            table,
+            "Accuracy (%) after cross-frame knockout per layer set; "
+            "drop in points and among originally correct samples",
+        )
         overall = table.loc["all"]
-        w.reading(s, f"Over all tasks the first-half knockout costs {overall['first_half_drop_pts']:.1f} points and "
-                     f"the second-half one {overall['second_half_drop_pts']:.1f}.")
+        w.reading(
+            s,
+            f"Over all tasks the first-half knockout costs {overall['first_half_drop_pts']:.1f} points and "
+            f"the second-half one {overall['second_half_drop_pts']:.1f}.",
+        )
         if "answer_text" in st.ds:
-            w.table(s, f"table2_answers_{st.model}", tables.generated_answers(st.ds, limit=2),
-                    "Answers generated greedily, clean and under each knockout, after the stem of the prompt named "
-                    "in 'prompt' (Table 2's are open-ended)")
+            w.table(
+                s,
+                f"table2_answers_{st.model}",
+                tables.generated_answers(st.ds, limit=2),
+                "Answers generated greedily, clean and under each knockout, after the stem of the prompt named "
+                "in 'prompt' (Table 2's are open-ended)",
+            )
 
 
 @mf.study(
@@ -109,11 +138,15 @@ def run(ctx: StudyContext):
         prepared, template, answer_prompt = generation_input(ctx)
         decode = ctx.adapter.tokenizer.decode
         blocked = torch.from_numpy(Flow.parse("cross_frame").block_matrix(prepared.layout))
-        texts = [decode(greedy_generate(ctx.adapter, prepared, max_new_tokens=max_new, blocked=blocked,
-                                        layers=layers)) for layers in layer_sets.values()]
+        texts = [
+            decode(greedy_generate(ctx.adapter, prepared, max_new_tokens=max_new, blocked=blocked, layers=layers))
+            for layers in layer_sets.values()
+        ]
         ds["answer_text"] = xr.DataArray(np.asarray([texts], dtype=object), dims=("flow", "layers"))
-        ds["clean_answer_text"] = ((), np.asarray(decode(greedy_generate(ctx.adapter, prepared,
-                                                                         max_new_tokens=max_new)), dtype=object))
+        ds["clean_answer_text"] = (
+            (),
+            np.asarray(decode(greedy_generate(ctx.adapter, prepared, max_new_tokens=max_new)), dtype=object),
+        )
         ds["answer_template"] = ((), np.asarray(template, dtype=object))
         ds["answer_prompt"] = ((), np.asarray(answer_prompt, dtype=object))
     return ds

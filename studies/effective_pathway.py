@@ -56,21 +56,35 @@ from mapflow.viz import tables
 TABLE_E_TASK = "action_antonym"  # the paper derives the pathway layers from Action Antonym's knockouts (Table E)
 CONDITIONS = ("clean", "effective", "effective_strict", "random", "random_strict")
 OPTIONS = {  # how the layers are chosen is in the module doc; their fit to the model is checked by check_options
-    "ranges": StudyOption("the open layers of each route (first choice)", parse=parse_layers,
-                          expects="cross_frame=A-B;video_question=A-B;question_last=A-B (0-based, half-open)"),
-    "from": StudyOption("derive the layers from these exact knockout stores (Table E's rule)", parse=existing_paths,
-                        expects="STORE1,STORE2"),
-    "task": StudyOption("the task whose knockouts from= reads (all: every task pooled; not set: Action Antonym when "
-                        "the stores hold it)", expects="a task name or all"),
+    "ranges": StudyOption(
+        "the open layers of each route (first choice)",
+        parse=parse_layers,
+        expects="cross_frame=A-B;video_question=A-B;question_last=A-B (0-based, half-open)",
+    ),
+    "from": StudyOption(
+        "derive the layers from these exact knockout stores (Table E's rule)",
+        parse=existing_paths,
+        expects="STORE1,STORE2",
+    ),
+    "task": StudyOption(
+        "the task whose knockouts from= reads (all: every task pooled; not set: Action Antonym when "
+        "the stores hold it)",
+        expects="a task name or all",
+    ),
     "interval": StudyOption("from=: layers per 1-based interval", "5", parse=whole_number(1), expects="N >= 1"),
-    "threshold": StudyOption("from=: an interval's mean change (%) must be below this", "-5", parse=number,
-                             expects="a number (percent)"),
+    "threshold": StudyOption(
+        "from=: an interval's mean change (%) must be below this", "-5", parse=number, expects="a number (percent)"
+    ),
     "preset": StudyOption("a Table E model's ranges, on a model of its depth", default("preset"), tuple(PRESETS)),
-    "video_span": StudyOption("the video rules cut the feature tokens or the whole video block", default("video_span"),
-                              VIDEO_SPANS),
-    "random_block_ratio": StudyOption("both random controls block this share of every layer's causal pairs (the "
-                                      "released scripts' budget)", default("random_block_ratio"), parse=share,
-                                      expects="a share in (0, 1)"),
+    "video_span": StudyOption(
+        "the video rules cut the feature tokens or the whole video block", default("video_span"), VIDEO_SPANS
+    ),
+    "random_block_ratio": StudyOption(
+        "both random controls block this share of every layer's causal pairs (the released scripts' budget)",
+        default("random_block_ratio"),
+        parse=share,
+        expects="a share in (0, 1)",
+    ),
 }
 
 
@@ -91,8 +105,9 @@ def _derived(stores: str, task: str | None, interval: int, threshold: float) -> 
         task = TABLE_E_TASK if TABLE_E_TASK in tasks else "all"
     if task != "all":
         if task not in tasks:
-            raise MapflowError(f"--option task={task}: the stores {stores} hold no such task "
-                               f"(tasks: {', '.join(tasks)})")
+            raise MapflowError(
+                f"--option task={task}: the stores {stores} hold no such task (tasks: {', '.join(tasks)})"
+            )
         rel_change = select_task(rel_change, task)
     return derive_layers(rel_change, interval=interval, threshold=threshold)
 
@@ -112,16 +127,25 @@ def choose_layers(option, adapter) -> LayerChoice:
     if option("ranges"):
         choice = LayerChoice(parse_layers(option("ranges")), "video", f"ranges {option('ranges')}")
     elif option("from"):
-        choice = LayerChoice(_derived(option("from"), option("task"), int(option("interval", OPTIONS["interval"].default)),
-                                      float(option("threshold", OPTIONS["threshold"].default))), "video", f"derived from {option('from')}")
+        choice = LayerChoice(
+            _derived(
+                option("from"),
+                option("task"),
+                int(option("interval", OPTIONS["interval"].default)),
+                float(option("threshold", OPTIONS["threshold"].default)),
+            ),
+            "video",
+            f"derived from {option('from')}",
+        )
     else:
         if option("preset"):
             preset, how = named_preset(option("preset"), num_layers), "--option preset"
         else:
             key = model_key(adapter)
             preset, how = preset_for_model(key), f"matched by {key[0]}, {key[1]} layers, hidden {key[2]}"
-        choice = LayerChoice(preset.layers(), preset.video_span,
-                             f"preset {preset.name} ({preset.model}, {preset.source}; {how})")
+        choice = LayerChoice(
+            preset.layers(), preset.video_span, f"preset {preset.name} ({preset.model}, {preset.source}; {how})"
+        )
     if option("video_span"):  # e.g. the released VideoLLaMA3 video range with ranges= or from=
         if option("video_span") not in VIDEO_SPANS:
             raise MapflowError(f"--option video_span={option('video_span')}: choose one of {', '.join(VIDEO_SPANS)}")
@@ -152,14 +176,20 @@ def report_section(w, stores):
         w.table(s, f"table3_pathways_{st.model}", table, "Accuracy (%) and kept attention edges (%) per condition")
         routes = {str(r): str(v) for r, v in zip(st.ds["route"].values, st.ds["open_layers"].values[0])}
         row = table.loc["all"]
-        w.reading(s, f"Open layers (0-based): {routes}. Keeping {row['effective_kept_%']:.0f} % of the edges, the "
-                     f"effective pathway gives {row['effective_acc']:.1f} % accuracy vs {row['clean_acc']:.1f} % "
-                     f"clean and {row['random_acc']:.1f} % for random blocking at the same budget; the strict "
-                     f"variant gives {row['effective_strict_acc']:.1f} %.")
+        w.reading(
+            s,
+            f"Open layers (0-based): {routes}. Keeping {row['effective_kept_%']:.0f} % of the edges, the "
+            f"effective pathway gives {row['effective_acc']:.1f} % accuracy vs {row['clean_acc']:.1f} % "
+            f"clean and {row['random_acc']:.1f} % for random blocking at the same budget; the strict "
+            f"variant gives {row['effective_strict_acc']:.1f} %.",
+        )
         if row["effective_acc"] < row["clean_acc"] - 10:
-            w.reading(s, "The paper's pathway template (video -> question -> last, video -> last always cut) loses "
-                         "much of the accuracy here: this model routes information differently (see the knockout "
-                         "figures above, e.g. video -> last).")
+            w.reading(
+                s,
+                "The paper's pathway template (video -> question -> last, video -> last always cut) loses "
+                "much of the accuracy here: this model routes information differently (see the knockout "
+                "figures above, e.g. video -> last).",
+            )
 
 
 @mf.study(
@@ -170,8 +200,13 @@ def report_section(w, stores):
     report=({"order": 110, "section": report_section},),
     demo=(  # its runs in the demo suite; `order` places them in the suite
         # on the planted organism, with the rule `mapflow organism verify` applies (1-layer bins, every task pooled)
-        {"order": 150, "name": "effective_pathway-pathway", "variant": "pathway", "options": {"interval": "1", "task": "all"},
-         "depends_on": ("cross_frame-pathway", "information_flow-pathway")},
+        {
+            "order": 150,
+            "name": "effective_pathway-pathway",
+            "variant": "pathway",
+            "options": {"interval": "1", "task": "all"},
+            "depends_on": ("cross_frame-pathway", "information_flow-pathway"),
+        },
     ),
 )
 def run(ctx: StudyContext):
@@ -187,23 +222,34 @@ def run(ctx: StudyContext):
         if not 0.0 < float(ratio) < 1.0:
             raise MapflowError(f"--option random_block_ratio={ratio}: give a share of the causal pairs in (0, 1)")
         budget = dict.fromkeys(budget, int(float(ratio) * causal_edges(ctx.layout.seq_len)) * num_layers)
-    masks = {"effective": effective, "effective_strict": strict,
-             **{name: random_masks(ctx.layout, edges, num_layers, ctx.rng(name), video_span=video_span)
-                for name, edges in budget.items()}}
+    masks = {
+        "effective": effective,
+        "effective_strict": strict,
+        **{
+            name: random_masks(ctx.layout, edges, num_layers, ctx.rng(name), video_span=video_span)
+            for name, edges in budget.items()
+        },
+    }
     # the clean run and the four conditions: one request per sample on a server (the masks travel as bits)
-    readouts = ctx.measure(layer_mask_readouts, tuple(pack_layer_masks(masks[name])
-                                                                  for name in CONDITIONS[1:]), ctx.answer_token_id())
+    readouts = ctx.measure(
+        layer_mask_readouts, tuple(pack_layer_masks(masks[name]) for name in CONDITIONS[1:]), ctx.answer_token_id()
+    )
     clean = ctx.clean_from(readouts["clean"])
     preds = [clean.pred, *readouts["pred"].tolist()]
     p_answer = [clean.p_gt_base, *readouts["p_gt"].tolist()]
     kept = [total, *(kept_edges(masks[name]) for name in CONDITIONS[1:])]
     preds = np.asarray(preds, dtype=np.int64)
     return xr.Dataset(
-        {"pred": (("condition",), preds), "correct_after": (("condition",), np.isin(preds, ctx.accepted_tokens())),
-         "p_answer": (("condition",), np.asarray(p_answer)), "edges_kept": (("condition",), np.asarray(kept)),
-         "edges_total": ((), np.int64(total)), **clean.correctness(),
-         "open_layers": (("route",), np.asarray([layers.describe()[r] for r in ROUTES], dtype=object)),
-         "layer_source": ((), np.asarray(choice.source, dtype=object)),
-         "video_span": ((), np.asarray(video_span, dtype=object))},
+        {
+            "pred": (("condition",), preds),
+            "correct_after": (("condition",), np.isin(preds, ctx.accepted_tokens())),
+            "p_answer": (("condition",), np.asarray(p_answer)),
+            "edges_kept": (("condition",), np.asarray(kept)),
+            "edges_total": ((), np.int64(total)),
+            **clean.correctness(),
+            "open_layers": (("route",), np.asarray([layers.describe()[r] for r in ROUTES], dtype=object)),
+            "layer_source": ((), np.asarray(choice.source, dtype=object)),
+            "video_span": ((), np.asarray(video_span, dtype=object)),
+        },
         coords={"condition": list(CONDITIONS), "route": list(ROUTES)},
     )

@@ -15,8 +15,12 @@ from mapflow.viz import figures
 
 OPTIONS = {}  # only the options every study takes (mapflow.study.option_checks.COMMON_OPTION_NAMES)
 
-FLOWS = ("cross_frame", *PAPER_FLOWS["question_and_options_to_last"], f"video->{PREDICTED_OPTION}",
-         f"non_option_question->{PREDICTED_OPTION}")
+FLOWS = (
+    "cross_frame",
+    *PAPER_FLOWS["question_and_options_to_last"],
+    f"video->{PREDICTED_OPTION}",
+    f"non_option_question->{PREDICTED_OPTION}",
+)
 
 
 def report_section(w, stores):
@@ -26,14 +30,28 @@ def report_section(w, stores):
 
     for st in stores:
         s = w.section(f"Failure cases, {st.model}", "Figs. AJ-AL")
-        w.figure(s, f"figAJ_failure_split_{st.model}", lambda st=st: figures.failure_split_figure(st.ds),
-                 "Wrong answers split by the sign of their cross-frame effect")
-        w.figure(s, f"figAK_failure_options_{st.model}", lambda st=st: figures.flow_figure(
-            st.ds, flows=[f for f in st.ds["flow"].values if str(f).endswith("->last")]),
-            "Question and options -> last on wrong answers (tracking the predicted letter)")
-        w.figure(s, f"figAL_failure_predicted_{st.model}", lambda st=st: figures.flow_figure(
-            st.ds, flows=[f for f in st.ds["flow"].values if "predicted_option" in str(f)]),
-            "Flows into the predicted false option")
+        w.figure(
+            s,
+            f"figAJ_failure_split_{st.model}",
+            lambda st=st: figures.failure_split_figure(st.ds),
+            "Wrong answers split by the sign of their cross-frame effect",
+        )
+        w.figure(
+            s,
+            f"figAK_failure_options_{st.model}",
+            lambda st=st: figures.flow_figure(
+                st.ds, flows=[f for f in st.ds["flow"].values if str(f).endswith("->last")]
+            ),
+            "Question and options -> last on wrong answers (tracking the predicted letter)",
+        )
+        w.figure(
+            s,
+            f"figAL_failure_predicted_{st.model}",
+            lambda st=st: figures.flow_figure(
+                st.ds, flows=[f for f in st.ds["flow"].values if "predicted_option" in str(f)]
+            ),
+            "Flows into the predicted false option",
+        )
         w.reading(s, flow_reading(st.ds))
 
 

@@ -24,8 +24,11 @@ MODES = ("pair", "distance")
 UNITS = {"run": ("frame_run", "frame_distance"), "tokens": ("frame", "frame_distance_tokens")}
 OPTIONS = {
     "by": StudyOption("knock out each pair of frames, or every pair at one temporal distance together", "pair", MODES),
-    "unit": StudyOption("what one frame is: its run (labels included, as cross_frame) or its feature tokens only",
-                        default("unit"), tuple(UNITS)),
+    "unit": StudyOption(
+        "what one frame is: its run (labels included, as cross_frame) or its feature tokens only",
+        default("unit"),
+        tuple(UNITS),
+    ),
 }
 
 
@@ -57,15 +60,22 @@ def report_section(w, stores):
         if "source_frame" not in st.ds.dims:
             continue
         s = w.section(f"Frame pairs, {st.model}", "beyond the paper")
-        w.figure(s, f"frame_pairs_{st.model}", lambda st=st: figures.frame_pair_figure(st.ds),
-                 "Knocking out one earlier frame -> later frame pair at a time (rows: keys of the source frame, "
-                 "columns: queries of the target frame), mean % change per bin of sweep layers")
+        w.figure(
+            s,
+            f"frame_pairs_{st.model}",
+            lambda st=st: figures.frame_pair_figure(st.ds),
+            "Knocking out one earlier frame -> later frame pair at a time (rows: keys of the source frame, "
+            "columns: queries of the target frame), mean % change per bin of sweep layers",
+        )
         mean = st.ds["rel_change"].mean("sample", skipna=True)
         if np.isfinite(mean.values).any():
             cell = mean.where(mean == mean.min(), drop=True)
-            w.reading(s, f"Strongest single pair: frame {int(cell['source_frame'][0]) + 1} -> frame "
-                         f"{int(cell['target_frame'][0]) + 1} around layer {int(cell['layer'][0]) + 1}, "
-                         f"{float(mean.min()):.2f} % (frames and layers numbered from 1).")
+            w.reading(
+                s,
+                f"Strongest single pair: frame {int(cell['source_frame'][0]) + 1} -> frame "
+                f"{int(cell['target_frame'][0]) + 1} around layer {int(cell['layer'][0]) + 1}, "
+                f"{float(mean.min()):.2f} % (frames and layers numbered from 1).",
+            )
 
 
 @mf.study(
@@ -87,8 +97,10 @@ def run(ctx: StudyContext):
     frame_name, distance_name = UNITS[unit]
     frames = len(ctx.layout.frames)
     if frames < 2:
-        raise KnockoutConfigError(f"frame_pairs needs at least 2 frames; this input has {frames} (set --frames 2 or "
-                                  "more; a frame unit of temporally grouped frames counts as one)")
+        raise KnockoutConfigError(
+            f"frame_pairs needs at least 2 frames; this input has {frames} (set --frames 2 or "
+            "more; a frame unit of temporally grouped frames counts as one)"
+        )
     if mode == "distance":
         ds = ctx.sweep([f"{distance_name}:{d}" for d in range(1, frames)])
         return ds.rename(flow="distance").assign_coords(distance=np.arange(1, frames))

@@ -19,10 +19,15 @@ from mapflow.viz import figures
 
 FLOWS = tuple(PAPER_FLOWS["information_flow"])
 OPTIONS = {
-    "heads": StudyOption("the heads swept, comma-separated, 0-based (not set: every head)", parse=whole_numbers(0),
-                         expects="h1,h2,..."),
-    "window": StudyOption("layers cut around each sweep layer, the same head index in each", default("window"),
-                          parse=whole_number(1), expects="K >= 1 (at most the layer count)"),
+    "heads": StudyOption(
+        "the heads swept, comma-separated, 0-based (not set: every head)", parse=whole_numbers(0), expects="h1,h2,..."
+    ),
+    "window": StudyOption(
+        "layers cut around each sweep layer, the same head index in each",
+        default("window"),
+        parse=whole_number(1),
+        expects="K >= 1 (at most the layer count)",
+    ),
 }
 
 
@@ -50,9 +55,11 @@ def head_window(option, num_layers: int) -> Window:
 def check_options(adapter, config, *, window_given: bool = False) -> None:
     """Before the store exists (`mapflow.study.run_checks.check_run_options`)."""
     if window_given:
-        raise KnockoutConfigError("head_sweep cuts one head in one layer by default; its window is --option "
-                                  "window=K (K layers centred on each layer, the same head index in each), not "
-                                  "--window / --layers")
+        raise KnockoutConfigError(
+            "head_sweep cuts one head in one layer by default; its window is --option "
+            "window=K (K layers centred on each layer, the same head index in each), not "
+            "--window / --layers"
+        )
     head_window(config.option, adapter.num_layers)
 
 
@@ -64,14 +71,21 @@ def report_section(w, stores):
 
     for st in stores:
         s = w.section(f"Heads, {st.model}", "beyond the paper")
-        w.figure(s, f"heads_{st.model}", lambda st=st: figures.head_figure(st.ds),
-                 f"One flow knocked out in a single head at a time ({figures.head_window_text(st.ds)}): mean % change")
+        w.figure(
+            s,
+            f"heads_{st.model}",
+            lambda st=st: figures.head_figure(st.ds),
+            f"One flow knocked out in a single head at a time ({figures.head_window_text(st.ds)}): mean % change",
+        )
         mean = st.ds["rel_change"].mean("sample", skipna=True)
         if np.isfinite(mean.values).any():
             cell = mean.where(mean == mean.min(), drop=True)
             where = "of layer" if figures.head_window_size(st.ds) == 1 else "around layer"
-            w.reading(s, f"Strongest single head: {cell['flow'].values[0]} in head {int(cell['head'][0])} "
-                         f"{where} {int(cell['layer'][0]) + 1}, {float(mean.min()):.2f} %.")
+            w.reading(
+                s,
+                f"Strongest single head: {cell['flow'].values[0]} in head {int(cell['head'][0])} "
+                f"{where} {int(cell['layer'][0]) + 1}, {float(mean.min()):.2f} %.",
+            )
 
 
 @mf.study(

@@ -22,9 +22,12 @@ def report_section(w, stores):
     for st in stores:
         s = knockout_flow_section(w, st, "information_flow", "Video, question and last position", "Fig. 3")
         interval = layer_interval(st.ds)
-        w.table(s, f"tableE_intervals_{st.model}",
-                tables.mark_significant(tables.interval_table(st.ds, interval=interval)),
-                f"Mean change (%) per {interval}-layer interval; * marks the paper's significance rule (< -5 %)")
+        w.table(
+            s,
+            f"tableE_intervals_{st.model}",
+            tables.mark_significant(tables.interval_table(st.ds, interval=interval)),
+            f"Mean change (%) per {interval}-layer interval; * marks the paper's significance rule (< -5 %)",
+        )
 
 
 def open_ended_report_section(w, stores):
@@ -47,8 +50,13 @@ def open_ended_report_section(w, stores):
     ),
     demo=(  # its runs in the demo suite; `order` places them in the suite
         {"order": 30, "name": "information_flow-pathway", "variant": "pathway", "window": True},
-        {"order": 170, "name": "open_ended_information_flow-video", "window": True, "open_ended": True,
-         "limit_scale": 0.5},
+        {
+            "order": 170,
+            "name": "open_ended_information_flow-video",
+            "window": True,
+            "open_ended": True,
+            "limit_scale": 0.5,
+        },
     ),
 )
 def run(ctx: StudyContext):

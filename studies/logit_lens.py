@@ -23,10 +23,18 @@ from mapflow.viz import figures
 from mapflow.viz.thumbnails import frame_thumbnails, video_token_coords
 
 OPTIONS = {
-    "lens": StudyOption("how a layer's output is read: final norm + LM head (paper) or the released script's "
-                        "input-embedding projection of the residual", default("lens"), LENS_CONVENTIONS),
-    "keywords": StudyOption("the spatial / temporal keyword lists", default("keywords"), parse=load_keywords,
-                            expects="paper | released_code | organism | a directory with spatial.txt and temporal.txt"),
+    "lens": StudyOption(
+        "how a layer's output is read: final norm + LM head (paper) or the released script's "
+        "input-embedding projection of the residual",
+        default("lens"),
+        LENS_CONVENTIONS,
+    ),
+    "keywords": StudyOption(
+        "the spatial / temporal keyword lists",
+        default("keywords"),
+        parse=load_keywords,
+        expects="paper | released_code | organism | a directory with spatial.txt and temporal.txt",
+    ),
 }
 
 
@@ -39,18 +47,31 @@ def report_section(w, stores):
         s = w.section(f"Logit lens on video tokens, {st.model}", "Fig. 4, Fig. T")
         interval = layer_interval(st.ds)
         min_hits = 100 if interval == 5 else 10
-        w.figure(s, f"fig4_keywords_{st.model}", lambda st=st: figures.keyword_frequency_figure(
-            st.ds, interval=interval, min_hits=min_hits), "Normalized keyword frequency per layer bin (ALL_NORM)")
+        w.figure(
+            s,
+            f"fig4_keywords_{st.model}",
+            lambda st=st, interval=interval, min_hits=min_hits: figures.keyword_frequency_figure(
+                st.ds, interval=interval, min_hits=min_hits
+            ),
+            "Normalized keyword frequency per layer bin (ALL_NORM)",
+        )
         for kind in ("spatial", "temporal"):
             table = tables.keyword_frequency(st.ds, kind, interval=interval, min_hits=min_hits)
             if not table.empty:
                 w.table(s, f"fig4_{kind}_{st.model}", table, f"{kind} keyword hits, normalized per keyword")
-        w.figure(s, f"figT_overlay_{st.model}", lambda st=st: figures.logit_lens_overlay_figure(
-            st.ds, 0, interval=interval), "Keyword hits at their video token on the frames (first sample)")
+        w.figure(
+            s,
+            f"figT_overlay_{st.model}",
+            lambda st=st, interval=interval: figures.logit_lens_overlay_figure(st.ds, 0, interval=interval),
+            "Keyword hits at their video token on the frames (first sample)",
+        )
         planted_reading(w, s, st)
         hits = (st.ds["keyword"].values != "").mean()
-        w.reading(s, f"{100 * hits:.1f} % of (layer, video token) cells have a keyword as top-1 token "
-                     f"(keyword lists: {st.ds.attrs.get('keywords', '?')}).")
+        w.reading(
+            s,
+            f"{100 * hits:.1f} % of (layer, video token) cells have a keyword as top-1 token "
+            f"(keyword lists: {st.ds.attrs.get('keywords', '?')}).",
+        )
 
 
 @mf.study(
@@ -58,8 +79,13 @@ def report_section(w, stores):
     options=OPTIONS,
     report=({"order": 80, "section": report_section},),
     demo=(  # its runs in the demo suite; `order` places them in the suite
-        {"order": 130, "name": "logit_lens-pathway", "variant": "pathway", "options": {"keywords": "organism"},
-         "limit_scale": 0.5},
+        {
+            "order": 130,
+            "name": "logit_lens-pathway",
+            "variant": "pathway",
+            "options": {"keywords": "organism"},
+            "limit_scale": 0.5,
+        },
     ),
 )
 def run(ctx: StudyContext):
@@ -67,8 +93,9 @@ def run(ctx: StudyContext):
     table = piece_table(ctx.adapter.tokenizer, lists)
     video = ctx.layout.positions("video")
     # the lens and the clean run in one request on a server
-    out = ctx.measure(clean_and_layer_top_tokens, video, ctx.answer_token_id(),
-                             ctx.config.option("lens", default("lens")))
+    out = ctx.measure(
+        clean_and_layer_top_tokens, video, ctx.answer_token_id(), ctx.config.option("lens", default("lens"))
+    )
     tops = out["tops"].numpy()
     vocabulary = {int(t): ctx.adapter.tokenizer.decode([int(t)]) for t in np.unique(tops)}
     text = np.vectorize(vocabulary.get, otypes=[object])(tops)
@@ -77,13 +104,22 @@ def run(ctx: StudyContext):
     keyword = np.asarray([h[1] for h in hits], dtype=object).reshape(tops.shape)
     cell = ("layer", "video_token")
     ds = xr.Dataset(
-        {"top_token": (cell, tops.astype(np.int64)), "top_text": (cell, text),
-         "keyword": (cell, keyword), "keyword_kind": (cell, kind)},
+        {
+            "top_token": (cell, tops.astype(np.int64)),
+            "top_text": (cell, text),
+            "keyword": (cell, keyword),
+            "keyword_kind": (cell, kind),
+        },
         coords={"layer": np.arange(ctx.adapter.num_layers), **video_token_coords(ctx.layout)},
         attrs={"keywords": lists.name, "lens": ctx.config.option("lens", default("lens"))},
     )
     clean = ctx.clean_from(out["clean"])
-    ds = ds.assign({**clean.correctness(), "pred_base": ((), np.int64(clean.pred)),
-                    "answer_token": ((), np.int64(clean.gt_token)),
-                    "included": ((), ctx.wants_knockout(clean))})
+    ds = ds.assign(
+        {
+            **clean.correctness(),
+            "pred_base": ((), np.int64(clean.pred)),
+            "answer_token": ((), np.int64(clean.gt_token)),
+            "included": ((), ctx.wants_knockout(clean)),
+        }
+    )
     return ds.merge(frame_thumbnails(ctx))

@@ -23,15 +23,21 @@ def parse_routes(text: str) -> dict:
     """``{"flow": [[a, b], ...], ...}`` (0-based half-open layer ranges per flow)."""
     routes = json.loads(text)
     if not isinstance(routes, dict) or not all(
-            isinstance(ranges, list) and all(isinstance(r, list) and len(r) == 2 and all(isinstance(x, int) for x in r)
-                                             for r in ranges) for ranges in routes.values()):
+        isinstance(ranges, list)
+        and all(isinstance(r, list) and len(r) == 2 and all(isinstance(x, int) for x in r) for r in ranges)
+        for ranges in routes.values()
+    ):
         raise ValueError('write {"flow": [[a, b], ...], ...}')
     return routes
 
 
 OPTIONS = {
-    "routes": StudyOption("the checkpoint's planted_routes: per flow its 0-based half-open layer ranges",
-                          parse=parse_routes, expects='JSON {"flow": [[a, b], ...]}', required=True),
+    "routes": StudyOption(
+        "the checkpoint's planted_routes: per flow its 0-based half-open layer ranges",
+        parse=parse_routes,
+        expects='JSON {"flow": [[a, b], ...]}',
+        required=True,
+    ),
 }
 
 
@@ -61,8 +67,10 @@ def run(ctx: StudyContext):
         ds = ctx.knockout([flow], {r: regions[r] for r in measured}, dim="region")
         layers = ds["blocked_layers"].values
         ds = ds.drop_vars("blocked_layers").reindex(region=list(REGIONS))
-        ds["blocked_layers"] = ("region", np.asarray(
-            [layers[measured.index(r)] if r in measured else "" for r in REGIONS], dtype=object))
+        ds["blocked_layers"] = (
+            "region",
+            np.asarray([layers[measured.index(r)] if r in measured else "" for r in REGIONS], dtype=object),
+        )
         parts.append(ds)
     stacked = [n for n, v in parts[0].data_vars.items() if "region" in v.dims]
     ds = xr.concat(parts, dim="flow", data_vars=stacked, coords="minimal", compat="equals")

@@ -22,13 +22,20 @@ def report_section(w, stores):
 
     for st in stores:
         s = w.section(f"Progressive cross-frame blocking, {st.model}", "Fig. V")
-        w.figure(s, f"figV_progressive_{st.model}", lambda st=st: figures.progressive_figure(st.ds),
-                 "Accuracy with cross-frame attention blocked in layers 1..l (bottom_up) and l..L (top_down)")
+        w.figure(
+            s,
+            f"figV_progressive_{st.model}",
+            lambda st=st: figures.progressive_figure(st.ds),
+            "Accuracy with cross-frame attention blocked in layers 1..l (bottom_up) and l..L (top_down)",
+        )
         accuracy = figures.progressive_accuracy(st.ds)
-        w.reading(s, f"Bottom-up blocking up to layer 1 leaves {float(accuracy.sel(direction='bottom_up')[0]):.0f} % "
-                     f"accuracy and up to the last layer {float(accuracy.sel(direction='bottom_up')[-1]):.0f} %; "
-                     f"top-down blocking from the last layer leaves "
-                     f"{float(accuracy.sel(direction='top_down')[-1]):.0f} %.")
+        w.reading(
+            s,
+            f"Bottom-up blocking up to layer 1 leaves {float(accuracy.sel(direction='bottom_up')[0]):.0f} % "
+            f"accuracy and up to the last layer {float(accuracy.sel(direction='bottom_up')[-1]):.0f} %; "
+            f"top-down blocking from the last layer leaves "
+            f"{float(accuracy.sel(direction='top_down')[-1]):.0f} %.",
+        )
 
 
 @mf.study(

@@ -5,6 +5,11 @@ Three flows: the non-option question, the true option and the false options (all
 
 from mapflow.studies._flow_sweep import flow_sweep_study
 
-run = flow_sweep_study("question_options_to_last", "question_and_options_to_last",
-                       title="Question and options to the last position", paper="Fig. 6", report_order=60,
-                       demo_order=40)
+run = flow_sweep_study(
+    "question_options_to_last",
+    "question_and_options_to_last",
+    title="Question and options to the last position",
+    paper="Fig. 6",
+    report_order=60,
+    demo_order=40,
+)

@@ -29,13 +29,18 @@ ANCHORS = (1, 2, 3)
 DEFAULT_MAX_NEW_TOKENS = default("max_new_tokens")  # the released reference response (spec A4 step 1)
 FLOWS = ("video->question", "video->response", "video->last", "question->last", "response->last")
 OPTIONS = {
-    "verbs": StudyOption("how verbs are found: spaCy, the shipped list, or spaCy when installed", default("verbs"),
-                         ("auto", "spacy", "list")),
+    "verbs": StudyOption(
+        "how verbs are found: spaCy, the shipped list, or spaCy when installed",
+        default("verbs"),
+        ("auto", "spacy", "list"),
+    ),
     "spacy_model": StudyOption("the spaCy pipeline (the paper's)", "en_core_web_lg", expects="a spaCy pipeline name"),
-    "max_new_tokens": StudyOption("length of the generated response", DEFAULT_MAX_NEW_TOKENS, parse=whole_number(1),
-                                  expects="N >= 1"),
-    "min_anchors": StudyOption("samples with fewer verb anchors keep NaN", "3", parse=whole_number(0),
-                               expects="N >= 0"),
+    "max_new_tokens": StudyOption(
+        "length of the generated response", DEFAULT_MAX_NEW_TOKENS, parse=whole_number(1), expects="N >= 1"
+    ),
+    "min_anchors": StudyOption(
+        "samples with fewer verb anchors keep NaN", "3", parse=whole_number(0), expects="N >= 0"
+    ),
     "num_open": StudyOption("response tokens before the last left open", "1", parse=whole_number(0), expects="N >= 0"),
 }
 
@@ -68,11 +73,18 @@ def report_section(w, stores):
 
     for st in stores:
         s = w.section(f"Verb anchors in generated answers, {st.model}", "Fig. S")
-        w.figure(s, f"figS_verb_anchors_{st.model}", lambda st=st: figures.verb_anchor_figure(st.ds),
-                 "Relative change of the n-th verb's probability per flow (appendix C.2)")
+        w.figure(
+            s,
+            f"figS_verb_anchors_{st.model}",
+            lambda st=st: figures.verb_anchor_figure(st.ds),
+            "Relative change of the n-th verb's probability per flow (appendix C.2)",
+        )
         found = st.ds["num_anchors"].values
-        w.reading(s, f"{int((found >= 3).sum())} of {len(found)} responses had at least 3 verb anchors "
-                     f"(detector: {st.ds.attrs.get('verb_detector', '?')}).")
+        w.reading(
+            s,
+            f"{int((found >= 3).sum())} of {len(found)} responses had at least 3 verb anchors "
+            f"(detector: {st.ds.attrs.get('verb_detector', '?')}).",
+        )
 
 
 @mf.study(
@@ -82,13 +94,21 @@ def report_section(w, stores):
     options=OPTIONS,
     report=({"order": 160, "section": report_section, "stores": "all"},),
     demo=(  # its runs in the demo suite; `order` places them in the suite
-        {"order": 190, "name": "verb_anchors-video", "window": True, "open_ended": True,
-         "options": {"verbs": "auto", "max_new_tokens": "16"}, "limit_scale": 0.2},
+        {
+            "order": 190,
+            "name": "verb_anchors-video",
+            "window": True,
+            "open_ended": True,
+            "options": {"verbs": "auto", "max_new_tokens": "16"},
+            "limit_scale": 0.2,
+        },
     ),
 )
 def run(ctx: StudyContext):
     option = ctx.config.option
-    detect, detector_name = verb_detector(option("verbs", default("verbs")), option("spacy_model", OPTIONS["spacy_model"].default))
+    detect, detector_name = verb_detector(
+        option("verbs", default("verbs")), option("spacy_model", OPTIONS["spacy_model"].default)
+    )
     max_new_tokens = int(option("max_new_tokens", DEFAULT_MAX_NEW_TOKENS))
     generated = greedy_generate(ctx.adapter, ctx.prepared, max_new_tokens=max_new_tokens)
     tokenizer = ctx.adapter.tokenizer
@@ -99,11 +119,19 @@ def run(ctx: StudyContext):
     results = []
     for order in ANCHORS:
         index = order - 1
-        usable = len(anchors) >= int(option("min_anchors", OPTIONS["min_anchors"].default)) and index < len(anchors) and anchors[index] > 0
+        usable = (
+            len(anchors) >= int(option("min_anchors", OPTIONS["min_anchors"].default))
+            and index < len(anchors)
+            and anchors[index] > 0
+        )
         if usable:
             anchor = anchors[index]
-            span = response_span(prompt_len, anchor, anchors[index - 1] if index else None,
-                                 int(option("num_open", OPTIONS["num_open"].default)))
+            span = response_span(
+                prompt_len,
+                anchor,
+                anchors[index - 1] if index else None,
+                int(option("num_open", OPTIONS["num_open"].default)),
+            )
             usable = bool(span)
         if not usable:
             results.append(ctx.empty_sweep(FLOWS))
@@ -111,8 +139,9 @@ def run(ctx: StudyContext):
         extended = extend_input(ctx.prepared, generated[:anchor], response=span)
         sub = replace(ctx, prepared=extended, answer_token=int(generated[anchor]))
         results.append(sub.sweep(FLOWS))
-    ds = xr.concat(results, dim="anchor", data_vars="all", coords="different", compat="equals") \
-        .assign_coords(anchor=list(ANCHORS))  # every variable per anchor: each anchor has its own clean run
+    ds = xr.concat(results, dim="anchor", data_vars="all", coords="different", compat="equals").assign_coords(
+        anchor=list(ANCHORS)
+    )  # every variable per anchor: each anchor has its own clean run
     ds["response_text"] = ((), np.asarray(tokenizer.decode(generated), dtype=object))
     ds["num_anchors"] = ((), np.int64(len(anchors)))
     ds.attrs["verb_detector"] = detector_name

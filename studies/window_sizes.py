@@ -12,8 +12,12 @@ from mapflow.viz import figures
 
 FLOWS = ("cross_frame",)
 OPTIONS = {
-    "sizes": StudyOption("centred window sizes swept, comma-separated (on a model with few layers use smaller ones)",
-                         "1,5,9,13", parse=whole_numbers(1), expects="k1,k2,... (each >= 1)"),
+    "sizes": StudyOption(
+        "centred window sizes swept, comma-separated (on a model with few layers use smaller ones)",
+        "1,5,9,13",
+        parse=whole_numbers(1),
+        expects="k1,k2,... (each >= 1)",
+    ),
 }
 
 
@@ -27,8 +31,12 @@ def report_section(w, stores):
 
     for st in stores:
         s = w.section(f"Window sizes, {st.model}", "Fig. W")
-        w.figure(s, f"figW_window_sizes_{st.model}", lambda st=st: figures.window_size_figure(st.ds),
-                 "Cross-frame knockout with centred windows of several sizes")
+        w.figure(
+            s,
+            f"figW_window_sizes_{st.model}",
+            lambda st=st: figures.window_size_figure(st.ds),
+            "Cross-frame knockout with centred windows of several sizes",
+        )
 
 
 @mf.study(

@@ -29,8 +29,9 @@ def test_demo_suite_is_the_studies_declarations():
     runs = organism_suite(window=5)
     names = [run.name for run in runs]
     assert len(names) == len(set(names)), "two demo runs write the same store"
-    declared = {entry.name: (name, entry) for name in available_studies()
-                for entry in declaration_of(load_study(name)).demo}
+    declared = {
+        entry.name: (name, entry) for name in available_studies() for entry in declaration_of(load_study(name)).demo
+    }
     assert set(names) == set(declared)
     orders = [declared[n][1].order for n in names]
     assert orders == sorted(orders) and len(set(orders)) == len(orders)
@@ -50,8 +51,10 @@ def test_the_twin_flow_studies_differ_only_in_their_flows_and_places():
     assert question.flows == tuple(PAPER_FLOWS["question_and_options_to_last"])
     for declared in (into, question):
         assert declared.figure is figures.flow_figure and declared.screenable and dict(declared.options) == {}
-    assert [(d.order, d.name) for d in into.demo + question.demo] == [(50, "into_true_option-pathway"),
-                                                                     (40, "question_options_to_last-pathway")]
+    assert [(d.order, d.name) for d in into.demo + question.demo] == [
+        (50, "into_true_option-pathway"),
+        (40, "question_options_to_last-pathway"),
+    ]
     assert [r.order for r in into.report + question.report] == [70, 60]
 
 
@@ -66,8 +69,13 @@ def test_the_decorator_returns_the_function_and_declares_it():
     def sweep_once(ctx):
         return ctx
 
-    declared_run = mf.study(flows=("video->last",), samples="all", figure=figures.flow_figure, options={
-        "mode": StudyOption("what is cut", "a", ("a", "b"))}, demo=({"order": 1, "name": "x"},))(sweep_once)
+    declared_run = mf.study(
+        flows=("video->last",),
+        samples="all",
+        figure=figures.flow_figure,
+        options={"mode": StudyOption("what is cut", "a", ("a", "b"))},
+        demo=({"order": 1, "name": "x"},),
+    )(sweep_once)
     assert declared_run is sweep_once and declared_run("ctx") == "ctx"
     declared = declaration_of(sweep_once)
     assert declared.flows == ("video->last",) and declared.samples == "all" and declared.figure is figures.flow_figure
@@ -75,20 +83,26 @@ def test_the_decorator_returns_the_function_and_declares_it():
     assert mf.study(sweep_once) is sweep_once  # bare form
 
 
-@pytest.mark.parametrize("fields,message", [
-    ({"figure": "flow_figure"}, "field 'figure' must be a function, got str 'flow_figure' (pass the function itself"),
-    ({"figure": figures.flow_figure, "table": figures.flow_figure}, "field 'table' must be a figure or a table"),
-    ({"samples": "every"}, "field 'samples' must be one of"),
-    ({"screenable": "yes"}, "field 'screenable' must be True or False"),
-    ({"flows": "video->last"}, "field 'flows' must be a tuple of entries, got str"),
-    ({"flows": ("video",)}, "field 'flows' must be flows mapflow can parse: 'video': cannot read flow"),
-    ({"options": {"mode": "a"}}, "field 'options' must be a mapping of option names to"),
-    ({"report": ({"order": 1, "section": "report_section"},)}, "field 'report' must be entries whose section is a"),
-    ({"report": ({"order": 1, "section": print, "stores": "some"},)}, "entries whose stores is one of"),
-    ({"demo": ({"order": 1, "name": "x", "windw": True},)}, "unknown: windw"),
-    ({"demo": ({"name": "x"},)}, "field 'demo' must be complete entries"),
-    ({"figures": figures.flow_figure}, "no field 'figures'; did you mean 'figure'?"),
-])
+@pytest.mark.parametrize(
+    "fields,message",
+    [
+        (
+            {"figure": "flow_figure"},
+            "field 'figure' must be a function, got str 'flow_figure' (pass the function itself",
+        ),
+        ({"figure": figures.flow_figure, "table": figures.flow_figure}, "field 'table' must be a figure or a table"),
+        ({"samples": "every"}, "field 'samples' must be one of"),
+        ({"screenable": "yes"}, "field 'screenable' must be True or False"),
+        ({"flows": "video->last"}, "field 'flows' must be a tuple of entries, got str"),
+        ({"flows": ("video",)}, "field 'flows' must be flows mapflow can parse: 'video': cannot read flow"),
+        ({"options": {"mode": "a"}}, "field 'options' must be a mapping of option names to"),
+        ({"report": ({"order": 1, "section": "report_section"},)}, "field 'report' must be entries whose section is a"),
+        ({"report": ({"order": 1, "section": print, "stores": "some"},)}, "entries whose stores is one of"),
+        ({"demo": ({"order": 1, "name": "x", "windw": True},)}, "unknown: windw"),
+        ({"demo": ({"name": "x"},)}, "field 'demo' must be complete entries"),
+        ({"figures": figures.flow_figure}, "no field 'figures'; did you mean 'figure'?"),
+    ],
+)
 def test_a_bad_declaration_is_refused_naming_the_study_and_the_field(fields, message):
     def run(ctx):
         return None
@@ -100,14 +114,16 @@ def test_a_bad_declaration_is_refused_naming_the_study_and_the_field(fields, mes
 
 def test_a_study_file_is_declared_like_a_shipped_study_and_checked_when_it_loads(tmp_path):
     good = tmp_path / "halves.py"
-    good.write_text(textwrap.dedent("""
+    good.write_text(
+        textwrap.dedent("""
         import mapflow as mf
         from mapflow.viz import tables
 
         @mf.study(flows=("cross_frame",), table=tables.halves_table, samples="all")
         def run(ctx):
             return ctx.knockout(["cross_frame"], {"early": (0, 1)})
-    """))
+    """)
+    )
     declared = declaration_of(load_study(str(good)))
     assert declared.samples == "all" and declared.table.__name__ == "halves_table"
     bad = tmp_path / "bad.py"
@@ -119,8 +135,11 @@ def test_a_study_file_is_declared_like_a_shipped_study_and_checked_when_it_loads
 def test_the_old_module_globals_are_refused_with_their_replacement(tmp_path):
     old = tmp_path / "old_style.py"
     old.write_text("DEFAULT_SAMPLES = 'all'\nFIGURE = 'flow_figure'\n\ndef run(ctx):\n    return None\n")
-    with pytest.raises(MapflowError, match=r"old_style.py defines FIGURE, DEFAULT_SAMPLES.*"
-                                           r"@mapflow.study\(FIGURE -> figure=, DEFAULT_SAMPLES -> samples="):
+    with pytest.raises(
+        MapflowError,
+        match=r"old_style.py defines FIGURE, DEFAULT_SAMPLES.*"
+        r"@mapflow.study\(FIGURE -> figure=, DEFAULT_SAMPLES -> samples=",
+    ):
         load_study(str(old))
 
 

@@ -32,8 +32,9 @@ def load_study(name_or_path: str) -> ModuleType:
         except ModuleNotFoundError as err:
             if err.name != f"{STUDIES_PACKAGE}.{name_or_path}":
                 raise
-            raise MapflowError(f"no study named '{name_or_path}'; available: {', '.join(available_studies())}") \
-                from None
+            raise MapflowError(
+                f"no study named '{name_or_path}'; available: {', '.join(available_studies())}"
+            ) from None
     if not callable(getattr(module, "run", None)):
         raise MapflowError(f"study {name_or_path} defines no run(ctx) function")
     declaration_of(module)  # checked on load: a study still defining the old globals is told what replaces them
@@ -53,11 +54,15 @@ def check_screenable(study, name: str, plan: str, remote: bool = False) -> None:
     if plan in ("auto", "naive"):
         return
     if remote:
-        raise KnockoutConfigError(f"--plan {plan} runs locally only (it needs a backward pass of the local model); "
-                                  "drop --remote or use --plan auto")
+        raise KnockoutConfigError(
+            f"--plan {plan} runs locally only (it needs a backward pass of the local model); "
+            "drop --remote or use --plan auto"
+        )
     # screenable: the study's cells are knockout sweeps read at the last position (a differentiable metric)
     if declaration_of(study).screenable:
         return
     screenable = [s for s in available_studies() if declaration_of(load_study(s)).screenable]
-    raise KnockoutConfigError(f"--plan {plan}: study '{name}' has no differentiable knockout metric to screen; "
-                              f"use --plan auto, or one of the screenable studies: {', '.join(screenable)}")
+    raise KnockoutConfigError(
+        f"--plan {plan}: study '{name}' has no differentiable knockout metric to screen; "
+        f"use --plan auto, or one of the screenable studies: {', '.join(screenable)}"
+    )

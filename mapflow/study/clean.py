@@ -47,8 +47,11 @@ class CleanRun:
 
     def correctness(self) -> dict:
         """The stored correctness variables (per-sample scalars)."""
-        return {"correct": ((), self.correct), "correct_token": ((), self.correct_token),
-                "correct_text": ((), bool(self.correct if self.correct_text is None else self.correct_text))}
+        return {
+            "correct": ((), self.correct),
+            "correct_token": ((), self.correct_token),
+            "correct_text": ((), bool(self.correct if self.correct_text is None else self.correct_text)),
+        }
 
 
 def clean_run(ctx, logits: torch.Tensor | None = None) -> CleanRun:
@@ -68,8 +71,15 @@ def clean_from_readouts(ctx, readout: torch.Tensor) -> CleanRun:
 
 def _clean(ctx, logits, pred: int, p_base: float, p_gt_base: float) -> CleanRun:
     gt = ctx.answer_token_id()
-    return CleanRun(logits=logits, pred=pred, p_base=p_base, gt_token=gt, p_gt_base=p_gt_base,
-                    correct_text=text_correct(ctx, pred, gt), rule=correctness_rule(ctx))
+    return CleanRun(
+        logits=logits,
+        pred=pred,
+        p_base=p_base,
+        gt_token=gt,
+        p_gt_base=p_gt_base,
+        correct_text=text_correct(ctx, pred, gt),
+        rule=correctness_rule(ctx),
+    )
 
 
 def correctness_rule(ctx) -> str:
@@ -116,5 +126,7 @@ def accepted_tokens(ctx) -> tuple[int, ...]:
 
 def option_token_ids(ctx) -> dict[str, int]:
     """Each option letter's answer token, as it would follow the answer prompt."""
-    return {letter: ctx.adapter.continuation_token_id(ctx.prompt.answer_prompt, letter)
-            for letter in ctx.prompt.option_letters}
+    return {
+        letter: ctx.adapter.continuation_token_id(ctx.prompt.answer_prompt, letter)
+        for letter in ctx.prompt.option_letters
+    }

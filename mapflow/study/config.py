@@ -46,14 +46,21 @@ class StudyConfig:
         return "exact" if self.plan in PLANS else "screen"
 
     def to_dict(self) -> dict:
-        return {"window_style": self.window.style, "window": self.window.size,
-                "window_ranges": [list(r) for r in self.window.ranges], "samples": self.samples,
-                "num_frames": self.num_frames, "frame_rule": self.frame_rule,
-                "prompt_template": self.prompt_template, "gt_token": self.gt_token,
-                "non_option_includes_prefix": self.non_option_includes_prefix,
-                "flows": None if self.flows is None else list(self.flows),
-                "options": dict(sorted(self.options.items())), "seed": self.seed,
-                **({"heads": list(self.heads)} if self.heads is not None else {}),
-                **({"method": "screen", "plan": self.plan} if self.method == "screen" else {})}
+        return {
+            "window_style": self.window.style,
+            "window": self.window.size,
+            "window_ranges": [list(r) for r in self.window.ranges],
+            "samples": self.samples,
+            "num_frames": self.num_frames,
+            "frame_rule": self.frame_rule,
+            "prompt_template": self.prompt_template,
+            "gt_token": self.gt_token,
+            "non_option_includes_prefix": self.non_option_includes_prefix,
+            "flows": None if self.flows is None else list(self.flows),
+            "options": dict(sorted(self.options.items())),
+            "seed": self.seed,
+            **({"heads": list(self.heads)} if self.heads is not None else {}),
+            **({"method": "screen", "plan": self.plan} if self.method == "screen" else {}),
+        }
         # an exact `plan` is left out on purpose: every exact plan gives the same numbers, so a run may resume under
         # another; the screen's estimates are not the same numbers, so they are named

@@ -118,8 +118,9 @@ class StudyContext:
         ``knocked_out``. Samples the ``--samples`` mode skips keep NaN (and -1 tokens) in the cells."""
         return _knockouts.knockout_sweep(self, flows, sweep_layers=layers, window=window, heads=heads)
 
-    def knockout(self, flows, layer_sets: Mapping[str, tuple[int, ...]], *, dim: str = "layers",
-                 heads=None) -> xr.Dataset:
+    def knockout(
+        self, flows, layer_sets: Mapping[str, tuple[int, ...]], *, dim: str = "layers", heads=None
+    ) -> xr.Dataset:
         """Knock out each flow in each named set of layers together (e.g. ``{"first_half": (0, 1, 2, 3), ...}``):
         the variables of `sweep` with dims ``(flow, dim)``, labelled by the sets' names."""
         return _knockouts.knockout_layer_sets(self, flows, layer_sets, dim=dim, heads=heads)

@@ -10,8 +10,9 @@ from ..knockout.flows import Window
 from .clean import CleanRun
 
 
-def knockout_dataset(flows, layer_sets, dim, labels, p_new, p_gt_new, pred_new, clean: CleanRun | None,
-                     run_it: bool, accepted=()) -> xr.Dataset:
+def knockout_dataset(
+    flows, layer_sets, dim, labels, p_new, p_gt_new, pred_new, clean: CleanRun | None, run_it: bool, accepted=()
+) -> xr.Dataset:
     """The stored form of a knockout measurement; ``clean=None`` gives the all-NaN cells of an unmeasured input.
     ``correct_knockout``: the knocked-out prediction passes the run's correctness rule (``accepted`` ids), False in
     cells that were not measured (``pred_knockout`` -1)."""
@@ -24,16 +25,21 @@ def knockout_dataset(flows, layer_sets, dim, labels, p_new, p_gt_new, pred_new, 
             "p_knockout": (cell, p_new),
             "rel_change": (cell, relative_change(p_new, p_base)),
             "p_gt_knockout": (cell, p_gt_new),
-            "rel_change_gt": (cell, relative_change(p_gt_new, p_gt_base) if p_gt_base > 0
-                              else np.full_like(p_gt_new, np.nan)),
+            "rel_change_gt": (
+                cell,
+                relative_change(p_gt_new, p_gt_base) if p_gt_base > 0 else np.full_like(p_gt_new, np.nan),
+            ),
             "pred_knockout": (cell, pred_new),
             "correct_knockout": (cell, np.isin(pred_new, np.asarray(accepted, dtype=np.int64)) & (pred_new >= 0)),
             "p_base": ((), p_base),
             "p_gt_base": ((), p_gt_base),
             "pred_base": ((), np.int64(-1 if clean is None else clean.pred)),
             "answer_token": ((), np.int64(-1 if clean is None else clean.gt_token)),
-            **(clean.correctness() if clean is not None else
-               {name: ((), False) for name in ("correct", "correct_token", "correct_text")}),
+            **(
+                clean.correctness()
+                if clean is not None
+                else {name: ((), False) for name in ("correct", "correct_token", "correct_text")}
+            ),
             "knocked_out": ((), run_it),
         },
         coords={
@@ -49,8 +55,9 @@ def stack_results(results: list[xr.Dataset], dim: str, labels) -> xr.Dataset:
     scalars (clean-run values, the same in each) are kept once. Deciding by dimensions, not by equality, keeps the
     stored dims the same on every sample (an unmeasured sample's NaN cells are all equal)."""
     stacked = [name for name, var in results[0].data_vars.items() if var.dims]
-    return xr.concat(results, dim=dim, data_vars=stacked, coords="different", compat="equals") \
-        .assign_coords({dim: list(labels)})
+    return xr.concat(results, dim=dim, data_vars=stacked, coords="different", compat="equals").assign_coords(
+        {dim: list(labels)}
+    )
 
 
 def with_window_labels(ds: xr.Dataset, window: Window) -> xr.Dataset:

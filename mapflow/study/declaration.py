@@ -32,8 +32,15 @@ ATTRIBUTE = "__mapflow_study__"  # where the decorator keeps the declaration on 
 REPORT_STORES = ("closed", "open_ended", "all")
 # the module globals of the first study protocol: a study that still defines them is told what replaces each (not
 # FLOWS or check_options: common names a study file may hold or import for its own use, e.g. another study's FLOWS)
-LEGACY_GLOBALS = {"FIGURE": "figure", "TABLE": "table", "DEMO": "demo", "REPORT": "report", "SCREENABLE": "screenable",
-                  "DEFAULT_SAMPLES": "samples", "OPTIONS": "options"}
+LEGACY_GLOBALS = {
+    "FIGURE": "figure",
+    "TABLE": "table",
+    "DEMO": "demo",
+    "REPORT": "report",
+    "SCREENABLE": "screenable",
+    "DEFAULT_SAMPLES": "samples",
+    "OPTIONS": "options",
+}
 
 
 @dataclass(frozen=True)
@@ -99,8 +106,9 @@ def make_declaration(where: str, **declared) -> StudyDeclaration:
         if name not in FIELDS:
             near = difflib.get_close_matches(name, FIELDS, n=1, cutoff=0.6)
             hint = f"did you mean '{near[0]}'? " if near else ""
-            raise MapflowError(f"study {where}: @mapflow.study has no field '{name}'; {hint}its fields: "
-                               f"{', '.join(FIELDS)}")
+            raise MapflowError(
+                f"study {where}: @mapflow.study has no field '{name}'; {hint}its fields: {', '.join(FIELDS)}"
+            )
     values = dict(declared)
     fail = _failer(where)
     if "flows" in values:
@@ -108,9 +116,15 @@ def make_declaration(where: str, **declared) -> StudyDeclaration:
     for name in ("figure", "table", "check"):
         if values.get(name) is not None and not callable(values[name]):
             value = values[name]
-            fail(name, f"a function, got {type(value).__name__} {value!r}"
-                 + (" (pass the function itself, e.g. mapflow.viz.figures.flow_figure)" if isinstance(value, str)
-                    else ""))
+            fail(
+                name,
+                f"a function, got {type(value).__name__} {value!r}"
+                + (
+                    " (pass the function itself, e.g. mapflow.viz.figures.flow_figure)"
+                    if isinstance(value, str)
+                    else ""
+                ),
+            )
     if values.get("figure") is not None and values.get("table") is not None:
         fail("table", "a figure or a table, not both (`mapflow plot` draws one)")
     if "samples" in values and values["samples"] not in SAMPLE_MODES:
@@ -120,8 +134,9 @@ def make_declaration(where: str, **declared) -> StudyDeclaration:
     if "options" in values:
         values["options"] = _options(values["options"], fail)
     if "report" in values:
-        values["report"] = tuple(_entry(ReportSection, entry, "report", fail) for entry in _sequence(
-            values["report"], "report", fail))
+        values["report"] = tuple(
+            _entry(ReportSection, entry, "report", fail) for entry in _sequence(values["report"], "report", fail)
+        )
         for entry in values["report"]:
             if not callable(entry.section):
                 fail("report", f"entries whose section is a function (writer, stores), got {entry.section!r}")
@@ -141,13 +156,18 @@ def declaration_of(study) -> StudyDeclaration:
     if declared is not None:
         return declared
     # the old globals on a module, or the old attributes on a function (``fn.DEFAULT_SAMPLES``, ``fn.OPTIONS``)
-    legacy = [name for name in LEGACY_GLOBALS
-              if name in getattr(study, "__dict__", {}) or name in getattr(run, "__dict__", {})]
+    legacy = [
+        name
+        for name in LEGACY_GLOBALS
+        if name in getattr(study, "__dict__", {}) or name in getattr(run, "__dict__", {})
+    ]
     if legacy:
         where = getattr(study, "__file__", None) or getattr(study, "__name__", repr(study))
         replacement = ", ".join(f"{name} -> {LEGACY_GLOBALS[name]}=" for name in legacy)
-        raise MapflowError(f"study {where} defines {', '.join(legacy)}, which mapflow no longer reads; "
-                           f"declare them on run with @mapflow.study({replacement}...)")
+        raise MapflowError(
+            f"study {where} defines {', '.join(legacy)}, which mapflow no longer reads; "
+            f"declare them on run with @mapflow.study({replacement}...)"
+        )
     return DEFAULT
 
 
@@ -193,8 +213,9 @@ def _flows(value, fail) -> tuple[str, ...]:
 def _options(value, fail):
     if value is None:
         return None
-    if not isinstance(value, Mapping) or not all(isinstance(k, str) and isinstance(o, StudyOption)
-                                                 for k, o in value.items()):
+    if not isinstance(value, Mapping) or not all(
+        isinstance(k, str) and isinstance(o, StudyOption) for k, o in value.items()
+    ):
         fail("options", "a mapping of option names to mapflow.study.options.StudyOption")
     return MappingProxyType(dict(value))
 

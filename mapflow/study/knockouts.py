@@ -40,12 +40,14 @@ def knockout_sweep(ctx, flows, *, sweep_layers=None, window: Window | None = Non
     return with_window_labels(ds, window)
 
 
-def knockout_layer_sets(ctx, flows, layer_sets: Mapping[str, tuple[int, ...]], *, dim: str = "layers",
-                        heads=None) -> xr.Dataset:
+def knockout_layer_sets(
+    ctx, flows, layer_sets: Mapping[str, tuple[int, ...]], *, dim: str = "layers", heads=None
+) -> xr.Dataset:
     """Knock out each flow in each named fixed set of layers (e.g. first and second half): dims ``(flow, dim)``,
     labelled by the sets' names."""
-    return measure_knockouts(ctx, flows, list(layer_sets.values()), dim=dim,
-                             labels=np.asarray(list(layer_sets), dtype=object), heads=heads)
+    return measure_knockouts(
+        ctx, flows, list(layer_sets.values()), dim=dim, labels=np.asarray(list(layer_sets), dtype=object), heads=heads
+    )
 
 
 def measure_knockouts(ctx, flows, layer_sets, *, dim: str, labels, heads=None) -> xr.Dataset:
@@ -56,11 +58,18 @@ def measure_knockouts(ctx, flows, layer_sets, *, dim: str, labels, heads=None) -
     flows = [f if isinstance(f, Flow) else Flow.parse(f) for f in (ctx.config.flows or flows)]
     heads = check_heads(ctx.config.heads if heads is None else heads, ctx.adapter.num_heads)
     request = CellsRequest(
-        flows=tuple(flows), layer_sets=tuple(tuple(int(i) for i in layers) for layers in layer_sets),
-        layout=ctx.layout, samples=ctx.config.samples, gt_token=ctx.answer_token_id(),
+        flows=tuple(flows),
+        layer_sets=tuple(tuple(int(i) for i in layers) for layers in layer_sets),
+        layout=ctx.layout,
+        samples=ctx.config.samples,
+        gt_token=ctx.answer_token_id(),
         option_tokens=tuple(option_token_ids(ctx).items()) if ctx.prompt.option_letters else (),
-        true_letter=ctx.prompt.true_letter, plan=ctx.config.plan, heads=heads,
-        screen_metric=ctx.config.option("screen_metric", "logodds"), accepted_tokens=accepted_tokens(ctx))
+        true_letter=ctx.prompt.true_letter,
+        plan=ctx.config.plan,
+        heads=heads,
+        screen_metric=ctx.config.option("screen_metric", "logodds"),
+        accepted_tokens=accepted_tokens(ctx),
+    )
     cells = ctx.backend.run_cells(ctx.adapter, ctx.prepared, request)
     clean = clean_from_readouts(ctx, cells["clean"])  # what `clean_run` reads, computed where the logits are
     shape = (len(flows), len(layer_sets))
@@ -73,8 +82,9 @@ def measure_knockouts(ctx, flows, layer_sets, *, dim: str, labels, heads=None) -
         p_new[runnable] = cells["p"].numpy()
         p_gt_new[runnable] = cells["p_gt"].numpy()
         pred_new[runnable] = cells["pred"].numpy()
-    ds = knockout_dataset(flows, layer_sets, dim, labels, p_new, p_gt_new, pred_new, clean, run_it,
-                          accepted=request.accepted_tokens)
+    ds = knockout_dataset(
+        flows, layer_sets, dim, labels, p_new, p_gt_new, pred_new, clean, run_it, accepted=request.accepted_tokens
+    )
     return with_screen_results(ds, ctx, cells, runnable, shape, dim, clean)
 
 
@@ -90,8 +100,10 @@ def with_screen_results(ds: xr.Dataset, ctx, cells, runnable, shape, dim, clean)
             exact[runnable], exact_gt[runnable] = cells["p_exact"].numpy(), cells["p_gt_exact"].numpy()
         ds["p_knockout_exact"] = (("flow", dim), exact)
         ds["rel_change_exact"] = (("flow", dim), relative_change(exact, clean.p_base))
-        ds["rel_change_gt_exact"] = (("flow", dim), relative_change(exact_gt, clean.p_gt_base)
-                                     if clean.p_gt_base > 0 else np.full(shape, np.nan))
+        ds["rel_change_gt_exact"] = (
+            ("flow", dim),
+            relative_change(exact_gt, clean.p_gt_base) if clean.p_gt_base > 0 else np.full(shape, np.nan),
+        )
     return ds
 
 
@@ -102,8 +114,17 @@ def unmeasured_sweep(ctx, flows) -> xr.Dataset:
     flows = [f if isinstance(f, Flow) else Flow.parse(f) for f in (ctx.config.flows or flows)]
     layer_sets = [window.layers(layer, num_layers) for layer in range(num_layers)]
     shape = (len(flows), num_layers)
-    ds = knockout_dataset(flows, layer_sets, "layer", np.arange(num_layers, dtype=np.int64), np.full(shape, np.nan),
-                          np.full(shape, np.nan), np.full(shape, -1, dtype=np.int64), None, False)
+    ds = knockout_dataset(
+        flows,
+        layer_sets,
+        "layer",
+        np.arange(num_layers, dtype=np.int64),
+        np.full(shape, np.nan),
+        np.full(shape, np.nan),
+        np.full(shape, -1, dtype=np.int64),
+        None,
+        False,
+    )
     return with_window_labels(ds, window)
 
 

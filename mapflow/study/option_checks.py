@@ -24,10 +24,15 @@ def _common_options() -> dict[str, StudyOption]:
     from .clean import CORRECTNESS_RULES
 
     return {
-        "correct_by": StudyOption("how a prediction counts as correct: the decoded text ignoring case (the released "
-                                  "code) or the exact answer token", default("correct_by"), CORRECTNESS_RULES),
-        "screen_metric": StudyOption("the quantity the first-order screen (--plan screen) estimates",
-                                     "logodds", METRICS),
+        "correct_by": StudyOption(
+            "how a prediction counts as correct: the decoded text ignoring case (the released "
+            "code) or the exact answer token",
+            default("correct_by"),
+            CORRECTNESS_RULES,
+        ),
+        "screen_metric": StudyOption(
+            "the quantity the first-order screen (--plan screen) estimates", "logodds", METRICS
+        ),
     }
 
 
@@ -52,23 +57,28 @@ def check_study_options(study, study_name: str, options: Mapping[str, str]) -> N
             if name in common:
                 common[name].check(name, str(value), study_name)
         if options:
-            warnings.warn(f"study {study_name} declares no options, so --option {', '.join(options)} cannot be checked "
-                          "(a typo is ignored); declare them with @mapflow.study(options={name: "
-                          "mapflow.study.options.StudyOption(...)})",
-                          stacklevel=3)
+            warnings.warn(
+                f"study {study_name} declares no options, so --option {', '.join(options)} cannot be checked "
+                "(a typo is ignored); declare them with @mapflow.study(options={name: "
+                "mapflow.study.options.StudyOption(...)})",
+                stacklevel=3,
+            )
         return
     for name, value in options.items():
         if name not in declared:
             near = difflib.get_close_matches(name, declared, n=1, cutoff=0.6)
             hint = f"did you mean '{near[0]}'? " if near else ""
-            raise MapflowError(f"--option {name}: study {study_name} has no option '{name}'; {hint}its options: "
-                               f"{', '.join(declared)} (see `mapflow studies`)")
+            raise MapflowError(
+                f"--option {name}: study {study_name} has no option '{name}'; {hint}its options: "
+                f"{', '.join(declared)} (see `mapflow studies`)"
+            )
         declared[name].check(name, str(value), study_name)
     missing = [name for name, option in declared.items() if option.required and name not in options]
     if missing:
         needed = declared[missing[0]]
-        raise MapflowError(f"study {study_name} needs --option {missing[0]}=<{needed.expects or 'text'}>: "
-                           f"{needed.help}")
+        raise MapflowError(
+            f"study {study_name} needs --option {missing[0]}=<{needed.expects or 'text'}>: {needed.help}"
+        )
 
 
 def describe_options(study) -> list[str]:

@@ -41,8 +41,9 @@ class StudyOption:
             try:
                 self.parse(value)
             except (ValueError, TypeError, MapflowError) as err:
-                raise MapflowError(f"--option {name}={value}: study {study} takes {name} = {self.expects or 'a valid value'}"
-                                   f" ({err})") from None
+                raise MapflowError(
+                    f"--option {name}={value}: study {study} takes {name} = {self.expects or 'a valid value'} ({err})"
+                ) from None
 
     def describe(self) -> str:
         """``name=VALUES (default X): help`` without the name."""

@@ -29,15 +29,21 @@ DEFAULT_BENCHMARK = "tvbench"
 class BenchmarkSamples(list):
     """Samples as a benchmark loader returns them, plus where they came from (for provenance)."""
 
-    def __init__(self, samples, *, benchmark: str, root: Path, tasks=None, limit=None, seed: int = 42,
-                 bad_entries=()):
+    def __init__(self, samples, *, benchmark: str, root: Path, tasks=None, limit=None, seed: int = 42, bad_entries=()):
         super().__init__(samples)
         self.benchmark, self.root, self.tasks, self.limit, self.seed = benchmark, Path(root), tasks, limit, seed
         self.bad_entries = list(bad_entries)  # annotation entries that cannot be read: recorded as failed samples
 
 
-def load_benchmark(name: str = DEFAULT_BENCHMARK, root=None, *, limit: int | None = None, tasks=None,
-                   seed: int = 42, strict: bool = False) -> BenchmarkSamples:
+def load_benchmark(
+    name: str = DEFAULT_BENCHMARK,
+    root=None,
+    *,
+    limit: int | None = None,
+    tasks=None,
+    seed: int = 42,
+    strict: bool = False,
+) -> BenchmarkSamples:
     """Benchmark ``name`` from ``root`` in its published layout (default: the embedded benchmark); ``limit`` samples
     per task, chosen with ``seed``. A bad annotation entry is kept aside in ``.bad_entries`` (a run records it as a
     failed sample and measures the rest); ``strict`` raises at the first instead."""
@@ -54,8 +60,9 @@ def load_benchmark(name: str = DEFAULT_BENCHMARK, root=None, *, limit: int | Non
     tasks = list(tasks) if tasks else None
     with nullcontext([]) if strict else collecting_bad_entries() as bad_entries:
         samples = benchmark.loader(root, tasks=tasks, limit=limit, seed=seed)
-    return BenchmarkSamples(samples, benchmark=benchmark.name, root=root, tasks=tasks, limit=limit, seed=seed,
-                            bad_entries=bad_entries)
+    return BenchmarkSamples(
+        samples, benchmark=benchmark.name, root=root, tasks=tasks, limit=limit, seed=seed, bad_entries=bad_entries
+    )
 
 
 class FunctionStudy:
@@ -98,8 +105,10 @@ def _load_study_file(path: str):
     except SyntaxError as err:
         raise MapflowError(f"study file {path}, line {err.lineno}: {err.msg} (a syntax error)") from None
     except Exception as err:
-        line = next((frame.lineno for frame in reversed(traceback.extract_tb(err.__traceback__))
-                     if frame.filename == path), None)
+        line = next(
+            (frame.lineno for frame in reversed(traceback.extract_tb(err.__traceback__)) if frame.filename == path),
+            None,
+        )
         where = f", line {line}" if line else ""
         what = "cannot import" if isinstance(err, ImportError) else f"raised {type(err).__name__} while loading"
         raise MapflowError(f"study file {path}{where}: {what}: {err}") from None
@@ -122,8 +131,11 @@ def resolve_config(config: StudyConfig, adapter, samples) -> StudyConfig:
     template = choose_template(config.prompt_template, adapter, getattr(samples, "benchmark", DEFAULT_BENCHMARK))
     own = adapter.prompt_template
     if own is not None and isinstance(template, McqaTemplate) and template.name != own.name:
-        warnings.warn(f"prompt template '{template.name}' on {adapter.path}, whose own template is '{own.name}' "
-                      "(leave the template out to use its own)", stacklevel=3)
+        warnings.warn(
+            f"prompt template '{template.name}' on {adapter.path}, whose own template is '{own.name}' "
+            "(leave the template out to use its own)",
+            stacklevel=3,
+        )
     return replace(config, prompt_template=template.name)
 
 
@@ -137,14 +149,35 @@ class PreparedRun:
     provenance: dict
 
 
-def prepare_run(study, model=None, data=None, *, benchmark: str | None = None, template: str | None = None,
-                window: int | Window | None = None, window_style: str = "center", layers: str | None = None,
-                limit: int | None = None, tasks=None, samples: str | None = None, options: dict | None = None,
-                frames: int | None = None, frame_rule: str | None = None, flows=None,
-                gt_token: str = differences.default("gt_token"), non_option_includes_prefix: bool = True,
-                plan: str = "auto", seed: int = 42, attn: str = "sdpa", dtype: str = differences.default("dtype"),
-                device: str = "cpu", device_map=None, threads: int | None = None, strict: bool = False,
-                heads=None) -> PreparedRun:
+def prepare_run(
+    study,
+    model=None,
+    data=None,
+    *,
+    benchmark: str | None = None,
+    template: str | None = None,
+    window: int | Window | None = None,
+    window_style: str = "center",
+    layers: str | None = None,
+    limit: int | None = None,
+    tasks=None,
+    samples: str | None = None,
+    options: dict | None = None,
+    frames: int | None = None,
+    frame_rule: str | None = None,
+    flows=None,
+    gt_token: str = differences.default("gt_token"),
+    non_option_includes_prefix: bool = True,
+    plan: str = "auto",
+    seed: int = 42,
+    attn: str = "sdpa",
+    dtype: str = differences.default("dtype"),
+    device: str = "cpu",
+    device_map=None,
+    threads: int | None = None,
+    strict: bool = False,
+    heads=None,
+) -> PreparedRun:
     """Resolve a run exactly as ``mapflow run`` does (its options have the same names and defaults).
 
     ``model``: None (the embedded organism), a checkpoint directory or a loaded adapter. ``data``: None (the embedded
@@ -170,17 +203,21 @@ def prepare_run(study, model=None, data=None, *, benchmark: str | None = None, t
         torch.set_num_threads(threads)
     if isinstance(data, BenchmarkSamples):
         if limit is not None or tasks:
-            raise MapflowError("limit and tasks choose samples while loading: pass them to load_benchmark, not with "
-                               "samples already loaded")
+            raise MapflowError(
+                "limit and tasks choose samples while loading: pass them to load_benchmark, not with "
+                "samples already loaded"
+            )
         if benchmark is not None and benchmark != data.benchmark:
             raise MapflowError(f"benchmark '{benchmark}' given with samples loaded from '{data.benchmark}'")
         loaded = data
     elif data is None or isinstance(data, (str, Path)):
-        loaded = load_benchmark(benchmark or DEFAULT_BENCHMARK, data, limit=limit, tasks=tasks, seed=seed,
-                                strict=strict)
+        loaded = load_benchmark(
+            benchmark or DEFAULT_BENCHMARK, data, limit=limit, tasks=tasks, seed=seed, strict=strict
+        )
     else:
-        raise MapflowError(f"data is a benchmark root or samples from mapflow.load_benchmark, not "
-                           f"{type(data).__name__}")
+        raise MapflowError(
+            f"data is a benchmark root or samples from mapflow.load_benchmark, not {type(data).__name__}"
+        )
     # the data first: a bad annotation file fails before a large checkpoint loads
     adapter = _as_adapter(model, attn_implementation=attn, dtype=dtype, device=device, device_map=device_map)
     # the settings the model runs with, not the requested ones ("auto" resolves per device; a loaded model has its own)
@@ -194,25 +231,51 @@ def prepare_run(study, model=None, data=None, *, benchmark: str | None = None, t
         knockout_window = Window.parse_ranges(layers)
     else:  # 9: the paper's; only a size the user gave is held to the model's layer count
         knockout_window = Window(style=window_style, size=9 if window is None else window)
-    config = StudyConfig(window=knockout_window, samples=samples or declaration_of(study).samples,
-                         options=options, seed=seed,
-                         num_frames=spec.num_frames if frames is None else frames,
-                         frame_rule=frame_rule or adapter.default_frame_rule or spec.frame_rule,
-                         prompt_template=chosen.name, gt_token=gt_token,
-                         non_option_includes_prefix=non_option_includes_prefix,
-                         flows=tuple(flows) if flows else None, plan=plan,
-                         heads=None if heads is None else tuple(heads))
-    run_checks.check_run_options(study, adapter, loaded, config, chosen,
-                             window_given=isinstance(window, Window) or window is not None or bool(layers))
+    config = StudyConfig(
+        window=knockout_window,
+        samples=samples or declaration_of(study).samples,
+        options=options,
+        seed=seed,
+        num_frames=spec.num_frames if frames is None else frames,
+        frame_rule=frame_rule or adapter.default_frame_rule or spec.frame_rule,
+        prompt_template=chosen.name,
+        gt_token=gt_token,
+        non_option_includes_prefix=non_option_includes_prefix,
+        flows=tuple(flows) if flows else None,
+        plan=plan,
+        heads=None if heads is None else tuple(heads),
+    )
+    run_checks.check_run_options(
+        study,
+        adapter,
+        loaded,
+        config,
+        chosen,
+        window_given=isinstance(window, Window) or window is not None or bool(layers),
+    )
     model_dir, data_root = Path(adapter.path), loaded.root
-    run_config = {"study": study_name, **config.to_dict(), "benchmark": spec.name, "tasks": loaded.tasks,
-                  "limit": loaded.limit, "seed": seed, "model": str(model_dir.resolve()),
-                  "data": str(data_root.resolve()), "attn_implementation": attn, "dtype": dtype}
+    run_config = {
+        "study": study_name,
+        **config.to_dict(),
+        "benchmark": spec.name,
+        "tasks": loaded.tasks,
+        "limit": loaded.limit,
+        "seed": seed,
+        "model": str(model_dir.resolve()),
+        "data": str(data_root.resolve()),
+        "attn_implementation": attn,
+        "dtype": dtype,
+    }
     annotation_files = sorted([*data_root.rglob("*.json"), *data_root.rglob("*.parquet")])
-    provenance = run_provenance(study=study_name, model_dir=model_dir, data_root=data_root,
-                                annotation_files=annotation_files, seed=seed, config=run_config,
-                                runtime={"device": device, "device_map": device_map,
-                                         "threads": torch.get_num_threads()})
+    provenance = run_provenance(
+        study=study_name,
+        model_dir=model_dir,
+        data_root=data_root,
+        annotation_files=annotation_files,
+        seed=seed,
+        config=run_config,
+        runtime={"device": device, "device_map": device_map, "threads": torch.get_num_threads()},
+    )
     return PreparedRun(study, study_name, adapter, loaded, config, provenance)
 
 
@@ -221,8 +284,9 @@ def _as_options(options) -> dict[str, str]:
     if options is None:
         return {}
     if not isinstance(options, Mapping):
-        raise MapflowError(f"options is a mapping of study settings, e.g. {{'lens': 'released_code'}}; got "
-                           f"{type(options).__name__}")
+        raise MapflowError(
+            f"options is a mapping of study settings, e.g. {{'lens': 'released_code'}}; got {type(options).__name__}"
+        )
     return {str(k): str(v) for k, v in options.items()}
 
 
@@ -234,8 +298,9 @@ def _as_adapter(model, **load_options):
         return model
     if model is None or isinstance(model, (str, Path)):
         return load_adapter(Path(model) if model is not None else default_model_dir(), **load_options)
-    raise MapflowError(f"model is a checkpoint directory or a model from mapflow.load_model, not "
-                       f"{type(model).__name__}")
+    raise MapflowError(
+        f"model is a checkpoint directory or a model from mapflow.load_model, not {type(model).__name__}"
+    )
 
 
 def _check_pairing(template: Template, samples: list) -> None:
@@ -244,5 +309,7 @@ def _check_pairing(template: Template, samples: list) -> None:
         try:
             samples[0].require_multiple_choice()
         except DataError as err:
-            raise MapflowError(f"the prompt template '{template.name}' asks a multiple-choice question, but the data "
-                               f"cannot: {err} (choose an open-ended template, or multiple-choice data)") from None
+            raise MapflowError(
+                f"the prompt template '{template.name}' asks a multiple-choice question, but the data "
+                f"cannot: {err} (choose an open-ended template, or multiple-choice data)"
+            ) from None

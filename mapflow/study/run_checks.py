@@ -15,8 +15,10 @@ WINDOW_STYLES = ("center", "inverse", "bottom_up", "top_down")
 def check_window_setting(window, window_style: str) -> None:
     """The window as given (before the model is known): a whole number of layers or a `Window`, and a known style."""
     if window is not None and not isinstance(window, Window) and (not inputs.is_whole(window) or window < 1):
-        raise MapflowError(f"--window {window!r}: give the knockout window size as a whole number of layers >= 1 "
-                           "(or a mapflow.knockout.flows.Window)")
+        raise MapflowError(
+            f"--window {window!r}: give the knockout window size as a whole number of layers >= 1 "
+            "(or a mapflow.knockout.flows.Window)"
+        )
     if window_style not in WINDOW_STYLES:
         raise MapflowError(f"--window-style {window_style!r}: choose one of {', '.join(WINDOW_STYLES)}")
 
@@ -27,8 +29,13 @@ def check_flows(flows, samples, template, num_frames: int, study_flows=()) -> No
     if not flows:
         return
     known = set(inputs.LAYOUT_SPANS) | {f"frame_{i}" for i in range(num_frames)}
-    known |= {name for text in study_flows for block in Flow.parse(text).blocks for name in (block.source, block.target)
-              if name not in CROSS_FRAME_KINDS}
+    known |= {
+        name
+        for text in study_flows
+        for block in Flow.parse(text).blocks
+        for name in (block.source, block.target)
+        if name not in CROSS_FRAME_KINDS
+    }
     if samples:
         try:
             prompt = build_prompt(samples[0], template)
@@ -44,9 +51,11 @@ def check_flows(flows, samples, template, num_frames: int, study_flows=()) -> No
         for block in flow.blocks:
             for name in (block.source, block.target):
                 if name not in CROSS_FRAME_KINDS and name not in known:
-                    raise MapflowError(f"--flows {text}: no span named '{name}'; known spans: "
-                                       f"{', '.join(sorted(known, key=_span_order))}, or "
-                                       f"{' / '.join(CROSS_FRAME_KINDS)}")
+                    raise MapflowError(
+                        f"--flows {text}: no span named '{name}'; known spans: "
+                        f"{', '.join(sorted(known, key=_span_order))}, or "
+                        f"{' / '.join(CROSS_FRAME_KINDS)}"
+                    )
 
 
 def _span_order(name: str):
