@@ -49,14 +49,17 @@ def cell_metrics(exact: np.ndarray, screen: np.ndarray, k: int = TOP_K) -> dict:
     harmful = set(np.argsort(exact, kind="stable")[:top])
     flagged = set(np.argsort(screen, kind="stable")[:top])
     signed = np.abs(exact) >= SIGN_MIN_CHANGE
-    return {"cells": int(len(exact)),
-            "spearman": pearson(ranks(exact), ranks(screen)),
-            "pearson": pearson(exact, screen),
-            f"top{k}_recall": len(harmful & flagged) / top if top else float("nan"),
-            "sign_agreement": float(np.mean(np.sign(exact[signed]) == np.sign(screen[signed])))
-            if signed.any() else float("nan"),
-            "sign_cells": int(signed.sum()),
-            "mean_abs_exact": float(np.abs(exact).mean()) if len(exact) else float("nan")}
+    return {
+        "cells": int(len(exact)),
+        "spearman": pearson(ranks(exact), ranks(screen)),
+        "pearson": pearson(exact, screen),
+        f"top{k}_recall": len(harmful & flagged) / top if top else float("nan"),
+        "sign_agreement": float(np.mean(np.sign(exact[signed]) == np.sign(screen[signed])))
+        if signed.any()
+        else float("nan"),
+        "sign_cells": int(signed.sum()),
+        "mean_abs_exact": float(np.abs(exact).mean()) if len(exact) else float("nan"),
+    }
 
 
 def agreement(exact: xr.Dataset, screen: xr.Dataset, variable: str = "rel_change") -> dict[str, dict]:
@@ -64,9 +67,12 @@ def agreement(exact: xr.Dataset, screen: xr.Dataset, variable: str = "rel_change
     a, b = exact[variable], screen[variable]
     if "flow" not in a.dims:
         return {"all": cell_metrics(a.values.ravel(), b.transpose(*a.dims).values.ravel())}
-    return {str(flow): cell_metrics(a.sel(flow=flow).values.ravel(),
-                                    b.sel(flow=flow).transpose(*a.sel(flow=flow).dims).values.ravel())
-            for flow in a["flow"].values}
+    return {
+        str(flow): cell_metrics(
+            a.sel(flow=flow).values.ravel(), b.sel(flow=flow).transpose(*a.sel(flow=flow).dims).values.ravel()
+        )
+        for flow in a["flow"].values
+    }
 
 
 class WorkCounter:
@@ -98,16 +104,29 @@ class WorkCounter:
 
 def format_calibration(report: dict, markdown: bool = False) -> str:
     head = ("flow", "cells", "Spearman", "Pearson", f"top-{TOP_K} recall", "sign agree", "mean abs exact %")
-    rows = [(flow, str(m["cells"]), f"{m['spearman']:.2f}", f"{m['pearson']:.2f}", f"{m[f'top{TOP_K}_recall']:.2f}",
-             f"{m['sign_agreement']:.2f} ({m['sign_cells']})", f"{m['mean_abs_exact']:.2f}")
-            for flow, m in report["flows"].items()]
+    rows = [
+        (
+            flow,
+            str(m["cells"]),
+            f"{m['spearman']:.2f}",
+            f"{m['pearson']:.2f}",
+            f"{m[f'top{TOP_K}_recall']:.2f}",
+            f"{m['sign_agreement']:.2f} ({m['sign_cells']})",
+            f"{m['mean_abs_exact']:.2f}",
+        )
+        for flow, m in report["flows"].items()
+    ]
     cost = report["cost"]
-    title = (f"calibration of the screen: {report['study']} on {report['model']}, {report['samples']} sample(s) "
-             f"({report['knocked_out_samples']} knocked out), window {report['window']}, "
-             f"metric {report['screen_metric']}")
-    footer = (f"cost: exact {cost['exact_wall_s']:.2f} s / {cost['exact_forward_equivalents']:.1f} forward-eq., "
-              f"screen {cost['screen_wall_s']:.2f} s / {cost['screen_forward_equivalents']} forward-eq. -> "
-              f"{cost['wall_ratio']:.1f}x wall, {cost['forward_ratio']:.1f}x forward-equivalents")
+    title = (
+        f"calibration of the screen: {report['study']} on {report['model']}, {report['samples']} sample(s) "
+        f"({report['knocked_out_samples']} knocked out), window {report['window']}, "
+        f"metric {report['screen_metric']}"
+    )
+    footer = (
+        f"cost: exact {cost['exact_wall_s']:.2f} s / {cost['exact_forward_equivalents']:.1f} forward-eq., "
+        f"screen {cost['screen_wall_s']:.2f} s / {cost['screen_forward_equivalents']} forward-eq. -> "
+        f"{cost['wall_ratio']:.1f}x wall, {cost['forward_ratio']:.1f}x forward-equivalents"
+    )
     if markdown:
         lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
         lines += ["| " + " | ".join(r) + " |" for r in rows]

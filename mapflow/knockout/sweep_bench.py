@@ -26,6 +26,7 @@ from .flows import PAPER_FLOWS, Flow, Window
 from .planner import work_of_plan
 
 SWEEP_FLOWS = [f for flows in PAPER_FLOWS.values() for f in flows]
+PAPER_WINDOW = Window("center", 9)  # the paper's centred window of 9 layers
 
 
 class PeakMemory:
@@ -99,8 +100,11 @@ def run_phase(adapter: VideoLLMAdapter, prepared_inputs, window: Window, plan: s
                 continue
             configs = sweep_configs(prepared.layout, adapter.num_layers, window)
             clean = clean_state(adapter, prepared) if plan == "auto" else None
-            reference = clean.logits[-1] if clean is not None else run_knockouts(
-                adapter, prepared, [KnockoutConfig(configs[0].blocked, ())], plan="naive")[0]
+            reference = (
+                clean.logits[-1]
+                if clean is not None
+                else run_knockouts(adapter, prepared, [KnockoutConfig(configs[0].blocked, ())], plan="naive")[0]
+            )
             logits = run_knockouts(adapter, prepared, configs, plan=plan, clean=clean)
             pred = int(reference.argmax())
             result.p_knockout.append(logits.softmax(-1)[:, pred].numpy())
@@ -152,35 +156,60 @@ def run_phase_isolated(adapter: VideoLLMAdapter, prepared_inputs, window: Window
     return result
 
 
-def benchmark(adapter: VideoLLMAdapter, data_root, *, limit: int = 2, window: Window = Window("center", 9),
-              num_frames: int = 8, seed: int = 42, naive: bool = True, screen: bool = False,
-              max_samples: int | None = None) -> dict:
+def benchmark(
+    adapter: VideoLLMAdapter,
+    data_root,
+    *,
+    limit: int = 2,
+    window: Window = PAPER_WINDOW,
+    num_frames: int = 8,
+    seed: int = 42,
+    naive: bool = True,
+    screen: bool = False,
+    max_samples: int | None = None,
+) -> dict:
     """``naive=False`` runs the optimized plan alone (sizes where the naive sweep takes too long: memory checks);
     ``screen`` adds the first-order screen (`mapflow.knockout.screen`) and its speed and agreement against the exact plan;
     ``max_samples`` keeps the first samples only (CPU runs of the 7B shapes)."""
     samples = load_tvbench(data_root, limit=limit, seed=seed)[:max_samples]
     template = resolve_template(None, adapter.prompt_template, "tvbench")  # the checkpoint's own, else the paper's
-    prepared_inputs = [adapter.prepare(_clip(s, num_frames), mcqa_segments(s, template),
-                                       option_letters=s.option_letters, true_letter=s.answer_letter)
-                       for s in samples]
+    prepared_inputs = [
+        adapter.prepare(
+            _clip(s, num_frames),
+            mcqa_segments(s, template),
+            option_letters=s.option_letters,
+            true_letter=s.answer_letter,
+        )
+        for s in samples
+    ]
     run_phase(adapter, prepared_inputs[:1], window, "auto")  # warm-up: first-call allocations and lazy imports
     slow = run_phase_isolated(adapter, prepared_inputs, window, "naive") if naive else None
     fast = run_phase_isolated(adapter, prepared_inputs, window, "auto")
-    report = {"samples": len(samples), "seq_len": [p.layout.seq_len for p in prepared_inputs],
-              "configs_per_sample": len(SWEEP_FLOWS) * adapter.num_layers, "window": window.label,
-              "naive": slow, "optimized": fast}
+    report = {
+        "samples": len(samples),
+        "seq_len": [p.layout.seq_len for p in prepared_inputs],
+        "configs_per_sample": len(SWEEP_FLOWS) * adapter.num_layers,
+        "window": window.label,
+        "naive": slow,
+        "optimized": fast,
+    }
     if slow is not None:
         report.update(
             max_abs_diff_p_knockout=max(float(np.abs(a - b).max()) for a, b in zip(slow.p_knockout, fast.p_knockout)),
-            wall_ratio=slow.wall / fast.wall, cpu_ratio=slow.cpu / fast.cpu,
-            work_ratio=slow.token_layers / fast.token_layers)
+            wall_ratio=slow.wall / fast.wall,
+            cpu_ratio=slow.cpu / fast.cpu,
+            work_ratio=slow.token_layers / fast.token_layers,
+        )
     if screen:
         estimate = run_phase_isolated(adapter, prepared_inputs, window, "screen")
         exact = np.concatenate(fast.p_knockout)
         screened = np.concatenate(estimate.p_knockout)
         from .screen_agreement import pearson, ranks
 
-        report.update(screen=estimate, screen_wall_ratio=fast.wall / estimate.wall,
-                      screen_cpu_ratio=fast.cpu / estimate.cpu,
-                      screen_spearman=pearson(ranks(exact), ranks(screened)))
+        report.update(
+            screen=estimate,
+            screen_wall_ratio=fast.wall / estimate.wall,
+            screen_cpu_ratio=fast.cpu / estimate.cpu,
+            screen_spearman=pearson(ranks(exact), ranks(screened)),
+        )
     return report

@@ -30,8 +30,9 @@ _CORPUS = [
 ]
 
 
-def train_byte_level_bpe(special_tokens: list[str], vocab_size: int = 512, corpus: list[str] | None = None,
-                         unk_token: str | None = "<unk>"):
+def train_byte_level_bpe(
+    special_tokens: list[str], vocab_size: int = 512, corpus: list[str] | None = None, unk_token: str | None = "<unk>"
+):
     """A byte-level BPE `tokenizers.Tokenizer` trained (deterministically) on ``corpus`` (default `_CORPUS`)."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
@@ -68,26 +69,58 @@ def build_tiny_tokenizer(vocab_size: int = 512, corpus: list[str] | None = None)
     )
 
 
-def tiny_llava_next_video_config(vocab_size: int, video_token_id: int, image_token_id: int, *, image_size: int = 64,
-                                 patch_size: int = 8, hidden_size: int = 64, num_layers: int = 6, num_heads: int = 4,
-                                 num_kv_heads: int = 2, intermediate_size: int | None = None,
-                                 vision_hidden_size: int = 32, vision_layers: int = 2):
+def tiny_llava_next_video_config(
+    vocab_size: int,
+    video_token_id: int,
+    image_token_id: int,
+    *,
+    image_size: int = 64,
+    patch_size: int = 8,
+    hidden_size: int = 64,
+    num_layers: int = 6,
+    num_heads: int = 4,
+    num_kv_heads: int = 2,
+    intermediate_size: int | None = None,
+    vision_hidden_size: int = 32,
+    vision_layers: int = 2,
+):
     from transformers import CLIPVisionConfig, LlamaConfig, LlavaNextVideoConfig
 
     vision = CLIPVisionConfig(
-        hidden_size=vision_hidden_size, intermediate_size=2 * vision_hidden_size, num_hidden_layers=vision_layers,
-        num_attention_heads=2, image_size=image_size, patch_size=patch_size, projection_dim=vision_hidden_size,
+        hidden_size=vision_hidden_size,
+        intermediate_size=2 * vision_hidden_size,
+        num_hidden_layers=vision_layers,
+        num_attention_heads=2,
+        image_size=image_size,
+        patch_size=patch_size,
+        projection_dim=vision_hidden_size,
     )
     text = LlamaConfig(
-        vocab_size=vocab_size, hidden_size=hidden_size, intermediate_size=intermediate_size or 2 * hidden_size,
-        num_hidden_layers=num_layers, num_attention_heads=num_heads, num_key_value_heads=num_kv_heads,
-        max_position_embeddings=4096, bos_token_id=1, eos_token_id=2, pad_token_id=3, tie_word_embeddings=False,
+        vocab_size=vocab_size,
+        hidden_size=hidden_size,
+        intermediate_size=intermediate_size or 2 * hidden_size,
+        num_hidden_layers=num_layers,
+        num_attention_heads=num_heads,
+        num_key_value_heads=num_kv_heads,
+        max_position_embeddings=4096,
+        bos_token_id=1,
+        eos_token_id=2,
+        pad_token_id=3,
+        tie_word_embeddings=False,
     )
     return LlavaNextVideoConfig(
-        vision_config=vision, text_config=text, video_token_id=video_token_id, image_token_id=image_token_id,
-        vision_feature_select_strategy="default", vision_feature_layer=-1, spatial_pool_stride=2,
-        spatial_pool_mode="average", image_grid_pinpoints=[[image_size, image_size]], image_seq_length=16,
-        video_seq_length=16, tie_word_embeddings=False,
+        vision_config=vision,
+        text_config=text,
+        video_token_id=video_token_id,
+        image_token_id=image_token_id,
+        vision_feature_select_strategy="default",
+        vision_feature_layer=-1,
+        spatial_pool_stride=2,
+        spatial_pool_mode="average",
+        image_grid_pinpoints=[[image_size, image_size]],
+        image_seq_length=16,
+        video_seq_length=16,
+        tie_word_embeddings=False,
     )
 
 
@@ -97,15 +130,21 @@ def build_tiny_processor(tokenizer, image_size: int, patch_size: int, **video_pr
     size = {"shortest_edge": image_size}
     crop = {"height": image_size, "width": image_size}
     video_processor = LlavaNextVideoVideoProcessor(size=size, crop_size=crop, **video_processor_kwargs)
-    image_processor = LlavaNextImageProcessor(size=size, crop_size=crop, image_grid_pinpoints=[[image_size, image_size]])
+    image_processor = LlavaNextImageProcessor(
+        size=size, crop_size=crop, image_grid_pinpoints=[[image_size, image_size]]
+    )
     return LlavaNextVideoProcessor(
-        video_processor=video_processor, image_processor=image_processor, tokenizer=tokenizer,
-        patch_size=patch_size, vision_feature_select_strategy="default",
+        video_processor=video_processor,
+        image_processor=image_processor,
+        tokenizer=tokenizer,
+        patch_size=patch_size,
+        vision_feature_select_strategy="default",
     )
 
 
-def build_tiny_llava_next_video(out_dir, *, seed: int = 0, num_layers: int = 6, image_size: int = 64,
-                                patch_size: int = 8, hidden_size: int = 64) -> Path:
+def build_tiny_llava_next_video(
+    out_dir, *, seed: int = 0, num_layers: int = 6, image_size: int = 64, patch_size: int = 8, hidden_size: int = 64
+) -> Path:
     """Write a random tiny LLaVA-NeXT-Video checkpoint (model, tokenizer, processor) to `out_dir`."""
     from transformers import LlavaNextVideoForConditionalGeneration
 
@@ -113,16 +152,30 @@ def build_tiny_llava_next_video(out_dir, *, seed: int = 0, num_layers: int = 6, 
     out_dir.mkdir(parents=True, exist_ok=True)
     tokenizer = build_tiny_tokenizer()
     config = tiny_llava_next_video_config(
-        vocab_size=len(tokenizer), video_token_id=tokenizer.convert_tokens_to_ids("<video>"),
-        image_token_id=tokenizer.convert_tokens_to_ids("<image>"), image_size=image_size, patch_size=patch_size,
-        hidden_size=hidden_size, num_layers=num_layers,
+        vocab_size=len(tokenizer),
+        video_token_id=tokenizer.convert_tokens_to_ids("<video>"),
+        image_token_id=tokenizer.convert_tokens_to_ids("<image>"),
+        image_size=image_size,
+        patch_size=patch_size,
+        hidden_size=hidden_size,
+        num_layers=num_layers,
     )
     torch.manual_seed(seed)
     model = LlavaNextVideoForConditionalGeneration(config).eval()
     model.save_pretrained(out_dir)
     build_tiny_processor(tokenizer, image_size, patch_size).save_pretrained(out_dir)
-    (out_dir / "mapflow_origin.json").write_text(json.dumps(
-        {"builder": "mapflow.testing.tiny.build_tiny_llava_next_video", "seed": seed, "num_layers": num_layers,
-         "image_size": image_size, "patch_size": patch_size, "hidden_size": hidden_size,
-         "note": "random weights; for tests and the offline demo only"}, indent=2))
+    (out_dir / "mapflow_origin.json").write_text(
+        json.dumps(
+            {
+                "builder": "mapflow.testing.tiny.build_tiny_llava_next_video",
+                "seed": seed,
+                "num_layers": num_layers,
+                "image_size": image_size,
+                "patch_size": patch_size,
+                "hidden_size": hidden_size,
+                "note": "random weights; for tests and the offline demo only",
+            },
+            indent=2,
+        )
+    )
     return out_dir
