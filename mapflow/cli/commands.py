@@ -10,7 +10,7 @@ from pathlib import Path
 from .. import differences
 from ..errors import MapflowError
 from ..inputs.checks import user_path
-from .ndif import add_ndif_parser
+from .ndif_server import add_ndif_parser
 from .options import parse_heads as _parse_heads
 from .options import parse_options as _parse_options
 from .organism import add_organism_parser

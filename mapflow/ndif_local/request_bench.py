@@ -1,4 +1,4 @@
-"""What ``mapflow ndif bench`` measures (its command line: `mapflow.cli.ndif`): one study over the same samples
+"""What ``mapflow ndif bench`` measures (its command line: `mapflow.cli.ndif_server`): one study over the same samples
 locally and on an NDIF server, per sample and per request.
 
 Per sample: requests sent, request bytes, result bytes, wall time locally (the fast plan) and remotely (the sample
