@@ -101,7 +101,16 @@ def expected_answer_text(ctx, gt: int) -> str:
     return letter if letter else ctx.adapter.tokenizer.decode([gt])
 
 
-_TEXT_RULE_CACHE: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+class _PerTokenizerCache(weakref.WeakKeyDictionary):
+    """The decoded vocabularies, per tokenizer. A remote request ships `StudyContext` (and so this module's functions)
+    by value when a traced block reads ``ctx``: the cache then travels as a new, empty one (a weak dictionary itself
+    cannot be pickled)."""
+
+    def __reduce__(self):
+        return type(self), ()
+
+
+_TEXT_RULE_CACHE = _PerTokenizerCache()
 
 
 def text_rule_tokens(tokenizer, expected: str) -> frozenset[int]:
