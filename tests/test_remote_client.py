@@ -98,8 +98,8 @@ def free_port():
 
 
 def test_unreachable_server_fails_fast_naming_host_and_model(sdpa_adapter, tiny_benchmark, tmp_path):
-    from mapflow.study.context import StudyConfig
     from mapflow.data.benchmarks import get_benchmark
+    from mapflow.study.context import StudyConfig
     from mapflow.study.runner import run_study
 
     host = f"http://127.0.0.1:{free_port()}"
@@ -143,3 +143,15 @@ def test_remote_plan_and_concurrency_options_are_checked(monkeypatch):
     assert resolve_settings(host="http://h:1", model="/m").plan == "trace"
     with pytest.raises(MapflowError, match="remote plan must be one of"):
         resolve_settings(host="http://h:1", model="/m", plan="batch")
+
+
+def test_a_study_context_ships_by_value_to_a_server():
+    """A traced block that reads ``ctx`` ships `StudyContext` with the functions its methods use, by value (mapflow
+    is not installed on the server): all of it must pickle (a module-level weak dictionary once did not)."""
+    import cloudpickle
+    import nnsight
+
+    from mapflow.study.context import StudyContext
+
+    nnsight.register("mapflow")  # as `RemoteModel` does before its first request
+    assert cloudpickle.loads(cloudpickle.dumps(StudyContext)).__name__ == "StudyContext"
