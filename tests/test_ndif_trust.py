@@ -48,10 +48,10 @@ def organism():
     import torch
 
     from mapflow.embedded import organism_dir
-    from mapflow.models import load_model
+    from mapflow.models import load_adapter
 
     torch.set_num_threads(1)  # the server's actor runs single-threaded: same reduction order, same bits
-    return load_model(organism_dir("video"))
+    return load_adapter(organism_dir("video"))
 
 
 @pytest.fixture(scope="module")
@@ -78,7 +78,7 @@ def run(study, organism, samples, out, state):
     return run_study(load_study(study) if isinstance(study, str) else study, organism, samples, out, config=config,
                      provenance={"study": study if isinstance(study, str) else "hostile",
                                  "model": {"name": "organism-video"}, "config": {}},
-                     remote=settings_for(state), progress=False)
+                     remote=settings_for(state), concurrency=1, progress=False)
 
 
 def test_the_api_refuses_requests_without_the_stack_token(trust_stack):

@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 import torch
 import xarray as xr
+from ndif_stacks import new_home, require_server_env
 
-from mapflow.study.context import StudyConfig
 from mapflow.data.benchmarks import get_benchmark
 from mapflow.embedded import default_data_dir, organism_dir
 from mapflow.knockout.flows import Window
@@ -28,8 +28,8 @@ from mapflow.remote import (
     resolve_settings,
 )
 from mapflow.results.store import ResultStore
+from mapflow.study.context import StudyConfig
 from mapflow.study.runner import load_study, run_study
-from ndif_stacks import new_home, require_server_env
 
 pytestmark = pytest.mark.server
 
@@ -59,10 +59,10 @@ def ndif_stack():
 
 @pytest.fixture(scope="session")
 def organism():
-    from mapflow.models import load_model
+    from mapflow.models import load_adapter
 
     torch.set_num_threads(1)  # the server's actor runs single-threaded: same reduction order, same bits
-    return load_model(organism_dir("video"))
+    return load_adapter(organism_dir("video"))
 
 
 @pytest.fixture(scope="session")
@@ -203,7 +203,7 @@ def assert_recorded_failure(summary, out, samples, error_type, *fragments):
     assert set(summary.failed) == {s.sample_id for s in samples}
     store = ResultStore(out)
     assert store.committed_count == 0 and store.completed_sample_ids() == set()  # nothing partial was stored
-    for sample_id, info in store.failed_samples().items():
+    for info in store.failed_samples().values():
         assert info["reason"].startswith(error_type.__name__)
         for fragment in fragments:
             assert fragment in info["reason"], (fragment, info["reason"])
@@ -256,9 +256,9 @@ def test_a_plain_request_between_two_of_ours_sees_the_unmodified_model(ndif_stac
     registered, and the same logits."""
     import nnsight
 
+    from mapflow.knockout.suffix_attention import ATTENTION_NAME
     from mapflow.remote.client import remote_adapter
     from mapflow.study.runner import measure_sample
-    from mapflow.knockout.suffix_attention import ATTENTION_NAME
 
     settings = settings_for(ndif_stack)
     view = remote_adapter(organism, settings)
@@ -380,7 +380,7 @@ def test_batched_requests_match_the_local_run_with_one_request_per_batch(batch, 
     assert list(xr.open_zarr(tmp_path / "remote.zarr").sample.values) == ids
     run("information_flow", organism, more_samples, tmp_path / "local.zarr")
     assert_same_results(tmp_path / "remote.zarr", tmp_path / "local.zarr")
-    assert '"batch": %d' % batch in str(xr.open_zarr(tmp_path / "remote.zarr").attrs).replace("'", '"')
+    assert f'"batch": {batch}' in str(xr.open_zarr(tmp_path / "remote.zarr").attrs).replace("'", '"')
 
 
 def test_a_sample_failing_on_the_server_fails_alone_in_its_batch_and_resumes(ndif_stack, organism, samples,
