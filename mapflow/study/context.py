@@ -28,13 +28,14 @@ from ..data.sample import Sample
 from ..inputs.prompts import BuiltPrompt
 from ..knockout.flows import Window
 from ..models.base import PreparedInput, VideoLLMAdapter
-from . import clean as _clean
-from . import knockouts as _knockouts
 from .clean import CleanRun
 from .config import StudyConfig
-from .datasets import stack_results
 
 __all__ = ["CleanRun", "StudyConfig", "StudyContext"]
+
+# The methods import their helpers inside their bodies: a traced block that reads ``ctx`` ships StudyContext to an
+# NDIF server by value, with the globals its methods name, and the helper modules import xarray, which the server
+# does not have (tests/test_remote_server.py runs a notebook function using ctx remotely).
 
 
 @dataclass
@@ -77,27 +78,37 @@ class StudyContext:
 
     def option_tokens(self) -> dict[str, int]:
         """Each option letter's answer token, as it would follow the answer prompt (``{"A": id, ...}``)."""
-        return _clean.option_token_ids(self)
+        from . import clean
+
+        return clean.option_token_ids(self)
 
     def accepted_tokens(self) -> tuple[int, ...]:
         """The token ids the run's correctness rule (``--option correct_by``) counts as the right answer."""
-        return _clean.accepted_tokens(self)
+        from . import clean
+
+        return clean.accepted_tokens(self)
 
     # --- the clean run ----------------------------------------------------------------------------------------------
 
     def clean(self, logits: torch.Tensor | None = None) -> CleanRun:
         """The unmodified prediction at the last position: ``pred``, ``p_base``, ``p_gt_base``, ``correct`` (from
         ``logits`` when a clean pass already produced them)."""
-        return _clean.clean_run(self, logits)
+        from . import clean
+
+        return clean.clean_run(self, logits)
 
     def clean_from(self, readout: torch.Tensor) -> CleanRun:
         """The clean run from the (pred, p_pred, p_answer) triple a measurement returns instead of logits
         (e.g. ``out["clean"]`` of `mapflow.readouts.lens.clean_and_layer_probabilities` through `measure`)."""
-        return _clean.clean_from_readouts(self, readout)
+        from . import clean
+
+        return clean.clean_from_readouts(self, readout)
 
     def wants_knockout(self, clean: CleanRun) -> bool:
         """Whether the run's ``--samples`` mode measures this sample (e.g. ``correct``: only a correct clean run)."""
-        return _knockouts.wants_knockout(clean, self.config.samples)
+        from . import knockouts
+
+        return knockouts.wants_knockout(clean, self.config.samples)
 
     # --- measurements -----------------------------------------------------------------------------------------------
 
@@ -116,25 +127,35 @@ class StudyContext:
         ``p_gt_knockout`` and ``rel_change_gt`` for the answer token, ``pred_knockout``, ``correct_knockout``, and
         per-sample scalars ``p_base``, ``p_gt_base``, ``pred_base``, ``answer_token``, ``correct`` and
         ``knocked_out``. Samples the ``--samples`` mode skips keep NaN (and -1 tokens) in the cells."""
-        return _knockouts.knockout_sweep(self, flows, sweep_layers=layers, window=window, heads=heads)
+        from . import knockouts
+
+        return knockouts.knockout_sweep(self, flows, sweep_layers=layers, window=window, heads=heads)
 
     def knockout(
         self, flows, layer_sets: Mapping[str, tuple[int, ...]], *, dim: str = "layers", heads=None
     ) -> xr.Dataset:
         """Knock out each flow in each named set of layers together (e.g. ``{"first_half": (0, 1, 2, 3), ...}``):
         the variables of `sweep` with dims ``(flow, dim)``, labelled by the sets' names."""
-        return _knockouts.knockout_layer_sets(self, flows, layer_sets, dim=dim, heads=heads)
+        from . import knockouts
+
+        return knockouts.knockout_layer_sets(self, flows, layer_sets, dim=dim, heads=heads)
 
     def empty_sweep(self, flows) -> xr.Dataset:
         """What `sweep` returns for an input that cannot be measured: the same dims and coordinates, NaN cells."""
-        return _knockouts.unmeasured_sweep(self, flows)
+        from . import knockouts
+
+        return knockouts.unmeasured_sweep(self, flows)
 
     def layout_with_prediction(self, clean: CleanRun):
         """The layout plus a ``predicted_option`` span when the clean run picked a false option (failure analysis)."""
-        return _knockouts.layout_with_prediction(self, clean)
+        from . import knockouts
+
+        return knockouts.layout_with_prediction(self, clean)
 
     @staticmethod
     def stack(results: list[xr.Dataset], dim: str, labels) -> xr.Dataset:
         """Several measurements of one sample along a new ``dim`` (e.g. one `sweep` per window size): variables with
         dimensions are stacked, per-sample scalars (the clean run's) kept once."""
+        from .datasets import stack_results
+
         return stack_results(results, dim, labels)
