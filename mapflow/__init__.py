@@ -19,10 +19,9 @@ __version__ = "0.1.0"
 
 # public name -> module that defines it (imported on first use)
 _API = {"load_model": "api", "load_benchmark": "api", "run": "api", "check": "api", "available_studies": "api",
-        "study": "study", "StudyConfig": "study.config", "StudyContext": "study.context", "Flow": "knockout.flows",
+        "study": "analysis.declaration", "StudyConfig": "analysis.config", "StudyContext": "analysis.context",
+        "Flow": "knockout.flows",
         "Window": "knockout.flows", "open_dataset": "results.store", "MapflowError": "errors"}
-# ``study`` is the package `mapflow.study` itself, which is callable: ``@mf.study(flows=..., figure=...)`` declares a
-# study (`mapflow.study.declaration.study`; the package docstring says why the two share the name)
 __all__ = ["__version__", *_API]
 
 

@@ -1,6 +1,6 @@
 """The public Python API (``import mapflow as mf``): load a model and a benchmark, run a study, check a checkpoint.
 
-`run` resolves a study run exactly as ``mapflow run`` does (`mapflow.study.resolve.prepare_run`: same options, same
+`run` resolves a study run exactly as ``mapflow run`` does (`mapflow.analysis.resolve.prepare_run`: same options, same
 defaults, same provenance), so a store written from a notebook resumes from the command line and back.
 """
 
@@ -12,7 +12,7 @@ import warnings
 from pathlib import Path
 
 from .errors import MapflowError, ModelLoadError
-from .study.resolve import BenchmarkSamples, load_benchmark, prepare_run  # noqa: F401  (load_benchmark is public)
+from .analysis.resolve import BenchmarkSamples, load_benchmark, prepare_run  # noqa: F401  (load_benchmark is public)
 
 
 def load_model(path=None, *, remote=False, backend=None, concurrency: int | None = None, **options):
@@ -42,7 +42,7 @@ def load_model(path=None, *, remote=False, backend=None, concurrency: int | None
 
 
 def run_options() -> tuple[str, ...]:
-    """The keyword settings `run` takes: ``mapflow run``'s options, named as in `mapflow.study.resolve.prepare_run`."""
+    """The keyword settings `run` takes: ``mapflow run``'s options, named as in `mapflow.analysis.resolve.prepare_run`."""
     parameters = inspect.signature(prepare_run).parameters.values()
     return tuple(p.name for p in parameters if p.kind is inspect.Parameter.KEYWORD_ONLY)
 
@@ -63,7 +63,7 @@ def run(study, model=None, data=None, out=None, *, backend=None, remote=None, co
     """
     from .backends import choose_backend
     from .results.store import open_dataset
-    from .study.runner import run_study
+    from .analysis.runner import run_study
 
     unknown = sorted(set(config) - set(run_options()))
     if unknown:
@@ -104,7 +104,7 @@ def run(study, model=None, data=None, out=None, *, backend=None, remote=None, co
 
 def available_studies() -> list[str]:
     """The names `run` accepts for the shipped studies (``mapflow.studies``)."""
-    from .study.runner import available_studies as names
+    from .analysis.runner import available_studies as names
 
     return names()
 

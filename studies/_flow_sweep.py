@@ -28,7 +28,7 @@ def flow_sweep_study(name: str, flows: str, *, title: str, paper: str, report_or
         flows=swept,
         figure=figures.flow_figure,
         screenable=True,
-        options={},  # only the options every study takes (mapflow.study.option_checks.COMMON_OPTION_NAMES)
+        options={},  # only the options every study takes (mapflow.analysis.option_checks.COMMON_OPTION_NAMES)
         report=({"order": report_order, "section": report_section},),
         demo=({"order": demo_order, "name": f"{name}-pathway", "variant": "pathway", "window": True},),
     )

@@ -7,9 +7,9 @@ import numpy as np
 import xarray as xr
 
 import mapflow as mf
-from mapflow.study.context import StudyContext
+from mapflow.analysis.context import StudyContext
 
-OPTIONS = {}  # only the options every study takes (mapflow.study.option_checks.COMMON_OPTION_NAMES)
+OPTIONS = {}  # only the options every study takes (mapflow.analysis.option_checks.COMMON_OPTION_NAMES)
 
 
 @mf.study(

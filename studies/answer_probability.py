@@ -13,8 +13,8 @@ import xarray as xr
 import mapflow as mf
 from mapflow.differences import default
 from mapflow.readouts.lens import LENS_CONVENTIONS, clean_and_layer_probabilities
-from mapflow.study.context import StudyContext
-from mapflow.study.options import StudyOption
+from mapflow.analysis.context import StudyContext
+from mapflow.analysis.options import StudyOption
 from mapflow.viz import figures
 
 OPTIONS = {

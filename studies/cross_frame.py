@@ -6,10 +6,10 @@ between frames in those layers.
 """
 
 import mapflow as mf
-from mapflow.study.context import StudyContext
+from mapflow.analysis.context import StudyContext
 from mapflow.viz import figures
 
-OPTIONS = {}  # only the options every study takes (mapflow.study.option_checks.COMMON_OPTION_NAMES)
+OPTIONS = {}  # only the options every study takes (mapflow.analysis.option_checks.COMMON_OPTION_NAMES)
 
 FLOWS = ("cross_frame",)
 

@@ -22,8 +22,8 @@ from mapflow.errors import MapflowError
 from mapflow.inputs.prompts import TEMPLATES, build_prompt
 from mapflow.knockout.flows import Flow
 from mapflow.readouts.generation import greedy_generate
-from mapflow.study.context import StudyContext
-from mapflow.study.options import StudyOption, whole_number
+from mapflow.analysis.context import StudyContext
+from mapflow.analysis.options import StudyOption, whole_number
 from mapflow.viz import tables
 
 FLOWS = ("cross_frame",)
@@ -77,7 +77,7 @@ def generation_input(ctx: StudyContext):
 
 
 def check_options(adapter, config, **_) -> None:
-    """Before the store exists (`mapflow.study.run_checks.check_run_options`)."""
+    """Before the store exists (`mapflow.analysis.run_checks.check_run_options`)."""
     name = config.option("generate_template", GENERATE_TEMPLATE)
     if name != RUN_PROMPT and name not in TEMPLATES:
         raise MapflowError(

@@ -49,8 +49,8 @@ from mapflow.readouts.pathways import (
     preset_for_model,
     random_masks,
 )
-from mapflow.study.context import StudyContext
-from mapflow.study.options import StudyOption, existing_paths, number, share, whole_number
+from mapflow.analysis.context import StudyContext
+from mapflow.analysis.options import StudyOption, existing_paths, number, share, whole_number
 from mapflow.viz import tables
 
 TABLE_E_TASK = "action_antonym"  # the paper derives the pathway layers from Action Antonym's knockouts (Table E)
@@ -159,7 +159,7 @@ def pathway_layers(ctx: StudyContext) -> PathwayLayers:
 
 
 def check_options(adapter, config, **_) -> None:
-    """Before the store exists (`mapflow.study.run_checks.check_run_options`): the layers can be chosen for this
+    """Before the store exists (`mapflow.analysis.run_checks.check_run_options`): the layers can be chosen for this
     model."""
     choose_layers(config.option, adapter)
 

@@ -16,8 +16,8 @@ import xarray as xr
 import mapflow as mf
 from mapflow.differences import default
 from mapflow.errors import KnockoutConfigError
-from mapflow.study.context import StudyContext
-from mapflow.study.options import StudyOption
+from mapflow.analysis.context import StudyContext
+from mapflow.analysis.options import StudyOption
 
 MODES = ("pair", "distance")
 # what one frame is: its run, as cross_frame (default), or its feature tokens only, as cross_frame_tokens

@@ -13,8 +13,8 @@ from mapflow.differences import default
 from mapflow.errors import KnockoutConfigError
 from mapflow.knockout.engine import check_heads
 from mapflow.knockout.flows import PAPER_FLOWS, Window
-from mapflow.study.context import StudyContext
-from mapflow.study.options import StudyOption, whole_number, whole_numbers
+from mapflow.analysis.context import StudyContext
+from mapflow.analysis.options import StudyOption, whole_number, whole_numbers
 from mapflow.viz import figures
 
 FLOWS = tuple(PAPER_FLOWS["information_flow"])
@@ -53,7 +53,7 @@ def head_window(option, num_layers: int) -> Window:
 
 
 def check_options(adapter, config, *, window_given: bool = False) -> None:
-    """Before the store exists (`mapflow.study.run_checks.check_run_options`)."""
+    """Before the store exists (`mapflow.analysis.run_checks.check_run_options`)."""
     if window_given:
         raise KnockoutConfigError(
             "head_sweep cuts one head in one layer by default; its window is --option "

@@ -6,10 +6,10 @@ Four flows, each knocked out alone in a window around each layer: video->questio
 
 import mapflow as mf
 from mapflow.knockout.flows import PAPER_FLOWS
-from mapflow.study.context import StudyContext
+from mapflow.analysis.context import StudyContext
 from mapflow.viz import figures
 
-OPTIONS = {}  # only the options every study takes (mapflow.study.option_checks.COMMON_OPTION_NAMES)
+OPTIONS = {}  # only the options every study takes (mapflow.analysis.option_checks.COMMON_OPTION_NAMES)
 
 FLOWS = tuple(PAPER_FLOWS["information_flow"])
 

@@ -17,8 +17,8 @@ import mapflow as mf
 from mapflow.differences import default
 from mapflow.readouts.keywords import load_keywords, piece_table
 from mapflow.readouts.lens import LENS_CONVENTIONS, clean_and_layer_top_tokens
-from mapflow.study.context import StudyContext
-from mapflow.study.options import StudyOption
+from mapflow.analysis.context import StudyContext
+from mapflow.analysis.options import StudyOption
 from mapflow.viz import figures
 from mapflow.viz.thumbnails import frame_thumbnails, video_token_coords
 

@@ -13,8 +13,8 @@ import xarray as xr
 
 import mapflow as mf
 from mapflow.errors import KnockoutConfigError
-from mapflow.study.context import StudyContext
-from mapflow.study.options import StudyOption
+from mapflow.analysis.context import StudyContext
+from mapflow.analysis.options import StudyOption
 
 REGIONS = ("inside", "outside")
 

@@ -7,10 +7,10 @@ Runs on all samples by default so that accuracy is over the whole benchmark. Add
 
 import mapflow as mf
 from mapflow.knockout.flows import Window
-from mapflow.study.context import StudyContext
+from mapflow.analysis.context import StudyContext
 from mapflow.viz import figures
 
-OPTIONS = {}  # only the options every study takes (mapflow.study.option_checks.COMMON_OPTION_NAMES)
+OPTIONS = {}  # only the options every study takes (mapflow.analysis.option_checks.COMMON_OPTION_NAMES)
 
 FLOWS = ("cross_frame",)
 DIRECTIONS = ("bottom_up", "top_down")

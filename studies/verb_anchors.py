@@ -21,8 +21,8 @@ import mapflow as mf
 from mapflow.differences import default
 from mapflow.readouts.generation import extend_input, greedy_generate
 from mapflow.readouts.keywords import verb_detector
-from mapflow.study.context import StudyContext
-from mapflow.study.options import StudyOption, whole_number
+from mapflow.analysis.context import StudyContext
+from mapflow.analysis.options import StudyOption, whole_number
 from mapflow.viz import figures
 
 ANCHORS = (1, 2, 3)

@@ -64,7 +64,7 @@ def frames():
 def study_context(adapter, sample, frames, template=None, **config):
     """A study's context on one sample, as the runner builds it (``template`` default: the paper's LLaVA prompt)."""
     from mapflow.inputs.prompts import LLAVA_MCQA, build_prompt
-    from mapflow.study.context import StudyConfig, StudyContext
+    from mapflow.analysis.context import StudyConfig, StudyContext
 
     prompt = build_prompt(sample, template or LLAVA_MCQA)
     prepared = adapter.prepare(frames, prompt.segments, option_letters=prompt.option_letters,

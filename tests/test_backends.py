@@ -12,8 +12,8 @@ import mapflow as mf
 from mapflow.backends import Backend, LocalBackend, NDIFBackend, choose_backend
 from mapflow.errors import KnockoutConfigError, MapflowError
 from mapflow.remote import RemoteSettings, ServerUnreachable
-from mapflow.study.context import StudyConfig
-from mapflow.study.runner import load_study
+from mapflow.analysis.context import StudyConfig
+from mapflow.analysis.runner import load_study
 
 SETTINGS = {"window": 3, "samples": "all"}
 

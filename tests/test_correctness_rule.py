@@ -83,7 +83,7 @@ def test_token_rule_option_decides_the_filter(lowercase_answering_adapter, sampl
 
 def test_text_rule_tokens_match_decoding(sdpa_adapter):
     """The id set the server applies is exactly the ids whose decoded piece passes the released comparison."""
-    from mapflow.study.clean import text_rule_tokens
+    from mapflow.analysis.clean import text_rule_tokens
 
     tokenizer = sdpa_adapter.tokenizer
     accepted = text_rule_tokens(tokenizer, "C")
@@ -102,7 +102,7 @@ LLAMA_A, LLAMA_SPACE_A = 29909, 319  # LLaMA's `A` and `▁A`
 
 def test_text_rule_on_vicuna_accepts_both_spellings(real_tokenizers):
     from mapflow.inputs.real_tokenizers import load_real_tokenizer
-    from mapflow.study.clean import text_rule_tokens
+    from mapflow.analysis.clean import text_rule_tokens
 
     vicuna = load_real_tokenizer("vicuna")
     assert vicuna.convert_tokens_to_ids(["A", "▁A"]) == [LLAMA_A, LLAMA_SPACE_A]

@@ -59,7 +59,7 @@ def test_keywords_exist_with_the_stated_default(setting):
 def _study_sources(setting) -> dict[str, str]:
     if setting.studies == ("*",):  # read by the analysis core for every study (the study API's modules)
         core = ("context", "clean", "knockouts", "datasets")
-        return {"mapflow.study (core)": "\n".join((REPO / f"mapflow/study/{name}.py").read_text() for name in core)}
+        return {"mapflow.analysis (core)": "\n".join((REPO / f"mapflow/analysis/{name}.py").read_text() for name in core)}
     return {name: (REPO / "studies" / f"{name}.py").read_text() for name in setting.studies}
 
 

@@ -13,7 +13,7 @@ def test_auto_resolves_per_device(device, device_map, expected):
 
 
 def test_run_records_the_resolved_dtype(tiny_model_dir, tiny_benchmark):
-    from mapflow.study.resolve import prepare_run
+    from mapflow.analysis.resolve import prepare_run
 
     run = prepare_run("accuracy", tiny_model_dir, tiny_benchmark, limit=1)
     assert str(run.adapter.hf_model.dtype) == "torch.float32"

@@ -57,7 +57,7 @@ def test_vcgbench_system_prompt_has_no_trailing_newline():
 # ---- correctness as the released code compares it ----------------------------------------------------------------
 
 def _context(adapter, sample, frames, **config):
-    from mapflow.study.context import StudyConfig, StudyContext
+    from mapflow.analysis.context import StudyConfig, StudyContext
     from mapflow.inputs.prompts import LLAVA_MCQA, build_prompt
 
     prompt = build_prompt(sample, LLAVA_MCQA)
@@ -178,7 +178,7 @@ def test_readme_states_each_studys_default_sample_set():
     import re
 
     import mapflow.studies as studies
-    from mapflow.study.declaration import declaration_of
+    from mapflow.analysis.declaration import declaration_of
 
     readme = _readme()
     table = readme[readme.index("### Sample sets per study"):]
@@ -379,10 +379,10 @@ def test_videollama3_prompt_and_timestamps_are_the_released_ones(videollama3, sa
 
 
 def test_runner_passes_the_decoded_frame_times(videollama3, tiny_benchmark, monkeypatch):
-    from mapflow.study.context import StudyConfig
+    from mapflow.analysis.context import StudyConfig
     from mapflow.data import load_tvbench
     from mapflow.data.video import read_frames
-    from mapflow.study.runner import measure_sample
+    from mapflow.analysis.runner import measure_sample
     from mapflow.studies import accuracy
 
     sample = load_tvbench(tiny_benchmark, tasks=["moving_direction"], limit=1)[0]

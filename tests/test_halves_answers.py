@@ -11,7 +11,7 @@ from mapflow.errors import MapflowError
 from mapflow.inputs.prompts import LLAVA_MCQA, LLAVA_OPEN_ENDED, build_prompt
 from mapflow.knockout.flows import Flow
 from mapflow.readouts.generation import greedy_generate
-from mapflow.study.context import StudyConfig
+from mapflow.analysis.context import StudyConfig
 from conftest import study_context
 
 halves = importlib.import_module("mapflow.studies.cross_frame_halves")

@@ -38,7 +38,7 @@ def test_each_cell_cuts_one_head_of_one_layer_by_default(sdpa_adapter, sample, f
 
 
 def test_the_global_window_is_refused_and_the_option_checked(sdpa_adapter):
-    from mapflow.study.context import StudyConfig
+    from mapflow.analysis.context import StudyConfig
 
     with pytest.raises(KnockoutConfigError, match="one head in one layer.*--option window=K.*not --window"):
         head_sweep.check_options(sdpa_adapter, StudyConfig(), window_given=True)

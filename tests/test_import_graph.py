@@ -36,7 +36,7 @@ LAYERS = (
     ("readouts", "remote"),
     ("backends",),  # where a run's traces execute (local, NDIF): uses knockout cells and the remote client
     ("results",),
-    ("study",),
+    ("analysis",),
     ("viz",),
     ("cli", "api", "ndif_local", "organism", "__main__", ""),  # the shells (organism: trains and checks the organisms)
     ("studies",),  # the shipped studies use study.context and viz: the top floor
@@ -179,13 +179,13 @@ def test_the_layer_check_sees_a_planted_upward_import_and_a_planted_cycle():
     planted = (
         "from typing import TYPE_CHECKING\n"
         "if TYPE_CHECKING:\n    from ..viz import figures\n"
-        "def load():\n    from ..study.runner import run_study\n    return run_study\n"
+        "def load():\n    from ..analysis.runner import run_study\n    return run_study\n"
     )
-    known = {"mapflow.models.planted", "mapflow.study", "mapflow.study.runner", "mapflow.viz", "mapflow.viz.figures",
-             "mapflow.models"}
+    known = {"mapflow.models.planted", "mapflow.analysis", "mapflow.analysis.runner", "mapflow.viz",
+             "mapflow.viz.figures", "mapflow.models"}
     graph = {"mapflow.models.planted": import_edges("mapflow.models.planted", planted, False, known)}
-    assert graph["mapflow.models.planted"] == {"mapflow.study", "mapflow.study.runner"}
-    assert upward_imports(graph) == {("mapflow.models.planted", "mapflow.study.runner")}
+    assert graph["mapflow.models.planted"] == {"mapflow.analysis", "mapflow.analysis.runner"}
+    assert upward_imports(graph) == {("mapflow.models.planted", "mapflow.analysis.runner")}
     twins = {"mapflow.results.a": "def f():\n    from .b import g\n", "mapflow.results.b": "from .a import f\n"}
     known = set(twins)
     cycle_graph = {name: import_edges(name, source, False, known) for name, source in twins.items()}

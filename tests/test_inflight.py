@@ -5,7 +5,7 @@ import time
 
 import pytest
 
-from mapflow.study.inflight import in_order
+from mapflow.analysis.inflight import in_order
 
 
 def measure_with_tracking(delays):

@@ -224,7 +224,7 @@ def test_a_studys_own_model_checks_still_run_after_the_declared_ones(tmp_path, c
 
 
 def _study_modules():
-    from mapflow.study.runner import available_studies, load_study
+    from mapflow.analysis.runner import available_studies, load_study
 
     return {name: load_study(name) for name in available_studies()}
 
@@ -235,9 +235,9 @@ def test_every_shipped_study_declares_each_option_it_reads_with_the_default_it_r
     declared option is read; the demo suite's options pass the check."""
     import re
 
-    from mapflow.study.declaration import declaration_of
-    from mapflow.study.option_checks import COMMON_OPTION_NAMES, check_study_options
-    from mapflow.study.options import StudyOption
+    from mapflow.analysis.declaration import declaration_of
+    from mapflow.analysis.option_checks import COMMON_OPTION_NAMES, check_study_options
+    from mapflow.analysis.options import StudyOption
 
     for name, study in _study_modules().items():
         declared_options = declaration_of(study).options
@@ -261,7 +261,7 @@ def test_every_shipped_study_declares_each_option_it_reads_with_the_default_it_r
 
 def test_declared_defaults_are_the_differences_lists():
     from mapflow.differences import DIFFERENCES
-    from mapflow.study.option_checks import declared_options
+    from mapflow.analysis.option_checks import declared_options
 
     studies = _study_modules()
     for setting in (d.setting for d in DIFFERENCES if d.setting is not None and d.setting.kind == "option"):
@@ -273,7 +273,7 @@ def test_declared_defaults_are_the_differences_lists():
 
 def test_mapflow_studies_lists_every_declared_option(capsys):
     from mapflow.cli import main
-    from mapflow.study.option_checks import describe_options
+    from mapflow.analysis.option_checks import describe_options
 
     assert main(["studies"]) == 0
     listing = capsys.readouterr().out
@@ -291,7 +291,7 @@ def test_mapflow_studies_lists_every_declared_option(capsys):
 
 def test_a_study_without_declarations_warns_that_its_options_go_unchecked():
     from mapflow.errors import MapflowError
-    from mapflow.study.option_checks import check_study_options
+    from mapflow.analysis.option_checks import check_study_options
 
     def notebook_study(ctx):
         return None

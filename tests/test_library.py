@@ -12,7 +12,7 @@ import pytest
 import xarray as xr
 
 import mapflow as mf
-from mapflow.study.context import StudyConfig
+from mapflow.analysis.context import StudyConfig
 from mapflow.cli import main
 from mapflow.errors import MapflowError, StudyError
 from mapflow.studies.information_flow import FLOWS
@@ -72,7 +72,7 @@ def test_a_notebook_function_gives_the_shipped_studys_numbers(cli_store, sdpa_ad
 
 def test_a_checkpoints_own_template_is_the_default_and_another_warns(tiny_model_dir, tiny_data, tmp_path):
     from mapflow.models import load_adapter
-    from mapflow.study.resolve import resolve_config
+    from mapflow.analysis.resolve import resolve_config
 
     named = tmp_path / "named"
     shutil.copytree(tiny_model_dir, named)
@@ -109,7 +109,7 @@ def test_data_that_cannot_fit_the_model_is_refused_before_any_sample(sdpa_adapte
         mf.run("cross_frame", sdpa_adapter, tiny_data, limit=1)
     from dataclasses import replace
 
-    from mapflow.study.resolve import BenchmarkSamples
+    from mapflow.analysis.resolve import BenchmarkSamples
 
     free_form = BenchmarkSamples([replace(tiny_data[0], candidates=(), reference_answer="up")], benchmark="tvbench",
                                  root=tiny_data.root)

@@ -121,10 +121,10 @@ def test_memory_sizes_parse():
 
 def test_the_store_is_the_same_when_packs_run_out_of_memory(sdpa_adapter, tiny_benchmark, tmp_path, monkeypatch,
                                                            fresh_limits):
-    from mapflow.study.context import StudyConfig
+    from mapflow.analysis.context import StudyConfig
     from mapflow.data.benchmarks import get_benchmark
     from mapflow.results.store import open_dataset
-    from mapflow.study.runner import load_study, run_study
+    from mapflow.analysis.runner import load_study, run_study
 
     samples = get_benchmark("tvbench").loader(tiny_benchmark, tasks=None, limit=1, seed=0)[:2]
     config = StudyConfig(window=Window("center", 3), samples="all", num_frames=4)

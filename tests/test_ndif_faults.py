@@ -63,8 +63,8 @@ def settings_for(state, **overrides):
 
 def run(study, organism, samples, out, settings, concurrency=1):
     from mapflow.knockout.flows import Window
-    from mapflow.study.context import StudyConfig
-    from mapflow.study.runner import load_study, run_study
+    from mapflow.analysis.context import StudyConfig
+    from mapflow.analysis.runner import load_study, run_study
 
     config = StudyConfig(window=Window("center", 3), samples="all", prompt_template="organism_mcqa")
     return run_study(load_study(study) if isinstance(study, str) else study, organism, samples, out, config=config,
@@ -102,7 +102,7 @@ def test_a_lost_server_stops_the_run_in_bounded_time_and_it_resumes_bit_for_bit_
     from mapflow.ndif_local import stack
     from mapflow.remote import RemoteUnavailable
     from mapflow.results.store import ResultStore
-    from mapflow.study.runner import load_study
+    from mapflow.analysis.runner import load_study
 
     state = stand_up(fault_home)
     # the processes `ndif status` lists as the API and the Ray head die at once (SIGKILL) when the third sample

@@ -71,8 +71,8 @@ def settings_for(state, **overrides):
 
 def run(study, organism, samples, out, state):
     from mapflow.knockout.flows import Window
-    from mapflow.study.context import StudyConfig
-    from mapflow.study.runner import load_study, run_study
+    from mapflow.analysis.context import StudyConfig
+    from mapflow.analysis.runner import load_study, run_study
 
     config = StudyConfig(window=Window("center", 3), samples="all", prompt_template="organism_mcqa")
     return run_study(load_study(study) if isinstance(study, str) else study, organism, samples, out, config=config,
@@ -136,7 +136,7 @@ def hostile_study(tmp_path, name, statement):
                 logits = ctx.adapter.lm_head.output.save()
             return xr.Dataset({{"value": ((), float(logits.sum()))}})
     """).format(statement=statement))
-    from mapflow.study.runner import load_study
+    from mapflow.analysis.runner import load_study
 
     return load_study(str(path))
 

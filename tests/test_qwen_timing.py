@@ -84,7 +84,7 @@ def test_time_positions_equal_the_published_pipeline(family, adapters, clip, sam
     adapter = adapters[family]
     assert clip.fps == VIDEO_FPS and clip.num_video_frames == VIDEO_FRAMES and len(clip.frames) == 8
     prepared = adapter.prepare(clip.frames, mcqa_segments(sample, CHAT_MCQA),
-                               timestamps=clip.indices / clip.fps)  # as mapflow.study.runner passes them
+                               timestamps=clip.indices / clip.fps)  # as mapflow.analysis.runner passes them
     # the positions the language model really gets on the adapter's path
     through_adapter = clean_state(adapter, prepared).language_model_kwargs["position_ids"]
     reference, published = published_pipeline(adapter, prepared.text, clip.frames, helper_metadata(clip))

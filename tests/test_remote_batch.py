@@ -8,7 +8,7 @@ import pytest
 from mapflow.errors import MapflowError
 from mapflow.remote.batch import Batcher
 from mapflow.remote.config import RemoteSettings
-from mapflow.study.inflight import in_order
+from mapflow.analysis.inflight import in_order
 
 
 def recording_send(calls, fail_on=None):

@@ -10,7 +10,7 @@ from mapflow.errors import MapflowError
 from mapflow.remote import NotRemotable, ServerUnreachable, model_key_for, resolve_settings
 from mapflow.remote.config import resolve_model_key
 from mapflow.remote.preflight import check_study_remotable
-from mapflow.study.runner import load_study
+from mapflow.analysis.runner import load_study
 
 
 @pytest.fixture(autouse=True)
@@ -99,8 +99,8 @@ def free_port():
 
 def test_unreachable_server_fails_fast_naming_host_and_model(sdpa_adapter, tiny_benchmark, tmp_path):
     from mapflow.data.benchmarks import get_benchmark
-    from mapflow.study.context import StudyConfig
-    from mapflow.study.runner import run_study
+    from mapflow.analysis.context import StudyConfig
+    from mapflow.analysis.runner import run_study
 
     host = f"http://127.0.0.1:{free_port()}"
     settings = resolve_settings(host=host, model="org/some-model")
@@ -151,7 +151,7 @@ def test_a_study_context_ships_by_value_to_a_server():
     import cloudpickle
     import nnsight
 
-    from mapflow.study.context import StudyContext
+    from mapflow.analysis.context import StudyContext
 
     nnsight.register("mapflow")  # as `RemoteModel` does before its first request
     assert cloudpickle.loads(cloudpickle.dumps(StudyContext)).__name__ == "StudyContext"

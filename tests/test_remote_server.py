@@ -28,8 +28,8 @@ from mapflow.remote import (
     resolve_settings,
 )
 from mapflow.results.store import ResultStore
-from mapflow.study.context import StudyConfig
-from mapflow.study.runner import load_study, run_study
+from mapflow.analysis.context import StudyConfig
+from mapflow.analysis.runner import load_study, run_study
 
 pytestmark = pytest.mark.server
 
@@ -258,7 +258,7 @@ def test_a_plain_request_between_two_of_ours_sees_the_unmodified_model(ndif_stac
 
     from mapflow.knockout.suffix_attention import ATTENTION_NAME
     from mapflow.remote.client import remote_adapter
-    from mapflow.study.runner import measure_sample
+    from mapflow.analysis.runner import measure_sample
 
     settings = settings_for(ndif_stack)
     view = remote_adapter(organism, settings)

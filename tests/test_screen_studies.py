@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from mapflow.study.context import StudyConfig
+from mapflow.analysis.context import StudyConfig
 from mapflow.knockout.screen_agreement import cell_metrics, ranks
 from mapflow.errors import KnockoutConfigError
 from mapflow.knockout.flows import Flow, Window
@@ -100,7 +100,7 @@ def test_screen_plan_and_verification(sdpa_adapter, sample, frames):
 
 
 def test_screen_on_a_study_without_a_differentiable_metric_is_refused(sdpa_adapter):
-    from mapflow.study.catalog import check_screenable
+    from mapflow.analysis.catalog import check_screenable
 
     with pytest.raises(KnockoutConfigError, match="--plan screen.*cross_frame_halves.*information_flow"):
         check_screenable(study("cross_frame_halves"), "cross_frame_halves", "screen")

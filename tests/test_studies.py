@@ -10,7 +10,7 @@ from conftest import study_context as context
 
 from mapflow.knockout.flows import Flow, Window
 from mapflow.readouts.pathways import kept_edges, parse_layers, pathway_masks
-from mapflow.study.context import CleanRun
+from mapflow.analysis.context import CleanRun
 
 
 def study(name):

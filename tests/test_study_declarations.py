@@ -1,4 +1,4 @@
-"""A study's declaration (`@mapflow.study`, `mapflow.study.declaration`): what `mapflow plot`, the report and the demo
+"""A study's declaration (`@mapflow.study`, `mapflow.analysis.declaration`): what `mapflow plot`, the report and the demo
 suite take from a study, checked when the study loads, the same for a shipped study, a study file and a function."""
 
 from __future__ import annotations
@@ -10,9 +10,9 @@ import pytest
 import mapflow as mf
 from mapflow.cli.demo import organism_suite
 from mapflow.errors import MapflowError
-from mapflow.study.declaration import DEFAULT, DemoRun, ReportSection, StudyDeclaration, declaration_of
-from mapflow.study.options import StudyOption
-from mapflow.study.runner import available_studies, load_study
+from mapflow.analysis.declaration import DEFAULT, DemoRun, ReportSection, StudyDeclaration, declaration_of
+from mapflow.analysis.options import StudyOption
+from mapflow.analysis.runner import available_studies, load_study
 from mapflow.viz import figures
 
 
@@ -145,7 +145,7 @@ def test_the_old_module_globals_are_refused_with_their_replacement(tmp_path):
 
 def test_a_function_study_carries_its_declaration_into_the_run(tmp_path):
     """The declared ``samples`` of a function passed to `mapflow.run` is the run's default ``--samples``."""
-    from mapflow.study.resolve import prepare_run
+    from mapflow.analysis.resolve import prepare_run
 
     @mf.study(samples="wrong", options={})
     def only_wrong(ctx):

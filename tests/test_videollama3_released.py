@@ -175,7 +175,7 @@ def test_frame_pair_cuts_the_runs_labels_included(videollama3, sample):
 ])
 def test_frame_pairs_study_sweeps_runs_unless_told(videollama3, sample, options, expected):
     import mapflow.studies.frame_pairs as frame_pairs
-    from mapflow.study.context import StudyConfig
+    from mapflow.analysis.context import StudyConfig
 
     frames = np.random.default_rng(3).integers(0, 256, (3, 56, 56, 3), dtype=np.uint8)
     layout = prepare(videollama3, sample, frames).layout

@@ -1,4 +1,4 @@
-"""The ``mapflow calibrate STUDY`` command: the screen against the exact engine (`mapflow.study.calibration`)."""
+"""The ``mapflow calibrate STUDY`` command: the screen against the exact engine (`mapflow.analysis.calibration`)."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ def calibrate_run(study, model=None, data=None, *, out=None, markdown=False, pro
     """Calibrate ``study`` on ``model``/``data`` (``settings``: `prepare_run` keywords); print the table and, with
     ``out``, write calibration-STUDY.json there. Used by the command and by the demo suite."""
     from ..knockout.screen_agreement import format_calibration, write_calibration  # heavy: not on --help's path
-    from ..study.calibration import calibrate
-    from ..study.resolve import prepare_run
+    from ..analysis.calibration import calibrate
+    from ..analysis.resolve import prepare_run
 
     run = prepare_run(study, model, data, **settings)
     report = calibrate(run.study, run.adapter, list(run.samples), run.config, run.provenance["model"]["name"],

@@ -71,8 +71,8 @@ def add_run_arguments(parser: argparse.ArgumentParser, with_study: bool = True) 
 
 
 def cmd_run(args) -> int:
-    from ..study.resolve import prepare_run
-    from ..study.runner import run_study
+    from ..analysis.resolve import prepare_run
+    from ..analysis.runner import run_study
 
     from ..inputs import checks as inputs
 
@@ -119,8 +119,8 @@ def cmd_accuracy(args) -> int:
 def cmd_plot(args) -> int:
     """The study's own paper figure (PNG + PDF), or its table for table studies."""
     from ..results.store import ResultStore, open_dataset
-    from ..study.declaration import DEFAULT, declaration_of
-    from ..study.runner import available_studies, load_study
+    from ..analysis.declaration import DEFAULT, declaration_of
+    from ..analysis.runner import available_studies, load_study
     from ..viz import figures, tables
 
     ds = open_dataset(args.store)
@@ -165,8 +165,8 @@ def cmd_verify(args) -> int:
 
 
 def cmd_studies(args) -> int:
-    from ..study.option_checks import describe_common_options, describe_options
-    from ..study.runner import available_studies, load_study
+    from ..analysis.option_checks import describe_common_options, describe_options
+    from ..analysis.runner import available_studies, load_study
 
     for name in available_studies():
         study = load_study(name)
@@ -300,7 +300,7 @@ def main(argv=None) -> int:
         print(f"mapflow: error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt as err:  # Ctrl-C or SIGTERM: a sentence, not a traceback
-        from ..study.interrupts import interrupted_message
+        from ..analysis.interrupts import interrupted_message
 
         print(f"mapflow: {interrupted_message(err)}", file=sys.stderr)
         return 130

@@ -1,6 +1,6 @@
 """The paper's analyses as one suite of runs on the embedded model organisms: the main job (`mapflow demo`).
 
-Each run is what a `mapflow run` command line would do (the same `mapflow.study.resolve.prepare_run`); the suite
+Each run is what a `mapflow run` command line would do (the same `mapflow.analysis.resolve.prepare_run`); the suite
 writes one zarr store per run into the output directory, then the figures, tables and the HTML report
 (`mapflow.viz.report`). Runs resume like any `mapflow run`, so an interrupted demo continues where it stopped. Which
 runs: the ``demo`` each study declares (``@mapflow.study(demo=...)``, `organism_suite`).
@@ -32,10 +32,10 @@ class SuiteRun:
 
 def organism_suite(window: int = 3) -> list[SuiteRun]:
     """Every study of the paper on the 8-layer organisms (window 3 plays the role of the paper's 9 of 32): the runs
-    each study declares in its ``demo`` (`mapflow.study.declaration.DemoRun`: ``order``, ``name``, ``variant``,
+    each study declares in its ``demo`` (`mapflow.analysis.declaration.DemoRun`: ``order``, ``name``, ``variant``,
     ``window`` (use the suite's), ``open_ended``, ``options``, ``limit_scale``, ``depends_on``), in ``order``."""
-    from ..study.declaration import declaration_of
-    from ..study.runner import available_studies, load_study
+    from ..analysis.declaration import declaration_of
+    from ..analysis.runner import available_studies, load_study
 
     declared = []
     for study in available_studies():
@@ -55,8 +55,8 @@ CALIBRATION_STUDIES = ("information_flow",)
 def run_suite(out_dir: Path, *, limit: int, window: int = 3, only=None, report: bool = True) -> dict:
     """Run the suite into ``out_dir`` and write the report; returns the manifest (also saved as suite.json)."""
     from ..embedded import organism_dir
-    from ..study.resolve import prepare_run
-    from ..study.runner import run_study
+    from ..analysis.resolve import prepare_run
+    from ..analysis.runner import run_study
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)

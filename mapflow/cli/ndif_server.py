@@ -122,8 +122,8 @@ def cmd_ndif_bench(args) -> int:
     from ..models import load_adapter
     from ..ndif_local.request_bench import bench, format_report
     from ..remote.config import resolve_settings
-    from ..study.context import StudyConfig
-    from ..study.runner import load_study
+    from ..analysis.context import StudyConfig
+    from ..analysis.runner import load_study
 
     torch.set_num_threads(1)  # the server's actor runs single-threaded: same arithmetic, a fair comparison
     model_dir = args.model or organism_dir("video")

@@ -3,7 +3,7 @@ per-sample limits (context length, option letters, study result type) that turn 
 
 Option checks raise a `MapflowError` naming the option and its valid range, and run before the result store is
 created, so a bad command leaves nothing behind that a later run would be tied to. The checks that know flows and
-windows (the knockout layer's terms) are `mapflow.study.run_checks`.
+windows (the knockout layer's terms) are `mapflow.analysis.run_checks`.
 """
 
 from __future__ import annotations

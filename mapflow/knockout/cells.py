@@ -1,6 +1,6 @@
 """The knockout cells of one sample as plain tensors: clean pass, every (flow, layer set) configuration, readouts.
 
-This is the compute half of `mapflow.study.context.measure_knockouts` (which builds the stored Dataset from what it
+This is the compute half of `mapflow.analysis.context.measure_knockouts` (which builds the stored Dataset from what it
 returns). It imports only torch, numpy and mapflow's own layout, flow, engine and screen code, all at module level,
 so the same function runs wherever the run's backend (`mapflow.backends`) sends it: in this process
 (`LocalBackend`), or shipped as source in one request per sample to an NDIF server (`NDIFBackend`, through
@@ -39,7 +39,7 @@ class CellsRequest:
     plan: str = "auto"  # or "screen" / "screen+verify K" (mapflow.knockout.screen)
     heads: tuple[int, ...] | None = None  # cut every flow in these query heads only
     screen_metric: str = "logodds"
-    # the token ids the run's correctness rule counts as the right answer (`mapflow.study.context.accepted_tokens`):
+    # the token ids the run's correctness rule counts as the right answer (`mapflow.analysis.context.accepted_tokens`):
     # the sample filter runs where the logits are, so the rule travels as ids; empty: ``gt_token`` alone
     accepted_tokens: tuple[int, ...] = ()
 

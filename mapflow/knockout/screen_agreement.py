@@ -1,6 +1,6 @@
 """The agreement of the first-order screen (`mapflow.knockout.screen`) with the exact engine on the same samples
 (what `mapflow calibrate STUDY` prints). This module holds the agreement measures, the exact engine's work counter
-and the report; running a study both ways on samples is `mapflow.study.calibration.calibrate` (the study layer).
+and the report; running a study both ways on samples is `mapflow.analysis.calibration.calibrate` (the study layer).
 
 Per flow, over every (sample, layer, ...) cell both methods measured: Spearman and Pearson correlation of
 ``rel_change``, recall of the exact top-5 most harmful cells among the screen's top 5, sign agreement (cells whose

@@ -38,8 +38,8 @@ def bench(
     study, adapter, samples, config, settings, *, trace_plan: bool = False, concurrency: int = 1, batch: int = 1
 ) -> dict:
     from ..backends import LocalBackend, NDIFBackend
-    from ..study.inflight import in_order
-    from ..study.runner import measure_sample
+    from ..analysis.inflight import in_order
+    from ..analysis.runner import measure_sample
 
     rows = []
 

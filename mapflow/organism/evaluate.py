@@ -17,8 +17,8 @@ import xarray as xr
 
 from ..models import load_adapter
 from ..results.tasks import by_task, select_task
-from ..study.resolve import prepare_run
-from ..study.runner import run_study
+from ..analysis.resolve import prepare_run
+from ..analysis.runner import run_study
 
 
 def accuracy_table(ds: xr.Dataset) -> dict:

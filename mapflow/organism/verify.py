@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import xarray as xr
 
-from ..study.context import StudyConfig
+from ..analysis.context import StudyConfig
 from ..data import load_tvbench
 from ..errors import MapflowError
 from ..knockout.flows import Window
@@ -30,7 +30,7 @@ from ..readouts.pathways import ROUTE_FLOWS, derive_layers
 from ..inputs.prompts import resolve_template
 from ..results.provenance import run_provenance
 from ..results.store import open_dataset
-from ..study.runner import load_study, run_study
+from ..analysis.runner import load_study, run_study
 
 TARGETS = {
     "clean_min": 90.0,  # % accuracy on each task

@@ -51,7 +51,7 @@ def clean_and_layer_probabilities(adapter: VideoLLMAdapter, prepared: PreparedIn
                                   convention: str = "paper") -> dict[str, torch.Tensor]:
     """`clean_readout` (``clean``) and `layer_token_probabilities` of ``token_ids`` plus the predicted token
     (``probs``, last column): the answer-probability study's sample, one request on a server
-    (`mapflow.study.context.sample_measurement`)."""
+    (`mapflow.analysis.context.sample_measurement`)."""
     clean = clean_readout(adapter, prepared, gt_token)
     return {"clean": clean, "probs": layer_token_probabilities(adapter, prepared, [*token_ids, int(clean[0])],
                                                                convention=convention)}

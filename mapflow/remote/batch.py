@@ -1,7 +1,7 @@
 """Gather the sample requests of several threads into one request (``--remote-batch``).
 
 A sample request has a fixed cost (the client serializing the shipped functions, the server's queue and unpickling)
-that can exceed a small model's compute. With samples in flight on worker threads (`mapflow.study.inflight`), each
+that can exceed a small model's compute. With samples in flight on worker threads (`mapflow.analysis.inflight`), each
 thread hands its sample's work to a `Batcher`; the thread that fills a batch, or whose short wait runs out (fewer
 samples left than the batch holds), sends the whole batch and every thread gets its own sample's outcome back.
 """

@@ -1,7 +1,7 @@
 """Whether a store holds exact knockouts or the screen's first-order estimates (``--plan screen``).
 
 A screened store says so twice: its samples' ``method="screen"`` attribute and its provenance's ``config.method``
-(`mapflow.study.context.StudyConfig.to_dict`). Figures mark such stores (`SCREEN_MARK` in the title); what needs exact
+(`mapflow.analysis.context.StudyConfig.to_dict`). Figures mark such stores (`SCREEN_MARK` in the title); what needs exact
 numbers (Table E's layer rule, the paper's tables) refuses them with `require_exact`.
 """
 

@@ -218,10 +218,10 @@ def open_ended_section(w: ReportWriter, st: Store, study: str, paper: str, make)
 
 def study_sections(by_study) -> list[tuple[int, str, object, list[Store]]]:
     """(order, study, section function, its stores) for every section a study declares in its ``report``
-    (`mapflow.study.declaration.ReportSection`: ``order`` (place in the report), ``section`` (a function
+    (`mapflow.analysis.declaration.ReportSection`: ``order`` (place in the report), ``section`` (a function
     ``(writer, stores)``) and ``stores`` (``"closed"``: multiple-choice stores, ``"open_ended"``, or ``"all"``))."""
-    from ..study.declaration import declaration_of
-    from ..study.runner import available_studies, load_study
+    from ..analysis.declaration import declaration_of
+    from ..analysis.runner import available_studies, load_study
 
     sections = []
     for study in available_studies():

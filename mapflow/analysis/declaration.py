@@ -216,7 +216,7 @@ def _options(value, fail):
     if not isinstance(value, Mapping) or not all(
         isinstance(k, str) and isinstance(o, StudyOption) for k, o in value.items()
     ):
-        fail("options", "a mapping of option names to mapflow.study.options.StudyOption")
+        fail("options", "a mapping of option names to mapflow.analysis.options.StudyOption")
     return MappingProxyType(dict(value))
 
 

@@ -1,9 +1,9 @@
 """The ``--option key=value`` settings a study declares (`StudyOption`) and parsers for their values.
 
 A study declares its own options as ``@mapflow.study(options={"name": StudyOption(...)})``;
-`mapflow.study.option_checks` refuses an undeclared name or a bad value before the store exists. Checks that need the
+`mapflow.analysis.option_checks` refuses an undeclared name or a bad value before the store exists. Checks that need the
 model (a layer count, a preset's depth) stay in the study's own ``check`` hook, ``@mapflow.study(check=fn)`` with
-``fn(adapter, config, *, window_given)`` (`mapflow.study.run_checks.check_run_options`).
+``fn(adapter, config, *, window_given)`` (`mapflow.analysis.run_checks.check_run_options`).
 
 Values are strings, as ``--option`` gives them; a default is the text the study reads when the option is absent
 (None: absent means "not set"). Defaults that `mapflow.differences` lists come from there (`default`).

@@ -1,5 +1,5 @@
 """Knockout measurements of one sample (`StudyContext.sweep`, `.knockout`, `.empty_sweep`): the cells run on the
-context's backend, here or on a server, and come back as the stored Dataset (`mapflow.study.datasets`).
+context's backend, here or on a server, and come back as the stored Dataset (`mapflow.analysis.datasets`).
 
 The functions take the `StudyContext` first; studies call them as its methods.
 """

@@ -8,9 +8,9 @@ A study's ``run(ctx)`` measures one sample through ``ctx``:
   here or on the server in one request;
 - ``ctx.trace()``: an nnsight trace of the sample for anything else.
 
-The work is done in small modules by job: `mapflow.study.config` (the run's settings), `mapflow.study.clean` (the
-clean run and the correctness rule), `mapflow.study.knockouts` (knockout cells on the backend) and
-`mapflow.study.datasets` (their stored form).
+The work is done in small modules by job: `mapflow.analysis.config` (the run's settings), `mapflow.analysis.clean` (the
+clean run and the correctness rule), `mapflow.analysis.knockouts` (knockout cells on the backend) and
+`mapflow.analysis.datasets` (their stored form).
 """
 
 from __future__ import annotations

@@ -19,7 +19,7 @@ class StudyConfig:
     samples: str = "correct"
     num_frames: int = 8
     frame_rule: str = "segment_midpoint"
-    prompt_template: str | None = None  # None: the checkpoint's own, else the benchmark's (`mapflow.study.resolve`)
+    prompt_template: str | None = None  # None: the checkpoint's own, else the benchmark's (`mapflow.analysis.resolve`)
     gt_token: str = default("gt_token")  # or "vocab": the released code's bare-letter vocabulary lookup
     non_option_includes_prefix: bool = True
     flows: tuple[str, ...] | None = None  # None: the study's own flows

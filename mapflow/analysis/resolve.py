@@ -74,7 +74,7 @@ class FunctionStudy:
         self.__name__ = function.__module__
         self.__doc__ = function.__doc__
         self.study_name = function.__name__
-        # what `@mapflow.study` declared on the function stays on it (`mapflow.study.declaration.declaration_of`)
+        # what `@mapflow.study` declared on the function stays on it (`mapflow.analysis.declaration.declaration_of`)
 
 
 def as_study(study) -> tuple[object, str]:

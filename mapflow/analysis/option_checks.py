@@ -16,7 +16,7 @@ from ..errors import MapflowError
 from .declaration import declaration_of
 from .options import StudyOption
 
-# --- the options every study takes (read by `mapflow.study.clean` and `mapflow.study.knockouts`) ------------------
+# --- the options every study takes (read by `mapflow.analysis.clean` and `mapflow.analysis.knockouts`) ------------------
 
 
 def _common_options() -> dict[str, StudyOption]:
@@ -60,7 +60,7 @@ def check_study_options(study, study_name: str, options: Mapping[str, str]) -> N
             warnings.warn(
                 f"study {study_name} declares no options, so --option {', '.join(options)} cannot be checked "
                 "(a typo is ignored); declare them with @mapflow.study(options={name: "
-                "mapflow.study.options.StudyOption(...)})",
+                "mapflow.analysis.options.StudyOption(...)})",
                 stacklevel=3,
             )
         return
