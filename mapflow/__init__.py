@@ -18,10 +18,20 @@ import sys as _sys
 __version__ = "0.1.0"
 
 # public name -> module that defines it (imported on first use)
-_API = {"load_model": "api", "load_benchmark": "api", "run": "api", "check": "api", "available_studies": "api",
-        "study": "analysis.declaration", "StudyConfig": "analysis.config", "StudyContext": "analysis.context",
-        "Flow": "knockout.flows",
-        "Window": "knockout.flows", "open_dataset": "results.store", "MapflowError": "errors"}
+_API = {
+    "load_model": "api",
+    "load_benchmark": "api",
+    "run": "api",
+    "check": "api",
+    "available_studies": "api",
+    "study": "analysis.declaration",
+    "StudyConfig": "analysis.config",
+    "StudyContext": "analysis.context",
+    "Flow": "knockout.flows",
+    "Window": "knockout.flows",
+    "open_dataset": "results.store",
+    "MapflowError": "errors",
+}
 __all__ = ["__version__", *_API]
 
 
@@ -64,5 +74,6 @@ def _map_checkout_studies() -> None:
             pass
 
     _sys.meta_path.insert(0, CheckoutStudies())
+
 
 _map_checkout_studies()

@@ -11,8 +11,8 @@ import tempfile
 import warnings
 from pathlib import Path
 
-from .errors import MapflowError, ModelLoadError
 from .analysis.resolve import BenchmarkSamples, load_benchmark, prepare_run  # noqa: F401  (load_benchmark is public)
+from .errors import MapflowError, ModelLoadError
 
 
 def load_model(path=None, *, remote=False, backend=None, concurrency: int | None = None, **options):
@@ -47,8 +47,19 @@ def run_options() -> tuple[str, ...]:
     return tuple(p.name for p in parameters if p.kind is inspect.Parameter.KEYWORD_ONLY)
 
 
-def run(study, model=None, data=None, out=None, *, backend=None, remote=None, concurrency: int | None = None,
-        overwrite: bool = False, progress: bool = True, **config):
+def run(
+    study,
+    model=None,
+    data=None,
+    out=None,
+    *,
+    backend=None,
+    remote=None,
+    concurrency: int | None = None,
+    overwrite: bool = False,
+    progress: bool = True,
+    **config,
+):
     """Run ``study`` over ``data`` with ``model`` and return the results as an `xarray.Dataset`.
 
     ``study``: a function ``run(ctx) -> xarray.Dataset``, a module defining ``run``, a study name (`available_studies`)
@@ -61,9 +72,9 @@ def run(study, model=None, data=None, out=None, *, backend=None, remote=None, co
     process. ``config``: the ``mapflow run`` options (`run_options`), e.g. ``window=3``, ``limit=2`` (samples per
     task), ``tasks=[...]``, ``template=...``, ``samples="all"``, ``options={...}``.
     """
+    from .analysis.runner import run_study
     from .backends import choose_backend
     from .results.store import open_dataset
-    from .analysis.runner import run_study
 
     unknown = sorted(set(config) - set(run_options()))
     if unknown:
@@ -82,22 +93,37 @@ def run(study, model=None, data=None, out=None, *, backend=None, remote=None, co
     if not placed:
         remembered = prepared.adapter.backend
         if remembered is not None and concurrency is not None:
-            raise MapflowError(f"the model runs on {remembered!r} (from mf.load_model); its concurrency is that "
-                               "backend's: pass concurrency= to mf.load_model, or remote= / backend= here with it")
+            raise MapflowError(
+                f"the model runs on {remembered!r} (from mf.load_model); its concurrency is that "
+                "backend's: pass concurrency= to mf.load_model, or remote= / backend= here with it"
+            )
         backend = remembered if remembered is not None else choose_backend(concurrency=concurrency)
     with tempfile.TemporaryDirectory(prefix="mapflow-run-") as scratch:
         store = Path(out) if out is not None else Path(scratch) / f"{prepared.study_name}.zarr"
-        summary = run_study(prepared.study, prepared.adapter, prepared.samples, store, config=prepared.config,
-                            provenance=prepared.provenance, overwrite=overwrite, progress=progress, backend=backend,
-                            bad_entries=getattr(prepared.samples, "bad_entries", ()))
+        summary = run_study(
+            prepared.study,
+            prepared.adapter,
+            prepared.samples,
+            store,
+            config=prepared.config,
+            provenance=prepared.provenance,
+            overwrite=overwrite,
+            progress=progress,
+            backend=backend,
+            bad_entries=getattr(prepared.samples, "bad_entries", ()),
+        )
         if not summary.done and not summary.skipped:
             reasons = "\n  ".join(f"{sample}: {reason}" for sample, reason in list(summary.failed.items())[:5])
-            raise MapflowError(f"study {prepared.study_name}: no sample could be measured "
-                               f"({len(summary.failed)} failed)" + (f":\n  {reasons}" if reasons else
-                                                                     " (the data has no samples)"))
+            raise MapflowError(
+                f"study {prepared.study_name}: no sample could be measured "
+                f"({len(summary.failed)} failed)" + (f":\n  {reasons}" if reasons else " (the data has no samples)")
+            )
         if summary.failed:
-            warnings.warn(f"study {prepared.study_name}: {len(summary.failed)} sample(s) failed and are missing from "
-                          f"the results (first: {next(iter(summary.failed.items()))})", stacklevel=2)
+            warnings.warn(
+                f"study {prepared.study_name}: {len(summary.failed)} sample(s) failed and are missing from "
+                f"the results (first: {next(iter(summary.failed.items()))})",
+                stacklevel=2,
+            )
         ds = open_dataset(store)
         return ds.load() if out is None else ds
 
@@ -120,10 +146,14 @@ def check(model=None, *, num_frames: int | None = None) -> dict:
         adapter = model
     else:
         adapter = load_model(model if model is not None else default_model_dir(), self_test=False)
-    report = {"path": str(adapter.path), "family": adapter.family,
-              "architecture": type(adapter.hf_model).__name__, "layers": adapter.num_layers,
-              "attn_implementation": adapter.attn_implementation,
-              "prompt_template": adapter.prompt_template.name if adapter.prompt_template else None}
+    report = {
+        "path": str(adapter.path),
+        "family": adapter.family,
+        "architecture": type(adapter.hf_model).__name__,
+        "layers": adapter.num_layers,
+        "attn_implementation": adapter.attn_implementation,
+        "prompt_template": adapter.prompt_template.name if adapter.prompt_template else None,
+    }
     prepared = self_test_input(adapter, num_frames)
     layout = prepared.layout
     report["seq_len"] = layout.seq_len
@@ -142,17 +172,22 @@ def format_check(report: dict) -> str:
     spans = report["spans"]
     frames = [name for name in spans if name.startswith("frame_")]
     other = {name: n for name, n in spans.items() if not name.startswith("frame_")}
-    lines = [f"checkpoint      {report['path']}",
-             f"family          {report['family']} ({report['architecture']}), {report['layers']} layers, "
-             f"attention {report['attn_implementation']}",
-             f"prompt template {report['prompt_template'] or '(none named; the benchmark decides)'}",
-             f"input           {report['seq_len']} tokens; {len(frames)} frame spans of "
-             f"{sorted({spans[f] for f in frames})} tokens",
-             "spans           " + ", ".join(f"{name} {n}" for name, n in other.items())]
+    lines = [
+        f"checkpoint      {report['path']}",
+        f"family          {report['family']} ({report['architecture']}), {report['layers']} layers, "
+        f"attention {report['attn_implementation']}",
+        f"prompt template {report['prompt_template'] or '(none named; the benchmark decides)'}",
+        f"input           {report['seq_len']} tokens; {len(frames)} frame spans of "
+        f"{sorted({spans[f] for f in frames})} tokens",
+        "spans           " + ", ".join(f"{name} {n}" for name, n in other.items()),
+    ]
     if report["ok"]:
-        lines += [f"empty knockout  exact (max |diff| {report['empty_knockout_max_abs_diff']:.3g})",
-                  f"knockout        changes the logits (video -> last, max |diff| "
-                  f"{report['video_to_last_max_abs_diff']:.3g})", "ok"]
+        lines += [
+            f"empty knockout  exact (max |diff| {report['empty_knockout_max_abs_diff']:.3g})",
+            f"knockout        changes the logits (video -> last, max |diff| "
+            f"{report['video_to_last_max_abs_diff']:.3g})",
+            "ok",
+        ]
     else:
         lines.append(f"FAILED: {report['error']}")
     return "\n".join(lines)

@@ -48,7 +48,7 @@ class Difference:
 DIFFERENCES: tuple[Difference, ...] = (
     Difference(
         "Correctness of the clean answer (every study's `correct`, the `--samples` filter)",
-        "\"answered correctly\" (no rule given)",
+        '"answered correctly" (no rule given)',
         "`decode([pred]).lower() == letter.lower()`",
         "the released rule: the decoded text, ignoring case (`▁A`, `A`, `a` all count), applied where the logits are "
         "(the rule travels to a server as token ids); stores keep `correct_text`, `correct_token` and count their "
@@ -117,7 +117,7 @@ DIFFERENCES: tuple[Difference, ...] = (
         "5-layer bins",
         "5-layer bins overlapping by one layer",
         "disjoint 5-layer bins",
-        Setting("keyword", "bins", "paper", "\"released_code\"", target="mapflow.viz.tables.keyword_frequency"),
+        Setting("keyword", "bins", "paper", '"released_code"', target="mapflow.viz.tables.keyword_frequency"),
     ),
     Difference(
         "Keyword threshold (Fig. 4)",
@@ -171,7 +171,7 @@ DIFFERENCES: tuple[Difference, ...] = (
     ),
     Difference(
         "Table 2's accuracy drop",
-        "\"among samples originally answered correctly\"",
+        '"among samples originally answered correctly"',
         "not computed (no script)",
         "both: the drop in points and the share of originally correct samples turned wrong",
     ),
@@ -194,8 +194,9 @@ DIFFERENCES: tuple[Difference, ...] = (
         "not stated",
         "generated tokens inherit the last prompt row's cuts over the prompt keys",
         "as released",
-        Setting("keyword", "generated_rows", "inherit_last", "\"free\"",
-                target="mapflow.readouts.generation.greedy_generate"),
+        Setting(
+            "keyword", "generated_rows", "inherit_last", '"free"', target="mapflow.readouts.generation.greedy_generate"
+        ),
     ),
     Difference(
         "Verb tagger (C.2)",

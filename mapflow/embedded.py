@@ -29,8 +29,10 @@ TINY_BENCH_DIR = DATA_DIR / "tvbench-mini"  # 64 px videos for models that resiz
 def organism_dir(variant: str = "video") -> Path:
     path = ORGANISM_DIRS[variant]
     if not (path / "config.json").is_file():
-        raise MapflowError(f"the embedded model {path} is missing; retrain it with `mapflow organism train "
-                           f"--variant {variant} --out {path}` (see README)")
+        raise MapflowError(
+            f"the embedded model {path} is missing; retrain it with `mapflow organism train "
+            f"--variant {variant} --out {path}` (see README)"
+        )
     return path
 
 
@@ -40,7 +42,9 @@ def default_model_dir() -> Path:
 
 def default_data_dir() -> Path:
     if not (DEFAULT_DATA_DIR / "json").is_dir():
-        raise MapflowError(f"the embedded benchmark {DEFAULT_DATA_DIR} is missing; regenerate it with `python -m "
-                           f"mapflow.organism.synthetic {DEFAULT_DATA_DIR} --benchmark temporal --per-task 100 --seed 1234 "
-                           "--canonical-options`")
+        raise MapflowError(
+            f"the embedded benchmark {DEFAULT_DATA_DIR} is missing; regenerate it with `python -m "
+            f"mapflow.organism.synthetic {DEFAULT_DATA_DIR} --benchmark temporal --per-task 100 --seed 1234 "
+            "--canonical-options`"
+        )
     return DEFAULT_DATA_DIR

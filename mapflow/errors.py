@@ -43,7 +43,7 @@ class RunInterrupted(MapflowError):
 
     sample: str | None = None
 
-    def at_sample(self, sample_id: str) -> "RunInterrupted":
+    def at_sample(self, sample_id: str) -> RunInterrupted:
         """The same error, now naming the sample the run stopped at."""
         self.sample = str(sample_id)
         self.args = (f"{self.args[0] if self.args else ''} (stopped at sample {sample_id})",)

@@ -1,7 +1,7 @@
 """Compare two `mapflow demo` output folders: every zarr store's data variables, coordinates and attributes must be
 identical, provenance included except what names the moment, the machine and the code version
 (`VOLATILE_PROVENANCE`: created, versions, git, hostname, elapsed_s) and the output folder itself (a run that reads
-other stores records their paths). Tables must match byte for byte, except the measured wall-clock columns
+other stores records their paths, in provenance and in text variables). Tables must match byte for byte, except the measured wall-clock columns
 (`WALL_CLOCK_COLUMNS`) of CSV tables.
 
     python scripts/compare_demo_stores.py /tmp/demo-before /tmp/demo-after [CHECKOUT_BEFORE CHECKOUT_AFTER]
@@ -17,6 +17,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import xarray as xr
 
@@ -40,6 +41,11 @@ def _stable(value, out_dir: Path, checkout: Path | None):
 def load_store(path: Path, checkout: Path | None = None) -> xr.Dataset:
     ds = xr.open_zarr(path).load()
     ds.attrs = _stable(dict(ds.attrs), path.parent, checkout)
+    for name, variable in ds.data_vars.items():  # text variables may name a store the run read (e.g. layer_source)
+        if variable.dtype.kind in "OU":
+            ds[name] = variable.copy(
+                data=np.vectorize(lambda v: _stable(v, path.parent, checkout), otypes=[object])(variable.values)
+            )
     return ds
 
 

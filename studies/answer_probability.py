@@ -11,10 +11,10 @@ import numpy as np
 import xarray as xr
 
 import mapflow as mf
-from mapflow.differences import default
-from mapflow.readouts.lens import LENS_CONVENTIONS, clean_and_layer_probabilities
 from mapflow.analysis.context import StudyContext
 from mapflow.analysis.options import StudyOption
+from mapflow.differences import default
+from mapflow.readouts.lens import LENS_CONVENTIONS, clean_and_layer_probabilities
 from mapflow.viz import figures
 
 OPTIONS = {

@@ -16,10 +16,10 @@ import torch
 import xarray as xr
 
 import mapflow as mf
-from mapflow.knockout.flows import Flow, Window
-from mapflow.readouts.attention import HEAD_POOLS, attention_rows
 from mapflow.analysis.context import StudyContext
 from mapflow.analysis.options import StudyOption, layer_ranges, whole_number
+from mapflow.knockout.flows import Flow, Window
+from mapflow.readouts.attention import HEAD_POOLS, attention_rows
 from mapflow.viz import figures
 from mapflow.viz.thumbnails import frame_thumbnails, video_token_coords
 

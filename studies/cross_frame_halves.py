@@ -17,13 +17,13 @@ import torch
 import xarray as xr
 
 import mapflow as mf
+from mapflow.analysis.context import StudyContext
+from mapflow.analysis.options import StudyOption, whole_number
 from mapflow.differences import default
 from mapflow.errors import MapflowError
 from mapflow.inputs.prompts import TEMPLATES, build_prompt
 from mapflow.knockout.flows import Flow
 from mapflow.readouts.generation import greedy_generate
-from mapflow.analysis.context import StudyContext
-from mapflow.analysis.options import StudyOption, whole_number
 from mapflow.viz import tables
 
 FLOWS = ("cross_frame",)

@@ -30,6 +30,8 @@ import numpy as np
 import xarray as xr
 
 import mapflow as mf
+from mapflow.analysis.context import StudyContext
+from mapflow.analysis.options import StudyOption, existing_paths, number, share, whole_number
 from mapflow.differences import default
 from mapflow.errors import MapflowError
 from mapflow.knockout.cells import layer_mask_readouts, pack_layer_masks
@@ -49,8 +51,6 @@ from mapflow.readouts.pathways import (
     preset_for_model,
     random_masks,
 )
-from mapflow.analysis.context import StudyContext
-from mapflow.analysis.options import StudyOption, existing_paths, number, share, whole_number
 from mapflow.viz import tables
 
 TABLE_E_TASK = "action_antonym"  # the paper derives the pathway layers from Action Antonym's knockouts (Table E)

@@ -8,9 +8,9 @@ by the sign of their cross-frame effect is `mapflow.viz.figures.failure_split`.
 """
 
 import mapflow as mf
+from mapflow.analysis.context import StudyContext
 from mapflow.knockout.cells import PREDICTED_OPTION
 from mapflow.knockout.flows import PAPER_FLOWS
-from mapflow.analysis.context import StudyContext
 from mapflow.viz import figures
 
 OPTIONS = {}  # only the options every study takes (mapflow.analysis.option_checks.COMMON_OPTION_NAMES)

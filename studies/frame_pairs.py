@@ -14,10 +14,10 @@ import numpy as np
 import xarray as xr
 
 import mapflow as mf
-from mapflow.differences import default
-from mapflow.errors import KnockoutConfigError
 from mapflow.analysis.context import StudyContext
 from mapflow.analysis.options import StudyOption
+from mapflow.differences import default
+from mapflow.errors import KnockoutConfigError
 
 MODES = ("pair", "distance")
 # what one frame is: its run, as cross_frame (default), or its feature tokens only, as cross_frame_tokens

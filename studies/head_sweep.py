@@ -9,12 +9,12 @@ limits the sweep. ``--heads`` restricts any other study's flows to a fixed set o
 """
 
 import mapflow as mf
+from mapflow.analysis.context import StudyContext
+from mapflow.analysis.options import StudyOption, whole_number, whole_numbers
 from mapflow.differences import default
 from mapflow.errors import KnockoutConfigError
 from mapflow.knockout.engine import check_heads
 from mapflow.knockout.flows import PAPER_FLOWS, Window
-from mapflow.analysis.context import StudyContext
-from mapflow.analysis.options import StudyOption, whole_number, whole_numbers
 from mapflow.viz import figures
 
 FLOWS = tuple(PAPER_FLOWS["information_flow"])

@@ -5,8 +5,8 @@ Four flows, each knocked out alone in a window around each layer: video->questio
 """
 
 import mapflow as mf
-from mapflow.knockout.flows import PAPER_FLOWS
 from mapflow.analysis.context import StudyContext
+from mapflow.knockout.flows import PAPER_FLOWS
 from mapflow.viz import figures
 
 OPTIONS = {}  # only the options every study takes (mapflow.analysis.option_checks.COMMON_OPTION_NAMES)

@@ -14,11 +14,11 @@ import numpy as np
 import xarray as xr
 
 import mapflow as mf
+from mapflow.analysis.context import StudyContext
+from mapflow.analysis.options import StudyOption
 from mapflow.differences import default
 from mapflow.readouts.keywords import load_keywords, piece_table
 from mapflow.readouts.lens import LENS_CONVENTIONS, clean_and_layer_top_tokens
-from mapflow.analysis.context import StudyContext
-from mapflow.analysis.options import StudyOption
 from mapflow.viz import figures
 from mapflow.viz.thumbnails import frame_thumbnails, video_token_coords
 

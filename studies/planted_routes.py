@@ -12,9 +12,9 @@ import numpy as np
 import xarray as xr
 
 import mapflow as mf
-from mapflow.errors import KnockoutConfigError
 from mapflow.analysis.context import StudyContext
 from mapflow.analysis.options import StudyOption
+from mapflow.errors import KnockoutConfigError
 
 REGIONS = ("inside", "outside")
 

@@ -6,8 +6,8 @@ Runs on all samples by default so that accuracy is over the whole benchmark. Add
 """
 
 import mapflow as mf
-from mapflow.knockout.flows import Window
 from mapflow.analysis.context import StudyContext
+from mapflow.knockout.flows import Window
 from mapflow.viz import figures
 
 OPTIONS = {}  # only the options every study takes (mapflow.analysis.option_checks.COMMON_OPTION_NAMES)

@@ -18,11 +18,11 @@ import numpy as np
 import xarray as xr
 
 import mapflow as mf
+from mapflow.analysis.context import StudyContext
+from mapflow.analysis.options import StudyOption, whole_number
 from mapflow.differences import default
 from mapflow.readouts.generation import extend_input, greedy_generate
 from mapflow.readouts.keywords import verb_detector
-from mapflow.analysis.context import StudyContext
-from mapflow.analysis.options import StudyOption, whole_number
 from mapflow.viz import figures
 
 ANCHORS = (1, 2, 3)

@@ -5,9 +5,9 @@ Options: ``sizes`` (comma-separated, default ``1,5,9,13``; on a model with few l
 """
 
 import mapflow as mf
-from mapflow.knockout.flows import Window
 from mapflow.analysis.context import StudyContext
 from mapflow.analysis.options import StudyOption, whole_numbers
+from mapflow.knockout.flows import Window
 from mapflow.viz import figures
 
 FLOWS = ("cross_frame",)

@@ -49,7 +49,7 @@ def listening_sockets(pids) -> list[tuple[int, str, int]]:
         except OSError:
             continue
     found = []
-    for table, width in (("/proc/net/tcp", 4), ("/proc/net/tcp6", 16)):
+    for table, _width in (("/proc/net/tcp", 4), ("/proc/net/tcp6", 16)):
         for line in Path(table).read_text().splitlines()[1:]:
             fields = line.split()
             local, state, inode = fields[1], fields[3], fields[9]
@@ -58,7 +58,7 @@ def listening_sockets(pids) -> list[tuple[int, str, int]]:
             address_hex, port_hex = local.split(":")
             raw = bytes.fromhex(address_hex)
             # /proc prints the address as 32-bit words in host (little-endian) order
-            raw = b"".join(raw[i:i + 4][::-1] for i in range(0, len(raw), 4))
+            raw = b"".join(raw[i : i + 4][::-1] for i in range(0, len(raw), 4))
             address = ipaddress.ip_address(raw)
             found.append((inodes[inode], str(address), int(port_hex, 16)))
     return found

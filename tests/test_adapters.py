@@ -10,18 +10,31 @@ import math
 import numpy as np
 import pytest
 import torch
+from tolerances import assert_float32_exact
 
+from mapflow.inputs.prompts import CHAT_MCQA, LLAVA_MCQA, PromptSegment, mcqa_segments
 from mapflow.knockout.engine import KnockoutConfig, run_knockouts
 from mapflow.knockout.flows import Flow, Window
 from mapflow.knockout.masks import apply_knockout, knockout_attention_mask
 from mapflow.models import ADAPTERS, load_adapter
-from mapflow.inputs.prompts import CHAT_MCQA, LLAVA_MCQA, PromptSegment, mcqa_segments
-from tolerances import assert_float32_exact
 
-FAMILIES = ["llava_next_video", "llava_onevision", "qwen2_5_vl", "qwen3_vl", "internvl", "videollama3",
-            "videollama3_compressed"]
-FLOWS = ["video->last", "cross_frame", "question->last", "video->question", "video_markup->last",
-         "video->question+last->last"]
+FAMILIES = [
+    "llava_next_video",
+    "llava_onevision",
+    "qwen2_5_vl",
+    "qwen3_vl",
+    "internvl",
+    "videollama3",
+    "videollama3_compressed",
+]
+FLOWS = [
+    "video->last",
+    "cross_frame",
+    "question->last",
+    "video->question",
+    "video_markup->last",
+    "video->question+last->last",
+]
 
 
 @pytest.fixture(scope="session")
@@ -35,6 +48,7 @@ def family_dirs(tmp_path_factory, tiny_model_dir):
         if family not in built:
             built[family] = build_tiny_family(family, root / family, seed=2, num_layers=4)
         return built[family]
+
     return get
 
 
@@ -46,6 +60,7 @@ def loaded(family_dirs):
         if (family, attn, dtype) not in cache:
             cache[family, attn, dtype] = load_adapter(family_dirs(family), attn_implementation=attn, dtype=dtype)
         return cache[family, attn, dtype]
+
     return get
 
 
@@ -59,8 +74,9 @@ def clip():
 
 def prepare(adapter, sample, clip):
     template = adapter.prompt_template or LLAVA_MCQA
-    return adapter.prepare(clip, mcqa_segments(sample, template), option_letters=sample.option_letters,
-                           true_letter=sample.answer_letter)
+    return adapter.prepare(
+        clip, mcqa_segments(sample, template), option_letters=sample.option_letters, true_letter=sample.answer_letter
+    )
 
 
 def decode(adapter, prepared, name):
@@ -83,8 +99,9 @@ def test_spans_decode_to_their_text(family, loaded, sample, clip):
     ids = prepared.inputs["input_ids"][0].cpu().numpy()
     assert set(ids[layout.positions("video")].tolist()) == {adapter.video_token_id}
     # every position belongs to exactly one piece (the video piece as its block), except a tokenizer's BOS
-    owners = np.concatenate([layout.positions("video_block" if p.name == "video" else p.name)
-                             for p in prepared.segments])
+    owners = np.concatenate(
+        [layout.positions("video_block" if p.name == "video" else p.name) for p in prepared.segments]
+    )
     assert len(owners) == len(set(owners.tolist()))
     assert set(range(layout.seq_len)) - set(owners.tolist()) <= {0}
 
@@ -157,8 +174,9 @@ def test_knockout_equals_hand_written_masked_attention(family, attn, loaded, sam
         bias = None if module.o_proj.bias is None else module.o_proj.bias.to(dtype)
         return torch.nn.functional.linear(mixed, module.o_proj.weight.to(dtype), bias)
 
-    assert_float32_exact(out, masked_attention(torch.float32, allowed), masked_attention(torch.float64, allowed),
-                         family)
+    assert_float32_exact(
+        out, masked_attention(torch.float32, allowed), masked_attention(torch.float64, allowed), family
+    )
     # and the knockout really cut something at the probe layer
     clean = masked_attention(torch.float64, torch.ones(n, n, dtype=torch.bool).tril())
     assert (out.double() - clean).abs().max() > 1e-4
@@ -180,10 +198,15 @@ def test_logit_lens_at_the_last_layer_is_the_models_logits(family, loaded, sampl
 def test_engine_equals_naive(family, loaded, sample, clip):
     adapter = loaded(family)
     prepared = prepare(adapter, sample, clip)
-    configs = [KnockoutConfig(torch.from_numpy(Flow.parse(f).block_matrix(prepared.layout)),
-                              Window("center", 3).layers(layer, adapter.num_layers))
-               for f in FLOWS if f != "video_markup->last" or prepared.layout["video_markup"].ranges
-               for layer in range(adapter.num_layers)]
+    configs = [
+        KnockoutConfig(
+            torch.from_numpy(Flow.parse(f).block_matrix(prepared.layout)),
+            Window("center", 3).layers(layer, adapter.num_layers),
+        )
+        for f in FLOWS
+        if f != "video_markup->last" or prepared.layout["video_markup"].ranges
+        for layer in range(adapter.num_layers)
+    ]
     naive = run_knockouts(adapter, prepared, configs, plan="naive")
     reference = loaded(family, "eager", "float64")
     exact = run_knockouts(reference, prepare(reference, sample, clip), configs, plan="naive")
@@ -203,9 +226,14 @@ def test_head_knockout_and_screen_in_every_family(family, loaded, sample, clip):
 
     adapter = loaded(family)
     prepared = prepare(adapter, sample, clip)
-    cross, last = (torch.from_numpy(Flow.parse(f).block_matrix(prepared.layout)) for f in ("cross_frame", "video->last"))
-    configs = [KnockoutConfig(cross, (0, 1), (0,)), KnockoutConfig(last, (1,), (1, adapter.num_heads - 1)),
-               KnockoutConfig(cross, (1,))]
+    cross, last = (
+        torch.from_numpy(Flow.parse(f).block_matrix(prepared.layout)) for f in ("cross_frame", "video->last")
+    )
+    configs = [
+        KnockoutConfig(cross, (0, 1), (0,)),
+        KnockoutConfig(last, (1,), (1, adapter.num_heads - 1)),
+        KnockoutConfig(cross, (1,)),
+    ]
     naive = run_knockouts(adapter, prepared, configs, plan="naive")
     assert (naive - run_knockouts(adapter, prepared, configs)).abs().max() <= 1e-5
     fwd = screen_forward(adapter, prepared)
@@ -240,9 +268,34 @@ def test_short_study_runs_end_to_end(family, family_dirs, tiny_benchmark, tmp_pa
     from mapflow.cli import main
 
     out = tmp_path / "flow.zarr"
-    assert main(["run", "information_flow", "--model", str(family_dirs(family)), "--data", str(tiny_benchmark),
-                 "--out", str(out), "--window", "3", "--samples", "all", "--limit", "1", "--tasks",
-                 "moving_direction", "--frames", "4", "--no-progress", "--threads", "1"]) == 0
+    assert (
+        main(
+            [
+                "run",
+                "information_flow",
+                "--model",
+                str(family_dirs(family)),
+                "--data",
+                str(tiny_benchmark),
+                "--out",
+                str(out),
+                "--window",
+                "3",
+                "--samples",
+                "all",
+                "--limit",
+                "1",
+                "--tasks",
+                "moving_direction",
+                "--frames",
+                "4",
+                "--no-progress",
+                "--threads",
+                "1",
+            ]
+        )
+        == 0
+    )
     ds = xr.open_zarr(out)
     config = ds.attrs["provenance"]["config"]
     paper_own = family == "videollama3"  # the released VideoLLaMA3 prompt and linspace frame sampling

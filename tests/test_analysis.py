@@ -73,8 +73,9 @@ def test_ground_truth_token_rules(sdpa_adapter, sample, frames):
 def test_open_ended_ground_truth_is_the_first_answer_word(sdpa_adapter, sample, frames):
     ctx = context(sdpa_adapter, sample, frames, template=LLAVA_OPEN_ENDED)
     assert ctx.prompt.answer_text == " left"  # "Down and to the left." -> left
-    assert ctx.prepared.text.endswith("Question: Which direction does the red square move in the video?\n"
-                                      " ASSISTANT:\nThe red square moves to the")
+    assert ctx.prepared.text.endswith(
+        "Question: Which direction does the red square move in the video?\n ASSISTANT:\nThe red square moves to the"
+    )
     token = ctx.answer_token_id()
     piece = sdpa_adapter.tokenizer.decode([token]).strip()
     assert piece and "left".startswith(piece)

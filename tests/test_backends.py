@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 
 import mapflow as mf
+from mapflow.analysis.context import StudyConfig
+from mapflow.analysis.runner import load_study
 from mapflow.backends import Backend, LocalBackend, NDIFBackend, choose_backend
 from mapflow.errors import KnockoutConfigError, MapflowError
 from mapflow.remote import RemoteSettings, ServerUnreachable
-from mapflow.analysis.context import StudyConfig
-from mapflow.analysis.runner import load_study
 
 SETTINGS = {"window": 3, "samples": "all"}
 
@@ -79,7 +79,8 @@ def test_both_shipped_backends_and_a_one_class_backend_satisfy_the_protocol():
 
 @pytest.mark.parametrize("study", ["information_flow", "logit_lens"])  # cells (run_cells) / a sample request
 def test_a_backend_of_ones_own_carries_every_measurement_of_mf_run_with_the_default_numbers(
-        study, sdpa_adapter, tiny_benchmark):
+    study, sdpa_adapter, tiny_benchmark
+):
     data = mf.load_benchmark("tvbench", tiny_benchmark, limit=1)
     counting = CountingBackend()
     ours = mf.run(study, sdpa_adapter, data, backend=counting, progress=False, **SETTINGS)

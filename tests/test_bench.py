@@ -24,8 +24,9 @@ def test_bench_can_run_the_optimized_phase_alone_on_a_longer_clip(sdpa_adapter, 
 def test_bench_times_the_screen_against_the_optimized_sweep(sdpa_adapter, tiny_benchmark):
     import numpy as np
 
-    report = benchmark(sdpa_adapter, tiny_benchmark, limit=1, window=Window("center", 3), num_frames=4, naive=False,
-                       screen=True)
+    report = benchmark(
+        sdpa_adapter, tiny_benchmark, limit=1, window=Window("center", 3), num_frames=4, naive=False, screen=True
+    )
     screen, fast = report["screen"], report["optimized"]
     assert len(screen.p_knockout) == len(fast.p_knockout) == report["samples"]
     assert all(a.shape == b.shape for a, b in zip(screen.p_knockout, fast.p_knockout))
@@ -45,8 +46,26 @@ def test_bench_command_runs_a_layout_shape_under_a_device_map_and_writes_json(tm
     assert main(["bench", "--memory-budget", "lots"]) == 2
     assert "--memory-budget: cannot read a memory size from 'lots'" in capsys.readouterr().err
     out = tmp_path / "bench.json"
-    assert main(["bench", "--shape", "llava-8x144", "--layers", "2", "--frames", "2", "--device-map", "auto",
-                 "--memory-budget", "2GiB", "--json", str(out)]) == 0
+    assert (
+        main(
+            [
+                "bench",
+                "--shape",
+                "llava-8x144",
+                "--layers",
+                "2",
+                "--frames",
+                "2",
+                "--device-map",
+                "auto",
+                "--memory-budget",
+                "2GiB",
+                "--json",
+                str(out),
+            ]
+        )
+        == 0
+    )
     report = json.loads(out.read_text())
     assert report["layers"] == 2 and report["frames"] == 2 and report["dtype"] == "float32"
     assert report["max_abs_diff_p_knockout"] <= 1e-5 and report["optimized"]["forwards"] >= 1

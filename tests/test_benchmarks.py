@@ -24,22 +24,23 @@ from mapflow.data import (
     TOMATO_TASKS,
     Sample,
     check_videos_exist,
+    frame_cache,
     frame_indices,
-    read_benchmark,
     load_longvideobench,
     load_tomato,
     load_tvbench,
     load_vcgbench,
     load_videomme,
     longvideobench_indices,
+    read_benchmark,
     read_frames,
+    video,
 )
-from mapflow.data import frame_cache, video
 from mapflow.data.frame_cache import FrameCache, FrameCacheKey
-from mapflow.organism.synthetic import write_video
 from mapflow.data.tvbench import select_entry_indices
 from mapflow.data.videomme import youtube_video_id
 from mapflow.errors import DataError
+from mapflow.organism.synthetic import write_video
 
 VIDEO_FRAMES = 16
 VIDEO_FPS = 8
@@ -319,8 +320,9 @@ def test_videomme_layout_option_style_and_extension_lookup(tmp_path, clip_bytes)
         tmp_path,
         [
             videomme_row(1, video_id="fFjv93ACGo8"),
-            videomme_row(2, task="Spatial Perception", video_id="Ab-_12345xy", url="https://youtu.be/Ab-_12345xy",
-                         answer="A"),
+            videomme_row(
+                2, task="Spatial Perception", video_id="Ab-_12345xy", url="https://youtu.be/Ab-_12345xy", answer="A"
+            ),
             videomme_row(3, video_id="zzzzzzzzzzz"),
         ],
     )
@@ -329,7 +331,9 @@ def test_videomme_layout_option_style_and_extension_lookup(tmp_path, clip_bytes)
     put_video(tmp_path / "data" / "Ab-_12345xy.mkv", clip_bytes)  # mp4 is tried first
     samples = load_videomme(tmp_path)
     assert [s.sample_id for s in samples] == [
-        "Action Recognition/001-1", "Action Recognition/001-3", "Spatial Perception/001-2"
+        "Action Recognition/001-1",
+        "Action Recognition/001-3",
+        "Spatial Perception/001-2",
     ]
     first = samples[0]
     assert first.candidates == ("red", "green", "blue", "black")
@@ -367,7 +371,9 @@ VIDEOMME_BAD = {
     "answer not an option letter": ({"answer": "E"}, "answer", "'A', 'B', 'C', 'D'"),
     "answer is a word": ({"answer": "blue"}, "answer", "option letters"),
     "option letter out of order": (
-        {"options": ["B. red", "A. green", "C. blue", "D. black"]}, "options", "option 0 must start with 'A. '"
+        {"options": ["B. red", "A. green", "C. blue", "D. black"]},
+        "options",
+        "option 0 must start with 'A. '",
     ),
     "option without letter": ({"options": ["red", "green"]}, "options", "option 0"),
     "url without video id": ({"url": "https://example.com/video"}, "url", "YouTube video id"),
@@ -584,8 +590,12 @@ def test_duplicate_key_inside_an_entry(tmp_path):
 def test_bad_video_names_file_and_sample(tmp_path, clip_bytes, kind):
     write_tomato(tmp_path, {"count": {"c1": tomato_entry("k1")}})
     (sample,) = load_tomato(tmp_path)
-    details = {"missing": "does not exist", "zero bytes": "0 bytes", "corrupt": "cannot decode",
-               "too short": "16 frames, fewer than the 24 requested"}
+    details = {
+        "missing": "does not exist",
+        "zero bytes": "0 bytes",
+        "corrupt": "cannot decode",
+        "too short": "16 frames, fewer than the 24 requested",
+    }
     if kind == "zero bytes":
         put_video(sample.video_path, b"")
     elif kind == "corrupt":
@@ -830,4 +840,4 @@ def test_sample_keeps_its_positional_fields_and_defaults():
     assert sample.answer == "y" and sample.option_letters == ("A", "B") and not sample.is_free_form
     assert dataclasses.replace(sample, option_format="dot").formatted_options == ("A. x", "B. y")
     with pytest.raises(DataError, match="option format"):
-        dataclasses.replace(sample, option_format="roman").formatted_options
+        _ = dataclasses.replace(sample, option_format="roman").formatted_options

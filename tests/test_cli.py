@@ -17,8 +17,7 @@ RUN = ["--window", "3", "--samples", "all", "--no-progress", "--threads", "1"]
 
 
 def run_cli(tiny_model_dir, bench, out, study="information_flow", extra=()):
-    return main(["run", study, "--model", str(tiny_model_dir), "--data", str(bench), "--out", str(out), *RUN,
-                 *extra])
+    return main(["run", study, "--model", str(tiny_model_dir), "--data", str(bench), "--out", str(out), *RUN, *extra])
 
 
 @pytest.fixture(scope="module")
@@ -77,10 +76,26 @@ def test_kill_and_resume_equals_an_uninterrupted_run(tiny_model_dir, tiny_benchm
     whole, resumed = tmp_path / "whole.zarr", tmp_path / "resumed.zarr"
     assert run_cli(tiny_model_dir, tiny_benchmark, whole, study=str(study)) == 0
     third = str(xr.open_zarr(whole).sample.values[2])
-    command = [sys.executable, "-m", "mapflow", "run", str(study), "--model", str(tiny_model_dir), "--data",
-               str(tiny_benchmark), "--out", str(resumed), *RUN]
-    killed = subprocess.run(command, env={**os.environ, "MAPFLOW_TEST_KILL_AT": third}, capture_output=True,
-                            cwd=Path(__file__).resolve().parent.parent)
+    command = [
+        sys.executable,
+        "-m",
+        "mapflow",
+        "run",
+        str(study),
+        "--model",
+        str(tiny_model_dir),
+        "--data",
+        str(tiny_benchmark),
+        "--out",
+        str(resumed),
+        *RUN,
+    ]
+    killed = subprocess.run(
+        command,
+        env={**os.environ, "MAPFLOW_TEST_KILL_AT": third},
+        capture_output=True,
+        cwd=Path(__file__).resolve().parent.parent,
+    )
     assert killed.returncode == -9, killed.stderr.decode()[-2000:]
     assert xr.open_zarr(resumed).sizes["sample"] == 2
     assert run_cli(tiny_model_dir, tiny_benchmark, resumed, study=str(study)) == 0
@@ -101,7 +116,7 @@ def test_a_broken_video_is_recorded_and_the_run_goes_on(tiny_model_dir, tiny_ben
     ds = xr.open_zarr(out)
     assert ds.sizes["sample"] == 3
     failures = ResultStore(out).failed_samples()
-    (failed_id, info), = failures.items()
+    ((failed_id, info),) = failures.items()
     assert failed_id.startswith("scene_transition/") and victim.name in info["reason"]
 
 
@@ -109,15 +124,41 @@ def test_bad_input_gives_a_clear_error(tmp_path, tiny_benchmark, capsys):
     assert main(["run", "no_such_study", "--out", str(tmp_path / "x.zarr")]) == 2
     err = capsys.readouterr().err
     assert "no study named" in err and "cross_frame" in err and "information_flow" in err
-    assert main(["run", "cross_frame", "--model", str(tmp_path / "missing"), "--data", str(tiny_benchmark),
-                 "--out", str(tmp_path / "y.zarr")]) == 2
+    assert (
+        main(
+            [
+                "run",
+                "cross_frame",
+                "--model",
+                str(tmp_path / "missing"),
+                "--data",
+                str(tiny_benchmark),
+                "--out",
+                str(tmp_path / "y.zarr"),
+            ]
+        )
+        == 2
+    )
     assert "does not exist" in capsys.readouterr().err
 
 
 def test_accuracy_command_reports_tasks_and_averages(tiny_model_dir, tiny_benchmark, tmp_path, capsys):
     out = tmp_path / "acc.zarr"
-    assert main(["accuracy", "--model", str(tiny_model_dir), "--data", str(tiny_benchmark), "--out", str(out),
-                 "--no-progress"]) == 0
+    assert (
+        main(
+            [
+                "accuracy",
+                "--model",
+                str(tiny_model_dir),
+                "--data",
+                str(tiny_benchmark),
+                "--out",
+                str(out),
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     printed = capsys.readouterr().out
     for name in ("moving_direction", "scene_transition", "micro", "macro"):
         assert name in printed
@@ -143,6 +184,8 @@ def test_plot_draws_the_studys_own_figure_or_table(tiny_model_dir, tiny_benchmar
 
 
 def test_option_flag_needs_key_and_value(tiny_model_dir, tiny_benchmark, tmp_path, capsys):
-    code = run_cli(tiny_model_dir, tiny_benchmark, tmp_path / "x.zarr", study="window_sizes", extra=["--option", "sizes"])
+    code = run_cli(
+        tiny_model_dir, tiny_benchmark, tmp_path / "x.zarr", study="window_sizes", extra=["--option", "sizes"]
+    )
     assert code == 2
     assert "KEY=VALUE" in capsys.readouterr().err

@@ -8,21 +8,21 @@ differ, decoded text matches ignoring case), which is the ``▁A`` vs ``A`` case
 import numpy as np
 import pytest
 import torch
-
 from conftest import study_context
 
 
 @pytest.fixture(scope="module")
 def lowercase_answering_adapter(tiny_model_dir, sample, frames):
     """A fresh copy of the tiny model whose LM head makes ``c`` its clean answer on the test sample."""
-    from mapflow.models import load_adapter
     from mapflow.inputs.prompts import LLAVA_MCQA, build_prompt
+    from mapflow.models import load_adapter
 
     adapter = load_adapter(tiny_model_dir, attn_implementation="eager", self_test=False)
     prompt = build_prompt(sample, LLAVA_MCQA)
     assert prompt.true_letter == "C"
-    prepared = adapter.prepare(frames, prompt.segments, option_letters=prompt.option_letters,
-                               true_letter=prompt.true_letter)
+    prepared = adapter.prepare(
+        frames, prompt.segments, option_letters=prompt.option_letters, true_letter=prompt.true_letter
+    )
     with torch.no_grad(), adapter.trace(prepared):
         hidden = adapter.final_norm.output[0, -1].save()
     lower_c = adapter.tokenizer.convert_tokens_to_ids("c")
@@ -37,9 +37,14 @@ def lowercase_answering_adapter(tiny_model_dir, sample, frames):
 def sample():
     from mapflow.data.sample import Sample
 
-    return Sample("moving_direction/0000", "moving_direction", "unused.mp4",
-                  "Which direction does the red square move in the video?",
-                  ("Up and to the left.", "Up and to the right.", "Down and to the left."), 2)
+    return Sample(
+        "moving_direction/0000",
+        "moving_direction",
+        "unused.mp4",
+        "Which direction does the red square move in the video?",
+        ("Up and to the left.", "Up and to the right.", "Down and to the left."),
+        2,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -101,8 +106,8 @@ LLAMA_A, LLAMA_SPACE_A = 29909, 319  # LLaMA's `A` and `▁A`
 
 
 def test_text_rule_on_vicuna_accepts_both_spellings(real_tokenizers):
-    from mapflow.inputs.real_tokenizers import load_real_tokenizer
     from mapflow.analysis.clean import text_rule_tokens
+    from mapflow.inputs.real_tokenizers import load_real_tokenizer
 
     vicuna = load_real_tokenizer("vicuna")
     assert vicuna.convert_tokens_to_ids(["A", "▁A"]) == [LLAMA_A, LLAMA_SPACE_A]
@@ -121,14 +126,20 @@ def vicuna_space_a_adapter(tmp_path_factory, real_tokenizers):
 
     path = build_real_inputs_checkpoint("llava_next_video", tmp_path_factory.mktemp("real") / "llava", seed=3)
     adapter = load_adapter(path, attn_implementation="eager", self_test=False)
-    sample = Sample("moving_direction/0001", "moving_direction", "unused.mp4",
-                    "Which direction does the red square move in the video?",
-                    ("Up and to the left.", "Up and to the right.", "Down and to the left."), 0)
+    sample = Sample(
+        "moving_direction/0001",
+        "moving_direction",
+        "unused.mp4",
+        "Which direction does the red square move in the video?",
+        ("Up and to the left.", "Up and to the right.", "Down and to the left."),
+        0,
+    )
     size = adapter.default_frame_size()
     clip = np.random.default_rng(5).integers(0, 256, (2, size, size, 3), dtype=np.uint8)
     prompt = build_prompt(sample, LLAVA_MCQA)
-    prepared = adapter.prepare(clip, prompt.segments, option_letters=prompt.option_letters,
-                               true_letter=prompt.true_letter)
+    prepared = adapter.prepare(
+        clip, prompt.segments, option_letters=prompt.option_letters, true_letter=prompt.true_letter
+    )
     with torch.no_grad(), adapter.trace(prepared):
         hidden = adapter.final_norm.output[0, -1].save()
     with torch.no_grad():

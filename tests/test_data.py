@@ -21,12 +21,16 @@ from mapflow.data import (
     read_frames,
     segment_midpoint_indices,
 )
-from mapflow.organism.synthetic import MOVING_DIRECTION_CANDIDATES, moving_square_frames, write_video
-from mapflow.organism.synthetic import main as synthetic_main
-from mapflow.organism.synthetic import write_tiny_tvbench
 from mapflow.data.tvbench import select_entry_indices
 from mapflow.data.video import frame_indices, linspace_indices, read_frames_from_path
 from mapflow.errors import DataError
+from mapflow.organism.synthetic import (
+    MOVING_DIRECTION_CANDIDATES,
+    moving_square_frames,
+    write_tiny_tvbench,
+    write_video,
+)
+from mapflow.organism.synthetic import main as synthetic_main
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 

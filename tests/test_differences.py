@@ -23,8 +23,9 @@ def test_readme_shows_the_rendered_list():
     readme = (REPO / "README.md").read_text()
     block = re.search(r"<!-- differences:start -->\n(.*?)<!-- differences:end -->", readme, re.S)
     assert block, "README.md has no <!-- differences:start --> ... <!-- differences:end --> block"
-    assert block.group(1) == render_markdown(), "README's differences table is stale: paste `python -m " \
-                                                "mapflow.differences` between its markers"
+    assert block.group(1) == render_markdown(), (
+        "README's differences table is stale: paste `python -m mapflow.differences` between its markers"
+    )
 
 
 def _run_parser() -> argparse.ArgumentParser:
@@ -59,7 +60,9 @@ def test_keywords_exist_with_the_stated_default(setting):
 def _study_sources(setting) -> dict[str, str]:
     if setting.studies == ("*",):  # read by the analysis core for every study (the study API's modules)
         core = ("context", "clean", "knockouts", "datasets")
-        return {"mapflow.analysis (core)": "\n".join((REPO / f"mapflow/analysis/{name}.py").read_text() for name in core)}
+        return {
+            "mapflow.analysis (core)": "\n".join((REPO / f"mapflow/analysis/{name}.py").read_text() for name in core)
+        }
     return {name: (REPO / "studies" / f"{name}.py").read_text() for name in setting.studies}
 
 
@@ -75,9 +78,11 @@ def test_options_are_read_with_the_listed_default(setting):
                 given = given_default.strip()
                 from_list = f'default("{setting.key}")'
                 through_constant = re.fullmatch(r"[A-Z_]+", given) and re.search(
-                    rf"^{given} = (?:\w+\()?{re.escape(from_list)}", source, re.M)
-                assert given == from_list or through_constant, \
+                    rf"^{given} = (?:\w+\()?{re.escape(from_list)}", source, re.M
+                )
+                assert given == from_list or through_constant, (
                     f"{name} reads --option {setting.key} with {given_default}, not the list's default"
+                )
 
 
 def test_default_is_one_value_per_setting():

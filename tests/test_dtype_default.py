@@ -3,8 +3,10 @@
 import pytest
 
 
-@pytest.mark.parametrize("device, device_map, expected", [
-    ("cpu", None, "float32"), ("cuda", None, "bfloat16"), ("cuda:1", None, "bfloat16"), ("cpu", "auto", "bfloat16")])
+@pytest.mark.parametrize(
+    "device, device_map, expected",
+    [("cpu", None, "float32"), ("cuda", None, "bfloat16"), ("cuda:1", None, "bfloat16"), ("cpu", "auto", "bfloat16")],
+)
 def test_auto_resolves_per_device(device, device_map, expected):
     from mapflow.models import resolve_dtype
 

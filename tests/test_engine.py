@@ -3,6 +3,7 @@ few-query and block-sparse attention, all combined) equals the naive full recomp
 
 import pytest
 import torch
+from tolerances import assert_float32_exact
 
 from mapflow.knockout.engine import (
     KnockoutConfig,
@@ -14,14 +15,16 @@ from mapflow.knockout.engine import (
     run_pack,
 )
 from mapflow.knockout.flows import PAPER_FLOWS, Flow, Window
-from tolerances import assert_float32_exact
 
 ALL_FLOWS = [f for flows in PAPER_FLOWS.values() for f in flows] + ["system->bridge", "video->question+last->last"]
 
 
 def configs_for(layout, flows, window, num_layers):
-    return [KnockoutConfig(torch.from_numpy(Flow.parse(f).block_matrix(layout)), window.layers(layer, num_layers))
-            for f in flows for layer in range(num_layers)]
+    return [
+        KnockoutConfig(torch.from_numpy(Flow.parse(f).block_matrix(layout)), window.layers(layer, num_layers))
+        for f in flows
+        for layer in range(num_layers)
+    ]
 
 
 def probs(logits):
@@ -42,22 +45,26 @@ def test_auto_plan_equals_naive_for_every_flow_and_layer(adapter, prepared, adap
 ATTENTION_PATHS = {
     "few-query softmax": {"DENSE_MAX_SCORES": 10**9},
     "block-sparse pieces": {"DENSE_MAX_SCORES": 0, "QUERY_CHUNK": 8, "KEY_GAP": 4},
-    "explicit-softmax pieces (non-CPU kernel)": {"DENSE_MAX_SCORES": 0, "QUERY_CHUNK": 8, "MATH_QUERY_CHUNK": 5,
-                                                 "_attend_part": "math"},
+    "explicit-softmax pieces (non-CPU kernel)": {
+        "DENSE_MAX_SCORES": 0,
+        "QUERY_CHUNK": 8,
+        "MATH_QUERY_CHUNK": 5,
+        "_attend_part": "math",
+    },
 }
 
 
 @pytest.mark.parametrize("path", ATTENTION_PATHS)
 def test_each_path_alone_equals_naive(sdpa_adapter, adapter64, prepared64, sample, frames, path, monkeypatch):
-    from mapflow.knockout import suffix_attention
     from mapflow.inputs.prompts import mcqa_segments
+    from mapflow.knockout import suffix_attention
 
     for name, value in ATTENTION_PATHS[path].items():
-        monkeypatch.setattr(suffix_attention, name,
-                            suffix_attention._attend_part_math if value == "math" else value)
+        monkeypatch.setattr(suffix_attention, name, suffix_attention._attend_part_math if value == "math" else value)
     adapter = sdpa_adapter
-    prepared = adapter.prepare(frames, mcqa_segments(sample), option_letters=sample.option_letters,
-                               true_letter=sample.answer_letter)
+    prepared = adapter.prepare(
+        frames, mcqa_segments(sample), option_letters=sample.option_letters, true_letter=sample.answer_letter
+    )
     layout = prepared.layout
     clean = clean_state(adapter, prepared)
     last = torch.from_numpy(Flow.parse("video->last").block_matrix(layout))
@@ -70,10 +77,16 @@ def test_each_path_alone_equals_naive(sdpa_adapter, adapter64, prepared64, sampl
         "layer skip only": [KnockoutConfig(early, (2, 3))],
         "suffix + skip + batch": [KnockoutConfig(last, (2,)), KnockoutConfig(last, (3,)), KnockoutConfig(last, (2, 3))],
         "rows joining at layers 1 and 3, mixed flows and suffix starts": [
-            KnockoutConfig(early, (3,)), KnockoutConfig(last, (1, 2)), KnockoutConfig(early, (0, 1)),
-            KnockoutConfig(cross, (1, 2, 3)), KnockoutConfig(cross, (0,))],
+            KnockoutConfig(early, (3,)),
+            KnockoutConfig(last, (1, 2)),
+            KnockoutConfig(early, (0, 1)),
+            KnockoutConfig(cross, (1, 2, 3)),
+            KnockoutConfig(cross, (0,)),
+        ],
         "a query whose prefix keys are all cut, and one that may not read itself": [
-            KnockoutConfig(early, (0, 1, 2, 3)), KnockoutConfig(self_cut, (1, 2))],
+            KnockoutConfig(early, (0, 1, 2, 3)),
+            KnockoutConfig(self_cut, (1, 2)),
+        ],
     }
     cases["packed: every suffix start in one forward"] = [c for group in list(cases.values()) for c in group]
     for name, configs in cases.items():
@@ -90,16 +103,18 @@ def test_each_path_alone_equals_naive(sdpa_adapter, adapter64, prepared64, sampl
 def test_empty_configuration_reproduces_the_clean_logits(sdpa_adapter, prepared):
     n = prepared.layout.seq_len
     clean = clean_state(sdpa_adapter, prepared)
-    logits = run_knockouts(sdpa_adapter, prepared, [KnockoutConfig(torch.zeros(n, n, dtype=torch.bool), ())],
-                           clean=clean)
+    logits = run_knockouts(
+        sdpa_adapter, prepared, [KnockoutConfig(torch.zeros(n, n, dtype=torch.bool), ())], clean=clean
+    )
     assert torch.equal(logits[0], clean.logits[-1])  # nothing to cut: the clean logits themselves, no forward
 
 
 def test_planner_covers_every_configuration_and_respects_the_row_limit(sdpa_adapter, prepared, monkeypatch):
     import mapflow.knockout.planner as engine
 
-    configs = configs_for(prepared.layout, ["video->last", "cross_frame", "question->last"], Window("center", 3),
-                          sdpa_adapter.num_layers)
+    configs = configs_for(
+        prepared.layout, ["video->last", "cross_frame", "question->last"], Window("center", 3), sdpa_adapter.num_layers
+    )
     seq_len = prepared.layout.seq_len
     batches = plan_batches(configs, sdpa_adapter, seq_len, max_rows=3)
     assert sorted(i for b in batches for i in b) == list(range(len(configs)))
@@ -115,8 +130,9 @@ def test_planner_covers_every_configuration_and_respects_the_row_limit(sdpa_adap
 def test_pack_planner_covers_every_configuration_within_its_limits(sdpa_adapter, prepared, monkeypatch):
     import mapflow.knockout.planner as engine
 
-    configs = configs_for(prepared.layout, ["video->last", "cross_frame", "question->last"], Window("center", 3),
-                          sdpa_adapter.num_layers)
+    configs = configs_for(
+        prepared.layout, ["video->last", "cross_frame", "question->last"], Window("center", 3), sdpa_adapter.num_layers
+    )
     seq_len = prepared.layout.seq_len
     assert len(plan_packs(configs, sdpa_adapter, seq_len)) == 1  # tiny: everything fits one forward
     packs = plan_packs(configs, sdpa_adapter, seq_len, max_rows=5)
@@ -127,15 +143,15 @@ def test_pack_planner_covers_every_configuration_within_its_limits(sdpa_adapter,
     assert all(sum(seq_len - configs[i].first_row for i in p) <= seq_len for p in packs)
 
 
-def test_rows_start_together_when_the_adapter_cannot_broadcast_suffix_arguments(sdpa_adapter, sample, frames,
-                                                                               adapter64, prepared64, monkeypatch):
+def test_rows_start_together_when_the_adapter_cannot_broadcast_suffix_arguments(
+    sdpa_adapter, sample, frames, adapter64, prepared64, monkeypatch
+):
     """Qwen3-VL's per-row deepstack features: every row runs from the batch's first layer; still exact."""
     from conftest import prepare_mcqa
 
     prepared = prepare_mcqa(sdpa_adapter, sample, frames)
     monkeypatch.setattr(type(sdpa_adapter), "suffix_kwargs_broadcast", False)
-    configs = configs_for(prepared.layout, ["cross_frame", "video->last"], Window("center", 1),
-                          sdpa_adapter.num_layers)
+    configs = configs_for(prepared.layout, ["cross_frame", "video->last"], Window("center", 1), sdpa_adapter.num_layers)
     naive = run_knockouts(sdpa_adapter, prepared, configs, plan="naive")
     fast = run_knockouts(sdpa_adapter, prepared, configs, plan="auto")
     assert_float32_exact(fast, naive, run_knockouts(adapter64, prepared64, configs, plan="naive"))
@@ -164,17 +180,23 @@ def test_piecewise_attention_equals_one_masked_softmax(math, monkeypatch):
 
     keys = torch.cat([prefix_k.expand(rows, -1, -1, -1), k], 2).repeat_interleave(2, 1)
     values = torch.cat([prefix_v.expand(rows, -1, -1, -1), v], 2).repeat_interleave(2, 1)
+
     def masked_softmax_attention(allowed, dtype):
         scores = (q.to(dtype) @ keys.to(dtype).transpose(-1, -2) * 0.3).masked_fill(~allowed[start:], float("-inf"))
         return scores.softmax(-1) @ values.to(dtype)
 
     allowed = torch.ones(length, length, dtype=torch.bool).tril() & ~blocked
-    assert_float32_exact(out, masked_softmax_attention(allowed, torch.float32),
-                         masked_softmax_attention(allowed, torch.float64), "knocked out")
+    assert_float32_exact(
+        out,
+        masked_softmax_attention(allowed, torch.float32),
+        masked_softmax_attention(allowed, torch.float64),
+        "knocked out",
+    )
     clean = sa._attend(q, k, v, prefix_k, prefix_v, sa.clean_pieces(length - start, start), 0.3)
     causal = torch.ones(length, length, dtype=torch.bool).tril()
-    assert_float32_exact(clean, masked_softmax_attention(causal, torch.float32),
-                         masked_softmax_attention(causal, torch.float64), "clean")
+    assert_float32_exact(
+        clean, masked_softmax_attention(causal, torch.float32), masked_softmax_attention(causal, torch.float64), "clean"
+    )
 
 
 def test_rows_share_the_clean_prefix_without_copies(sdpa_adapter, prepared):
@@ -183,8 +205,16 @@ def test_rows_share_the_clean_prefix_without_copies(sdpa_adapter, prepared):
     clean = clean_state(sdpa_adapter, prepared)
     last = torch.from_numpy(Flow.parse("video->last").block_matrix(prepared.layout))
     start = prepared.layout.seq_len - 1
-    batch = SuffixBatch.build(start, clean.keys, clean.values, [last] * 5, [(0,), (1,), (2,), (3,), (0, 1)],
-                              [0, 0, 0, 1, 2], torch.float32, "cpu")
+    batch = SuffixBatch.build(
+        start,
+        clean.keys,
+        clean.values,
+        [last] * 5,
+        [(0,), (1,), (2,), (3,), (0, 1)],
+        [0, 0, 0, 1, 2],
+        torch.float32,
+        "cpu",
+    )
     assert all(p.data_ptr() == c.data_ptr() and p.shape[0] == 1 for p, c in zip(batch.prefix_keys, clean.keys))
     assert [len(i) for i in batch.dense_index] == [3, 4, 5, 5]  # rows join at their first knocked-out layer
     assert batch.dense_bias.shape[0] == 2  # one bias per distinct pattern plus the uncut one, not per row

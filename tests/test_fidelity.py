@@ -6,8 +6,8 @@ import torch
 
 from mapflow.data.sample import Sample
 
-
 # ---- verb anchors (appendix C.2) -------------------------------------------------------------------------------
+
 
 def test_anchor_at_the_third_generated_token_keeps_one_response_token():
     from mapflow.studies.verb_anchors import response_span
@@ -36,6 +36,7 @@ def test_verb_anchor_reference_response_is_256_tokens_by_default(monkeypatch):
             @staticmethod
             def option(name, default=None):
                 return {"verbs": "list"}.get(name, default)
+
         adapter = prepared = None
 
     monkeypatch.setattr(verb_anchors, "greedy_generate", fake_generate)
@@ -47,8 +48,9 @@ def test_verb_anchor_reference_response_is_256_tokens_by_default(monkeypatch):
 def test_vcgbench_system_prompt_has_no_trailing_newline():
     from mapflow.inputs.prompts import VCGBENCH_FREE_FORM, build_prompt, prompt_text
 
-    sample = Sample("temporal_qa/0", "temporal_qa", "v.mp4", "What happens first?", (), -1,
-                    reference_answer="A man opens a door.")
+    sample = Sample(
+        "temporal_qa/0", "temporal_qa", "v.mp4", "What happens first?", (), -1, reference_answer="A man opens a door."
+    )
     text = prompt_text(build_prompt(sample, VCGBENCH_FREE_FORM).segments)
     # released: "{SYSTEM} USER: <image>\n USER: {q} ASSISTANT:" with SYSTEM ending "...based on the provided video."
     assert "based on the provided video. USER: <video>\n USER: What happens first? ASSISTANT:" in text
@@ -56,15 +58,18 @@ def test_vcgbench_system_prompt_has_no_trailing_newline():
 
 # ---- correctness as the released code compares it ----------------------------------------------------------------
 
+
 def _context(adapter, sample, frames, **config):
     from mapflow.analysis.context import StudyConfig, StudyContext
     from mapflow.inputs.prompts import LLAVA_MCQA, build_prompt
 
     prompt = build_prompt(sample, LLAVA_MCQA)
-    prepared = adapter.prepare(frames, prompt.segments, option_letters=prompt.option_letters,
-                               true_letter=prompt.true_letter)
-    return StudyContext(adapter=adapter, sample=sample, prepared=prepared, config=StudyConfig(**config),
-                        prompt=prompt, frames=frames)
+    prepared = adapter.prepare(
+        frames, prompt.segments, option_letters=prompt.option_letters, true_letter=prompt.true_letter
+    )
+    return StudyContext(
+        adapter=adapter, sample=sample, prepared=prepared, config=StudyConfig(**config), prompt=prompt, frames=frames
+    )
 
 
 def _logits_for(adapter, token: int) -> torch.Tensor:
@@ -79,15 +84,19 @@ def test_a_lower_case_or_spaced_letter_is_correct_as_in_the_released_code(sdpa_a
     letter = ctx.prompt.true_letter  # "C"
     gt = ctx.answer_token_id()
     tok = sdpa_adapter.tokenizer
-    variants = {t for t in (tok.convert_tokens_to_ids(letter.lower()), tok.convert_tokens_to_ids("▁" + letter))
-                if t is not None and t != tok.unk_token_id and t != gt}
+    variants = {
+        t
+        for t in (tok.convert_tokens_to_ids(letter.lower()), tok.convert_tokens_to_ids("▁" + letter))
+        if t is not None and t != tok.unk_token_id and t != gt
+    }
     assert variants, "the tiny tokenizer needs a second spelling of the letter"
     for variant in variants:
         assert tok.decode([variant]).lower() == letter.lower()
         clean = ctx.clean(_logits_for(sdpa_adapter, variant))
         assert clean.correct and clean.correct_text and not clean.correct_token
         by_token = _context(sdpa_adapter, sample, frames, options={"correct_by": "token"}).clean(
-            _logits_for(sdpa_adapter, variant))
+            _logits_for(sdpa_adapter, variant)
+        )
         assert not by_token.correct
     wrong = ctx.clean(_logits_for(sdpa_adapter, ctx.adapter.continuation_token_id("(", "A")))
     assert not wrong.correct and not wrong.correct_text
@@ -102,8 +111,12 @@ def test_stores_keep_both_rules_and_count_their_disagreements(sdpa_adapter, samp
 
     ds = accuracy.run(_context(sdpa_adapter, sample, frames))
     assert {"correct", "correct_text", "correct_token"} <= set(ds.data_vars)
-    stacked = xr.Dataset({"correct_text": ("sample", [True, True, False, False]),
-                          "correct_token": ("sample", [True, False, True, False])})
+    stacked = xr.Dataset(
+        {
+            "correct_text": ("sample", [True, True, False, False]),
+            "correct_token": ("sample", [True, False, True, False]),
+        }
+    )
     assert correctness_disagreements(stacked) == 2
     with pytest.raises(MapflowError, match="correct_text"):
         correctness_disagreements(xr.Dataset({"correct": ("sample", [True])}))
@@ -111,25 +124,30 @@ def test_stores_keep_both_rules_and_count_their_disagreements(sdpa_adapter, samp
 
 # ---- logit lens: the sample set and the released code's bins -------------------------------------------------------
 
+
 def _lens_store(correct):
     import xarray as xr
 
-    words = np.array([[["cup", "up"], ["cup", ""]], [["", "up"], ["up", "up"]], [["cup", "cup"], ["", ""]]],
-                     dtype=object)  # (layer, sample, video_token)
+    words = np.array(
+        [[["cup", "up"], ["cup", ""]], [["", "up"], ["up", "up"]], [["cup", "cup"], ["", ""]]], dtype=object
+    )  # (layer, sample, video_token)
     kinds = np.where(words == "cup", "spatial", np.where(words == "up", "temporal", "")).astype(object)
-    ds = xr.Dataset({"keyword": (("layer", "sample", "video_token"), words),
-                     "keyword_kind": (("layer", "sample", "video_token"), kinds)})
+    ds = xr.Dataset(
+        {
+            "keyword": (("layer", "sample", "video_token"), words),
+            "keyword_kind": (("layer", "sample", "video_token"), kinds),
+        }
+    )
     return ds if correct is None else ds.assign(correct=("sample", np.asarray(correct)))
 
 
 def test_keyword_frequency_applies_the_sample_filter_or_refuses():
-    from mapflow.viz import tables
     from mapflow.errors import MapflowError
+    from mapflow.viz import tables
 
     only_first = tables.keyword_frequency(_lens_store([True, False]), "temporal", interval=2, min_hits=1)
     assert only_first.loc["up", "hits"] == 2  # sample 0: "up" in layers 0 and 1; sample 1's two hits are dropped
-    everything = tables.keyword_frequency(_lens_store([True, False]), "temporal", interval=2, min_hits=1,
-                                          samples="all")
+    everything = tables.keyword_frequency(_lens_store([True, False]), "temporal", interval=2, min_hits=1, samples="all")
     assert everything.loc["up", "hits"] == 4
     wrong = tables.keyword_frequency(_lens_store([True, False]), "temporal", interval=2, min_hits=1, samples="wrong")
     assert wrong.loc["up", "hits"] == 2
@@ -166,6 +184,7 @@ def test_logit_lens_study_stores_correctness_and_prediction(sdpa_adapter, sample
 
 # ---- README and code agree (item 6) --------------------------------------------------------------------------------
 
+
 def _readme():
     from pathlib import Path
 
@@ -181,7 +200,7 @@ def test_readme_states_each_studys_default_sample_set():
     from mapflow.analysis.declaration import declaration_of
 
     readme = _readme()
-    table = readme[readme.index("### Sample sets per study"):]
+    table = readme[readme.index("### Sample sets per study") :]
     rows = {}
     lines = table.splitlines()
     start = next(i for i, line in enumerate(lines) if line.startswith("|")) + 2  # past the header and its rule
@@ -225,8 +244,8 @@ def test_generated_tokens_inherit_the_last_prompt_rows_cuts():
 
 
 def test_greedy_generation_under_a_flow_into_last_uses_the_inherited_rows(sdpa_adapter, sample, frames, monkeypatch):
-    from mapflow.readouts import generation
     from mapflow.knockout.flows import Flow
+    from mapflow.readouts import generation
 
     ctx = _context(sdpa_adapter, sample, frames)
     blocked = torch.from_numpy(Flow.parse("video->last").block_matrix(ctx.layout))
@@ -256,9 +275,14 @@ def test_table_e_layers_come_from_action_antonym_when_present(monkeypatch):
     values = np.zeros((4, len(flows), layers))
     values[:2, :, 0:5] = -20.0  # Action Antonym: strong drops in L1-5
     values[2:, :, 5:10] = -60.0  # another task: stronger drops in L6-10, which pooling would pick too
-    store = xr.Dataset({"rel_change": (("sample", "flow", "layer"), values)},
-                       coords={"flow": flows, "layer": np.arange(layers),
-                               "task": ("sample", ["action_antonym"] * 2 + ["object_count"] * 2)})
+    store = xr.Dataset(
+        {"rel_change": (("sample", "flow", "layer"), values)},
+        coords={
+            "flow": flows,
+            "layer": np.arange(layers),
+            "task": ("sample", ["action_antonym"] * 2 + ["object_count"] * 2),
+        },
+    )
     monkeypatch.setattr("mapflow.results.store.open_dataset", lambda path: store)
     effective_pathway._derived.cache_clear()
     antonym = effective_pathway._derived("s", None, 5, -5.0)
@@ -270,31 +294,41 @@ def test_table_e_layers_come_from_action_antonym_when_present(monkeypatch):
 
 # ---- VideoLLaMA3 as the released code runs it ------------------------------------------------------------------------
 
+
 @pytest.fixture(scope="module")
 def videollama3(tmp_path_factory):
     from mapflow.models import load_adapter
     from mapflow.testing.tiny_families import build_tiny_family
 
     root = tmp_path_factory.mktemp("vl3")
-    return load_adapter(build_tiny_family("videollama3", root / "vl3", seed=2, num_layers=3),
-                      attn_implementation="sdpa")
+    return load_adapter(
+        build_tiny_family("videollama3", root / "vl3", seed=2, num_layers=3), attn_implementation="sdpa"
+    )
 
 
 def _vl3_prepare(adapter, sample, frames, timestamps=None):
     from mapflow.inputs.prompts import build_prompt
 
     prompt = build_prompt(sample, adapter.prompt_template)
-    return adapter.prepare(frames, prompt.segments, option_letters=prompt.option_letters,
-                           true_letter=prompt.true_letter, timestamps=timestamps)
+    return adapter.prepare(
+        frames,
+        prompt.segments,
+        option_letters=prompt.option_letters,
+        true_letter=prompt.true_letter,
+        timestamps=timestamps,
+    )
 
 
 def _hidden_under(adapter, prepared, blocked):
     """Every position's last hidden state from the plain HF model, ``blocked`` cut in every layer (no nnsight)."""
     n = prepared.layout.seq_len
     mask = (torch.ones(n, n, dtype=torch.bool).tril() & ~torch.as_tensor(blocked))[None, None]
-    handles = [layer.register_forward_pre_hook(
-        lambda module, args, kwargs: (args, {**kwargs, "attention_mask": mask}), with_kwargs=True)
-        for layer in adapter.hf_model.model.language_model.layers]
+    handles = [
+        layer.register_forward_pre_hook(
+            lambda module, args, kwargs: (args, {**kwargs, "attention_mask": mask}), with_kwargs=True
+        )
+        for layer in adapter.hf_model.model.language_model.layers
+    ]
     try:
         with torch.no_grad():
             return adapter.hf_model(**prepared.inputs, output_hidden_states=True).hidden_states[-1][0].double()
@@ -380,14 +414,15 @@ def test_videollama3_prompt_and_timestamps_are_the_released_ones(videollama3, sa
 
 def test_runner_passes_the_decoded_frame_times(videollama3, tiny_benchmark, monkeypatch):
     from mapflow.analysis.context import StudyConfig
+    from mapflow.analysis.runner import measure_sample
     from mapflow.data import load_tvbench
     from mapflow.data.video import read_frames
-    from mapflow.analysis.runner import measure_sample
     from mapflow.studies import accuracy
 
     sample = load_tvbench(tiny_benchmark, tasks=["moving_direction"], limit=1)[0]
-    config = StudyConfig(samples="all", num_frames=4, frame_rule="linspace",
-                         prompt_template=videollama3.prompt_template.name)
+    config = StudyConfig(
+        samples="all", num_frames=4, frame_rule="linspace", prompt_template=videollama3.prompt_template.name
+    )
     seen = {}
     real = type(videollama3).prepare
 

@@ -5,8 +5,17 @@ from mapflow.errors import KnockoutConfigError
 from mapflow.knockout.flows import Flow, Window, check_every_row_keeps_a_key
 
 
-@pytest.mark.parametrize("layer,expected", [(0, range(0, 5)), (1, range(0, 6)), (4, range(0, 9)),
-                                            (10, range(6, 15)), (31, range(27, 32)), (29, range(25, 32))])
+@pytest.mark.parametrize(
+    "layer,expected",
+    [
+        (0, range(0, 5)),
+        (1, range(0, 6)),
+        (4, range(0, 9)),
+        (10, range(6, 15)),
+        (31, range(27, 32)),
+        (29, range(25, 32)),
+    ],
+)
 def test_centred_window_is_clipped_not_shifted(layer, expected):
     assert Window("center", 9).layers(layer, 32) == tuple(expected)
 

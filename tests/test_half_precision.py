@@ -20,15 +20,21 @@ HALF = [pytest.param("bfloat16"), pytest.param("float16", marks=pytest.mark.slow
 def prepare(adapter, sample, frames):
     from mapflow.inputs.prompts import mcqa_segments
 
-    return adapter.prepare(frames, mcqa_segments(sample), option_letters=sample.option_letters,
-                           true_letter=sample.answer_letter)
+    return adapter.prepare(
+        frames, mcqa_segments(sample), option_letters=sample.option_letters, true_letter=sample.answer_letter
+    )
 
 
 def sweep(layout, num_layers, shift=0):
     """Every (flow, layer) cell; ``shift`` moves each window by that many layers (a deliberately wrong sweep)."""
-    return [KnockoutConfig(torch.from_numpy(Flow.parse(f).block_matrix(layout)),
-                           tuple((i + shift) % num_layers for i in Window("center", 3).layers(layer, num_layers)))
-            for f in FLOWS for layer in range(num_layers)]
+    return [
+        KnockoutConfig(
+            torch.from_numpy(Flow.parse(f).block_matrix(layout)),
+            tuple((i + shift) % num_layers for i in Window("center", 3).layers(layer, num_layers)),
+        )
+        for f in FLOWS
+        for layer in range(num_layers)
+    ]
 
 
 @pytest.mark.parametrize("device", DEVICES)
@@ -51,8 +57,10 @@ def test_fast_engine_differs_from_naive_by_rounding_only(tiny_model_dir, sample,
     tau = precision.rounding_spread(naive, naive_eager)
     assert tau > 0  # the two kernels do round differently: the spread is a measurement, not a zero
     assert precision.max_abs_diff(p_fast, p_naive) <= precision.SPREAD_FACTOR * tau
-    naive_error = max(precision.max_abs_diff(p_naive, reference),
-                      precision.max_abs_diff(precision.probabilities(naive_eager), reference))
+    naive_error = max(
+        precision.max_abs_diff(p_naive, reference),
+        precision.max_abs_diff(precision.probabilities(naive_eager), reference),
+    )
     assert precision.max_abs_diff(p_fast, reference) <= precision.REFERENCE_FACTOR * naive_error
     # the bound can fail: a semantic error (every window one layer off) lands far outside it
     wrong = run_knockouts(sdpa, inputs["sdpa"], sweep(inputs["sdpa"].layout, sdpa.num_layers, shift=1))
@@ -68,15 +76,15 @@ def eager_weights(adapter, prepared, blocked, layer):
 
 
 @pytest.mark.parametrize("dtype", ["bfloat16", "float16"])
-def test_blocked_edges_get_exactly_zero_weight_in_the_models_half_precision_mask(tiny_model_dir, sample, frames,
-                                                                                 dtype):
+def test_blocked_edges_get_exactly_zero_weight_in_the_models_half_precision_mask(tiny_model_dir, sample, frames, dtype):
     from mapflow.models import load_adapter
 
     adapter = load_adapter(tiny_model_dir, attn_implementation="eager", dtype=dtype)
     prepared = prepare(adapter, sample, frames)
     layout = prepared.layout
-    blocked = torch.from_numpy(Flow.parse("cross_frame").block_matrix(layout)
-                               | Flow.parse("video->last").block_matrix(layout))
+    blocked = torch.from_numpy(
+        Flow.parse("cross_frame").block_matrix(layout) | Flow.parse("video->last").block_matrix(layout)
+    )
     causal = torch.ones(layout.seq_len, layout.seq_len, dtype=torch.bool).tril()
     weights = eager_weights(adapter, prepared, blocked, layer=1)
     assert weights.dtype == getattr(torch, dtype) and blocked.any()
@@ -95,8 +103,12 @@ def test_blocked_edges_get_exactly_zero_weight_in_the_models_half_precision_mask
 SUFFIX_PATHS = {
     "few-query softmax": {"DENSE_MAX_SCORES": 10**9},
     "block-sparse pieces (CPU flash kernel)": {"DENSE_MAX_SCORES": 0, "QUERY_CHUNK": 8, "KEY_GAP": 4},
-    "explicit-softmax pieces (other devices)": {"DENSE_MAX_SCORES": 0, "QUERY_CHUNK": 8, "KEY_GAP": 4,
-                                                "_attend_part": "math"},
+    "explicit-softmax pieces (other devices)": {
+        "DENSE_MAX_SCORES": 0,
+        "QUERY_CHUNK": 8,
+        "KEY_GAP": 4,
+        "_attend_part": "math",
+    },
 }
 
 
@@ -121,8 +133,7 @@ def test_blocked_edges_get_exactly_zero_weight_in_the_engines_kernels(path, dtyp
     batch = SuffixBatch.build(start, [keys], [values], [blocked], [(0,)], [0], dtype, torch.device("cpu"))
     allowed = (torch.ones(length, length, dtype=torch.bool).tril() & ~blocked)[start:]
     for last_only in (False, True):
-        weights = attend_batch(batch, 0, queries, keys[:, :, start:], values[:, :, start:], length ** -0.5,
-                               last_only)[0]
+        weights = attend_batch(batch, 0, queries, keys[:, :, start:], values[:, :, start:], length**-0.5, last_only)[0]
         expected = allowed[-1:] if last_only else allowed
         assert weights.dtype == dtype
         assert (weights[:, ~expected] == 0).all(), (path, last_only)

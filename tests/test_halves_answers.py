@@ -6,20 +6,21 @@ from dataclasses import replace
 
 import pytest
 import torch
+from conftest import study_context
 
+from mapflow.analysis.context import StudyConfig
 from mapflow.errors import MapflowError
 from mapflow.inputs.prompts import LLAVA_MCQA, LLAVA_OPEN_ENDED, build_prompt
 from mapflow.knockout.flows import Flow
 from mapflow.readouts.generation import greedy_generate
-from mapflow.analysis.context import StudyConfig
-from conftest import study_context
 
 halves = importlib.import_module("mapflow.studies.cross_frame_halves")
 
 
 def test_answers_come_from_the_open_ended_prompt_of_the_same_sample(sdpa_adapter, sample, frames):
-    ctx = study_context(sdpa_adapter, sample, frames, samples="all", prompt_template=LLAVA_MCQA.name,
-                        options={"generate": "2"})
+    ctx = study_context(
+        sdpa_adapter, sample, frames, samples="all", prompt_template=LLAVA_MCQA.name, options={"generate": "2"}
+    )
     ds = halves.run(ctx)
     asked = build_prompt(sample, LLAVA_OPEN_ENDED)
     assert str(ds.answer_template.values) == "llava_open_ended"
@@ -32,16 +33,18 @@ def test_answers_come_from_the_open_ended_prompt_of_the_same_sample(sdpa_adapter
     expected = decode(greedy_generate(sdpa_adapter, open_ended, max_new_tokens=2, blocked=cut, layers=first_half))
     assert str(ds.answer_text.sel(layers="first_half").values[0]) == expected
     multiple_choice = decode(greedy_generate(sdpa_adapter, ctx.prepared, max_new_tokens=2))
-    run_prompt = halves.run(replace(ctx, config=replace(ctx.config, options={"generate": "2",
-                                                                              "generate_template": "run"})))
+    run_prompt = halves.run(
+        replace(ctx, config=replace(ctx.config, options={"generate": "2", "generate_template": "run"}))
+    )
     assert str(run_prompt.clean_answer_text.values) == multiple_choice
     assert str(run_prompt.answer_template.values) == LLAVA_MCQA.name
 
 
 def test_a_task_without_an_open_ended_stem_answers_the_run_prompt_and_says_so(sdpa_adapter, sample, frames):
     unstemmed = replace(sample, task="unscripted_task", sample_id="unscripted_task/0000")
-    ctx = study_context(sdpa_adapter, unstemmed, frames, samples="all", prompt_template=LLAVA_MCQA.name,
-                        options={"generate": "1"})
+    ctx = study_context(
+        sdpa_adapter, unstemmed, frames, samples="all", prompt_template=LLAVA_MCQA.name, options={"generate": "1"}
+    )
     ds = halves.run(ctx)
     assert str(ds.answer_template.values) == LLAVA_MCQA.name
     assert str(ds.answer_prompt.values) == ctx.prompt.answer_prompt

@@ -8,21 +8,28 @@ import numpy as np
 import pytest
 import torch
 import xarray as xr
+from conftest import study_context
+from test_screen_studies import hooked_probs
 
 from mapflow.errors import KnockoutConfigError, MapflowError
 from mapflow.knockout.flows import Flow, Window
 from mapflow.results.method import SCREEN_MARK
 from mapflow.viz import figures, tables
-from conftest import study_context
-from test_screen_studies import hooked_probs
 
 head_sweep = importlib.import_module("mapflow.studies.head_sweep")
 
 
 def test_each_cell_cuts_one_head_of_one_layer_by_default(sdpa_adapter, sample, frames):
     # the run's knockout window is 3 (as `--window 3` would make it): head_sweep does not take it
-    ctx = study_context(sdpa_adapter, sample, frames, samples="all", window=Window("center", 3),
-                        options={"heads": "1"}, flows=("video->last",))
+    ctx = study_context(
+        sdpa_adapter,
+        sample,
+        frames,
+        samples="all",
+        window=Window("center", 3),
+        options={"heads": "1"},
+        flows=("video->last",),
+    )
     ds = head_sweep.run(ctx)
     cut = torch.from_numpy(Flow.parse("video->last").block_matrix(ctx.layout))
     pred = int(ds["pred_base"])
@@ -31,8 +38,11 @@ def test_each_cell_cuts_one_head_of_one_layer_by_default(sdpa_adapter, sample, f
         cell = float(ds["p_knockout"].sel(flow="video->last", head=1, layer=layer))
         assert abs(cell - float(alone[pred])) <= 1e-5, layer
     assert figures.head_window_size(ds) == 1
-    wider = head_sweep.run(study_context(sdpa_adapter, sample, frames, samples="all",
-                                         options={"heads": "1", "window": "3"}, flows=("video->last",)))
+    wider = head_sweep.run(
+        study_context(
+            sdpa_adapter, sample, frames, samples="all", options={"heads": "1", "window": "3"}, flows=("video->last",)
+        )
+    )
     assert figures.head_window_size(wider) == 3
     assert not np.allclose(wider["p_knockout"].values, ds["p_knockout"].values)
 
@@ -49,9 +59,15 @@ def test_the_global_window_is_refused_and_the_option_checked(sdpa_adapter):
 
 def _head_store(window: int, screen: bool = False) -> xr.Dataset:
     values = np.arange(2 * 3 * 4, dtype=float).reshape(1, 2, 3, 4) - 10  # (sample, flow, layer, head)
-    ds = xr.Dataset({"rel_change": (("sample", "flow", "layer", "head"), values)},
-                    coords={"flow": ["video->last", "question->last"], "layer": np.arange(3), "head": np.arange(4),
-                            "window": window})
+    ds = xr.Dataset(
+        {"rel_change": (("sample", "flow", "layer", "head"), values)},
+        coords={
+            "flow": ["video->last", "question->last"],
+            "layer": np.arange(3),
+            "head": np.arange(4),
+            "window": window,
+        },
+    )
     if screen:
         ds.attrs["provenance"] = {"config": {"method": "screen", "plan": "screen"}}
     return ds
@@ -68,13 +84,25 @@ def test_the_head_figure_says_window_and_per_layer_heads():
     assert SCREEN_MARK in figures.head_figure(_head_store(1, screen=True)).get_suptitle()
 
 
-def test_screen_stores_are_marked_in_plots_and_refused_for_exact_numbers(tiny_model_dir, tiny_benchmark, tmp_path,
-                                                                          capsys):
+def test_screen_stores_are_marked_in_plots_and_refused_for_exact_numbers(
+    tiny_model_dir, tiny_benchmark, tmp_path, capsys
+):
     from mapflow.cli import main
     from mapflow.results.store import open_dataset
 
-    common = ["--model", str(tiny_model_dir), "--data", str(tiny_benchmark), "--limit", "1", "--samples", "all",
-              "--window", "3", "--no-progress"]
+    common = [
+        "--model",
+        str(tiny_model_dir),
+        "--data",
+        str(tiny_benchmark),
+        "--limit",
+        "1",
+        "--samples",
+        "all",
+        "--window",
+        "3",
+        "--no-progress",
+    ]
     screen, exact = tmp_path / "screen.zarr", tmp_path / "exact.zarr"
     assert main(["run", "information_flow", *common, "--plan", "screen", "--out", str(screen)]) == 0
     assert main(["run", "information_flow", *common, "--out", str(exact)]) == 0
@@ -83,14 +111,33 @@ def test_screen_stores_are_marked_in_plots_and_refused_for_exact_numbers(tiny_mo
     assert SCREEN_MARK in capsys.readouterr().out and (tmp_path / "screen.png").is_file()
     screened, measured = open_dataset(screen), open_dataset(exact)
     assert SCREEN_MARK in figures.flow_figure(screened).get_suptitle()
-    assert SCREEN_MARK in figures.model_overlay_figure({"a": measured, "b": screened},
-                                                       flow="video->question").get_suptitle()
+    assert (
+        SCREEN_MARK
+        in figures.model_overlay_figure({"a": measured, "b": screened}, flow="video->question").get_suptitle()
+    )
     assert SCREEN_MARK not in figures.flow_figure(measured).get_suptitle()
     with pytest.raises(MapflowError, match=r"interval table \(Table E\(b\)\).*screen estimates"):
         tables.interval_table(screened)
     tables.interval_table(measured)
     # Table E's layer rule: a screen store is refused before any sample runs
-    assert main(["run", "effective_pathway", *common[:-3], "--no-progress", "--out", str(tmp_path / "p.zarr"),
-                 "--option", f"from={screen}", "--option", "interval=1", "--option", "task=all"]) != 0
+    assert (
+        main(
+            [
+                "run",
+                "effective_pathway",
+                *common[:-3],
+                "--no-progress",
+                "--out",
+                str(tmp_path / "p.zarr"),
+                "--option",
+                f"from={screen}",
+                "--option",
+                "interval=1",
+                "--option",
+                "task=all",
+            ]
+        )
+        != 0
+    )
     assert re.search(r"--option from= \(Table E's layer rule\).*screen estimates", capsys.readouterr().err)
     assert not (tmp_path / "p.zarr").exists()

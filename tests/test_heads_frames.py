@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 import torch
 
-from mapflow.knockout.engine import KnockoutConfig, clean_state, run_batch, run_knockouts, run_pack
 from mapflow.errors import KnockoutConfigError
+from mapflow.knockout.engine import KnockoutConfig, clean_state, run_batch, run_knockouts, run_pack
 from mapflow.knockout.flows import Flow
 
 
@@ -16,10 +16,15 @@ def blocked(layout, flow):
 
 def head_configs(layout, num_heads):
     last, cross, question = (blocked(layout, f) for f in ("video->last", "cross_frame", "video->question"))
-    return [KnockoutConfig(last, (1, 2), (0,)), KnockoutConfig(last, (1, 2), (1, num_heads - 1)),
-            KnockoutConfig(cross, (0, 1), (0,)), KnockoutConfig(cross, (0, 1)),
-            KnockoutConfig(question, (2, 3), (num_heads - 1,)), KnockoutConfig(cross, (3,), (1,)),
-            KnockoutConfig(last, (1, 2))]
+    return [
+        KnockoutConfig(last, (1, 2), (0,)),
+        KnockoutConfig(last, (1, 2), (1, num_heads - 1)),
+        KnockoutConfig(cross, (0, 1), (0,)),
+        KnockoutConfig(cross, (0, 1)),
+        KnockoutConfig(question, (2, 3), (num_heads - 1,)),
+        KnockoutConfig(cross, (3,), (1,)),
+        KnockoutConfig(last, (1, 2)),
+    ]
 
 
 def test_head_knockout_fast_equals_naive(adapter, prepared):
@@ -80,9 +85,11 @@ def test_frames_out_of_range_are_refused(prepared):
 def test_head_knockout_on_each_attention_path(sdpa_adapter, prepared, path, monkeypatch):
     from mapflow.knockout import suffix_attention as sa
 
-    settings = {"few-query softmax": {"DENSE_MAX_SCORES": 10**9},
-                "block-sparse pieces": {"DENSE_MAX_SCORES": 0, "QUERY_CHUNK": 8, "KEY_GAP": 4},
-                "explicit-softmax pieces": {"DENSE_MAX_SCORES": 0, "QUERY_CHUNK": 8, "_attend_part": sa._attend_part_math}}
+    settings = {
+        "few-query softmax": {"DENSE_MAX_SCORES": 10**9},
+        "block-sparse pieces": {"DENSE_MAX_SCORES": 0, "QUERY_CHUNK": 8, "KEY_GAP": 4},
+        "explicit-softmax pieces": {"DENSE_MAX_SCORES": 0, "QUERY_CHUNK": 8, "_attend_part": sa._attend_part_math},
+    }
     for name, value in settings[path].items():
         monkeypatch.setattr(sa, name, value)
     configs = head_configs(prepared.layout, sdpa_adapter.num_heads)

@@ -98,8 +98,10 @@ def import_edges(name: str, source: str, is_package: bool, known: set[str]) -> s
 
 def import_graph() -> dict[str, set[str]]:
     names = layered_modules()
-    return {name: import_edges(name, path.read_text(), path.name == "__init__.py", set(names))
-            for name, path in names.items()}
+    return {
+        name: import_edges(name, path.read_text(), path.name == "__init__.py", set(names))
+        for name, path in names.items()
+    }
 
 
 def floor(module: str) -> int:
@@ -108,8 +110,10 @@ def floor(module: str) -> int:
     for level, keys in enumerate(LAYERS):
         if key in keys:
             return level
-    raise AssertionError(f"{module}: '{key}' is on no floor of LAYERS (tests/test_import_graph.py); place it there "
-                         "and in docs/architecture.md")
+    raise AssertionError(
+        f"{module}: '{key}' is on no floor of LAYERS (tests/test_import_graph.py); place it there "
+        "and in docs/architecture.md"
+    )
 
 
 def upward_imports(graph: dict[str, set[str]]) -> set[tuple[str, str]]:
@@ -130,7 +134,7 @@ def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
         stack.append(node)
         for nxt in sorted(graph[node]):
             if state.get(nxt) == "open":
-                return stack[stack.index(nxt):] + [nxt]
+                return stack[stack.index(nxt) :] + [nxt]
             if nxt not in state and (cycle := visit(nxt)):
                 return cycle
         state[node] = "done"
@@ -168,7 +172,8 @@ def test_no_import_runs_upward():
     found = upward_imports(import_graph())
     new = sorted(found - set(KNOWN_UPWARD))
     assert not new, "imports of a higher layer (LAYERS in this file, docs/architecture.md):\n" + "\n".join(
-        f"  {a} -> {b}" for a, b in new)
+        f"  {a} -> {b}" for a, b in new
+    )
     fixed = sorted(set(KNOWN_UPWARD) - found)
     assert not fixed, f"no longer upward, drop them from KNOWN_UPWARD: {fixed}"
 
@@ -181,8 +186,14 @@ def test_the_layer_check_sees_a_planted_upward_import_and_a_planted_cycle():
         "if TYPE_CHECKING:\n    from ..viz import figures\n"
         "def load():\n    from ..analysis.runner import run_study\n    return run_study\n"
     )
-    known = {"mapflow.models.planted", "mapflow.analysis", "mapflow.analysis.runner", "mapflow.viz",
-             "mapflow.viz.figures", "mapflow.models"}
+    known = {
+        "mapflow.models.planted",
+        "mapflow.analysis",
+        "mapflow.analysis.runner",
+        "mapflow.viz",
+        "mapflow.viz.figures",
+        "mapflow.models",
+    }
     graph = {"mapflow.models.planted": import_edges("mapflow.models.planted", planted, False, known)}
     assert graph["mapflow.models.planted"] == {"mapflow.analysis", "mapflow.analysis.runner"}
     assert upward_imports(graph) == {("mapflow.models.planted", "mapflow.analysis.runner")}
@@ -208,10 +219,12 @@ def test_the_architecture_diagram_draws_the_floors_in_the_order_of_layers():
             if label and label in diagram:
                 drawn[key] = (diagram.index(label), level)
     by_position = [level for _, level in sorted(drawn.values())]
-    assert by_position == sorted(by_position, reverse=True), \
+    assert by_position == sorted(by_position, reverse=True), (
         f"the diagram's floors (top first) are out of LAYERS' order: {sorted(drawn, key=lambda k: drawn[k][0])}"
-    assert {k for keys in LAYERS for k in keys if is_folder(k) or k == "studies"} <= set(drawn), \
+    )
+    assert {k for keys in LAYERS for k in keys if is_folder(k) or k == "studies"} <= set(drawn), (
         "a layer folder is missing from the diagram"
+    )
 
 
 def test_the_ndif_client_never_imports_the_local_server_operator():
@@ -229,13 +242,22 @@ def test_the_ndif_client_never_imports_the_local_server_operator():
                 todo.extend(graph.get(node, ()))
         return False
 
-    assert not any(reaches(m, "mapflow.ndif_local.stack") for m in graph if m.startswith("mapflow.remote")), \
+    assert not any(reaches(m, "mapflow.ndif_local.stack") for m in graph if m.startswith("mapflow.remote")), (
         "the NDIF client imports the local server operator"
+    )
 
 
-SERVER_SIDE = ["mapflow.knockout.cells", "mapflow.knockout.engine", "mapflow.knockout.planner",
-               "mapflow.knockout.suffix_attention", "mapflow.knockout.flows", "mapflow.knockout.masks",
-               "mapflow.models.attention_mask", "mapflow.inputs.layout", "mapflow.readouts.lens"]
+SERVER_SIDE = [
+    "mapflow.knockout.cells",
+    "mapflow.knockout.engine",
+    "mapflow.knockout.planner",
+    "mapflow.knockout.suffix_attention",
+    "mapflow.knockout.flows",
+    "mapflow.knockout.masks",
+    "mapflow.models.attention_mask",
+    "mapflow.inputs.layout",
+    "mapflow.readouts.lens",
+]
 
 
 @pytest.mark.parametrize("name", SERVER_SIDE)
@@ -251,5 +273,6 @@ def test_code_that_runs_on_an_ndif_server_imports_mapflow_at_module_level(name):
         if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
             for inner in ast.walk(node):
                 if isinstance(inner, ast.ImportFrom):
-                    assert not inner.level and not (inner.module or "").startswith("mapflow"), \
+                    assert not inner.level and not (inner.module or "").startswith("mapflow"), (
                         f"{name}.{node.name} imports {'.' * inner.level}{inner.module} inside the function"
+                    )

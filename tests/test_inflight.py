@@ -41,7 +41,7 @@ def test_an_uncaught_error_propagates_at_its_turn():
     measure, _, _ = measure_with_tracking({i: 0.0 for i in range(4)})
     seen = []
     with pytest.raises(ValueError):
-        for item, result in in_order(range(4), measure, 2, catch=(KeyError,)):
+        for item, _result in in_order(range(4), measure, 2, catch=(KeyError,)):
             seen.append(item)
     assert seen == [0, 1]
 

@@ -6,7 +6,6 @@ window)."""
 from __future__ import annotations
 
 import io
-import json
 import subprocess
 import sys
 import textwrap
@@ -106,7 +105,7 @@ def test_a_steady_video_still_decodes_with_both_decoders(tmp_path):
     assert np.array_equal(decoded.frames, fallback.frames)
 
 
-MEMORY_PROBE = textwrap.dedent('''
+MEMORY_PROBE = textwrap.dedent("""
     import os, sys
     from pathlib import Path
     from mapflow.data import video
@@ -128,7 +127,7 @@ MEMORY_PROBE = textwrap.dedent('''
     except DataError as err:
         print("refused", err)
     print(peak_rss() - before)
-''')
+""")
 
 
 def test_refusing_a_big_frame_allocates_less_than_one_such_frame(tmp_path):
@@ -144,8 +143,13 @@ def test_refusing_a_big_frame_allocates_less_than_one_such_frame(tmp_path):
     big_side = 4096
     grows = write_growing_video(tmp_path / "grows.mp4", big_side=big_side, big_count=2)
     assert grows.stat().st_size < 64 * 1024  # a few KB on disk
-    probe = subprocess.run([sys.executable, "-c", MEMORY_PROBE, str(small), str(grows), str(SMALL * SMALL * 2)],
-                           capture_output=True, text=True, cwd=REPO, timeout=120)
+    probe = subprocess.run(
+        [sys.executable, "-c", MEMORY_PROBE, str(small), str(grows), str(SMALL * SMALL * 2)],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=120,
+    )
     assert probe.returncode == 0, probe.stderr
     lines = probe.stdout.strip().splitlines()
     assert lines[0].startswith("refused") and f"{big_side}x{big_side}" in lines[0]
@@ -182,13 +186,16 @@ def nothing_written(out: Path) -> bool:
     return not out.exists() and not out.with_name(out.name + ".lock").exists()
 
 
-@pytest.mark.parametrize("study, option, expected", [
-    ("logit_lens", "lense=released_code", "study logit_lens has no option 'lense'; did you mean 'lens'?"),
-    ("answer_probability", "corect_by=token", "has no option 'corect_by'; did you mean 'correct_by'?"),
-    ("logit_lens", "lens=bogus", "--option lens=bogus: study logit_lens takes lens = paper | released_code"),
-    ("window_sizes", "sizes=1,x", "--option sizes=1,x: study window_sizes takes sizes = k1,k2,... (each >= 1)"),
-    ("frame_pairs", "by=diagonal", "takes by = pair | distance"),
-])
+@pytest.mark.parametrize(
+    "study, option, expected",
+    [
+        ("logit_lens", "lense=released_code", "study logit_lens has no option 'lense'; did you mean 'lens'?"),
+        ("answer_probability", "corect_by=token", "has no option 'corect_by'; did you mean 'correct_by'?"),
+        ("logit_lens", "lens=bogus", "--option lens=bogus: study logit_lens takes lens = paper | released_code"),
+        ("window_sizes", "sizes=1,x", "--option sizes=1,x: study window_sizes takes sizes = k1,k2,... (each >= 1)"),
+        ("frame_pairs", "by=diagonal", "takes by = pair | distance"),
+    ],
+)
 def test_an_undeclared_option_or_a_bad_value_is_refused_before_the_store(tmp_path, capsys, study, option, expected):
     out = tmp_path / "out.zarr"
     assert cli(study, "--out", out, "--option", option) == 2
@@ -245,23 +252,30 @@ def test_every_shipped_study_declares_each_option_it_reads_with_the_default_it_r
         source = (REPO / "studies" / f"{name}.py").read_text()
         reads = re.findall(r'option\("(\w+)"(?:,\s*((?:[^()]|\([^()]*\)|\[[^\]]*\])*))?\)', source)
         read_names = {key for key, _ in reads}
-        assert read_names <= set(declared_options) | set(COMMON_OPTION_NAMES), (name, read_names - set(declared_options))
+        assert read_names <= set(declared_options) | set(COMMON_OPTION_NAMES), (
+            name,
+            read_names - set(declared_options),
+        )
         assert set(declared_options) <= read_names, (name, set(declared_options) - read_names)
         for key, given in reads:
             declared = declared_options[key].default
             given = given.strip()
             constant = re.fullmatch(r"[A-Z_]+", given) and re.search(rf"^{given} = (.+)$", source, re.M)
-            through_constant = constant and (constant.group(1) in (f'default("{key}")', repr(declared))
-                                             or f'default("{key}")' in constant.group(1))
-            assert (given == "" and declared is None) or given in (f'default("{key}")', f'OPTIONS["{key}"].default') \
-                or through_constant, f"{name} reads --option {key} with {given!r}, declared default {declared!r}"
+            through_constant = constant and (
+                constant.group(1) in (f'default("{key}")', repr(declared)) or f'default("{key}")' in constant.group(1)
+            )
+            assert (
+                (given == "" and declared is None)
+                or given in (f'default("{key}")', f'OPTIONS["{key}"].default')
+                or through_constant
+            ), f"{name} reads --option {key} with {given!r}, declared default {declared!r}"
         for demo in declaration_of(study).demo:
             check_study_options(study, name, {k: v for k, v in (demo.options or {}).items() if k != "from"})
 
 
 def test_declared_defaults_are_the_differences_lists():
-    from mapflow.differences import DIFFERENCES
     from mapflow.analysis.option_checks import declared_options
+    from mapflow.differences import DIFFERENCES
 
     studies = _study_modules()
     for setting in (d.setting for d in DIFFERENCES if d.setting is not None and d.setting.kind == "option"):
@@ -272,8 +286,8 @@ def test_declared_defaults_are_the_differences_lists():
 
 
 def test_mapflow_studies_lists_every_declared_option(capsys):
-    from mapflow.cli import main
     from mapflow.analysis.option_checks import describe_options
+    from mapflow.cli import main
 
     assert main(["studies"]) == 0
     listing = capsys.readouterr().out
@@ -290,8 +304,8 @@ def test_mapflow_studies_lists_every_declared_option(capsys):
 
 
 def test_a_study_without_declarations_warns_that_its_options_go_unchecked():
-    from mapflow.errors import MapflowError
     from mapflow.analysis.option_checks import check_study_options
+    from mapflow.errors import MapflowError
 
     def notebook_study(ctx):
         return None
@@ -305,12 +319,15 @@ def test_a_study_without_declarations_warns_that_its_options_go_unchecked():
 # --- settings that used to end in a raw traceback ----------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("flags, expected", [
-    (["--device", "bogus"], "--device 'bogus': not a device"),
-    (["--device", "cuda:9"], "--device cuda:9: this machine has"),
-    (["--threads", "-1"], "--threads -1: give a positive number of CPU threads"),
-    (["--threads", "0"], "--threads 0: give a positive number of CPU threads"),
-])
+@pytest.mark.parametrize(
+    "flags, expected",
+    [
+        (["--device", "bogus"], "--device 'bogus': not a device"),
+        (["--device", "cuda:9"], "--device cuda:9: this machine has"),
+        (["--threads", "-1"], "--threads -1: give a positive number of CPU threads"),
+        (["--threads", "0"], "--threads 0: give a positive number of CPU threads"),
+    ],
+)
 def test_a_bad_device_or_thread_count_is_one_line(tmp_path, capsys, flags, expected):
     from mapflow.cli import main
 
@@ -320,12 +337,17 @@ def test_a_bad_device_or_thread_count_is_one_line(tmp_path, capsys, flags, expec
     assert nothing_written(out)
 
 
-@pytest.mark.parametrize("source, expected", [
-    ("def run(ctx)\n    return None\n", "line 1: expected ':' (a syntax error)"),
-    ("import json\nimport no_such_module_for_mapflow\n\ndef run(ctx):\n    return None\n",
-     "line 2: cannot import: No module named 'no_such_module_for_mapflow'"),
-    ("LIMIT = 1 / 0\n\ndef run(ctx):\n    return None\n", "line 1: raised ZeroDivisionError while loading"),
-])
+@pytest.mark.parametrize(
+    "source, expected",
+    [
+        ("def run(ctx)\n    return None\n", "line 1: expected ':' (a syntax error)"),
+        (
+            "import json\nimport no_such_module_for_mapflow\n\ndef run(ctx):\n    return None\n",
+            "line 2: cannot import: No module named 'no_such_module_for_mapflow'",
+        ),
+        ("LIMIT = 1 / 0\n\ndef run(ctx):\n    return None\n", "line 1: raised ZeroDivisionError while loading"),
+    ],
+)
 def test_a_broken_study_file_is_one_line_naming_file_and_line(tmp_path, capsys, source, expected):
     study = tmp_path / "my_study.py"
     study.write_text(source)

@@ -13,9 +13,9 @@ from safetensors.torch import save_file
 from torch import nn
 
 from mapflow.errors import ModelLoadError
+from mapflow.inputs.prompts import INTERNVL_PHI3_MCQA, SYSTEM_MVBENCH, mcqa_segments
 from mapflow.models import load_adapter
 from mapflow.models.internvl_convert import convert_config, convert_internvl_chat_checkpoint, convert_state_dict
-from mapflow.inputs.prompts import INTERNVL_PHI3_MCQA, SYSTEM_MVBENCH, mcqa_segments
 
 IMAGE, PATCH, FRAMES = 112, 14, 3  # 8x8 patches -> 4x4 = 16 tokens per frame after the pixel shuffle
 TOKENS_PER_FRAME = (IMAGE // PATCH // 2) ** 2
@@ -24,25 +24,72 @@ SPECIALS = ["<|endoftext|>", "<s>", "<|user|>", "<|assistant|>", "<|end|>", "<im
 
 def original_config(vocab_size: int, **changes) -> dict:
     """An original InternVL-Chat config.json (Mini-InternVL-Chat-4B-V1-5 shape, shrunk)."""
-    vision = dict(architectures=["InternVisionModel"], model_type="intern_vit_6b", hidden_size=32, num_hidden_layers=2,
-                  num_attention_heads=2, intermediate_size=64, image_size=IMAGE, patch_size=PATCH, qkv_bias=True,
-                  qk_normalization=False, norm_type="layer_norm", layer_norm_eps=1e-6, hidden_act="gelu",
-                  initializer_factor=0.1, drop_path_rate=0.0, dropout=0.0, attention_dropout=0.0,
-                  use_flash_attn=False)
+    vision = dict(
+        architectures=["InternVisionModel"],
+        model_type="intern_vit_6b",
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        image_size=IMAGE,
+        patch_size=PATCH,
+        qkv_bias=True,
+        qk_normalization=False,
+        norm_type="layer_norm",
+        layer_norm_eps=1e-6,
+        hidden_act="gelu",
+        initializer_factor=0.1,
+        drop_path_rate=0.0,
+        dropout=0.0,
+        attention_dropout=0.0,
+        use_flash_attn=False,
+    )
     head_dim = 16
-    llm = dict(architectures=["Phi3ForCausalLM"], model_type="phi3",
-               auto_map={"AutoConfig": "configuration_phi3.Phi3Config"}, vocab_size=vocab_size, hidden_size=64,
-               intermediate_size=128, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=4,
-               max_position_embeddings=8192, original_max_position_embeddings=4096, rope_theta=10000.0,
-               rope_scaling={"type": "su", "short_factor": [1.0 + i / 8 for i in range(head_dim // 2)],
-                             "long_factor": [2.0] * (head_dim // 2)},
-               sliding_window=262144, embd_pdrop=0.0, resid_pdrop=0.0, attention_dropout=0.0, rms_norm_eps=1e-5,
-               hidden_act="silu", tie_word_embeddings=False, bos_token_id=1, eos_token_id=4, pad_token_id=0,
-               initializer_range=0.1, use_cache=True, torch_dtype="bfloat16")
-    config = dict(architectures=["InternVLChatModel"], model_type="internvl_chat",
-                  auto_map={"AutoModel": "modeling_internvl_chat.InternVLChatModel"}, downsample_ratio=0.5,
-                  force_image_size=IMAGE, ps_version="v2", select_layer=-1, template="phi3-chat",
-                  torch_dtype="bfloat16", vision_config=vision, llm_config=llm)
+    llm = dict(
+        architectures=["Phi3ForCausalLM"],
+        model_type="phi3",
+        auto_map={"AutoConfig": "configuration_phi3.Phi3Config"},
+        vocab_size=vocab_size,
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=4,
+        max_position_embeddings=8192,
+        original_max_position_embeddings=4096,
+        rope_theta=10000.0,
+        rope_scaling={
+            "type": "su",
+            "short_factor": [1.0 + i / 8 for i in range(head_dim // 2)],
+            "long_factor": [2.0] * (head_dim // 2),
+        },
+        sliding_window=262144,
+        embd_pdrop=0.0,
+        resid_pdrop=0.0,
+        attention_dropout=0.0,
+        rms_norm_eps=1e-5,
+        hidden_act="silu",
+        tie_word_embeddings=False,
+        bos_token_id=1,
+        eos_token_id=4,
+        pad_token_id=0,
+        initializer_range=0.1,
+        use_cache=True,
+        torch_dtype="bfloat16",
+    )
+    config = dict(
+        architectures=["InternVLChatModel"],
+        model_type="internvl_chat",
+        auto_map={"AutoModel": "modeling_internvl_chat.InternVLChatModel"},
+        downsample_ratio=0.5,
+        force_image_size=IMAGE,
+        ps_version="v2",
+        select_layer=-1,
+        template="phi3-chat",
+        torch_dtype="bfloat16",
+        vision_config=vision,
+        llm_config=llm,
+    )
     return {**config, **changes}
 
 
@@ -72,18 +119,30 @@ class OriginalInternVLChat(nn.Module):
             layer.attn.qkv = nn.Linear(dim, 3 * dim, bias=vc["qkv_bias"])
             layer.attn.proj = nn.Linear(dim, dim)
             layer.mlp = _Module()
-            layer.mlp.fc1, layer.mlp.fc2 = nn.Linear(dim, vc["intermediate_size"]), nn.Linear(vc["intermediate_size"], dim)
+            layer.mlp.fc1, layer.mlp.fc2 = (
+                nn.Linear(dim, vc["intermediate_size"]),
+                nn.Linear(vc["intermediate_size"], dim),
+            )
             layer.norm1, layer.norm2 = nn.LayerNorm(dim, eps=eps), nn.LayerNorm(dim, eps=eps)
             layer.ls1, layer.ls2 = nn.Parameter(torch.ones(dim)), nn.Parameter(torch.ones(dim))
             self.vision_model.encoder.layers.append(layer)
         shuffled, llm_dim = dim * 4, config["llm_config"]["hidden_size"]
-        self.mlp1 = nn.Sequential(nn.LayerNorm(shuffled), nn.Linear(shuffled, llm_dim), nn.GELU(),
-                                  nn.Linear(llm_dim, llm_dim))
-        llm = {k: v for k, v in config["llm_config"].items()
-               if k not in ("architectures", "auto_map", "rope_scaling", "rope_theta")}
+        self.mlp1 = nn.Sequential(
+            nn.LayerNorm(shuffled), nn.Linear(shuffled, llm_dim), nn.GELU(), nn.Linear(llm_dim, llm_dim)
+        )
+        llm = {
+            k: v
+            for k, v in config["llm_config"].items()
+            if k not in ("architectures", "auto_map", "rope_scaling", "rope_theta")
+        }
         su = config["llm_config"]["rope_scaling"]  # Phi-3 "su" scaling is transformers 5's "longrope"
-        rope = dict(rope_type="longrope", rope_theta=config["llm_config"]["rope_theta"], short_factor=su["short_factor"],
-                    long_factor=su["long_factor"], original_max_position_embeddings=llm["original_max_position_embeddings"])
+        rope = dict(
+            rope_type="longrope",
+            rope_theta=config["llm_config"]["rope_theta"],
+            short_factor=su["short_factor"],
+            long_factor=su["long_factor"],
+            original_max_position_embeddings=llm["original_max_position_embeddings"],
+        )
         self.language_model = Phi3ForCausalLM(Phi3Config(**llm, rope_parameters=rope))
 
     def vit(self, pixel_values):
@@ -108,7 +167,7 @@ class OriginalInternVLChat(nn.Module):
     def pixel_shuffle(self, x, ratio):
         n, w, h, c = x.shape
         x = x.view(n, w, int(h * ratio), int(c / ratio)).permute(0, 2, 1, 3)
-        x = x.reshape(n, int(h * ratio), int(w * ratio), int(c / ratio ** 2))
+        x = x.reshape(n, int(h * ratio), int(w * ratio), int(c / ratio**2))
         return x if self.config["ps_version"] == "v1" else x.permute(0, 2, 1, 3)
 
     def image_features(self, pixel_values):
@@ -130,19 +189,26 @@ def randomize(model: nn.Module, seed: int) -> None:
     with torch.no_grad():
         for name, p in model.named_parameters():
             noise = torch.randn(p.shape, generator=generator)
-            scale_like = p.dim() == 1 and (name.endswith((".ls1", ".ls2")) or "norm" in name or "mlp1.0" in name
-                                           or "layernorm" in name) and name.endswith(("weight", "ls1", "ls2"))
+            scale_like = (
+                p.dim() == 1
+                and (name.endswith((".ls1", ".ls2")) or "norm" in name or "mlp1.0" in name or "layernorm" in name)
+                and name.endswith(("weight", "ls1", "ls2"))
+            )
             p.copy_(1 + 0.3 * noise if scale_like else 0.1 * noise)
 
 
 def original_tokenizer():
     from transformers import PreTrainedTokenizerFast
 
-    from mapflow.testing.tiny_families import _CHAT_CORPUS
     from mapflow.testing.tiny import train_byte_level_bpe
+    from mapflow.testing.tiny_families import _CHAT_CORPUS
 
-    return PreTrainedTokenizerFast(tokenizer_object=train_byte_level_bpe(SPECIALS, corpus=_CHAT_CORPUS, unk_token=None),
-                                   bos_token="<s>", eos_token="<|end|>", pad_token="<|endoftext|>")
+    return PreTrainedTokenizerFast(
+        tokenizer_object=train_byte_level_bpe(SPECIALS, corpus=_CHAT_CORPUS, unk_token=None),
+        bos_token="<s>",
+        eos_token="<|end|>",
+        pad_token="<|endoftext|>",
+    )
 
 
 def write_original_checkpoint(out, config: dict, seed: int = 0) -> OriginalInternVLChat:
@@ -151,8 +217,10 @@ def write_original_checkpoint(out, config: dict, seed: int = 0) -> OriginalInter
     model = OriginalInternVLChat(config).eval()
     randomize(model, seed)
     weights = {k: v.contiguous() for k, v in model.state_dict().items()}
-    shards = {"model-00001-of-00002.safetensors": {k: v for k, v in weights.items() if not k.startswith("language")},
-              "model-00002-of-00002.safetensors": {k: v for k, v in weights.items() if k.startswith("language")}}
+    shards = {
+        "model-00001-of-00002.safetensors": {k: v for k, v in weights.items() if not k.startswith("language")},
+        "model-00002-of-00002.safetensors": {k: v for k, v in weights.items() if k.startswith("language")},
+    }
     for name, part in shards.items():
         save_file(part, out / name, metadata={"format": "pt"})
     index = {"weight_map": {k: name for name, part in shards.items() for k in part}}
@@ -177,19 +245,30 @@ def checkpoints(tmp_path_factory):
 def prepared_and_adapter(checkpoints):
     from mapflow.data.sample import Sample
 
-    sample = Sample("moving_direction/0000", "moving_direction", "unused.mp4", "Which direction does it move?",
-                    ("Up.", "Down.", "Left."), 2)
+    sample = Sample(
+        "moving_direction/0000",
+        "moving_direction",
+        "unused.mp4",
+        "Which direction does it move?",
+        ("Up.", "Down.", "Left."),
+        2,
+    )
     adapter = load_adapter(checkpoints[2], attn_implementation="eager")  # eager, as the paper runs it
     frames = np.random.default_rng(1).integers(0, 256, (FRAMES, IMAGE, IMAGE, 3), dtype=np.uint8)
-    prepared = adapter.prepare(frames, mcqa_segments(sample, adapter.prompt_template),
-                               option_letters=sample.option_letters, true_letter=sample.answer_letter)
+    prepared = adapter.prepare(
+        frames,
+        mcqa_segments(sample, adapter.prompt_template),
+        option_letters=sample.option_letters,
+        true_letter=sample.answer_letter,
+    )
     return prepared, adapter
 
 
 def reference_logits(reference, prepared, adapter):
     with torch.no_grad():
-        return reference(prepared.inputs["pixel_values"], prepared.inputs["input_ids"],
-                         adapter.processor.image_token_id)[0]
+        return reference(
+            prepared.inputs["pixel_values"], prepared.inputs["input_ids"], adapter.processor.image_token_id
+        )[0]
 
 
 def test_converted_checkpoint_reproduces_the_original_forward(checkpoints, prepared_and_adapter):
@@ -208,9 +287,11 @@ def test_the_paper_prompt_and_a_single_image_run(prepared_and_adapter):
     assert adapter.prompt_template is INTERNVL_PHI3_MCQA
     ids = prepared.inputs["input_ids"][0]
     context = "<IMG_CONTEXT>" * (FRAMES * TOKENS_PER_FRAME)
-    assert tok.decode(ids) == (SYSTEM_MVBENCH + " <|user|>\n<img>" + context + "</img>\n <|user|>\nQuestion: Which "
-                               "direction does it move?\nOptions:\n(A) Up.\n(B) Down.\n(C) Left. \nOnly give the best "
-                               "option. <|assistant|>\nBest option:(")
+    assert tok.decode(ids) == (
+        SYSTEM_MVBENCH + " <|user|>\n<img>" + context + "</img>\n <|user|>\nQuestion: Which "
+        "direction does it move?\nOptions:\n(A) Up.\n(B) Down.\n(C) Left. \nOnly give the best "
+        "option. <|assistant|>\nBest option:("
+    )
     video = layout.positions("video")
     assert list(video) == list(range(video[0], video[0] + FRAMES * TOKENS_PER_FRAME))  # one contiguous run
     assert tok.convert_ids_to_tokens([int(ids[video[0] - 1]), int(ids[video[-1] + 1])]) == ["<img>", "</img>"]
@@ -220,13 +301,20 @@ def test_the_paper_prompt_and_a_single_image_run(prepared_and_adapter):
     assert layout.video_grid == (FRAMES, 4, 4)
 
 
-@pytest.mark.parametrize("first, second", [
-    ("model.vision_tower.encoder.layer.0.attention.q_proj.weight",
-     "model.vision_tower.encoder.layer.0.attention.k_proj.weight"),  # qkv split in the wrong order
-    ("model.vision_tower.encoder.layer.1.lambda_1", "model.vision_tower.encoder.layer.1.lambda_2"),  # ls1 <-> ls2
-    ("model.vision_tower.encoder.layer.0.layernorm_before.weight",
-     "model.vision_tower.encoder.layer.0.layernorm_after.weight"),  # norm1 <-> norm2
-])
+@pytest.mark.parametrize(
+    "first, second",
+    [
+        (
+            "model.vision_tower.encoder.layer.0.attention.q_proj.weight",
+            "model.vision_tower.encoder.layer.0.attention.k_proj.weight",
+        ),  # qkv split in the wrong order
+        ("model.vision_tower.encoder.layer.1.lambda_1", "model.vision_tower.encoder.layer.1.lambda_2"),  # ls1 <-> ls2
+        (
+            "model.vision_tower.encoder.layer.0.layernorm_before.weight",
+            "model.vision_tower.encoder.layer.0.layernorm_after.weight",
+        ),  # norm1 <-> norm2
+    ],
+)
 def test_a_wrong_mapping_is_caught(checkpoints, prepared_and_adapter, first, second):
     prepared, adapter = prepared_and_adapter
     model = adapter.hf_model
@@ -289,8 +377,9 @@ def test_phi3_su_rope_keeps_the_original_frequencies(checkpoints, prepared_and_a
     for length, factors in ((100, "short_factor"), (original + 10, "long_factor")):
         positions = torch.arange(length)[None]
         cos, sin = rotary(torch.zeros(1, 1, dim), positions)
-        inv_freq = 1.0 / (torch.tensor(llm["rope_scaling"][factors]) * llm["rope_theta"] ** (
-            torch.arange(0, dim, 2).float() / dim))
+        inv_freq = 1.0 / (
+            torch.tensor(llm["rope_scaling"][factors]) * llm["rope_theta"] ** (torch.arange(0, dim, 2).float() / dim)
+        )
         angles = torch.cat([positions[0, :, None].float() * inv_freq] * 2, -1)
         # the angle is a product of float32 factors (a few ulps of itself); cos and sin move by at most that, times
         # the scale, plus their own rounding
@@ -310,8 +399,9 @@ def test_unsupported_originals_are_refused(checkpoints):
         convert_state_dict({"vision_model.head.weight": torch.zeros(1)})
 
 
-def test_knockouts_and_a_short_study_run_on_the_converted_checkpoint(checkpoints, prepared_and_adapter,
-                                                                      tiny_benchmark, tmp_path):
+def test_knockouts_and_a_short_study_run_on_the_converted_checkpoint(
+    checkpoints, prepared_and_adapter, tiny_benchmark, tmp_path
+):
     import xarray as xr
 
     from mapflow.cli import main
@@ -319,15 +409,43 @@ def test_knockouts_and_a_short_study_run_on_the_converted_checkpoint(checkpoints
     from mapflow.knockout.flows import Flow
 
     prepared, adapter = prepared_and_adapter
-    configs = [KnockoutConfig(torch.from_numpy(Flow.parse(flow).block_matrix(prepared.layout)), (layer,))
-               for flow in ("cross_frame", "video->last", "video_markup->last") for layer in (0, 1)]
+    configs = [
+        KnockoutConfig(torch.from_numpy(Flow.parse(flow).block_matrix(prepared.layout)), (layer,))
+        for flow in ("cross_frame", "video->last", "video_markup->last")
+        for layer in (0, 1)
+    ]
     naive = run_knockouts(adapter, prepared, configs, plan="naive")
     assert (naive - run_knockouts(adapter, prepared, configs, plan="auto")).abs().max() <= 1e-5
     assert not torch.equal(naive[0], naive[2])
     out = tmp_path / "flow.zarr"
-    assert main(["run", "information_flow", "--model", str(checkpoints[2]), "--data", str(tiny_benchmark),
-                 "--out", str(out), "--window", "1", "--samples", "all", "--limit", "1", "--tasks",
-                 "moving_direction", "--frames", "2", "--no-progress", "--threads", "1"]) == 0
+    assert (
+        main(
+            [
+                "run",
+                "information_flow",
+                "--model",
+                str(checkpoints[2]),
+                "--data",
+                str(tiny_benchmark),
+                "--out",
+                str(out),
+                "--window",
+                "1",
+                "--samples",
+                "all",
+                "--limit",
+                "1",
+                "--tasks",
+                "moving_direction",
+                "--frames",
+                "2",
+                "--no-progress",
+                "--threads",
+                "1",
+            ]
+        )
+        == 0
+    )
     ds = xr.open_zarr(out)
     assert ds.attrs["provenance"]["config"]["prompt_template"] == INTERNVL_PHI3_MCQA.name
     assert np.isfinite(ds.rel_change.values).all()

@@ -5,10 +5,10 @@ import math
 
 import pytest
 import torch
+from tolerances import assert_float32_exact
 
 from mapflow.knockout.flows import Flow
 from mapflow.knockout.masks import apply_knockout, knockout_attention_mask
-from tolerances import assert_float32_exact
 
 
 def rotate_half(x):
@@ -106,7 +106,9 @@ def test_mask_helper_shapes_and_values():
     bool_mask = knockout_attention_mask(None, blocked)
     assert bool_mask.shape == (1, 1, 3, 3) and bool_mask.dtype == torch.bool
     assert bool_mask[0, 0].tolist() == [[True, False, False], [True, True, False], [False, True, True]]
-    additive = torch.zeros(1, 1, 3, 3).masked_fill(~torch.ones(3, 3, dtype=torch.bool).tril(), torch.finfo(torch.float32).min)
+    additive = torch.zeros(1, 1, 3, 3).masked_fill(
+        ~torch.ones(3, 3, dtype=torch.bool).tril(), torch.finfo(torch.float32).min
+    )
     cut = knockout_attention_mask(additive, blocked)
     assert cut[0, 0, 2, 0] == torch.finfo(torch.float32).min and additive[0, 0, 2, 0] == 0  # never edited in place
     suffix = knockout_attention_mask(None, blocked[1:])

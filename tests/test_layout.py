@@ -28,8 +28,13 @@ def test_derived_spans_decode_to_their_parts(adapter, prepared, sample):
 
 
 def test_non_option_question_without_prefix_matches_released_code(adapter, sample, frames):
-    prepared = adapter.prepare(frames, mcqa_segments(sample), option_letters=sample.option_letters,
-                               true_letter=sample.answer_letter, non_option_includes_prefix=False)
+    prepared = adapter.prepare(
+        frames,
+        mcqa_segments(sample),
+        option_letters=sample.option_letters,
+        true_letter=sample.answer_letter,
+        non_option_includes_prefix=False,
+    )
     assert decode(adapter, prepared, "non_option_question").strip() == sample.question
 
 
@@ -64,8 +69,12 @@ def test_prompt_without_video_is_refused(adapter, frames):
 
 def test_segment_border_inside_a_token_is_refused(adapter, frames):
     # "opt" + "ion" tokenize as one piece "option": no honest owner for that token
-    segments = [PromptSegment("system", "Best opt"), PromptSegment("video", "<video>"),
-                PromptSegment("a", "\nBest opt"), PromptSegment("b", "ion:(")]
+    segments = [
+        PromptSegment("system", "Best opt"),
+        PromptSegment("video", "<video>"),
+        PromptSegment("a", "\nBest opt"),
+        PromptSegment("b", "ion:("),
+    ]
     with pytest.raises(LayoutError, match="spans segments"):
         adapter.prepare(frames, segments)
 
@@ -76,10 +85,21 @@ def test_videomme_style_prompt_spans(adapter, frames):
     from mapflow.data.sample import Sample
     from mapflow.inputs.prompts import LLAVA_MCQA_VIDEOMME
 
-    sample = Sample("Counting/001-1", "Counting", "unused.mp4", "How many red squares are there?",
-                    ("one", "two", "three", "four"), 1, option_format="dot")
-    prepared = adapter.prepare(frames, mcqa_segments(sample, LLAVA_MCQA_VIDEOMME),
-                               option_letters=sample.option_letters, true_letter=sample.answer_letter)
+    sample = Sample(
+        "Counting/001-1",
+        "Counting",
+        "unused.mp4",
+        "How many red squares are there?",
+        ("one", "two", "three", "four"),
+        1,
+        option_format="dot",
+    )
+    prepared = adapter.prepare(
+        frames,
+        mcqa_segments(sample, LLAVA_MCQA_VIDEOMME),
+        option_letters=sample.option_letters,
+        true_letter=sample.answer_letter,
+    )
     assert prepared.text.endswith("D. four\n \nOnly give the best option. ASSISTANT:Best option:")
     assert decode(adapter, prepared, "true_option").strip() == "B. two"
     for letter, text in zip("ACD", ("one", "three", "four")):

@@ -1,10 +1,10 @@
 """`import mapflow as mf`: the public API resolves a run as the CLI does, runs notebook functions, and says what is
 wrong with bad input."""
 
+import json
 import shutil
 import subprocess
 import sys
-import json
 from pathlib import Path
 
 import numpy as np
@@ -29,8 +29,28 @@ def information_flow_in_a_notebook(ctx):
 @pytest.fixture(scope="module")
 def cli_store(tiny_model_dir, tiny_benchmark, tmp_path_factory):
     out = tmp_path_factory.mktemp("library") / "flow.zarr"
-    assert main(["run", "information_flow", "--model", str(tiny_model_dir), "--data", str(tiny_benchmark), "--out",
-                 str(out), "--window", "3", "--samples", "all", "--threads", "1", "--no-progress"]) == 0
+    assert (
+        main(
+            [
+                "run",
+                "information_flow",
+                "--model",
+                str(tiny_model_dir),
+                "--data",
+                str(tiny_benchmark),
+                "--out",
+                str(out),
+                "--window",
+                "3",
+                "--samples",
+                "all",
+                "--threads",
+                "1",
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     return out
 
 
@@ -40,8 +60,10 @@ def tiny_data(tiny_benchmark):
 
 
 def test_import_is_lazy_and_keeps_the_version():
-    code = ("import sys, mapflow; print(mapflow.__version__, 'torch' in sys.modules, 'xarray' in sys.modules, "
-            "callable(mapflow.run), 'run' in dir(mapflow))")
+    code = (
+        "import sys, mapflow; print(mapflow.__version__, 'torch' in sys.modules, 'xarray' in sys.modules, "
+        "callable(mapflow.run), 'run' in dir(mapflow))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, check=True).stdout
     assert out.split() == ["0.1.0", "False", "False", "True", "True"]
 
@@ -71,8 +93,8 @@ def test_a_notebook_function_gives_the_shipped_studys_numbers(cli_store, sdpa_ad
 
 
 def test_a_checkpoints_own_template_is_the_default_and_another_warns(tiny_model_dir, tiny_data, tmp_path):
-    from mapflow.models import load_adapter
     from mapflow.analysis.resolve import resolve_config
+    from mapflow.models import load_adapter
 
     named = tmp_path / "named"
     shutil.copytree(tiny_model_dir, named)
@@ -80,8 +102,10 @@ def test_a_checkpoints_own_template_is_the_default_and_another_warns(tiny_model_
     adapter = load_adapter(named, self_test=False)
     assert resolve_config(StudyConfig(), adapter, tiny_data).prompt_template == "organism_mcqa"
     with pytest.warns(UserWarning, match="own template is 'organism_mcqa'"):
-        assert resolve_config(StudyConfig(prompt_template="llava_mcqa"), adapter, tiny_data).prompt_template == \
-            "llava_mcqa"
+        assert (
+            resolve_config(StudyConfig(prompt_template="llava_mcqa"), adapter, tiny_data).prompt_template
+            == "llava_mcqa"
+        )
     plain = load_adapter(tiny_model_dir, self_test=False)  # names none: the benchmark's template, no warning
     assert resolve_config(StudyConfig(), plain, tiny_data).prompt_template == "llava_mcqa"
 
@@ -111,8 +135,9 @@ def test_data_that_cannot_fit_the_model_is_refused_before_any_sample(sdpa_adapte
 
     from mapflow.analysis.resolve import BenchmarkSamples
 
-    free_form = BenchmarkSamples([replace(tiny_data[0], candidates=(), reference_answer="up")], benchmark="tvbench",
-                                 root=tiny_data.root)
+    free_form = BenchmarkSamples(
+        [replace(tiny_data[0], candidates=(), reference_answer="up")], benchmark="tvbench", root=tiny_data.root
+    )
     with pytest.raises(MapflowError, match="'llava_mcqa' asks a multiple-choice question.*free-form"):
         mf.run("cross_frame", sdpa_adapter, free_form)
 

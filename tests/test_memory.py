@@ -14,17 +14,20 @@ FLOWS = [f for flows in PAPER_FLOWS.values() for f in flows]
 
 
 def sweep(layout, num_layers):
-    return [KnockoutConfig(torch.from_numpy(Flow.parse(f).block_matrix(layout)),
-                           Window("center", 3).layers(i, num_layers))
-            for f in FLOWS for i in range(num_layers)]
+    return [
+        KnockoutConfig(torch.from_numpy(Flow.parse(f).block_matrix(layout)), Window("center", 3).layers(i, num_layers))
+        for f in FLOWS
+        for i in range(num_layers)
+    ]
 
 
 @pytest.fixture
 def prepared(sdpa_adapter, sample, frames):
     from mapflow.inputs.prompts import mcqa_segments
 
-    return sdpa_adapter.prepare(frames, mcqa_segments(sample), option_letters=sample.option_letters,
-                                true_letter=sample.answer_letter)
+    return sdpa_adapter.prepare(
+        frames, mcqa_segments(sample), option_letters=sample.option_letters, true_letter=sample.answer_letter
+    )
 
 
 @pytest.fixture
@@ -55,8 +58,9 @@ def fail_forwards_above(adapter, max_tokens, monkeypatch):
     return failed
 
 
-def test_a_pack_that_runs_out_of_memory_is_split_and_gives_the_same_numbers(sdpa_adapter, prepared, monkeypatch,
-                                                                           fresh_limits):
+def test_a_pack_that_runs_out_of_memory_is_split_and_gives_the_same_numbers(
+    sdpa_adapter, prepared, monkeypatch, fresh_limits
+):
     configs = sweep(prepared.layout, sdpa_adapter.num_layers)
     clean = clean_state(sdpa_adapter, prepared)
     expected = run_knockouts(sdpa_adapter, prepared, configs, clean=clean)
@@ -119,20 +123,22 @@ def test_memory_sizes_parse():
             planner.parse_bytes(bad)
 
 
-def test_the_store_is_the_same_when_packs_run_out_of_memory(sdpa_adapter, tiny_benchmark, tmp_path, monkeypatch,
-                                                           fresh_limits):
+def test_the_store_is_the_same_when_packs_run_out_of_memory(
+    sdpa_adapter, tiny_benchmark, tmp_path, monkeypatch, fresh_limits
+):
     from mapflow.analysis.context import StudyConfig
+    from mapflow.analysis.runner import load_study, run_study
     from mapflow.data.benchmarks import get_benchmark
     from mapflow.results.store import open_dataset
-    from mapflow.analysis.runner import load_study, run_study
 
     samples = get_benchmark("tvbench").loader(tiny_benchmark, tasks=None, limit=1, seed=0)[:2]
     config = StudyConfig(window=Window("center", 3), samples="all", num_frames=4)
     provenance = {"study": "cross_frame", "model": {"name": "tiny"}, "config": {}}
 
     def run(out):
-        run_study(load_study("cross_frame"), sdpa_adapter, samples, out, config=config, provenance=provenance,
-                  progress=False)
+        run_study(
+            load_study("cross_frame"), sdpa_adapter, samples, out, config=config, provenance=provenance, progress=False
+        )
         return open_dataset(out).load()
 
     expected = run(tmp_path / "plain.zarr")
@@ -156,8 +162,9 @@ def test_the_store_is_the_same_when_packs_run_out_of_memory(sdpa_adapter, tiny_b
             assert (a == b).all(), name
 
 
-def test_an_out_of_memory_wrapped_by_the_tracer_is_retried_and_other_errors_are_not(sdpa_adapter, prepared,
-                                                                                   fresh_limits):
+def test_an_out_of_memory_wrapped_by_the_tracer_is_retried_and_other_errors_are_not(
+    sdpa_adapter, prepared, fresh_limits
+):
     from mapflow.knockout.engine import run_within_memory
 
     configs = sweep(prepared.layout, sdpa_adapter.num_layers)[:4]

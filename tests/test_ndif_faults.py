@@ -15,7 +15,6 @@ import httpx
 import numpy as np
 import pytest
 import xarray as xr
-
 from ndif_stacks import new_home, require_server_env, stand_up
 
 pytestmark = pytest.mark.server
@@ -62,14 +61,22 @@ def settings_for(state, **overrides):
 
 
 def run(study, organism, samples, out, settings, concurrency=1):
-    from mapflow.knockout.flows import Window
     from mapflow.analysis.context import StudyConfig
     from mapflow.analysis.runner import load_study, run_study
+    from mapflow.knockout.flows import Window
 
     config = StudyConfig(window=Window("center", 3), samples="all", prompt_template="organism_mcqa")
-    return run_study(load_study(study) if isinstance(study, str) else study, organism, samples, out, config=config,
-                     provenance={"study": "information_flow", "model": {"name": "organism-video"}, "config": {}},
-                     remote=settings, progress=False, concurrency=concurrency)
+    return run_study(
+        load_study(study) if isinstance(study, str) else study,
+        organism,
+        samples,
+        out,
+        config=config,
+        provenance={"study": "information_flow", "model": {"name": "organism-video"}, "config": {}},
+        remote=settings,
+        progress=False,
+        concurrency=concurrency,
+    )
 
 
 def assert_bitwise_equal(a_store, b_store):
@@ -88,8 +95,10 @@ def stack_tagged_processes(home) -> set[int]:
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
             try:
-                if tag in (entry / "environ").read_bytes() and \
-                        (entry / "stat").read_text().rsplit(") ", 1)[1][0] != "Z":
+                if (
+                    tag in (entry / "environ").read_bytes()
+                    and (entry / "stat").read_text().rsplit(") ", 1)[1][0] != "Z"
+                ):
                     found.add(int(entry.name))
             except OSError:
                 pass
@@ -97,18 +106,20 @@ def stack_tagged_processes(home) -> set[int]:
 
 
 def test_a_lost_server_stops_the_run_in_bounded_time_and_it_resumes_bit_for_bit_after_up(
-        fault_home, organism, samples, tmp_path, monkeypatch):
+    fault_home, organism, samples, tmp_path, monkeypatch
+):
+    from mapflow.analysis.runner import load_study
     from mapflow.embedded import organism_dir
     from mapflow.ndif_local import stack
     from mapflow.remote import RemoteUnavailable
     from mapflow.results.store import ResultStore
-    from mapflow.analysis.runner import load_study
 
     state = stand_up(fault_home)
     # the processes `ndif status` lists as the API and the Ray head die at once (SIGKILL) when the third sample
     # starts: the API's worker and dispatcher, Ray's daemons and the model actor are left behind, orphaned
     study_file = tmp_path / "server_killed.py"
-    study_file.write_text(textwrap.dedent(f"""
+    study_file.write_text(
+        textwrap.dedent(f"""
         import os, signal, threading, time
         from mapflow.studies.information_flow import run as information_flow
 
@@ -123,7 +134,8 @@ def test_a_lost_server_stops_the_run_in_bounded_time_and_it_resumes_bit_for_bit_
                         os.kill(pid, signal.SIGKILL)
                     killed_at.append(time.monotonic())
             return information_flow(ctx)
-    """))
+    """)
+    )
     study = load_study(str(study_file))
     out = tmp_path / "out.zarr"
     settings = settings_for(state, server_timeout_s=SERVER_TIMEOUT_S)
@@ -131,8 +143,10 @@ def test_a_lost_server_stops_the_run_in_bounded_time_and_it_resumes_bit_for_bit_
         run(study, organism, samples, out, settings, concurrency=2)
     stopped_after = time.monotonic() - study.killed_at[0]
     message = str(caught.value)
-    print(f"\nserver killed: the run stopped {stopped_after:.1f} s later (server timeout {SERVER_TIMEOUT_S:g} s): "
-          f"{type(caught.value).__name__}")
+    print(
+        f"\nserver killed: the run stopped {stopped_after:.1f} s later (server timeout {SERVER_TIMEOUT_S:g} s): "
+        f"{type(caught.value).__name__}"
+    )
     # the guarantee: a minute at most. Which signal comes first depends on what died: an API that stops answering is
     # noticed after the server timeout; here the orphaned API worker still answers and NDIF itself gives the jobs up
     # ("Critical server error", measured ~30 s after the kill), a server fault that stops the run the same way
@@ -142,7 +156,7 @@ def test_a_lost_server_stops_the_run_in_bounded_time_and_it_resumes_bit_for_bit_
     ids = [s.sample_id for s in samples]
     store = ResultStore(out)
     kept = list(xr.open_zarr(out).sample.values) if store.committed_count else []
-    assert kept == ids[:len(kept)] and len(kept) <= 2 and store.failed_samples() == {}
+    assert kept == ids[: len(kept)] and len(kept) <= 2 and store.failed_samples() == {}
     store.close()
 
     # a stray `ray.init` elsewhere left a token in the caller's ~/.ray: the stack must not pick it up
@@ -157,13 +171,14 @@ def test_a_lost_server_stops_the_run_in_bounded_time_and_it_resumes_bit_for_bit_
     stack.register(state)  # `up` indexed the stack under the patched HOME: index it where the clients below look
     assert any("leftover process(es) of a half-dead stack" in line for line in messages), messages
     summary = run("information_flow", organism, samples, out, settings_for(state))
-    assert summary.skipped == kept and summary.done == ids[len(kept):] and summary.failed == {}
+    assert summary.skipped == kept and summary.done == ids[len(kept) :] and summary.failed == {}
     run("information_flow", organism, samples, tmp_path / "uninterrupted.zarr", settings_for(state))
     assert_bitwise_equal(out, tmp_path / "uninterrupted.zarr")
 
 
-def test_two_stacks_coexist_each_serving_its_own_client_and_down_leaves_no_process(fault_home, organism, samples,
-                                                                                   tmp_path, capsys):
+def test_two_stacks_coexist_each_serving_its_own_client_and_down_leaves_no_process(
+    fault_home, organism, samples, tmp_path, capsys
+):
     from mapflow.cli import main
     from mapflow.ndif_local import stack
     from mapflow.remote import AuthRefused

@@ -25,8 +25,13 @@ def fake_running_stack(home, port):
     from mapflow.ndif_local.stack import _write_secret
 
     home.mkdir(parents=True)
-    state = st.StackState(home=str(home), venv="unused", ports={"api": port},
-                          pids={"api": os.getpid()}, start_ticks={"api": st._start_ticks(os.getpid())})
+    state = st.StackState(
+        home=str(home),
+        venv="unused",
+        ports={"api": port},
+        pids={"api": os.getpid()},
+        start_ticks={"api": st._start_ticks(os.getpid())},
+    )
     _write_secret(state.token_file)
     state.save()
     st.register(state)

@@ -18,7 +18,6 @@ import httpx
 import numpy as np
 import pytest
 import xarray as xr
-
 from ndif_stacks import is_loopback, listening_sockets, new_home, require_server_env, stand_up
 
 pytestmark = pytest.mark.server
@@ -70,15 +69,26 @@ def settings_for(state, **overrides):
 
 
 def run(study, organism, samples, out, state):
-    from mapflow.knockout.flows import Window
     from mapflow.analysis.context import StudyConfig
     from mapflow.analysis.runner import load_study, run_study
+    from mapflow.knockout.flows import Window
 
     config = StudyConfig(window=Window("center", 3), samples="all", prompt_template="organism_mcqa")
-    return run_study(load_study(study) if isinstance(study, str) else study, organism, samples, out, config=config,
-                     provenance={"study": study if isinstance(study, str) else "hostile",
-                                 "model": {"name": "organism-video"}, "config": {}},
-                     remote=settings_for(state), concurrency=1, progress=False)
+    return run_study(
+        load_study(study) if isinstance(study, str) else study,
+        organism,
+        samples,
+        out,
+        config=config,
+        provenance={
+            "study": study if isinstance(study, str) else "hostile",
+            "model": {"name": "organism-video"},
+            "config": {},
+        },
+        remote=settings_for(state),
+        concurrency=1,
+        progress=False,
+    )
 
 
 def test_the_api_refuses_requests_without_the_stack_token(trust_stack):
@@ -91,8 +101,12 @@ def test_the_api_refuses_requests_without_the_stack_token(trust_stack):
     assert len(token) >= 32
     for headers in (None, {"ndif-api-key": "not-the-token"}, {"ndif-api-key": token[:-1]}):
         assert httpx.get(f"{trust_stack.host}/connected", headers=headers, timeout=10).status_code == 401
-        assert httpx.post(f"{trust_stack.host}/request", headers=headers, timeout=10,
-                          files={"blob": ("request", b"x")}).status_code == 401
+        assert (
+            httpx.post(
+                f"{trust_stack.host}/request", headers=headers, timeout=10, files={"blob": ("request", b"x")}
+            ).status_code
+            == 401
+        )
     assert httpx.get(f"{trust_stack.host}/connected", headers={"ndif-api-key": token}, timeout=10).status_code == 200
     settings = settings_for(trust_stack)
     assert settings.api_key == token  # the client found the local stack's token by itself
@@ -107,8 +121,9 @@ def test_every_listener_of_the_stack_is_on_loopback(trust_stack):
     sockets = listening_sockets(processes)
     # the API, Redis, the object store, Ray's GCS, raylet, client server, dashboard and agents, the model actor
     assert len(sockets) >= 8, sockets
-    assert {trust_stack.ports[name] for name in ("api", "redis", "moto", "ray_gcs", "ray_client", "dashboard")} <= \
-        {port for _, _, port in sockets}
+    assert {trust_stack.ports[name] for name in ("api", "redis", "moto", "ray_gcs", "ray_client", "dashboard")} <= {
+        port for _, _, port in sockets
+    }
     outside = [(pid, address, port) for pid, address, port in sockets if not is_loopback(address)]
     assert outside == [], f"listening beyond loopback: {outside}"
 
@@ -119,15 +134,18 @@ HOSTILE = {
     "process": ("import subprocess; subprocess.run(['touch', {target!r}])", "starting processes"),
     "thread": ("import threading; threading.Thread(target=print).start()", "starting threads"),
     "network": ("import socket; socket.create_connection(('127.0.0.1', {api_port}))", "network access"),
-    "patch_class": ("import torch; torch.nn.Linear.forward = lambda self, x: x * 0", "replaced the model's code "
-                    "(Linear.forward"),
+    "patch_class": (
+        "import torch; torch.nn.Linear.forward = lambda self, x: x * 0",
+        "replaced the model's code (Linear.forward",
+    ),
     "weights": ("ctx.adapter.lm_head.weight.data.mul_(2.0)", "wrote to the deployed model's weights (lm_head"),
 }
 
 
 def hostile_study(tmp_path, name, statement):
     path = tmp_path / f"hostile_{name}.py"
-    path.write_text(textwrap.dedent("""
+    path.write_text(
+        textwrap.dedent("""
         import xarray as xr
 
         def run(ctx):
@@ -135,14 +153,16 @@ def hostile_study(tmp_path, name, statement):
                 {statement}
                 logits = ctx.adapter.lm_head.output.save()
             return xr.Dataset({{"value": ((), float(logits.sum()))}})
-    """).format(statement=statement))
+    """).format(statement=statement)
+    )
     from mapflow.analysis.runner import load_study
 
     return load_study(str(path))
 
 
-def test_hostile_requests_are_refused_and_the_next_client_sees_a_fresh_servers_numbers(trust_stack, organism,
-                                                                                       samples, tmp_path):
+def test_hostile_requests_are_refused_and_the_next_client_sees_a_fresh_servers_numbers(
+    trust_stack, organism, samples, tmp_path
+):
     from mapflow.results.store import ResultStore
 
     run("information_flow", organism, samples, tmp_path / "fresh.zarr", trust_stack)  # the fresh server's numbers
@@ -159,8 +179,9 @@ def test_hostile_requests_are_refused_and_the_next_client_sees_a_fresh_servers_n
     fresh, after = xr.open_zarr(tmp_path / "fresh.zarr").load(), xr.open_zarr(tmp_path / "after.zarr").load()
     assert fresh.knocked_out.values.all()
     for variable in fresh.data_vars:
-        assert np.array_equal(fresh[variable].values, after[variable].values, equal_nan=fresh[variable].dtype.kind
-                              == "f"), variable
+        assert np.array_equal(
+            fresh[variable].values, after[variable].values, equal_nan=fresh[variable].dtype.kind == "f"
+        ), variable
 
 
 def test_the_weight_check_costs_little_next_to_a_request(trust_stack, organism, samples, tmp_path):
@@ -223,8 +244,14 @@ def test_the_guard_refuses_each_operation_and_spots_a_changed_weight_in_place():
         assert torch.nn.Linear.forward is forward and not hasattr(torch.nn.Linear, "extra")
         print(refused, unchanged, guard.changed(layer), patched)
     """)
-    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120,
-                          env={**os.environ, "OMP_NUM_THREADS": "1"})
+    done = subprocess.run(
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
     assert done.returncode == 0, done.stderr
-    assert done.stdout.strip() == ("['write', 'read', 'process', 'thread', 'socket'] ([], []) ['weight'] "
-                                   "['Linear.forward', 'Linear.extra']")
+    assert done.stdout.strip() == (
+        "['write', 'read', 'process', 'thread', 'socket'] ([], []) ['weight'] ['Linear.forward', 'Linear.extra']"
+    )

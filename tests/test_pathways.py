@@ -22,9 +22,14 @@ from mapflow.readouts.pathways import (
 @pytest.fixture
 def layout():
     """0-1 system, 2-5 video (2 frames x 2), 6 bridge, 7-10 question, 11 post-prompt, 12 last."""
-    spans = {"system": Span("system", ((0, 2),)), "video": Span("video", ((2, 6),)), "bridge": Span("bridge", ((6, 7),)),
-             "question": Span("question", ((7, 11),)), "post_prompt": Span("post_prompt", ((11, 12),)),
-             "last": Span("last", ((12, 13),))}
+    spans = {
+        "system": Span("system", ((0, 2),)),
+        "video": Span("video", ((2, 6),)),
+        "bridge": Span("bridge", ((6, 7),)),
+        "question": Span("question", ((7, 11),)),
+        "post_prompt": Span("post_prompt", ((11, 12),)),
+        "last": Span("last", ((12, 13),)),
+    }
     frames = (Span("frame_0", ((2, 4),)), Span("frame_1", ((4, 6),)))
     spans.update({f.name: f for f in frames})
     return TokenLayout(seq_len=13, spans=spans, frames=frames, video_grid=(2, 1, 2))
@@ -85,8 +90,11 @@ def test_random_control_keeps_its_budget_region_and_seed(layout):
 
 def test_table_e_rule_picks_intervals_below_minus_five():
     layers = np.arange(12)
-    values = {"cross_frame": [-10] * 5 + [-1] * 5 + [0, 0], "video->question": [0] * 5 + [-6] * 5 + [-20, -20],
-              "question->last": [-4.9] * 5 + [0] * 7}
+    values = {
+        "cross_frame": [-10] * 5 + [-1] * 5 + [0, 0],
+        "video->question": [0] * 5 + [-6] * 5 + [-20, -20],
+        "question->last": [-4.9] * 5 + [0] * 7,
+    }
     data = np.stack([values[f] for f in values])[None].repeat(3, axis=0).astype(float)
     data[0, 0, 0] = np.nan  # NaN cells are left out of the mean
     rel = xr.DataArray(data, dims=("sample", "flow", "layer"), coords={"flow": list(values), "layer": layers})
@@ -102,8 +110,9 @@ def test_table_e_rule_picks_intervals_below_minus_five():
 def test_parse_and_presets():
     parsed = parse_layers("cross_frame=5-15;video_question=5-20;question_last=15-25,30-31")
     assert parsed.question_last == tuple(range(15, 25)) + (30,)
-    assert preset_layers("llava-7b", 32) == PathwayLayers.from_ranges(cross_frame=(5, 15), video_question=(5, 20),
-                                                                      question_last=(15, 25))
+    assert preset_layers("llava-7b", 32) == PathwayLayers.from_ranges(
+        cross_frame=(5, 15), video_question=(5, 20), question_last=(15, 25)
+    )
     with pytest.raises(KnockoutConfigError, match="32 layers; this model has 8.*never scaled.*ranges=.*from="):
         preset_layers("llava-7b", 8)  # a preset is never scaled to another depth
     with pytest.raises(KnockoutConfigError, match="miss route"):
@@ -135,14 +144,14 @@ def test_layer_mask_readouts_equal_one_plain_forward_per_condition(adapter64, pr
     layers = PathwayLayers(cross_frame=(0,), video_question=(0, 1), question_last=(1,))
     total = causal_edges(layout.seq_len) * num_layers
     effective = pathway_masks(layout, layers, num_layers)
-    conditions = [effective, random_masks(layout, total - kept_edges(effective), num_layers,
-                                          np.random.default_rng(0))]
+    conditions = [effective, random_masks(layout, total - kept_edges(effective), num_layers, np.random.default_rng(0))]
     gt = 0  # any token: the readout is a probability of it
     out = layer_mask_readouts(adapter64, prepared64, tuple(pack_layer_masks(m) for m in conditions), gt)
     clean = run_naive(adapter64, prepared64).softmax(-1)
     assert out["clean"].tolist() == [int(clean.argmax()), float(clean.max()), float(clean[gt])]
     for i, masks in enumerate(conditions):
-        probs = run_layer_masks(adapter64, prepared64, {j: torch.from_numpy(m) for j, m in enumerate(masks)}
-                                ).softmax(-1)
+        probs = run_layer_masks(adapter64, prepared64, {j: torch.from_numpy(m) for j, m in enumerate(masks)}).softmax(
+            -1
+        )
         assert int(out["pred"][i]) == int(probs.argmax()) and float(out["p_gt"][i]) == float(probs[gt])
     assert not torch.equal(out["p_gt"], torch.full_like(out["p_gt"], float(clean[gt])))  # the masks changed something

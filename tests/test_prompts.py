@@ -21,30 +21,70 @@ def make(task, question, candidates, answer_index, **kw):
 
 
 def test_paper_mcqa_prompt_is_exact():
-    sample = make("action_antonym", "What is the action being performed in the video?",
-                  ["Wear jacket.", "Take off jacket."], 1)
+    sample = make(
+        "action_antonym", "What is the action being performed in the video?", ["Wear jacket.", "Take off jacket."], 1
+    )
     built = build_prompt(sample, LLAVA_MCQA)
     assert prompt_text(built.segments) == (
         f"{SYSTEM_MVBENCH} USER: <video>\n USER: Question: What is the action being performed in the video?\n"
-        "Options:\n(A) Wear jacket.\n(B) Take off jacket. \nOnly give the best option. ASSISTANT:Best option:(")
+        "Options:\n(A) Wear jacket.\n(B) Take off jacket. \nOnly give the best option. ASSISTANT:Best option:("
+    )
     assert built.answer_text == "B" and built.true_letter == "B" and built.option_letters == ("A", "B")
 
 
-@pytest.mark.parametrize("task,question,candidates,answer,stem,words", [
-    ("action_antonym", "What is the action being performed in the video?", ["Wear jacket.", "Take off jacket."], 1,
-     "\nThe action being performed in the video regarding the jacket is to", " take off jacket"),
-    ("action_antonym", "What is the action being performed in the video?", ["Sit down.", "Stand up."], 1,
-     "\nThe action being performed in the video is to", " stand up"),
-    ("action_sequence", "What did the person do first?", ["Took the towel.", "Put down the blanket."], 0,
-     "\nThe action the person is doing first is to", " took the towel"),
-    ("moving_direction", "Which direction does the gray cube move in the video?",
-     ["Up and to the left.", "Down and to the right."], 1, "\nThe gray cube moves to the", " right"),
-    ("object_count", "How many metal objects are moving when the video begins?", ["0", "1", "2", "3"], 2,
-     "\nThe number of moving objects is", " two"),
-    ("scene_transition", "What's the right option for how the scenes in the video change?",
-     ["From the bedroom to the street.", "From the street to the bedroom."], 0,
-     "\nThe scene in the video changes from the", " bedroom to the street"),
-])
+@pytest.mark.parametrize(
+    "task,question,candidates,answer,stem,words",
+    [
+        (
+            "action_antonym",
+            "What is the action being performed in the video?",
+            ["Wear jacket.", "Take off jacket."],
+            1,
+            "\nThe action being performed in the video regarding the jacket is to",
+            " take off jacket",
+        ),
+        (
+            "action_antonym",
+            "What is the action being performed in the video?",
+            ["Sit down.", "Stand up."],
+            1,
+            "\nThe action being performed in the video is to",
+            " stand up",
+        ),
+        (
+            "action_sequence",
+            "What did the person do first?",
+            ["Took the towel.", "Put down the blanket."],
+            0,
+            "\nThe action the person is doing first is to",
+            " took the towel",
+        ),
+        (
+            "moving_direction",
+            "Which direction does the gray cube move in the video?",
+            ["Up and to the left.", "Down and to the right."],
+            1,
+            "\nThe gray cube moves to the",
+            " right",
+        ),
+        (
+            "object_count",
+            "How many metal objects are moving when the video begins?",
+            ["0", "1", "2", "3"],
+            2,
+            "\nThe number of moving objects is",
+            " two",
+        ),
+        (
+            "scene_transition",
+            "What's the right option for how the scenes in the video change?",
+            ["From the bedroom to the street.", "From the street to the bedroom."],
+            0,
+            "\nThe scene in the video changes from the",
+            " bedroom to the street",
+        ),
+    ],
+)
 def test_open_ended_stems(task, question, candidates, answer, stem, words):
     built = build_prompt(make(task, question, candidates, answer), LLAVA_OPEN_ENDED)
     text = prompt_text(built.segments)
@@ -61,12 +101,14 @@ def test_open_ended_unknown_task_is_refused():
 
 
 def test_free_form_prompt_for_vcgbench():
-    sample = make("temporal_qa", "What happens after the man opens the door?", [], -1,
-                  reference_answer="He walks outside.")
+    sample = make(
+        "temporal_qa", "What happens after the man opens the door?", [], -1, reference_answer="He walks outside."
+    )
     built = build_prompt(sample, VCGBENCH_FREE_FORM)
     text = prompt_text(built.segments)
     assert text.startswith("You are Video-ChatGPT") and text.endswith(
-        "USER: <video>\n USER: What happens after the man opens the door? ASSISTANT:")
+        "USER: <video>\n USER: What happens after the man opens the door? ASSISTANT:"
+    )
     assert built.answer_text == " He walks outside."
     with pytest.raises(ValueError, match="reference answer"):
         build_prompt(replace(sample, reference_answer=None), VCGBENCH_FREE_FORM)

@@ -37,8 +37,10 @@ def adapters(tmp_path_factory):
     from mapflow.testing.tiny_families import build_tiny_family
 
     root = tmp_path_factory.mktemp("qwen_families")
-    return {family: load_adapter(build_tiny_family(family, root / family, seed=2, num_layers=2),
-                               attn_implementation="sdpa") for family in FAMILIES}
+    return {
+        family: load_adapter(build_tiny_family(family, root / family, seed=2, num_layers=2), attn_implementation="sdpa")
+        for family in FAMILIES
+    }
 
 
 @pytest.fixture
@@ -64,8 +66,11 @@ def published_pipeline(adapter, text, frames, metadata):
     the rotary positions the model's own `get_rope_index` gives for its output."""
     extra = {} if metadata is None else {"video_metadata": [metadata], "do_sample_frames": False}
     encoded = adapter.processor(text=text, videos=[frames], return_tensors="pt", **extra)
-    rope_inputs = {k: encoded[k] for k in ("input_ids", "mm_token_type_ids", "video_grid_thw", "second_per_grid_ts",
-                                           "attention_mask") if k in encoded}
+    rope_inputs = {
+        k: encoded[k]
+        for k in ("input_ids", "mm_token_type_ids", "video_grid_thw", "second_per_grid_ts", "attention_mask")
+        if k in encoded
+    }
     if "second_per_grid_ts" in rope_inputs:
         rope_inputs["second_per_grid_ts"] = torch.as_tensor(rope_inputs["second_per_grid_ts"])
     positions, _ = adapter.hf_model.model.get_rope_index(**rope_inputs)
@@ -83,8 +88,9 @@ def helper_metadata(video):
 def test_time_positions_equal_the_published_pipeline(family, adapters, clip, sample):
     adapter = adapters[family]
     assert clip.fps == VIDEO_FPS and clip.num_video_frames == VIDEO_FRAMES and len(clip.frames) == 8
-    prepared = adapter.prepare(clip.frames, mcqa_segments(sample, CHAT_MCQA),
-                               timestamps=clip.indices / clip.fps)  # as mapflow.analysis.runner passes them
+    prepared = adapter.prepare(
+        clip.frames, mcqa_segments(sample, CHAT_MCQA), timestamps=clip.indices / clip.fps
+    )  # as mapflow.analysis.runner passes them
     # the positions the language model really gets on the adapter's path
     through_adapter = clean_state(adapter, prepared).language_model_kwargs["position_ids"]
     reference, published = published_pipeline(adapter, prepared.text, clip.frames, helper_metadata(clip))
@@ -118,8 +124,9 @@ def test_qwen3_labels_carry_the_frames_times(adapters, clip, sample):
 def test_without_times_frames_are_taken_at_the_stated_fallback_rate(family, adapters, clip, sample):
     adapter = adapters[family]
     prepared = adapter.prepare(clip.frames, mcqa_segments(sample, CHAT_MCQA))
-    fallback = adapter.prepare(clip.frames, mcqa_segments(sample, CHAT_MCQA),
-                               timestamps=np.arange(len(clip.frames)) / FALLBACK_FPS)
+    fallback = adapter.prepare(
+        clip.frames, mcqa_segments(sample, CHAT_MCQA), timestamps=np.arange(len(clip.frames)) / FALLBACK_FPS
+    )
     assert torch.equal(prepared.inputs["input_ids"], fallback.inputs["input_ids"])
     if family == "qwen2_5_vl":
         assert float(prepared.inputs["second_per_grid_ts"][0]) == 2 / FALLBACK_FPS

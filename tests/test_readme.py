@@ -15,9 +15,13 @@ def python_blocks():
     text = README.read_text()
     for match in BLOCK.finditer(text):
         line = text.count("\n", 0, match.start()) + 1
-        yield pytest.param(match.group(1), id=f"README.md:{line}",
-                           marks=[pytest.mark.skip(reason=match.group(1).splitlines()[0])]
-                           if match.group(1).lstrip().startswith("# needs:") else [])
+        yield pytest.param(
+            match.group(1),
+            id=f"README.md:{line}",
+            marks=[pytest.mark.skip(reason=match.group(1).splitlines()[0])]
+            if match.group(1).lstrip().startswith("# needs:")
+            else [],
+        )
 
 
 def test_the_readme_has_runnable_python_blocks():

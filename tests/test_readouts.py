@@ -4,14 +4,14 @@ attention rows, greedy generation and per-layer masks."""
 import numpy as np
 import pytest
 import torch
+from tolerances import assert_float32_exact
 
-from mapflow.readouts.attention import attention_rows
 from mapflow.knockout.engine import run_layer_masks
 from mapflow.knockout.flows import Flow
-from mapflow.readouts.generation import extend_input, greedy_generate
 from mapflow.models import load_adapter
+from mapflow.readouts.attention import attention_rows
+from mapflow.readouts.generation import extend_input, greedy_generate
 from mapflow.readouts.lens import layer_token_probabilities, layer_top_tokens
-from tolerances import assert_float32_exact
 
 
 @pytest.fixture(scope="module")
@@ -90,8 +90,8 @@ def test_attention_rows_under_knockout_match_the_models_own_weights(eager_adapte
     """With cross-frame knockout in layers 0-1, the recomputed rows equal eager attention's own probabilities from a
     trace that applies the same knockout; and frame-1 queries give earlier frames exactly zero."""
     import nnsight
-
     from conftest import prepare_mcqa
+
     from mapflow.knockout.masks import apply_knockout
 
     prepared = prepare_mcqa(eager_adapter, sample, frames)
@@ -121,11 +121,15 @@ def test_attention_rows_under_knockout_match_the_models_own_weights(eager_adapte
 def test_greedy_generation_matches_hf_generate(sdpa_adapter, prepared):
     ours = greedy_generate(sdpa_adapter, prepared, max_new_tokens=5)
     with torch.no_grad():
-        out = sdpa_adapter.hf_model.generate(**prepared.inputs, max_new_tokens=5, do_sample=False,
-                                             eos_token_id=sdpa_adapter.tokenizer.eos_token_id,
-                                             pad_token_id=sdpa_adapter.tokenizer.pad_token_id)
-    theirs = out[0, prepared.layout.seq_len:].tolist()
-    assert ours == theirs[:len(ours)]
+        out = sdpa_adapter.hf_model.generate(
+            **prepared.inputs,
+            max_new_tokens=5,
+            do_sample=False,
+            eos_token_id=sdpa_adapter.tokenizer.eos_token_id,
+            pad_token_id=sdpa_adapter.tokenizer.pad_token_id,
+        )
+    theirs = out[0, prepared.layout.seq_len :].tolist()
+    assert ours == theirs[: len(ours)]
     assert len(ours) == 5 or theirs[len(ours)] == sdpa_adapter.tokenizer.eos_token_id
 
 
@@ -140,8 +144,11 @@ def test_extended_input_moves_the_last_position(sdpa_adapter, prepared):
 def test_per_layer_masks_match_plain_torch_hooks(sdpa_adapter, prepared, adapter64, prepared64):
     """run_layer_masks (nnsight) == forward pre-hooks that hand each decoder layer its own boolean mask."""
     layout = prepared.layout
-    per_layer = {0: Flow.parse("cross_frame").block_matrix(layout), 2: Flow.parse("video->last").block_matrix(layout),
-                 3: Flow.parse("question->last+cross_frame").block_matrix(layout)}
+    per_layer = {
+        0: Flow.parse("cross_frame").block_matrix(layout),
+        2: Flow.parse("video->last").block_matrix(layout),
+        3: Flow.parse("question->last+cross_frame").block_matrix(layout),
+    }
     per_layer = {i: torch.from_numpy(m) for i, m in per_layer.items()}
     ours = run_layer_masks(sdpa_adapter, prepared, per_layer)
     causal = torch.ones(layout.seq_len, layout.seq_len, dtype=torch.bool).tril()
@@ -150,6 +157,7 @@ def test_per_layer_masks_match_plain_torch_hooks(sdpa_adapter, prepared, adapter
         def hook(module, args, kwargs):
             kwargs["attention_mask"] = (causal & ~blocked)[None, None]
             return args, kwargs
+
         return hook
 
     layers = language_model(sdpa_adapter).layers

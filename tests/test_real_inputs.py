@@ -13,19 +13,25 @@ import math
 import numpy as np
 import pytest
 import torch
-
 from conftest import study_context
+from tolerances import assert_float32_exact
+
 from mapflow.data.sample import Sample
 from mapflow.inputs.prompts import LLAVA_MCQA, LLAVA_MCQA_VIDEOMME
 from mapflow.knockout.flows import Window
-from tolerances import assert_float32_exact
 
 FAMILIES = ["llava_next_video", "llava_onevision", "qwen2_5_vl", "qwen3_vl", "internvl", "videollama3"]
 FRAMES, HEIGHT, WIDTH = 8, 240, 320  # 8 frames of a 320 x 240 clip: the paper's frame count, a common video size
 
 # The id the processor repeats for the video's features, per published config.json.
-VIDEO_IDS = {"llava_next_video": 32000, "llava_onevision": 151647, "qwen2_5_vl": 151656, "qwen3_vl": 151656,
-             "internvl": 151667, "videollama3": 151656}
+VIDEO_IDS = {
+    "llava_next_video": 32000,
+    "llava_onevision": 151647,
+    "qwen2_5_vl": 151656,
+    "qwen3_vl": 151656,
+    "internvl": 151667,
+    "videollama3": 151656,
+}
 # The published answer ids: LLaMA's "A" (29909) and "▁A" (319); Qwen's byte-level "A" (32) and " A" (362).
 LLAMA_A, LLAMA_SPACE_A, QWEN_A, QWEN_SPACE_A = 29909, 319, 32, 362
 
@@ -41,6 +47,7 @@ def real_dirs(tmp_path_factory, real_tokenizers):
         if family not in built:
             built[family] = build_real_inputs_checkpoint(family, root / family, seed=3)
         return built[family]
+
     return get
 
 
@@ -52,9 +59,11 @@ def real_loaded(real_dirs):
 
     def get(family, dtype="float32"):
         if (family, dtype) not in cache:
-            cache[family, dtype] = load_adapter(real_dirs(family), attn_implementation="eager", dtype=dtype,
-                                              self_test=False)  # `check` runs the self-test
+            cache[family, dtype] = load_adapter(
+                real_dirs(family), attn_implementation="eager", dtype=dtype, self_test=False
+            )  # `check` runs the self-test
         return cache[family, dtype]
+
     return get
 
 
@@ -66,9 +75,14 @@ def clip():
 @pytest.fixture(scope="session")
 def mcq():
     """A question whose answer is A, so the published ids of "A" / "▁A" are the ones checked."""
-    return Sample("moving_direction/0001", "moving_direction", "unused.mp4",
-                  "Which direction does the red square move in the video?",
-                  ("Up and to the left.", "Up and to the right.", "Down and to the left."), 0)
+    return Sample(
+        "moving_direction/0001",
+        "moving_direction",
+        "unused.mp4",
+        "Which direction does the red square move in the video?",
+        ("Up and to the left.", "Up and to the right.", "Down and to the left."),
+        0,
+    )
 
 
 def template_of(adapter):
@@ -91,14 +105,22 @@ def test_check_passes(family, real_loaded):
 def rendered_prompt(adapter, sample):
     """The full prompt text, written here from the template's pieces and the processor's own chat template."""
     template = template_of(adapter)
-    user = (template.between_video_and_question + template.question_prefix + sample.question
-            + template.options_header + template.option_separator.join(sample.formatted_options)
-            + template.options_trailer + template.post_prompt)
+    user = (
+        template.between_video_and_question
+        + template.question_prefix
+        + sample.question
+        + template.options_header
+        + template.option_separator.join(sample.formatted_options)
+        + template.options_trailer
+        + template.post_prompt
+    )
     if adapter.family == "llava_next_video":  # a raw prompt, no chat template
         return template.before_video + adapter.processor.video_token + user + template.answer_prompt
     messages = [{"role": "user", "content": [{"type": "video"}, {"type": "text", "text": user}]}]
-    return adapter.processor.apply_chat_template(messages, tokenize=False,
-                                                 add_generation_prompt=True) + template.answer_prompt
+    return (
+        adapter.processor.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        + template.answer_prompt
+    )
 
 
 def tokens_in(offsets, text, start, stop):
@@ -160,7 +182,7 @@ def test_spans_match_the_tokenizers_offsets(family, real_loaded, mcq, clip):
     at = ids.index(placeholder)
     model_ids = prepared.inputs["input_ids"][0].tolist()
     shift = len(model_ids) - len(ids)
-    assert model_ids[:at] == ids[:at] and model_ids[at + 1 + shift:] == ids[at + 1:]
+    assert model_ids[:at] == ids[:at] and model_ids[at + 1 + shift :] == ids[at + 1 :]
 
     def expected(start, stop):
         return [p if p < at else p + shift for p in tokens_in(offsets, text, start, stop)]

@@ -86,10 +86,17 @@ def test_vicuna_rebuild_matches_llama_tokenizer_js_on_varied_text(real_tokenizer
             pytest.fail("CI must run this test: node is missing")
         pytest.skip("node is not on PATH")
     reference = real_tokenizers["vicuna"] / rt.LLAMA_JS_REFERENCE
-    script = ("const {default: tokenizer} = await import(process.argv[1]);"
-              "console.log(JSON.stringify(JSON.parse(process.argv[2]).map(text => tokenizer.encode(text))))")
-    done = subprocess.run([node, "--input-type=module", "-e", script, reference.as_uri(), json.dumps(VARIED_TEXTS)],
-                          capture_output=True, text=True, timeout=120, check=True)
+    script = (
+        "const {default: tokenizer} = await import(process.argv[1]);"
+        "console.log(JSON.stringify(JSON.parse(process.argv[2]).map(text => tokenizer.encode(text))))"
+    )
+    done = subprocess.run(
+        [node, "--input-type=module", "-e", script, reference.as_uri(), json.dumps(VARIED_TEXTS)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
     expected = json.loads(done.stdout)
     tokenizer = rt.load_real_tokenizer("vicuna")
     for text, ids in zip(VARIED_TEXTS, expected, strict=True):
@@ -107,8 +114,16 @@ def test_round_trips(real_tokenizers, name):
 def test_qwen2_has_the_published_vocabulary_and_special_tokens(real_tokenizers):
     tokenizer = rt.load_real_tokenizer("qwen2")
     assert tokenizer.vocab_size == 151643
-    published = {"<|endoftext|>": 151643, "<|im_start|>": 151644, "<|im_end|>": 151645, "<|vision_start|>": 151652,
-                 "<|vision_end|>": 151653, "<|vision_pad|>": 151654, "<|image_pad|>": 151655, "<|video_pad|>": 151656}
+    published = {
+        "<|endoftext|>": 151643,
+        "<|im_start|>": 151644,
+        "<|im_end|>": 151645,
+        "<|vision_start|>": 151652,
+        "<|vision_end|>": 151653,
+        "<|vision_pad|>": 151654,
+        "<|image_pad|>": 151655,
+        "<|video_pad|>": 151656,
+    }
     assert {token: tokenizer.convert_tokens_to_ids(token) for token in published} == published
     assert tokenizer.bos_token is None
     assert (tokenizer.pad_token, tokenizer.eos_token) == ("<|endoftext|>", "<|im_end|>")
@@ -135,8 +150,10 @@ def test_fetch_is_idempotent_and_safe_when_two_processes_fetch_at_once(real_toke
     fresh = tmp_path / "cache"
     environment = {**os.environ, rt.CACHE_ENV: str(fresh)}
     command = [sys.executable, "-m", "mapflow", "tokenizers", "fetch", "vicuna"]
-    racers = [subprocess.Popen(command, env=environment, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-              for _ in range(2)]
+    racers = [
+        subprocess.Popen(command, env=environment, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for _ in range(2)
+    ]
     outputs = [racer.communicate(timeout=600) for racer in racers]
     assert [racer.returncode for racer in racers] == [0, 0], outputs
     assert all(f"vicuna: {fresh / 'vicuna'}" in out for out, _ in outputs)

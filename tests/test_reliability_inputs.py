@@ -64,8 +64,19 @@ def test_relative_paths_from_the_root_and_a_subdirectory_and_home(tmp_path, monk
 
     (tmp_path / "home").mkdir()
     monkeypatch.setenv("HOME", str(tmp_path / "home"))  # a quoted '~' reaches mapflow unexpanded
-    assert run("--model", "~/../my work/data/models/organism", "--data", "../data/my bench", "--out",
-               "~/runs/x.zarr", "--tasks", "scene_transition") == 0
+    assert (
+        run(
+            "--model",
+            "~/../my work/data/models/organism",
+            "--data",
+            "../data/my bench",
+            "--out",
+            "~/runs/x.zarr",
+            "--tasks",
+            "scene_transition",
+        )
+        == 0
+    )
     assert (tmp_path / "home" / "runs" / "x.zarr").is_dir() and not (work / "sub" / "~").exists()
 
 
@@ -73,8 +84,9 @@ ENV = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
 
 
 def test_python_dash_m_mapflow_is_the_command_line(tmp_path):
-    shown = subprocess.run([sys.executable, "-m", "mapflow", "--help"], capture_output=True, text=True, env=ENV,
-                           cwd=tmp_path)
+    shown = subprocess.run(
+        [sys.executable, "-m", "mapflow", "--help"], capture_output=True, text=True, env=ENV, cwd=tmp_path
+    )
     assert shown.returncode == 0 and "usage: mapflow" in shown.stdout and "{run," in shown.stdout
 
 
@@ -82,9 +94,26 @@ def test_python_dash_m_mapflow_is_the_command_line(tmp_path):
 def test_python_dash_m_mapflow_runs_a_study(tmp_path):
     env = ENV
     bench = copy_bench(tmp_path / "bench", per_task=1)
-    done = subprocess.run([sys.executable, "-m", "mapflow", "run", "accuracy", "--data", "bench", "--out", "a.zarr",
-                           "--tasks", "moving_direction", *FAST], capture_output=True, text=True, env=env,
-                          cwd=tmp_path)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "mapflow",
+            "run",
+            "accuracy",
+            "--data",
+            "bench",
+            "--out",
+            "a.zarr",
+            "--tasks",
+            "moving_direction",
+            *FAST,
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     assert "1 sample(s) measured" in done.stdout and bench.is_dir()
     assert xr.open_zarr(tmp_path / "a.zarr").sizes["sample"] == 1
@@ -99,8 +128,11 @@ def make_bad_entries(bench: Path) -> dict[str, str]:
     scenes = read_entries(bench, "scene_transition")
     scenes[0]["candidates"] = "From the city to the desert."
     write_entries(bench, "scene_transition", scenes)
-    return {"moving_direction/0001": "answer", "moving_direction/0002": "question",
-            "scene_transition/0000": "candidates"}
+    return {
+        "moving_direction/0001": "answer",
+        "moving_direction/0002": "question",
+        "scene_transition/0000": "candidates",
+    }
 
 
 def test_bad_entries_are_all_named_recorded_and_the_rest_measured_once(tmp_path, capsys):
@@ -117,8 +149,13 @@ def test_bad_entries_are_all_named_recorded_and_the_rest_measured_once(tmp_path,
     assert "5 sample(s) measured, 0 already in the store, 3 failed" in captured.out
 
     ds = xr.open_zarr(out).load()
-    assert sorted(ds.sample.values) == ["moving_direction/0000", "moving_direction/0003", "scene_transition/0001",
-                                        "scene_transition/0002", "scene_transition/0003"]
+    assert sorted(ds.sample.values) == [
+        "moving_direction/0000",
+        "moving_direction/0003",
+        "scene_transition/0001",
+        "scene_transition/0002",
+        "scene_transition/0003",
+    ]
     failures = ResultStore(out).failed_samples()
     assert set(failures) == set(bad)
     assert main(["show", str(out)]) == 0
@@ -148,15 +185,18 @@ def test_a_limit_draws_the_same_entries_whether_or_not_some_are_bad(tmp_path, ca
     assert sorted(after + [b.sample_id for b in bad]) == sorted(before)
 
 
-@pytest.mark.parametrize("option,valid", [
-    (["--layers", "5-3"], "0 <= start < stop <= 8"),  # the organism has 8 layers
-    (["--layers", "0-20"], "0 <= start < stop <= 8"),
-    (["--frames", "0"], "positive number of frames"),
-    (["--frames", "100"], "choose --frames <= 17"),  # the embedded videos have 17 frames
-    (["--window", "100"], "between 1 and 8"),
-    (["--flows", "nonsense->last"], "known spans: "),
-    (["--limit", "0"], "positive number of samples"),
-])
+@pytest.mark.parametrize(
+    "option,valid",
+    [
+        (["--layers", "5-3"], "0 <= start < stop <= 8"),  # the organism has 8 layers
+        (["--layers", "0-20"], "0 <= start < stop <= 8"),
+        (["--frames", "0"], "positive number of frames"),
+        (["--frames", "100"], "choose --frames <= 17"),  # the embedded videos have 17 frames
+        (["--window", "100"], "between 1 and 8"),
+        (["--flows", "nonsense->last"], "known spans: "),
+        (["--limit", "0"], "positive number of samples"),
+    ],
+)
 def test_each_bad_option_is_refused_before_the_store_exists(tmp_path, capsys, option, valid):
     bench = copy_bench(tmp_path / "bench", per_task=1)
     out = tmp_path / "out.zarr"
@@ -175,8 +215,8 @@ def test_a_run_where_every_sample_failed_exits_non_zero(tmp_path, capsys):
 
 
 def test_oversized_video_long_prompt_and_too_many_options_fail_one_sample_each(tmp_path, capsys):
-    from mapflow.organism.synthetic import write_video
     from mapflow.data.video import MAX_FRAME_PIXELS
+    from mapflow.organism.synthetic import write_video
 
     bench = copy_bench(tmp_path / "bench", per_task=4)
     side = int(np.sqrt(MAX_FRAME_PIXELS)) + 104  # even, and above the budget: 4200 x 4200
@@ -198,17 +238,17 @@ def test_oversized_video_long_prompt_and_too_many_options_fail_one_sample_each(t
     assert xr.open_zarr(out).sizes["sample"] == 5
 
 
-STUDY_RAISING = '''
+STUDY_RAISING = """
 def run(ctx):
     if ctx.sample.sample_id.endswith("0000"):
         return 1 / 0
     from mapflow.studies.accuracy import run as accuracy
     return accuracy(ctx)
-'''
-STUDY_RETURNING_A_DICT = '''
+"""
+STUDY_RETURNING_A_DICT = """
 def run(ctx):
     return {"p": 1.0}
-'''
+"""
 
 
 def test_a_study_error_fails_its_sample_and_a_wrong_return_type_stops_the_run(tmp_path, capsys):
@@ -233,11 +273,14 @@ def test_half_precision_on_cpu_prints_a_note(tmp_path, capsys):
     assert "note: --dtype bfloat16 on CPU" in err and "rel_change" in err
 
 
-@pytest.mark.parametrize("damage,expected", [
-    ("truncate", "truncated, empty or not a safetensors file"),
-    ("empty", "truncated, empty or not a safetensors file"),
-    ("vision_config", "does not match the weights"),
-])
+@pytest.mark.parametrize(
+    "damage,expected",
+    [
+        ("truncate", "truncated, empty or not a safetensors file"),
+        ("empty", "truncated, empty or not a safetensors file"),
+        ("vision_config", "does not match the weights"),
+    ],
+)
 def test_a_damaged_checkpoint_gets_a_sentence(tmp_path, capsys, damage, expected):
     model = tmp_path / "model"
     shutil.copytree(DEFAULT_MODEL_DIR, model)
@@ -271,10 +314,20 @@ def test_a_one_file_benchmark_names_a_bad_entry_even_without_its_task(tmp_path):
     from mapflow.data.loading import collecting_bad_entries
     from mapflow.data.longvideobench import load_longvideobench
 
-    good = {"question": "What?", "candidates": ["a", "b"], "correct_choice": 1, "video_path": "v.mp4",
-            "duration": 10, "question_category": "T3O", "id": "q1"}
-    entries = [good, {**good, "id": "q2", "correct_choice": 5}, {k: v for k, v in good.items()
-                                                                  if k != "question_category"}]
+    good = {
+        "question": "What?",
+        "candidates": ["a", "b"],
+        "correct_choice": 1,
+        "video_path": "v.mp4",
+        "duration": 10,
+        "question_category": "T3O",
+        "id": "q1",
+    }
+    entries = [
+        good,
+        {**good, "id": "q2", "correct_choice": 5},
+        {k: v for k, v in good.items() if k != "question_category"},
+    ]
     (tmp_path / "lvb_val.json").write_text(json.dumps(entries))
     with collecting_bad_entries() as bad:
         samples = load_longvideobench(tmp_path)

@@ -19,15 +19,14 @@ import numpy as np
 import pytest
 import xarray as xr
 import zarr
+from test_results import PROVENANCE, expected_results, fill_store, make_sample, sample_id, start_appender
 
 import mapflow.results.store
 from mapflow.cli import main
 from mapflow.errors import MapflowError
 from mapflow.results.integrity import inspect_store
-from mapflow.results.store import verify_store
-from mapflow.results.store import ResultStore, open_dataset
+from mapflow.results.store import ResultStore, open_dataset, verify_store
 from mapflow.results.store_lock import StoreLock, StoreLocked, lock_path
-from test_results import PROVENANCE, expected_results, fill_store, make_sample, sample_id, start_appender
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 RUN = ["--window", "3", "--samples", "all", "--no-progress", "--threads", "1"]
@@ -67,8 +66,14 @@ def cli_args(model, bench, out, study):
 
 def start_writer(args, gate: Path, gate_after=0) -> subprocess.Popen:
     env = {**os.environ, "GATE": str(gate), "GATE_AFTER": str(gate_after), "OMP_NUM_THREADS": "1"}
-    return subprocess.Popen([sys.executable, "-m", "mapflow", *args], env=env, cwd=REPO_ROOT,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        [sys.executable, "-m", "mapflow", *args],
+        env=env,
+        cwd=REPO_ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def wait_for(condition, process, what, timeout=120.0):
@@ -89,8 +94,9 @@ def committed(out: Path) -> int:
 
 def snapshot(path: Path) -> dict:
     """Every file of the store with its bytes and mtime: a reader must leave all of it as it was."""
-    return {str(p.relative_to(path)): (p.read_bytes(), p.stat().st_mtime_ns) for p in sorted(path.rglob("*"))
-            if p.is_file()}
+    return {
+        str(p.relative_to(path)): (p.read_bytes(), p.stat().st_mtime_ns) for p in sorted(path.rglob("*")) if p.is_file()
+    }
 
 
 def read_everything(out: Path) -> None:
@@ -104,8 +110,10 @@ def read_everything(out: Path) -> None:
 
 # --- one writer at a time, readers never write -------------------------------------------------------------------
 
-def test_second_writer_refused_and_readers_leave_a_live_run_intact(tiny_model_dir, tiny_benchmark, gated, tmp_path,
-                                                                  capsys):
+
+def test_second_writer_refused_and_readers_leave_a_live_run_intact(
+    tiny_model_dir, tiny_benchmark, gated, tmp_path, capsys
+):
     out, gate = tmp_path / "live.zarr", tmp_path / "gate"
     args = cli_args(tiny_model_dir, tiny_benchmark, out, gated)
     writer = start_writer(args, gate, gate_after=1)
@@ -173,8 +181,11 @@ def test_a_stale_lock_of_a_dead_process_is_taken_over(tmp_path, caplog):
     fill_store(path, range(2)).close()
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
-    lock_path(path).write_text(json.dumps({"pid": dead.pid, "host": socket.gethostname(), "started": "earlier",
-                                           "command": "mapflow run cross_frame"}))
+    lock_path(path).write_text(
+        json.dumps(
+            {"pid": dead.pid, "host": socket.gethostname(), "started": "earlier", "command": "mapflow run cross_frame"}
+        )
+    )
     with caplog.at_level("WARNING"):
         with ResultStore.create_or_resume(path, PROVENANCE) as store:
             store.append(make_sample(2))
@@ -195,8 +206,9 @@ def test_a_stale_lock_of_a_dead_process_is_taken_over(tmp_path, caplog):
 
 
 @pytest.mark.slow  # a second model-loading subprocess
-def test_ctrl_c_and_sigterm_say_what_was_kept_and_release_the_lock(tiny_model_dir, tiny_benchmark, gated, tmp_path,
-                                                                  capsys, monkeypatch):
+def test_ctrl_c_and_sigterm_say_what_was_kept_and_release_the_lock(
+    tiny_model_dir, tiny_benchmark, gated, tmp_path, capsys, monkeypatch
+):
     out, gate = tmp_path / "stopped.zarr", tmp_path / "gate"
     args = cli_args(tiny_model_dir, tiny_benchmark, out, gated)
     writer = start_writer(args, gate, gate_after=2)
@@ -211,13 +223,15 @@ def test_ctrl_c_and_sigterm_say_what_was_kept_and_release_the_lock(tiny_model_di
     # SIGTERM (here sent by the study to its own process) ends the same way: rolled back, unlocked, one sentence
     terminating = tmp_path / "sigterm" / "gated.py"  # the same study name: the config must match to resume
     terminating.parent.mkdir()
-    terminating.write_text(textwrap.dedent('''
+    terminating.write_text(
+        textwrap.dedent("""
         import os, signal
         from studies.information_flow import run as measure
         def run(ctx):
             os.kill(os.getpid(), signal.SIGTERM)
             return measure(ctx)
-    '''))
+    """)
+    )
     monkeypatch.chdir(REPO_ROOT)
     assert main(cli_args(tiny_model_dir, tiny_benchmark, out, terminating)) == 130
     assert f"terminated; 2 sample(s) kept in {out}" in capsys.readouterr().err
@@ -234,8 +248,9 @@ def test_readers_never_write_even_with_an_unfinished_append_or_a_read_only_disk(
     path = tmp_path / "run.zarr"
     store = fill_store(path, range(3))
     # a writer killed mid-append: arrays one sample longer than the commit, a leftover temporary file
-    mapflow.results.store._write_arrays(mapflow.results.store._prepare_for_store(make_sample(3)).assign_attrs(
-        store._attrs()), path, first=False)
+    mapflow.results.store._write_arrays(
+        mapflow.results.store._prepare_for_store(make_sample(3)).assign_attrs(store._attrs()), path, first=False
+    )
     (path / "rel_change" / f"0.0.0.{'a' * 32}.partial").write_bytes(b"half")
     store.close()
     before = snapshot(path)
@@ -244,8 +259,14 @@ def test_readers_never_write_even_with_an_unfinished_append_or_a_read_only_disk(
         raise OSError(errno.EROFS, "Read-only file system")
 
     with monkeypatch.context() as read_only:  # every way zarr or mapflow could write
-        for target, name in [(zarr.storage._local, "_put"), (os, "replace"), (os, "rename"), (os, "unlink"),
-                             (shutil, "rmtree"), (os, "mkdir")]:
+        for target, name in [
+            (zarr.storage._local, "_put"),
+            (os, "replace"),
+            (os, "rename"),
+            (os, "unlink"),
+            (shutil, "rmtree"),
+            (os, "mkdir"),
+        ]:
             read_only.setattr(target, name, refuse)
         read_everything(path)
         assert verify_store(path).notes  # the unfinished append is noticed, not repaired
@@ -258,13 +279,13 @@ def test_readers_never_write_even_with_an_unfinished_append_or_a_read_only_disk(
 
 # --- resume refuses other inputs ---------------------------------------------------------------------------------
 
+
 def test_resume_refuses_a_swapped_checkpoint_or_annotation_file(tiny_model_dir, tiny_benchmark, tmp_path, capsys):
     model, bench = tmp_path / "model", tmp_path / "bench"
     shutil.copytree(tiny_model_dir, model)
     shutil.copytree(tiny_benchmark, bench)
     out = tmp_path / "out.zarr"
-    args = ["run", "cross_frame", "--model", str(model), "--data", str(bench), "--out", str(out), "--limit", "1",
-            *RUN]
+    args = ["run", "cross_frame", "--model", str(model), "--data", str(bench), "--out", str(out), "--limit", "1", *RUN]
     assert main(args) == 0
     capsys.readouterr()
     before = snapshot(out)
@@ -289,8 +310,10 @@ def test_resume_refuses_a_swapped_checkpoint_or_annotation_file(tiny_model_dir, 
 
 # --- verify and repair -------------------------------------------------------------------------------------------
 
-def test_verify_finds_and_repairs_damage_and_the_rerun_measures_only_the_damaged(tiny_model_dir, tiny_benchmark,
-                                                                               tmp_path, monkeypatch, capsys):
+
+def test_verify_finds_and_repairs_damage_and_the_rerun_measures_only_the_damaged(
+    tiny_model_dir, tiny_benchmark, tmp_path, monkeypatch, capsys
+):
     monkeypatch.setattr(mapflow.results.store, "SAMPLE_CHUNK", 2)  # 4 samples in 2 chunks: damage one, keep the other
     out = tmp_path / "out.zarr"
     args = cli_args(tiny_model_dir, tiny_benchmark, out, "information_flow")
@@ -355,9 +378,12 @@ def test_disk_full_is_one_sentence_and_the_store_resumes(tmp_path, monkeypatch):
 
     with monkeypatch.context() as full:
         full.setattr(zarr.storage._local, "_put", put_until_full)
-        with pytest.raises(MapflowError, match=f"disk full while writing to {path} \\(.* free there\\): 2 committed "
-                                               "sample\\(s\\) kept, .*; free some space and rerun the same command to "
-                                               "resume"):
+        with pytest.raises(
+            MapflowError,
+            match=f"disk full while writing to {path} \\(.* free there\\): 2 committed "
+            "sample\\(s\\) kept, .*; free some space and rerun the same command to "
+            "resume",
+        ):
             store.append(make_sample(2))
     store.close()
     with ResultStore.create_or_resume(path, PROVENANCE) as resumed:

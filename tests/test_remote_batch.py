@@ -5,10 +5,10 @@ import time
 
 import pytest
 
+from mapflow.analysis.inflight import in_order
 from mapflow.errors import MapflowError
 from mapflow.remote.batch import Batcher
 from mapflow.remote.config import RemoteSettings
-from mapflow.analysis.inflight import in_order
 
 
 def recording_send(calls, fail_on=None):
@@ -91,9 +91,12 @@ def test_batch_comes_from_the_environment_and_the_cli_refuses_it_without_remote(
     assert isinstance(backend_from_args(parser.parse_args([]), tmp_path), LocalBackend)
     monkeypatch.setenv("MAPFLOW_NDIF_BATCH", "4")
     monkeypatch.setenv("MAPFLOW_REMOTE_CONFIG", str(empty))
-    remote = backend_from_args(parser.parse_args(["--remote", "--ndif-host", "http://x", "--remote-model", "m"]),
-                               tmp_path)
+    remote = backend_from_args(
+        parser.parse_args(["--remote", "--ndif-host", "http://x", "--remote-model", "m"]), tmp_path
+    )
     assert remote.settings.batch == 4 and remote.concurrency == 2 * 4  # the environment's batch, the CLI's default
-    flag = backend_from_args(parser.parse_args(["--remote", "--ndif-host", "http://x", "--remote-model", "m",
-                                                "--remote-batch", "3"]), tmp_path)
+    flag = backend_from_args(
+        parser.parse_args(["--remote", "--ndif-host", "http://x", "--remote-model", "m", "--remote-batch", "3"]),
+        tmp_path,
+    )
     assert flag.settings.batch == 3  # the flag over the environment

@@ -6,17 +6,22 @@ import time
 
 import pytest
 
+from mapflow.analysis.runner import load_study
 from mapflow.errors import MapflowError
 from mapflow.remote import NotRemotable, ServerUnreachable, model_key_for, resolve_settings
 from mapflow.remote.config import resolve_model_key
 from mapflow.remote.preflight import check_study_remotable
-from mapflow.analysis.runner import load_study
 
 
 @pytest.fixture(autouse=True)
 def no_ambient_settings(monkeypatch, tmp_path):
-    for name in ("MAPFLOW_NDIF_HOST", "MAPFLOW_NDIF_API_KEY", "MAPFLOW_NDIF_MODEL", "MAPFLOW_NDIF_TIMEOUT",
-                 "MAPFLOW_REMOTE_CONFIG"):
+    for name in (
+        "MAPFLOW_NDIF_HOST",
+        "MAPFLOW_NDIF_API_KEY",
+        "MAPFLOW_NDIF_MODEL",
+        "MAPFLOW_NDIF_TIMEOUT",
+        "MAPFLOW_REMOTE_CONFIG",
+    ):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("HOME", str(tmp_path / "home"))  # no ~/.config/mapflow/remote.toml
     monkeypatch.setenv("MAPFLOW_NDIF_HOME", str(tmp_path / "no-stack"))
@@ -40,7 +45,7 @@ def test_no_host_anywhere_is_a_clear_error():
 def test_a_checkpoint_path_becomes_the_key_ndif_deploy_uses(tmp_path):
     key = resolve_model_key(str(tmp_path))
     assert key == model_key_for(str(tmp_path.resolve()))
-    assert key.startswith("nnsight.modeling.transformers.TransformersModel:{\"repo_id\": ")
+    assert key.startswith('nnsight.modeling.transformers.TransformersModel:{"repo_id": ')
     assert resolve_model_key(key) == key  # a full key is taken as is
     assert '"repo_id": "org/name"' in resolve_model_key("org/name")
 
@@ -71,22 +76,28 @@ def test_shipped_studies_pass_the_preflight_check():
 
 
 def test_saving_into_a_dict_is_refused_before_anything_is_sent(tmp_path):
-    study = write_study(tmp_path, """
+    study = write_study(
+        tmp_path,
+        """
         def run(ctx):
             out = {}
             with ctx.trace():
                 out["h"] = ctx.adapter.layers[0].output.save()
             return out
-    """)
+    """,
+    )
     with pytest.raises(NotRemotable, match=r"study_under_test.py:5: a saved value is stored in a dict entry"):
         check_study_remotable(study)
 
 
 def test_code_built_with_exec_is_refused(tmp_path):
-    study = write_study(tmp_path, """
+    study = write_study(
+        tmp_path,
+        """
         def run(ctx):
             exec("x = 1")
-    """)
+    """,
+    )
     with pytest.raises(NotRemotable, match="exec"):
         check_study_remotable(study)
 
@@ -98,18 +109,25 @@ def free_port():
 
 
 def test_unreachable_server_fails_fast_naming_host_and_model(sdpa_adapter, tiny_benchmark, tmp_path):
-    from mapflow.data.benchmarks import get_benchmark
     from mapflow.analysis.context import StudyConfig
     from mapflow.analysis.runner import run_study
+    from mapflow.data.benchmarks import get_benchmark
 
     host = f"http://127.0.0.1:{free_port()}"
     settings = resolve_settings(host=host, model="org/some-model")
     samples = get_benchmark("tvbench").loader(tiny_benchmark, tasks=None, limit=1, seed=0)
     start = time.monotonic()
     with pytest.raises(ServerUnreachable) as caught:
-        run_study(load_study("cross_frame"), sdpa_adapter, samples, tmp_path / "out.zarr", config=StudyConfig(),
-                  provenance={"study": "cross_frame", "model": {"name": "m"}, "config": {}}, remote=settings,
-                  progress=False)
+        run_study(
+            load_study("cross_frame"),
+            sdpa_adapter,
+            samples,
+            tmp_path / "out.zarr",
+            config=StudyConfig(),
+            provenance={"study": "cross_frame", "model": {"name": "m"}, "config": {}},
+            remote=settings,
+            progress=False,
+        )
     assert time.monotonic() - start < 15
     assert host in str(caught.value) and "org/some-model" in str(caught.value)
     assert not (tmp_path / "out.zarr").exists()  # nothing was created for a run that could not start

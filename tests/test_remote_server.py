@@ -16,6 +16,8 @@ import torch
 import xarray as xr
 from ndif_stacks import new_home, require_server_env
 
+from mapflow.analysis.context import StudyConfig
+from mapflow.analysis.runner import load_study, run_study
 from mapflow.data.benchmarks import get_benchmark
 from mapflow.embedded import default_data_dir, organism_dir
 from mapflow.knockout.flows import Window
@@ -28,8 +30,6 @@ from mapflow.remote import (
     resolve_settings,
 )
 from mapflow.results.store import ResultStore
-from mapflow.analysis.context import StudyConfig
-from mapflow.analysis.runner import load_study, run_study
 
 pytestmark = pytest.mark.server
 
@@ -82,8 +82,17 @@ CONFIG = StudyConfig(window=Window("center", 3), samples="all", prompt_template=
 
 
 def run(study, adapter, samples, out, remote=None, config=CONFIG, concurrency=1):
-    return run_study(load_study(study) if isinstance(study, str) else study, adapter, samples, out, config=config,
-                     provenance=provenance(), remote=remote, progress=False, concurrency=concurrency)
+    return run_study(
+        load_study(study) if isinstance(study, str) else study,
+        adapter,
+        samples,
+        out,
+        config=config,
+        provenance=provenance(),
+        remote=remote,
+        progress=False,
+        concurrency=concurrency,
+    )
 
 
 @pytest.fixture(scope="session")
@@ -142,14 +151,20 @@ def test_remote_study_matches_the_local_run(study, ndif_stack, organism, samples
     assert ndif_stack.host in str(stored) and '"plan": "sample"' in str(stored).replace("'", '"')
 
 
-@pytest.mark.parametrize("study,options", [
-    ("answer_probability", {}), ("logit_lens", {"keywords": "organism"}), ("attention_maps", {"max_queries": "3"}),
-    # the layers the 7B preset, scaled, used to give the 8-layer organism (presets are no longer scaled)
-    ("effective_pathway", {"ranges": "cross_frame=1-4;video_question=1-5;question_last=4-6"}),
-    ("cross_frame_halves", {"generate": "2"}),
-])
-def test_readout_and_pathway_studies_run_remotely_unchanged(study, options, ndif_stack, organism, samples, tmp_path,
-                                                            monkeypatch):
+@pytest.mark.parametrize(
+    "study,options",
+    [
+        ("answer_probability", {}),
+        ("logit_lens", {"keywords": "organism"}),
+        ("attention_maps", {"max_queries": "3"}),
+        # the layers the 7B preset, scaled, used to give the 8-layer organism (presets are no longer scaled)
+        ("effective_pathway", {"ranges": "cross_frame=1-4;video_question=1-5;question_last=4-6"}),
+        ("cross_frame_halves", {"generate": "2"}),
+    ],
+)
+def test_readout_and_pathway_studies_run_remotely_unchanged(
+    study, options, ndif_stack, organism, samples, tmp_path, monkeypatch
+):
     """Logit lens, attention rows (.source), per-layer masks and generation serialize and give the local numbers;
     effective_pathway's five forwards (masks as bits), answer_probability's and logit_lens' two are one request."""
     from mapflow.remote.client import PollingBackend
@@ -158,8 +173,9 @@ def test_readout_and_pathway_studies_run_remotely_unchanged(study, options, ndif
     submit = PollingBackend.submit
     monkeypatch.setattr(PollingBackend, "submit", lambda self, tracer: (submitted.append(1), submit(self, tracer))[1])
     config = replace(CONFIG, options=options)
-    summary = run(study, organism, samples[:1], tmp_path / "remote.zarr", remote=settings_for(ndif_stack),
-                  config=config)
+    summary = run(
+        study, organism, samples[:1], tmp_path / "remote.zarr", remote=settings_for(ndif_stack), config=config
+    )
     assert summary.failed == {} and len(summary.done) == 1
     if study in ("effective_pathway", "answer_probability", "logit_lens"):
         assert len(submitted) == 1
@@ -177,8 +193,23 @@ def test_cli_remote_run_matches_local(ndif_stack, tmp_path, monkeypatch):
     from mapflow.cli import main
 
     monkeypatch.setenv("MAPFLOW_NDIF_HOST", ndif_stack.host)  # the host from the environment
-    common = ["run", "cross_frame", "--model", str(organism_dir("video")), "--window", "3", "--limit", "1",
-              "--tasks", TASKS[0], "--samples", "all", "--threads", "1", "--no-progress"]
+    common = [
+        "run",
+        "cross_frame",
+        "--model",
+        str(organism_dir("video")),
+        "--window",
+        "3",
+        "--limit",
+        "1",
+        "--tasks",
+        TASKS[0],
+        "--samples",
+        "all",
+        "--threads",
+        "1",
+        "--no-progress",
+    ]
     assert main([*common, "--out", str(tmp_path / "local.zarr"), "--plan", "naive"]) == 0
     assert main([*common, "--out", str(tmp_path / "remote.zarr"), "--remote"]) == 0
     assert_same_results(tmp_path / "remote.zarr", tmp_path / "local.zarr")
@@ -210,7 +241,10 @@ def assert_recorded_failure(summary, out, samples, error_type, *fragments):
 
 
 def test_job_that_raises_on_the_server_is_recorded_with_its_traceback(ndif_stack, organism, samples, tmp_path):
-    study = write_study(tmp_path, "raises_remotely", """
+    study = write_study(
+        tmp_path,
+        "raises_remotely",
+        """
         import torch
         import xarray as xr
 
@@ -218,15 +252,27 @@ def test_job_that_raises_on_the_server_is_recorded_with_its_traceback(ndif_stack
             with ctx.trace():
                 product = (torch.zeros(2) @ torch.zeros(3)).save()  # runs on the server only
             return xr.Dataset({"value": ((), float(product.sum()))})
-    """)
+    """,
+    )
     settings = settings_for(ndif_stack)
     summary = run(study, organism, samples, tmp_path / "out.zarr", remote=settings)
-    assert_recorded_failure(summary, tmp_path / "out.zarr", samples, RemoteJobFailed, ndif_stack.host,
-                            settings.model_label, "raised on the server", "inconsistent tensor size")
+    assert_recorded_failure(
+        summary,
+        tmp_path / "out.zarr",
+        samples,
+        RemoteJobFailed,
+        ndif_stack.host,
+        settings.model_label,
+        "raised on the server",
+        "inconsistent tensor size",
+    )
 
 
 def test_job_past_its_time_limit_is_recorded_as_timed_out(ndif_stack, organism, samples, tmp_path):
-    study = write_study(tmp_path, "slow_remotely", """
+    study = write_study(
+        tmp_path,
+        "slow_remotely",
+        """
         import time
         import xarray as xr
 
@@ -235,19 +281,34 @@ def test_job_past_its_time_limit_is_recorded_as_timed_out(ndif_stack, organism, 
                 time.sleep(3)
                 logits = ctx.adapter.lm_head.output.save()
             return xr.Dataset({"value": ((), float(logits.sum()))})
-    """)
+    """,
+    )
     settings = settings_for(ndif_stack, timeout_s=0.5)
     summary = run(study, organism, samples[:1], tmp_path / "out.zarr", remote=settings)
-    assert_recorded_failure(summary, tmp_path / "out.zarr", samples[:1], RemoteJobTimeout, ndif_stack.host,
-                            settings.model_label, "within 0.5 s")
+    assert_recorded_failure(
+        summary,
+        tmp_path / "out.zarr",
+        samples[:1],
+        RemoteJobTimeout,
+        ndif_stack.host,
+        settings.model_label,
+        "within 0.5 s",
+    )
 
 
 def test_result_over_the_limit_is_recorded_as_too_large(ndif_stack, organism, samples, tmp_path):
     settings = settings_for(ndif_stack, max_result_mb=0.0002)  # 210 bytes: less than any pickled result, even the
     # sample plan's ~1 KiB of readouts
     summary = run("cross_frame", organism, samples, tmp_path / "out.zarr", remote=settings)
-    assert_recorded_failure(summary, tmp_path / "out.zarr", samples, ResultTooLarge, ndif_stack.host,
-                            settings.model_label, "limit is 0.0002 MiB")
+    assert_recorded_failure(
+        summary,
+        tmp_path / "out.zarr",
+        samples,
+        ResultTooLarge,
+        ndif_stack.host,
+        settings.model_label,
+        "limit is 0.0002 MiB",
+    )
 
 
 def test_a_plain_request_between_two_of_ours_sees_the_unmodified_model(ndif_stack, organism, samples, tmp_path):
@@ -256,9 +317,9 @@ def test_a_plain_request_between_two_of_ours_sees_the_unmodified_model(ndif_stac
     registered, and the same logits."""
     import nnsight
 
+    from mapflow.analysis.runner import measure_sample
     from mapflow.knockout.suffix_attention import ATTENTION_NAME
     from mapflow.remote.client import remote_adapter
-    from mapflow.analysis.runner import measure_sample
 
     settings = settings_for(ndif_stack)
     view = remote_adapter(organism, settings)
@@ -266,8 +327,9 @@ def test_a_plain_request_between_two_of_ours_sees_the_unmodified_model(ndif_stac
     sample = samples[0]
     prompt = prompt_frames["build_prompt"](sample, prompt_frames["TEMPLATES"][CONFIG.prompt_template])
     frames = prompt_frames["read_frames"](sample, num_frames=CONFIG.num_frames, rule=CONFIG.frame_rule).frames
-    prepared = organism.prepare(frames, prompt.segments, option_letters=prompt.option_letters,
-                                true_letter=prompt.true_letter)
+    prepared = organism.prepare(
+        frames, prompt.segments, option_letters=prompt.option_letters, true_letter=prompt.true_letter
+    )
 
     def plain_request():
         from transformers import AttentionInterface
@@ -290,8 +352,14 @@ def test_a_plain_request_between_two_of_ours_sees_the_unmodified_model(ndif_stac
 
 
 def test_requests_in_flight_are_stored_in_sample_order(ndif_stack, organism, more_samples, tmp_path):
-    summary = run("information_flow", organism, more_samples, tmp_path / "remote.zarr",
-                  remote=settings_for(ndif_stack), concurrency=3)
+    summary = run(
+        "information_flow",
+        organism,
+        more_samples,
+        tmp_path / "remote.zarr",
+        remote=settings_for(ndif_stack),
+        concurrency=3,
+    )
     ids = [s.sample_id for s in more_samples]
     assert summary.done == ids and summary.failed == {}
     assert list(xr.open_zarr(tmp_path / "remote.zarr").sample.values) == ids
@@ -302,8 +370,15 @@ def test_requests_in_flight_are_stored_in_sample_order(ndif_stack, organism, mor
 def test_per_trace_studies_run_with_requests_in_flight(ndif_stack, organism, samples, tmp_path):
     """A study without a server-side form (logit lens: one request per trace) also runs two samples at a time."""
     config = replace(CONFIG, options={"keywords": "organism"})
-    summary = run("logit_lens", organism, samples, tmp_path / "remote.zarr", remote=settings_for(ndif_stack),
-                  config=config, concurrency=2)
+    summary = run(
+        "logit_lens",
+        organism,
+        samples,
+        tmp_path / "remote.zarr",
+        remote=settings_for(ndif_stack),
+        config=config,
+        concurrency=2,
+    )
     assert summary.failed == {} and summary.done == [s.sample_id for s in samples]
     run("logit_lens", organism, samples, tmp_path / "local.zarr", config=replace(config, plan="naive"))
     remote, local = xr.open_zarr(tmp_path / "remote.zarr").load(), xr.open_zarr(tmp_path / "local.zarr").load()
@@ -318,7 +393,10 @@ def test_per_trace_studies_run_with_requests_in_flight(ndif_stack, organism, sam
 
 def test_timeout_of_one_request_in_flight_fails_that_sample_only(ndif_stack, organism, samples, tmp_path):
     slow = samples[0].sample_id
-    study = write_study(tmp_path, "one_slow", f"""
+    study = write_study(
+        tmp_path,
+        "one_slow",
+        f"""
         import time
         from mapflow.studies.cross_frame import run as cross_frame
 
@@ -328,15 +406,17 @@ def test_timeout_of_one_request_in_flight_fails_that_sample_only(ndif_stack, org
                     time.sleep(4)  # on the server, past the limit
                     logits = ctx.adapter.lm_head.output.save()
             return cross_frame(ctx)
-    """)
+    """,
+    )
     settings = settings_for(ndif_stack, timeout_s=2.0)
     summary = run(study, organism, samples, tmp_path / "out.zarr", remote=settings, concurrency=2)
     assert list(summary.failed) == [slow] and summary.done == [s.sample_id for s in samples[1:]]
     reason = ResultStore(tmp_path / "out.zarr").failed_samples()[slow]["reason"]
     assert reason.startswith("RemoteJobTimeout") and ndif_stack.host in reason and settings.model_label in reason
     # the same command resumes: the failed sample is measured again (now within the limit), the others are kept
-    summary = run("cross_frame", organism, samples, tmp_path / "out.zarr", remote=settings_for(ndif_stack),
-                  concurrency=2)
+    summary = run(
+        "cross_frame", organism, samples, tmp_path / "out.zarr", remote=settings_for(ndif_stack), concurrency=2
+    )
     assert summary.done == [slow] and summary.skipped == [s.sample_id for s in samples[1:]]
 
 
@@ -353,8 +433,7 @@ def test_a_notebook_function_runs_through_mf_run_remotely_with_the_local_numbers
 
     data = mf.load_benchmark("tvbench", default_data_dir(), tasks=TASKS, limit=1, seed=0)
     common = {"window": 3, "samples": "all", "progress": False}
-    remote = mf.run(notebook_study, organism, data, tmp_path / "remote.zarr", remote=settings_for(ndif_stack),
-                    **common)
+    remote = mf.run(notebook_study, organism, data, tmp_path / "remote.zarr", remote=settings_for(ndif_stack), **common)
     mf.run(notebook_study, organism, data, tmp_path / "local.zarr", plan="naive", **common)
     assert remote.sizes["sample"] == len(TASKS) and "top_logit" in remote
     assert_same_results(tmp_path / "remote.zarr", tmp_path / "local.zarr")
@@ -364,16 +443,22 @@ def test_a_notebook_function_runs_through_mf_run_remotely_with_the_local_numbers
 
 
 @pytest.mark.parametrize("batch", [2, 5])
-def test_batched_requests_match_the_local_run_with_one_request_per_batch(batch, ndif_stack, organism, more_samples,
-                                                                         tmp_path, monkeypatch):
+def test_batched_requests_match_the_local_run_with_one_request_per_batch(
+    batch, ndif_stack, organism, more_samples, tmp_path, monkeypatch
+):
     """--remote-batch B: ceil(samples / B) requests, every cell the local fast plan's, stored in sample order."""
     from mapflow.remote.client import PollingBackend
 
     submitted = []
     submit = PollingBackend.submit
     monkeypatch.setattr(PollingBackend, "submit", lambda self, tracer: (submitted.append(1), submit(self, tracer))[1])
-    summary = run("information_flow", organism, more_samples, tmp_path / "remote.zarr",
-                  remote=settings_for(ndif_stack, batch=batch))
+    summary = run(
+        "information_flow",
+        organism,
+        more_samples,
+        tmp_path / "remote.zarr",
+        remote=settings_for(ndif_stack, batch=batch),
+    )
     ids = [s.sample_id for s in more_samples]
     assert summary.done == ids and summary.failed == {}
     assert len(submitted) == -(-len(more_samples) // batch)
@@ -383,17 +468,20 @@ def test_batched_requests_match_the_local_run_with_one_request_per_batch(batch, 
     assert f'"batch": {batch}' in str(xr.open_zarr(tmp_path / "remote.zarr").attrs).replace("'", '"')
 
 
-def test_a_sample_failing_on_the_server_fails_alone_in_its_batch_and_resumes(ndif_stack, organism, samples,
-                                                                            tmp_path):
+def test_a_sample_failing_on_the_server_fails_alone_in_its_batch_and_resumes(ndif_stack, organism, samples, tmp_path):
     bad = samples[0].sample_id
-    study = write_study(tmp_path, "one_bad_layer", f"""
+    study = write_study(
+        tmp_path,
+        "one_bad_layer",
+        f"""
         from mapflow.studies.cross_frame import run as cross_frame
 
         def run(ctx):
             if ctx.sample.sample_id == {bad!r}:  # no layer 999: the engine raises on the server, for this sample only
                 return ctx.knockout(["video->last"], {{"bad": (999,)}})
             return cross_frame(ctx)
-    """)
+    """,
+    )
     settings = settings_for(ndif_stack, batch=len(samples))
     summary = run(study, organism, samples, tmp_path / "out.zarr", remote=settings)
     assert list(summary.failed) == [bad] and summary.done == [s.sample_id for s in samples[1:]]
@@ -403,13 +491,17 @@ def test_a_sample_failing_on_the_server_fails_alone_in_its_batch_and_resumes(ndi
     assert summary.done == [bad] and summary.skipped == [s.sample_id for s in samples[1:]]
 
 
-def test_server_dying_with_requests_in_flight_keeps_finished_samples_and_resumes(ndif_stack, organism, more_samples,
-                                                                                 tmp_path):
+def test_server_dying_with_requests_in_flight_keeps_finished_samples_and_resumes(
+    ndif_stack, organism, more_samples, tmp_path
+):
     """Runs last: it stops the session's server, when the third sample begins, with two samples in flight."""
     from mapflow.ndif_local import stack
 
     samples = more_samples[:4]
-    study = write_study(tmp_path, "server_dies", f"""
+    study = write_study(
+        tmp_path,
+        "server_dies",
+        f"""
         import threading
         from mapflow.ndif_local import stack
         from mapflow.studies.cross_frame import run as cross_frame
@@ -423,7 +515,8 @@ def test_server_dying_with_requests_in_flight_keeps_finished_samples_and_resumes
                 if len(seen) == 3:
                     stack.down({ndif_stack.home!r})
             return cross_frame(ctx)
-    """)
+    """,
+    )
     out = tmp_path / "out.zarr"
     with pytest.raises(ServerUnreachable) as caught:
         run(study, organism, samples, out, remote=settings_for(ndif_stack), concurrency=2)
@@ -432,12 +525,11 @@ def test_server_dying_with_requests_in_flight_keeps_finished_samples_and_resumes
     assert ndif_stack.host in message and "organism-video" in message and any(i in message for i in ids)
     store = ResultStore(out)
     kept = list(xr.open_zarr(out).sample.values) if store.committed_count else []  # the store opens whole
-    assert kept == ids[:len(kept)] and len(kept) < 3 and store.failed_samples() == {}  # an in-order prefix
+    assert kept == ids[: len(kept)] and len(kept) < 3 and store.failed_samples() == {}  # an in-order prefix
     # the re-run (here locally: the server is gone) resumes after the stored samples and ends where a clean run ends
     naive = replace(CONFIG, plan="naive")
     summary = run("cross_frame", organism, samples, out, config=naive)
-    assert summary.skipped == kept and summary.done == ids[len(kept):]
+    assert summary.skipped == kept and summary.done == ids[len(kept) :]
     run("cross_frame", organism, samples, tmp_path / "local.zarr", config=naive)
     assert_same_results(out, tmp_path / "local.zarr")
     assert not stack.status(ndif_stack.home)["running"]
-

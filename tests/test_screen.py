@@ -6,10 +6,10 @@ import types
 import pytest
 import torch
 
+from mapflow.errors import KnockoutConfigError
 from mapflow.knockout.flows import Flow
 from mapflow.knockout.masks import apply_layer_masks, head_blocked
 from mapflow.knockout.screen import layer_effects, local_change, metric_value, parse_plan, screen_cells, screen_forward
-from mapflow.errors import KnockoutConfigError
 
 
 def blocked(layout, flow):
@@ -41,13 +41,14 @@ def test_local_change_is_the_models_own_knocked_out_attention(adapter, prepared,
 
 @pytest.fixture(scope="module")
 def double_model(tiny_model_dir, sample, frames):
-    from mapflow.models import load_adapter
     from mapflow.inputs.prompts import mcqa_segments
+    from mapflow.models import load_adapter
 
     adapter = load_adapter(tiny_model_dir, attn_implementation="sdpa")  # eager softmaxes in float32
     adapter.hf_model.double()
-    prepared = adapter.prepare(frames, mcqa_segments(sample), option_letters=sample.option_letters,
-                               true_letter=sample.answer_letter)
+    prepared = adapter.prepare(
+        frames, mcqa_segments(sample), option_letters=sample.option_letters, true_letter=sample.answer_letter
+    )
     return adapter, prepared
 
 
@@ -55,8 +56,14 @@ def double_model(tiny_model_dir, sample, frames):
 def sample():
     from mapflow.data.sample import Sample
 
-    return Sample("moving_direction/0000", "moving_direction", "unused.mp4", "Which direction does it move?",
-                  ("Up.", "Down.", "Left."), 2)
+    return Sample(
+        "moving_direction/0000",
+        "moving_direction",
+        "unused.mp4",
+        "Which direction does it move?",
+        ("Up.", "Down.", "Left."),
+        2,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -66,9 +73,14 @@ def frames():
     return np.random.default_rng(0).integers(0, 256, (4, 40, 48, 3), dtype=np.uint8)
 
 
-@pytest.mark.parametrize("flow,heads,layers,metric", [("cross_frame", None, (1, 2), "logodds"),
-                                                      ("video->last", (2,), (0, 1, 2, 3), "logp"),
-                                                      ("question->last", None, (3,), "logodds")])
+@pytest.mark.parametrize(
+    "flow,heads,layers,metric",
+    [
+        ("cross_frame", None, (1, 2), "logodds"),
+        ("video->last", (2,), (0, 1, 2, 3), "logp"),
+        ("question->last", None, (3,), "logodds"),
+    ],
+)
 def test_screen_equals_a_central_finite_difference(double_model, flow, heads, layers, metric):
     """d/de log p(answer) with every window layer's attention output moved by e * its local change, at e = 0.
 
@@ -101,8 +113,18 @@ def check_finite_difference(adapter, prepared, flow, heads, layers, metric):
         changes[layer] = full
 
     def central(eps):
-        logp = [float(metric_value(screen_forward(adapter, prepared, {i: sign * eps * c for i, c in changes.items()})
-                                   .logits_graph.detach(), token, metric)) for sign in (1, -1)]
+        logp = [
+            float(
+                metric_value(
+                    screen_forward(
+                        adapter, prepared, {i: sign * eps * c for i, c in changes.items()}
+                    ).logits_graph.detach(),
+                    token,
+                    metric,
+                )
+            )
+            for sign in (1, -1)
+        ]
         return (logp[0] - logp[1]) / (2 * eps)
 
     finite_difference = (4 * central(5e-3) - central(1e-2)) / 3  # Richardson: the e^2 term cancels
@@ -122,8 +144,11 @@ def test_plan_parsing():
 def test_cells_equal_local_changes_dotted_with_the_gradient(sdpa_adapter, prepared):
     """The shared-per-layer computation of `screen_cells` equals `layer_effects` (local change . gradient)."""
     layout = prepared.layout
-    patterns = [(blocked(layout, "cross_frame"), None), (blocked(layout, "video->last"), (1, 2)),
-                (blocked(layout, "frame_0->frame_3"), None)]
+    patterns = [
+        (blocked(layout, "cross_frame"), None),
+        (blocked(layout, "video->last"), (1, 2)),
+        (blocked(layout, "frame_0->frame_3"), None),
+    ]
     fwd = screen_forward(sdpa_adapter, prepared)
     grads = fwd.gradients([int(fwd.logits.argmax()), 5])
     layer_sets = [(0,), (1, 2), (0, 1, 2, 3)]

@@ -7,12 +7,12 @@ import json
 import numpy as np
 import pytest
 import torch
+from conftest import study_context
 
 from mapflow.analysis.context import StudyConfig
-from mapflow.knockout.screen_agreement import cell_metrics, ranks
 from mapflow.errors import KnockoutConfigError
 from mapflow.knockout.flows import Flow, Window
-from conftest import study_context
+from mapflow.knockout.screen_agreement import cell_metrics, ranks
 
 
 def study(name):
@@ -31,8 +31,12 @@ def hooked_probs(adapter, prepared, blocked, layers, heads=None):
         allowed[0, h] &= ~blocked
     if adapter.attn_implementation == "eager":  # eager adds its mask to the scores
         allowed = torch.zeros(allowed.shape).masked_fill(~allowed, torch.finfo(torch.float32).min)
-    handles = [adapter.hf_model.model.language_model.layers[i].register_forward_pre_hook(
-        lambda module, args, kwargs: (args, {**kwargs, "attention_mask": allowed}), with_kwargs=True) for i in layers]
+    handles = [
+        adapter.hf_model.model.language_model.layers[i].register_forward_pre_hook(
+            lambda module, args, kwargs: (args, {**kwargs, "attention_mask": allowed}), with_kwargs=True
+        )
+        for i in layers
+    ]
     try:
         with torch.no_grad():
             return adapter.hf_model(**prepared.inputs).logits[0, -1].float().softmax(-1)
@@ -55,8 +59,9 @@ def test_frame_pairs_equal_the_full_recompute(adapter, sample, frames):
     by_distance = study("frame_pairs").run(context(adapter, sample, frames, options={"by": "distance"}))
     assert by_distance["distance"].values.tolist() == list(range(1, n))
     alone = ctx.sweep(["frame_distance:2"])
-    np.testing.assert_allclose(by_distance["p_knockout"].sel(distance=2).values, alone["p_knockout"].values[0],
-                               atol=1e-6)
+    np.testing.assert_allclose(
+        by_distance["p_knockout"].sel(distance=2).values, alone["p_knockout"].values[0], atol=1e-6
+    )
 
 
 def test_frame_pairs_need_two_frames(sdpa_adapter, sample, frames):
@@ -65,14 +70,16 @@ def test_frame_pairs_need_two_frames(sdpa_adapter, sample, frames):
 
 
 def test_head_sweep_equals_the_full_recompute(adapter, sample, frames):
-    ctx = context(adapter, sample, frames, options={"heads": "0,3", "window": "3"},
-                  flows=("video->last", "question->last"))
+    ctx = context(
+        adapter, sample, frames, options={"heads": "0,3", "window": "3"}, flows=("video->last", "question->last")
+    )
     ds = study("head_sweep").run(ctx)
     assert ds["head"].values.tolist() == [0, 3] and set(ds["rel_change"].dims) == {"head", "flow", "layer"}
     for flow, head, layer in (("video->last", 0, 1), ("question->last", 3, 2)):
         cut = torch.from_numpy(Flow.parse(flow).block_matrix(ctx.layout))
-        probs = hooked_probs(adapter, ctx.prepared, cut, Window("center", 3).layers(layer, adapter.num_layers),
-                             heads=(head,))
+        probs = hooked_probs(
+            adapter, ctx.prepared, cut, Window("center", 3).layers(layer, adapter.num_layers), heads=(head,)
+        )
         cell = ds["p_knockout"].sel(flow=flow, head=head, layer=layer)
         assert abs(float(cell) - float(probs[int(ds["pred_base"])])) <= 1e-5
 
@@ -91,8 +98,9 @@ def test_screen_plan_and_verification(sdpa_adapter, sample, frames):
     np.testing.assert_array_equal(screen["p_base"].values, exact["p_base"].values)
     verified = np.isfinite(screen["p_knockout_exact"].values)
     assert verified.sum() == 3
-    np.testing.assert_allclose(screen["p_knockout_exact"].values[verified], exact["p_knockout"].values[verified],
-                               atol=1e-5)
+    np.testing.assert_allclose(
+        screen["p_knockout_exact"].values[verified], exact["p_knockout"].values[verified], atol=1e-5
+    )
     # the verified cells are the ones the screen estimates to move the probability most
     moved = np.abs(screen["p_knockout"].values - float(screen["p_base"]))
     assert moved[verified].min() >= moved[~verified].max()
@@ -126,9 +134,26 @@ def test_calibration_metrics_on_known_cells():
 def test_calibrate_command(tiny_model_dir, tiny_benchmark, tmp_path, capsys):
     from mapflow.cli import main
 
-    assert main(["calibrate", "information_flow", "--model", str(tiny_model_dir), "--data", str(tiny_benchmark),
-                 "--limit", "1", "--samples", "all", "--out", str(tmp_path),
-                 "--no-progress"]) == 0
+    assert (
+        main(
+            [
+                "calibrate",
+                "information_flow",
+                "--model",
+                str(tiny_model_dir),
+                "--data",
+                str(tiny_benchmark),
+                "--limit",
+                "1",
+                "--samples",
+                "all",
+                "--out",
+                str(tmp_path),
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     report = json.loads((tmp_path / "calibration-information_flow.json").read_text())
     assert set(report["flows"]) == set(study("information_flow").FLOWS)
     assert report["cost"]["screen_forward_equivalents"] >= 1 and report["cost"]["exact_forward_equivalents"] > 1
@@ -141,8 +166,9 @@ def test_frame_pairs_and_heads_are_available_to_the_screen(sdpa_adapter, sample,
     screen = study("frame_pairs").run(context(sdpa_adapter, sample, frames, plan="screen"))
     assert screen.attrs["method"] == "screen"
     np.testing.assert_array_equal(np.isfinite(screen["p_knockout"].values), np.isfinite(exact["p_knockout"].values))
-    heads = study("head_sweep").run(context(sdpa_adapter, sample, frames, plan="screen", options={"heads": "1"},
-                                            flows=("video->last",)))
+    heads = study("head_sweep").run(
+        context(sdpa_adapter, sample, frames, plan="screen", options={"heads": "1"}, flows=("video->last",))
+    )
     assert np.isfinite(heads["rel_change"].values).all() and heads["head"].values.tolist() == [1]
     # the first-order term is additive over heads: the single-head estimates sum to the all-heads one
     from mapflow.knockout.screen import screen_cells, screen_forward

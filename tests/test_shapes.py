@@ -15,8 +15,10 @@ def tiny_models():
     from mapflow.testing.tiny_families import TINY_BUILDERS
 
     qwen, _ = TINY_BUILDERS["qwen2_5_vl"](2, 64)
-    return {"llava_next_video": (LlavaNextVideoForConditionalGeneration, tiny_llava_next_video_config(512, 4, 5)),
-            "qwen2_5_vl": (type(qwen), qwen.config)}
+    return {
+        "llava_next_video": (LlavaNextVideoForConditionalGeneration, tiny_llava_next_video_config(512, 4, 5)),
+        "qwen2_5_vl": (type(qwen), qwen.config),
+    }
 
 
 @pytest.mark.parametrize("family", ["llava_next_video", "qwen2_5_vl"])
@@ -49,8 +51,9 @@ def test_device_maps_place_every_weight_and_refuse_disk():
     auto = random_model(model_class, config, dtype=torch.float16, device_map="auto")  # CPU only here: one device
     assert {p.device.type for p in auto.parameters()} == {"cpu"} and auto.dtype == torch.float16
     explicit = {"model.vision_tower": "cpu", "model.language_model": "cpu", "": "cpu"}
-    assert {p.device.type for p in random_model(model_class, config, dtype=torch.float16,
-                                                device_map=explicit).parameters()} == {"cpu"}
+    assert {
+        p.device.type for p in random_model(model_class, config, dtype=torch.float16, device_map=explicit).parameters()
+    } == {"cpu"}
     with pytest.raises(ModelLoadError, match="on disk"):
         random_model(model_class, config, dtype=torch.float16, device_map={"": "disk"})
     with pytest.raises(ModelLoadError, match="places no module"):
@@ -66,8 +69,14 @@ def test_shapes_have_the_published_configurations(real_tokenizers):
         shape = SHAPES[name]
         model_class, config, processor = shape.build(shape.text_layers, shape.vision_layers)
         text = config.get_text_config()
-        assert (text.num_hidden_layers, text.hidden_size, text.num_attention_heads, text.num_key_value_heads,
-                text.intermediate_size, text.vocab_size) == (layers, hidden, heads, kv_heads, intermediate, vocab)
+        assert (
+            text.num_hidden_layers,
+            text.hidden_size,
+            text.num_attention_heads,
+            text.num_key_value_heads,
+            text.intermediate_size,
+            text.vocab_size,
+        ) == (layers, hidden, heads, kv_heads, intermediate, vocab)
         with torch.device("meta"):  # counts without allocating
             model = model_class._from_config(config, dtype=torch.bfloat16)
         assert abs(sum(p.numel() for p in model.parameters()) / params - 1) < 0.005, name
@@ -76,11 +85,23 @@ def test_shapes_have_the_published_configurations(real_tokenizers):
 def test_shapes_use_the_published_tokenizers_and_token_ids(real_tokenizers):
     """The processors hold the published tokenizers, and the configurations' media token ids are the published ones
     (LLaVA-NeXT-Video-7B-hf: <video> 32000, <image> 32001; Qwen2.5-VL-7B: 151652/151653/151655/151656)."""
-    published = {"llava-next-video-7b": ({"video_token_id": 32000, "image_token_id": 32001}, 32002,
-                                         ("Hello world", [1, 15043, 3186])),
-                 "qwen2.5-vl-7b": ({"video_token_id": 151656, "image_token_id": 151655,
-                                    "vision_start_token_id": 151652, "vision_end_token_id": 151653}, 151669,
-                                   ("<|im_start|>user\n", [151644, 872, 198]))}
+    published = {
+        "llava-next-video-7b": (
+            {"video_token_id": 32000, "image_token_id": 32001},
+            32002,
+            ("Hello world", [1, 15043, 3186]),
+        ),
+        "qwen2.5-vl-7b": (
+            {
+                "video_token_id": 151656,
+                "image_token_id": 151655,
+                "vision_start_token_id": 151652,
+                "vision_end_token_id": 151653,
+            },
+            151669,
+            ("<|im_start|>user\n", [151644, 872, 198]),
+        ),
+    }
     for name, (ids, tokens, (text, encoded)) in published.items():
         _, config, processor = SHAPES[name].build(1, 1)
         tokenizer = processor.tokenizer
@@ -98,8 +119,14 @@ def test_no_float32_copy_is_made_while_building():
 
     from mapflow.knockout.sweep_bench import PeakMemory
 
-    config = LlamaConfig(vocab_size=32064, hidden_size=1024, intermediate_size=2816, num_hidden_layers=4,
-                         num_attention_heads=8, num_key_value_heads=8)
+    config = LlamaConfig(
+        vocab_size=32064,
+        hidden_size=1024,
+        intermediate_size=2816,
+        num_hidden_layers=4,
+        num_attention_heads=8,
+        num_key_value_heads=8,
+    )
     with PeakMemory() as memory:
         model = random_model(LlamaForCausalLM, config, dtype=torch.bfloat16)
     size = weight_bytes(model) / 2**20
@@ -124,20 +151,25 @@ def test_bad_shape_options_are_named():
 def test_a_reduced_7b_shape_runs_with_its_published_token_layout(name, tiny_benchmark, real_tokenizers):
     """One decoder and one vision layer of the real widths in bf16 (~1-3 GB): loads (the self-test cuts edges and
     checks an empty knockout is exact) and lays out its frames as the published model does."""
-    from mapflow.knockout.sweep_bench import _clip
     from mapflow.data import load_tvbench
+    from mapflow.inputs.prompts import mcqa_segments, resolve_template
     from mapflow.knockout.engine import KnockoutConfig, run_knockouts
     from mapflow.knockout.flows import Flow
-    from mapflow.inputs.prompts import mcqa_segments, resolve_template
+    from mapflow.knockout.sweep_bench import _clip
 
     adapter = build_shape(name, text_layers=1, vision_layers=1)
     assert adapter.num_layers == 1 and adapter.hf_model.dtype == torch.bfloat16
     sample = load_tvbench(tiny_benchmark, limit=1, seed=0)[0]
     template = resolve_template(None, adapter.prompt_template, "tvbench")
-    prepared = adapter.prepare(_clip(sample, 2), mcqa_segments(sample, template), option_letters=sample.option_letters,
-                               true_letter=sample.answer_letter)
+    prepared = adapter.prepare(
+        _clip(sample, 2),
+        mcqa_segments(sample, template),
+        option_letters=sample.option_letters,
+        true_letter=sample.answer_letter,
+    )
     assert [len(f) for f in prepared.layout.frames] == [SHAPES[name].tokens_per_unit] * (2 if "llava" in name else 1)
     blocked = torch.from_numpy(Flow.parse("video->last").block_matrix(prepared.layout))
-    naive, fast = (run_knockouts(adapter, prepared, [KnockoutConfig(blocked, (0,))], plan=plan)
-                   for plan in ("naive", "auto"))
+    naive, fast = (
+        run_knockouts(adapter, prepared, [KnockoutConfig(blocked, (0,))], plan=plan) for plan in ("naive", "auto")
+    )
     assert (naive.softmax(-1) - fast.softmax(-1)).abs().max() <= 1e-3

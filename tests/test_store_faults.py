@@ -11,14 +11,13 @@ from pathlib import Path
 import pytest
 import xarray as xr
 import zarr
+from test_results import PROVENANCE, expected_results, fill_store, make_sample, sample_id
 
 import mapflow.results.store_lock
 from mapflow.cli import main
 from mapflow.errors import MapflowError
 from mapflow.results.integrity import COMMITTED_KEY, FAILURES_KEY, StoreDamaged, inspect_store
-from mapflow.results.store import verify_store
-from mapflow.results.store import ResultStore, open_dataset
-from test_results import PROVENANCE, expected_results, fill_store, make_sample, sample_id
+from mapflow.results.store import ResultStore, open_dataset, verify_store
 
 
 def plain_xarray_samples(path: Path) -> int:
@@ -37,6 +36,7 @@ def assert_one_line_error(capsys, *needles: str) -> str:
 
 
 # --- damaged store-level metadata -------------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("damaged", [".zgroup", ".zmetadata"])
 def test_verify_finds_damaged_store_metadata_and_the_repair_rebuilds_it(tmp_path, capsys, damaged):
@@ -103,6 +103,7 @@ def test_stale_or_missing_consolidated_metadata_never_changes_what_mapflow_reade
 
 # --- the committed count against the data ------------------------------------------------------------------------
 
+
 def edit_root_attrs(path: Path, **changes) -> None:
     attrs = json.loads((path / ".zattrs").read_text())
     attrs.update(changes)
@@ -117,7 +118,7 @@ def test_a_committed_count_beyond_the_data_is_reported_as_a_wrong_count(tmp_path
     assert not report.ok and not report.damaged  # no sample is damaged: the count is wrong
     assert main(["verify", str(path)]) == 1
     out = capsys.readouterr().out
-    assert f"says 999 committed samples but the arrays hold 3" in out and "DAMAGED" not in out
+    assert "says 999 committed samples but the arrays hold 3" in out and "DAMAGED" not in out
     assert main(["show", str(path)]) == 2
     assert_one_line_error(capsys, "999", "hold 3")
     with ResultStore.create_or_resume(path, PROVENANCE) as resumed:
@@ -129,11 +130,14 @@ def test_a_committed_count_beyond_the_data_is_reported_as_a_wrong_count(tmp_path
     assert inspect_store(path).ok
 
 
-@pytest.mark.parametrize("failures, entry", [
-    ([1], None),
-    ({sample_id(5): "boom"}, sample_id(5)),
-    ({sample_id(5): {"task": "moving_direction"}}, sample_id(5)),
-])
+@pytest.mark.parametrize(
+    "failures, entry",
+    [
+        ([1], None),
+        ({sample_id(5): "boom"}, sample_id(5)),
+        ({sample_id(5): {"task": "moving_direction"}}, sample_id(5)),
+    ],
+)
 def test_a_bad_failures_list_names_the_failures_key(tmp_path, capsys, failures, entry):
     path = tmp_path / "run.zarr"
     fill_store(path, range(2)).close()
@@ -148,6 +152,7 @@ def test_a_bad_failures_list_names_the_failures_key(tmp_path, capsys, failures, 
 
 
 # --- disk full ---------------------------------------------------------------------------------------------------
+
 
 class FullDisk:
     """From the moment `fills(target, data)` first holds, every file write fails with ENOSPC, as on a full disk:
@@ -220,8 +225,11 @@ def test_a_retry_while_the_disk_is_still_full_is_one_sentence_and_keeps_the_samp
     before = {p: p.read_bytes() for p in path.rglob("*") if p.is_file()}
     with monkeypatch.context() as patch:
         FullDisk(patch)
-        with pytest.raises(MapflowError, match=f"disk full while opening {path} for writing \\(.* free there\\): "
-                                               "its 2 committed sample\\(s\\) are kept; free some space"):
+        with pytest.raises(
+            MapflowError,
+            match=f"disk full while opening {path} for writing \\(.* free there\\): "
+            "its 2 committed sample\\(s\\) are kept; free some space",
+        ):
             ResultStore.create_or_resume(path, PROVENANCE)
         assert main(["verify", str(path), "--repair"]) == 2
         assert_one_line_error(capsys, f"disk full while opening {path} for writing", "2 committed sample(s)")

@@ -8,9 +8,9 @@ import torch
 import xarray as xr
 from conftest import study_context as context
 
+from mapflow.analysis.context import CleanRun
 from mapflow.knockout.flows import Flow, Window
 from mapflow.readouts.pathways import kept_edges, parse_layers, pathway_masks
-from mapflow.analysis.context import CleanRun
 
 
 def study(name):
@@ -25,8 +25,11 @@ def plain_probs(adapter, prepared, blocked_by_layer=None):
     handles = []
     for i, blocked in (blocked_by_layer or {}).items():
         mask = (causal & ~torch.as_tensor(blocked))[None, None]
-        handles.append(layers[i].register_forward_pre_hook(
-            lambda module, args, kwargs, mask=mask: (args, {**kwargs, "attention_mask": mask}), with_kwargs=True))
+        handles.append(
+            layers[i].register_forward_pre_hook(
+                lambda module, args, kwargs, mask=mask: (args, {**kwargs, "attention_mask": mask}), with_kwargs=True
+            )
+        )
     try:
         with torch.no_grad():
             return adapter.hf_model(**prepared.inputs).logits[0, -1].float().softmax(-1)
@@ -35,10 +38,13 @@ def plain_probs(adapter, prepared, blocked_by_layer=None):
             h.remove()
 
 
-@pytest.mark.parametrize("name,dim,windows", [
-    ("window_sizes", "window_size", {1: Window("center", 1), 3: Window("center", 3)}),
-    ("progressive", "direction", {"bottom_up": Window("bottom_up"), "top_down": Window("top_down")}),
-])
+@pytest.mark.parametrize(
+    "name,dim,windows",
+    [
+        ("window_sizes", "window_size", {1: Window("center", 1), 3: Window("center", 3)}),
+        ("progressive", "direction", {"bottom_up": Window("bottom_up"), "top_down": Window("top_down")}),
+    ],
+)
 def test_window_studies_equal_separate_sweeps(sdpa_adapter, sample, frames, name, dim, windows):
     ctx = context(sdpa_adapter, sample, frames, samples="all", options={"sizes": "1,3"})
     ds = study(name).run(ctx)
@@ -54,9 +60,14 @@ def test_progressive_accuracy_counts_correct_answers():
     from mapflow.viz.figures import progressive_accuracy
 
     pred = np.array([[[[5, 5]], [[5, 6]]], [[[6, 6]], [[5, 5]]]])  # (sample, direction, flow, layer)
-    ds = xr.Dataset({"pred_knockout": (("sample", "direction", "flow", "layer"), pred),
-                     "answer_token": (("sample",), [5, 5]), "knocked_out": (("sample",), [True, True])},
-                    coords={"direction": ["bottom_up", "top_down"], "flow": ["cross_frame"], "layer": [0, 1]})
+    ds = xr.Dataset(
+        {
+            "pred_knockout": (("sample", "direction", "flow", "layer"), pred),
+            "answer_token": (("sample",), [5, 5]),
+            "knocked_out": (("sample",), [True, True]),
+        },
+        coords={"direction": ["bottom_up", "top_down"], "flow": ["cross_frame"], "layer": [0, 1]},
+    )
     acc = progressive_accuracy(ds)
     assert acc.sel(direction="bottom_up").values.tolist() == [50.0, 50.0]
     assert acc.sel(direction="top_down").values.tolist() == [100.0, 50.0]
@@ -66,16 +77,18 @@ def test_predicted_false_option_span(sdpa_adapter, sample, frames):
     ctx = context(sdpa_adapter, sample, frames, samples="all")
     tokens = ctx.option_tokens()
     false_letter = next(letter for letter in tokens if letter != sample.answer_letter)
-    fake = CleanRun(logits=None, pred=tokens[false_letter], p_base=0.5, gt_token=tokens[sample.answer_letter],
-                    p_gt_base=0.1)
+    fake = CleanRun(
+        logits=None, pred=tokens[false_letter], p_base=0.5, gt_token=tokens[sample.answer_letter], p_gt_base=0.1
+    )
     layout = ctx.layout_with_prediction(fake)
     assert layout.positions("predicted_option").tolist() == ctx.layout.positions(f"option_{false_letter}").tolist()
     right = CleanRun(logits=None, pred=tokens[sample.answer_letter], p_base=0.5, gt_token=fake.gt_token, p_gt_base=0.5)
     assert "predicted_option" not in ctx.layout_with_prediction(right).spans
 
 
-def test_failure_study_measures_predicted_option_flows_only_when_a_false_letter_is_predicted(sdpa_adapter, sample,
-                                                                                              frames):
+def test_failure_study_measures_predicted_option_flows_only_when_a_false_letter_is_predicted(
+    sdpa_adapter, sample, frames
+):
     ctx = context(sdpa_adapter, sample, frames, samples="all", window=Window("center", 3))
     ds = study("failure_cases").run(ctx)
     clean = ctx.clean()
@@ -89,7 +102,8 @@ def test_failure_study_measures_predicted_option_flows_only_when_a_false_letter_
         blocked = Flow.parse(f"video->option_{letter}").block_matrix(ctx.layout)
         probs = plain_probs(sdpa_adapter, ctx.prepared, {0: blocked, 1: blocked})
         assert float(ds.p_knockout.sel(flow="video->predicted_option", layer=0)) == pytest.approx(
-            float(probs[clean.pred]), abs=1e-5)
+            float(probs[clean.pred]), abs=1e-5
+        )
 
 
 def test_answer_probability_last_layer_is_the_models_output(sdpa_adapter, sample, frames):
@@ -121,8 +135,10 @@ def test_logit_lens_marks_exactly_the_keyword_pieces(sdpa_adapter, sample, frame
     assert np.array_equal(ds.top_token.values, tops.numpy())
     pieces = np.vectorize(lambda t: decode([int(t)]).strip().lower())(ds.top_token.values)
     tokenizer = sdpa_adapter.tokenizer
-    spatial = {decode(tokenizer(v, add_special_tokens=False)["input_ids"][:1]).strip().lower()
-               for v in (words[0], " " + words[0])}
+    spatial = {
+        decode(tokenizer(v, add_special_tokens=False)["input_ids"][:1]).strip().lower()
+        for v in (words[0], " " + words[0])
+    }
     assert np.array_equal(ds.keyword_kind.values == "spatial", np.isin(pieces, list(spatial)))
     assert (ds.keyword_kind.values == "spatial").any()
     assert set(ds.keyword.values[ds.keyword_kind.values == "spatial"]) == {words[0]}
@@ -138,16 +154,17 @@ def test_attention_maps_rows_and_padding(sdpa_adapter, sample, frames):
     ctx = context(sdpa_adapter, sample, frames, options={"max_queries": "40"})
     ds = study("attention_maps").run(ctx)
     used = ds.query_position.values[ds.query_position.values >= 0]
-    assert len(used) > 0 and np.isnan(ds.attention.values[:, :, len(used):]).all()
+    assert len(used) > 0 and np.isnan(ds.attention.values[:, :, len(used) :]).all()
     clean = attention_rows(sdpa_adapter, ctx.prepared, used, ctx.layout.positions("video"))
-    np.testing.assert_allclose(ds.attention.sel(condition="clean").values[:, :len(used)], clean.numpy(), atol=1e-6)
+    np.testing.assert_allclose(ds.attention.sel(condition="clean").values[:, : len(used)], clean.numpy(), atol=1e-6)
     texts = [sdpa_adapter.tokenizer.decode([int(ctx.prepared.inputs["input_ids"][0, p])]) for p in used]
-    assert ds.query_text.values[:len(used)].tolist() == texts
+    assert ds.query_text.values[: len(used)].tolist() == texts
     knocked = ds.attention.sel(condition="cross_frame_knockout").values
     frame0 = np.isin(ctx.layout.positions("video"), ctx.layout.frames[0].positions())
-    assert np.all(np.isfinite(knocked[:, :len(used)]))
-    assert not np.allclose(knocked[:, :len(used)][..., ~frame0], ds.attention.sel(condition="clean").values[
-        :, :len(used)][..., ~frame0])
+    assert np.all(np.isfinite(knocked[:, : len(used)]))
+    assert not np.allclose(
+        knocked[:, : len(used)][..., ~frame0], ds.attention.sel(condition="clean").values[:, : len(used)][..., ~frame0]
+    )
 
 
 def test_effective_pathway_study_against_hooks_and_hand_counts(sdpa_adapter, sample, frames):
@@ -196,11 +213,12 @@ def test_halves_study_generates_the_same_text_as_hf(sdpa_adapter, sample, frames
     ds = study("cross_frame_halves").run(ctx)
     open_ended = sdpa_adapter.prepare(frames, build_prompt(sample, LLAVA_OPEN_ENDED).segments)
     with torch.no_grad():
-        out = sdpa_adapter.hf_model.generate(**open_ended.inputs, max_new_tokens=3, do_sample=False,
-                                             pad_token_id=sdpa_adapter.tokenizer.pad_token_id)
-    new_ids = out[0, open_ended.layout.seq_len:].tolist()
+        out = sdpa_adapter.hf_model.generate(
+            **open_ended.inputs, max_new_tokens=3, do_sample=False, pad_token_id=sdpa_adapter.tokenizer.pad_token_id
+        )
+    new_ids = out[0, open_ended.layout.seq_len :].tolist()
     eos = sdpa_adapter.tokenizer.eos_token_id
-    expected = sdpa_adapter.tokenizer.decode(new_ids[:new_ids.index(eos)] if eos in new_ids else new_ids)
+    expected = sdpa_adapter.tokenizer.decode(new_ids[: new_ids.index(eos)] if eos in new_ids else new_ids)
     assert str(ds.clean_answer_text.values) == expected  # greedy_generate stops before the end-of-sequence token
     assert str(ds.answer_template.values) == "llava_open_ended"
     assert ds.answer_text.dims == ("flow", "layers")
@@ -225,8 +243,9 @@ def test_verb_anchor_study_reads_the_anchor_token(sdpa_adapter, sample, frames, 
         return {text[i:j].strip() for i in range(len(text)) for j in range(i + 1, len(text) + 1)}
 
     monkeypatch.setattr(verb_anchors, "verb_detector", lambda *a, **k: (every_substring, "test"))
-    ctx = context(sdpa_adapter, sample, frames, window=Window("center", 3),
-                  options={"max_new_tokens": "6", "min_anchors": "1"})
+    ctx = context(
+        sdpa_adapter, sample, frames, window=Window("center", 3), options={"max_new_tokens": "6", "min_anchors": "1"}
+    )
     ds = verb_anchors.run(ctx)
     assert ds.anchor.values.tolist() == [1, 2, 3]
     generated = sdpa_adapter.tokenizer(str(ds.response_text.values), add_special_tokens=False)["input_ids"]

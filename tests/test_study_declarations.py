@@ -8,11 +8,11 @@ import textwrap
 import pytest
 
 import mapflow as mf
-from mapflow.cli.demo import organism_suite
-from mapflow.errors import MapflowError
 from mapflow.analysis.declaration import DEFAULT, DemoRun, ReportSection, StudyDeclaration, declaration_of
 from mapflow.analysis.options import StudyOption
 from mapflow.analysis.runner import available_studies, load_study
+from mapflow.cli.demo import organism_suite
+from mapflow.errors import MapflowError
 from mapflow.viz import figures
 
 

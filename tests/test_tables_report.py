@@ -9,11 +9,19 @@ from mapflow.viz import tables
 
 def test_halves_table_counts_by_hand():
     pred = np.array([[[5, 6, 6]], [[7, 7, 7]], [[5, 5, 6]], [[9, 9, 9]]])  # (sample, flow, layers)
-    ds = xr.Dataset({"pred_knockout": (("sample", "flow", "layers"), pred),
-                     "answer_token": (("sample",), [5, 7, 5, 8]), "correct": (("sample",), [True, True, True, False]),
-                     "knocked_out": (("sample",), [True] * 4)},
-                    coords={"flow": ["cross_frame"], "layers": ["first_half", "second_half", "all"],
-                            "task": ("sample", ["a", "a", "b", "b"])})
+    ds = xr.Dataset(
+        {
+            "pred_knockout": (("sample", "flow", "layers"), pred),
+            "answer_token": (("sample",), [5, 7, 5, 8]),
+            "correct": (("sample",), [True, True, True, False]),
+            "knocked_out": (("sample",), [True] * 4),
+        },
+        coords={
+            "flow": ["cross_frame"],
+            "layers": ["first_half", "second_half", "all"],
+            "task": ("sample", ["a", "a", "b", "b"]),
+        },
+    )
     table = tables.halves_table(ds)
     assert table.loc["all", "clean_acc"] == 75.0
     assert table.loc["all", "first_half_acc"] == 75.0  # samples 0, 1, 2 still right
@@ -24,11 +32,16 @@ def test_halves_table_counts_by_hand():
 
 
 def test_keyword_frequency_normalizes_as_the_paper():
-    words = np.array([[["cup", "up"], ["cup", ""]], [["", "up"], ["up", "up"]], [["cup", "cup"], ["", ""]]],
-                     dtype=object)  # (layer, sample, video_token)
+    words = np.array(
+        [[["cup", "up"], ["cup", ""]], [["", "up"], ["up", "up"]], [["cup", "cup"], ["", ""]]], dtype=object
+    )  # (layer, sample, video_token)
     kinds = np.where(words == "cup", "spatial", np.where(words == "up", "temporal", "")).astype(object)
-    ds = xr.Dataset({"keyword": (("layer", "sample", "video_token"), words),
-                     "keyword_kind": (("layer", "sample", "video_token"), kinds)})
+    ds = xr.Dataset(
+        {
+            "keyword": (("layer", "sample", "video_token"), words),
+            "keyword_kind": (("layer", "sample", "video_token"), kinds),
+        }
+    )
     spatial = tables.keyword_frequency(ds, "spatial", interval=2, min_hits=1, samples="all")
     assert spatial.loc["cup", "hits"] == 4
     assert spatial.loc["cup", "1-2"] == pytest.approx(0.5) and spatial.loc["cup", "3-3"] == pytest.approx(0.5)
@@ -38,10 +51,14 @@ def test_keyword_frequency_normalizes_as_the_paper():
 
 
 def test_pathway_table_reports_accuracy_and_kept_share():
-    ds = xr.Dataset({"correct_after": (("sample", "condition"), [[True, True], [True, False]]),
-                     "edges_kept": (("sample", "condition"), [[100, 40], [200, 60]]),
-                     "edges_total": (("sample",), [100, 200])},
-                    coords={"condition": ["clean", "effective"], "task": ("sample", ["a", "a"])})
+    ds = xr.Dataset(
+        {
+            "correct_after": (("sample", "condition"), [[True, True], [True, False]]),
+            "edges_kept": (("sample", "condition"), [[100, 40], [200, 60]]),
+            "edges_total": (("sample",), [100, 200]),
+        },
+        coords={"condition": ["clean", "effective"], "task": ("sample", ["a", "a"])},
+    )
     table = tables.pathway_table(ds)
     assert table.loc["all", "effective_acc"] == 50.0
     assert table.loc["all", "effective_kept_%"] == pytest.approx(100 * 50 / 150, abs=0.05)
@@ -58,8 +75,24 @@ def test_demo_suite_writes_every_store_figure_and_the_report(tmp_path):
     html = (tmp_path / "report.html").read_text()
     for section in ("Frame pairs, organism-video", "Heads, organism-video", "Calibration of the screen"):
         assert section in html, section
-    for paper in ("Fig. 2", "Fig. 3", "Fig. 4", "Fig. 5", "Fig. 6", "Fig. 7", "Fig. 8", "Fig. V", "Fig. W",
-                  "Table 2", "Table 3", "Figs. AJ-AL", "Fig. P", "Fig. Q", "Fig. R", "Fig. S"):
+    for paper in (
+        "Fig. 2",
+        "Fig. 3",
+        "Fig. 4",
+        "Fig. 5",
+        "Fig. 6",
+        "Fig. 7",
+        "Fig. 8",
+        "Fig. V",
+        "Fig. W",
+        "Table 2",
+        "Table 3",
+        "Figs. AJ-AL",
+        "Fig. P",
+        "Fig. Q",
+        "Fig. R",
+        "Fig. S",
+    ):
         assert paper in html, paper
     assert html.count("data:image/png;base64,") >= 15
     # the route figures are drawn on the planted organism, and the report says what was planted
@@ -78,8 +111,11 @@ def test_demo_suite_beyond_the_paper_runs_and_report(tmp_path):
     from mapflow.cli.demo import run_suite
 
     manifest = run_suite(tmp_path, limit=1, only=["frame_pairs-video", "head_sweep-video", "calibrate"])
-    assert [r["name"] for r in manifest["runs"]] == ["frame_pairs-video", "head_sweep-video",
-                                                     "calibrate-information_flow"]
+    assert [r["name"] for r in manifest["runs"]] == [
+        "frame_pairs-video",
+        "head_sweep-video",
+        "calibrate-information_flow",
+    ]
     html = (tmp_path / "report.html").read_text()
     for section in ("Frame pairs, organism-video", "Heads, organism-video", "Calibration of the screen"):
         assert section in html, section
@@ -96,12 +132,12 @@ def test_report_sets_planted_routes_next_to_the_findings(tmp_path):
 
     model = tmp_path / "organism-x"
     model.mkdir()
-    (model / "mapflow.json").write_text(json.dumps(
-        {"planted_routes": {"cross_frame": [[0, 3]], "video->question": [[3, 5]], "video->last": []}}))
+    (model / "mapflow.json").write_text(
+        json.dumps({"planted_routes": {"cross_frame": [[0, 3]], "video->question": [[3, 5]], "video->last": []}})
+    )
     store = Store("s", "information_flow", "organism-x", False, None, {"model": {"path": str(model)}})
     note = planted_note(store)
     assert "cross_frame open in layers 1-3" in note and "video->question open in layers 4-5" in note
     assert "video->last closed in every layer" in note
     (model / "mapflow.json").write_text("{}")
     assert planted_note(store) is None
-

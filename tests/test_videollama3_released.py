@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 import torch
 import xarray as xr
+from test_fidelity import _hidden_under
 
 from mapflow.inputs.prompts import build_prompt
 from mapflow.knockout.flows import Flow
-from test_fidelity import _hidden_under
 
 # The released chat template: DEFAULT_CHAT_TEMPLATE of DAMO-NLP-SG/VideoLLaMA3 `videollama3/model/processor.py`
 # (read from the mirror ykeselman/DAMO-NLP-SG-VideoLLaMA3 @ c707283), the template the paper's code renders with
@@ -62,8 +62,9 @@ RELEASED_MIN_TOKENS = 16  # Videollama3ImageProcessor(min_tokens=4 * 4)
 CHECKPOINT_MIN_TOKENS = 128  # the converted checkpoint's video processor: shortest_edge = 128 * 28 * 28
 
 
-def released_frame_tokens(height: int, width: int, frames: int, per_frame: int = 144,
-                          min_tokens: int = RELEASED_MIN_TOKENS) -> int:
+def released_frame_tokens(
+    height: int, width: int, frames: int, per_frame: int = 144, min_tokens: int = RELEASED_MIN_TOKENS
+) -> int:
     """Merged tokens of one frame under the released `simple_batched_resize` (its rule, written out plainly):
     sides to the nearest multiple of 28; above the per-frame budget (max_tokens // frames, max_tokens = frames * 144)
     scale down keeping the aspect, sides floored; below the minimum scale up, sides ceiled."""
@@ -85,16 +86,24 @@ def videollama3(tmp_path_factory):
     from mapflow.testing.tiny_families import build_tiny_family
 
     root = tmp_path_factory.mktemp("vl3_released")
-    return load_adapter(build_tiny_family("videollama3", root / "vl3", seed=4, num_layers=2), attn_implementation="sdpa")
+    return load_adapter(
+        build_tiny_family("videollama3", root / "vl3", seed=4, num_layers=2), attn_implementation="sdpa"
+    )
 
 
 def prepare(adapter, sample, frames, timestamps=None):
     prompt = build_prompt(sample, adapter.prompt_template)
-    return adapter.prepare(frames, prompt.segments, option_letters=prompt.option_letters,
-                           true_letter=prompt.true_letter, timestamps=timestamps)
+    return adapter.prepare(
+        frames,
+        prompt.segments,
+        option_letters=prompt.option_letters,
+        true_letter=prompt.true_letter,
+        timestamps=timestamps,
+    )
 
 
 # ---- (a) frame size -------------------------------------------------------------------------------------------------
+
 
 def test_a_320x240_frame_keeps_its_99_tokens():
     # nearest multiples of 28: 240 -> 252 (9), 320 -> 308 (11); 99 lies inside [16, 144], so nothing is rescaled
@@ -117,6 +126,7 @@ def test_frame_tokens_follow_the_released_rule(videollama3, sample, height, widt
 
 # ---- (b) the released chat template ----------------------------------------------------------------------------------
 
+
 def test_prompt_equals_the_released_template(videollama3, sample):
     """The prompt mapflow renders (chat template + processor expansion) equals the released template rendered for the
     same message (the video's frames with their times, then the instruction), each frame's image token expanded to
@@ -125,14 +135,22 @@ def test_prompt_equals_the_released_template(videollama3, sample):
     frames = np.random.default_rng(2).integers(0, 256, (4, 56, 84, 3), dtype=np.uint8)
     prepared = prepare(videollama3, sample, frames, timestamps=times)
     layout = prepared.layout
-    instruction = "".join(s.text for s in prepared.segments
-                          if s.name not in ("video",) and not s.name.startswith("template_"))
-    messages = [{"role": "user", "content": [{"type": "video", "num_frames": len(times), "timestamps": times},
-                                             {"type": "text", "text": instruction}]}]
+    instruction = "".join(
+        s.text for s in prepared.segments if s.name not in ("video",) and not s.name.startswith("template_")
+    )
+    messages = [
+        {
+            "role": "user",
+            "content": [
+                {"type": "video", "num_frames": len(times), "timestamps": times},
+                {"type": "text", "text": instruction},
+            ],
+        }
+    ]
     marker = "\u2063FRAME\u2063"
-    released = videollama3.tokenizer.apply_chat_template(messages, chat_template=RELEASED_CHAT_TEMPLATE,
-                                                         tokenize=False, add_generation_prompt=True,
-                                                         image_token=marker)
+    released = videollama3.tokenizer.apply_chat_template(
+        messages, chat_template=RELEASED_CHAT_TEMPLATE, tokenize=False, add_generation_prompt=True, image_token=marker
+    )
     pieces = released.split(marker)
     assert len(pieces) == len(layout.frames) + 1
     pad = videollama3.processor.video_token
@@ -144,6 +162,7 @@ def test_prompt_equals_the_released_template(videollama3, sample):
 
 
 # ---- (c) frame pairs cut runs ----------------------------------------------------------------------------------------
+
 
 def test_frame_pair_cuts_the_runs_labels_included(videollama3, sample):
     """Change only frame 1's time label: under frame_pairs (1, 2) in every layer no position of run 2 moves (it reads
@@ -167,12 +186,15 @@ def test_frame_pair_cuts_the_runs_labels_included(videollama3, sample):
     assert leak.abs().max() > 1e-4  # the feature-token cut leaks frame 1's label into run 2
 
 
-@pytest.mark.parametrize("options, expected", [
-    ({}, ["frame_run_0->frame_run_1", "frame_run_0->frame_run_2", "frame_run_1->frame_run_2"]),
-    ({"unit": "tokens"}, ["frame_0->frame_1", "frame_0->frame_2", "frame_1->frame_2"]),
-    ({"by": "distance"}, ["frame_distance:1", "frame_distance:2"]),
-    ({"by": "distance", "unit": "tokens"}, ["frame_distance_tokens:1", "frame_distance_tokens:2"]),
-])
+@pytest.mark.parametrize(
+    "options, expected",
+    [
+        ({}, ["frame_run_0->frame_run_1", "frame_run_0->frame_run_2", "frame_run_1->frame_run_2"]),
+        ({"unit": "tokens"}, ["frame_0->frame_1", "frame_0->frame_2", "frame_1->frame_2"]),
+        ({"by": "distance"}, ["frame_distance:1", "frame_distance:2"]),
+        ({"by": "distance", "unit": "tokens"}, ["frame_distance_tokens:1", "frame_distance_tokens:2"]),
+    ],
+)
 def test_frame_pairs_study_sweeps_runs_unless_told(videollama3, sample, options, expected):
     import mapflow.studies.frame_pairs as frame_pairs
     from mapflow.analysis.context import StudyConfig

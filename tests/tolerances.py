@@ -45,4 +45,3 @@ def rel_change_bound(p_knockout: float, p_base: float, dp_knockout: float, dp_ba
     """Error of ``100 (p_knockout - p_base) / p_base`` when the probabilities are off by ``dp_*``: first order in
     both, so a small ``p_base`` amplifies it."""
     return 100 * (dp_knockout + abs(p_knockout / p_base) * dp_base) / p_base
-

@@ -46,11 +46,21 @@ def calibrate(study, adapter, samples, config, model_name: str, *, progress: boo
     measured = int(exact_ds["knocked_out"].sum())
     # clean passes: the exact engine's clean state and the screen's forward are counted once per sample each
     exact_forwards = work.forward_equivalents + len(exact)
-    return {"study": study.__name__.split(".")[-1], "model": model_name, "samples": len(exact),
-            "knocked_out_samples": measured, "failed": failed, "window": config.window.label,
-            "screen_metric": config.option("screen_metric", "logodds"),
-            "flows": agreement(exact_ds, screen_ds),
-            "cost": {"exact_wall_s": wall["exact"], "screen_wall_s": wall["screen"],
-                     "wall_ratio": wall["exact"] / max(wall["screen"], 1e-9),
-                     "exact_forward_equivalents": exact_forwards, "screen_forward_equivalents": screen_forwards,
-                     "forward_ratio": exact_forwards / max(screen_forwards, 1)}}
+    return {
+        "study": study.__name__.split(".")[-1],
+        "model": model_name,
+        "samples": len(exact),
+        "knocked_out_samples": measured,
+        "failed": failed,
+        "window": config.window.label,
+        "screen_metric": config.option("screen_metric", "logodds"),
+        "flows": agreement(exact_ds, screen_ds),
+        "cost": {
+            "exact_wall_s": wall["exact"],
+            "screen_wall_s": wall["screen"],
+            "wall_ratio": wall["exact"] / max(wall["screen"], 1e-9),
+            "exact_forward_equivalents": exact_forwards,
+            "screen_forward_equivalents": screen_forwards,
+            "forward_ratio": exact_forwards / max(screen_forwards, 1),
+        },
+    }

@@ -3,16 +3,22 @@ input order, so the store's order does not depend on which request finished firs
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from typing import Callable, Iterable, Iterator, TypeVar
+from typing import TypeVar
 
 T = TypeVar("T")
 R = TypeVar("R")
 
 
-def in_order(items: Iterable[T], measure: Callable[[T], R], concurrency: int = 1, *,
-             catch: tuple[type[BaseException], ...] = (Exception,),
-             cancel: Callable[[], None] | None = None) -> Iterator[tuple[T, R | BaseException]]:
+def in_order(
+    items: Iterable[T],
+    measure: Callable[[T], R],
+    concurrency: int = 1,
+    *,
+    catch: tuple[type[BaseException], ...] = (Exception,),
+    cancel: Callable[[], None] | None = None,
+) -> Iterator[tuple[T, R | BaseException]]:
     """Yield ``(item, measure(item))`` in the order of ``items``, or ``(item, error)`` when it raised one of
     ``catch``; any other exception propagates at its item's turn.
 

@@ -26,6 +26,7 @@ from .interrupts import stops_cleanly
 
 log = logging.getLogger(__name__)
 
+
 @dataclass
 class RunSummary:
     out: Path
@@ -34,15 +35,18 @@ class RunSummary:
     failed: dict[str, str] = field(default_factory=dict)
 
     def describe(self) -> str:
-        text = (f"{len(self.done)} sample(s) measured, {len(self.skipped)} already in the store, "
-                f"{len(self.failed)} failed -> {self.out}")
+        text = (
+            f"{len(self.done)} sample(s) measured, {len(self.skipped)} already in the store, "
+            f"{len(self.failed)} failed -> {self.out}"
+        )
         for sample_id, reason in list(self.failed.items())[:5]:
             text += f"\n  failed {sample_id}: {reason}"
         return text
 
 
-def measure_sample(study: ModuleType, adapter: VideoLLMAdapter, sample: Sample, config: StudyConfig,
-                   model_name: str, backend=None) -> xr.Dataset:
+def measure_sample(
+    study: ModuleType, adapter: VideoLLMAdapter, sample: Sample, config: StudyConfig, model_name: str, backend=None
+) -> xr.Dataset:
     """Run the study on one sample; the result gets the leading ``sample`` dim and its ``task``/``model`` labels."""
     inputs.check_option_letters(sample)
     prompt = build_prompt(sample, TEMPLATES[config.prompt_template])
@@ -50,22 +54,48 @@ def measure_sample(study: ModuleType, adapter: VideoLLMAdapter, sample: Sample, 
     frames = video.frames
     timestamps = video.indices / video.fps
     prepared = adapter.prepare(
-        frames, prompt.segments, option_letters=prompt.option_letters, true_letter=prompt.true_letter,
-        non_option_includes_prefix=config.non_option_includes_prefix, timestamps=timestamps,
+        frames,
+        prompt.segments,
+        option_letters=prompt.option_letters,
+        true_letter=prompt.true_letter,
+        non_option_includes_prefix=config.non_option_includes_prefix,
+        timestamps=timestamps,
     )
     inputs.check_prompt_fits(adapter, prepared, sample)
-    result = study.run(StudyContext(adapter=adapter, sample=sample, prepared=prepared, config=config, prompt=prompt,
-                                    frames=frames, timestamps=timestamps, backend=backend or LocalBackend()))
+    result = study.run(
+        StudyContext(
+            adapter=adapter,
+            sample=sample,
+            prepared=prepared,
+            config=config,
+            prompt=prompt,
+            frames=frames,
+            timestamps=timestamps,
+            backend=backend or LocalBackend(),
+        )
+    )
     inputs.check_study_result(study, result)
     result = result.expand_dims(sample=[sample.sample_id])
     return result.assign_coords(task=("sample", np.asarray([sample.task], dtype=object)), model=model_name)
 
 
 @stops_cleanly
-def run_study(study: ModuleType, adapter: VideoLLMAdapter, samples: list[Sample], out, *, config: StudyConfig,
-              provenance: dict, resume: bool = True, overwrite: bool = False, progress: bool = True,
-              backend: Backend | None = None, remote=None, bad_entries=(), concurrency: int | None = None
-              ) -> RunSummary:
+def run_study(
+    study: ModuleType,
+    adapter: VideoLLMAdapter,
+    samples: list[Sample],
+    out,
+    *,
+    config: StudyConfig,
+    provenance: dict,
+    resume: bool = True,
+    overwrite: bool = False,
+    progress: bool = True,
+    backend: Backend | None = None,
+    remote=None,
+    bad_entries=(),
+    concurrency: int | None = None,
+) -> RunSummary:
     """Measure every sample not yet in ``out``; a failing sample is recorded with its reason and the run goes on.
 
     ``backend``: where the traces run (`mapflow.backends`; default this process). ``remote`` (True or a
@@ -98,8 +128,13 @@ def run_study(study: ModuleType, adapter: VideoLLMAdapter, samples: list[Sample]
     summary.skipped = [sample.sample_id for sample in samples if sample.sample_id in completed]
     bar.update(len(summary.skipped))
     # up to `backend.concurrency` samples in flight (remote runs), their outcomes handled in sample order
-    outcomes = in_order(pending, lambda s: measure_sample(study, adapter, s, config, model_name, backend),
-                        backend.concurrency, catch=(Exception,), cancel=backend.cancel)
+    outcomes = in_order(
+        pending,
+        lambda s: measure_sample(study, adapter, s, config, model_name, backend),
+        backend.concurrency,
+        catch=(Exception,),
+        cancel=backend.cancel,
+    )
     try:
         for sample, result in outcomes:
             bar.update(1)

@@ -8,8 +8,9 @@ from .local import LocalBackend
 from .ndif import DEFAULT_CONCURRENCY, NDIFBackend
 
 
-def choose_backend(backend: Backend | None = None, *, remote=None, concurrency: int | None = None,
-                   batch: int | None = None) -> Backend:
+def choose_backend(
+    backend: Backend | None = None, *, remote=None, concurrency: int | None = None, batch: int | None = None
+) -> Backend:
     """The backend a run uses.
 
     ``backend``: a `Backend` object, used as it is (its own settings: pass no others). Else ``remote``: falsy for
@@ -20,21 +21,29 @@ def choose_backend(backend: Backend | None = None, *, remote=None, concurrency: 
     """
     if backend is not None:
         if not isinstance(backend, Backend):
-            raise MapflowError(f"backend= takes a mapflow.backends.Backend (name, concurrency, prepare, "
-                               f"measure_sample, run_cells, cancel, describe), got {type(backend).__name__}")
-        given = [name for name, value in (("remote", remote), ("concurrency", concurrency), ("batch", batch))
-                 if value not in (None, False)]
+            raise MapflowError(
+                f"backend= takes a mapflow.backends.Backend (name, concurrency, prepare, "
+                f"measure_sample, run_cells, cancel, describe), got {type(backend).__name__}"
+            )
+        given = [
+            name
+            for name, value in (("remote", remote), ("concurrency", concurrency), ("batch", batch))
+            if value not in (None, False)
+        ]
         if given:
-            raise MapflowError(f"backend={backend!r} and {', '.join(f'{n}=' for n in given)} both say where or how "
-                               "the run executes: pass the settings to the backend's constructor (e.g. "
-                               "NDIFBackend(settings, concurrency=4)) or drop backend=")
+            raise MapflowError(
+                f"backend={backend!r} and {', '.join(f'{n}=' for n in given)} both say where or how "
+                "the run executes: pass the settings to the backend's constructor (e.g. "
+                "NDIFBackend(settings, concurrency=4)) or drop backend="
+            )
         return backend
     if remote:
-        return NDIFBackend(remote, concurrency=DEFAULT_CONCURRENCY if concurrency is None else concurrency,
-                           batch=batch)
+        return NDIFBackend(remote, concurrency=DEFAULT_CONCURRENCY if concurrency is None else concurrency, batch=batch)
     if batch is not None:
         raise MapflowError("remote batch (--remote-batch, batch=) applies to remote runs (--remote, remote=True)")
     if concurrency not in (None, 1):
-        raise MapflowError(f"concurrency={concurrency!r}: concurrency applies to remote runs (--remote, remote=True); "
-                           "a local run measures one sample at a time")
+        raise MapflowError(
+            f"concurrency={concurrency!r}: concurrency applies to remote runs (--remote, remote=True); "
+            "a local run measures one sample at a time"
+        )
     return LocalBackend()

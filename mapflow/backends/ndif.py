@@ -46,11 +46,17 @@ class NDIFBackend:
 
     name = "ndif"
 
-    def __init__(self, settings: RemoteSettings | bool | None = None, *, concurrency: int = DEFAULT_CONCURRENCY,
-                 batch: int | None = None):
+    def __init__(
+        self,
+        settings: RemoteSettings | bool | None = None,
+        *,
+        concurrency: int = DEFAULT_CONCURRENCY,
+        batch: int | None = None,
+    ):
         if settings is not None and not isinstance(settings, (bool, RemoteSettings)):
-            raise TypeError(f"NDIFBackend settings must be a mapflow.remote.RemoteSettings or True, got "
-                            f"{type(settings).__name__}")
+            raise TypeError(
+                f"NDIFBackend settings must be a mapflow.remote.RemoteSettings or True, got {type(settings).__name__}"
+            )
         if settings is False:
             raise ValueError("NDIFBackend(settings=False): a local run uses mapflow.backends.LocalBackend")
         check_count(concurrency, "concurrency (requests in flight)")
@@ -79,9 +85,11 @@ class NDIFBackend:
         and the run's configuration with the plan its non-cell traces run. Raises `KnockoutConfigError` (a plan a
         server cannot run), `NotRemotable`, `ServerUnreachable`, `AuthRefused` or `ModelNotDeployed`."""
         if config.plan not in EXACT_PLANS:
-            raise KnockoutConfigError(f"--plan {config.plan} runs locally only (the screen needs a backward pass of "
-                                      "the local model); the NDIF backend runs the exact plans "
-                                      f"({', '.join(EXACT_PLANS)}): drop --remote / remote=, or use --plan auto")
+            raise KnockoutConfigError(
+                f"--plan {config.plan} runs locally only (the screen needs a backward pass of "
+                "the local model); the NDIF backend runs the exact plans "
+                f"({', '.join(EXACT_PLANS)}): drop --remote / remote=, or use --plan auto"
+            )
         from ..remote.client import check_server, remote_adapter  # the client (httpx, nnsight's remote) when used
 
         settings = self.requested or resolve_settings(local_model_dir=adapter.path)
@@ -92,11 +100,19 @@ class NDIFBackend:
         # they are traces like any other
         self.cells_plan = config.plan if self.settings.plan == "sample" else TRACE_PLAN
         if config.plan != TRACE_PLAN:
-            where = ("every trace" if self.settings.plan == "trace" else
-                     "traces outside a sample request (a study's own ctx.trace(), generation, attention maps)")
-            log.warning("NDIF backend: plan %s -> %s for %s (same numbers, no client-side state shipped back); "
-                        "knockout cells run plan %s; recorded as runtime.remote.trace_plan", config.plan,
-                        TRACE_PLAN, where, self.cells_plan)
+            where = (
+                "every trace"
+                if self.settings.plan == "trace"
+                else "traces outside a sample request (a study's own ctx.trace(), generation, attention maps)"
+            )
+            log.warning(
+                "NDIF backend: plan %s -> %s for %s (same numbers, no client-side state shipped back); "
+                "knockout cells run plan %s; recorded as runtime.remote.trace_plan",
+                config.plan,
+                TRACE_PLAN,
+                where,
+                self.cells_plan,
+            )
             config = replace(config, plan=TRACE_PLAN)
         view = remote_adapter(adapter, self.settings, ship_modules=(study.__name__,), server_plan=self.cells_plan)
         view.backend = None  # the view ships to the server with each sample request; the backend stays here
@@ -126,8 +142,14 @@ class NDIFBackend:
     def describe(self) -> dict:
         if self.settings is None:
             return {"remote": {"settings": "resolved when the run starts", "concurrency": self.requests_in_flight}}
-        return {"remote": {**self.settings.describe(), "concurrency": self.requests_in_flight,
-                           "cells_plan": self.cells_plan, "trace_plan": TRACE_PLAN}}
+        return {
+            "remote": {
+                **self.settings.describe(),
+                "concurrency": self.requests_in_flight,
+                "cells_plan": self.cells_plan,
+                "trace_plan": TRACE_PLAN,
+            }
+        }
 
     def __repr__(self) -> str:
         where = self.settings.host if self.settings is not None else "settings resolved at the run's start"

@@ -20,52 +20,92 @@ from .remote_options import add_remote_arguments, backend_from_args
 def add_run_arguments(parser: argparse.ArgumentParser, with_study: bool = True) -> None:
     if with_study:
         parser.add_argument("study", help="study name (see `mapflow studies`) or path to a .py file defining run(ctx)")
-    parser.add_argument("--model", type=user_path,
-                        help="local Hugging Face checkpoint directory (default: the embedded tiny model)")
-    parser.add_argument("--data", type=user_path,
-                        help="benchmark root in its published layout (default: the embedded benchmark)")
-    parser.add_argument("--benchmark", default="tvbench",
-                        help="tvbench | tomato | longvideobench | videomme | vcgbench (default tvbench)")
-    parser.add_argument("--template", help="prompt template (default: the checkpoint's own, else the paper's for "
-                                           "the benchmark): llava_mcqa, llava_mcqa_videomme, organism_mcqa, "
-                                           "llava_open_ended (sentence completion), vcgbench_free_form")
+    parser.add_argument(
+        "--model", type=user_path, help="local Hugging Face checkpoint directory (default: the embedded tiny model)"
+    )
+    parser.add_argument(
+        "--data", type=user_path, help="benchmark root in its published layout (default: the embedded benchmark)"
+    )
+    parser.add_argument(
+        "--benchmark",
+        default="tvbench",
+        help="tvbench | tomato | longvideobench | videomme | vcgbench (default tvbench)",
+    )
+    parser.add_argument(
+        "--template",
+        help="prompt template (default: the checkpoint's own, else the paper's for "
+        "the benchmark): llava_mcqa, llava_mcqa_videomme, organism_mcqa, "
+        "llava_open_ended (sentence completion), vcgbench_free_form",
+    )
     parser.add_argument("--out", required=True, type=user_path, help="output zarr store (resumed if it exists)")
-    parser.add_argument("--window", type=int, help="knockout window size k, at most the model's layer count "
-                                                   "(default 9, the paper's; clipped at the ends of smaller models)")
+    parser.add_argument(
+        "--window",
+        type=int,
+        help="knockout window size k, at most the model's layer count "
+        "(default 9, the paper's; clipped at the ends of smaller models)",
+    )
     parser.add_argument("--window-style", default="center", choices=["center", "inverse", "bottom_up", "top_down"])
-    parser.add_argument("--layers", help="explicit knockout layer ranges instead of a sweep, e.g. '0-16' (0-based, "
-                                         "half-open)")
+    parser.add_argument(
+        "--layers", help="explicit knockout layer ranges instead of a sweep, e.g. '0-16' (0-based, half-open)"
+    )
     parser.add_argument("--limit", type=int, help="samples per task, chosen with --seed")
     parser.add_argument("--tasks", nargs="+", help="task names (default: every task in the data root)")
-    parser.add_argument("--samples", choices=["correct", "all", "wrong"],
-                        help="which samples get knocked out (others keep NaN); default: the study's own choice "
-                             "(correctly answered ones for most studies, as in the paper)")
-    parser.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
-                        help="a study-specific setting (see `mapflow studies`); repeatable")
+    parser.add_argument(
+        "--samples",
+        choices=["correct", "all", "wrong"],
+        help="which samples get knocked out (others keep NaN); default: the study's own choice "
+        "(correctly answered ones for most studies, as in the paper)",
+    )
+    parser.add_argument(
+        "--option",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a study-specific setting (see `mapflow studies`); repeatable",
+    )
     parser.add_argument("--frames", type=int, help="frames sampled per video (default: the benchmark's, 8)")
-    parser.add_argument("--frame-rule", choices=["segment_midpoint", "linspace", "longvideobench"],
-                        help="frame sampling rule (default: the model family's, else the benchmark's)")
+    parser.add_argument(
+        "--frame-rule",
+        choices=["segment_midpoint", "linspace", "longvideobench"],
+        help="frame sampling rule (default: the model family's, else the benchmark's)",
+    )
     parser.add_argument("--flows", nargs="+", help="override the study's flows, e.g. video->last cross_frame")
-    parser.add_argument("--gt-token", default=differences.default("gt_token"), choices=["continuation", "vocab"],
-                        help="how the answer letter becomes a token id (vocab = the released code's lookup)")
-    parser.add_argument("--non-option-without-prefix", action="store_true",
-                        help="leave 'Question:' out of the non-option question span, as the released code does")
-    parser.add_argument("--plan", default="auto",
-                        help="auto: exact reuse of vision features, cached prefix and clean layers, batched "
-                             "configurations; naive: one full forward per configuration (the paper code's cost); "
-                             "screen: first-order estimates from one forward and backward pass; 'screen+verify K': "
-                             "plus the exact value of the K largest estimated cells per sample")
+    parser.add_argument(
+        "--gt-token",
+        default=differences.default("gt_token"),
+        choices=["continuation", "vocab"],
+        help="how the answer letter becomes a token id (vocab = the released code's lookup)",
+    )
+    parser.add_argument(
+        "--non-option-without-prefix",
+        action="store_true",
+        help="leave 'Question:' out of the non-option question span, as the released code does",
+    )
+    parser.add_argument(
+        "--plan",
+        default="auto",
+        help="auto: exact reuse of vision features, cached prefix and clean layers, batched "
+        "configurations; naive: one full forward per configuration (the paper code's cost); "
+        "screen: first-order estimates from one forward and backward pass; 'screen+verify K': "
+        "plus the exact value of the K largest estimated cells per sample",
+    )
     parser.add_argument("--heads", help="cut every flow in these query heads only, e.g. 3,7 (0-based)")
     parser.add_argument("--attn", default="sdpa", choices=["sdpa", "eager"], help="attention implementation")
-    parser.add_argument("--dtype", default=differences.default("dtype"),
-                        help="auto (bfloat16 on a GPU as the paper, float32 on a CPU) | float32 | bfloat16 | float16")
+    parser.add_argument(
+        "--dtype",
+        default=differences.default("dtype"),
+        help="auto (bfloat16 on a GPU as the paper, float32 on a CPU) | float32 | bfloat16 | float16",
+    )
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--device-map", help="accelerate placement across GPUs instead of --device, e.g. 'auto'")
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: 1 for tiny models)")
     parser.add_argument("--overwrite", action="store_true", help="delete an existing --out store first")
-    parser.add_argument("--strict", action="store_true", help="stop at the first bad annotation entry instead of "
-                                                              "recording every bad entry as a failed sample")
+    parser.add_argument(
+        "--strict",
+        action="store_true",
+        help="stop at the first bad annotation entry instead of recording every bad entry as a failed sample",
+    )
     parser.add_argument("--no-progress", action="store_true")
     add_remote_arguments(parser)
 
@@ -73,28 +113,55 @@ def add_run_arguments(parser: argparse.ArgumentParser, with_study: bool = True) 
 def cmd_run(args) -> int:
     from ..analysis.resolve import prepare_run
     from ..analysis.runner import run_study
-
     from ..inputs import checks as inputs
 
     study = str(user_path(args.study)) if args.study.endswith(".py") else args.study
     inputs.check_store_writable(args.out)  # before the model loads: a read-only store is refused at once
-    run = prepare_run(study, args.model, args.data, benchmark=args.benchmark, template=args.template,
-                      window=args.window, window_style=args.window_style, layers=args.layers, limit=args.limit,
-                      tasks=args.tasks, samples=args.samples, options=_parse_options(args.option), frames=args.frames,
-                      frame_rule=args.frame_rule, flows=args.flows, gt_token=args.gt_token,
-                      non_option_includes_prefix=not args.non_option_without_prefix, plan=args.plan, seed=args.seed,
-                      attn=args.attn, dtype=args.dtype, device=args.device, device_map=args.device_map,
-                      # tiny models run ~10x faster single-threaded on shared CPUs
-                      threads=args.threads if args.threads is not None else (None if args.model else 1),
-                      strict=args.strict,
-                      heads=_parse_heads(args.heads))
+    run = prepare_run(
+        study,
+        args.model,
+        args.data,
+        benchmark=args.benchmark,
+        template=args.template,
+        window=args.window,
+        window_style=args.window_style,
+        layers=args.layers,
+        limit=args.limit,
+        tasks=args.tasks,
+        samples=args.samples,
+        options=_parse_options(args.option),
+        frames=args.frames,
+        frame_rule=args.frame_rule,
+        flows=args.flows,
+        gt_token=args.gt_token,
+        non_option_includes_prefix=not args.non_option_without_prefix,
+        plan=args.plan,
+        seed=args.seed,
+        attn=args.attn,
+        dtype=args.dtype,
+        device=args.device,
+        device_map=args.device_map,
+        # tiny models run ~10x faster single-threaded on shared CPUs
+        threads=args.threads if args.threads is not None else (None if args.model else 1),
+        strict=args.strict,
+        heads=_parse_heads(args.heads),
+    )
     if run.samples.bad_entries:
         print(inputs.describe_bad_entries(run.samples.bad_entries), file=sys.stderr)
     if note := inputs.half_precision_note(args.dtype, args.device, args.device_map):
         print(note, file=sys.stderr)
-    summary = run_study(run.study, run.adapter, run.samples, args.out, config=run.config, provenance=run.provenance,
-                        overwrite=args.overwrite, progress=not args.no_progress,
-                        backend=backend_from_args(args, run.adapter.path), bad_entries=run.samples.bad_entries)
+    summary = run_study(
+        run.study,
+        run.adapter,
+        run.samples,
+        args.out,
+        config=run.config,
+        provenance=run.provenance,
+        overwrite=args.overwrite,
+        progress=not args.no_progress,
+        backend=backend_from_args(args, run.adapter.path),
+        bad_entries=run.samples.bad_entries,
+    )
     print(summary.describe())
     return 1 if summary.failed and not summary.done and not summary.skipped else 0  # every sample failed
 
@@ -118,9 +185,9 @@ def cmd_accuracy(args) -> int:
 
 def cmd_plot(args) -> int:
     """The study's own paper figure (PNG + PDF), or its table for table studies."""
-    from ..results.store import ResultStore, open_dataset
     from ..analysis.declaration import DEFAULT, declaration_of
     from ..analysis.runner import available_studies, load_study
+    from ..results.store import ResultStore, open_dataset
     from ..viz import figures, tables
 
     ds = open_dataset(args.store)
@@ -206,8 +273,10 @@ def cmd_demo(args) -> int:
 
     started = time.perf_counter()
     manifest = run_suite(Path(args.out_dir), limit=args.limit, window=args.window, only=args.only)
-    print(f"demo results in {args.out_dir}/: {len(manifest['runs'])} stores, figures/, tables/, report "
-          f"{manifest.get('report')}")
+    print(
+        f"demo results in {args.out_dir}/: {len(manifest['runs'])} stores, figures/, tables/, report "
+        f"{manifest.get('report')}"
+    )
     print(f"demo finished in {time.perf_counter() - started:.0f} s (studies {manifest['study_seconds']:.0f} s)")
     return 0
 
@@ -232,8 +301,10 @@ def build_parser() -> argparse.ArgumentParser:
     add_run_arguments(accuracy, with_study=False)
     accuracy.set_defaults(func=cmd_accuracy)
 
-    plot = sub.add_parser("plot", help="draw a store's paper figure (knockout sweeps: mean rel_change vs layer per "
-                                       "flow, one panel per task)")
+    plot = sub.add_parser(
+        "plot",
+        help="draw a store's paper figure (knockout sweeps: mean rel_change vs layer per flow, one panel per task)",
+    )
     plot.add_argument("store", type=user_path)
     plot.add_argument("--png", help="output PNG (a PDF is written next to it; default: next to the store)")
     plot.add_argument("--variable", default="rel_change")
@@ -243,8 +314,11 @@ def build_parser() -> argparse.ArgumentParser:
     show.add_argument("store", type=user_path)
     show.set_defaults(func=cmd_show)
 
-    verify = sub.add_parser("verify", help="check that every committed sample of a store is present once and "
-                                           "readable; --repair drops damaged ones so a rerun measures them again")
+    verify = sub.add_parser(
+        "verify",
+        help="check that every committed sample of a store is present once and "
+        "readable; --repair drops damaged ones so a rerun measures them again",
+    )
     verify.add_argument("store", type=user_path)
     verify.add_argument("--repair", action="store_true", help="drop the damaged samples (a resumed run does this too)")
     verify.set_defaults(func=cmd_verify)

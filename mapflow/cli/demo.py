@@ -43,8 +43,9 @@ def organism_suite(window: int = 3) -> list[SuiteRun]:
             settings = ({"window": window} if entry.window else {}) | (OPEN_ENDED if entry.open_ended else {})
             if entry.options is not None:
                 settings["options"] = dict(entry.options)
-            declared.append((entry.order, SuiteRun(entry.name, study, entry.variant, settings, entry.limit_scale,
-                                                   entry.depends_on)))
+            declared.append(
+                (entry.order, SuiteRun(entry.name, study, entry.variant, settings, entry.limit_scale, entry.depends_on))
+            )
     return [run for _, run in sorted(declared, key=lambda pair: pair[0])]
 
 
@@ -54,9 +55,9 @@ CALIBRATION_STUDIES = ("information_flow",)
 
 def run_suite(out_dir: Path, *, limit: int, window: int = 3, only=None, report: bool = True) -> dict:
     """Run the suite into ``out_dir`` and write the report; returns the manifest (also saved as suite.json)."""
-    from ..embedded import organism_dir
     from ..analysis.resolve import prepare_run
     from ..analysis.runner import run_study
+    from ..embedded import organism_dir
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -73,24 +74,70 @@ def run_suite(out_dir: Path, *, limit: int, window: int = 3, only=None, report: 
         t0 = time.perf_counter()
         print(f"[{time.perf_counter() - started:6.1f} s] {run.name}", flush=True)
         prepared = prepare_run(run.study, organism_dir(run.variant), **settings)
-        print(run_study(prepared.study, prepared.adapter, prepared.samples, store, config=prepared.config,
-                        provenance=prepared.provenance).describe())
-        manifest["runs"].append({"name": run.name, "study": run.study, "model": f"organism-{run.variant}",
-                                 "store": store.name, "settings": settings,
-                                 "seconds": round(time.perf_counter() - t0, 1)})
+        print(
+            run_study(
+                prepared.study,
+                prepared.adapter,
+                prepared.samples,
+                store,
+                config=prepared.config,
+                provenance=prepared.provenance,
+            ).describe()
+        )
+        manifest["runs"].append(
+            {
+                "name": run.name,
+                "study": run.study,
+                "model": f"organism-{run.variant}",
+                "store": store.name,
+                "settings": settings,
+                "seconds": round(time.perf_counter() - t0, 1),
+            }
+        )
     for study in CALIBRATION_STUDIES:
         if only and f"calibrate-{study}" not in only and "calibrate" not in only:
             continue
         t0 = time.perf_counter()
         print(f"[{time.perf_counter() - started:6.1f} s] calibrate-{study}", flush=True)
-        args = ["calibrate", study, "--model", str(organism_dir("video")), "--limit", str(max(1, round(limit * 0.3))),
-                "--window", str(window), "--out", str(out_dir), "--no-progress"]  # the equivalent command, recorded
-        calibrate_run(study, str(organism_dir("video")), out=str(out_dir), progress=False, benchmark="tvbench",
-                      limit=max(1, round(limit * 0.3)), window=window, tasks=None, samples=None, options={},
-                      seed=42, attn="sdpa", threads=1, heads=None)
-        manifest["runs"].append({"name": f"calibrate-{study}", "study": study, "model": "organism-video",
-                                 "store": f"calibration-{study}.json", "args": args,
-                                 "seconds": round(time.perf_counter() - t0, 1)})
+        args = [
+            "calibrate",
+            study,
+            "--model",
+            str(organism_dir("video")),
+            "--limit",
+            str(max(1, round(limit * 0.3))),
+            "--window",
+            str(window),
+            "--out",
+            str(out_dir),
+            "--no-progress",
+        ]  # the equivalent command, recorded
+        calibrate_run(
+            study,
+            str(organism_dir("video")),
+            out=str(out_dir),
+            progress=False,
+            benchmark="tvbench",
+            limit=max(1, round(limit * 0.3)),
+            window=window,
+            tasks=None,
+            samples=None,
+            options={},
+            seed=42,
+            attn="sdpa",
+            threads=1,
+            heads=None,
+        )
+        manifest["runs"].append(
+            {
+                "name": f"calibrate-{study}",
+                "study": study,
+                "model": "organism-video",
+                "store": f"calibration-{study}.json",
+                "args": args,
+                "seconds": round(time.perf_counter() - t0, 1),
+            }
+        )
     manifest["study_seconds"] = round(time.perf_counter() - started, 1)
     (out_dir / "suite.json").write_text(json.dumps(manifest, indent=2))
     if report:

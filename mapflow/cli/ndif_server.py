@@ -116,14 +116,14 @@ def add_ndif_bench_arguments(parser) -> None:
 def cmd_ndif_bench(args) -> int:
     import torch
 
+    from ..analysis.context import StudyConfig
+    from ..analysis.runner import load_study
     from ..data.benchmarks import get_benchmark
     from ..embedded import default_data_dir, organism_dir
     from ..knockout.flows import Window
     from ..models import load_adapter
     from ..ndif_local.request_bench import bench, format_report
     from ..remote.config import resolve_settings
-    from ..analysis.context import StudyConfig
-    from ..analysis.runner import load_study
 
     torch.set_num_threads(1)  # the server's actor runs single-threaded: same arithmetic, a fair comparison
     model_dir = args.model or organism_dir("video")

@@ -15,11 +15,21 @@ from ..data.sample import OPTION_LETTERS
 from ..errors import DataError, MapflowError, StudyError
 
 # Spans every layout has (see `mapflow.inputs.tokenization.build_layout`); the template's segments and frames come on top.
-LAYOUT_SPANS = ("video", "video_markup", "video_block", "question", "non_option_question", "true_option",
-                "false_options", "last")
-HALF_PRECISION_NOTE = ("note: --dtype {dtype} on CPU: half precision moves rel_change against float32 (on the "
-                       "embedded organism by up to ~0.6 points in float16 and ~2.4 in bfloat16); use float32 for "
-                       "numbers you compare with float32 runs")
+LAYOUT_SPANS = (
+    "video",
+    "video_markup",
+    "video_block",
+    "question",
+    "non_option_question",
+    "true_option",
+    "false_options",
+    "last",
+)
+HALF_PRECISION_NOTE = (
+    "note: --dtype {dtype} on CPU: half precision moves rel_change against float32 (on the "
+    "embedded organism by up to ~0.6 points in float16 and ~2.4 in bfloat16); use float32 for "
+    "numbers you compare with float32 runs"
+)
 
 
 def user_path(text: str) -> Path:
@@ -49,14 +59,17 @@ def check_limit(limit: int | None) -> None:
 
 def check_frames(frames: int | None) -> None:
     if frames is not None and (not is_whole(frames) or frames < 1):
-        raise MapflowError(f"--frames {frames!r}: give a positive number of frames per video (default: the "
-                           "benchmark's, 8)")
+        raise MapflowError(
+            f"--frames {frames!r}: give a positive number of frames per video (default: the benchmark's, 8)"
+        )
 
 
 def check_threads(threads: int | None) -> None:
     if threads is not None and (not is_whole(threads) or threads < 1):
-        raise MapflowError(f"--threads {threads!r}: give a positive number of CPU threads (or leave it out: 1 for the "
-                           "embedded models, torch's default for a --model)")
+        raise MapflowError(
+            f"--threads {threads!r}: give a positive number of CPU threads (or leave it out: 1 for the "
+            "embedded models, torch's default for a --model)"
+        )
 
 
 DEVICE_TYPES = ("cpu", "cuda", "mps", "xpu")
@@ -80,9 +93,11 @@ def check_device(device, device_map=None) -> None:
     available = bool(backend is not None and backend.is_available())
     count = torch.cuda.device_count() if parsed.type == "cuda" and available else None
     if not available:
-        raise MapflowError(f"--device {device}: this machine has no {parsed.type} device that torch can use "
-                           f"(torch.{'backends.mps' if parsed.type == 'mps' else parsed.type}.is_available() is "
-                           "False); use --device cpu")
+        raise MapflowError(
+            f"--device {device}: this machine has no {parsed.type} device that torch can use "
+            f"(torch.{'backends.mps' if parsed.type == 'mps' else parsed.type}.is_available() is "
+            "False); use --device cpu"
+        )
     if count is not None and parsed.index is not None and parsed.index >= count:
         raise MapflowError(f"--device {device}: this machine has {count} CUDA device(s), cuda:0..cuda:{count - 1}")
 
@@ -104,9 +119,11 @@ def check_store_writable(store) -> None:
     for place in places:
         if not os.access(place, os.W_OK | (os.X_OK if place.is_dir() else 0)):
             role = "the folder that holds the store and its lock file" if place == beside else "part of the store"
-            raise MapflowError(f"--out {store}: {place} is not writable ({role}); the store cannot be created or "
-                               "resumed here (read-only file system, immutable file, or no permission): choose "
-                               "another --out, or copy the store somewhere writable to resume it")
+            raise MapflowError(
+                f"--out {store}: {place} is not writable ({role}); the store cannot be created or "
+                "resumed here (read-only file system, immutable file, or no permission): choose "
+                "another --out, or copy the store somewhere writable to resume it"
+            )
 
 
 def check_window(window, num_layers: int, window_given: bool = True) -> None:
@@ -115,11 +132,15 @@ def check_window(window, num_layers: int, window_given: bool = True) -> None:
     if window.style == "ranges":
         for start, stop in window.ranges:
             if not 0 <= start < stop <= num_layers:
-                raise MapflowError(f"--layers {start}-{stop}: each range must be 'start-stop' with 0 <= start < stop "
-                                   f"<= {num_layers} (the model has {num_layers} layers, half-open ranges)")
+                raise MapflowError(
+                    f"--layers {start}-{stop}: each range must be 'start-stop' with 0 <= start < stop "
+                    f"<= {num_layers} (the model has {num_layers} layers, half-open ranges)"
+                )
     elif window.style in ("center", "inverse") and window_given and not 1 <= window.size <= num_layers:
-        raise MapflowError(f"--window {window.size}: the window size must be between 1 and {num_layers} (the model "
-                           f"has {num_layers} layers)")
+        raise MapflowError(
+            f"--window {window.size}: the window size must be between 1 and {num_layers} (the model "
+            f"has {num_layers} layers)"
+        )
 
 
 def check_frames_available(samples, num_frames: int, rule: str) -> None:
@@ -139,8 +160,10 @@ def check_frames_available(samples, num_frames: int, rule: str) -> None:
             return
         longest = max(longest or 0, info.num_frames)
     if longest is not None:
-        raise MapflowError(f"--frames {num_frames}: no video of the {len(samples)} selected sample(s) has that many "
-                           f"frames (the longest has {longest}); choose --frames <= {longest}")
+        raise MapflowError(
+            f"--frames {num_frames}: no video of the {len(samples)} selected sample(s) has that many "
+            f"frames (the longest has {longest}); choose --frames <= {longest}"
+        )
 
 
 # --- per sample ----------------------------------------------------------------------------------------------------
@@ -149,9 +172,12 @@ def check_frames_available(samples, num_frames: int, rule: str) -> None:
 def check_option_letters(sample) -> None:
     """More candidates than letters cannot be written as options (A..Z)."""
     if len(sample.candidates) > len(OPTION_LETTERS):
-        raise DataError(f"{len(sample.candidates)} candidates; option letters only go up to "
-                        f"{OPTION_LETTERS[-1]} ({len(OPTION_LETTERS)} options)", sample=sample.sample_id,
-                        field="candidates")
+        raise DataError(
+            f"{len(sample.candidates)} candidates; option letters only go up to "
+            f"{OPTION_LETTERS[-1]} ({len(OPTION_LETTERS)} options)",
+            sample=sample.sample_id,
+            field="candidates",
+        )
 
 
 def context_length(adapter) -> int | None:
@@ -164,9 +190,13 @@ def check_prompt_fits(adapter, prepared, sample) -> None:
     """Refuse an input longer than the model's context: the numbers would be computed at positions it never saw."""
     limit = context_length(adapter)
     if limit is not None and prepared.layout.seq_len > limit:
-        raise DataError(f"the input is {prepared.layout.seq_len} tokens (video and prompt), longer than the model's "
-                        f"context length of {limit} (max_position_embeddings); shorten the question or use fewer "
-                        "frames", sample=sample.sample_id, field="question")
+        raise DataError(
+            f"the input is {prepared.layout.seq_len} tokens (video and prompt), longer than the model's "
+            f"context length of {limit} (max_position_embeddings); shorten the question or use fewer "
+            "frames",
+            sample=sample.sample_id,
+            field="question",
+        )
 
 
 def check_study_result(study, result) -> None:
@@ -176,14 +206,18 @@ def check_study_result(study, result) -> None:
 
     if not isinstance(result, xr.Dataset):
         name = getattr(study, "study_name", None) or getattr(study, "__file__", None) or getattr(study, "__name__", "?")
-        raise StudyError(f"study {name} returned {type(result).__name__}, not an xarray.Dataset: its run(ctx) must "
-                         "return one Dataset of this sample's results (e.g. from ctx.sweep(flows); "
-                         "see README 'Writing a study')")
+        raise StudyError(
+            f"study {name} returned {type(result).__name__}, not an xarray.Dataset: its run(ctx) must "
+            "return one Dataset of this sample's results (e.g. from ctx.sweep(flows); "
+            "see README 'Writing a study')"
+        )
 
 
 def describe_bad_entries(bad_entries) -> str:
     """The warning listing every bad annotation entry (file, entry, field, reason) at once."""
-    lines = [f"warning: {len(bad_entries)} bad annotation entr{'y' if len(bad_entries) == 1 else 'ies'}; each is "
-             "recorded as a failed sample and the rest are measured (--strict stops at the first instead):"]
+    lines = [
+        f"warning: {len(bad_entries)} bad annotation entr{'y' if len(bad_entries) == 1 else 'ies'}; each is "
+        "recorded as a failed sample and the rest are measured (--strict stops at the first instead):"
+    ]
     lines += [f"  {entry.reason}" for entry in bad_entries]
     return "\n".join(lines)

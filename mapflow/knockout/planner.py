@@ -47,8 +47,9 @@ def check_heads(heads, num_heads: int, option: str = "--heads") -> tuple[int, ..
     heads = tuple(sorted({int(h) for h in heads}))
     bad = [h for h in heads if not 0 <= h < num_heads]
     if not heads or bad:
-        raise KnockoutConfigError(f"{option}: head(s) {bad or 'none'} out of range; this model has heads "
-                                  f"0..{num_heads - 1}")
+        raise KnockoutConfigError(
+            f"{option}: head(s) {bad or 'none'} out of range; this model has heads 0..{num_heads - 1}"
+        )
     return heads
 
 
@@ -74,15 +75,25 @@ def max_batch_rows(seq_len: int, suffix_len: int, adapter: VideoLLMAdapter) -> i
 # A cap on the memory the planner may plan with (bytes, or a size such as "8GiB"): on CPU the free memory the OS
 # reports is shared with everything else on the machine; on a GPU it lowers what `mem_get_info` says.
 MEMORY_BUDGET_ENV = "MAPFLOW_MEMORY_BUDGET"
-_UNITS = {"": 1, "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12, "kib": 2**10, "mib": 2**20,
-          "gib": 2**30, "tib": 2**40}
+_UNITS = {
+    "": 1,
+    "b": 1,
+    "kb": 10**3,
+    "mb": 10**6,
+    "gb": 10**9,
+    "tb": 10**12,
+    "kib": 2**10,
+    "mib": 2**20,
+    "gib": 2**30,
+    "tib": 2**40,
+}
 
 
 def parse_bytes(text: str) -> int:
     """``"8GiB"``, ``"512 MiB"``, ``"2e9"`` -> bytes."""
     value = str(text).strip().lower()
     number = value.rstrip("kmgtib ")
-    unit = value[len(number):].strip()
+    unit = value[len(number) :].strip()
     try:
         if unit not in _UNITS:
             raise ValueError
@@ -141,8 +152,9 @@ FORWARD_OVERHEAD_TOKENS = 128
 BATCH_TOKEN_BUDGET = 4096
 
 
-def plan_batches(configs: list[KnockoutConfig], adapter: VideoLLMAdapter, seq_len: int,
-                 max_rows: int | None = None) -> list[list[int]]:
+def plan_batches(
+    configs: list[KnockoutConfig], adapter: VideoLLMAdapter, seq_len: int, max_rows: int | None = None
+) -> list[list[int]]:
     """Group configuration indices into batches: configurations sharing their suffix start go together (ordered by
     first knocked-out layer), and small groups are merged; a batch starts at its earliest member's first row."""
     num_layers = adapter.num_layers
@@ -158,9 +170,10 @@ def plan_batches(configs: list[KnockoutConfig], adapter: VideoLLMAdapter, seq_le
     batches = []
     for start, members in groups:
         members.sort(key=lambda i: entry_layer(configs[i], num_layers))
-        rows = max_rows or min(max_batch_rows(seq_len, seq_len - start, adapter),
-                               max(1, BATCH_TOKEN_BUDGET // (seq_len - start)))
-        batches.extend(members[i:i + rows] for i in range(0, len(members), rows))
+        rows = max_rows or min(
+            max_batch_rows(seq_len, seq_len - start, adapter), max(1, BATCH_TOKEN_BUDGET // (seq_len - start))
+        )
+        batches.extend(members[i : i + rows] for i in range(0, len(members), rows))
     return batches
 
 
@@ -183,8 +196,9 @@ def _row_bytes(adapter: VideoLLMAdapter, seq_len: int):
 PACK_TOKEN_LIMIT = 1 << 16
 
 
-def plan_packs(configs: list[KnockoutConfig], adapter: VideoLLMAdapter, seq_len: int,
-               max_rows: int | None = None) -> list[list[int]]:
+def plan_packs(
+    configs: list[KnockoutConfig], adapter: VideoLLMAdapter, seq_len: int, max_rows: int | None = None
+) -> list[list[int]]:
     """Configuration indices per packed forward (`run_pack`): as many rows as a quarter of free memory and
     `PACK_TOKEN_LIMIT` (or a limit an out-of-memory taught) allow; rows of one suffix start stay together where they
     can."""

@@ -39,7 +39,7 @@ def parse_plan(plan: str) -> tuple[str, int]:
     if text in ("auto", "naive", SCREEN):
         return text, 0
     if text.startswith(VERIFY):
-        count = text[len(VERIFY):].strip()
+        count = text[len(VERIFY) :].strip()
         if count.isdigit() and int(count) >= 1:
             return VERIFY, int(count)
     raise KnockoutConfigError(f"--plan '{plan}': choose auto, naive, screen or 'screen+verify K' (K >= 1)")
@@ -62,10 +62,13 @@ class ScreenForward:
         distinct = list(dict.fromkeys(int(t) for t in tokens))
         found = {}
         for n, token in enumerate(distinct):
-            grads = torch.autograd.grad(metric_value(self.logits_graph, token, metric), self.outputs,
-                                        retain_graph=n < len(distinct) - 1, allow_unused=True)
-            found[token] = [torch.zeros_like(o[0]) if g is None else g[0].detach()
-                            for g, o in zip(grads, self.outputs)]
+            grads = torch.autograd.grad(
+                metric_value(self.logits_graph, token, metric),
+                self.outputs,
+                retain_graph=n < len(distinct) - 1,
+                allow_unused=True,
+            )
+            found[token] = [torch.zeros_like(o[0]) if g is None else g[0].detach() for g, o in zip(grads, self.outputs)]
         return [found[int(t)] for t in tokens]
 
     logits_graph: torch.Tensor | None = None
@@ -81,7 +84,7 @@ def metric_value(logits: torch.Tensor, token: int, metric: str = "logodds") -> t
     if metric == "logp":
         return logits.log_softmax(-1)[token]
     if metric == "logodds":
-        others = torch.cat([logits[:token], logits[token + 1:]])
+        others = torch.cat([logits[:token], logits[token + 1 :]])
         return logits[token] - others.logsumexp(-1)
     raise KnockoutConfigError(f"screen metric '{metric}': choose one of {', '.join(METRICS)}")
 
@@ -116,8 +119,9 @@ def recording_attention(text_config, record: dict, add: dict | None = None):
     previous = text_config._attn_implementation
 
     def forward(module, query, key, value, attention_mask, *, scaling=None, **kwargs):
-        out, weights = _own_implementation(module, previous)(module, query, key, value, attention_mask,
-                                                              scaling=scaling, **kwargs)
+        out, weights = _own_implementation(module, previous)(
+            module, query, key, value, attention_mask, scaling=scaling, **kwargs
+        )
         if not out.requires_grad:  # the first layer's output: the graph starts here
             out = out.detach().requires_grad_()
         if add is not None and module.layer_idx in add:
@@ -150,22 +154,31 @@ def frozen_parameters(model: torch.nn.Module):
 def screen_forward(adapter, prepared, add: dict | None = None) -> ScreenForward:
     """One clean forward (graph kept from the first attention output on) recording every layer's attention."""
     record: dict = {}
-    with torch.enable_grad(), frozen_parameters(adapter.hf_model), \
-            recording_attention(adapter.text_config, record, add):
+    with (
+        torch.enable_grad(),
+        frozen_parameters(adapter.hf_model),
+        recording_attention(adapter.text_config, record, add),
+    ):
         logits = adapter.hf_model(**prepared.inputs, use_cache=False, logits_to_keep=1).logits[0, -1]
     layers = sorted(record)
     if layers != list(range(adapter.num_layers)):
         raise RuntimeError(f"the screen recorded attention in layers {layers}, expected 0..{adapter.num_layers - 1}")
     group = adapter.num_heads // adapter.num_kv_heads
     q, k, v, out, scale = zip(*(record[i] for i in layers))
-    return ScreenForward(logits=logits.detach().float(), queries=[x[0].detach() for x in q],
-                         keys=[x[0].detach().repeat_interleave(group, 0) for x in k],
-                         values=[x[0].detach().repeat_interleave(group, 0) for x in v],
-                         scales=list(scale), outputs=list(out), logits_graph=logits)
+    return ScreenForward(
+        logits=logits.detach().float(),
+        queries=[x[0].detach() for x in q],
+        keys=[x[0].detach().repeat_interleave(group, 0) for x in k],
+        values=[x[0].detach().repeat_interleave(group, 0) for x in v],
+        scales=list(scale),
+        outputs=list(out),
+        logits_graph=logits,
+    )
 
 
-def local_change(fwd: ScreenForward, layer: int, blocked: torch.Tensor, heads=None,
-                 rows: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+def local_change(
+    fwd: ScreenForward, layer: int, blocked: torch.Tensor, heads=None, rows: torch.Tensor | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
     """(rows, change (rows, heads, d)): the exact change of layer ``layer``'s attention output at the query rows the
     flow cuts, when its edges are removed from clean inputs (renormalised softmax over the remaining keys)."""
     rows = torch.nonzero(blocked.any(-1)).flatten() if rows is None else rows
@@ -184,8 +197,9 @@ def local_change(fwd: ScreenForward, layer: int, blocked: torch.Tensor, heads=No
     return rows, change.transpose(0, 1)
 
 
-def layer_effects(fwd: ScreenForward, grads: list[list[torch.Tensor]], blocked: torch.Tensor, heads=None,
-                  layers=None) -> torch.Tensor:
+def layer_effects(
+    fwd: ScreenForward, grads: list[list[torch.Tensor]], blocked: torch.Tensor, heads=None, layers=None
+) -> torch.Tensor:
     """(tokens, layers): each layer's first-order effect of cutting ``blocked`` on each metric's log-probability."""
     layers = range(len(fwd.queries)) if layers is None else layers
     rows = torch.nonzero(blocked.any(-1)).flatten()
@@ -197,8 +211,9 @@ def layer_effects(fwd: ScreenForward, grads: list[list[torch.Tensor]], blocked: 
     return out
 
 
-def screen_cells(fwd: ScreenForward, grads, patterns: list[tuple[torch.Tensor, tuple | None]],
-                 layer_sets) -> torch.Tensor:
+def screen_cells(
+    fwd: ScreenForward, grads, patterns: list[tuple[torch.Tensor, tuple | None]], layer_sets
+) -> torch.Tensor:
     """(patterns, layer sets, tokens): the estimated metric change of each cell (sum over its layers).
 
     Per layer, shared by every pattern: the scores and clean probabilities of all rows any pattern cuts, and the
@@ -216,8 +231,9 @@ def screen_cells(fwd: ScreenForward, grads, patterns: list[tuple[torch.Tensor, t
         dtype = torch.promote_types(q.dtype, torch.float32)
         seq_len = k.shape[1]
         causal = torch.ones(seq_len, seq_len, dtype=torch.bool, device=q.device).tril()[union.to(q.device)]
-        scores = ((q[:, union].to(dtype) @ k.to(dtype).transpose(-1, -2)) * fwd.scales[layer]) \
-            .masked_fill_(~causal, float("-inf"))
+        scores = ((q[:, union].to(dtype) @ k.to(dtype).transpose(-1, -2)) * fwd.scales[layer]).masked_fill_(
+            ~causal, float("-inf")
+        )
         clean = scores.softmax(-1)
         mapped = [g[layer][union].to(dtype).transpose(0, 1) @ v.to(dtype).transpose(-1, -2) for g in grads]
         for p, (blocked, heads) in enumerate(patterns):

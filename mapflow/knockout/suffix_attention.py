@@ -79,9 +79,17 @@ def cut_pieces(blocked_rows: torch.Tensor, start: int, dtype, device) -> list[Pi
             for k_lo, k_hi in _runs(block.any(0)):
                 sub = block[:, k_lo:k_hi]
                 empty = ~sub.any(-1)
-                pieces.append(Piece(q_lo, q_hi, in_prefix, k_lo, k_hi,
-                                    bias=None if bool(sub.all()) else _bias(sub, dtype),
-                                    empty=empty if bool(empty.any()) else None))
+                pieces.append(
+                    Piece(
+                        q_lo,
+                        q_hi,
+                        in_prefix,
+                        k_lo,
+                        k_hi,
+                        bias=None if bool(sub.all()) else _bias(sub, dtype),
+                        empty=empty if bool(empty.any()) else None,
+                    )
+                )
     return pieces
 
 
@@ -143,8 +151,18 @@ class SuffixBatch:
     head_rows: list[list[tuple[torch.Tensor, tuple[int, ...]]]] = field(default_factory=list)
 
     @classmethod
-    def build(cls, start: int, keys, values, row_patterns: list[torch.Tensor], row_layers: list[tuple[int, ...]],
-              row_entries: list[int], dtype, device, row_heads: list | None = None) -> SuffixBatch:
+    def build(
+        cls,
+        start: int,
+        keys,
+        values,
+        row_patterns: list[torch.Tensor],
+        row_layers: list[tuple[int, ...]],
+        row_entries: list[int],
+        dtype,
+        device,
+        row_heads: list | None = None,
+    ) -> SuffixBatch:
         """``row_patterns``: each row's (L, L) blocked matrix (rows with equal matrices share their pieces);
         ``row_layers``: the layers it cuts; ``row_entries``: ascending, the layer where it joins the batch (a layer
         computes the rows that joined at or before it, in row order); ``row_heads``: per row the query heads it cuts
@@ -162,19 +180,35 @@ class SuffixBatch:
         causal = torch.ones(suffix_len, row_patterns[0].shape[1], dtype=torch.bool, device=device).tril(start)
         allowed = torch.stack([causal & ~u.to(device) for u in unique] + [causal])  # the last one: uncut rows
         # each active row's entry in `allowed`, per layer
-        dense_index = [torch.tensor([pattern_of_row[r] if layer in row_layers[r] else len(unique)
-                                     for r in range(sum(entry <= layer for entry in row_entries))], device=device)
-                       for layer in range(len(keys))]
-        batch = cls(start, [k[:, :, :start] for k in keys], [v[:, :, :start] for v in values], [], [], [],
-                    dense_index=dense_index, last_bias=_bias(allowed[:, -1:], dtype)[0, 0])
+        dense_index = [
+            torch.tensor(
+                [
+                    pattern_of_row[r] if layer in row_layers[r] else len(unique)
+                    for r in range(sum(entry <= layer for entry in row_entries))
+                ],
+                device=device,
+            )
+            for layer in range(len(keys))
+        ]
+        batch = cls(
+            start,
+            [k[:, :, :start] for k in keys],
+            [v[:, :, :start] for v in values],
+            [],
+            [],
+            [],
+            dense_index=dense_index,
+            last_bias=_bias(allowed[:, -1:], dtype)[0, 0],
+        )
         if row_heads is not None and any(h is not None for h in row_heads):
             for layer in range(len(keys)):
                 by_heads: dict[tuple[int, ...], list[int]] = {}
                 for r in range(len(dense_index[layer])):
                     if row_heads[r] is not None and layer in row_layers[r]:
                         by_heads.setdefault(tuple(row_heads[r]), []).append(r)
-                batch.head_rows.append([(torch.tensor(members, device=device), heads)
-                                        for heads, members in by_heads.items()])
+                batch.head_rows.append(
+                    [(torch.tensor(members, device=device), heads) for heads, members in by_heads.items()]
+                )
         if uses_dense(suffix_len, row_patterns[0].shape[1]):
             batch.dense_bias = _bias(allowed, dtype)[0, 0]
             return batch
@@ -185,8 +219,12 @@ class SuffixBatch:
             by_key: dict[int | None, list[int]] = {}
             for r in range(rows):
                 by_key.setdefault(pattern_of_row[r] if layer in row_layers[r] else None, []).append(r)
-            batch.groups.append([(None if len(members) == rows else torch.tensor(members, device=device), key)
-                                 for key, members in by_key.items()])
+            batch.groups.append(
+                [
+                    (None if len(members) == rows else torch.tensor(members, device=device), key)
+                    for key, members in by_key.items()
+                ]
+            )
         return batch
 
 
@@ -195,8 +233,9 @@ def _attend_part(q, k, v, bias, causal: bool, scale: float):
     if bias is not None:
         bias = bias.to(q.device)  # a no-op unless a device_map puts this layer on another device
     if q.device.type == "cpu":
-        return torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(q, k, v, 0.0, causal, attn_mask=bias,
-                                                                          scale=scale)
+        return torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(
+            q, k, v, 0.0, causal, attn_mask=bias, scale=scale
+        )
     return _attend_part_math(q, k, v, bias, causal, scale)
 
 
@@ -212,7 +251,8 @@ def _attend_part_math(q, k, v, bias, causal: bool, scale: float):
             scores = scores + bias[..., lo:hi, :].float()
         if causal:  # square: query lo+i sees keys 0..lo+i
             scores = scores.masked_fill(
-                torch.ones(hi - lo, k.shape[2], dtype=torch.bool, device=q.device).triu(lo + 1), float("-inf"))
+                torch.ones(hi - lo, k.shape[2], dtype=torch.bool, device=q.device).triu(lo + 1), float("-inf")
+            )
         lse = scores.logsumexp(-1)
         probs = torch.exp(scores - lse.masked_fill(lse == float("-inf"), 0)[..., None])
         outs.append((probs @ v.float()).to(q.dtype))
@@ -226,26 +266,36 @@ def _attend(q, k, v, prefix_k, prefix_v, pieces: list[Piece], scale: float) -> t
     if len(pieces) == 1 and pieces[0].q_lo == 0 and pieces[0].q_hi == q.shape[2]:
         piece = pieces[0]  # e.g. a batch with no prefix
         keys, values = (prefix_k, prefix_v) if piece.in_prefix else (k, v)
-        return _attend_part(q, keys[:, :, piece.k_lo:piece.k_hi].expand(rows, -1, -1, -1),
-                            values[:, :, piece.k_lo:piece.k_hi].expand(rows, -1, -1, -1),
-                            piece.bias, piece.causal, scale)[0]
+        return _attend_part(
+            q,
+            keys[:, :, piece.k_lo : piece.k_hi].expand(rows, -1, -1, -1),
+            values[:, :, piece.k_lo : piece.k_hi].expand(rows, -1, -1, -1),
+            piece.bias,
+            piece.causal,
+            scale,
+        )[0]
     out = torch.zeros(q.shape, dtype=torch.float32, device=q.device)
     lse = torch.full(q.shape[:3], float("-inf"), device=q.device)
     for piece in pieces:
         keys, values = (prefix_k, prefix_v) if piece.in_prefix else (k, v)
-        p_out, p_lse = _attend_part(q[:, :, piece.q_lo:piece.q_hi],
-                                    keys[:, :, piece.k_lo:piece.k_hi].expand(rows, -1, -1, -1),
-                                    values[:, :, piece.k_lo:piece.k_hi].expand(rows, -1, -1, -1),
-                                    piece.bias, piece.causal, scale)
+        p_out, p_lse = _attend_part(
+            q[:, :, piece.q_lo : piece.q_hi],
+            keys[:, :, piece.k_lo : piece.k_hi].expand(rows, -1, -1, -1),
+            values[:, :, piece.k_lo : piece.k_hi].expand(rows, -1, -1, -1),
+            piece.bias,
+            piece.causal,
+            scale,
+        )
         if piece.empty is not None:  # the flash kernel reports log-sum-exp 0 for a query with no allowed key
             p_lse = p_lse.masked_fill(piece.empty, float("-inf"))
-        acc_out, acc_lse = out[:, :, piece.q_lo:piece.q_hi], lse[:, :, piece.q_lo:piece.q_hi]
+        acc_out, acc_lse = out[:, :, piece.q_lo : piece.q_hi], lse[:, :, piece.q_lo : piece.q_hi]
         # exact merge of two normalised softmax blocks; a query empty in both stays (0, -inf)
         top = torch.maximum(acc_lse, p_lse).clamp_min(torch.finfo(torch.float32).min)
         w_acc, w_new = torch.exp(acc_lse - top), torch.exp(p_lse - top)
         total = w_acc + w_new
         acc_out.mul_((w_acc / total.clamp_min(1e-30))[..., None]).add_(
-            p_out.float() * (w_new / total.clamp_min(1e-30))[..., None])
+            p_out.float() * (w_new / total.clamp_min(1e-30))[..., None]
+        )
         acc_lse.copy_(top + torch.log(total))
     return out.to(q.dtype)
 
@@ -296,20 +346,28 @@ def _attend_uncut(batch: SuffixBatch, layer: int, query, key, value, scale: floa
 def _attend_rows(batch: SuffixBatch, layer: int, query, key, value, scale: float, last_only: bool) -> torch.Tensor:
     prefix_k, prefix_v = batch.prefix_keys[layer], batch.prefix_values[layer]
     if last_only:
-        return _attend_dense(query[:, :, -1:], key, value, prefix_k, prefix_v,
-                             batch.last_bias[batch.dense_index[layer]], scale)
+        return _attend_dense(
+            query[:, :, -1:], key, value, prefix_k, prefix_v, batch.last_bias[batch.dense_index[layer]], scale
+        )
     if batch.dense_bias is not None:
-        return _attend_dense(query, key, value, prefix_k, prefix_v, batch.dense_bias[batch.dense_index[layer]],
-                             scale)
+        return _attend_dense(query, key, value, prefix_k, prefix_v, batch.dense_bias[batch.dense_index[layer]], scale)
     groups = batch.groups[layer]
     if len(groups) == 1 and groups[0][0] is None:
         pattern = groups[0][1]
-        return _attend(query, key, value, prefix_k, prefix_v,
-                       batch.clean if pattern is None else batch.patterns[pattern], scale)
+        return _attend(
+            query, key, value, prefix_k, prefix_v, batch.clean if pattern is None else batch.patterns[pattern], scale
+        )
     out = torch.empty_like(query)
     for rows, pattern in groups:
-        out[rows] = _attend(query[rows], key[rows], value[rows], prefix_k, prefix_v,
-                            batch.clean if pattern is None else batch.patterns[pattern], scale)
+        out[rows] = _attend(
+            query[rows],
+            key[rows],
+            value[rows],
+            prefix_k,
+            prefix_v,
+            batch.clean if pattern is None else batch.patterns[pattern],
+            scale,
+        )
     return out
 
 
@@ -342,9 +400,19 @@ class SuffixPack:
         return out
 
 
-def suffix_attention_forward(module, query, key, value, attention_mask, *, scaling=None, dropout=0.0,
-                             suffix_batch: SuffixBatch | None = None, suffix_pack: SuffixPack | None = None,
-                             **kwargs):
+def suffix_attention_forward(
+    module,
+    query,
+    key,
+    value,
+    attention_mask,
+    *,
+    scaling=None,
+    dropout=0.0,
+    suffix_batch: SuffixBatch | None = None,
+    suffix_pack: SuffixPack | None = None,
+    **kwargs,
+):
     """transformers attention-function signature; ``query`` (rows, heads, S, d), ``key``/``value`` the suffix's own
     (rows, kv_heads, S, d) (one packed row under ``suffix_pack``). Returns (rows, S, heads, d) and no weights. The
     last layer computes the last query alone (only it reaches the logits; the engine trims that layer's MLP too)."""
@@ -354,7 +422,9 @@ def suffix_attention_forward(module, query, key, value, attention_mask, *, scali
         last_only = layer == len(suffix_pack.batches[0].prefix_keys) - 1
         return suffix_pack.attend(layer, query, key, value, scale, last_only), None
     if suffix_batch is None:
-        raise RuntimeError(f"attention '{ATTENTION_NAME}' needs a suffix_batch or suffix_pack (see mapflow.knockout.engine)")
+        raise RuntimeError(
+            f"attention '{ATTENTION_NAME}' needs a suffix_batch or suffix_pack (see mapflow.knockout.engine)"
+        )
     last_only = layer == len(suffix_batch.prefix_keys) - 1
     out = attend_batch(suffix_batch, layer, query, key, value, scale, last_only)
     return out.expand(-1, -1, query.shape[2], -1).transpose(1, 2).contiguous(), None
@@ -368,8 +438,10 @@ def _registries():
     from transformers import AttentionInterface
     from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS
 
-    return ((AttentionInterface._global_mapping, suffix_attention_forward),
-            (type(ALL_MASK_ATTENTION_FUNCTIONS)._global_mapping, _no_mask))
+    return (
+        (AttentionInterface._global_mapping, suffix_attention_forward),
+        (type(ALL_MASK_ATTENTION_FUNCTIONS)._global_mapping, _no_mask),
+    )
 
 
 def register() -> None:

@@ -17,13 +17,26 @@ from .llava_onevision import LlavaOnevisionAdapter
 from .qwen_vl import Qwen2_5_VLAdapter, Qwen3VLAdapter
 from .videollama3 import VideoLlama3Adapter
 
-FAMILIES: tuple[type[VideoLLMAdapter], ...] = (LlavaNextVideoAdapter, LlavaOnevisionAdapter, Qwen2_5_VLAdapter,
-                                               Qwen3VLAdapter, InternVLAdapter, VideoLlama3Adapter)
+FAMILIES: tuple[type[VideoLLMAdapter], ...] = (
+    LlavaNextVideoAdapter,
+    LlavaOnevisionAdapter,
+    Qwen2_5_VLAdapter,
+    Qwen3VLAdapter,
+    InternVLAdapter,
+    VideoLlama3Adapter,
+)
 ADAPTERS: dict[str, type[VideoLLMAdapter]] = {arch: cls for cls in FAMILIES for arch in cls.architectures}
 
-DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
-          "float16": torch.float16, "fp16": torch.float16,
-          "float64": torch.float64, "fp64": torch.float64}  # float64: references for exactness checks
+DTYPES = {
+    "float32": torch.float32,
+    "fp32": torch.float32,
+    "bfloat16": torch.bfloat16,
+    "bf16": torch.bfloat16,
+    "float16": torch.float16,
+    "fp16": torch.float16,
+    "float64": torch.float64,
+    "fp64": torch.float64,
+}  # float64: references for exactness checks
 
 
 def _architecture(path: Path) -> str:
@@ -37,8 +50,10 @@ def _architecture(path: Path) -> str:
     for arch in architectures:
         if arch in ADAPTERS:
             return arch
-    raise ModelLoadError(f"{config_file}: architecture {architectures or '(none)'} is not supported; supported: "
-                         f"{', '.join(sorted(ADAPTERS))}")
+    raise ModelLoadError(
+        f"{config_file}: architecture {architectures or '(none)'} is not supported; supported: "
+        f"{', '.join(sorted(ADAPTERS))}"
+    )
 
 
 def _checkpoint_prompt_template(path: Path) -> McqaTemplate | None:
@@ -63,8 +78,15 @@ def resolve_dtype(dtype: str, device: str = "cpu", device_map=None) -> str:
     return "bfloat16" if on_gpu else "float32"
 
 
-def load_adapter(path, *, attn_implementation: str = "sdpa", dtype: str = "auto", device: str = "cpu",
-               device_map: str | dict | None = None, self_test: bool = True) -> VideoLLMAdapter:
+def load_adapter(
+    path,
+    *,
+    attn_implementation: str = "sdpa",
+    dtype: str = "auto",
+    device: str = "cpu",
+    device_map: str | dict | None = None,
+    self_test: bool = True,
+) -> VideoLLMAdapter:
     """Load a checkpoint directory (never the hub) and wrap it in its family's adapter.
 
     ``dtype``: auto | float32 | bfloat16 | float16 (aliases fp32, bf16, fp16); ``auto`` is bfloat16 on a GPU (as the
@@ -89,8 +111,9 @@ def load_adapter(path, *, attn_implementation: str = "sdpa", dtype: str = "auto"
     model_class = getattr(transformers, arch)
     placement = {"device_map": device_map} if device_map is not None else {}
     try:
-        hf_model = model_class.from_pretrained(path, attn_implementation=attn_implementation, dtype=DTYPES[dtype],
-                                               local_files_only=True, **placement)
+        hf_model = model_class.from_pretrained(
+            path, attn_implementation=attn_implementation, dtype=DTYPES[dtype], local_files_only=True, **placement
+        )
     except (OSError, ValueError, ImportError) as err:
         raise ModelLoadError(f"cannot load {arch} from {path}: {err}") from err
     except Exception as err:  # safetensors and transformers raise their own types for these two
@@ -112,13 +135,17 @@ def _load_error(path: Path, err: Exception) -> ModelLoadError | None:
     """A sentence for a damaged weight file or a config.json that does not fit the weights (None for other errors)."""
     if type(err).__name__ == "SafetensorError":
         files = ", ".join(f"{f.name} ({f.stat().st_size} bytes)" for f in sorted(path.glob("*.safetensors")))
-        return ModelLoadError(f"cannot read the weights in {path} [{files}]: {err}. The file is truncated, empty or "
-                              "not a safetensors file; copy or download it again (compare its size with the "
-                              "source's)")
+        return ModelLoadError(
+            f"cannot read the weights in {path} [{files}]: {err}. The file is truncated, empty or "
+            "not a safetensors file; copy or download it again (compare its size with the "
+            "source's)"
+        )
     if "mismatch" in str(err):
-        return ModelLoadError(f"{path / 'config.json'} does not match the weights in {path}: tensors have other "
-                              "shapes than the config describes (the load report above lists them, e.g. the vision "
-                              "tower); use the config.json that came with these weights")
+        return ModelLoadError(
+            f"{path / 'config.json'} does not match the weights in {path}: tensors have other "
+            "shapes than the config describes (the load report above lists them, e.g. the vision "
+            "tower); use the config.json that came with these weights"
+        )
     return None
 
 
@@ -139,4 +166,12 @@ def self_test_input(adapter: VideoLLMAdapter, num_frames: int | None = None, see
     return adapter.prepare(frames, segments)
 
 
-__all__ = ["ADAPTERS", "FAMILIES", "PreparedInput", "VideoLLMAdapter", "load_adapter", "resolve_dtype", "self_test_input"]
+__all__ = [
+    "ADAPTERS",
+    "FAMILIES",
+    "PreparedInput",
+    "VideoLLMAdapter",
+    "load_adapter",
+    "resolve_dtype",
+    "self_test_input",
+]

@@ -29,7 +29,7 @@ def knockout_attention_mask(original, blocked: torch.Tensor, device=None) -> tor
         blocked = blocked[:, None]  # one mask shared by all heads
     q_len, k_len = blocked.shape[-2:]
     if original is None:
-        causal = torch.ones(k_len, k_len, dtype=torch.bool, device=blocked.device).tril()[k_len - q_len:]
+        causal = torch.ones(k_len, k_len, dtype=torch.bool, device=blocked.device).tril()[k_len - q_len :]
         return causal & ~blocked
     if original.dtype == torch.bool:
         return original & ~blocked.to(original.device)
@@ -60,8 +60,9 @@ def apply_layer_masks(layers, blocked_by_layer: dict) -> None:
     for i in sorted(blocked_by_layer):
         args, kwargs = layers[i].inputs
         kwargs = dict(kwargs)
-        kwargs["attention_mask"] = knockout_attention_mask(kwargs.get("attention_mask"), blocked_by_layer[i],
-                                                           layer_device(args, kwargs))
+        kwargs["attention_mask"] = knockout_attention_mask(
+            kwargs.get("attention_mask"), blocked_by_layer[i], layer_device(args, kwargs)
+        )
         layers[i].inputs = (args, kwargs)
 
 

@@ -19,10 +19,10 @@ import torch
 from nnsight import NNsight
 
 from ..errors import LayoutError, ModelLoadError
-from .attention_mask import apply_knockout
 from ..inputs.layout import TokenLayout
 from ..inputs.prompts import VIDEO, McqaTemplate, PromptSegment, prompt_text
 from ..inputs.tokenization import build_layout
+from .attention_mask import apply_knockout
 
 if TYPE_CHECKING:  # typing only: the backends sit above the models
     from ..backends.base import Backend
@@ -170,29 +170,50 @@ class VideoLLMAdapter(ABC):
         """Extra keyword arguments of the processor call for this clip (``timestamps``: seconds per frame, or None)."""
         return {}
 
-    def prepare(self, frames: np.ndarray, segments: list[PromptSegment], *, option_letters=(), true_letter=None,
-                non_option_includes_prefix: bool = True, timestamps=None) -> PreparedInput:
+    def prepare(
+        self,
+        frames: np.ndarray,
+        segments: list[PromptSegment],
+        *,
+        option_letters=(),
+        true_letter=None,
+        non_option_includes_prefix: bool = True,
+        timestamps=None,
+    ) -> PreparedInput:
         """Model inputs and `TokenLayout` for frames ``(T, H, W, 3)`` uint8 and named prompt segments
         (``timestamps``: each frame's time in the video, in seconds, for families that write it into the prompt)."""
         if sum(s.name == VIDEO for s in segments) != 1:
-            raise LayoutError(f"the prompt needs exactly one '{VIDEO}' segment (found "
-                              f"{sum(s.name == VIDEO for s in segments)})")
+            raise LayoutError(
+                f"the prompt needs exactly one '{VIDEO}' segment (found {sum(s.name == VIDEO for s in segments)})"
+            )
         pieces = self.render_prompt(segments)
         text = prompt_text(pieces)
         placeholder = self.processor.video_token
         if (found := text.count(placeholder)) != 1:
             raise LayoutError(f"{placeholder!r} must occur exactly once in the prompt (found {found})")
-        encoded = self.processor(text=text, videos=[np.asarray(frames)], return_tensors="pt",
-                                 return_offsets_mapping=True, return_text_replacement_offsets=True,
-                                 **self.video_processor_kwargs(np.asarray(frames), timestamps))
+        encoded = self.processor(
+            text=text,
+            videos=[np.asarray(frames)],
+            return_tensors="pt",
+            return_offsets_mapping=True,
+            return_text_replacement_offsets=True,
+            **self.video_processor_kwargs(np.asarray(frames), timestamps),
+        )
         offsets = encoded.pop("offset_mapping")[0]
         expanded = _expand_video_piece(pieces, encoded.pop("text_replacement_offsets")[0])
         input_ids = encoded["input_ids"][0]
         layout = build_layout(
-            expanded, prompt_text(expanded), input_ids.numpy(), offsets.numpy(), video_token_id=self.video_token_id,
-            frame_sizes=self.frame_sizes(encoded), video_grid=self.video_grid(encoded),
-            trailing_video_tokens=self.trailing_video_tokens, option_letters=option_letters,
-            true_letter=true_letter, non_option_includes_prefix=non_option_includes_prefix,
+            expanded,
+            prompt_text(expanded),
+            input_ids.numpy(),
+            offsets.numpy(),
+            video_token_id=self.video_token_id,
+            frame_sizes=self.frame_sizes(encoded),
+            video_grid=self.video_grid(encoded),
+            trailing_video_tokens=self.trailing_video_tokens,
+            option_letters=option_letters,
+            true_letter=true_letter,
+            non_option_includes_prefix=non_option_includes_prefix,
             frame_runs_with_markup=self.frame_runs_with_markup,
         )
         return PreparedInput(inputs=self.model_inputs(encoded), layout=layout, text=text, segments=pieces)
@@ -256,10 +277,12 @@ class VideoLLMAdapter(ABC):
         alone = tok(continuation, add_special_tokens=False)["input_ids"]
         read = tok.decode(before + alone[:1])
         prompt = tok.decode(before)
-        if alone and read.startswith(prompt) and read[len(prompt):] and continuation.startswith(read[len(prompt):]):
+        if alone and read.startswith(prompt) and read[len(prompt) :] and continuation.startswith(read[len(prompt) :]):
             return int(alone[0])
-        raise ValueError(f"{continuation!r} merges into the last token of {prefix_text!r} and has no token of its own "
-                         "that follows the prompt; pass --gt-token vocab")
+        raise ValueError(
+            f"{continuation!r} merges into the last token of {prefix_text!r} and has no token of its own "
+            "that follows the prompt; pass --gt-token vocab"
+        )
 
     # ---- load-time self-test ----------------------------------------------------------------------------------
     def self_test(self, prepared: PreparedInput) -> dict[str, float]:
@@ -282,11 +305,15 @@ class VideoLLMAdapter(ABC):
         empty_diff = float((empty - clean).abs().max())
         knock_diff = float((knocked - clean).abs().max())
         if empty_diff != 0.0:
-            raise ModelLoadError(f"self-test failed for {self.path}: an empty knockout changed the logits by "
-                                 f"{empty_diff:.3g} under attn_implementation={self.attn_implementation}")
+            raise ModelLoadError(
+                f"self-test failed for {self.path}: an empty knockout changed the logits by "
+                f"{empty_diff:.3g} under attn_implementation={self.attn_implementation}"
+            )
         if not knock_diff > 0.0:
-            raise ModelLoadError(f"self-test failed for {self.path}: cutting video->last in every layer left the "
-                                 "logits unchanged, so the mask replacement does not reach attention")
+            raise ModelLoadError(
+                f"self-test failed for {self.path}: cutting video->last in every layer left the "
+                "logits unchanged, so the mask replacement does not reach attention"
+            )
         return {"empty_knockout_max_abs_diff": empty_diff, "video_to_last_max_abs_diff": knock_diff}
 
 
@@ -294,10 +321,14 @@ def _expand_video_piece(pieces: list[PromptSegment], replacements: list[dict]) -
     """The pieces as the tokenizer saw them: the video placeholder replaced by the processor's expansion."""
     videos = [r for r in replacements if r["type"] == "video"]
     if len(videos) != 1 or len(replacements) != 1:
-        raise LayoutError(f"expected the processor to expand exactly one video placeholder, it made "
-                          f"{[r['type'] for r in replacements]}")
-    start = sum(len(p.text) for p in pieces[:next(i for i, p in enumerate(pieces) if p.name == VIDEO)])
+        raise LayoutError(
+            f"expected the processor to expand exactly one video placeholder, it made "
+            f"{[r['type'] for r in replacements]}"
+        )
+    start = sum(len(p.text) for p in pieces[: next(i for i, p in enumerate(pieces) if p.name == VIDEO)])
     if tuple(videos[0]["span"]) != (start, start + len(videos[0]["text"])):
-        raise LayoutError(f"the processor expanded a video placeholder at characters {videos[0]['span']}, not the "
-                          f"video segment's at {start}")
+        raise LayoutError(
+            f"the processor expanded a video placeholder at characters {videos[0]['span']}, not the "
+            f"video segment's at {start}"
+        )
     return [PromptSegment(p.name, videos[0]["replacement"]) if p.name == VIDEO else p for p in pieces]

@@ -29,21 +29,24 @@ def render_chat(processor, segments: list[PromptSegment]) -> list[PromptSegment]
     video_at = names.index(VIDEO)
     answer = segments[-1] if segments[-1].name == ANSWER_PROMPT else None
     before = segments[:video_at]
-    after = segments[video_at + 1:len(segments) - (answer is not None)]
+    after = segments[video_at + 1 : len(segments) - (answer is not None)]
     if any(s.name == ANSWER_PROMPT for s in before + after):
         raise LayoutError(f"'{ANSWER_PROMPT}' must be the last segment: it is written after the assistant header")
     system, user = "".join(s.text for s in before), "".join(s.text for s in after)
 
     def render(system_text, user_text):
-        return processor.apply_chat_template(_messages(system_text, user_text), tokenize=False,
-                                             add_generation_prompt=True)
+        return processor.apply_chat_template(
+            _messages(system_text, user_text), tokenize=False, add_generation_prompt=True
+        )
 
     marked = render(_MARK.format(0) if system else "", _MARK.format(1) if user else "")
     real = render(system, user)
     placeholder = processor.video_token
     if marked.count(placeholder) != 1:
-        raise LayoutError(f"the chat template wrote the video placeholder {placeholder!r} "
-                          f"{marked.count(placeholder)} times; expected once")
+        raise LayoutError(
+            f"the chat template wrote the video placeholder {placeholder!r} "
+            f"{marked.count(placeholder)} times; expected once"
+        )
     # (character offset, marker length, kind, pieces) of everything the template did not write itself
     anchors = [(marked.index(placeholder), len(placeholder), "video", [PromptSegment(VIDEO, placeholder)])]
     for index, (kind, text, parts) in enumerate((("system", system, before), ("user", user, after))):
@@ -55,8 +58,10 @@ def render_chat(processor, segments: list[PromptSegment]) -> list[PromptSegment]
     anchors.sort(key=lambda a: a[0])
     order = [kind for _, _, kind, _ in anchors]
     if order != [k for k in ("system", "video", "user") if k in order]:
-        raise LayoutError(f"the chat template wrote the prompt parts in the order {order}; the segments need "
-                          "system text, then the video, then the user text")
+        raise LayoutError(
+            f"the chat template wrote the prompt parts in the order {order}; the segments need "
+            "system text, then the video, then the user text"
+        )
 
     pieces: list[PromptSegment] = []
     cursor = 0
@@ -72,8 +77,10 @@ def render_chat(processor, segments: list[PromptSegment]) -> list[PromptSegment]
     if cursor < len(marked):
         pieces.append(template_piece(marked[cursor:]))
     if "".join(p.text for p in pieces) != real:
-        raise LayoutError("the chat template changes the prompt text (e.g. trims it), so segment positions cannot be "
-                          "kept; give segments the template leaves unchanged")
+        raise LayoutError(
+            "the chat template changes the prompt text (e.g. trims it), so segment positions cannot be "
+            "kept; give segments the template leaves unchanged"
+        )
     # empty segments keep their names (an empty span), so flows over them are still defined
     pieces.extend(s for s in before + after if not s.text)
     if answer is not None:

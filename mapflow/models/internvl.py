@@ -39,8 +39,10 @@ class InternVLAdapter(ChatVideoLLMAdapter):
     family = "internvl"
     architectures = ("InternVLForConditionalGeneration",)
     frame_unit = "frame"
-    token_layout = ("per frame: 'Frame{i}: <img>' + image_seq_length <IMG_CONTEXT> tokens + '</img>', newline-joined; "
-                    "converted InternVL-Chat checkpoints: one '<img>' + frames x image_seq_length + '</img>' run")
+    token_layout = (
+        "per frame: 'Frame{i}: <img>' + image_seq_length <IMG_CONTEXT> tokens + '</img>', newline-joined; "
+        "converted InternVL-Chat checkpoints: one '<img>' + frames x image_seq_length + '</img>' run"
+    )
 
     def __init__(self, hf_model, processor, *, path=None):
         super().__init__(hf_model, processor, path=path)

@@ -30,8 +30,12 @@ from .internvl import SINGLE_RUN_KEY
 
 IMAGENET_MEAN = [0.485, 0.456, 0.406]  # the original InternVL image transform
 IMAGENET_STD = [0.229, 0.224, 0.225]
-NAMED_TOKENS = {"context_image_token": "<IMG_CONTEXT>", "start_image_token": "<img>", "end_image_token": "</img>",
-                "video_token": "<video>"}  # <video> is only the prompt placeholder the processor expands
+NAMED_TOKENS = {
+    "context_image_token": "<IMG_CONTEXT>",
+    "start_image_token": "<img>",
+    "end_image_token": "</img>",
+    "video_token": "<video>",
+}  # <video> is only the prompt placeholder the processor expands
 
 _VIT_LAYER = r"vision_model\.encoder\.layers\.(\d+)\."
 _HF_LAYER = r"model.vision_tower.encoder.layer.\1."
@@ -85,28 +89,48 @@ def _vision_config(original: dict, image_size: int) -> dict:
     if qk_norm and eps != 1e-6:
         raise ModelLoadError(f"qk normalization with eps {eps}: the native class's q/k norms use 1e-6")
     return dict(
-        model_type="internvl_vision", hidden_size=original["hidden_size"],
-        num_hidden_layers=original["num_hidden_layers"], num_attention_heads=original["num_attention_heads"],
-        intermediate_size=original["intermediate_size"], hidden_act=original.get("hidden_act", "gelu"),
-        attention_bias=bool(original.get("qkv_bias", True)), use_qk_norm=qk_norm,
+        model_type="internvl_vision",
+        hidden_size=original["hidden_size"],
+        num_hidden_layers=original["num_hidden_layers"],
+        num_attention_heads=original["num_attention_heads"],
+        intermediate_size=original["intermediate_size"],
+        hidden_act=original.get("hidden_act", "gelu"),
+        attention_bias=bool(original.get("qkv_bias", True)),
+        use_qk_norm=qk_norm,
         norm_type=original.get("norm_type", "rms_norm"),  # the original config class defaults to RMSNorm
-        layer_norm_eps=eps, image_size=[image_size, image_size], patch_size=[original["patch_size"]] * 2,
+        layer_norm_eps=eps,
+        image_size=[image_size, image_size],
+        patch_size=[original["patch_size"]] * 2,
         num_channels=original.get("num_channels", 3),
         layer_scale_init_value=original.get("initializer_factor", 0.1),
         use_mean_pooling=True,  # -> no final LayerNorm: InternViT has none
-        use_absolute_position_embeddings=True, use_mask_token=False,
-        hidden_dropout_prob=0.0, attention_dropout=0.0, projection_dropout=0.0,
+        use_absolute_position_embeddings=True,
+        use_mask_token=False,
+        hidden_dropout_prob=0.0,
+        attention_dropout=0.0,
+        projection_dropout=0.0,
     )
 
 
 def _text_config(original: dict) -> dict:
-    dropped = {"architectures", "auto_map", "_name_or_path", "transformers_version", "attn_implementation",
-               "_attn_implementation", "_attn_implementation_autoset", "use_cache"}
+    dropped = {
+        "architectures",
+        "auto_map",
+        "_name_or_path",
+        "transformers_version",
+        "attn_implementation",
+        "_attn_implementation",
+        "_attn_implementation_autoset",
+        "use_cache",
+    }
     config = {k: v for k, v in original.items() if k not in dropped}
     config["tie_word_embeddings"] = bool(original.get("tie_word_embeddings", False))
     if config.get("model_type") == "phi3":
-        config["rope_parameters"] = _phi3_rope(config.pop("rope_scaling", None), config.pop("rope_theta", 10000.0),
-                                               config.get("original_max_position_embeddings"))
+        config["rope_parameters"] = _phi3_rope(
+            config.pop("rope_scaling", None),
+            config.pop("rope_theta", 10000.0),
+            config.get("original_max_position_embeddings"),
+        )
     return config
 
 
@@ -119,16 +143,22 @@ def _phi3_rope(scaling: dict | None, theta: float, original_max: int | None) -> 
     kind = scaling.get("rope_type", scaling.get("type"))
     if kind not in ("su", "longrope"):
         raise ModelLoadError(f"Phi-3 rope scaling {kind!r} is not supported (only su/longrope)")
-    return {"rope_type": "longrope", "rope_theta": theta, "short_factor": scaling["short_factor"],
-            "long_factor": scaling["long_factor"],
-            "original_max_position_embeddings": scaling.get("original_max_position_embeddings", original_max)}
+    return {
+        "rope_type": "longrope",
+        "rope_theta": theta,
+        "short_factor": scaling["short_factor"],
+        "long_factor": scaling["long_factor"],
+        "original_max_position_embeddings": scaling.get("original_max_position_embeddings", original_max),
+    }
 
 
 def convert_config(original: dict, image_token_id: int) -> dict:
     """The native config for an original InternVL-Chat config (``model_type`` internvl_chat)."""
     if original.get("ps_version", "v1") != "v2":
-        raise ModelLoadError("ps_version v1 leaves each frame's token grid transposed; InternVLForConditionalGeneration "
-                             "does the v2 pixel shuffle, so this checkpoint cannot be converted")
+        raise ModelLoadError(
+            "ps_version v1 leaves each frame's token grid transposed; InternVLForConditionalGeneration "
+            "does the v2 pixel shuffle, so this checkpoint cannot be converted"
+        )
     select_layer = int(original.get("select_layer", -1))
     if select_layer == 0:  # the native class reads 0 as "no hidden states requested" and fails
         raise ModelLoadError("select_layer 0 (the patch embeddings) cannot be selected in the native class")
@@ -137,12 +167,16 @@ def convert_config(original: dict, image_token_id: int) -> dict:
     ratio = float(original.get("downsample_ratio", 0.5))
     text = _text_config(llm)
     return {
-        "architectures": ["InternVLForConditionalGeneration"], "model_type": "internvl",
-        "vision_config": _vision_config(vision, image_size), "text_config": text,
+        "architectures": ["InternVLForConditionalGeneration"],
+        "model_type": "internvl",
+        "vision_config": _vision_config(vision, image_size),
+        "text_config": text,
         "image_token_id": int(image_token_id),
-        "image_seq_length": int((image_size // vision["patch_size"]) ** 2 * ratio ** 2),
-        "downsample_ratio": ratio, "projector_hidden_act": "gelu",  # mlp1's nn.GELU() is the exact (erf) GELU
-        "vision_feature_layer": select_layer, "vision_feature_select_strategy": "default",  # CLS dropped
+        "image_seq_length": int((image_size // vision["patch_size"]) ** 2 * ratio**2),
+        "downsample_ratio": ratio,
+        "projector_hidden_act": "gelu",  # mlp1's nn.GELU() is the exact (erf) GELU
+        "vision_feature_layer": select_layer,
+        "vision_feature_select_strategy": "default",  # CLS dropped
         "tie_word_embeddings": text["tie_word_embeddings"],
         "dtype": original.get("torch_dtype") or llm.get("torch_dtype") or "bfloat16",
         SINGLE_RUN_KEY: True,
@@ -183,17 +217,22 @@ def _write_processor(src: Path, dst: Path, config: dict) -> int:
     if missing:
         raise ModelLoadError(f"the tokenizer in {src} lacks {missing}: not an InternVL-Chat tokenizer")
     # the native processor finds its image tokens by name on the tokenizer
-    tokenizer = transformers.AutoTokenizer.from_pretrained(src, local_files_only=True,
-                                                           extra_special_tokens=NAMED_TOKENS)
+    tokenizer = transformers.AutoTokenizer.from_pretrained(
+        src, local_files_only=True, extra_special_tokens=NAMED_TOKENS
+    )
     side = config["vision_config"]["image_size"][0]
     size = {"height": side, "width": side}
     norm = dict(image_mean=IMAGENET_MEAN, image_std=IMAGENET_STD)
     # frames as the paper's loader makes them: bicubic resize of the short side, then a centre crop
-    frames = transformers.InternVLVideoProcessor(size={"shortest_edge": side}, do_center_crop=True, crop_size=size,
-                                                 **norm)
+    frames = transformers.InternVLVideoProcessor(
+        size={"shortest_edge": side}, do_center_crop=True, crop_size=size, **norm
+    )
     processor = transformers.InternVLProcessor(
         image_processor=transformers.GotOcr2ImageProcessor(size=size, crop_to_patches=False, **norm),
-        video_processor=frames, tokenizer=tokenizer, image_seq_length=config["image_seq_length"])
+        video_processor=frames,
+        tokenizer=tokenizer,
+        image_seq_length=config["image_seq_length"],
+    )
     processor.save_pretrained(dst)
     return tokenizer.convert_tokens_to_ids(NAMED_TOKENS["context_image_token"])
 

@@ -38,8 +38,10 @@ def convert_llava_next_image_checkpoint(src, dst, pooling_shape=PAPER_POOLING) -
         raise ModelLoadError(f"{src} is not a checkpoint directory: no config.json")
     config = json.loads(config_file.read_text())
     if IMAGE_ARCHITECTURE not in (config.get("architectures") or []):
-        raise ModelLoadError(f"{config_file}: architecture {config.get('architectures')} is not "
-                             f"{IMAGE_ARCHITECTURE} (the paper's image LLaVA-NeXT baseline)")
+        raise ModelLoadError(
+            f"{config_file}: architecture {config.get('architectures')} is not "
+            f"{IMAGE_ARCHITECTURE} (the paper's image LLaVA-NeXT baseline)"
+        )
     if not any(src.glob("*.safetensors")):
         raise ModelLoadError(f"{src} holds no .safetensors weights")
     pooling_shape = [int(x) for x in pooling_shape]
@@ -53,8 +55,9 @@ def convert_llava_next_image_checkpoint(src, dst, pooling_shape=PAPER_POOLING) -
     image_token = processor.image_token
     image_token_id = config.get("image_token_id", config.get("image_token_index"))
     if image_token_id is None or tokenizer.convert_tokens_to_ids(image_token) != image_token_id:
-        raise ModelLoadError(f"{config_file}: the image token {image_token!r} and image_token_id "
-                             f"{image_token_id} disagree")
+        raise ModelLoadError(
+            f"{config_file}: the image token {image_token!r} and image_token_id {image_token_id} disagree"
+        )
 
     dst.mkdir(parents=True, exist_ok=True)
     for item in src.iterdir():
@@ -63,21 +66,43 @@ def convert_llava_next_image_checkpoint(src, dst, pooling_shape=PAPER_POOLING) -
     crop = image_processor.crop_size
     crop = {"height": int(crop["height"]), "width": int(crop["width"])}
     video_processor = LlavaNextVideoVideoProcessor(
-        size={"shortest_edge": min(crop.values())}, crop_size=crop, do_center_crop=True,
-        image_mean=list(image_processor.image_mean), image_std=list(image_processor.image_std))
+        size={"shortest_edge": min(crop.values())},
+        crop_size=crop,
+        do_center_crop=True,
+        image_mean=list(image_processor.image_mean),
+        image_std=list(image_processor.image_std),
+    )
     video = LlavaNextVideoProcessor(
-        video_processor=video_processor, image_processor=image_processor, tokenizer=tokenizer,
+        video_processor=video_processor,
+        image_processor=image_processor,
+        tokenizer=tokenizer,
         patch_size=config["vision_config"].get("patch_size", processor.patch_size),
         vision_feature_select_strategy=config.get("vision_feature_select_strategy", "default"),
-        video_token=image_token, image_token=image_token)
+        video_token=image_token,
+        image_token=image_token,
+    )
     video.save_pretrained(dst)
 
     config.pop("image_token_index", None)
-    config.update(architectures=["LlavaNextVideoForConditionalGeneration"], model_type="llava_next_video",
-                  image_token_id=image_token_id, video_token_id=image_token_id,
-                  spatial_pool_mode="average", spatial_pool_stride=2, **{POOLING_KEY: pooling_shape})
+    config.update(
+        architectures=["LlavaNextVideoForConditionalGeneration"],
+        model_type="llava_next_video",
+        image_token_id=image_token_id,
+        video_token_id=image_token_id,
+        spatial_pool_mode="average",
+        spatial_pool_stride=2,
+        **{POOLING_KEY: pooling_shape},
+    )
     (dst / "config.json").write_text(json.dumps(config, indent=2))
-    (dst / "mapflow_origin.json").write_text(json.dumps(
-        {"converted_from": str(src.resolve()), "converter": "mapflow.models.llava_next_image",
-         "pooling_shape": pooling_shape, "video_placeholder": image_token}, indent=2))
+    (dst / "mapflow_origin.json").write_text(
+        json.dumps(
+            {
+                "converted_from": str(src.resolve()),
+                "converter": "mapflow.models.llava_next_image",
+                "pooling_shape": pooling_shape,
+                "video_placeholder": image_token,
+            },
+            indent=2,
+        )
+    )
     return dst

@@ -43,8 +43,10 @@ class LlavaNextVideoAdapter(VideoLLMAdapter):
         pooling = getattr(config, POOLING_KEY, None)
         if pooling is not None:
             if encoded["pixel_values_videos"].shape[1] != pooling[0]:
-                raise LayoutError(f"this PLLaVA checkpoint pools time to {pooling[0]} frames; give exactly "
-                                  f"{pooling[0]} frames (got {encoded['pixel_values_videos'].shape[1]})")
+                raise LayoutError(
+                    f"this PLLaVA checkpoint pools time to {pooling[0]} frames; give exactly "
+                    f"{pooling[0]} frames (got {encoded['pixel_values_videos'].shape[1]})"
+                )
             return tuple(int(x) for x in pooling)
         if config.vision_feature_select_strategy != "default":
             raise LayoutError("only vision_feature_select_strategy='default' (CLS dropped) has a square frame grid")

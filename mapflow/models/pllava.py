@@ -27,13 +27,16 @@ POOLING_KEY = "mapflow_pllava_pooling_shape"
 class PllavaVideoModel(LlavaNextVideoModel):
     """LLaVA-NeXT-Video's inner model with PLLaVA's video path: project every patch, then 3-D average pooling."""
 
-    def get_video_features(self, pixel_values_videos, vision_feature_layer=None, vision_feature_select_strategy=None,
-                           **kwargs):
+    def get_video_features(
+        self, pixel_values_videos, vision_feature_layer=None, vision_feature_select_strategy=None, **kwargs
+    ):
         shape = tuple(getattr(self.config, POOLING_KEY))
         batch, frames, channels, height, width = pixel_values_videos.shape
         if frames != shape[0]:
-            raise ValueError(f"this PLLaVA checkpoint pools time to {shape[0]} frames; feed exactly {shape[0]} "
-                             f"frames (got {frames}) so the processor's token count matches")
+            raise ValueError(
+                f"this PLLaVA checkpoint pools time to {shape[0]} frames; feed exactly {shape[0]} "
+                f"frames (got {frames}) so the processor's token count matches"
+            )
         layer = self.config.vision_feature_layer if vision_feature_layer is None else vision_feature_layer
         strategy = vision_feature_select_strategy or self.config.vision_feature_select_strategy
         kwargs = {**kwargs, "output_hidden_states": True, "return_dict": True}

@@ -72,8 +72,9 @@ def clip_metadata(timestamps, num_frames: int, temporal_patch_size: int):
 
     times = frame_times(timestamps, num_frames)
     spacing = seconds_per_group(times, temporal_patch_size)
-    return VideoMetadata(total_num_frames=num_frames * spacing / temporal_patch_size, fps=1.0,
-                         frames_indices=times.tolist())
+    return VideoMetadata(
+        total_num_frames=num_frames * spacing / temporal_patch_size, fps=1.0, frames_indices=times.tolist()
+    )
 
 
 class Qwen2_5_VLAdapter(ChatVideoLLMAdapter):
@@ -103,8 +104,10 @@ class Qwen2_5_VLAdapter(ChatVideoLLMAdapter):
 class Qwen3VLAdapter(Qwen2_5_VLAdapter):
     family = "qwen3_vl"
     architectures = ("Qwen3VLForConditionalGeneration",)
-    token_layout = ("per temporal group: '<t seconds>' <|vision_start|> + h*w video tokens + <|vision_end|>; "
-                    "3-D rope; deepstack features in the first layers")
+    token_layout = (
+        "per temporal group: '<t seconds>' <|vision_start|> + h*w video tokens + <|vision_end|>; "
+        "3-D rope; deepstack features in the first layers"
+    )
     clean_language_model_kwargs = ("position_ids", "visual_pos_masks", "deepstack_visual_embeds")
     suffix_kwargs_broadcast = False  # deepstack features are indexed per row
 
@@ -115,6 +118,7 @@ class Qwen3VLAdapter(Qwen2_5_VLAdapter):
             # deepstack features are stored for the visual positions in order: keep those inside the suffix
             earlier = int(visual[0, :start].sum())
             out["visual_pos_masks"] = visual[:, start:].expand(rows, -1)
-            out["deepstack_visual_embeds"] = [features[earlier:].repeat(rows, 1)
-                                              for features in clean_kwargs["deepstack_visual_embeds"]]
+            out["deepstack_visual_embeds"] = [
+                features[earlier:].repeat(rows, 1) for features in clean_kwargs["deepstack_visual_embeds"]
+            ]
         return out

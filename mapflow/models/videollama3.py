@@ -39,8 +39,10 @@ class VideoLlama3Adapter(ChatVideoLLMAdapter):
     family = "videollama3"
     architectures = ("VideoLlama3ForConditionalGeneration",)
     frame_unit = "frame (variable token count)"
-    token_layout = ("per frame: 'Time {t}s:' + that frame's video tokens, comma-joined; a frame's run for "
-                    "cross_frame is its comma, label and tokens; <= 144 tokens per frame, no compression")
+    token_layout = (
+        "per frame: 'Time {t}s:' + that frame's video tokens, comma-joined; a frame's run for "
+        "cross_frame is its comma, label and tokens; <= 144 tokens per frame, no compression"
+    )
     default_prompt_template = VIDEOLLAMA3_MCQA
     frame_runs_with_markup = True
     default_frame_rule = "linspace"
@@ -49,7 +51,8 @@ class VideoLlama3Adapter(ChatVideoLLMAdapter):
     @property
     def token_compression(self) -> bool:
         return bool(getattr(self.hf_model.config, KEEP_COMPRESSION_KEY, False)) and bool(
-            getattr(self.processor.video_processor, "use_token_compression", False))
+            getattr(self.processor.video_processor, "use_token_compression", False)
+        )
 
     def video_processor_kwargs(self, frames: np.ndarray, timestamps) -> dict:
         from transformers.video_utils import VideoMetadata
@@ -61,8 +64,10 @@ class VideoLlama3Adapter(ChatVideoLLMAdapter):
             merged_patch = video.patch_size * video.merge_size
             # the processor divides longest_edge by the frame count: the released per-frame budget; shortest_edge is
             # the released minimum, not the checkpoint's larger one (which would upscale small frames)
-            kwargs["size"] = {"longest_edge": len(frames) * self.tokens_per_frame * merged_patch * merged_patch,
-                              "shortest_edge": RELEASED_MIN_TOKENS * merged_patch * merged_patch}
+            kwargs["size"] = {
+                "longest_edge": len(frames) * self.tokens_per_frame * merged_patch * merged_patch,
+                "shortest_edge": RELEASED_MIN_TOKENS * merged_patch * merged_patch,
+            }
         if timestamps is None:
             timestamps = np.arange(len(frames), dtype=float)  # the processor's own fallback (fps 1), stated
         else:
@@ -70,8 +75,9 @@ class VideoLlama3Adapter(ChatVideoLLMAdapter):
             if timestamps.shape != (len(frames),):
                 raise ValueError(f"got {timestamps.size} timestamps for {len(frames)} frames")
         # VideoMetadata's timestamps are frames_indices / fps: give the times themselves at fps 1
-        kwargs["video_metadata"] = [VideoMetadata(total_num_frames=len(frames), fps=1.0,
-                                                  frames_indices=timestamps.tolist())]
+        kwargs["video_metadata"] = [
+            VideoMetadata(total_num_frames=len(frames), fps=1.0, frames_indices=timestamps.tolist())
+        ]
         return kwargs
 
     def _grid(self, encoded) -> tuple[int, int, int]:

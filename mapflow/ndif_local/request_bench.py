@@ -37,9 +37,9 @@ def _timed(measure, sample, stats=None):
 def bench(
     study, adapter, samples, config, settings, *, trace_plan: bool = False, concurrency: int = 1, batch: int = 1
 ) -> dict:
-    from ..backends import LocalBackend, NDIFBackend
     from ..analysis.inflight import in_order
     from ..analysis.runner import measure_sample
+    from ..backends import LocalBackend, NDIFBackend
 
     rows = []
 

@@ -70,9 +70,22 @@ def default_venv() -> Path:
 
 # ---- ports and processes ----------------------------------------------------------------------------------------
 
-PORT_NAMES = ("redis", "moto", "ray_gcs", "ray_client", "api", "node_manager", "object_manager", "runtime_env_agent",
-              "dashboard_agent_http", "dashboard_agent_grpc", "metrics_export", "dashboard", "autoscaler_metrics",
-              "dashboard_metrics")
+PORT_NAMES = (
+    "redis",
+    "moto",
+    "ray_gcs",
+    "ray_client",
+    "api",
+    "node_manager",
+    "object_manager",
+    "runtime_env_agent",
+    "dashboard_agent_http",
+    "dashboard_agent_grpc",
+    "metrics_export",
+    "dashboard",
+    "autoscaler_metrics",
+    "dashboard_metrics",
+)
 WORKER_PORTS = 200
 
 
@@ -80,8 +93,9 @@ def free_ports(names=PORT_NAMES, api: int | None = None) -> dict[str, int]:
     """Distinct loopback ports nothing listens on now (``api`` fixed when given), plus a free-looking range for Ray's
     workers."""
     if api is not None and not _port_free(api):
-        raise StackError(f"port {api} is in use (another stack? see `mapflow ndif status --port {api}`); pick another "
-                         "with --port")
+        raise StackError(
+            f"port {api} is in use (another stack? see `mapflow ndif status --port {api}`); pick another with --port"
+        )
     sockets, ports = [], {}
     try:
         for name in names:
@@ -145,8 +159,9 @@ def stack_processes(state: StackState) -> set[int]:
     tag = f"{STACK_TAG}={home}\0".encode()
     recorded = {state.pids[name] for name in state.pids if ours(state, name) is not None}
     roots = set(recorded)
-    roots |= {pid for pid, (_, sid, cmdline) in table.items()
-              if sid in recorded or home + "/" in cmdline or _tagged(pid, tag)}
+    roots |= {
+        pid for pid, (_, sid, cmdline) in table.items() if sid in recorded or home + "/" in cmdline or _tagged(pid, tag)
+    }
     found = set(roots)
     changed = True
     while changed:
@@ -165,42 +180,53 @@ def stack_processes(state: StackState) -> set[int]:
 
 # ---- environment --------------------------------------------------------------------------------------------------
 
+
 def server_env(state: StackState) -> dict[str, str]:
     ports, home, venv = state.ports, Path(state.home), Path(state.venv)
     secret = read_token(state)
-    env = {key: value for key, value in os.environ.items()
-           if not key.startswith(("NDIF_", "RAY_", "PYTHON", "MAPFLOW_"))}
-    env.update({
-        STACK_TAG: str(home),  # how `down` finds every process of this stack, re-parented or not
-        "HOME": str(home / "home"),  # a stray ~/.ray/auth_token (written by any ray.init) never reaches the stack
-        "TMPDIR": str(home / "tmp"), "RAY_TMPDIR": str(home / "rt"),  # nor /tmp/ray's sessions
-        "PATH": f"{venv / 'bin'}:{env.get('PATH', '/usr/bin:/bin')}",
-        "VIRTUAL_ENV": str(venv),
-        "PYTHONPATH": str(ACTOR_DIR),  # Ray workers inherit it: the CPU actor must import in them
-        "NDIF_HOME": str(home / "home"),
-        "NDIF_REDIS_URL": f"redis://:{secret}@127.0.0.1:{ports['redis']}",
-        "NDIF_OBJECT_STORE_URL": f"http://{client_address(state.bind)}:{ports['moto']}",
-        "NDIF_OBJECT_STORE_ACCESS_KEY": "local", "NDIF_OBJECT_STORE_SECRET_KEY": "local",
-        "AWS_ACCESS_KEY_ID": "local", "AWS_SECRET_ACCESS_KEY": "local", "AWS_DEFAULT_REGION": "us-east-1",
-        "NDIF_RAY_ADDRESS": f"ray://127.0.0.1:{ports['ray_client']}",
-        "NDIF_RAY_HEAD_PORT": str(ports["ray_gcs"]),
-        "NDIF_RAY_TEMP_DIR": str(home / "ray"),
-        "NDIF_API_PORT": str(ports["api"]), "NDIF_API_URL": state.host,
-        "NDIF_DEFAULT_MODEL_ACTOR_CLASS": ACTOR_CLASS,
-        "NDIF_DEFAULT_DTYPE": "float32",  # NDIF's default is bfloat16, which would not match a float32 local run
-        "NDIF_DEFAULT_PADDING_BIAS": "0",
-        "MAPFLOW_NDIF_TOKEN_FILE": str(state.token_file),  # read by server/mapflow_api.py
-        "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(home / RAY_TOKEN_FILE),  # Ray's own token auth, on
-        "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
-        "GRPC_ENABLE_FORK_SUPPORT": "0",  # NDIF's own start script sets it against a Ray-client fork race
-        "RAY_USAGE_STATS_ENABLED": "0",
-        # two metrics servers Ray puts on fixed ports (44217, 44227) unless told: a second stack would collide
-        "AUTOSCALER_METRIC_PORT": str(ports.get("autoscaler_metrics", 0)),
-        "DASHBOARD_METRIC_PORT": str(ports.get("dashboard_metrics", 0)),
-        # single-node Ray: it keeps 127.0.0.1 as the node address instead of swapping in an outside one
-        "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
-        "OMP_NUM_THREADS": "1",
-    })
+    env = {
+        key: value for key, value in os.environ.items() if not key.startswith(("NDIF_", "RAY_", "PYTHON", "MAPFLOW_"))
+    }
+    env.update(
+        {
+            STACK_TAG: str(home),  # how `down` finds every process of this stack, re-parented or not
+            "HOME": str(home / "home"),  # a stray ~/.ray/auth_token (written by any ray.init) never reaches the stack
+            "TMPDIR": str(home / "tmp"),
+            "RAY_TMPDIR": str(home / "rt"),  # nor /tmp/ray's sessions
+            "PATH": f"{venv / 'bin'}:{env.get('PATH', '/usr/bin:/bin')}",
+            "VIRTUAL_ENV": str(venv),
+            "PYTHONPATH": str(ACTOR_DIR),  # Ray workers inherit it: the CPU actor must import in them
+            "NDIF_HOME": str(home / "home"),
+            "NDIF_REDIS_URL": f"redis://:{secret}@127.0.0.1:{ports['redis']}",
+            "NDIF_OBJECT_STORE_URL": f"http://{client_address(state.bind)}:{ports['moto']}",
+            "NDIF_OBJECT_STORE_ACCESS_KEY": "local",
+            "NDIF_OBJECT_STORE_SECRET_KEY": "local",
+            "AWS_ACCESS_KEY_ID": "local",
+            "AWS_SECRET_ACCESS_KEY": "local",
+            "AWS_DEFAULT_REGION": "us-east-1",
+            "NDIF_RAY_ADDRESS": f"ray://127.0.0.1:{ports['ray_client']}",
+            "NDIF_RAY_HEAD_PORT": str(ports["ray_gcs"]),
+            "NDIF_RAY_TEMP_DIR": str(home / "ray"),
+            "NDIF_API_PORT": str(ports["api"]),
+            "NDIF_API_URL": state.host,
+            "NDIF_DEFAULT_MODEL_ACTOR_CLASS": ACTOR_CLASS,
+            "NDIF_DEFAULT_DTYPE": "float32",  # NDIF's default is bfloat16, which would not match a float32 local run
+            "NDIF_DEFAULT_PADDING_BIAS": "0",
+            "MAPFLOW_NDIF_TOKEN_FILE": str(state.token_file),  # read by server/mapflow_api.py
+            "RAY_AUTH_MODE": "token",
+            "RAY_AUTH_TOKEN_PATH": str(home / RAY_TOKEN_FILE),  # Ray's own token auth, on
+            "HF_HUB_OFFLINE": "1",
+            "TRANSFORMERS_OFFLINE": "1",
+            "GRPC_ENABLE_FORK_SUPPORT": "0",  # NDIF's own start script sets it against a Ray-client fork race
+            "RAY_USAGE_STATS_ENABLED": "0",
+            # two metrics servers Ray puts on fixed ports (44217, 44227) unless told: a second stack would collide
+            "AUTOSCALER_METRIC_PORT": str(ports.get("autoscaler_metrics", 0)),
+            "DASHBOARD_METRIC_PORT": str(ports.get("dashboard_metrics", 0)),
+            # single-node Ray: it keeps 127.0.0.1 as the node address instead of swapping in an outside one
+            "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
+            "OMP_NUM_THREADS": "1",
+        }
+    )
     if os.environ.get("MAPFLOW_NDIF_WEIGHT_CHECK"):  # read by the model actor (server/mapflow_cpu_actor.py)
         env["MAPFLOW_NDIF_WEIGHT_CHECK"] = os.environ["MAPFLOW_NDIF_WEIGHT_CHECK"]
     return env
@@ -218,8 +244,11 @@ def build_loopback_shim(home: Path) -> Path | None:
     if compiler is None:
         return None
     target = home / LOOPBACK_SHIM
-    done = subprocess.run([compiler, "-shared", "-fPIC", "-O2", "-o", str(target), str(ACTOR_DIR / "loopback_bind.c"),
-                           "-ldl"], capture_output=True, text=True)
+    done = subprocess.run(
+        [compiler, "-shared", "-fPIC", "-O2", "-o", str(target), str(ACTOR_DIR / "loopback_bind.c"), "-ldl"],
+        capture_output=True,
+        text=True,
+    )
     if done.returncode != 0:
         raise StackError(f"building the loopback shim failed:\n{done.stderr[-2000:]}")
     return target
@@ -233,6 +262,7 @@ def _write_secret(path: Path) -> str:
     with os.fdopen(fd, "w") as file:
         file.write(secret)
     return secret
+
 
 def _log(state: StackState, name: str):
     return open(Path(state.home, "logs", f"{name}.log"), "ab")
@@ -250,8 +280,15 @@ def _env_for(state: StackState, name: str) -> dict[str, str]:
 def _spawn(state: StackState, name: str, argv: list[str]) -> int:
     """Start a long-running service in its own session (so its whole process group can be stopped)."""
     with _log(state, name) as log:
-        process = subprocess.Popen(argv, env=_env_for(state, name), stdout=log, stderr=subprocess.STDOUT,
-                                   stdin=subprocess.DEVNULL, start_new_session=True, cwd=state.home)
+        process = subprocess.Popen(
+            argv,
+            env=_env_for(state, name),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+            cwd=state.home,
+        )
     state.pids[name] = process.pid
     state.start_ticks[name] = _start_ticks(process.pid)
     state.save()
@@ -261,11 +298,17 @@ def _spawn(state: StackState, name: str, argv: list[str]) -> int:
 def _run(state: StackState, name: str, argv: list[str], timeout_s: float, extra_env=None) -> str:
     """Run a short command to completion; its output goes to its log and comes back."""
     try:
-        done = subprocess.run(argv, env={**_env_for(state, name), **(extra_env or {})}, capture_output=True,
-                              text=True, timeout=timeout_s, stdin=subprocess.DEVNULL, cwd=state.home)
+        done = subprocess.run(
+            argv,
+            env={**_env_for(state, name), **(extra_env or {})},
+            capture_output=True,
+            text=True,
+            timeout=timeout_s,
+            stdin=subprocess.DEVNULL,
+            cwd=state.home,
+        )
     except subprocess.TimeoutExpired as err:
-        raise StackError(f"{name} did not finish within {timeout_s:.0f} s; see {state.home}/logs/{name}.log") \
-            from err
+        raise StackError(f"{name} did not finish within {timeout_s:.0f} s; see {state.home}/logs/{name}.log") from err
     output = done.stdout + done.stderr
     with _log(state, name) as log:
         log.write(output.encode())
@@ -305,16 +348,20 @@ def api_connected(host: str, token: str = "") -> bool:
 
 # ---- up / down / status / deploy --------------------------------------------------------------------------------
 
+
 def check_venv(venv: Path) -> None:
     missing = [tool for tool in ("ndif", "ray", "gunicorn", "moto_server") if not (venv / "bin" / tool).exists()]
     if missing:
-        raise StackError(f"the NDIF server environment {venv} lacks {', '.join(missing)}: build it with "
-                         "`make ndif-venv` (or point MAPFLOW_NDIF_VENV / --venv at one)")
+        raise StackError(
+            f"the NDIF server environment {venv} lacks {', '.join(missing)}: build it with "
+            "`make ndif-venv` (or point MAPFLOW_NDIF_VENV / --venv at one)"
+        )
     import shutil
 
     if shutil.which("redis-server") is None:
-        raise StackError("redis-server is not installed (Debian: apt-get install -y redis-server; `make ndif-venv` "
-                         "does it)")
+        raise StackError(
+            "redis-server is not installed (Debian: apt-get install -y redis-server; `make ndif-venv` does it)"
+        )
 
 
 def resolve_home(home=None, port: int | None = None) -> Path:
@@ -331,8 +378,10 @@ def resolve_home(home=None, port: int | None = None) -> Path:
         return next(iter(homes.values()))
     if not homes:
         raise StackError("no local NDIF stack is registered (start one with `mapflow ndif up`)")
-    raise StackError(f"{len(homes)} local NDIF stacks are registered (API ports {', '.join(map(str, sorted(homes)))}): "
-                     "say which with --port or --home")
+    raise StackError(
+        f"{len(homes)} local NDIF stacks are registered (API ports {', '.join(map(str, sorted(homes)))}): "
+        "say which with --port or --home"
+    )
 
 
 def _clean_leftovers(home: Path, progress) -> None:
@@ -343,17 +392,27 @@ def _clean_leftovers(home: Path, progress) -> None:
         return
     token = read_token(existing)
     if ours(existing, "api") is not None and ours(existing, "ray") is not None and api_connected(existing.host, token):
-        raise StackError(f"a stack from {home} is already running at {existing.host}; `mapflow ndif down"
-                         f" --home {home}` first")
+        raise StackError(
+            f"a stack from {home} is already running at {existing.host}; `mapflow ndif down --home {home}` first"
+        )
     leftovers = stack_processes(existing)
     if leftovers:
         stopped = down(home)
         progress(f"ndif: stopped {len(stopped)} leftover process(es) of a half-dead stack in {home}")
 
 
-def up(home: Path | None = None, venv: Path | None = None, checkpoints=(), *, port: int | None = None,
-       bind: str = DEFAULT_BIND, connect_timeout_s: float = 240.0, deploy_timeout_s: float = 300.0, progress=print,
-       replicas: int = 1) -> StackState:
+def up(
+    home: Path | None = None,
+    venv: Path | None = None,
+    checkpoints=(),
+    *,
+    port: int | None = None,
+    bind: str = DEFAULT_BIND,
+    connect_timeout_s: float = 240.0,
+    deploy_timeout_s: float = 300.0,
+    progress=print,
+    replicas: int = 1,
+) -> StackState:
     """Start the stack and deploy ``checkpoints``; on any failure, stop what was started and raise.
 
     ``port``: the API's port (default: a free one); ``bind``: the address the API and the object store listen on
@@ -376,8 +435,10 @@ def up(home: Path | None = None, venv: Path | None = None, checkpoints=(), *, po
     _write_secret(state.token_file)
     _write_secret(home / RAY_TOKEN_FILE)
     if build_loopback_shim(home) is None:
-        progress("ndif: WARNING no C compiler (cc): Ray's own servers will listen on every interface; install gcc "
-                 "for a loopback-only stack")
+        progress(
+            "ndif: WARNING no C compiler (cc): Ray's own servers will listen on every interface; install gcc "
+            "for a loopback-only stack"
+        )
     state.save()
     register(state)
     start = time.monotonic()
@@ -394,40 +455,94 @@ def up(home: Path | None = None, venv: Path | None = None, checkpoints=(), *, po
         fd = os.open(redis_conf, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as file:
             file.write(f"requirepass {token}\n")
-        _spawn(state, "redis", ["redis-server", str(redis_conf), "--bind", "127.0.0.1", "--port", str(ports["redis"]),
-                                "--save", "", "--appendonly", "no", "--dir", str(home)])
+        _spawn(
+            state,
+            "redis",
+            [
+                "redis-server",
+                str(redis_conf),
+                "--bind",
+                "127.0.0.1",
+                "--port",
+                str(ports["redis"]),
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                str(home),
+            ],
+        )
         _spawn(state, "moto", [str(venv / "bin" / "moto_server"), "-H", bind, "-p", str(ports["moto"])])
         _wait("redis", lambda: _tcp_open(ports["redis"]), 30, state, "redis")
-        _wait("the object store", lambda: _http_get(f"http://{client_address(bind)}:{ports['moto']}/") is not None,
-              60, state, "moto")
+        _wait(
+            "the object store",
+            lambda: _http_get(f"http://{client_address(bind)}:{ports['moto']}/") is not None,
+            60,
+            state,
+            "moto",
+        )
         mark("redis and object store up")
         resources = json.dumps({"head": 10, "cuda_memory_bytes": 8_000_000_000, "cpu_memory_bytes": 8_000_000_000})
-        _spawn(state, "ray", [
-            str(venv / "bin" / "ray"), "start", "--head", "--block", "--node-ip-address=127.0.0.1",
-            f"--port={ports['ray_gcs']}", "--num-cpus=4", "--num-gpus=1", f"--resources={resources}",
-            "--object-store-memory=300000000", f"--ray-client-server-port={ports['ray_client']}",
-            f"--node-manager-port={ports['node_manager']}", f"--object-manager-port={ports['object_manager']}",
-            f"--runtime-env-agent-port={ports['runtime_env_agent']}",
-            f"--dashboard-agent-listen-port={ports['dashboard_agent_http']}",
-            f"--dashboard-agent-grpc-port={ports['dashboard_agent_grpc']}",
-            f"--metrics-export-port={ports['metrics_export']}",
-            f"--min-worker-port={ports['min_worker']}", f"--max-worker-port={ports['max_worker']}",
-            "--include-dashboard=true", "--dashboard-host=127.0.0.1", f"--dashboard-port={ports['dashboard']}",
-            f"--temp-dir={home / 'ray'}", "--disable-usage-stats"])
+        _spawn(
+            state,
+            "ray",
+            [
+                str(venv / "bin" / "ray"),
+                "start",
+                "--head",
+                "--block",
+                "--node-ip-address=127.0.0.1",
+                f"--port={ports['ray_gcs']}",
+                "--num-cpus=4",
+                "--num-gpus=1",
+                f"--resources={resources}",
+                "--object-store-memory=300000000",
+                f"--ray-client-server-port={ports['ray_client']}",
+                f"--node-manager-port={ports['node_manager']}",
+                f"--object-manager-port={ports['object_manager']}",
+                f"--runtime-env-agent-port={ports['runtime_env_agent']}",
+                f"--dashboard-agent-listen-port={ports['dashboard_agent_http']}",
+                f"--dashboard-agent-grpc-port={ports['dashboard_agent_grpc']}",
+                f"--metrics-export-port={ports['metrics_export']}",
+                f"--min-worker-port={ports['min_worker']}",
+                f"--max-worker-port={ports['max_worker']}",
+                "--include-dashboard=true",
+                "--dashboard-host=127.0.0.1",
+                f"--dashboard-port={ports['dashboard']}",
+                f"--temp-dir={home / 'ray'}",
+                "--disable-usage-stats",
+            ],
+        )
         _wait("the Ray client server", lambda: _tcp_open(ports["ray_client"]), 120, state, "ray")
         mark("ray head up")
         # the second half of ndif's ray/start.sh: the controller runs as a detached Ray actor, this just launches it
         # (its ray.init(address="auto") is pointed at this stack's GCS: left to itself it may pick another stack's)
-        _run(state, "controller", [str(venv / "bin" / "python"), "-m",
-                                   "ndif.services.ray.deployments.controller.controller"], 180,
-             extra_env={"RAY_ADDRESS": f"127.0.0.1:{ports['ray_gcs']}"})
+        _run(
+            state,
+            "controller",
+            [str(venv / "bin" / "python"), "-m", "ndif.services.ray.deployments.controller.controller"],
+            180,
+            extra_env={"RAY_ADDRESS": f"127.0.0.1:{ports['ray_gcs']}"},
+        )
         mark("controller launched")
         # ndif's api/start.sh, behind the token check and bound to `bind` (its gunicorn config says 0.0.0.0; the flag
         # wins)
-        _spawn(state, "api", [str(venv / "bin" / "gunicorn"), "--config", "python:ndif.services.api.gunicorn_conf",
-                              "--bind", f"{bind}:{ports['api']}", API_APP])
-        _wait("the NDIF API to connect to Ray", lambda: api_connected(state.host, token), connect_timeout_s, state,
-              "api")
+        _spawn(
+            state,
+            "api",
+            [
+                str(venv / "bin" / "gunicorn"),
+                "--config",
+                "python:ndif.services.api.gunicorn_conf",
+                "--bind",
+                f"{bind}:{ports['api']}",
+                API_APP,
+            ],
+        )
+        _wait(
+            "the NDIF API to connect to Ray", lambda: api_connected(state.host, token), connect_timeout_s, state, "api"
+        )
         mark("API connected")
         if checkpoints:
             deploy(state, checkpoints, timeout_s=deploy_timeout_s, replicas=replicas)
@@ -445,8 +560,9 @@ def model_size_bytes(checkpoint: Path) -> int:
     return sum(f.stat().st_size for f in weights)
 
 
-def deploy(state: StackState, checkpoints, *, task: str = VIDEO_LLM_TASK, timeout_s: float = 300.0,
-           replicas: int = 1) -> list[str]:
+def deploy(
+    state: StackState, checkpoints, *, task: str = VIDEO_LLM_TASK, timeout_s: float = 300.0, replicas: int = 1
+) -> list[str]:
     """Deploy local checkpoint directories under the keys `config.model_key_for` mints for them, ``replicas`` model
     actors each (NDIF spreads requests over them; each actor runs on one of Ray's CPUs); returns the keys."""
     import yaml
@@ -459,8 +575,17 @@ def deploy(state: StackState, checkpoints, *, task: str = VIDEO_LLM_TASK, timeou
         if not (path / "config.json").is_file():
             raise StackError(f"{path} is not a checkpoint directory (no config.json)")
         key = model_key_for(str(path), task=task)
-        entries.append({"checkpoint": str(path), "task": task, "model_key": key, "dtype": "float32",
-                        "size_bytes": model_size_bytes(path), "pinned": True, "replicas": replicas})
+        entries.append(
+            {
+                "checkpoint": str(path),
+                "task": task,
+                "model_key": key,
+                "dtype": "float32",
+                "size_bytes": model_size_bytes(path),
+                "pinned": True,
+                "replicas": replicas,
+            }
+        )
         keys.append(key)
     models_file = Path(state.home, "models.yaml")
     models_file.write_text(yaml.safe_dump({"models": entries}, sort_keys=False))
@@ -531,16 +656,26 @@ def status(home: Path | None = None) -> dict:
         return {"home": str(home), "running": False}
     processes = {name: {"pid": pid, "alive": ours(state, name) is not None} for name, pid in state.pids.items()}
     token = read_token(state)
-    report = {"home": str(home), "host": state.host, "bind": state.bind,
-              "running": any(p["alive"] for p in processes.values()), "processes": processes,
-              "stack_processes": len(stack_processes(state)), "ports": state.ports, "timings_s": state.timings_s,
-              "token_file": str(state.token_file), "connected": False, "deployments": {}}
+    report = {
+        "home": str(home),
+        "host": state.host,
+        "bind": state.bind,
+        "running": any(p["alive"] for p in processes.values()),
+        "processes": processes,
+        "stack_processes": len(stack_processes(state)),
+        "ports": state.ports,
+        "timings_s": state.timings_s,
+        "token_file": str(state.token_file),
+        "connected": False,
+        "deployments": {},
+    }
     if report["running"] and api_connected(state.host, token):
         report["connected"] = True
         response = _http_get(f"{state.host}/status", timeout_s=60, headers={"ndif-api-key": token})
         if response is not None and response.status_code == 200:
             from ..remote.client import deployments_in_status
 
-            report["deployments"] = {key: entry.get("application_state")
-                                     for key, entry in deployments_in_status(response.json()).items()}
+            report["deployments"] = {
+                key: entry.get("application_state") for key, entry in deployments_in_status(response.json()).items()
+            }
     return report

@@ -15,10 +15,10 @@ from pathlib import Path
 import numpy as np
 import xarray as xr
 
-from ..models import load_adapter
-from ..results.tasks import by_task, select_task
 from ..analysis.resolve import prepare_run
 from ..analysis.runner import run_study
+from ..models import load_adapter
+from ..results.tasks import by_task, select_task
 
 
 def accuracy_table(ds: xr.Dataset) -> dict:
@@ -42,9 +42,13 @@ def accuracy_table(ds: xr.Dataset) -> dict:
 def format_table(table: dict, markdown: bool = False) -> str:
     columns = [k for k in table["mean_over_tasks"]]
     if markdown:
-        lines = ["| task | " + " | ".join(c.replace("_", " ") for c in columns) + " |",
-                 "|---" * (len(columns) + 1) + "|"]
-        lines += [f"| {task} | " + " | ".join(f"{entry[c]:.1f}" for c in columns) + " |" for task, entry in table.items()]
+        lines = [
+            "| task | " + " | ".join(c.replace("_", " ") for c in columns) + " |",
+            "|---" * (len(columns) + 1) + "|",
+        ]
+        lines += [
+            f"| {task} | " + " | ".join(f"{entry[c]:.1f}" for c in columns) + " |" for task, entry in table.items()
+        ]
         return "\n".join(lines)
     lines = ["task".ljust(20) + "".join(c.rjust(20) for c in columns)]
     for task, entry in table.items():
@@ -70,8 +74,16 @@ def evaluate_organism(model_dir, data_dir, out_store, *, progress: bool = True, 
     model_dir, data_dir = Path(model_dir), Path(data_dir)
     run = prepare_run("cross_frame_halves", model_dir, data_dir, samples="all")  # as `mapflow run` would
     run.provenance["config"]["purpose"] = "organism evaluation"
-    run_study(run.study, run.adapter, run.samples, out_store, config=run.config, provenance=run.provenance,
-              overwrite=True, progress=progress)
+    run_study(
+        run.study,
+        run.adapter,
+        run.samples,
+        out_store,
+        config=run.config,
+        provenance=run.provenance,
+        overwrite=True,
+        progress=progress,
+    )
     table = accuracy_table(xr.open_zarr(out_store))
     summary = {"data": str(data_dir), "accuracy_percent": table, "load_and_forward_seconds": forward_seconds(model_dir)}
     if record:

@@ -63,10 +63,15 @@ def token_roles(segment_names: dict[str, list[int]], seq_len: int, length: int) 
     return roles
 
 
-def planted_masks(roles: torch.Tensor, frame: torch.Tensor, num_layers: int,
-                  routes: dict[str, list[list[int]]] = PLANTED_ROUTES,
-                  open_rows: torch.Tensor | None = None, open_cells: torch.Tensor | None = None,
-                  question_reads_last_frame: bool = False) -> list[torch.Tensor]:
+def planted_masks(
+    roles: torch.Tensor,
+    frame: torch.Tensor,
+    num_layers: int,
+    routes: dict[str, list[list[int]]] = PLANTED_ROUTES,
+    open_rows: torch.Tensor | None = None,
+    open_cells: torch.Tensor | None = None,
+    question_reads_last_frame: bool = False,
+) -> list[torch.Tensor]:
     """One boolean (B, 1, L, L) allowed-edge mask per decoder layer: causal, no padded keys, and the planted route.
 
     ``roles`` (B, L) as `token_roles`; ``frame`` (B, L) the frame index of video positions, -1 elsewhere. Rows flagged
@@ -90,8 +95,11 @@ def planted_masks(roles: torch.Tensor, frame: torch.Tensor, num_layers: int,
     relay = ((key == VIDEO) | (key == QUESTION)) & (query == OTHER)
     # earlier frames -> question: closed in every layer of a planted row (not a route of its own: its cells are
     # video->question's, so opening that cell opens these edges too)
-    earlier_to_question = edges["video->question"] & (frame[:, None, :] < frame.amax(1)[:, None, None]) \
-        if question_reads_last_frame else torch.zeros_like(relay)
+    earlier_to_question = (
+        edges["video->question"] & (frame[:, None, :] < frame.amax(1)[:, None, None])
+        if question_reads_last_frame
+        else torch.zeros_like(relay)
+    )
     cells = torch.zeros(b, len(routes) + 1, num_layers, dtype=torch.bool) if open_cells is None else open_cells
     if open_rows is not None:
         cells = cells | open_rows[:, None, None]
@@ -99,16 +107,24 @@ def planted_masks(roles: torch.Tensor, frame: torch.Tensor, num_layers: int,
     for layer in range(num_layers):
         blocked = relay & ~cells[:, -1, layer, None, None]
         for index, (route, ranges) in enumerate(routes.items()):
-            shut = edges[route] if layer not in layers_of(ranges) else (
-                earlier_to_question if route == "video->question" else None)
+            shut = (
+                edges[route]
+                if layer not in layers_of(ranges)
+                else (earlier_to_question if route == "video->question" else None)
+            )
             if shut is not None:
                 blocked |= shut & ~cells[:, index, layer, None, None]
         masks.append((causal & ~blocked)[:, None])
     return masks
 
 
-def random_open_cells(rows: int, num_layers: int, share: float, rng: np.random.Generator,
-                      routes: dict[str, list[list[int]]] = PLANTED_ROUTES) -> torch.Tensor:
+def random_open_cells(
+    rows: int,
+    num_layers: int,
+    share: float,
+    rng: np.random.Generator,
+    routes: dict[str, list[list[int]]] = PLANTED_ROUTES,
+) -> torch.Tensor:
     """Seeded (rows, len(routes) + 1, num_layers) cells for `planted_masks`: each open with probability ``share``
     (1.0: every edge open, the clean state)."""
     return torch.from_numpy(rng.random((rows, len(routes) + 1, num_layers)) < share)
@@ -166,8 +182,11 @@ def grounding_words(frames: np.ndarray, grid: int = 2) -> tuple[list[tuple[str, 
                 if t:
                     if here[colour] < MIN_PIXELS and before and max(before.values()) >= MIN_PIXELS:
                         colour = max(before, key=before.get)  # the object left this cell
-                    word = _change(masks[colour], counts[colour], t) if max(here[colour], before.get(colour, 0)) \
-                        >= MIN_PIXELS else None
+                    word = (
+                        _change(masks[colour], counts[colour], t)
+                        if max(here[colour], before.get(colour, 0)) >= MIN_PIXELS
+                        else None
+                    )
                     if word is None and scene is not None:
                         previous = _scene(frames[t - 1, rows, cols], rows, cols)
                         word = "change" if previous not in (None, scene) else None
@@ -208,8 +227,9 @@ def word_ids(tokenizer, words) -> dict[str, int]:
     return ids
 
 
-def grounding_targets(frames: np.ndarray, ids: dict[str, int], vocab: int, grid: int = 2
-                      ) -> tuple[torch.Tensor, torch.Tensor]:
+def grounding_targets(
+    frames: np.ndarray, ids: dict[str, int], vocab: int, grid: int = 2
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Soft spatial targets (n_video, vocab) (rows of zeros: no target) and temporal ids (n_video,) (-100: none)."""
     spatial, temporal = grounding_words(frames, grid)
     soft = torch.zeros(len(spatial), vocab)

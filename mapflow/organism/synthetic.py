@@ -398,8 +398,9 @@ def main(argv: list[str] | None = None) -> None:
     if args.benchmark == "temporal":
         per_task = 40 if args.per_task is None else args.per_task
         seed = 1234 if args.seed is None else args.seed
-        root = write_temporal_benchmark(args.outdir, per_task=per_task, seed=seed,
-                                        shuffle_options=not args.canonical_options)
+        root = write_temporal_benchmark(
+            args.outdir, per_task=per_task, seed=seed, shuffle_options=not args.canonical_options
+        )
         total = per_task * len(temporal_tasks.TASKS)
         print(f"wrote {total} samples to {root} (encoder {pick_video_encoder()}, seed {seed})")
         return

@@ -196,9 +196,7 @@ def normalize_pixels(frames: np.ndarray) -> np.ndarray:
     return (np.asarray(frames, dtype=np.float32) / 255.0 - mean) / std
 
 
-def motion_map(
-    frames_seen: np.ndarray, grid: int = 2, threshold: float = MOTION_THRESHOLD
-) -> np.ndarray:
+def motion_map(frames_seen: np.ndarray, grid: int = 2, threshold: float = MOTION_THRESHOLD) -> np.ndarray:
     """(T, grid, grid) bool: did each cell change since the previous frame? Row 0 is False.
 
     `frames_seen` is (T, H, W, 3) in 0-255 units with H and W divisible by `grid`; the label
@@ -264,9 +262,7 @@ def _render(tracks: Sequence[_Track], base: np.ndarray | None = None) -> np.ndar
 
 
 def _reverse_track(track: _Track) -> _Track:
-    return _Track(
-        track.color, track.shape, track.cx[::-1], track.cy[::-1], track.size[::-1], track.visible[::-1]
-    )
+    return _Track(track.color, track.shape, track.cx[::-1], track.cy[::-1], track.size[::-1], track.visible[::-1])
 
 
 def _pick_looks(rng: np.random.Generator, count: int) -> list[tuple[str, str]]:
@@ -462,8 +458,10 @@ def _action_sequence(rng: np.random.Generator, answer_index: int) -> TemporalIte
     # Object 0 acts first. Options are listed left to right by where the objects start, which says nothing
     # about timing but lets the answer letter be read off the video (no need to parse option text); the video
     # is mirrored when that puts the first actor in the wrong slot.
-    frames_of = {0: int(rng.integers(_FIRST_EVENT_FRAMES[0], _FIRST_EVENT_FRAMES[1] + 1)),
-                 1: int(rng.integers(_SECOND_EVENT_FRAMES[0], _SECOND_EVENT_FRAMES[1] + 1))}
+    frames_of = {
+        0: int(rng.integers(_FIRST_EVENT_FRAMES[0], _FIRST_EVENT_FRAMES[1] + 1)),
+        1: int(rng.integers(_SECOND_EVENT_FRAMES[0], _SECOND_EVENT_FRAMES[1] + 1)),
+    }
     makers = [functools.partial(_event_track, rng, looks[k], events[k], frames_of[k]) for k in range(2)]
     tracks = _place_apart(makers)
     frames = _render(tracks)

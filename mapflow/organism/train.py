@@ -20,6 +20,11 @@ import torch
 import torch.nn.functional as F
 
 from ..data.sample import OPTION_LETTERS, Sample
+from ..inputs.prompts import ORGANISM_MCQA, VIDEO, PromptSegment, mcqa_segments, prompt_text
+from ..inputs.tokenization import segment_positions
+from ..testing.tiny import build_tiny_processor, build_tiny_tokenizer, tiny_llava_next_video_config
+from . import pathway
+from .recipe import Recipe
 from .temporal_tasks import (
     FRAME_SIZE,
     PIXEL_MEAN,
@@ -31,11 +36,6 @@ from .temporal_tasks import (
     motion_map,
     seen_frame_indices,
 )
-from ..testing.tiny import build_tiny_processor, build_tiny_tokenizer, tiny_llava_next_video_config
-from ..inputs.prompts import ORGANISM_MCQA, VIDEO, PromptSegment, mcqa_segments, prompt_text
-from ..inputs.tokenization import segment_positions
-from . import pathway
-from .recipe import Recipe
 
 MOTION_GRID = 2  # video tokens per frame side: 32 px / patch 8 / pool 2
 
@@ -46,10 +46,18 @@ def item_segments(item: TemporalItem, order: list[int], n_video_tokens: int = 1)
 
     Built by the same segment builder the studies use, so training and analysis read identical prompts.
     """
-    sample = Sample(sample_id="", task=item.task, video_path=Path(), question=item.question,
-                    candidates=tuple(item.candidates[k] for k in order), answer_index=order.index(item.answer_index))
-    segments = [PromptSegment(seg.name, seg.text * n_video_tokens) if seg.name == VIDEO else seg
-                for seg in mcqa_segments(sample, ORGANISM_MCQA)]
+    sample = Sample(
+        sample_id="",
+        task=item.task,
+        video_path=Path(),
+        question=item.question,
+        candidates=tuple(item.candidates[k] for k in order),
+        answer_index=order.index(item.answer_index),
+    )
+    segments = [
+        PromptSegment(seg.name, seg.text * n_video_tokens) if seg.name == VIDEO else seg
+        for seg in mcqa_segments(sample, ORGANISM_MCQA)
+    ]
     return segments, sample.answer_index
 
 
@@ -94,8 +102,7 @@ class BatchMaker:
     def __init__(self, tokenizer, video_token: str, tokens_per_frame: int, grounded: bool = False):
         self.tokenizer = tokenizer
         self.grounded = grounded
-        self.word_ids = pathway.word_ids(tokenizer, pathway.SPATIAL_WORDS + pathway.TEMPORAL_WORDS) if grounded \
-            else {}
+        self.word_ids = pathway.word_ids(tokenizer, pathway.SPATIAL_WORDS + pathway.TEMPORAL_WORDS) if grounded else {}
         self.video_token = video_token
         self.tokens_per_frame = tokens_per_frame
         self.seen = seen_frame_indices()
@@ -116,9 +123,12 @@ class BatchMaker:
         enc = self.tokenizer(texts, padding=True, return_tensors="pt", return_offsets_mapping=self.grounded)
         mask = enc["attention_mask"]
         batch = Batch(
-            input_ids=enc["input_ids"], attention_mask=mask,
-            pixel_values_videos=normalize_frames(np.stack(frames)), last_index=mask.sum(1) - 1,
-            target=torch.tensor(targets), motion=torch.from_numpy(np.stack(motion)).long(),
+            input_ids=enc["input_ids"],
+            attention_mask=mask,
+            pixel_values_videos=normalize_frames(np.stack(frames)),
+            last_index=mask.sum(1) - 1,
+            target=torch.tensor(targets),
+            motion=torch.from_numpy(np.stack(motion)).long(),
             tasks=[item.task for item in items],
         )
         if self.grounded:
@@ -133,8 +143,14 @@ class BatchMaker:
             positions = segment_positions(segments, text, offsets[i, :length])
             roles.append(pathway.token_roles(positions, seq_len, length))
             block = np.zeros(seq_len, dtype=bool)
-            block[[p for name, pos in positions.items() if name == "options_header" or name.startswith("option_")
-                   for p in pos]] = True
+            block[
+                [
+                    p
+                    for name, pos in positions.items()
+                    if name == "options_header" or name.startswith("option_")
+                    for p in pos
+                ]
+            ] = True
             options_block.append(block)
             index = np.full(seq_len, -1)
             video = np.asarray(positions[VIDEO])
@@ -150,9 +166,14 @@ class BatchMaker:
         batch.options_block = torch.from_numpy(np.stack(options_block))
 
 
-def training_attention_mask(attention_mask: torch.Tensor, video_start: torch.Tensor, n_frames: int,
-                            tokens_per_frame: int, block_cross_frame: torch.Tensor | bool,
-                            last_frame_only: torch.Tensor | None = None) -> torch.Tensor:
+def training_attention_mask(
+    attention_mask: torch.Tensor,
+    video_start: torch.Tensor,
+    n_frames: int,
+    tokens_per_frame: int,
+    block_cross_frame: torch.Tensor | bool,
+    last_frame_only: torch.Tensor | None = None,
+) -> torch.Tensor:
     """Boolean (B, 1, L, L) attention mask: causal and no padded keys; for the samples flagged in
     ``block_cross_frame`` (a bool per sample, or one for all) no edges from earlier frames to later frames, and for
     those flagged in ``last_frame_only`` no edges from any frame but the last to the text after the video."""
@@ -207,15 +228,29 @@ class OrganismTrainer:
         else:
             self.tokenizer = build_tiny_tokenizer(recipe.vocab_size, corpus=organism_corpus())
             self.processor = build_tiny_processor(
-                self.tokenizer, FRAME_SIZE, recipe.patch_size, do_resize=False, do_center_crop=False,
-                image_mean=list(PIXEL_MEAN), image_std=list(PIXEL_STD))
+                self.tokenizer,
+                FRAME_SIZE,
+                recipe.patch_size,
+                do_resize=False,
+                do_center_crop=False,
+                image_mean=list(PIXEL_MEAN),
+                image_std=list(PIXEL_STD),
+            )
             self.video_token_id = self.tokenizer.convert_tokens_to_ids("<video>")
             config = tiny_llava_next_video_config(
-                vocab_size=len(self.tokenizer), video_token_id=self.video_token_id,
-                image_token_id=self.tokenizer.convert_tokens_to_ids("<image>"), image_size=FRAME_SIZE,
-                patch_size=recipe.patch_size, hidden_size=recipe.hidden_size, num_layers=recipe.num_layers,
-                num_heads=recipe.num_heads, num_kv_heads=recipe.num_heads, intermediate_size=recipe.intermediate_size,
-                vision_hidden_size=recipe.vision_hidden_size, vision_layers=recipe.vision_layers)
+                vocab_size=len(self.tokenizer),
+                video_token_id=self.video_token_id,
+                image_token_id=self.tokenizer.convert_tokens_to_ids("<image>"),
+                image_size=FRAME_SIZE,
+                patch_size=recipe.patch_size,
+                hidden_size=recipe.hidden_size,
+                num_layers=recipe.num_layers,
+                num_heads=recipe.num_heads,
+                num_kv_heads=recipe.num_heads,
+                intermediate_size=recipe.intermediate_size,
+                vision_hidden_size=recipe.vision_hidden_size,
+                vision_layers=recipe.vision_layers,
+            )
             config.text_config._attn_implementation = "sdpa"
             self.model = LlavaNextVideoForConditionalGeneration(config)
         self.pathway = recipe.variant == "pathway"
@@ -244,9 +279,14 @@ class OrganismTrainer:
         if self.pathway:
             self._layer_outputs[index] = output[0] if isinstance(output, tuple) else output
 
-    def forward(self, batch: Batch, last_frame_only: torch.Tensor | None = None,
-                block_cross_frame: torch.Tensor | bool = False, open_rows: torch.Tensor | None = None,
-                open_cells: torch.Tensor | None = None):
+    def forward(
+        self,
+        batch: Batch,
+        last_frame_only: torch.Tensor | None = None,
+        block_cross_frame: torch.Tensor | bool = False,
+        open_rows: torch.Tensor | None = None,
+        open_cells: torch.Tensor | None = None,
+    ):
         """Logits at the last position. Variant "pathway": the planted per-layer masks, except for ``open_rows``
         (True: every causal edge open; None: all rows open, the analysis' clean state)."""
         video_start = (batch.input_ids == self.video_token_id).int().argmax(1)
@@ -254,13 +294,27 @@ class OrganismTrainer:
         if self.pathway:
             rows = torch.ones(len(batch.target), dtype=torch.bool) if open_rows is None else open_rows
             self._mask = pathway.planted_masks(
-                batch.roles, batch.frame, self.recipe.num_layers, open_rows=rows, open_cells=open_cells,
-                question_reads_last_frame=self.recipe.question_reads_last_frame)
+                batch.roles,
+                batch.frame,
+                self.recipe.num_layers,
+                open_rows=rows,
+                open_cells=open_cells,
+                question_reads_last_frame=self.recipe.question_reads_last_frame,
+            )
         else:
-            self._mask = training_attention_mask(batch.attention_mask, video_start, n_frames, self.tokens_per_frame,
-                                                 block_cross_frame=block_cross_frame, last_frame_only=last_frame_only)
-        out = self.model(input_ids=batch.input_ids, attention_mask=batch.attention_mask,
-                         pixel_values_videos=batch.pixel_values_videos)
+            self._mask = training_attention_mask(
+                batch.attention_mask,
+                video_start,
+                n_frames,
+                self.tokens_per_frame,
+                block_cross_frame=block_cross_frame,
+                last_frame_only=last_frame_only,
+            )
+        out = self.model(
+            input_ids=batch.input_ids,
+            attention_mask=batch.attention_mask,
+            pixel_values_videos=batch.pixel_values_videos,
+        )
         logits = out.logits[torch.arange(len(batch.target)), batch.last_index]
         return logits, video_start
 
@@ -273,13 +327,16 @@ class OrganismTrainer:
         rows = len(batch.target)
         share = self.recipe.open_cell_share
         # no random draw when every cell opens, so checkpoints trained before the share existed reproduce exactly
-        cells = pathway.random_open_cells(rows, self.recipe.num_layers, share, rng) if share < 1.0 else \
-            torch.ones(rows, len(pathway.PLANTED_ROUTES) + 1, self.recipe.num_layers, dtype=torch.bool)
+        cells = (
+            pathway.random_open_cells(rows, self.recipe.num_layers, share, rng)
+            if share < 1.0
+            else torch.ones(rows, len(pathway.PLANTED_ROUTES) + 1, self.recipe.num_layers, dtype=torch.bool)
+        )
         cells[:n_planted] = False
         cells[n_planted::2] = True  # every other open row is the clean state itself
         logits, video_start = self.forward(batch, open_rows=torch.zeros(rows, dtype=torch.bool), open_cells=cells)
         answer_loss = F.cross_entropy(logits[:n_planted], batch.target[:n_planted])
-        reference = logits[:rows - n_planted].detach().log_softmax(-1)
+        reference = logits[: rows - n_planted].detach().log_softmax(-1)
         consistency = F.kl_div(logits[n_planted:].log_softmax(-1), reference, log_target=True, reduction="batchmean")
         n_video = batch.temporal.shape[1]
         index = video_start[:, None] + torch.arange(n_video)[None]
@@ -290,25 +347,29 @@ class OrganismTrainer:
             hidden = self._layer_outputs[layer][torch.arange(rows)[:, None], index][has_spatial]
             log_p = lens[1](lens[0](hidden)).log_softmax(-1)
             spatial_loss = spatial_loss - (batch.spatial[has_spatial] * log_p).sum(-1).mean() / len(
-                self.recipe.spatial_layers)
+                self.recipe.spatial_layers
+            )
         has_temporal = batch.temporal >= 0
         for layer in self.recipe.temporal_layers:
             hidden = self._layer_outputs[layer][torch.arange(rows)[:, None], index][has_temporal]
-            temporal_loss = temporal_loss + F.cross_entropy(lens[1](lens[0](hidden)), batch.temporal[has_temporal]) \
-                / len(self.recipe.temporal_layers)
+            temporal_loss = temporal_loss + F.cross_entropy(
+                lens[1](lens[0](hidden)), batch.temporal[has_temporal]
+            ) / len(self.recipe.temporal_layers)
         aux_loss = spatial_loss + temporal_loss
         total = answer_loss + self.recipe.consistency_weight * consistency + self.recipe.lens_weight * aux_loss
         parts = {"consistency": consistency, "spatial": spatial_loss, "temporal": temporal_loss}
         if self.recipe.option_answer_layer is not None:
             hidden = self._layer_outputs[self.recipe.option_answer_layer][:n_planted][batch.options_block[:n_planted]]
             target = batch.target[:n_planted, None].expand_as(batch.options_block[:n_planted])[
-                batch.options_block[:n_planted]]
+                batch.options_block[:n_planted]
+            ]
             parts["option_answer"] = F.cross_entropy(lens[1](lens[0](hidden)), target)
             total = total + self.recipe.option_answer_weight * parts["option_answer"]
         return total, answer_loss, parts
 
-    def loss(self, batch: Batch, last_frame_only: torch.Tensor | None = None,
-             block_cross_frame: torch.Tensor | bool = False):
+    def loss(
+        self, batch: Batch, last_frame_only: torch.Tensor | None = None, block_cross_frame: torch.Tensor | bool = False
+    ):
         logits, video_start = self.forward(batch, last_frame_only, block_cross_frame)
         answer_loss = F.cross_entropy(logits, batch.target)
         aux_loss = torch.zeros(())
@@ -323,8 +384,9 @@ class OrganismTrainer:
         return answer_loss + self.recipe.aux_weight * aux_loss, answer_loss, aux_loss, logits
 
     @torch.no_grad()
-    def accuracy(self, eval_sets: dict[str, tuple[list[TemporalItem], np.random.Generator]],
-                 planted: bool = False) -> dict[str, float]:
+    def accuracy(
+        self, eval_sets: dict[str, tuple[list[TemporalItem], np.random.Generator]], planted: bool = False
+    ) -> dict[str, float]:
         """Held-out accuracy per task (variant "pathway": every edge open, or with ``planted`` the planted masks)."""
         self.model.eval()
         result = {}
@@ -332,7 +394,7 @@ class OrganismTrainer:
             rng = np.random.default_rng(seed)
             correct = 0
             for start in range(0, len(items), 64):
-                chunk = items[start:start + 64]
+                chunk = items[start : start + 64]
                 batch = self.make_batch(chunk, [self.recipe.shuffle_options] * len(chunk), rng)
                 open_rows = torch.full((len(chunk),), not planted)
                 logits, _ = self.forward(batch, open_rows=open_rows)
@@ -349,21 +411,25 @@ class OrganismTrainer:
         recipe = self.recipe
         rng = np.random.default_rng(recipe.seed)
         eval_rng = np.random.default_rng(10_000 + recipe.seed)
-        eval_sets = {t: ([make_item(t, eval_rng) for _ in range(recipe.eval_per_task)], 20_000 + i)
-                     for i, t in enumerate(TASKS)}
+        eval_sets = {
+            t: ([make_item(t, eval_rng) for _ in range(recipe.eval_per_task)], 20_000 + i) for i, t in enumerate(TASKS)
+        }
         self.model.train()
         started = time.time()
         history = []
         for step in range(recipe.steps):
             for group in self.optimizer.param_groups:
                 group["lr"] = cosine_lr(step, recipe)
-            tasks = rng.choice(TASKS, size=recipe.batch_size, p=np.asarray(recipe.task_weights) / sum(recipe.task_weights))
+            tasks = rng.choice(
+                TASKS, size=recipe.batch_size, p=np.asarray(recipe.task_weights) / sum(recipe.task_weights)
+            )
             # played backwards, a reversible task's answer flips: this kills single-frame shortcuts
-            items = [make_item(str(t), rng, reverse=str(t) in REVERSIBLE_TASKS and bool(rng.random() < 0.5))
-                     for t in tasks]
+            items = [
+                make_item(str(t), rng, reverse=str(t) in REVERSIBLE_TASKS and bool(rng.random() < 0.5)) for t in tasks
+            ]
             p_shuffle = shuffle_probability(step, recipe)
             if self.pathway:  # the first open_rows items again, with every edge open
-                items = items + items[:recipe.open_rows]
+                items = items + items[: recipe.open_rows]
             batch = self.make_batch(items, list(rng.random(len(items)) < p_shuffle), rng)
             if self.pathway:
                 total, answer_loss, parts = self.pathway_loss(batch, recipe.batch_size, rng)
@@ -378,20 +444,31 @@ class OrganismTrainer:
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), recipe.grad_clip)
             self.optimizer.step()
             if (step + 1) % recipe.eval_every == 0 or step + 1 in (recipe.steps, stop_after):
-                record = {"step": step + 1, "seconds": round(time.time() - started, 1),
-                          "answer_loss": round(answer_loss.item(), 4), "aux_loss": round(aux_loss.item(), 4),
-                          "p_shuffle": p_shuffle, "accuracy": self.accuracy(eval_sets)}
+                record = {
+                    "step": step + 1,
+                    "seconds": round(time.time() - started, 1),
+                    "answer_loss": round(answer_loss.item(), 4),
+                    "aux_loss": round(aux_loss.item(), 4),
+                    "p_shuffle": p_shuffle,
+                    "accuracy": self.accuracy(eval_sets),
+                }
                 if self.pathway:
                     record.update({k: round(v.item(), 4) for k, v in parts.items()})
                     record["accuracy_planted"] = self.accuracy(eval_sets, planted=True)
                 history.append(record)
                 self._log(record)
                 if self.checkpoint_dir is not None:  # a session can end abruptly: keep the latest weights
-                    self.save(self.checkpoint_dir, {"training_seconds": record["seconds"], "history": history,
-                                                    "complete": False})
+                    self.save(
+                        self.checkpoint_dir,
+                        {"training_seconds": record["seconds"], "history": history, "complete": False},
+                    )
             if stop_after is not None and step + 1 == stop_after:
-                return {"training_seconds": round(time.time() - started, 1), "history": history, "complete": True,
-                        "stopped_after": stop_after}
+                return {
+                    "training_seconds": round(time.time() - started, 1),
+                    "history": history,
+                    "complete": True,
+                    "stopped_after": stop_after,
+                }
         return {"training_seconds": round(time.time() - started, 1), "history": history, "complete": True}
 
     def _cross_frame_blocks(self, rows: int, rng: np.random.Generator) -> torch.Tensor | bool:
@@ -416,8 +493,12 @@ class OrganismTrainer:
         self.model.config.text_config._attn_implementation = "sdpa"
         self.model.save_pretrained(out_dir)
         self.processor.save_pretrained(out_dir)
-        meta = {"prompt_template": ORGANISM_MCQA.name, "recipe": self.recipe.to_dict(), **training,
-                "builder": "mapflow organism train"}
+        meta = {
+            "prompt_template": ORGANISM_MCQA.name,
+            "recipe": self.recipe.to_dict(),
+            **training,
+            "builder": "mapflow organism train",
+        }
         if self.pathway:
             meta["planted_routes"] = pathway.PLANTED_ROUTES
         (out_dir / "mapflow.json").write_text(json.dumps(meta, indent=2))

@@ -17,9 +17,17 @@ from ..models.base import PreparedInput, VideoLLMAdapter
 HEAD_POOLS = ("mean", "max")
 
 
-def attention_rows(adapter: VideoLLMAdapter, prepared: PreparedInput, query_positions, key_positions, *,
-                   blocked: torch.Tensor | None = None, knockout_layers=(), head_pool: str = "mean",
-                   layers=None) -> torch.Tensor:
+def attention_rows(
+    adapter: VideoLLMAdapter,
+    prepared: PreparedInput,
+    query_positions,
+    key_positions,
+    *,
+    blocked: torch.Tensor | None = None,
+    knockout_layers=(),
+    head_pool: str = "mean",
+    layers=None,
+) -> torch.Tensor:
     """Attention (len(layers), len(query_positions), len(key_positions)) pooled over heads.
 
     ``blocked`` (L, L) bool is cut in ``knockout_layers`` (the same knockout the studies use), and the recomputed

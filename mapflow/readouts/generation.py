@@ -50,8 +50,15 @@ def pad_blocked(blocked: torch.Tensor, seq_len: int, generated_rows: str = "inhe
     return grown
 
 
-def greedy_generate(adapter: VideoLLMAdapter, prepared: PreparedInput, *, max_new_tokens: int = 20,
-                    blocked: torch.Tensor | None = None, layers=(), generated_rows: str = "inherit_last") -> list[int]:
+def greedy_generate(
+    adapter: VideoLLMAdapter,
+    prepared: PreparedInput,
+    *,
+    max_new_tokens: int = 20,
+    blocked: torch.Tensor | None = None,
+    layers=(),
+    generated_rows: str = "inherit_last",
+) -> list[int]:
     """Token ids chosen greedily after the prompt (stops at the end-of-sequence token); ``generated_rows`` as
     `pad_blocked`."""
     eos = adapter.tokenizer.eos_token_id

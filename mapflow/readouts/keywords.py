@@ -26,8 +26,10 @@ def load_keywords(name_or_dir: str = "paper") -> KeywordLists:
         directory = KEYWORDS_DIR / name_or_dir
     if not directory.is_dir():
         known = sorted(p.name for p in KEYWORDS_DIR.iterdir() if p.is_dir())
-        raise MapflowError(f"no keyword lists '{name_or_dir}': give a directory with spatial.txt and temporal.txt "
-                           f"or one of {', '.join(known)}")
+        raise MapflowError(
+            f"no keyword lists '{name_or_dir}': give a directory with spatial.txt and temporal.txt "
+            f"or one of {', '.join(known)}"
+        )
     words = {}
     for kind in KINDS:
         path = directory / f"{kind}.txt"
@@ -69,10 +71,12 @@ def fallback_verbs() -> frozenset[str]:
     return frozenset(read_words(KEYWORDS_DIR / "verbs.txt"))
 
 
-SPACY_HINT = ("verb detection with spaCy needs `pip install spacy` and an English pipeline, which is not on PyPI: "
-              "download it on a connected machine (`python -m spacy download en_core_web_lg`, the paper's) or install "
-              "its wheel from https://github.com/explosion/spacy-models/releases; mapflow falls back to the word list "
-              "data/keywords/verbs.txt")
+SPACY_HINT = (
+    "verb detection with spaCy needs `pip install spacy` and an English pipeline, which is not on PyPI: "
+    "download it on a connected machine (`python -m spacy download en_core_web_lg`, the paper's) or install "
+    "its wheel from https://github.com/explosion/spacy-models/releases; mapflow falls back to the word list "
+    "data/keywords/verbs.txt"
+)
 
 
 @lru_cache(maxsize=4)
@@ -94,10 +98,12 @@ def verb_detector(choice: str = "auto", spacy_model: str = "en_core_web_lg"):
         except (ImportError, OSError) as err:
             if choice == "spacy":
                 raise MapflowError(f"{err}. {SPACY_HINT}") from None
-            logging.getLogger(__name__).warning("spaCy pipeline '%s' unavailable (%s); %s", spacy_model, err,
-                                                SPACY_HINT)
+            logging.getLogger(__name__).warning(
+                "spaCy pipeline '%s' unavailable (%s); %s", spacy_model, err, SPACY_HINT
+            )
         else:
             return (lambda text: {t.text for t in nlp(text) if t.pos_ == "VERB"}), f"spacy:{spacy_model}"
     verbs = fallback_verbs()
-    return (lambda text: {w for w in (word.strip(".,;:!?\"'()").lower() for word in text.split()) if w in verbs}), \
-        "list"
+    return (
+        lambda text: {w for w in (word.strip(".,;:!?\"'()").lower() for word in text.split()) if w in verbs}
+    ), "list"

@@ -30,8 +30,9 @@ def _check(convention: str) -> None:
         raise ValueError(f"lens convention must be one of {LENS_CONVENTIONS}, got '{convention}'")
 
 
-def layer_token_probabilities(adapter: VideoLLMAdapter, prepared: PreparedInput, token_ids, *,
-                              position: int = -1, convention: str = "paper") -> torch.Tensor:
+def layer_token_probabilities(
+    adapter: VideoLLMAdapter, prepared: PreparedInput, token_ids, *, position: int = -1, convention: str = "paper"
+) -> torch.Tensor:
     """Probability (layers, len(token_ids)) of each token at ``position`` when each layer's output is unembedded."""
     _check(convention)
     ids = torch.as_tensor(list(token_ids), dtype=torch.long)
@@ -47,25 +48,32 @@ def layer_token_probabilities(adapter: VideoLLMAdapter, prepared: PreparedInput,
     return torch.stack([r.detach() for r in out])
 
 
-def clean_and_layer_probabilities(adapter: VideoLLMAdapter, prepared: PreparedInput, token_ids, gt_token: int,
-                                  convention: str = "paper") -> dict[str, torch.Tensor]:
+def clean_and_layer_probabilities(
+    adapter: VideoLLMAdapter, prepared: PreparedInput, token_ids, gt_token: int, convention: str = "paper"
+) -> dict[str, torch.Tensor]:
     """`clean_readout` (``clean``) and `layer_token_probabilities` of ``token_ids`` plus the predicted token
     (``probs``, last column): the answer-probability study's sample, one request on a server
     (`mapflow.analysis.context.sample_measurement`)."""
     clean = clean_readout(adapter, prepared, gt_token)
-    return {"clean": clean, "probs": layer_token_probabilities(adapter, prepared, [*token_ids, int(clean[0])],
-                                                               convention=convention)}
+    return {
+        "clean": clean,
+        "probs": layer_token_probabilities(adapter, prepared, [*token_ids, int(clean[0])], convention=convention),
+    }
 
 
-def clean_and_layer_top_tokens(adapter: VideoLLMAdapter, prepared: PreparedInput, positions, gt_token: int,
-                               convention: str = "paper") -> dict[str, torch.Tensor]:
+def clean_and_layer_top_tokens(
+    adapter: VideoLLMAdapter, prepared: PreparedInput, positions, gt_token: int, convention: str = "paper"
+) -> dict[str, torch.Tensor]:
     """`layer_top_tokens` (``tops``) and `clean_readout` (``clean``): the logit-lens study's sample, one request."""
-    return {"tops": layer_top_tokens(adapter, prepared, positions, convention=convention),
-            "clean": clean_readout(adapter, prepared, gt_token)}
+    return {
+        "tops": layer_top_tokens(adapter, prepared, positions, convention=convention),
+        "clean": clean_readout(adapter, prepared, gt_token),
+    }
 
 
-def layer_top_tokens(adapter: VideoLLMAdapter, prepared: PreparedInput, positions, *,
-                     convention: str = "paper") -> torch.Tensor:
+def layer_top_tokens(
+    adapter: VideoLLMAdapter, prepared: PreparedInput, positions, *, convention: str = "paper"
+) -> torch.Tensor:
     """Top-1 token id (layers, len(positions)) of the logit lens at each of ``positions``."""
     _check(convention)
     positions = torch.as_tensor(list(positions), dtype=torch.long)
@@ -76,8 +84,11 @@ def layer_top_tokens(adapter: VideoLLMAdapter, prepared: PreparedInput, position
             if convention == "paper":
                 logits = adapter.logit_lens(adapter.layers[i].output[0, positions])
             else:
-                hidden = (adapter.final_norm(adapter.layers[i].output[0, positions]) if i == last_layer
-                          else adapter.layers[i].inputs[0][0][0, positions])
+                hidden = (
+                    adapter.final_norm(adapter.layers[i].output[0, positions])
+                    if i == last_layer
+                    else adapter.layers[i].inputs[0][0][0, positions]
+                )
                 logits = hidden @ adapter.input_embeddings.weight.T
             tops.append(logits.argmax(-1))
         out = nnsight.save(tops)

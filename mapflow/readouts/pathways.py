@@ -26,8 +26,8 @@ import numpy as np
 import xarray as xr
 
 from ..errors import KnockoutConfigError
-from ..knockout.flows import Flow, check_every_row_keeps_a_key
 from ..inputs.layout import TokenLayout
+from ..knockout.flows import Flow, check_every_row_keeps_a_key
 
 ROUTES = ("cross_frame", "video_question", "question_last")
 # the knockout flow whose results decide each route's layers (Table E)
@@ -43,7 +43,7 @@ class PathwayLayers:
     question_last: tuple[int, ...]
 
     @classmethod
-    def from_ranges(cls, **ranges: tuple[int, int]) -> "PathwayLayers":
+    def from_ranges(cls, **ranges: tuple[int, int]) -> PathwayLayers:
         return cls(**{route: tuple(range(*ranges[route])) for route in ROUTES})
 
     def open_until(self, route: str) -> int:
@@ -73,7 +73,7 @@ class PathwayPreset:
     video_span: str = "video"
     source: str = "Table E(a); spec A6"
 
-    def layers(self) -> "PathwayLayers":
+    def layers(self) -> PathwayLayers:
         return PathwayLayers.from_ranges(**self.ranges)
 
 
@@ -81,25 +81,49 @@ class PathwayPreset:
 # published language models' config values (num_hidden_layers, hidden_size): Vicuna-7B-v1.5 32/4096, Vicuna-13B-v1.5
 # 40/5120 (LLaVA-NeXT-Video-FT, loaded as llava_next_video), Phi-3-mini-128k-instruct 32/3072 (Mini-InternVL-4B),
 # Qwen2.5-7B 28/3584 (VideoLLaMA3-7B).
-PRESETS = {p.name: p for p in (
-    PathwayPreset("llava-7b", "LLaVA-NeXT-7B-Video-FT", 32,
-                  dict(cross_frame=(5, 15), video_question=(5, 20), question_last=(15, 25)),
-                  ("llava_next_video", 32, 4096)),
-    PathwayPreset("llava-13b", "LLaVA-NeXT-13B-Video-FT", 40,
-                  dict(cross_frame=(5, 15), video_question=(5, 20), question_last=(15, 30)),
-                  ("llava_next_video", 40, 5120)),
-    PathwayPreset("internvl", "Mini-InternVL-4B-Video-FT", 32,
-                  dict(cross_frame=(5, 15), video_question=(5, 20), question_last=(10, 30)),
-                  ("internvl", 32, 3072)),
-    PathwayPreset("videollama3", "VideoLLaMA3-7B", 28,
-                  dict(cross_frame=(0, 15), video_question=(5, 20), question_last=(20, 28)),
-                  ("videollama3", 28, 3584)),
-    # the released VideoLLaMA3 script: the same layers, its video range is the whole video block (labels included)
-    PathwayPreset("videollama3_released", "VideoLLaMA3-7B", 28,
-                  dict(cross_frame=(0, 15), video_question=(5, 20), question_last=(20, 28)),
-                  None, video_span="video_block",
-                  source="effective_pathway_analysis_videollama3.py (spec A6, ranges)"),
-)}
+PRESETS = {
+    p.name: p
+    for p in (
+        PathwayPreset(
+            "llava-7b",
+            "LLaVA-NeXT-7B-Video-FT",
+            32,
+            dict(cross_frame=(5, 15), video_question=(5, 20), question_last=(15, 25)),
+            ("llava_next_video", 32, 4096),
+        ),
+        PathwayPreset(
+            "llava-13b",
+            "LLaVA-NeXT-13B-Video-FT",
+            40,
+            dict(cross_frame=(5, 15), video_question=(5, 20), question_last=(15, 30)),
+            ("llava_next_video", 40, 5120),
+        ),
+        PathwayPreset(
+            "internvl",
+            "Mini-InternVL-4B-Video-FT",
+            32,
+            dict(cross_frame=(5, 15), video_question=(5, 20), question_last=(10, 30)),
+            ("internvl", 32, 3072),
+        ),
+        PathwayPreset(
+            "videollama3",
+            "VideoLLaMA3-7B",
+            28,
+            dict(cross_frame=(0, 15), video_question=(5, 20), question_last=(20, 28)),
+            ("videollama3", 28, 3584),
+        ),
+        # the released VideoLLaMA3 script: the same layers, its video range is the whole video block (labels included)
+        PathwayPreset(
+            "videollama3_released",
+            "VideoLLaMA3-7B",
+            28,
+            dict(cross_frame=(0, 15), video_question=(5, 20), question_last=(20, 28)),
+            None,
+            video_span="video_block",
+            source="effective_pathway_analysis_videollama3.py (spec A6, ranges)",
+        ),
+    )
+}
 VIDEO_SPANS = ("video", "video_block")
 
 
@@ -119,12 +143,17 @@ def preset_for_model(key: tuple[str, int, int]) -> PathwayPreset:
     family, layers, hidden = key
     raise KnockoutConfigError(
         f"effective_pathway: Table E gives no layer ranges for this model ({family}, {layers} layers, hidden size "
-        f"{hidden}); listed: " + "; ".join(f"{p.name} = {p.model} ({p.key[0]}, {p.key[1]} layers, hidden {p.key[2]})"
-                                           for p in PRESETS.values() if p.key) +
-        ". Give the ranges: --option ranges='cross_frame=A-B;video_question=A-B;question_last=A-B' (0-based, "
+        f"{hidden}); listed: "
+        + "; ".join(
+            f"{p.name} = {p.model} ({p.key[0]}, {p.key[1]} layers, hidden {p.key[2]})"
+            for p in PRESETS.values()
+            if p.key
+        )
+        + ". Give the ranges: --option ranges='cross_frame=A-B;video_question=A-B;question_last=A-B' (0-based, "
         "half-open), or derive them by the paper's rule from this model's knockouts: --option from=<cross_frame "
         "store>,<information_flow store> (a knockout sweep holding cross_frame, video->question and question->last; "
-        "--option preset=NAME forces a listed model's ranges if its depth matches)")
+        "--option preset=NAME forces a listed model's ranges if its depth matches)"
+    )
 
 
 def preset_layers(name: str, num_layers: int) -> PathwayLayers:
@@ -139,7 +168,8 @@ def named_preset(name: str, num_layers: int) -> PathwayPreset:
     if preset.num_layers != num_layers:
         raise KnockoutConfigError(
             f"pathway preset '{name}' holds {preset.model}'s ranges for {preset.num_layers} layers; this model has "
-            f"{num_layers} (presets are never scaled): give --option ranges=... or --option from=<cross_frame store>")
+            f"{num_layers} (presets are never scaled): give --option ranges=... or --option from=<cross_frame store>"
+        )
     return preset
 
 
@@ -150,8 +180,9 @@ def parse_layers(text: str) -> PathwayLayers:
         route, sep, ranges = part.partition("=")
         route = route.strip()
         if not sep or route not in ROUTES:
-            raise KnockoutConfigError(f"cannot read pathway range '{part}': write ROUTE=A-B with ROUTE one of "
-                                      f"{', '.join(ROUTES)}")
+            raise KnockoutConfigError(
+                f"cannot read pathway range '{part}': write ROUTE=A-B with ROUTE one of {', '.join(ROUTES)}"
+            )
         layers = []
         for chunk in filter(None, ranges.split(",")):
             a, dash, b = chunk.partition("-")
@@ -193,8 +224,10 @@ def derive_layers(rel_change: xr.DataArray, *, interval: int = 5, threshold: flo
     layers = {}
     for route, flow in ROUTE_FLOWS.items():
         if flow not in means["flow"].values:
-            raise KnockoutConfigError(f"deriving pathway layers needs knockout results for flow '{flow}' "
-                                      f"(found: {', '.join(map(str, means['flow'].values))})")
+            raise KnockoutConfigError(
+                f"deriving pathway layers needs knockout results for flow '{flow}' "
+                f"(found: {', '.join(map(str, means['flow'].values))})"
+            )
         chosen = []
         for k, value in enumerate(means.sel(flow=flow).values):
             if np.isfinite(value) and value < threshold:
@@ -213,12 +246,15 @@ def check_layers(layers: PathwayLayers, num_layers: int) -> None:
     beyond = {route: [i for i in getattr(layers, route) if not 0 <= i < num_layers] for route in ROUTES}
     beyond = {route: found for route, found in beyond.items() if found}
     if beyond:
-        raise KnockoutConfigError(f"pathway layers outside this model's 0..{num_layers - 1}: " + "; ".join(
-            f"{route} {_ranges_text(tuple(found))}" for route, found in beyond.items()))
+        raise KnockoutConfigError(
+            f"pathway layers outside this model's 0..{num_layers - 1}: "
+            + "; ".join(f"{route} {_ranges_text(tuple(found))}" for route, found in beyond.items())
+        )
 
 
-def pathway_masks(layout: TokenLayout, layers: PathwayLayers, num_layers: int, *,
-                  strict: bool = False, video_span: str = "video") -> list[np.ndarray]:
+def pathway_masks(
+    layout: TokenLayout, layers: PathwayLayers, num_layers: int, *, strict: bool = False, video_span: str = "video"
+) -> list[np.ndarray]:
     """One boolean (L, L) blocked-edge matrix per decoder layer (True = cut). ``video_span``: the span the video
     rules cut (``video_block`` adds the processor's frame labels, as VideoLLaMA3's released script)."""
     if video_span not in VIDEO_SPANS:
@@ -273,8 +309,9 @@ def kept_edges(masks: list[np.ndarray]) -> int:
     return int(sum((causal & ~m).sum() for m in masks))
 
 
-def random_masks(layout: TokenLayout, num_blocked: int, num_layers: int, rng: np.random.Generator, *,
-                 video_span: str = "video") -> list[np.ndarray]:
+def random_masks(
+    layout: TokenLayout, num_blocked: int, num_layers: int, rng: np.random.Generator, *, video_span: str = "video"
+) -> list[np.ndarray]:
     """The random-blocking control: in every layer independently, ``num_blocked // num_layers`` causal edges drawn
     uniformly (without replacement) among pairs whose query and key are both at or after the first position of
     ``video_span`` (diagonal included, the system prompt never touched: spec A6)."""

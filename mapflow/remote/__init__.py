@@ -22,6 +22,19 @@ from .errors import (
     ServerUnreachable,
 )
 
-__all__ = ["AuthRefused", "ModelNotDeployed", "NotRemotable", "RemoteExecutionError", "RemoteJobFailed",
-           "RemoteJobTimeout", "RemoteSampleError", "RemoteSettings", "RemoteUnavailable", "ResultTooLarge",
-           "ServerFault", "ServerUnreachable", "model_key_for", "resolve_settings"]
+__all__ = [
+    "AuthRefused",
+    "ModelNotDeployed",
+    "NotRemotable",
+    "RemoteExecutionError",
+    "RemoteJobFailed",
+    "RemoteJobTimeout",
+    "RemoteSampleError",
+    "RemoteSettings",
+    "RemoteUnavailable",
+    "ResultTooLarge",
+    "ServerFault",
+    "ServerUnreachable",
+    "model_key_for",
+    "resolve_settings",
+]

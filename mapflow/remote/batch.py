@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import threading
 import time
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 LINGER_S = 0.2  # how long a sample waits for others to join its batch (a partial last batch waits this long)
 
@@ -50,7 +50,7 @@ class Batcher:
         return slot.outcome
 
     def _take(self) -> list[_Slot]:
-        batch, self._pending = self._pending[:self.size], self._pending[self.size:]
+        batch, self._pending = self._pending[: self.size], self._pending[self.size :]
         for slot in batch:
             slot.taken = True
         self._cond.notify_all()

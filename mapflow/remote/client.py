@@ -24,9 +24,9 @@ from .config import RemoteSettings
 from .errors import (
     AuthRefused,
     ModelNotDeployed,
-    RequestCancelled,
     RemoteJobFailed,
     RemoteJobTimeout,
+    RequestCancelled,
     ResultTooLarge,
     ServerFault,
     ServerUnreachable,
@@ -38,9 +38,15 @@ QUEUE_LIMITS = 10  # a job may wait in the server's queue up to this many times 
 _NOT_DEPLOYED_MARKERS = ("could not deploy", "not deployed", "no deployment", "unknown model")
 # What NDIF 0.1.2 says when it drops a job for a reason of its own (api/queue: dispatcher, processor, replica; the
 # model actor's cancel and eviction paths): the server's fault, never the sample's
-_SERVER_FAULT_MARKERS = ("critical server error", "replica was evicted", "error submitting request to model deployment",
-                         "cancelled by operator", "cancelled or preempted by the server", "was cached (warm)",
-                         "compute backend is reconnecting")
+_SERVER_FAULT_MARKERS = (
+    "critical server error",
+    "replica was evicted",
+    "error submitting request to model deployment",
+    "cancelled by operator",
+    "cancelled or preempted by the server",
+    "was cached (warm)",
+    "compute backend is reconnecting",
+)
 _AUTH_STATUS = (401, 403)
 
 
@@ -67,8 +73,9 @@ class RequestStats:
 class PollingBackend(RemoteBackend):
     """nnsight's remote backend, submitting and polling under our time and size limits and errors."""
 
-    def __init__(self, settings: RemoteSettings, stats: RequestStats | None = None,
-                 cancelled: threading.Event | None = None):
+    def __init__(
+        self, settings: RemoteSettings, stats: RequestStats | None = None, cancelled: threading.Event | None = None
+    ):
         super().__init__(settings.model_key, host=settings.host, api_key=settings.api_key, blocking=False)
         self.settings = settings
         self.stats = stats if stats is not None else RequestStats()
@@ -89,9 +96,13 @@ class PollingBackend(RemoteBackend):
         return result
 
     def _lost(self, what: str) -> ServerUnreachable:
-        return ServerUnreachable(f"{what}. The run stops here: every stored sample is kept and nothing was recorded "
-                                 "as failed; run the same command again once the server is back (`mapflow ndif up` "
-                                 "for a local one) to resume.", host=self.host, model=self.settings.model_label)
+        return ServerUnreachable(
+            f"{what}. The run stops here: every stored sample is kept and nothing was recorded "
+            "as failed; run the same command again once the server is back (`mapflow ndif up` "
+            "for a local one) to resume.",
+            host=self.host,
+            model=self.settings.model_label,
+        )
 
     def _wait(self, tracer):
         """Poll until the job completes. The time limit counts from when the server starts the job: with several
@@ -124,18 +135,24 @@ class PollingBackend(RemoteBackend):
             else:
                 unreachable_since = unreachable_since or now
                 if now - unreachable_since >= self.settings.server_timeout_s:
-                    raise self._lost(f"lost the server: no usable answer for {now - unreachable_since:.0f} s "
-                                     f"(last: {problem}) while waiting for job {self.job_id}")
+                    raise self._lost(
+                        f"lost the server: no usable answer for {now - unreachable_since:.0f} s "
+                        f"(last: {problem}) while waiting for job {self.job_id}"
+                    )
             if self.cancelled.is_set():
-                raise RequestCancelled(f"job {self.job_id} abandoned: the run was stopped", host=self.host,
-                                       model=self.settings.model_label)
+                raise RequestCancelled(
+                    f"job {self.job_id} abandoned: the run was stopped", host=self.host, model=self.settings.model_label
+                )
             status = getattr(self.status, "name", None)
             if started is None and status not in _QUEUED:
                 started = now
             if (started is not None and now - started > limit) or now - submitted > limit * QUEUE_LIMITS:
-                raise RemoteJobTimeout(f"job {self.job_id} did not finish within {limit:g} s (last status: "
-                                       f"{status or 'none'}, {now - submitted:.1f} s since it was submitted)",
-                                       host=self.host, model=self.settings.model_label)
+                raise RemoteJobTimeout(
+                    f"job {self.job_id} did not finish within {limit:g} s (last status: "
+                    f"{status or 'none'}, {now - submitted:.1f} s since it was submitted)",
+                    host=self.host,
+                    model=self.settings.model_label,
+                )
             self.cancelled.wait(delay if problem is None else min(1.0, self.settings.server_timeout_s / 10))
             delay = min(delay * 2, self.settings.max_poll_interval_s)
 
@@ -153,8 +170,11 @@ class PollingBackend(RemoteBackend):
         if response.status_code == 404:
             return None  # no status recorded yet
         if response.status_code in _AUTH_STATUS:
-            raise AuthRefused(f"the server refused our API key ({response.status_code}: {response.text[:200]})",
-                              host=self.host, model=self.settings.model_label)
+            raise AuthRefused(
+                f"the server refused our API key ({response.status_code}: {response.text[:200]})",
+                host=self.host,
+                model=self.settings.model_label,
+            )
         response.raise_for_status()
         from nnsight.schema.response import ResponseModel
 
@@ -170,8 +190,11 @@ class PollingBackend(RemoteBackend):
         except httpx.HTTPError as err:
             return f"{type(err).__name__}: {err}"
         if response.status_code in _AUTH_STATUS:
-            raise AuthRefused(f"the server refused our API key ({response.status_code})", host=self.host,
-                              model=self.settings.model_label)
+            raise AuthRefused(
+                f"the server refused our API key ({response.status_code})",
+                host=self.host,
+                model=self.settings.model_label,
+            )
         if response.status_code != 200:
             return f"{response.status_code} {response.text[:200]}"
         return None
@@ -188,14 +211,19 @@ class PollingBackend(RemoteBackend):
         except RemoteError as err:
             cause = err.__cause__
             if isinstance(cause, httpx.HTTPStatusError) and cause.response.status_code in _AUTH_STATUS:
-                raise AuthRefused(f"the server refused the job: {err} (a local stack's token is sent by itself when "
-                                  "the host is its loopback address; else pass --ndif-api-key)", host=self.host,
-                                  model=self.settings.model_label) from None
+                raise AuthRefused(
+                    f"the server refused the job: {err} (a local stack's token is sent by itself when "
+                    "the host is its loopback address; else pass --ndif-api-key)",
+                    host=self.host,
+                    model=self.settings.model_label,
+                ) from None
             if isinstance(cause, httpx.TransportError) or (
-                    isinstance(cause, httpx.HTTPStatusError) and cause.response.status_code >= 500):
+                isinstance(cause, httpx.HTTPStatusError) and cause.response.status_code >= 500
+            ):
                 raise self._lost(f"the NDIF API cannot take jobs: {err}") from None
-            raise RemoteJobFailed(f"the server refused the job: {err}", host=self.host,
-                                  model=self.settings.model_label) from None
+            raise RemoteJobFailed(
+                f"the server refused the job: {err}", host=self.host, model=self.settings.model_label
+            ) from None
 
     def download_result(self, url):
         limit = int(self.settings.max_result_mb * 1024 * 1024)
@@ -218,22 +246,33 @@ class PollingBackend(RemoteBackend):
 
     def _check_size(self, size: int, limit: int) -> None:
         if size > limit:
-            raise ResultTooLarge(f"job {self.job_id} returned more than {size / 2**20:.2f} MiB of saved values; the "
-                                 f"limit is {self.settings.max_result_mb:g} MiB (raise --max-result-mb, or save "
-                                 "less per trace)", host=self.host, model=self.settings.model_label)
+            raise ResultTooLarge(
+                f"job {self.job_id} returned more than {size / 2**20:.2f} MiB of saved values; the "
+                f"limit is {self.settings.max_result_mb:g} MiB (raise --max-result-mb, or save "
+                "less per trace)",
+                host=self.host,
+                model=self.settings.model_label,
+            )
 
     def _classify(self, description: str):
         text = description.lower()
         if any(marker in text for marker in _SERVER_FAULT_MARKERS):
-            return ServerFault(f"the server dropped job {self.job_id} for a reason of its own: {description.strip()}. "
-                               "The run stops here: every stored sample is kept and nothing was recorded as failed; "
-                               "run the same command again once the server is back to resume.", host=self.host,
-                               model=self.settings.model_label)
+            return ServerFault(
+                f"the server dropped job {self.job_id} for a reason of its own: {description.strip()}. "
+                "The run stops here: every stored sample is kept and nothing was recorded as failed; "
+                "run the same command again once the server is back to resume.",
+                host=self.host,
+                model=self.settings.model_label,
+            )
         if any(marker in text for marker in _NOT_DEPLOYED_MARKERS):
-            return ModelNotDeployed(f"the server has no deployment of this model: {description}", host=self.host,
-                                    model=self.settings.model_label)
-        return RemoteJobFailed(f"job {self.job_id} raised on the server:\n{description}", host=self.host,
-                               model=self.settings.model_label)
+            return ModelNotDeployed(
+                f"the server has no deployment of this model: {description}",
+                host=self.host,
+                model=self.settings.model_label,
+            )
+        return RemoteJobFailed(
+            f"job {self.job_id} raised on the server:\n{description}", host=self.host, model=self.settings.model_label
+        )
 
 
 # Not installed on an NDIF server: the functions traced blocks call ship as source with each request.
@@ -331,8 +370,16 @@ class RemoteModel:
         self._local_model.__getstate__()  # as in `run_sample`
         with self._local_model.session(backend=self._backend()):
             results = nnsight.save(knockout_cells_batch(adapter, list(items)))
-        return [RemoteJobFailed(f"the sample's computation raised on the server: {r}", host=self.settings.host,
-                                model=self.settings.model_label) if isinstance(r, str) else r for r in results]
+        return [
+            RemoteJobFailed(
+                f"the sample's computation raised on the server: {r}",
+                host=self.settings.host,
+                model=self.settings.model_label,
+            )
+            if isinstance(r, str)
+            else r
+            for r in results
+        ]
 
     def __getattr__(self, name):
         return getattr(self._local_model, name)
@@ -381,18 +428,23 @@ def deployed_models(settings: RemoteSettings) -> dict[str, dict]:
             connected = client.get(f"{settings.host}/connected", headers=headers)
             if connected.status_code in _AUTH_STATUS:
                 sent = "our API key" if settings.api_key else "a request without an API key"
-                raise AuthRefused(f"the server refused {sent} ({connected.status_code}): pass --ndif-api-key (a "
-                                  "local stack's token file is named by `mapflow ndif status`)", host=settings.host,
-                                  model=settings.model_label)
+                raise AuthRefused(
+                    f"the server refused {sent} ({connected.status_code}): pass --ndif-api-key (a "
+                    "local stack's token file is named by `mapflow ndif status`)",
+                    host=settings.host,
+                    model=settings.model_label,
+                )
             if connected.status_code != 200:
-                raise ServerUnreachable(f"the NDIF API answers but its compute backend is not connected "
-                                        f"({connected.status_code}: {connected.text[:200]})", host=settings.host,
-                                        model=settings.model_label)
+                raise ServerUnreachable(
+                    f"the NDIF API answers but its compute backend is not connected "
+                    f"({connected.status_code}: {connected.text[:200]})",
+                    host=settings.host,
+                    model=settings.model_label,
+                )
             status = client.get(f"{settings.host}/status", headers=headers)
             status.raise_for_status()
     except httpx.HTTPError as err:
-        raise ServerUnreachable(f"no NDIF API answers: {err}", host=settings.host,
-                                model=settings.model_label) from None
+        raise ServerUnreachable(f"no NDIF API answers: {err}", host=settings.host, model=settings.model_label) from None
     return deployments_in_status(status.json())
 
 
@@ -415,13 +467,27 @@ def check_server(settings: RemoteSettings) -> dict:
     entry = models.get(settings.model_key)
     if entry is None:
         known = "\n  ".join(sorted(models)) or "(none)"
-        raise ModelNotDeployed(f"no deployment under the key\n  {settings.model_key}\ndeployed:\n  {known}\n"
-                               "(deploy it with `mapflow ndif deploy CHECKPOINT` on a local server)",
-                               host=settings.host, model=settings.model_label)
+        raise ModelNotDeployed(
+            f"no deployment under the key\n  {settings.model_key}\ndeployed:\n  {known}\n"
+            "(deploy it with `mapflow ndif deploy CHECKPOINT` on a local server)",
+            host=settings.host,
+            model=settings.model_label,
+        )
     if entry.get("application_state") not in (None, "RUNNING"):
-        raise ModelNotDeployed(f"the deployment is {entry.get('application_state')}, not RUNNING",
-                               host=settings.host, model=settings.model_label)
+        raise ModelNotDeployed(
+            f"the deployment is {entry.get('application_state')}, not RUNNING",
+            host=settings.host,
+            model=settings.model_label,
+        )
     return entry
 
 
-__all__ = ["ClientOnly", "PollingBackend", "RemoteModel", "RequestStats", "check_server", "deployed_models", "remote_adapter"]
+__all__ = [
+    "ClientOnly",
+    "PollingBackend",
+    "RemoteModel",
+    "RequestStats",
+    "check_server",
+    "deployed_models",
+    "remote_adapter",
+]

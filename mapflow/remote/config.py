@@ -71,7 +71,9 @@ class RemoteSettings:
         if not self.server_timeout_s > 0:
             raise MapflowError(f"the server timeout (server_timeout_s) must be positive, got {self.server_timeout_s!r}")
         if not isinstance(self.batch, int) or self.batch < 1:
-            raise MapflowError(f"remote batch (--remote-batch) must be a whole number of at least 1, got {self.batch!r}")
+            raise MapflowError(
+                f"remote batch (--remote-batch) must be a whole number of at least 1, got {self.batch!r}"
+            )
 
     @property
     def server_http_timeout_s(self) -> float:
@@ -88,9 +90,15 @@ class RemoteSettings:
 
     def describe(self) -> dict:
         """For a run's provenance (never the API key)."""
-        return {"host": self.host, "model_key": self.model_key, "timeout_s": self.timeout_s,
-                "max_result_mb": self.max_result_mb, "server_timeout_s": self.server_timeout_s, "plan": self.plan,
-                "batch": self.batch}
+        return {
+            "host": self.host,
+            "model_key": self.model_key,
+            "timeout_s": self.timeout_s,
+            "max_result_mb": self.max_result_mb,
+            "server_timeout_s": self.server_timeout_s,
+            "plan": self.plan,
+            "batch": self.batch,
+        }
 
 
 def load_config_file(path: str | os.PathLike | None) -> dict:
@@ -106,11 +114,19 @@ def load_config_file(path: str | os.PathLike | None) -> dict:
         raise MapflowError(f"remote config file {file} is not valid TOML: {err}") from None
 
 
-def resolve_settings(*, host: str | None = None, api_key: str | None = None, model: str | None = None,
-                     local_model_dir: str | os.PathLike | None = None, timeout_s: float | None = None,
-                     max_result_mb: float | None = None, config_file: str | os.PathLike | None = None,
-                     plan: str | None = None, batch: int | None = None,
-                     server_timeout_s: float | None = None) -> RemoteSettings:
+def resolve_settings(
+    *,
+    host: str | None = None,
+    api_key: str | None = None,
+    model: str | None = None,
+    local_model_dir: str | os.PathLike | None = None,
+    timeout_s: float | None = None,
+    max_result_mb: float | None = None,
+    config_file: str | os.PathLike | None = None,
+    plan: str | None = None,
+    batch: int | None = None,
+    server_timeout_s: float | None = None,
+) -> RemoteSettings:
     """Settings from arguments, then environment, then config file, then the local stack (host only).
 
     The model defaults to the local checkpoint directory the client loads its structure from: that is the key
@@ -131,8 +147,10 @@ def resolve_settings(*, host: str | None = None, api_key: str | None = None, mod
 
         host = running_stack_host()
     if host is None:
-        raise MapflowError("no NDIF host: pass --ndif-host, set MAPFLOW_NDIF_HOST, write host = \"...\" in "
-                           f"{DEFAULT_CONFIG_FILE}, or start a local server with `mapflow ndif up`")
+        raise MapflowError(
+            'no NDIF host: pass --ndif-host, set MAPFLOW_NDIF_HOST, write host = "..." in '
+            f"{DEFAULT_CONFIG_FILE}, or start a local server with `mapflow ndif up`"
+        )
     host = str(host).rstrip("/")
     if not host.startswith(("http://", "https://")):
         raise MapflowError(f"NDIF host {host!r} must start with http:// or https://")
@@ -145,12 +163,16 @@ def resolve_settings(*, host: str | None = None, api_key: str | None = None, mod
 
         api_key = token_for_host(host)
     return RemoteSettings(
-        host=host, model_key=resolve_model_key(str(model)), api_key=str(api_key or ""),
+        host=host,
+        model_key=resolve_model_key(str(model)),
+        api_key=str(api_key or ""),
         timeout_s=float(pick(timeout_s, "MAPFLOW_NDIF_TIMEOUT", "timeout_s") or DEFAULT_TIMEOUT_S),
-        max_result_mb=float(pick(max_result_mb, "MAPFLOW_NDIF_MAX_RESULT_MB", "max_result_mb")
-                            or DEFAULT_MAX_RESULT_MB),
-        server_timeout_s=float(pick(server_timeout_s, "MAPFLOW_NDIF_SERVER_TIMEOUT", "server_timeout_s")
-                               or DEFAULT_SERVER_TIMEOUT_S),
+        max_result_mb=float(
+            pick(max_result_mb, "MAPFLOW_NDIF_MAX_RESULT_MB", "max_result_mb") or DEFAULT_MAX_RESULT_MB
+        ),
+        server_timeout_s=float(
+            pick(server_timeout_s, "MAPFLOW_NDIF_SERVER_TIMEOUT", "server_timeout_s") or DEFAULT_SERVER_TIMEOUT_S
+        ),
         plan=str(pick(plan, "MAPFLOW_NDIF_PLAN", "plan") or "sample"),
         batch=_whole(pick(batch, "MAPFLOW_NDIF_BATCH", "batch") or DEFAULT_BATCH, "remote batch"),
     )

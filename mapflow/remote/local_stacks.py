@@ -112,6 +112,7 @@ def _alive(pid: int) -> bool:
 
 # ---- the by-port index (written by `mapflow.ndif_local.state.register`) ----------------------------------------
 
+
 def registered_homes() -> dict[int, Path]:
     """API port -> stack home, for every stack ``ndif up`` registered and ``ndif down`` has not removed."""
     index = _index_dir()
@@ -182,6 +183,8 @@ def running_stack_host(home: Path | None = None) -> str | None:
         return None if state is None or ours(state, "api") is None else state.host
     running = running_stacks()
     if len(running) > 1:
-        raise MapflowError(f"{len(running)} local NDIF stacks run (API ports {', '.join(map(str, sorted(running)))}): "
-                           "pass --ndif-host, or set MAPFLOW_NDIF_HOME to the one to use")
+        raise MapflowError(
+            f"{len(running)} local NDIF stacks run (API ports {', '.join(map(str, sorted(running)))}): "
+            "pass --ndif-host, or set MAPFLOW_NDIF_HOME to the one to use"
+        )
     return next(iter(running.values())).host if running else None

@@ -16,8 +16,13 @@ from types import ModuleType
 from .errors import NotRemotable
 
 # Global registries that live in the client's process only.
-_CLIENT_ONLY_CALLS = {"register_forward_hook", "register_forward_pre_hook", "register_full_backward_hook",
-                      "AttentionInterface", "register_attention_function"}
+_CLIENT_ONLY_CALLS = {
+    "register_forward_hook",
+    "register_forward_pre_hook",
+    "register_full_backward_hook",
+    "AttentionInterface",
+    "register_attention_function",
+}
 _TRACE_METHODS = {"trace", "session", "generate", "scan", "edit"}
 
 
@@ -28,8 +33,10 @@ def check_study_remotable(study: ModuleType) -> None:
         source = inspect.getsource(study)
         path = inspect.getsourcefile(inspect.unwrap(study)) or name  # a function study wraps its function
     except (OSError, TypeError):
-        raise NotRemotable(f"study {name} has no readable source file; nnsight ships a traced block as source, so "
-                           "write the study to a .py file") from None
+        raise NotRemotable(
+            f"study {name} has no readable source file; nnsight ships a traced block as source, so "
+            "write the study to a .py file"
+        ) from None
     problems = [f"{path}:{line}: {reason}" for line, reason in _problems(ast.parse(textwrap.dedent(source)))]
     if problems:
         raise NotRemotable(f"study {name} cannot run remotely:\n  " + "\n  ".join(problems))
@@ -48,8 +55,13 @@ def _problems(tree: ast.AST):
                 if isinstance(inner, ast.Assign) and _saves(inner.value):
                     for target in inner.targets:
                         if isinstance(target, (ast.Subscript, ast.Attribute)):
-                            yield inner.lineno, ("a saved value is stored in a dict entry or attribute; a remote "
-                                                 "trace hands back only plain local variables")
+                            yield (
+                                inner.lineno,
+                                (
+                                    "a saved value is stored in a dict entry or attribute; a remote "
+                                    "trace hands back only plain local variables"
+                                ),
+                            )
 
 
 def _call_name(func: ast.AST) -> str | None:

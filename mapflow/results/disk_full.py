@@ -40,10 +40,14 @@ def disk_full_says_so(path: Path):
         try:
             kept = readers_follow_the_count(path)
         except MapflowError:
-            raise MapflowError(f"disk full while creating {path} {free}: nothing was stored; free some space and "
-                               "rerun the same command") from None
-        raise MapflowError(f"disk full while opening {path} for writing {free}: its {kept} committed sample(s) are "
-                           "kept; free some space and rerun the same command to resume") from None
+            raise MapflowError(
+                f"disk full while creating {path} {free}: nothing was stored; free some space and "
+                "rerun the same command"
+            ) from None
+        raise MapflowError(
+            f"disk full while opening {path} for writing {free}: its {kept} committed sample(s) are "
+            "kept; free some space and rerun the same command to resume"
+        ) from None
 
 
 def readers_follow_the_count(path: Path) -> int:

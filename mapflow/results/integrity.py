@@ -64,8 +64,9 @@ def group_file_problem(path: Path) -> StoreDamaged | None:
     except StoreDamaged as err:
         return err
     if group.get("zarr_format") != 2:
-        return StoreDamaged(f"{path / '.zgroup'} is damaged (zarr_format {group.get('zarr_format')!r}, expected 2)",
-                            path / ".zgroup")
+        return StoreDamaged(
+            f"{path / '.zgroup'} is damaged (zarr_format {group.get('zarr_format')!r}, expected 2)", path / ".zgroup"
+        )
     return None
 
 
@@ -101,8 +102,7 @@ def _bookkeeping_problem(attrs: dict) -> str | None:
         return f"'{FAILURES_KEY}' = {_short(failures)}, not a mapping of sample id to its task and reason"
     for sample_id, info in failures.items():
         if not (isinstance(info, dict) and isinstance(info.get("task"), str) and isinstance(info.get("reason"), str)):
-            return (f"'{FAILURES_KEY}' entry '{sample_id}' = {_short(info)}, not "
-                    "{'task': ..., 'reason': ...}")
+            return f"'{FAILURES_KEY}' entry '{sample_id}' = {_short(info)}, not {{'task': ..., 'reason': ...}}"
     return None
 
 
@@ -121,8 +121,11 @@ def consolidated_count(path: Path) -> int | None:
     except StoreDamaged as err:
         raise StoreDamaged(f"{err}; `mapflow verify {path} --repair` rebuilds it", err.file) from None
     except (KeyError, TypeError):
-        raise StoreDamaged(f"{path / '.zmetadata'} is damaged (no copy of the root attributes); `mapflow verify "
-                           f"{path} --repair` rebuilds it", path / ".zmetadata") from None
+        raise StoreDamaged(
+            f"{path / '.zmetadata'} is damaged (no copy of the root attributes); `mapflow verify "
+            f"{path} --repair` rebuilds it",
+            path / ".zmetadata",
+        ) from None
 
 
 def restore_root_attrs(path: Path, damage: StoreDamaged) -> dict:
@@ -134,8 +137,12 @@ def restore_root_attrs(path: Path, damage: StoreDamaged) -> dict:
         copy = read_json_file(path / ".zmetadata", "the consolidated metadata")["metadata"][".zattrs"]
     except (StoreDamaged, KeyError, TypeError):
         raise damage from None
-    if not isinstance(copy, dict) or COMMITTED_KEY not in copy or PROVENANCE_KEY not in copy \
-            or _bookkeeping_problem(copy):
+    if (
+        not isinstance(copy, dict)
+        or COMMITTED_KEY not in copy
+        or PROVENANCE_KEY not in copy
+        or _bookkeeping_problem(copy)
+    ):
         raise damage
     _replace_file(path / ".zattrs", copy)
     return read_root_attrs(path)
@@ -204,8 +211,9 @@ class Report:
         return self.ids.get(row) or f"row {row} (sample id unreadable)"
 
     def describe(self) -> str:
-        lines = [f"{self.path}: {self.committed} committed sample(s), {self.arrays} arrays, {self.chunks} chunks "
-                 "checked"]
+        lines = [
+            f"{self.path}: {self.committed} committed sample(s), {self.arrays} arrays, {self.chunks} chunks checked"
+        ]
         lines += [f"  note: {note}" for note in self.notes]
         lines += [f"repaired: {fix}" for fix in self.fixed]
         repair = f"run `mapflow verify {self.path} --repair` (or rerun the same `mapflow run` command)"
@@ -215,8 +223,10 @@ class Report:
         if (self.metadata or self.count_problem) and not self.damaged:
             lines.append(f"{repair} to repair it; no committed sample is lost")
         if self.repaired:
-            lines.append(f"repaired: dropped {len(self.repaired)} damaged sample(s); rerun the same `mapflow run` "
-                         "command to measure them again:")
+            lines.append(
+                f"repaired: dropped {len(self.repaired)} damaged sample(s); rerun the same `mapflow run` "
+                "command to measure them again:"
+            )
             lines += [f"  {label}" for label in self.repaired[:20]]
         elif self.damaged:
             lines.append(f"DAMAGED: {len(self.damaged)} sample(s):")
@@ -275,8 +285,10 @@ def _check_count_against_data(report: Report, arrays: list) -> None:
     present = max(lengths, default=0)
     report.rows = min(report.committed, present)
     if report.committed > present:
-        report.count_problem = (f"{report.path / '.zattrs'} says {report.committed} committed samples but the arrays "
-                                f"hold {present}; a repair sets the count to {present}")
+        report.count_problem = (
+            f"{report.path / '.zattrs'} says {report.committed} committed samples but the arrays "
+            f"hold {present}; a repair sets the count to {present}"
+        )
 
 
 def _check_consolidated(report: Report, attrs: dict, array_names: set[str]) -> None:
@@ -298,30 +310,40 @@ def _check_consolidated(report: Report, attrs: dict, array_names: set[str]) -> N
     if copy != attrs[COMMITTED_KEY]:
         if report.count_problem:
             return  # the count itself is wrong: that is the finding
-        report.notes.append(f"the consolidated metadata shows {copy} sample(s) while {attrs[COMMITTED_KEY]} are "
-                            "committed: plain xarray.open_zarr readers lag until the writer consolidates (or a repair "
-                            "does); mapflow's readers see the committed samples")
+        report.notes.append(
+            f"the consolidated metadata shows {copy} sample(s) while {attrs[COMMITTED_KEY]} are "
+            "committed: plain xarray.open_zarr readers lag until the writer consolidates (or a repair "
+            "does); mapflow's readers see the committed samples"
+        )
         return
     listed = {key.split("/")[0] for key in entries if key.endswith("/.zarray")}
     if report.committed and listed != array_names:  # (before the first commit the arrays are still being written)
         missing, extra = sorted(array_names - listed), sorted(listed - array_names)
-        report.metadata[consolidated_path] = (f"{consolidated_path} is damaged (it lists other arrays than the store "
-                                              f"holds: missing {missing}, extra {extra}); a repair rebuilds it")
+        report.metadata[consolidated_path] = (
+            f"{consolidated_path} is damaged (it lists other arrays than the store "
+            f"holds: missing {missing}, extra {extra}); a repair rebuilds it"
+        )
 
 
-def _inspect_chunks(report: Report, array_dir: Path, meta: dict, dims: list, shape: list, chunks: list,
-                    complete: bool) -> None:
+def _inspect_chunks(
+    report: Report, array_dir: Path, meta: dict, dims: list, shape: list, chunks: list, complete: bool
+) -> None:
     name, committed = array_dir.name, report.rows
     axis = dims.index(SAMPLE_DIM) if SAMPLE_DIM in dims else None
-    rows_of = (lambda index: range(index[axis] * chunks[axis], min((index[axis] + 1) * chunks[axis], committed))) \
-        if axis is not None else (lambda index: range(committed))
+    rows_of = (
+        (lambda index: range(index[axis] * chunks[axis], min((index[axis] + 1) * chunks[axis], committed)))
+        if axis is not None
+        else (lambda index: range(committed))
+    )
     if axis is not None:
         if shape[axis] < committed:
             report.damage(range(shape[axis], committed), f"array '{name}' holds only {shape[axis]} samples")
         elif shape[axis] > committed:
-            report.notes.append(f"array '{name}' has {shape[axis] - committed} uncommitted sample(s) from an "
-                                "interrupted append; a repair drops them")
-        shape = shape[:axis] + [min(shape[axis], committed)] + shape[axis + 1:]
+            report.notes.append(
+                f"array '{name}' has {shape[axis] - committed} uncommitted sample(s) from an "
+                "interrupted append; a repair drops them"
+            )
+        shape = shape[:axis] + [min(shape[axis], committed)] + shape[axis + 1 :]
     separator = meta.get("dimension_separator") or "."
     array = None
     for index in np.ndindex(*[-(-size // chunk) for size, chunk in zip(shape, chunks)]):

@@ -23,6 +23,8 @@ def require_exact(ds, what: str, where: str = "") -> None:
     """Refuse a screened store where ``what`` needs exact knockout numbers."""
     if is_screen_store(ds):
         place = f" {where}" if where else ""
-        raise MapflowError(f"{what} needs exact knockout results, but the store{place} holds first-order screen "
-                           "estimates (run with --plan screen): rerun that study with an exact plan (the default "
-                           "--plan auto)")
+        raise MapflowError(
+            f"{what} needs exact knockout results, but the store{place} holds first-order screen "
+            "estimates (run with --plan screen): rerun that study with an exact plan (the default "
+            "--plan auto)"
+        )

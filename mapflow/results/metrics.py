@@ -12,8 +12,9 @@ def accuracy_by_task(correct: xr.DataArray) -> dict[str, float]:
     """Accuracy in % per task (``task`` coord on ``sample``), plus ``micro`` (all samples) and ``macro`` (mean of
     tasks)."""
     values = np.asarray(correct.values, dtype=float)
-    table = {task: 100 * float(np.asarray(part.values, dtype=float).mean())
-             for task, part in by_task(correct, overall=None)}
+    table = {
+        task: 100 * float(np.asarray(part.values, dtype=float).mean()) for task, part in by_task(correct, overall=None)
+    }
     per_task = list(table.values())
     table["micro"] = 100 * float(values.mean())
     table["macro"] = float(np.mean(per_task))
@@ -35,8 +36,10 @@ def correctness_disagreements(ds: xr.Dataset) -> int:
     if missing:
         from ..errors import MapflowError
 
-        raise MapflowError(f"this store has no {', '.join(missing)}: it was written before both correctness rules "
-                           "were stored; rerun the study to count their disagreements")
+        raise MapflowError(
+            f"this store has no {', '.join(missing)}: it was written before both correctness rules "
+            "were stored; rerun the study to count their disagreements"
+        )
     text = np.asarray(ds["correct_text"].values, dtype=bool)
     token = np.asarray(ds["correct_token"].values, dtype=bool)
     return int((text != token).sum())

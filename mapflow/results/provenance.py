@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import platform
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
 
@@ -62,21 +62,31 @@ def model_provenance(model_dir) -> dict:
     files = _weight_files(model_dir)
     digest, method, each = hash_files_each(files, model_dir) if files else ("", "no weight files", {})
     config = model_dir / "config.json"
-    return {"path": str(model_dir), "name": model_dir.name, "weights_hash": digest, "hash_method": method,
-            "weights_files": each,
-            "config_sha256": hashlib.sha256(config.read_bytes()).hexdigest() if config.is_file() else ""}
+    return {
+        "path": str(model_dir),
+        "name": model_dir.name,
+        "weights_hash": digest,
+        "hash_method": method,
+        "weights_files": each,
+        "config_sha256": hashlib.sha256(config.read_bytes()).hexdigest() if config.is_file() else "",
+    }
 
 
 def dataset_provenance(data_root, annotation_files) -> dict:
     data_root = Path(data_root).resolve()
     files = sorted(Path(f).resolve() for f in annotation_files)  # resolved like the root: relative_to must hold
     digest, _, each = hash_files_each(files, data_root) if files else ("", "", {})
-    return {"root": str(data_root), "annotations_sha256": digest, "annotation_files_sha256": each,
-            "annotation_files": [str(f.relative_to(data_root)) for f in files]}
+    return {
+        "root": str(data_root),
+        "annotations_sha256": digest,
+        "annotation_files_sha256": each,
+        "annotation_files": [str(f.relative_to(data_root)) for f in files],
+    }
 
 
-def run_provenance(*, study: str, model_dir, data_root, annotation_files, seed: int, config: dict,
-                   runtime: dict) -> dict:
+def run_provenance(
+    *, study: str, model_dir, data_root, annotation_files, seed: int, config: dict, runtime: dict
+) -> dict:
     """Everything a reader needs to trust or redo a result. ``config`` is compared when a run resumes."""
     return {
         "study": study,
@@ -86,7 +96,7 @@ def run_provenance(*, study: str, model_dir, data_root, annotation_files, seed: 
         "config": config,
         "runtime": runtime,
         "versions": library_versions(),
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
     }
 
 
@@ -96,16 +106,19 @@ def input_changes(stored: dict, new: dict) -> list[str]:
     A resume compares these besides the config: the same paths may now hold other files. Provenance written before
     per-file hashes existed still compares by the overall digest."""
     changes = []
-    checks = [("model", "weights_hash", "weights_files", "the model weights in {path}"),
-              ("model", "config_sha256", None, "the model's config.json in {path}"),
-              ("dataset", "annotations_sha256", "annotation_files_sha256", "the annotation files under {root}")]
+    checks = [
+        ("model", "weights_hash", "weights_files", "the model weights in {path}"),
+        ("model", "config_sha256", None, "the model's config.json in {path}"),
+        ("dataset", "annotations_sha256", "annotation_files_sha256", "the annotation files under {root}"),
+    ]
     for section, key, files_key, what in checks:
         old, now = stored.get(section) or {}, new.get(section) or {}
         if key not in old or key not in now or old[key] == now[key]:
             continue
         detail = _changed_files(old.get(files_key), now.get(files_key)) if files_key else ""
-        changes.append(what.format(path=now.get("path", "?"), root=now.get("root", "?")) + (f" ({detail})" if detail
-                                                                                           else ""))
+        changes.append(
+            what.format(path=now.get("path", "?"), root=now.get("root", "?")) + (f" ({detail})" if detail else "")
+        )
     return changes
 
 

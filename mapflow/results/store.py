@@ -83,7 +83,6 @@ from .integrity import (
     consolidated_count,
     group_file_problem,
     inspect_store,
-    read_json_file,
     read_root_attrs,
     restore_array_metadata,
     restore_root_attrs,
@@ -157,9 +156,7 @@ class ResultStore:
                     _remove_store(path)
                     overwrite = False
                 elif not resume:
-                    raise MapflowError(
-                        f"{path} already exists; choose another --out or pass --overwrite to replace it"
-                    )
+                    raise MapflowError(f"{path} already exists; choose another --out or pass --overwrite to replace it")
                 else:
                     return cls._open_writer(path, provenance)
             lock = _create_store(path, provenance)
@@ -237,8 +234,9 @@ class ResultStore:
             if not is_disk_full(err):
                 raise
             recorded = sample_id in self.failed_samples()
-            raise self._disk_full(f"the failure of sample {sample_id} was {'' if recorded else 'not '}recorded") \
-                from err
+            raise self._disk_full(
+                f"the failure of sample {sample_id} was {'' if recorded else 'not '}recorded"
+            ) from err
 
     def append(self, sample_ds: xr.Dataset) -> None:
         """Append one study result (leading `sample` dim) and commit it."""
@@ -264,7 +262,8 @@ class ResultStore:
                 self._repair()  # drop the half-written sample so this object stays usable
             except Exception as repair_error:  # e.g. the disk is still full: the next open for writing repairs it
                 (log.debug if is_disk_full(repair_error) else log.warning)(  # a full disk: the error below says it
-                    "%s: could not roll back the unfinished append yet (%s)", self.path, repair_error)
+                    "%s: could not roll back the unfinished append yet (%s)", self.path, repair_error
+                )
             self._completed_ids = self._read_sample_ids()  # the count may have landed before the failure
             if is_disk_full(err):
                 stored = set(new_ids) <= self._completed_ids
@@ -275,17 +274,20 @@ class ResultStore:
     def _disk_full(self, what_happened: str) -> MapflowError:
         """The disk filled up while this writer wrote: make every reader see the committed count, and say it."""
         kept = readers_follow_the_count(self.path)
-        return MapflowError(f"disk full while writing to {self.path} ({free_space(self.path)} free there): {kept} "
-                            f"committed sample(s) kept, which is what every reader sees; {what_happened}; free some "
-                            "space and rerun the same command to resume")
+        return MapflowError(
+            f"disk full while writing to {self.path} ({free_space(self.path)} free there): {kept} "
+            f"committed sample(s) kept, which is what every reader sees; {what_happened}; free some "
+            "space and rerun the same command to resume"
+        )
 
     def open_dataset(self) -> xr.Dataset:
         return open_dataset(self.path)
 
     def _require_writer(self) -> None:
         if self._lock is None or not self._lock.held:
-            raise MapflowError(f"{self.path} is open read-only (or closed); open it with "
-                               "ResultStore.create_or_resume to write")
+            raise MapflowError(
+                f"{self.path} is open read-only (or closed); open it with ResultStore.create_or_resume to write"
+            )
 
     def _group(self, mode: str = "r+") -> zarr.Group:
         # Never the consolidated view: writers need the arrays' real shapes.
@@ -314,8 +316,10 @@ class ResultStore:
         report = inspect_store(self.path)
         if report.count_problem:
             self._group().attrs.update({COMMITTED_KEY: report.rows})
-            fixed.append(f"committed count corrected from {report.committed} to {report.rows} (the samples the "
-                         "arrays hold); no sample was lost")
+            fixed.append(
+                f"committed count corrected from {report.committed} to {report.rows} (the samples the "
+                "arrays hold); no sample was lost"
+            )
             report = inspect_store(self.path)
         if report.damaged:
             self._drop_rows(report)
@@ -378,8 +382,7 @@ class ResultStore:
             length = array.shape[axis]
             if length < count:
                 raise MapflowError(
-                    f"{self.path}: array '{name}' has {length} samples but {count} are committed; "
-                    "the store is corrupt"
+                    f"{self.path}: array '{name}' has {length} samples but {count} are committed; the store is corrupt"
                 )
             if length > count:
                 array.resize(array.shape[:axis] + (count,) + array.shape[axis + 1 :])
@@ -402,12 +405,16 @@ def open_dataset(path: str | os.PathLike) -> xr.Dataset:
     try:
         ds = xr.open_zarr(path, consolidated=False)
     except ValueError as err:  # e.g. arrays of different sample lengths
-        raise StoreDamaged(f"{path}: the arrays cannot be opened together ({err}); run `mapflow verify {path}`") \
-            from None
+        raise StoreDamaged(
+            f"{path}: the arrays cannot be opened together ({err}); run `mapflow verify {path}`"
+        ) from None
     present = ds.sizes.get(SAMPLE_DIM, 0)
     if present < count:
-        raise StoreDamaged(f"{path / '.zattrs'} says {count} committed samples but the arrays hold {present}; "
-                           f"`mapflow verify {path} --repair` sets the count to {present}", path / ".zattrs")
+        raise StoreDamaged(
+            f"{path / '.zattrs'} says {count} committed samples but the arrays hold {present}; "
+            f"`mapflow verify {path} --repair` sets the count to {present}",
+            path / ".zattrs",
+        )
     return ds.isel({SAMPLE_DIM: slice(0, count)}) if SAMPLE_DIM in ds.dims else ds
 
 
@@ -440,8 +447,9 @@ def _create_store(path: Path, provenance: dict) -> StoreLock | None:
         staging = path.with_name(f"{path.name}.creating-{uuid.uuid4().hex}")
         try:
             group = zarr.open_group(staging, mode="w-", zarr_format=ZARR_FORMAT)
-            group.attrs.update({PROVENANCE_KEY: provenance, COMMITTED_KEY: 0, FAILURES_KEY: {},
-                                COMPLETE_CHUNKS_KEY: True})
+            group.attrs.update(
+                {PROVENANCE_KEY: provenance, COMMITTED_KEY: 0, FAILURES_KEY: {}, COMPLETE_CHUNKS_KEY: True}
+            )
             zarr.consolidate_metadata(staging, zarr_format=ZARR_FORMAT)
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)  # (on a full disk this frees the space it took)
@@ -537,12 +545,14 @@ def _write_arrays(ds: xr.Dataset, path: Path, *, first: bool) -> None:
             for name, var in ds.variables.items()
             if SAMPLE_DIM in var.dims
         }
-        ds.to_zarr(path, mode="a", encoding=chunking, consolidated=False, zarr_format=ZARR_FORMAT,
-                   write_empty_chunks=True)
+        ds.to_zarr(
+            path, mode="a", encoding=chunking, consolidated=False, zarr_format=ZARR_FORMAT, write_empty_chunks=True
+        )
     else:
         # "a-": leave the shared (sample-free) variables alone; they were checked equal.
-        ds.to_zarr(path, mode="a-", append_dim=SAMPLE_DIM, consolidated=False, zarr_format=ZARR_FORMAT,
-                   write_empty_chunks=True)
+        ds.to_zarr(
+            path, mode="a-", append_dim=SAMPLE_DIM, consolidated=False, zarr_format=ZARR_FORMAT, write_empty_chunks=True
+        )
 
 
 def _check_matches_store(new: xr.Dataset, stored: xr.Dataset, path: Path) -> None:

@@ -18,7 +18,7 @@ import os
 import socket
 import sys
 import weakref
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from ..errors import MapflowError
@@ -44,8 +44,10 @@ class StoreLocked(MapflowError):
 
 
 def describe_holder(holder: dict) -> str:
-    return (f"pid {holder.get('pid')} on host {holder.get('host')}, started {holder.get('started')}, "
-            f"command: {holder.get('command')}")
+    return (
+        f"pid {holder.get('pid')} on host {holder.get('host')}, started {holder.get('started')}, "
+        f"command: {holder.get('command')}"
+    )
 
 
 class StoreLock:
@@ -71,13 +73,21 @@ class StoreLock:
             previous = _read(fd)
             if locked is False or (locked is None and previous and _alive_here(previous)):
                 holder = describe_holder(previous) if previous else "a process that is just starting"
-                raise StoreLocked(f"{store} is being written by another run ({holder}; lock file {path}); wait for "
-                                  "it to end, stop it, or choose another --out")
+                raise StoreLocked(
+                    f"{store} is being written by another run ({holder}; lock file {path}); wait for "
+                    "it to end, stop it, or choose another --out"
+                )
             if previous:
                 log.warning("%s: taking over a stale lock (%s): that process is gone", store, describe_holder(previous))
-            _write(fd, {"pid": os.getpid(), "host": socket.gethostname(),
-                        "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-                        "command": " ".join(sys.argv)})
+            _write(
+                fd,
+                {
+                    "pid": os.getpid(),
+                    "host": socket.gethostname(),
+                    "started": datetime.now(UTC).isoformat(timespec="seconds"),
+                    "command": " ".join(sys.argv),
+                },
+            )
         except BaseException:
             os.close(fd)
             raise

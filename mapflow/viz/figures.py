@@ -23,15 +23,14 @@ import functools
 import os
 from pathlib import Path
 
-
 import numpy as np
 import xarray as xr
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from ..errors import MapflowError
-from ..results.metrics import correct_after_knockout
 from ..results.method import SCREEN_MARK, is_screen_store
+from ..results.metrics import correct_after_knockout
 from ..results.tasks import select_task, task_names
 from .tables import keyword_frequency
 
@@ -202,16 +201,22 @@ def flow_figure(ds: xr.Dataset, *, variable: str = "rel_change", flows=None) -> 
 
 
 @screen_marked
-def model_overlay_figure(datasets: dict[str, xr.Dataset], *, flow: str = "cross_frame",
-                         variable: str = "rel_change") -> Figure:
+def model_overlay_figure(
+    datasets: dict[str, xr.Dataset], *, flow: str = "cross_frame", variable: str = "rel_change"
+) -> Figure:
     """One flow on several models in one figure (Fig. 2: the video model vs the image model)."""
     tasks = sorted(set().union(*(task_names(ds) for ds in datasets.values())))
     fig, axes = new_figure(1, len(tasks), sharey=True)
     for ax, task in zip(axes[0], tasks):
         for color, (label, ds) in zip(MODEL_COLORS, datasets.items()):
             part = select_task(ds, task)[variable].sel(flow=flow)
-            _band(ax, part["layer"].values + 1, part.transpose("sample", "layer").values,
-                  f"{label} (n={int(np.isfinite(part.values).any(-1).sum())})", color)
+            _band(
+                ax,
+                part["layer"].values + 1,
+                part.transpose("sample", "layer").values,
+                f"{label} (n={int(np.isfinite(part.values).any(-1).sum())})",
+                color,
+            )
         ax.set_title(f"{task}: {flow}")
         _finish(ax, f"mean {variable} (%)")
     return fig
@@ -227,8 +232,10 @@ def failure_split_figure(ds: xr.Dataset, *, flow: str = "cross_frame") -> Figure
     fig, axes = new_figure(1, 1, width=5.5)
     ax = axes[0][0]
     x = ds["layer"].values + 1
-    for label, keep, color in (("probability decreases", mean <= 0, "tab:blue"),
-                               ("probability increases", mean > 0, "tab:red")):
+    for label, keep, color in (
+        ("probability decreases", mean <= 0, "tab:blue"),
+        ("probability increases", mean > 0, "tab:red"),
+    ):
         if keep.any():
             _band(ax, x, values[keep], f"{label} (n={int(keep.sum())})", color)
     ax.set_title(f"failure cases: {flow} knockout, predicted (wrong) letter")
@@ -244,8 +251,12 @@ def window_size_figure(ds: xr.Dataset, *, flow: str = "cross_frame") -> Figure:
     for ax, task in zip(axes[0], tasks):
         part = select_task(ds, task)["rel_change"].sel(flow=flow)
         for k in part["window_size"].values:
-            _band(ax, part["layer"].values + 1, part.sel(window_size=k).transpose("sample", "layer").values,
-                  f"k = {int(k)}")
+            _band(
+                ax,
+                part["layer"].values + 1,
+                part.sel(window_size=k).transpose("sample", "layer").values,
+                f"k = {int(k)}",
+            )
         ax.set_title(f"{task}: {flow}")
         _finish(ax, "mean rel_change (%)")
     return fig
@@ -268,8 +279,14 @@ def progressive_figure(ds: xr.Dataset, *, flow: str = "cross_frame") -> Figure:
         part = select_task(ds, task)
         accuracy = progressive_accuracy(part, flow)
         for direction, color in zip(accuracy["direction"].values, MODEL_COLORS):
-            ax.plot(accuracy["layer"].values + 1, accuracy.sel(direction=direction).values, marker="o",
-                    markersize=3, color=color, label=str(direction))
+            ax.plot(
+                accuracy["layer"].values + 1,
+                accuracy.sel(direction=direction).values,
+                marker="o",
+                markersize=3,
+                color=color,
+                label=str(direction),
+            )
         measured = part["correct"].values[part["knocked_out"].values.astype(bool)]
         ax.axhline(100 * measured.mean(), color="gray", linestyle="--", label="clean")
         ax.set_ylim(0, 105)
@@ -304,24 +321,27 @@ def answer_probability_figure(ds: xr.Dataset, *, correct_only: bool = True) -> F
 
 
 @screen_marked
-def keyword_frequency_figure(ds: xr.Dataset, *, interval: int = 5, min_hits: int = 100, samples: str | None = None,
-                             bins: str = "paper") -> Figure:
+def keyword_frequency_figure(
+    ds: xr.Dataset, *, interval: int = 5, min_hits: int = 100, samples: str | None = None, bins: str = "paper"
+) -> Figure:
     """Normalized frequency of spatial and temporal keywords among the video tokens' top-1 logit-lens tokens, per
     layer bin (Fig. 4): bars of ALL_NORM, one panel per kind (samples and bins as `tables.keyword_frequency`)."""
     fig, axes = new_figure(1, 2, width=5)
     for ax, kind, color in zip(axes[0], ("spatial", "temporal"), ("tab:blue", "tab:orange")):
         table = keyword_frequency(ds, kind, interval=interval, min_hits=min_hits, samples=samples, bins=bins)
         if table.empty:
-            ax.text(0.5, 0.5, f"no {kind} keyword reached {min_hits} hits", ha="center", va="center",
-                    transform=ax.transAxes)
+            ax.text(
+                0.5, 0.5, f"no {kind} keyword reached {min_hits} hits", ha="center", va="center", transform=ax.transAxes
+            )
         else:
             row = table.loc["ALL_NORM"].drop("hits")
             ax.bar(row.index, row.values, color=color)
             ax.set_xlabel("layers (1-based)")
             ax.set_ylabel("normalized frequency")
             kept = [k for k in table.index if k not in ("ALL", "ALL_NORM")]
-            ax.set_title(f"{kind} keywords ({len(kept)}: {', '.join(kept[:6])}{'…' if len(kept) > 6 else ''})",
-                         fontsize="medium")
+            ax.set_title(
+                f"{kind} keywords ({len(kept)}: {', '.join(kept[:6])}{'…' if len(kept) > 6 else ''})", fontsize="medium"
+            )
         ax.grid(alpha=0.3, axis="y")
     return fig
 
@@ -335,8 +355,9 @@ def _frame_strip(ax, pixels: np.ndarray):
 
 
 @screen_marked
-def logit_lens_overlay_figure(ds: xr.Dataset, sample: str | int = 0, *, kind: str | None = None,
-                              interval: int = 5) -> Figure:
+def logit_lens_overlay_figure(
+    ds: xr.Dataset, sample: str | int = 0, *, kind: str | None = None, interval: int = 5
+) -> Figure:
     """Keyword hits drawn at their video token's place on the frames (Fig. T): one row of frames per layer bin."""
     one = ds.sel(sample=sample) if isinstance(sample, str) else ds.isel(sample=sample)
     if "frame_pixels" not in one:
@@ -359,11 +380,20 @@ def logit_lens_overlay_figure(ds: xr.Dataset, sample: str | int = 0, *, kind: st
                 frame = int(frame_of_token[token]) * len(pixels) // t
                 x = frame * width + (int(one["col"].values[token]) + 0.5) * width / grid_w
                 y = (int(one["row"].values[token]) + 0.5) * size / grid_h
-                ax.text(x, y, str(words[token]), fontsize=6, ha="center", va="center",
-                        color="orange" if kinds[token] == "temporal" else "cyan")
+                ax.text(
+                    x,
+                    y,
+                    str(words[token]),
+                    fontsize=6,
+                    ha="center",
+                    va="center",
+                    color="orange" if kinds[token] == "temporal" else "cyan",
+                )
         ax.set_ylabel(f"L{start + 1}-{min(start + interval, num_layers)}", fontsize="small")
-    axes[0][0].set_title(f"{one['sample'].values}: logit-lens keywords on video tokens "
-                         f"({kind or 'spatial: cyan, temporal: orange'})", fontsize="small")
+    axes[0][0].set_title(
+        f"{one['sample'].values}: logit-lens keywords on video tokens ({kind or 'spatial: cyan, temporal: orange'})",
+        fontsize="small",
+    )
     return fig
 
 
@@ -391,8 +421,9 @@ def attention_map_figure(ds: xr.Dataset, sample: str | int = 0, query: int = 0, 
             extent = (0, t * grid_w, grid_h, 0)
             if strip is not None:
                 ax.imshow(strip, extent=extent)
-            image = ax.imshow(grid, vmin=low, vmax=high, cmap="viridis", extent=extent,
-                              alpha=0.6 if strip is not None else 1.0)
+            image = ax.imshow(
+                grid, vmin=low, vmax=high, cmap="viridis", extent=extent, alpha=0.6 if strip is not None else 1.0
+            )
             for frame in range(1, t):
                 ax.axvline(frame * grid_w, color="white", linewidth=0.5)
             ax.set_xticks([])
@@ -422,8 +453,15 @@ def verb_anchor_figure(ds: xr.Dataset, *, negative_only: bool = False) -> Figure
                 _band(ax, x, values, f"verb {int(anchor)} (n={len(values)})")
         ax.set_title(str(flow), fontsize="small")
         if not ax.lines:
-            ax.text(0.5, 0.5, "no sample with enough verb anchors", ha="center", va="center", transform=ax.transAxes,
-                    fontsize="small")
+            ax.text(
+                0.5,
+                0.5,
+                "no sample with enough verb anchors",
+                ha="center",
+                va="center",
+                transform=ax.transAxes,
+                fontsize="small",
+            )
         else:
             _finish(ax, "mean rel_change (%)")
     return fig
@@ -468,8 +506,16 @@ def frame_pair_figure(ds: xr.Dataset, *, variable: str = "rel_change", bins: int
     fig, axes = new_figure(1, len(groups), width=3.6, height=3.4)
     frames = ds["source_frame"].values
     for ax, g, values in zip(axes[0], groups, binned):
-        image = _heatmap(ax, values, limit=limit, xlabel="target frame (queries)", ylabel="source frame (keys)",
-                         title=f"layers {layers[g[0]] + 1}-{layers[g[-1]] + 1}", xticks=frames, yticks=frames)
+        image = _heatmap(
+            ax,
+            values,
+            limit=limit,
+            xlabel="target frame (queries)",
+            ylabel="source frame (keys)",
+            title=f"layers {layers[g[0]] + 1}-{layers[g[-1]] + 1}",
+            xticks=frames,
+            yticks=frames,
+        )
     fig.colorbar(image, ax=axes[0].tolist(), label=f"mean {variable} (%)", shrink=0.8)
     return fig
 
@@ -488,8 +534,10 @@ def head_window_text(ds: xr.Dataset) -> str:
         return "one head of one layer per cell (window 1); a head index names a different head in every layer"
     if size is None:
         return "window not recorded; head indices are per layer"
-    return (f"head h cut in the {size} layers around each layer (window {size}); heads are not aligned across "
-            "layers, so a cell mixes different heads")
+    return (
+        f"head h cut in the {size} layers around each layer (window {size}); heads are not aligned across "
+        "layers, so a cell mixes different heads"
+    )
 
 
 @screen_marked
@@ -499,19 +547,30 @@ def head_figure(ds: xr.Dataset, *, flow: str | None = None, variable: str = "rel
     mean = ds[variable].mean("sample", skipna=True)
     if flow is None:
         strength = np.abs(mean).max(["layer", "head"], skipna=True)
-        flow = str(strength["flow"].values[int(np.nanargmax(strength.values))]) if np.isfinite(strength).any() \
+        flow = (
+            str(strength["flow"].values[int(np.nanargmax(strength.values))])
+            if np.isfinite(strength).any()
             else str(ds["flow"].values[0])
+        )
     values = mean.sel(flow=flow).transpose("layer", "head").values
     fig, axes = new_figure(1, 1, width=6.0, height=4.4)
     size = head_window_size(ds)
     what = {1: "one head of one layer", None: "one head index (window not recorded)"}.get(
-        size, f"one head index, window {size}")
-    scope = {1: "window 1: one layer per cell; head indices are per layer",
-             None: "head indices are per layer"}.get(size, f"window {size}: {size} layers per cell, the same index in "
-                                                           "each; heads are not aligned across layers")
+        size, f"one head index, window {size}"
+    )
+    scope = {1: "window 1: one layer per cell; head indices are per layer", None: "head indices are per layer"}.get(
+        size, f"window {size}: {size} layers per cell, the same index in each; heads are not aligned across layers"
+    )
     ylabel = "layer (1-based)" if size == 1 else "centre layer (1-based)"
-    image = _heatmap(axes[0][0], values, limit=_limit(values), xlabel="head (index within its layer)", ylabel=ylabel,
-                     title=f"{flow}: knockout in {what}\n{scope}", xticks=ds["head"].values,
-                     yticks=ds["layer"].values + 1)
+    image = _heatmap(
+        axes[0][0],
+        values,
+        limit=_limit(values),
+        xlabel="head (index within its layer)",
+        ylabel=ylabel,
+        title=f"{flow}: knockout in {what}\n{scope}",
+        xticks=ds["head"].values,
+        yticks=ds["layer"].values + 1,
+    )
     fig.colorbar(image, ax=axes[0][0], label=f"mean {variable} (%)")
     return fig

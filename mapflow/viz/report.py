@@ -55,8 +55,16 @@ def find_stores(results_dir: Path) -> list[Store]:
         if ds.sizes.get("sample", 0) == 0:
             continue
         template = provenance.get("config", {}).get("prompt_template", "")
-        stores.append(Store(path.stem, provenance["study"], provenance["model"]["name"],
-                            template in OPEN_ENDED_TEMPLATES, ds, provenance))
+        stores.append(
+            Store(
+                path.stem,
+                provenance["study"],
+                provenance["model"]["name"],
+                template in OPEN_ENDED_TEMPLATES,
+                ds,
+                provenance,
+            )
+        )
     return stores
 
 
@@ -77,28 +85,42 @@ class ReportWriter:
             return
         png, _ = figures.save_figure(fig, self.out_dir / "figures" / stem)
         data = base64.b64encode(png.read_bytes()).decode()
-        section.parts.append(f"<figure><img src='data:image/png;base64,{data}' alt='{html.escape(stem)}'>"
-                             f"<figcaption>{html.escape(caption)} (<code>figures/{stem}.png|pdf</code>)"
-                             "</figcaption></figure>")
+        section.parts.append(
+            f"<figure><img src='data:image/png;base64,{data}' alt='{html.escape(stem)}'>"
+            f"<figcaption>{html.escape(caption)} (<code>figures/{stem}.png|pdf</code>)"
+            "</figcaption></figure>"
+        )
 
     def table(self, section: Section, stem: str, table, caption: str) -> None:
         tables.write_table(table, self.out_dir / "tables" / f"{stem}.csv")
-        section.parts.append(f"<p class='caption'>{html.escape(caption)} (<code>tables/{stem}.csv</code>)</p>"
-                             + table.to_html(float_format=lambda v: f"{v:.1f}", na_rep="–", border=0))
+        section.parts.append(
+            f"<p class='caption'>{html.escape(caption)} (<code>tables/{stem}.csv</code>)</p>"
+            + table.to_html(float_format=lambda v: f"{v:.1f}", na_rep="–", border=0)
+        )
 
     def reading(self, section: Section, text: str) -> None:
         section.parts.append(f"<p class='reading'>{html.escape(text)}</p>")
 
     def write(self, title: str, intro: str) -> Path:
         body = [f"<h1>{html.escape(title)}</h1>", intro]
-        body.append("<ul class='toc'>" + "".join(f"<li><a href='#s{i}'>{html.escape(s.title)}</a> "
-                                                f"<span>{html.escape(s.paper)}</span></li>"
-                                                for i, s in enumerate(self.sections)) + "</ul>")
+        body.append(
+            "<ul class='toc'>"
+            + "".join(
+                f"<li><a href='#s{i}'>{html.escape(s.title)}</a> <span>{html.escape(s.paper)}</span></li>"
+                for i, s in enumerate(self.sections)
+            )
+            + "</ul>"
+        )
         for i, s in enumerate(self.sections):
-            body.append(f"<section id='s{i}'><h2>{html.escape(s.title)} <span>{html.escape(s.paper)}</span></h2>"
-                        + "".join(s.parts) + "</section>")
-        page = f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>" \
-               f"<style>{STYLE}</style></head><body>{''.join(body)}</body></html>"
+            body.append(
+                f"<section id='s{i}'><h2>{html.escape(s.title)} <span>{html.escape(s.paper)}</span></h2>"
+                + "".join(s.parts)
+                + "</section>"
+            )
+        page = (
+            f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
+            f"<style>{STYLE}</style></head><body>{''.join(body)}</body></html>"
+        )
         path = self.out_dir / "report.html"
         path.write_text(page)
         return path
@@ -143,8 +165,12 @@ def planted_note(store: Store) -> str | None:
         return None
     if not routes:
         return None
-    parts = [f"{flow} open in layers " + ", ".join(f"{a + 1}-{b}" for a, b in ranges) if ranges
-             else f"{flow} closed in every layer" for flow, ranges in routes.items()]
+    parts = [
+        f"{flow} open in layers " + ", ".join(f"{a + 1}-{b}" for a, b in ranges)
+        if ranges
+        else f"{flow} closed in every layer"
+        for flow, ranges in routes.items()
+    ]
     return f"Planted in {store.model} by its training masks: " + "; ".join(parts) + "."
 
 
@@ -177,13 +203,17 @@ def build_report(results_dir, out_html=None) -> Path:
     timing = ""
     if suite.is_file():
         manifest = json.loads(suite.read_text())
-        timing = (f"<p>Suite: {len(manifest['runs'])} runs, {manifest['limit_per_task']} samples per task "
-                  f"(scaled per study), studies took {manifest.get('study_seconds', '?')} s.</p>")
+        timing = (
+            f"<p>Suite: {len(manifest['runs'])} runs, {manifest['limit_per_task']} samples per task "
+            f"(scaled per study), studies took {manifest.get('study_seconds', '?')} s.</p>"
+        )
     models = sorted({s.model for s in stores})
-    intro = (f"<p>{len(stores)} result stores from <code>{html.escape(str(results_dir))}</code>; models: "
-             f"{html.escape(', '.join(models))}. Layers are numbered from 1 as in the paper; changes are the mean "
-             "over samples of the per-sample relative change of the answer probability, with 95 % bootstrap bands."
-             f"</p>{timing}")
+    intro = (
+        f"<p>{len(stores)} result stores from <code>{html.escape(str(results_dir))}</code>; models: "
+        f"{html.escape(', '.join(models))}. Layers are numbered from 1 as in the paper; changes are the mean "
+        "over samples of the per-sample relative change of the answer probability, with 95 % bootstrap bands."
+        f"</p>{timing}"
+    )
     path = writer.write("mapflow report: information flow in video LLMs", intro)
     if out_html is not None:
         Path(out_html).write_bytes(path.read_bytes())
@@ -200,8 +230,12 @@ def planted_reading(w: ReportWriter, section: Section, store: Store) -> None:
 def knockout_flow_section(w: ReportWriter, st: Store, study: str, title: str, paper: str) -> Section:
     """A knockout study's section: its flow figure, the strongest drop per flow and any planted route."""
     s = w.section(f"{title}, {st.model}", paper)
-    w.figure(s, f"{paper.split()[-1]}_{study}_{st.model}".replace(".", ""),
-             lambda: figures.flow_figure(st.ds), f"{title}: knockout per flow")
+    w.figure(
+        s,
+        f"{paper.split()[-1]}_{study}_{st.model}".replace(".", ""),
+        lambda: figures.flow_figure(st.ds),
+        f"{title}: knockout per flow",
+    )
     w.reading(s, flow_reading(st.ds))
     planted_reading(w, s, st)
     return s
@@ -210,8 +244,12 @@ def knockout_flow_section(w: ReportWriter, st: Store, study: str, title: str, pa
 def open_ended_section(w: ReportWriter, st: Store, study: str, paper: str, make) -> None:
     """Appendix C.1: a study run on single-token sentence completion instead of multiple choice."""
     s = w.section(f"Open-ended sentence completion: {study}, {st.model}", paper)
-    w.figure(s, f"{paper.split()[-1]}_open_ended_{study}_{st.model}", lambda: make(st.ds),
-             "Single-token sentence completion (appendix C.1)")
+    w.figure(
+        s,
+        f"{paper.split()[-1]}_open_ended_{study}_{st.model}",
+        lambda: make(st.ds),
+        "Single-token sentence completion (appendix C.1)",
+    )
     if "rel_change" in st.ds:
         w.reading(s, flow_reading(st.ds))
 

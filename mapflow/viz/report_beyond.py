@@ -23,11 +23,22 @@ def calibration_table(reports: list[dict]) -> pd.DataFrame:
     for report in reports:
         cost = report["cost"]
         for flow, m in report["flows"].items():
-            rows.append({"study": report["study"], "model": report["model"], "window": report["window"],
-                         "flow": flow, "cells": m["cells"], "Spearman": m["spearman"], "Pearson": m["pearson"],
-                         "top-5 recall": m["top5_recall"], "sign agreement": m["sign_agreement"],
-                         "mean |exact| %": m["mean_abs_exact"], "wall ratio": cost["wall_ratio"],
-                         "forward-eq. ratio": cost["forward_ratio"]})
+            rows.append(
+                {
+                    "study": report["study"],
+                    "model": report["model"],
+                    "window": report["window"],
+                    "flow": flow,
+                    "cells": m["cells"],
+                    "Spearman": m["spearman"],
+                    "Pearson": m["pearson"],
+                    "top-5 recall": m["top5_recall"],
+                    "sign agreement": m["sign_agreement"],
+                    "mean |exact| %": m["mean_abs_exact"],
+                    "wall ratio": cost["wall_ratio"],
+                    "forward-eq. ratio": cost["forward_ratio"],
+                }
+            )
     return pd.DataFrame(rows).set_index(["study", "model", "window", "flow"])
 
 
@@ -37,19 +48,26 @@ def _calibration(w, results_dir: Path) -> None:
         return
     s = w.section("Calibration of the screen", "beyond the paper")
     table = calibration_table(reports)
-    w.table(s, "calibration", table.round(2),
-            "The first-order screen (one forward, one backward, exact local attention changes) against the exact "
-            "engine on the same samples; Spearman/Pearson over (sample, layer) cells per flow, recall of the 5 most "
-            "harmful exact cells among the screen's 5, sign agreement on cells with |exact| >= 0.1 %")
-    w.reading(s, f"Median Spearman over flows {float(table['Spearman'].median()):.2f}, median top-5 recall "
-                 f"{float(table['top-5 recall'].median()):.2f}. The screen is a first-order estimate: it misses the "
-                 "non-linear part of a knockout (large single-layer effects, saturated answer probabilities) and "
-                 "interactions between the window's layers; verify cells with --plan 'screen+verify K'.")
+    w.table(
+        s,
+        "calibration",
+        table.round(2),
+        "The first-order screen (one forward, one backward, exact local attention changes) against the exact "
+        "engine on the same samples; Spearman/Pearson over (sample, layer) cells per flow, recall of the 5 most "
+        "harmful exact cells among the screen's 5, sign agreement on cells with |exact| >= 0.1 %",
+    )
+    w.reading(
+        s,
+        f"Median Spearman over flows {float(table['Spearman'].median()):.2f}, median top-5 recall "
+        f"{float(table['top-5 recall'].median()):.2f}. The screen is a first-order estimate: it misses the "
+        "non-linear part of a knockout (large single-layer effects, saturated answer probabilities) and "
+        "interactions between the window's layers; verify cells with --plan 'screen+verify K'.",
+    )
 
 
 def _screened_stores(w, by_study) -> None:
     """Stores run with --plan screen are drawn like the exact ones but labelled as estimates."""
-    for (study, open_ended), stores in sorted(by_study.items()):
+    for (study, _open_ended), stores in sorted(by_study.items()):
         if not study.endswith(":screen"):
             continue
         study = study.removesuffix(":screen")
@@ -57,5 +75,9 @@ def _screened_stores(w, by_study) -> None:
             if "flow" not in st.ds.dims or "layer" not in st.ds.dims:
                 continue
             s = w.section(f"{study} (screen estimate), {st.model}", "beyond the paper")
-            w.figure(s, f"screen_{study}_{st.model}", lambda st=st: figures.flow_figure(st.ds),
-                     "First-order screen estimates (not exact knockouts)")
+            w.figure(
+                s,
+                f"screen_{study}_{st.model}",
+                lambda st=st: figures.flow_figure(st.ds),
+                "First-order screen estimates (not exact knockouts)",
+            )

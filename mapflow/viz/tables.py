@@ -105,8 +105,15 @@ def mark_significant(table: pd.DataFrame, threshold: float = -5.0) -> pd.DataFra
 KEYWORD_BINS = ("paper", "released_code")
 
 
-def keyword_frequency(ds: xr.Dataset, kind: str, *, interval: int = 5, min_hits: int = 100,
-                      samples: str | None = None, bins: str = "paper") -> pd.DataFrame:
+def keyword_frequency(
+    ds: xr.Dataset,
+    kind: str,
+    *,
+    interval: int = 5,
+    min_hits: int = 100,
+    samples: str | None = None,
+    bins: str = "paper",
+) -> pd.DataFrame:
     """Keyword hits of the logit lens per layer bin (Fig. 4), normalized as the paper: keywords with fewer than
     ``min_hits`` hits in total are dropped (the released code's 100; the paper names no threshold, ``min_hits=0``
     keeps every keyword), each keyword's row is normalized to sum 1, ``ALL`` is the normalized sum of the raw counts

@@ -14,8 +14,10 @@ def frame_thumbnails(ctx, size: int = THUMBNAIL_SIZE) -> xr.Dataset:
     """The input frames resized to ``size`` x ``size`` RGB, as ``frame_pixels`` (input_frame, y, x, rgb)."""
     if ctx.frames is None:
         return xr.Dataset()
-    images = [np.asarray(Image.fromarray(np.asarray(f, dtype=np.uint8)).resize((size, size), Image.BILINEAR))
-              for f in ctx.frames]
+    images = [
+        np.asarray(Image.fromarray(np.asarray(f, dtype=np.uint8)).resize((size, size), Image.BILINEAR))
+        for f in ctx.frames
+    ]
     return xr.Dataset({"frame_pixels": (("input_frame", "y", "x", "rgb"), np.stack(images))})
 
 
@@ -25,9 +27,17 @@ def video_token_coords(layout) -> dict:
     if layout.video_grid is not None:
         t, h, w = layout.video_grid
         index = np.arange(t * h * w)
-        return {"video_token": index, "frame": ("video_token", index // (h * w)),
-                "row": ("video_token", (index % (h * w)) // w), "col": ("video_token", index % w)}
+        return {
+            "video_token": index,
+            "frame": ("video_token", index // (h * w)),
+            "row": ("video_token", (index % (h * w)) // w),
+            "col": ("video_token", index % w),
+        }
     frame = np.concatenate([np.full(len(f), i) for i, f in enumerate(layout.frames)])
     col = np.concatenate([np.arange(len(f)) for f in layout.frames])
-    return {"video_token": np.arange(len(frame)), "frame": ("video_token", frame),
-            "row": ("video_token", np.zeros_like(col)), "col": ("video_token", col)}
+    return {
+        "video_token": np.arange(len(frame)),
+        "frame": ("video_token", frame),
+        "row": ("video_token", np.zeros_like(col)),
+        "col": ("video_token", col),
+    }

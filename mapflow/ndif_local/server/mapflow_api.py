@@ -17,8 +17,12 @@ _TOKEN = Path(os.environ["MAPFLOW_NDIF_TOKEN_FILE"]).read_text().strip().encode(
 if not _TOKEN:
     raise RuntimeError(f"the API token file {os.environ['MAPFLOW_NDIF_TOKEN_FILE']} is empty")
 OPEN_PATHS = {"/ping"}
-REFUSAL = json.dumps({"detail": "this NDIF server requires its API token in the ndif-api-key header (the mapflow "
-                                "client sends a local stack's token itself; else pass --ndif-api-key)"}).encode()
+REFUSAL = json.dumps(
+    {
+        "detail": "this NDIF server requires its API token in the ndif-api-key header (the mapflow "
+        "client sends a local stack's token itself; else pass --ndif-api-key)"
+    }
+).encode()
 
 
 def _authorized(scope) -> bool:
@@ -33,9 +37,13 @@ async def app(scope, receive, send):
         if scope["type"] == "websocket":
             await send({"type": "websocket.close", "code": 4401})
             return
-        await send({"type": "http.response.start", "status": 401,
-                    "headers": [(b"content-type", b"application/json"),
-                                (b"content-length", str(len(REFUSAL)).encode())]})
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 401,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(REFUSAL)).encode())],
+            }
+        )
         await send({"type": "http.response.body", "body": REFUSAL})
         return
     await ndif_app(scope, receive, send)

@@ -20,13 +20,12 @@ import os
 import time
 
 import ray
+from mapflow_guard import CodeGuard, WeightsGuard, install, restricted
 from ndif.services.ray.deployments.modeling.base import (
     KILL_REASON_PREEMPTED,
     BaseModelDeployment,
     HuggingFaceModel,
 )
-
-from mapflow_guard import CodeGuard, WeightsGuard, install, restricted
 
 install()  # the audit hook, before any request
 
@@ -40,15 +39,19 @@ class ModelChanged(RuntimeError):
 class CPUModelDeployment(BaseModelDeployment):
     def load_from_disk(self):
         try:
-            model = HuggingFaceModel.from_model_key(self.model_key, dispatch=True, dtype=self.dtype_name,
-                                                    **self.kwargs)
+            model = HuggingFaceModel.from_model_key(self.model_key, dispatch=True, dtype=self.dtype_name, **self.kwargs)
         except ImportError as err:
             from transformers import AutoTokenizer
 
             repo_id = json.loads(self.model_key.split(":", 1)[1])["repo_id"]
             logger.warning(f"{self.model_key}: processor unavailable ({err}); serving with its tokenizer only")
-            model = HuggingFaceModel.from_model_key(self.model_key, dispatch=True, dtype=self.dtype_name,
-                                                    processor=AutoTokenizer.from_pretrained(repo_id), **self.kwargs)
+            model = HuggingFaceModel.from_model_key(
+                self.model_key,
+                dispatch=True,
+                dtype=self.dtype_name,
+                processor=AutoTokenizer.from_pretrained(repo_id),
+                **self.kwargs,
+            )
         model._module.requires_grad_(False)
         if not hasattr(self, "weights_guard"):  # the first load's digests stay the reference for every reload
             self.weights_guard = WeightsGuard(model._module) if _weight_check_on() else None
@@ -70,14 +73,18 @@ class CPUModelDeployment(BaseModelDeployment):
             self.checked_after_last_request = True
             if patched:
                 logger.warning(f"a request replaced {patched[:5]} of {self.model_key}'s code; put back")
-                raise ModelChanged(f"refused: this request replaced the model's code ({_names(patched)}); a request "
-                                   "may edit activations and attention inside its trace, never the server's classes "
-                                   "or functions. The originals are back; no later request sees the change.")
+                raise ModelChanged(
+                    f"refused: this request replaced the model's code ({_names(patched)}); a request "
+                    "may edit activations and attention inside its trace, never the server's classes "
+                    "or functions. The originals are back; no later request sees the change."
+                )
             if changed:
-                raise ModelChanged(f"refused: this request wrote to the deployed model's weights ({_names(changed)}); "
-                                   "a request may edit activations and attention inside its trace, never parameters "
-                                   "or buffers. The server reloaded the checkpoint; no later request sees the "
-                                   "change.")
+                raise ModelChanged(
+                    f"refused: this request wrote to the deployed model's weights ({_names(changed)}); "
+                    "a request may edit activations and attention inside its trace, never parameters "
+                    "or buffers. The server reloaded the checkpoint; no later request sees the "
+                    "change."
+                )
 
     def _reload_if_changed(self, who: str) -> list[str]:
         """Reload the checkpoint when a weight differs from the first load's; return the changed tensors' names."""
@@ -88,13 +95,17 @@ class CPUModelDeployment(BaseModelDeployment):
         changed = guard.changed(self.model._module)
         self.weight_check_s = time.perf_counter() - started
         if changed:
-            logger.warning(f"{who} changed {len(changed)} weight tensor(s) of {self.model_key} ({changed[:5]}); "
-                           "reloading the checkpoint")
+            logger.warning(
+                f"{who} changed {len(changed)} weight tensor(s) of {self.model_key} ({changed[:5]}); "
+                "reloading the checkpoint"
+            )
             self.model = self.load_from_disk()
             still = guard.changed(self.model._module)
             if still:  # never serve a model we cannot vouch for
-                raise RuntimeError(f"the reloaded checkpoint of {self.model_key} differs from the one first loaded "
-                                   f"({still[:5]}); this replica refuses requests")
+                raise RuntimeError(
+                    f"the reloaded checkpoint of {self.model_key} differs from the one first loaded "
+                    f"({still[:5]}); this replica refuses requests"
+                )
         return changed
 
     async def to_cache(self) -> None:

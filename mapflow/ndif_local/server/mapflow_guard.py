@@ -35,26 +35,51 @@ _guarded = threading.local()
 # Audit events refused outright while a request runs (https://docs.python.org/3/library/audit_events.html).
 REFUSED = {
     # processes and signals
-    "os.system": "starting processes", "subprocess.Popen": "starting processes", "os.exec": "starting processes",
-    "os.posix_spawn": "starting processes", "os.spawn": "starting processes", "os.fork": "starting processes",
-    "os.forkpty": "starting processes", "pty.spawn": "starting processes", "os.kill": "sending signals",
+    "os.system": "starting processes",
+    "subprocess.Popen": "starting processes",
+    "os.exec": "starting processes",
+    "os.posix_spawn": "starting processes",
+    "os.spawn": "starting processes",
+    "os.fork": "starting processes",
+    "os.forkpty": "starting processes",
+    "pty.spawn": "starting processes",
+    "os.kill": "sending signals",
     "os.killpg": "sending signals",
     # the network
-    "socket.__new__": "network access", "socket.connect": "network access", "socket.bind": "network access",
-    "socket.getaddrinfo": "network access", "socket.gethostbyname": "network access",
-    "socket.sendto": "network access", "socket.sendmsg": "network access", "urllib.Request": "network access",
+    "socket.__new__": "network access",
+    "socket.connect": "network access",
+    "socket.bind": "network access",
+    "socket.getaddrinfo": "network access",
+    "socket.gethostbyname": "network access",
+    "socket.sendto": "network access",
+    "socket.sendmsg": "network access",
+    "urllib.Request": "network access",
     # changing the file system
-    "os.remove": "changing files", "os.rename": "changing files", "os.mkdir": "changing files",
-    "os.rmdir": "changing files", "os.chmod": "changing files", "os.chown": "changing files",
-    "os.link": "changing files", "os.symlink": "changing files", "os.truncate": "changing files",
-    "os.utime": "changing files", "os.chdir": "changing the working directory", "shutil.rmtree": "changing files",
-    "shutil.move": "changing files", "shutil.copyfile": "changing files", "os.putenv": "changing the environment",
+    "os.remove": "changing files",
+    "os.rename": "changing files",
+    "os.mkdir": "changing files",
+    "os.rmdir": "changing files",
+    "os.chmod": "changing files",
+    "os.chown": "changing files",
+    "os.link": "changing files",
+    "os.symlink": "changing files",
+    "os.truncate": "changing files",
+    "os.utime": "changing files",
+    "os.chdir": "changing the working directory",
+    "shutil.rmtree": "changing files",
+    "shutil.move": "changing files",
+    "shutil.copyfile": "changing files",
+    "os.putenv": "changing the environment",
     "os.unsetenv": "changing the environment",
     # native code, and hooks that would outlive the request
-    "ctypes.dlopen": "loading native code", "ctypes.dlsym": "loading native code",
-    "ctypes.call_function": "calling native code", "ctypes.cdata": "reading raw memory",
-    "ctypes.addressof": "reading raw memory", "ctypes.string_at": "reading raw memory",
-    "ctypes.wstring_at": "reading raw memory", "ctypes.PyObj_FromPtr": "reading raw memory",
+    "ctypes.dlopen": "loading native code",
+    "ctypes.dlsym": "loading native code",
+    "ctypes.call_function": "calling native code",
+    "ctypes.cdata": "reading raw memory",
+    "ctypes.addressof": "reading raw memory",
+    "ctypes.string_at": "reading raw memory",
+    "ctypes.wstring_at": "reading raw memory",
+    "ctypes.PyObj_FromPtr": "reading raw memory",
     "sys.addaudithook": "adding audit hooks",
 }
 _WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_TRUNC
@@ -69,15 +94,18 @@ _READABLE = _readable_roots()
 
 
 def _refusal(what: str) -> PermissionError:
-    return PermissionError(f"refused by the mapflow NDIF server: {what} is not allowed inside a request (a request "
-                           "may read and edit activations and attention, never files, processes, the network or "
-                           "the deployed weights)")
+    return PermissionError(
+        f"refused by the mapflow NDIF server: {what} is not allowed inside a request (a request "
+        "may read and edit activations and attention, never files, processes, the network or "
+        "the deployed weights)"
+    )
 
 
 def _check_open(args) -> None:
     path, mode, flags = (tuple(args) + (None, None, None))[:3]
-    writing = (isinstance(mode, str) and any(c in mode for c in "wax+")) or (isinstance(flags, int)
-                                                                             and flags & _WRITE_FLAGS)
+    writing = (isinstance(mode, str) and any(c in mode for c in "wax+")) or (
+        isinstance(flags, int) and flags & _WRITE_FLAGS
+    )
     if writing:
         raise _refusal(f"writing the file {path!r}")
     if isinstance(path, int) or path is None:
@@ -160,8 +188,11 @@ class CodeGuard:
         classes = {torch.Tensor}
         for submodule in module.modules():
             classes.update(c for c in type(submodule).__mro__ if c is not object)
-        modules = {torch, torch.nn.functional, *(sys.modules[c.__module__] for c in classes if c.__module__ in
-                                                 sys.modules)}
+        modules = {
+            torch,
+            torch.nn.functional,
+            *(sys.modules[c.__module__] for c in classes if c.__module__ in sys.modules),
+        }
         self.owners = [*classes, *modules]
         self.expected = {id(owner): dict(vars(owner)) for owner in self.owners}
 
