@@ -17,7 +17,7 @@ OPTIONS = {}  # only the options every study takes (mapflow.analysis.option_chec
 
 FLOWS = (
     "cross_frame",
-    *PAPER_FLOWS["question_and_options_to_last"],
+    *PAPER_FLOWS["question_options_to_last"],
     f"video->{PREDICTED_OPTION}",
     f"non_option_question->{PREDICTED_OPTION}",
 )

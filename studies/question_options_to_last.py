@@ -7,7 +7,7 @@ from mapflow.studies._flow_sweep import flow_sweep_study
 
 run = flow_sweep_study(
     "question_options_to_last",
-    "question_and_options_to_last",
+    "question_options_to_last",
     title="Question and options to the last position",
     paper="Fig. 6",
     report_order=60,

@@ -71,7 +71,7 @@ def test_the_client_finds_a_local_stacks_token_by_its_port_and_only_while_it_run
 
 def test_server_timeout_setting_from_the_environment_and_refused_when_not_positive(monkeypatch):
     from mapflow.remote import resolve_settings
-    from mapflow.remote.config import DEFAULT_SERVER_TIMEOUT_S
+    from mapflow.remote.settings import DEFAULT_SERVER_TIMEOUT_S
 
     assert DEFAULT_SERVER_TIMEOUT_S + 10.0 <= 60.0  # detection plus one HTTP limit stays within a minute
     assert resolve_settings(host="http://h:1", model="m").server_timeout_s == DEFAULT_SERVER_TIMEOUT_S

@@ -8,7 +8,7 @@ import pytest
 from mapflow.analysis.inflight import in_order
 from mapflow.errors import MapflowError
 from mapflow.remote.batch import Batcher
-from mapflow.remote.config import RemoteSettings
+from mapflow.remote.settings import RemoteSettings
 
 
 def recording_send(calls, fail_on=None):
@@ -75,7 +75,7 @@ def test_batch_comes_from_the_environment_and_the_cli_refuses_it_without_remote(
 
     from mapflow.backends import LocalBackend
     from mapflow.cli.remote_options import add_remote_arguments, backend_from_args
-    from mapflow.remote.config import resolve_settings
+    from mapflow.remote.settings import resolve_settings
 
     empty = tmp_path / "remote.toml"
     empty.write_text("")

@@ -9,8 +9,8 @@ import pytest
 from mapflow.analysis.runner import load_study
 from mapflow.errors import MapflowError
 from mapflow.remote import NotRemotable, ServerUnreachable, model_key_for, resolve_settings
-from mapflow.remote.config import resolve_model_key
 from mapflow.remote.preflight import check_study_remotable
+from mapflow.remote.settings import resolve_model_key
 
 
 @pytest.fixture(autouse=True)

@@ -48,7 +48,7 @@ def test_the_twin_flow_studies_differ_only_in_their_flows_and_places():
 
     into, question = (declaration_of(load_study(name)) for name in ("into_true_option", "question_options_to_last"))
     assert into.flows == tuple(PAPER_FLOWS["into_true_option"])
-    assert question.flows == tuple(PAPER_FLOWS["question_and_options_to_last"])
+    assert question.flows == tuple(PAPER_FLOWS["question_options_to_last"])
     for declared in (into, question):
         assert declared.figure is figures.flow_figure and declared.screenable and dict(declared.options) == {}
     assert [(d.order, d.name) for d in into.demo + question.demo] == [

@@ -12,8 +12,8 @@ import logging
 from dataclasses import replace
 
 from ..errors import KnockoutConfigError, MapflowError
-from ..remote.config import RemoteSettings, resolve_settings
 from ..remote.preflight import check_study_remotable
+from ..remote.settings import RemoteSettings, resolve_settings
 
 log = logging.getLogger(__name__)
 

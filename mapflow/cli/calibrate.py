@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .options import parse_heads, parse_options
+from .option_values import parse_heads, parse_options
 
 
 def calibrate_run(study, model=None, data=None, *, out=None, markdown=False, progress=True, **settings) -> dict:

@@ -11,8 +11,8 @@ from .. import differences
 from ..errors import MapflowError
 from ..inputs.checks import user_path
 from .ndif_server import add_ndif_parser
-from .options import parse_heads as _parse_heads
-from .options import parse_options as _parse_options
+from .option_values import parse_heads as _parse_heads
+from .option_values import parse_options as _parse_options
 from .organism import add_organism_parser
 from .remote_options import add_remote_arguments, backend_from_args
 

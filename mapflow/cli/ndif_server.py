@@ -123,7 +123,7 @@ def cmd_ndif_bench(args) -> int:
     from ..knockout.flows import Window
     from ..models import load_adapter
     from ..ndif_local.request_bench import bench, format_report
-    from ..remote.config import resolve_settings
+    from ..remote.settings import resolve_settings
 
     torch.set_num_threads(1)  # the server's actor runs single-threaded: same arithmetic, a fair comparison
     model_dir = args.model or organism_dir("video")

@@ -7,7 +7,7 @@ import argparse
 from pathlib import Path
 
 from ..backends.ndif import DEFAULT_CONCURRENCY
-from ..remote.config import REMOTE_PLANS
+from ..remote.settings import REMOTE_PLANS
 
 
 def add_remote_arguments(parser: argparse.ArgumentParser) -> None:
@@ -60,7 +60,7 @@ def backend_from_args(args, model_dir: Path):
 
     settings = None
     if args.remote:
-        from ..remote.config import resolve_settings
+        from ..remote.settings import resolve_settings
 
         settings = resolve_settings(
             host=args.ndif_host,

@@ -138,7 +138,7 @@ def check_every_row_keeps_a_key(blocked: np.ndarray, label: str) -> None:
 PAPER_FLOWS = {
     "cross_frame": ["cross_frame"],
     "information_flow": ["video->question", "video->last", "question->last", "last->last"],
-    "question_and_options_to_last": ["non_option_question->last", "true_option->last", "false_options->last"],
+    "question_options_to_last": ["non_option_question->last", "true_option->last", "false_options->last"],
     "into_true_option": ["video->non_option_question", "non_option_question->true_option", "video->true_option"],
 }
 

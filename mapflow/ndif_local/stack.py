@@ -32,7 +32,7 @@ import time
 from pathlib import Path
 
 from ..errors import MapflowError
-from ..remote.config import VIDEO_LLM_TASK, model_key_for
+from ..remote.settings import VIDEO_LLM_TASK, model_key_for
 from .state import (  # noqa: F401  (re-exported: `stack` is the operator's one entry point)
     DEFAULT_BIND,
     STATE_FILE,

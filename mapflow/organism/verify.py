@@ -16,7 +16,9 @@ pass/fail) is written into the checkpoint's ``mapflow.json`` under ``verificatio
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import xarray as xr
@@ -152,42 +154,105 @@ def lens_targets(ds: xr.Dataset, routes: dict) -> dict:
                        and hits["temporal"][temporal_peak] > 0)}
 
 
+SWEEP_STORE = "route_sweep.zarr"
+
+
+@dataclass
+class Verification:
+    """What the four parts share: the checkpoint and its planted routes, the benchmark samples, the loaded adapter,
+    the prompt template and the folder the parts' stores go to. Each ``measure_*`` part runs its own studies, so the
+    tests can run the parts on separate workers."""
+
+    model_dir: Path
+    data_dir: Path
+    out_dir: Path
+    routes: dict
+    adapter: Any
+    samples: list
+    template: str
+    progress: bool = True
+
+    @classmethod
+    def open(cls, model_dir, data_dir, out_dir, *, limit: int | None = None, progress: bool = True) -> Verification:
+        model_dir, data_dir = Path(model_dir), Path(data_dir).resolve()
+        routes = planted_routes(model_dir)
+        adapter = load_adapter(model_dir)
+        samples = load_tvbench(data_dir, limit=limit)
+        template = resolve_template(None, adapter.prompt_template, "tvbench").name
+        return cls(model_dir, data_dir, Path(out_dir), routes, adapter, samples, template, progress)
+
+    def run(self, name: str, store: str, **config) -> xr.Dataset:
+        return _run(name, self.adapter, self.samples, self.model_dir, self.data_dir, self.out_dir / store,
+                    StudyConfig(prompt_template=self.template, **config), self.progress)
+
+
+def measure_routes(verification: Verification) -> dict:
+    """Part 1 (``planted_routes``): clean accuracy, and each planted flow blocked inside / outside its layers."""
+    routes = verification.routes
+    blocks = verification.run("planted_routes", "planted_routes.zarr", samples="all",
+                              options={"routes": json.dumps(routes, sort_keys=True)})
+    return route_targets(blocks, routes)
+
+
+def measure_table_e(verification: Verification) -> dict:
+    """Part 2: the window sweep over the three route flows (its store: ``out_dir / SWEEP_STORE``) and the layers the
+    Table E rule derives from it."""
+    sweep = verification.run("information_flow", SWEEP_STORE, window=Window(size=SWEEP_WINDOW),
+                             flows=tuple(ROUTE_FLOWS.values()))
+    return derived_targets(sweep, verification.routes)
+
+
+def layers_from_sweep(sweep_store: Path) -> dict:
+    """effective_pathway's options deriving the open layers from the sweep store with the Table E rule (as
+    ``derived_targets``). The route is planted in every task alike: derive it from all of them (the paper uses Action
+    Antonym, the effective_pathway default when a store holds it)."""
+    return {"from": str(sweep_store), "interval": str(TABLE_E_INTERVAL), "threshold": str(TABLE_E_THRESHOLD),
+            "task": "all"}
+
+
+def layers_from_table_e(table_e: dict) -> dict:
+    """effective_pathway's options opening the layers a Table E result (``measure_table_e`` or a recorded one)
+    derived: the same layers as ``layers_from_sweep`` on that sweep, without needing its store."""
+    ranges = ";".join(f"{route}=" + ",".join(str(layer) for layer in table_e[flow]["derived"])
+                      for route, flow in ROUTE_FLOWS.items())
+    return {"ranges": ranges}
+
+
+def measure_pathway(verification: Verification, layer_options: dict, *, at_paper_ratio: bool = True) -> dict:
+    """Part 3: the effective pathway with the layers ``layer_options`` chooses, against the random controls; with
+    ``at_paper_ratio`` also the controls at the released scripts' share (reported only, not a target)."""
+    pathway = verification.run("effective_pathway", "effective_pathway.zarr", samples="all", options=layer_options)
+    at_ratio = None
+    if at_paper_ratio:
+        at_ratio = verification.run("effective_pathway", "effective_pathway_paper_ratio.zarr", samples="all",
+                                    options={**layer_options, "random_block_ratio": str(PAPER_RANDOM_RATIO)})
+    return pathway_targets(pathway, at_ratio)
+
+
+def measure_lens(verification: Verification) -> dict:
+    """Part 4: the logit lens with the organism keywords on video tokens."""
+    lens = verification.run("logit_lens", "logit_lens.zarr", samples="all", options={"keywords": "organism"})
+    return lens_targets(lens, verification.routes)
+
+
+def all_met(summary: dict) -> bool:
+    return bool(summary["routes"]["clean_ok"]
+                and all(f["ok"] for f in summary["routes"]["flows"].values())
+                and all(r["ok"] for r in summary["table_e"].values())
+                and summary["effective_pathway"]["ok"] and summary["logit_lens"]["ok"])
+
+
 def verify_organism(model_dir, data_dir, out_dir, *, limit: int | None = None, progress: bool = True,
                     record: bool = True) -> dict:
-    model_dir, data_dir, out_dir = Path(model_dir), Path(data_dir).resolve(), Path(out_dir)
-    routes = planted_routes(model_dir)
-    adapter = load_adapter(model_dir)
-    samples = load_tvbench(data_dir, limit=limit)
-    template = resolve_template(None, adapter.prompt_template, "tvbench").name
-
-    def config(**kwargs) -> StudyConfig:
-        return StudyConfig(prompt_template=template, **kwargs)
-
-    def run(name, store, cfg):
-        return _run(name, adapter, samples, model_dir, data_dir, out_dir / store, cfg, progress)
-
-    blocks = run("planted_routes", "planted_routes.zarr",
-                 config(samples="all", options={"routes": json.dumps(routes, sort_keys=True)}))
-    sweep_store = out_dir / "route_sweep.zarr"
-    sweep = run("information_flow", sweep_store.name,
-                config(window=Window(size=SWEEP_WINDOW), flows=tuple(ROUTE_FLOWS.values())))
-    # the route is planted in every task alike: derive it from all of them (the paper uses Action Antonym, the
-    # effective_pathway default when a store holds it)
-    from_sweep = {"from": str(sweep_store), "interval": str(TABLE_E_INTERVAL), "threshold": str(TABLE_E_THRESHOLD),
-                  "task": "all"}
-    pathway = run("effective_pathway", "effective_pathway.zarr", config(samples="all", options=from_sweep))
-    at_ratio = run("effective_pathway", "effective_pathway_paper_ratio.zarr",
-                   config(samples="all", options={**from_sweep, "random_block_ratio": str(PAPER_RANDOM_RATIO)}))
-    lens = run("logit_lens", "logit_lens.zarr", config(samples="all", options={"keywords": "organism"}))
-    summary = {"data": str(data_dir), "samples_per_task": limit, "targets": TARGETS,
-               "routes": route_targets(blocks, routes), "table_e": derived_targets(sweep, routes),
-               "effective_pathway": pathway_targets(pathway, at_ratio), "logit_lens": lens_targets(lens, routes)}
-    summary["all_met"] = bool(summary["routes"]["clean_ok"]
-                              and all(f["ok"] for f in summary["routes"]["flows"].values())
-                              and all(r["ok"] for r in summary["table_e"].values())
-                              and summary["effective_pathway"]["ok"] and summary["logit_lens"]["ok"])
+    verification = Verification.open(model_dir, data_dir, out_dir, limit=limit, progress=progress)
+    summary = {"data": str(verification.data_dir), "samples_per_task": limit, "targets": TARGETS,
+               "routes": measure_routes(verification), "table_e": measure_table_e(verification),
+               "effective_pathway": measure_pathway(verification,
+                                                    layers_from_sweep(verification.out_dir / SWEEP_STORE)),
+               "logit_lens": measure_lens(verification)}
+    summary["all_met"] = all_met(summary)
     if record:
-        meta_file = model_dir / "mapflow.json"
+        meta_file = verification.model_dir / "mapflow.json"
         meta = json.loads(meta_file.read_text())
         meta["verification"] = summary
         meta_file.write_text(json.dumps(meta, indent=2))

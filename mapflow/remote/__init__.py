@@ -7,8 +7,7 @@ standing a local server up is the operator's job (`mapflow.ndif_local`, ``mapflo
 execution on NDIF".
 """
 
-from .config import RemoteSettings, model_key_for, resolve_settings
-from .errors import (
+from .faults import (
     AuthRefused,
     ModelNotDeployed,
     NotRemotable,
@@ -21,6 +20,7 @@ from .errors import (
     ServerFault,
     ServerUnreachable,
 )
+from .settings import RemoteSettings, model_key_for, resolve_settings
 
 __all__ = [
     "AuthRefused",

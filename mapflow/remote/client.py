@@ -20,8 +20,7 @@ import httpx
 import nnsight
 from nnsight.intervention.backends.remote import RemoteBackend, RemoteError
 
-from .config import RemoteSettings
-from .errors import (
+from .faults import (
     AuthRefused,
     ModelNotDeployed,
     RemoteJobFailed,
@@ -31,6 +30,7 @@ from .errors import (
     ServerFault,
     ServerUnreachable,
 )
+from .settings import RemoteSettings
 
 _CONNECT_TIMEOUT_S = 5.0
 _QUEUED = (None, "RECEIVED", "QUEUED")  # job states before the server runs it

@@ -8,7 +8,7 @@ nothing, when one stack runs) finds the stack and its token. Two stacks on one m
 
 This module only reads (and drops index entries of stacks that are gone); the operator (`mapflow.ndif_local`)
 writes the state and the index, through `mapflow.ndif_local.state`, so the client's configuration
-(`mapflow.remote.config`) finds a running local server and its token without importing the operator.
+(`mapflow.remote.settings`) finds a running local server and its token without importing the operator.
 """
 
 from __future__ import annotations

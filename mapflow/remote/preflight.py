@@ -13,7 +13,7 @@ import inspect
 import textwrap
 from types import ModuleType
 
-from .errors import NotRemotable
+from .faults import NotRemotable
 
 # Global registries that live in the client's process only.
 _CLIENT_ONLY_CALLS = {
