@@ -29,7 +29,7 @@ _API = {
     "StudyContext": "analysis.context",
     "Flow": "knockout.flows",
     "Window": "knockout.flows",
-    "open_dataset": "results.store",
+    "open_dataset": "api",  # a store, or a run directory of shards merged
     "MapflowError": "errors",
 }
 __all__ = ["__version__", *_API]

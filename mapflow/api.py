@@ -58,6 +58,7 @@ def run(
     concurrency: int | None = None,
     overwrite: bool = False,
     progress: bool = True,
+    shard=None,
     **config,
 ):
     """Run ``study`` over ``data`` with ``model`` and return the results as an `xarray.Dataset`.
@@ -71,6 +72,9 @@ def run(
     `mapflow.backends.choose_backend` decides; given none, the model's own ``backend`` from `load_model`, else this
     process. ``config``: the ``mapflow run`` options (`run_options`), e.g. ``window=3``, ``limit=2`` (samples per
     task), ``tasks=[...]``, ``template=...``, ``samples="all"``, ``options={...}``.
+    ``shard``: ``(i, n)`` (0-based) measures only shard i of n of the samples (sample k goes to shard k mod n) into
+    ``out``, a run directory the n shards share (``out/shards/i-of-n.zarr``); it returns that shard's samples.
+    `open_dataset(out)` (or ``mapflow merge``) merges the shards into the dataset one process would have made.
     """
     from .analysis.runner import run_study
     from .backends import choose_backend
@@ -85,6 +89,11 @@ def run(
     placed = backend is not None or remote is not None or not isinstance(model, VideoLLMAdapter)
     if placed:
         backend = choose_backend(backend, remote=remote, concurrency=concurrency)  # contradictions refused at once
+    from .analysis.shards import as_shard
+
+    shard = as_shard(shard)  # a bad shard is refused before the model loads
+    if shard is not None and out is None:
+        raise MapflowError("shard= needs out=: the run directory that the shards share (e.g. out='runs/x')")
     if out is not None:
         from .inputs.checks import check_store_writable
 
@@ -111,6 +120,7 @@ def run(
             progress=progress,
             backend=backend,
             bad_entries=getattr(prepared.samples, "bad_entries", ()),
+            shard=shard,
         )
         if not summary.done and not summary.skipped:
             reasons = "\n  ".join(f"{sample}: {reason}" for sample, reason in list(summary.failed.items())[:5])
@@ -124,8 +134,18 @@ def run(
                 f"the results (first: {next(iter(summary.failed.items()))})",
                 stacklevel=2,
             )
-        ds = open_dataset(store)
+        ds = open_dataset(summary.out)  # a shard's own store
         return ds.load() if out is None else ds
+
+
+def open_dataset(path, *, partial: bool = False):
+    """A result store's dataset (lazily, read-only: exactly its committed samples), or a run directory of shards
+    merged into the dataset one process would have made (`mapflow.results.shards.open_run`; an incomplete run is
+    refused, naming the shards missing, unless ``partial``)."""
+    from .results.shards import is_run_dir, open_run
+    from .results.store import open_dataset as open_store
+
+    return open_run(path, partial=partial) if is_run_dir(path) else open_store(path)
 
 
 def available_studies() -> list[str]:

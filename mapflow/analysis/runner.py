@@ -14,7 +14,7 @@ from tqdm.auto import tqdm
 from ..backends import Backend, LocalBackend, choose_backend
 from ..data.sample import Sample
 from ..data.video import read_frames
-from ..errors import RunInterrupted
+from ..errors import MapflowError, RunInterrupted
 from ..inputs import checks as inputs
 from ..inputs.prompts import TEMPLATES, build_prompt
 from ..models.base import VideoLLMAdapter
@@ -23,6 +23,7 @@ from .catalog import STUDIES_PACKAGE, available_studies, check_screenable, load_
 from .context import StudyConfig, StudyContext
 from .inflight import in_order
 from .interrupts import stops_cleanly
+from .shards import as_shard
 
 log = logging.getLogger(__name__)
 
@@ -95,6 +96,7 @@ def run_study(
     remote=None,
     bad_entries=(),
     concurrency: int | None = None,
+    shard=None,
 ) -> RunSummary:
     """Measure every sample not yet in ``out``; a failing sample is recorded with its reason and the run goes on.
 
@@ -104,9 +106,12 @@ def run_study(
     stored at once, so a server failure loses nothing and a re-run resumes. Whatever the backend keeps in flight,
     the store gets the samples in sample order.
     ``bad_entries``: annotation entries that failed validation (`mapflow.data.loading.BadEntry`), recorded as failed.
+    ``shard``: ``(index, count)`` or ``"I/N"`` (`mapflow.analysis.shards`): measure only that part of ``samples``
+    into its own store inside the run directory ``out`` (`mapflow.results.shards`); merge the shards afterwards.
     """
     from .resolve import resolve_config
 
+    shard = as_shard(shard)  # a shard that cannot be is refused before anything runs
     backend = choose_backend(backend, remote=remote, concurrency=concurrency)
     config = resolve_config(config, adapter, samples)
     if isinstance(provenance.get("config"), dict):
@@ -118,12 +123,17 @@ def run_study(
     adapter, config = backend.prepare(study, adapter, config)
     if backend.describe():
         provenance = {**provenance, "runtime": {**provenance.get("runtime", {}), **backend.describe()}}
+    if shard is not None:
+        samples, out, provenance, bad_entries = _shard_part(samples, out, provenance, bad_entries, shard)
+    else:
+        _refuse_run_dir(out)
     store = ResultStore.create_or_resume(out, provenance, resume=resume, overwrite=overwrite)
     summary = RunSummary(out=Path(out))
     completed = store.completed_sample_ids()
     _record_bad_entries(store, bad_entries, completed, summary)
     model_name = provenance["model"]["name"]
-    bar = tqdm(samples, desc=f"{provenance['study']}", unit="sample", disable=not progress)
+    part = f" shard {shard}" if shard is not None else ""
+    bar = tqdm(samples, desc=f"{provenance['study']}{part}", unit="sample", disable=not progress)
     pending = [sample for sample in samples if sample.sample_id not in completed]
     summary.skipped = [sample.sample_id for sample in samples if sample.sample_id in completed]
     bar.update(len(summary.skipped))
@@ -155,6 +165,28 @@ def run_study(
         outcomes.close()
         bar.close()
     return summary
+
+
+def _shard_part(samples, run_dir, provenance: dict, bad_entries, shard):
+    """(the shard's samples, its store, its provenance, its bad entries): the shard's part of the run, checked
+    against the sibling shards already in ``run_dir``."""
+    from ..results.shards import prepare_shard_store, shard_provenance
+    from .shards import select_shard
+
+    run_samples = [sample.sample_id for sample in samples]
+    provenance = shard_provenance(provenance, shard.index, shard.count, run_samples)
+    store = prepare_shard_store(run_dir, provenance)
+    return select_shard(samples, shard), store, provenance, (bad_entries if shard.index == 0 else ())
+
+
+def _refuse_run_dir(out) -> None:
+    from ..results.shards import is_run_dir
+
+    if is_run_dir(out):
+        raise MapflowError(
+            f"{out} holds the shards of a run: pass --shard I/N (shard=(i, n)) to run one, `mapflow merge {out}` "
+            "to merge them, or choose another --out"
+        )
 
 
 def _record_bad_entries(store: ResultStore, bad_entries, completed: set[str], summary: RunSummary) -> None:

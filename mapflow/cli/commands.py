@@ -107,14 +107,23 @@ def add_run_arguments(parser: argparse.ArgumentParser, with_study: bool = True) 
         help="stop at the first bad annotation entry instead of recording every bad entry as a failed sample",
     )
     parser.add_argument("--no-progress", action="store_true")
+    parser.add_argument(
+        "--shard",
+        metavar="I/N",
+        help="measure only shard I of N (0-based; sample k goes to shard k mod N) into --out, then a run directory "
+        "the shards share (OUT/shards/I-of-N.zarr); `mapflow merge OUT` joins them. SLURM: --array=0-(N-1) with "
+        "--shard $SLURM_ARRAY_TASK_ID/$SLURM_ARRAY_TASK_COUNT",
+    )
     add_remote_arguments(parser)
 
 
 def cmd_run(args) -> int:
     from ..analysis.resolve import prepare_run
     from ..analysis.runner import run_study
+    from ..analysis.shards import parse_shard
     from ..inputs import checks as inputs
 
+    shard = parse_shard(args.shard) if getattr(args, "shard", None) else None  # refused before the model loads
     study = str(user_path(args.study)) if args.study.endswith(".py") else args.study
     inputs.check_store_writable(args.out)  # before the model loads: a read-only store is refused at once
     run = prepare_run(
@@ -161,6 +170,7 @@ def cmd_run(args) -> int:
         progress=not args.no_progress,
         backend=backend_from_args(args, run.adapter.path),
         bad_entries=run.samples.bad_entries,
+        shard=shard,
     )
     print(summary.describe())
     return 1 if summary.failed and not summary.done and not summary.skipped else 0  # every sample failed
@@ -175,6 +185,9 @@ def cmd_accuracy(args) -> int:
     args.study, args.samples, args.flows, args.layers, args.option = "accuracy", "all", None, None, []
     if code := cmd_run(args):
         return code
+    if args.shard:  # one shard's samples are not the benchmark's accuracy
+        print(f"accuracy over the whole run: once every shard is done, `mapflow merge {args.out}`")
+        return 0
     ds = xr.open_zarr(args.out)
     for name, value in accuracy_by_task(ds.correct).items():
         print(f"{name:28s} {value:6.1f} %")
