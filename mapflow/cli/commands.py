@@ -227,7 +227,13 @@ def cmd_plot(args) -> int:
 
 
 def cmd_show(args) -> int:
+    from ..results.shards import is_run_dir
     from ..results.store import ResultStore, open_dataset
+
+    if is_run_dir(args.store):
+        from .run_shards import show_run
+
+        return show_run(args.store)
 
     ds = open_dataset(args.store)
     print(ds)
@@ -323,7 +329,9 @@ def build_parser() -> argparse.ArgumentParser:
     plot.add_argument("--variable", default="rel_change")
     plot.set_defaults(func=cmd_plot)
 
-    show = sub.add_parser("show", help="print a result store's dataset and failed samples")
+    show = sub.add_parser(
+        "show", help="print a result store's dataset and failed samples, or the state of each shard of a run directory"
+    )
     show.add_argument("store", type=user_path)
     show.set_defaults(func=cmd_show)
 
@@ -336,6 +344,9 @@ def build_parser() -> argparse.ArgumentParser:
     verify.add_argument("--repair", action="store_true", help="drop the damaged samples (a resumed run does this too)")
     verify.set_defaults(func=cmd_verify)
 
+    from .run_shards import add_merge_parser
+
+    add_merge_parser(sub)
     add_ndif_parser(sub)
     from .calibrate import add_calibrate_parser
 
