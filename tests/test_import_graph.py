@@ -38,7 +38,8 @@ LAYERS = (
     ("results",),
     ("analysis",),
     ("viz",),
-    ("cli", "api", "ndif_local", "organism", "__main__", ""),  # the shells (organism: trains and checks the organisms)
+    # the shells (organism: trains and checks the organisms; scale: a run's shards as Dask tasks)
+    ("cli", "api", "ndif_local", "organism", "scale", "__main__", ""),
     ("studies",),  # the shipped studies use study.context and viz: the top floor
 )
 
