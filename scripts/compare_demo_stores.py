@@ -42,7 +42,7 @@ def load_store(path: Path, checkout: Path | None = None) -> xr.Dataset:
     ds = xr.open_zarr(path).load()
     ds.attrs = _stable(dict(ds.attrs), path.parent, checkout)
     for name, variable in ds.data_vars.items():  # text variables may name a store the run read (e.g. layer_source)
-        if variable.dtype.kind in "OU":
+        if variable.dtype.kind in "OUT":  # object, fixed-width and variable-width (StringDType) text
             ds[name] = variable.copy(
                 data=np.vectorize(lambda v: _stable(v, path.parent, checkout), otypes=[object])(variable.values)
             )
