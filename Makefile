@@ -41,8 +41,10 @@ $(NDIF_VENV)/.installed: $(NDIF_REQUIREMENTS)
 
 ndif-venv: $(NDIF_VENV)/.installed
 
+# two pytest-xdist workers (a fresh CI machine has 2 cores); loadgroup spreads tests one by one, except the groups a
+# file names (its tests share an expensive module fixture: a local NDIF stack, a wheel). A plain `pytest -q` also works.
 test: $(VENV)/.installed $(VENV)/.tokenizers $(NDIF_VENV)/.installed
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n 2 --dist loadgroup
 
 # the same checks tests/test_lint.py runs (configuration: pyproject.toml, [tool.ruff])
 LINTED := mapflow studies tests scripts

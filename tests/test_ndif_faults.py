@@ -17,7 +17,8 @@ import pytest
 import xarray as xr
 from ndif_stacks import new_home, require_server_env, stand_up
 
-pytestmark = pytest.mark.server
+# one local NDIF stack at a time, each stood up once: all stack tests run in one group on one xdist worker
+pytestmark = [pytest.mark.server, pytest.mark.xdist_group("ndif_stack")]
 
 SERVER_TIMEOUT_S = 8.0  # short, so the test is quick (the default is 30 s)
 

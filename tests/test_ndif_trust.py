@@ -20,7 +20,8 @@ import pytest
 import xarray as xr
 from ndif_stacks import is_loopback, listening_sockets, new_home, require_server_env, stand_up
 
-pytestmark = pytest.mark.server
+# one local NDIF stack at a time, each stood up once: all stack tests run in one group on one xdist worker
+pytestmark = [pytest.mark.server, pytest.mark.xdist_group("ndif_stack")]
 
 TASKS = ["moving_direction"]
 SERVER_DIR = Path(__file__).resolve().parents[1] / "mapflow" / "ndif_local" / "server"

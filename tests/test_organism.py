@@ -40,8 +40,12 @@ def test_organism_answers_a_handful_of_held_out_questions(organism):
     handful = load_tvbench(BENCH, limit=4, seed=0)  # four of each task
     right = 0
     for sample in handful:
-        prepared = adapter.prepare(read_frames(sample).frames, mcqa_segments(sample, ORGANISM_MCQA),
-                                   option_letters=sample.option_letters, true_letter=sample.answer_letter)
+        prepared = adapter.prepare(
+            read_frames(sample).frames,
+            mcqa_segments(sample, ORGANISM_MCQA),
+            option_letters=sample.option_letters,
+            true_letter=sample.answer_letter,
+        )
         with torch.no_grad():
             logits = adapter.hf_model(**prepared.inputs).logits[0, -1]
         right += adapter.tokenizer.decode([int(logits.argmax())]) == sample.answer_letter
@@ -63,8 +67,19 @@ def test_the_recipe_trains_saves_and_loads(tmp_path):
     from mapflow.organism.recipe import Recipe
     from mapflow.organism.train import train_organism
 
-    recipe = Recipe(variant="video", steps=2, batch_size=4, eval_every=2, eval_per_task=2, num_layers=2,
-                    hidden_size=32, intermediate_size=64, vision_hidden_size=16, vocab_size=300, aux_layer=0)
+    recipe = Recipe(
+        variant="video",
+        steps=2,
+        batch_size=4,
+        eval_every=2,
+        eval_per_task=2,
+        num_layers=2,
+        hidden_size=32,
+        intermediate_size=64,
+        vision_hidden_size=16,
+        vocab_size=300,
+        aux_layer=0,
+    )
     path = train_organism(recipe, tmp_path / "organism")
     meta = json.loads((path / "mapflow.json").read_text())
     assert meta["recipe"]["steps"] == 2 and len(meta["history"]) == 1
@@ -95,8 +110,9 @@ def test_training_mask_blocks_cross_frame_per_sample():
     attention = torch.ones(2, 10, dtype=torch.long)
     attention[1, -1] = 0  # a padded key
     video_start = torch.tensor([2, 2])
-    mask = training_attention_mask(attention, video_start, n_frames=2, tokens_per_frame=3,
-                                   block_cross_frame=torch.tensor([True, False]))[:, 0]
+    mask = training_attention_mask(
+        attention, video_start, n_frames=2, tokens_per_frame=3, block_cross_frame=torch.tensor([True, False])
+    )[:, 0]
     assert not mask[0][5:8, 2:5].any()  # sample 0: frame 1 may not read frame 0
     assert mask[1][5:8, 2:5].all()  # sample 1 keeps cross-frame edges
     assert mask[0][5:8, 5:8].tril().diagonal().all()  # within-frame attention stays

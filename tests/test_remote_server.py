@@ -31,7 +31,8 @@ from mapflow.remote import (
 )
 from mapflow.results.store import ResultStore
 
-pytestmark = pytest.mark.server
+# one local NDIF stack at a time, each stood up once: all stack tests run in one group on one xdist worker
+pytestmark = [pytest.mark.server, pytest.mark.xdist_group("ndif_stack")]
 
 TASKS = ["moving_direction", "object_count"]  # one sample each keeps the server tests to a couple of minutes
 TOLERANCE = 1e-6

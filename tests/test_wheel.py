@@ -18,7 +18,8 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 SOURCES = ("mapflow", "studies", "data", "pyproject.toml", "setup.py", "README.md")
 
-pytestmark = pytest.mark.slow
+# the wheel and its venv (module fixtures) are built once: both tests on one xdist worker
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("wheel")]
 
 
 def _run(command, cwd, env=None):
