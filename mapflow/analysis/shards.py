@@ -13,6 +13,7 @@ Shard indices are 0-based, as SLURM array task ids are: ``sbatch --array=0-(N-1)
 
 from __future__ import annotations
 
+import copy
 import re
 from dataclasses import dataclass
 
@@ -77,12 +78,10 @@ def select_shard(samples: list, shard: Shard) -> list:
     order. Bad annotation entries are not samples of the list: shard 0 records them, so the merged run has them
     once."""
     part = [samples[position] for position in shard_positions(len(samples), shard)]
-    try:
-        selected = samples.__class__.__new__(samples.__class__)
-        selected.__dict__.update(getattr(samples, "__dict__", {}))
-        list.__init__(selected, part)
-    except TypeError:
+    if type(samples) is list:
         return part
+    selected = copy.copy(samples)  # the list subclass with its attributes
+    selected[:] = part
     if hasattr(selected, "bad_entries") and shard.index != 0:
         selected.bad_entries = []
     return selected
