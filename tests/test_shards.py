@@ -137,6 +137,8 @@ def test_three_shard_processes_merge_to_the_single_process_run(flow_run, tmp_pat
     one = open_dataset(single)
     assert one.sizes["sample"] == 5
     assert_same_run(mf.open_dataset(run), one)  # opening a run directory merges (lazily)
+    code, text = mapflow_cli(capsys, "verify", str(run))  # each shard store, as `verify_store` checks one
+    assert code == 0 and text.count("ok: every committed sample is present once") == 3
 
     code, text = mapflow_cli(capsys, "merge", str(run), "--out", str(tmp_path / "merged.zarr"))
     assert code == 0 and "merged 5 sample(s) of 3 shard(s)" in text

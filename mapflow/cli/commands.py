@@ -200,11 +200,12 @@ def cmd_plot(args) -> int:
     """The study's own paper figure (PNG + PDF), or its table for table studies."""
     from ..analysis.declaration import DEFAULT, declaration_of
     from ..analysis.runner import available_studies, load_study
-    from ..results.store import ResultStore, open_dataset
+    from ..api import open_dataset  # a store, or a run directory of shards (merged; refused while incomplete)
+    from ..results.integrity import PROVENANCE_KEY
     from ..viz import figures, tables
 
     ds = open_dataset(args.store)
-    study = ResultStore(args.store).provenance.get("study")
+    study = ds.attrs[PROVENANCE_KEY].get("study")
     stem = Path(args.png).with_suffix("") if args.png else Path(args.store).with_suffix("")
     # a study's own figure or table
     declared = declaration_of(load_study(study)) if study in available_studies() else DEFAULT
@@ -243,7 +244,13 @@ def cmd_show(args) -> int:
 
 
 def cmd_verify(args) -> int:
+    from ..results.shards import is_run_dir
     from ..results.store import verify_store
+
+    if is_run_dir(args.store):
+        from .run_shards import verify_run
+
+        return verify_run(args.store, repair=args.repair)
 
     report = verify_store(args.store, repair=args.repair)
     print(report.describe())

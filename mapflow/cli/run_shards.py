@@ -54,3 +54,19 @@ def show_run(run) -> int:
         for sample_id, info in shard.failed.items():
             print(f"failed {sample_id} ({info['task']}, shard {shard.index}): {info['reason']}")
     return 0
+
+
+def verify_run(run, *, repair: bool = False) -> int:
+    """`mapflow verify` of a run directory: every shard store that exists, as `verify_store` checks one store."""
+    from ..results.shards import MISSING, run_status
+    from ..results.store import verify_store
+
+    damaged = 0
+    for shard in run_status(run).shards:
+        if shard.state == MISSING:
+            print(f"shard {shard.index}/{shard.count}: missing ({shard.path})")
+            continue
+        report = verify_store(shard.path, repair=repair)
+        print(report.describe())
+        damaged += not (report.ok or report.repaired)
+    return 1 if damaged else 0
