@@ -11,6 +11,7 @@ workers would need the driver to hold every result; a shard is the unit that alr
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import time
@@ -66,6 +67,17 @@ def worker_model(model, load_options: dict):
     if key not in _WORKER_MODELS:
         _WORKER_MODELS[key] = mf.load_model(model, **load_options)
     return _WORKER_MODELS[key]
+
+
+def load_model_on_every_worker(client, model=None, load_options: dict | None = None) -> None:
+    """Load the model into each worker's cache now (as tasks, not on the workers' event loops), e.g. to time the
+    measuring alone; a run does the same on each worker's first shard."""
+    addresses = list(client.scheduler_info(n_workers=-1)["workers"])
+    client.gather([client.submit(_load_model, model, load_options or {}, workers=[a], pure=False) for a in addresses])
+
+
+def _load_model(model, load_options: dict) -> None:
+    worker_model(model, load_options)  # the model stays in the worker: only None travels back
 
 
 def run_shard(study, model, data, run_dir: str, index: int, count: int, load_options: dict, config: dict) -> dict:
@@ -174,6 +186,7 @@ def run_on_dask(
             count = _shard_count(shards, run_dir, worker_count, total)
             if on_cluster is not None:
                 on_cluster(client)
+            run_key = hashlib.sha1(str(run_dir).encode()).hexdigest()[:12]  # two runs on one cluster never share keys
             futures = [
                 client.submit(
                     run_shard,
@@ -185,7 +198,7 @@ def run_on_dask(
                     count,
                     load_options,
                     run_config,
-                    key=f"mapflow-shard-{index}-of-{count}-{run_dir.name}",
+                    key=f"mapflow-shard-{index}-of-{count}-{run_key}",
                     pure=False,
                 )
                 for index in range(count)
