@@ -15,6 +15,7 @@ from .option_values import parse_heads as _parse_heads
 from .option_values import parse_options as _parse_options
 from .organism import add_organism_parser
 from .remote_options import add_remote_arguments, backend_from_args
+from .scale_options import add_scale_options, run_with_executor
 
 
 def add_run_arguments(parser: argparse.ArgumentParser, with_study: bool = True) -> None:
@@ -123,6 +124,8 @@ def cmd_run(args) -> int:
     from ..analysis.shards import parse_shard
     from ..inputs import checks as inputs
 
+    if (code := run_with_executor(args)) is not None:  # --workers / --scheduler: every shard on Dask workers
+        return code
     shard = parse_shard(args.shard) if getattr(args, "shard", None) else None  # refused before the model loads
     study = str(user_path(args.study)) if args.study.endswith(".py") else args.study
     inputs.check_store_writable(args.out)  # before the model loads: a read-only store is refused at once
@@ -321,6 +324,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = sub.add_parser("run", help="run a study over a benchmark and store results in zarr")
     add_run_arguments(run)
+    add_scale_options(run)  # --workers K / --scheduler ADDRESS: the shards on Dask
     run.set_defaults(func=cmd_run)
 
     accuracy = sub.add_parser("accuracy", help="benchmark accuracy per task with micro and macro averages")
