@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 
 from ..errors import MapflowError
 from ..inputs.checks import user_path
@@ -47,9 +48,13 @@ def run_with_executor(args) -> int | None:
         return None
     _refuse_contradictions(args)
     try:
+        import distributed  # noqa: F401  (importing it sets its loggers' levels: done before ours below)
+
         from ..scale.dask_executor import run_on_dask
     except ImportError as err:
         raise MapflowError(f"--workers/--scheduler need Dask: pip install 'mapflow[scale]' ({err})") from None
+    if not getattr(args, "verbose", False):  # the in-process scheduler logs each worker's coming and going at INFO
+        logging.getLogger("distributed").setLevel(logging.WARNING)
     study = str(user_path(args.study)) if args.study.endswith(".py") else args.study
     outcome = run_on_dask(
         study,
