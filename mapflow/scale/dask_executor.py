@@ -24,7 +24,9 @@ from .shard_progress import samples_done
 
 log = logging.getLogger(__name__)
 
-SHARDS_PER_WORKER = 4  # more shards than workers: a killed worker loses at most one sample of a small shard
+# more shards than workers: a slow worker takes fewer of them, and the shard of a killed worker, re-run and resumed
+# elsewhere, is a small part of the run
+SHARDS_PER_WORKER = 4
 POLL_SECONDS = 0.5
 # the settings that choose how a worker loads the model (`mf.load_model`); the rest go to `mf.run` unchanged
 LOAD_SETTINGS = {"attn": "attn_implementation", "dtype": "dtype", "device": "device", "device_map": "device_map"}
@@ -169,7 +171,9 @@ def run_on_dask(
     from distributed import Client
 
     if (workers is None) == (scheduler is None):
-        raise MapflowError("a Dask run takes either --workers K (a local cluster) or --scheduler ADDRESS, not both")
+        raise MapflowError(
+            "a Dask run takes one of --workers K (a local cluster) or --scheduler ADDRESS (workers=, scheduler=)"
+        )
     if model is not None and not isinstance(model, (str, os.PathLike)):
         raise MapflowError("with Dask workers pass the checkpoint directory as model: each worker loads its own copy")
     run_dir = Path(out).expanduser().absolute()
