@@ -191,7 +191,7 @@ def cmd_accuracy(args) -> int:
     if args.shard:  # one shard's samples are not the benchmark's accuracy
         print(f"accuracy over the whole run: once every shard is done, `mapflow merge {args.out}`")
         return 0
-    ds = xr.open_zarr(args.out)
+    ds = xr.open_zarr(args.out, chunks=None)
     for name, value in accuracy_by_task(ds.correct).items():
         print(f"{name:28s} {value:6.1f} %")
     if "correct_token" in ds:

@@ -84,7 +84,7 @@ def evaluate_organism(model_dir, data_dir, out_store, *, progress: bool = True, 
         overwrite=True,
         progress=progress,
     )
-    table = accuracy_table(xr.open_zarr(out_store))
+    table = accuracy_table(xr.open_zarr(out_store, chunks=None))
     summary = {"data": str(data_dir), "accuracy_percent": table, "load_and_forward_seconds": forward_seconds(model_dir)}
     if record:
         meta_file = model_dir / "mapflow.json"

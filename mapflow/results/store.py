@@ -394,16 +394,20 @@ def open_dataset(path: str | os.PathLike) -> xr.Dataset:
 
     That is what plain `xarray.open_zarr(path)` gives too, except in the moment between a writer's commit and its
     consolidation (or after a disk filled up there), when the consolidated metadata is one commit behind: then the
-    arrays' own metadata is read (the data is always written before the count) and cut to the committed count."""
+    arrays' own metadata is read (the data is always written before the count) and cut to the committed count.
+
+    The arrays are xarray's lazily indexed numpy arrays whether or not dask is installed (``chunks=None``): with dask
+    present ``open_zarr`` would otherwise give dask arrays, and the same figure code would behave differently
+    (boolean indexing of a dask array is refused); ``ds.chunk()`` turns them into dask arrays on purpose."""
     path = Path(path)
     count = read_root_attrs(path)[COMMITTED_KEY]  # zarr would fail on garbage with a bare JSONDecodeError
     consolidated = consolidated_count(path)
     if consolidated == count:
-        return xr.open_zarr(path, consolidated=True)
+        return xr.open_zarr(path, consolidated=True, chunks=None)
     if isinstance(consolidated, int) and consolidated > count:  # a writer dropping damaged samples: the prefix holds
-        return xr.open_zarr(path, consolidated=True).isel({SAMPLE_DIM: slice(0, count)})
+        return xr.open_zarr(path, consolidated=True, chunks=None).isel({SAMPLE_DIM: slice(0, count)})
     try:
-        ds = xr.open_zarr(path, consolidated=False)
+        ds = xr.open_zarr(path, consolidated=False, chunks=None)
     except ValueError as err:  # e.g. arrays of different sample lengths
         raise StoreDamaged(
             f"{path}: the arrays cannot be opened together ({err}); run `mapflow verify {path}`"
