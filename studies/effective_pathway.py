@@ -154,10 +154,6 @@ def choose_layers(option, adapter) -> LayerChoice:
     return choice
 
 
-def pathway_layers(ctx: StudyContext) -> PathwayLayers:
-    return choose_layers(ctx.config.option, ctx.adapter).layers
-
-
 def check_options(adapter, config, **_) -> None:
     """Before the store exists (`mapflow.analysis.run_checks.check_run_options`): the layers can be chosen for this
     model."""

@@ -11,7 +11,6 @@ Values are strings, as ``--option`` gives them; a default is the text the study 
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -95,13 +94,6 @@ def layer_ranges(text: str):
     from ..knockout.flows import Window
 
     return Window.parse_ranges(text)
-
-
-def json_object(text: str) -> dict:
-    value = json.loads(text)
-    if not isinstance(value, dict):
-        raise ValueError(f"a JSON object is needed, got {type(value).__name__}")
-    return value
 
 
 def existing_paths(text: str) -> list[Path]:
