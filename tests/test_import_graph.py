@@ -40,7 +40,7 @@ LAYERS = (
     ("viz",),
     # the shells (organism: trains and checks the organisms; scale: a run's shards as Dask tasks)
     ("cli", "api", "ndif_local", "organism", "scale", "__main__", ""),
-    ("studies",),  # the shipped studies use study.context and viz: the top floor
+    ("studies",),  # the shipped studies use analysis.context and viz: the top floor
 )
 
 # Upward imports that stay for now, each with its reason; any other one fails the test, and one fixed fails it too
