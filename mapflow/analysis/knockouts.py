@@ -52,8 +52,8 @@ def knockout_layer_sets(
 
 def measure_knockouts(ctx, flows, layer_sets, *, dim: str, labels, heads=None) -> xr.Dataset:
     """The shared measurement: one forward pass per (flow, layer set), read at the last position. The tensors come
-    from `mapflow.knockout.cells.knockout_cells`, here or, for a remote adapter, in one request on the server. ``heads``
-    (default ``--heads``) restricts every flow to those query heads. Under ``--plan screen`` the cells are
+    from `mapflow.knockout.cells.knockout_cells`, on the run's backend (`ctx.backend`: here, or in one request on an
+    NDIF server). ``heads`` (default ``--heads``) restricts every flow to those query heads. Under ``--plan screen`` the cells are
     first-order estimates (`mapflow.knockout.screen`); ``screen+verify K`` adds the exact values of the K largest ones."""
     flows = [f if isinstance(f, Flow) else Flow.parse(f) for f in (ctx.config.flows or flows)]
     heads = check_heads(ctx.config.heads if heads is None else heads, ctx.adapter.num_heads)

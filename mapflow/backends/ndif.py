@@ -2,7 +2,7 @@
 
 The adapter keeps its local model for structure, processor and config; `prepare` checks the study, the plan and the
 server before the first sample and hands the study a view of the adapter whose traces go to the server
-(`mapflow.remote.client.remote_adapter`). A knockout sample's cells, and any `sample_measurement`, are one request
+(`mapflow.remote.client.remote_adapter`). A knockout sample's cells, and any `ctx.measure(...)`, are one request
 per sample (`RemoteModel.run_cells` / `run_sample`); every other trace is a request of its own.
 """
 

@@ -1,7 +1,7 @@
 """The knockout cells of one sample as plain tensors: clean pass, every (flow, layer set) configuration, readouts.
 
-This is the compute half of `mapflow.analysis.context.measure_knockouts` (which builds the stored Dataset from what it
-returns). It imports only torch, numpy and mapflow's own layout, flow, engine and screen code, all at module level,
+This is the compute half of `ctx.sweep` and `ctx.knockout` (`mapflow.analysis.knockouts`, which builds the stored
+Dataset from what it returns). It imports only torch, numpy and mapflow's own layout, flow, engine and screen code, all at module level,
 so the same function runs wherever the run's backend (`mapflow.backends`) sends it: in this process
 (`LocalBackend`), or shipped as source in one request per sample to an NDIF server (`NDIFBackend`, through
 `mapflow.remote.client.RemoteModel.run_cells`), where the fast engine's reuse state (vision once, shared clean

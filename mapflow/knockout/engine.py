@@ -263,7 +263,7 @@ def run_naive(adapter: VideoLLMAdapter, prepared: PreparedInput, config: Knockou
 
 def clean_readout(adapter: VideoLLMAdapter, prepared: PreparedInput, gt_token: int) -> torch.Tensor:
     """The clean run's (pred, p_pred, p_answer) at the last position, float64: what a server-side sample measurement
-    returns instead of logits (`mapflow.analysis.context.clean_from_readouts` turns it into a CleanRun)."""
+    returns instead of logits (`StudyContext.clean_from` turns it into a CleanRun)."""
     probs = run_naive(adapter, prepared).softmax(-1)
     pred = int(probs.argmax())
     return torch.tensor([pred, float(probs[pred]), float(probs[gt_token])], dtype=torch.float64)

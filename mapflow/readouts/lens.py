@@ -53,7 +53,7 @@ def clean_and_layer_probabilities(
 ) -> dict[str, torch.Tensor]:
     """`clean_readout` (``clean``) and `layer_token_probabilities` of ``token_ids`` plus the predicted token
     (``probs``, last column): the answer-probability study's sample, one request on a server
-    (`mapflow.analysis.context.sample_measurement`)."""
+    (`StudyContext.measure`)."""
     clean = clean_readout(adapter, prepared, gt_token)
     return {
         "clean": clean,
