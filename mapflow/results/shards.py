@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
 import socket
 from dataclasses import dataclass, field
@@ -29,7 +28,7 @@ from ..errors import MapflowError
 from .integrity import COMMITTED_KEY, COMPLETE_CHUNKS_KEY, FAILURES_KEY, PROVENANCE_KEY, SAMPLE_DIM, read_root_attrs
 from .provenance import input_changes
 from .store import RESERVED_ATTRS, SAMPLE_CHUNK, ResultStore, _differing_keys, open_dataset
-from .store_lock import lock_path
+from .store_lock import alive_here, describe_holder, lock_path, read_holder
 
 SHARDS_DIR = "shards"
 SHARD_KEY = "shard"  # the section of a shard's provenance
@@ -225,29 +224,17 @@ def _shard_state(run: Path, index: int, count: int, path: Path | None) -> ShardS
 
 
 def _lock_holder(store: Path) -> tuple[str, str] | None:
-    """(IN_FLIGHT or STALE, who) from the store's lock file, or None when no writer holds it. Read only: taking the
-    flock, even for a moment, could turn a writer starting at that moment away."""
-    path = lock_path(store)
-    try:
-        raw = path.read_bytes()
-    except FileNotFoundError:
-        return None  # a writer deletes its lock file when it ends
-    try:
-        holder = json.loads(raw) if raw.strip() else {}
-    except ValueError:
-        holder = {}
-    pid, host = holder.get("pid"), holder.get("host")
-    if not isinstance(pid, int):
-        return IN_FLIGHT, f"lock {path} of a writer that is starting"
-    who = f"pid {pid} on {host}, started {holder.get('started')}"
-    if host != socket.gethostname():
+    """(IN_FLIGHT or STALE, who) from the store's lock file, or None when no writer holds it (read only)."""
+    holder = read_holder(store)
+    if holder is None:
+        return None
+    if not isinstance(holder.get("pid"), int):
+        return IN_FLIGHT, f"lock {lock_path(store)} of a writer that is starting"
+    who = describe_holder(holder)
+    if holder.get("host") != socket.gethostname():
         return IN_FLIGHT, f"lock held by {who}; another host: not checked from here"
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+    if not alive_here(holder):
         return STALE, f"its writer {who} is gone; rerunning the shard takes the lock over and resumes"
-    except PermissionError:
-        pass
     return IN_FLIGHT, who
 
 

@@ -165,6 +165,25 @@ def _write(fd: int, holder: dict) -> None:
     os.fsync(fd)
 
 
+def read_holder(store: Path) -> dict | None:
+    """Who holds ``store``'s lock, as its lock file says, without taking the lock (taking it, even for a moment,
+    could turn a writer starting at that moment away): None when there is no lock file (a writer deletes it when it
+    ends), {} when its writer has not written it yet."""
+    try:
+        fd = os.open(lock_path(store), os.O_RDONLY)
+    except FileNotFoundError:
+        return None
+    try:
+        return _read(fd)
+    finally:
+        os.close(fd)
+
+
+def alive_here(holder: dict) -> bool:
+    """The holder is a live process on this host (False for another host: it cannot be checked from here)."""
+    return _alive_here(holder)
+
+
 def _alive_here(holder: dict) -> bool:
     if holder.get("host") != socket.gethostname() or not isinstance(holder.get("pid"), int):
         return False
