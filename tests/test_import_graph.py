@@ -36,7 +36,7 @@ LAYERS = (
     ("readouts", "remote"),
     ("backends",),  # where a run's traces execute (local, NDIF): uses knockout cells and the remote client
     ("results",),
-    ("analysis",),
+    ("analysis", "pruning"),  # pruning: a map turned into a pruned forward pass and its evaluation
     ("viz",),
     # the shells (organism: trains and checks the organisms; scale: a run's shards as Dask tasks)
     ("cli", "api", "ndif_local", "organism", "scale", "__main__", ""),
