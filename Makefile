@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 NDIF_VENV ?= .venv-ndif
 NDIF_REQUIREMENTS := mapflow/ndif_local/server/requirements.txt
 
-.PHONY: demo test install ndif-venv lint format
+.PHONY: demo test install ndif-venv lint format docs browser
 
 $(VENV)/.installed: pyproject.toml setup.py
 	$(PYTHON) -m venv $(VENV)
@@ -43,8 +43,18 @@ ndif-venv: $(NDIF_VENV)/.installed
 
 # two pytest-xdist workers (a fresh CI machine has 2 cores); loadgroup spreads tests one by one, except the groups a
 # file names (its tests share an expensive module fixture: a local NDIF stack, a wheel). A plain `pytest -q` also works.
-test: $(VENV)/.installed $(VENV)/.tokenizers $(NDIF_VENV)/.installed
+test: $(VENV)/.installed $(VENV)/.tokenizers $(NDIF_VENV)/.installed browser
 	$(PY) -m pytest -q -n 2 --dist loadgroup
+
+# Debian's chromium for the report's browser test (Playwright drives it through executable_path; its own browser
+# download would need the internet). Without apt the browser test skips, except under CI, where this step fails.
+browser:
+	@command -v chromium >/dev/null || (apt-get update -q && apt-get install -y -q chromium) \
+		|| [ -z "$$CI" ] || (echo "chromium could not be installed" && exit 1)
+
+# the documentation site, built offline with --strict (a broken link or reference fails) into site/
+docs: $(VENV)/.installed
+	$(PY) -m mkdocs build --strict --site-dir site
 
 # the same checks tests/test_lint.py runs (configuration: pyproject.toml, [tool.ruff])
 LINTED := mapflow studies tests scripts
