@@ -199,6 +199,9 @@ def build_report(results_dir, out_html=None) -> Path:
     from .report_beyond import beyond_paper_sections
 
     beyond_paper_sections(writer, by_study, results_dir)
+    from .report_pruning import pruning_sections  # beyond the paper: the map turned into speed (issue 27)
+
+    pruning_sections(writer, by_study, results_dir)
     suite = results_dir / "suite.json"
     timing = ""
     if suite.is_file():
