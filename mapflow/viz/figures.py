@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import functools
 import os
+import textwrap
 from pathlib import Path
 
 import numpy as np
@@ -32,6 +33,7 @@ from ..errors import MapflowError
 from ..results.method import SCREEN_MARK, is_screen_store
 from ..results.metrics import correct_after_knockout
 from ..results.tasks import select_task, task_names
+from .figure_data import panel, record_bars, record_cells, record_series
 from .tables import keyword_frequency
 
 MODEL_COLORS = ("tab:green", "tab:pink", "tab:blue", "tab:orange")  # the paper: green Video-FT, pink image model
@@ -68,10 +70,27 @@ def new_figure(rows: int, cols: int, *, width: float = 4.5, height: float = 3.5,
     return fig, fig.subplots(rows, cols, squeeze=False, **subplot_kw)
 
 
+def wrap_long_titles(fig: Figure) -> Figure:
+    """Wrap every axes title wider than its axes (e.g. Fig. 4's keyword lists) onto as many lines as it needs, so no
+    title runs into its neighbour or off the figure; titles that fit are left as they are."""
+    fig.draw_without_rendering()  # lays the figure out, so title and axes widths are known
+    renderer = fig.canvas.get_renderer()
+    for ax in fig.axes:
+        title = ax.title
+        text = title.get_text()
+        width, room = title.get_window_extent(renderer).width, ax.get_window_extent(renderer).width
+        if text and width > room:
+            longest = max(len(line) for line in text.splitlines())
+            chars = max(10, int(longest * room / width))
+            title.set_text("\n".join(textwrap.fill(line, chars) for line in text.splitlines()))
+    return fig
+
+
 def save_figure(fig: Figure, stem: str | Path, formats=("png", "pdf")) -> list[Path]:
-    """Write ``stem.png`` and ``stem.pdf``; returns the paths."""
+    """Write ``stem.png`` and ``stem.pdf`` (long titles wrapped); returns the paths."""
     stem = Path(stem)
     stem.parent.mkdir(parents=True, exist_ok=True)
+    wrap_long_titles(fig)
     paths = []
     for fmt in formats:
         path = stem.with_suffix(f".{fmt}")
@@ -80,11 +99,22 @@ def save_figure(fig: Figure, stem: str | Path, formats=("png", "pdf")) -> list[P
     return paths
 
 
-def _band(ax, x, values, label, color=None, ci=0.95, **style):
-    """Mean over axis 0 with its bootstrap band."""
+def _band(ax, x, values, label, color=None, ci=0.95, *, series=None, value_name="mean rel_change (%)", **style):
+    """Mean over axis 0 with its bootstrap band (recorded for the report as ``series``, default {"series": label})."""
     mean, low, high = mean_and_ci(values, ci=ci)
     (line,) = ax.plot(x, mean, marker="o", markersize=3, label=label, color=color, **style)
     ax.fill_between(x, low, high, color=line.get_color(), alpha=0.15, linewidth=0)
+    record_series(
+        ax,
+        x,
+        mean,
+        series=series or {"series": label},
+        low=low,
+        high=high,
+        n=np.isfinite(np.asarray(values, dtype=float)).sum(0),
+        value_name=value_name,
+        band=f"{ci:.0%} bootstrap CI",
+    )
     return line
 
 
@@ -146,6 +176,7 @@ def rel_change_figure(
     fig, axes = new_figure(1, len(tasks), width=5, height=4, sharey=True)
     for ax, task in zip(axes[0], tasks):
         in_task = data if task is None else select_task(data, task)
+        panel(ax, task=task or "all samples")
         _draw_panel(ax, in_task, variable, ci, n_boot, seed)
         ax.set_title(f"{task or 'all samples'} (n={in_task.sizes[SAMPLE_DIM]} samples)")
     axes[0][0].set_ylabel(f"mean {variable} (%)")
@@ -183,9 +214,21 @@ def _variable_by_sample_flow_layer(ds: xr.Dataset, variable: str) -> xr.DataArra
 def _draw_panel(ax, data: xr.DataArray, variable: str, ci: float, n_boot: int, seed: int) -> None:
     mean, low, high = mean_and_ci(data.values, ci=ci, n_boot=n_boot, seed=seed)
     x = data["layer"].values + 1  # the paper numbers layers from 1
+    counts = np.isfinite(data.values).sum(0)
     for i, flow in enumerate(data["flow"].values):
         (line,) = ax.plot(x, mean[i], marker="o", markersize=3, label=str(flow))
         ax.fill_between(x, low[i], high[i], color=line.get_color(), alpha=0.2, linewidth=0)
+        record_series(
+            ax,
+            x,
+            mean[i],
+            series={"flow": flow},
+            low=low[i],
+            high=high[i],
+            n=counts[i],
+            value_name=f"mean {variable} (%)",
+            band=f"{ci:.0%} bootstrap CI",
+        )
     ax.axhline(0, color="black", linewidth=0.8)
     ax.set_xlabel("layer (1-based)")
     ax.legend(title=f"{variable}, {ci:.0%} CI", fontsize="small")
@@ -210,12 +253,15 @@ def model_overlay_figure(
     for ax, task in zip(axes[0], tasks):
         for color, (label, ds) in zip(MODEL_COLORS, datasets.items()):
             part = select_task(ds, task)[variable].sel(flow=flow)
+            panel(ax, task=task, flow=flow)
             _band(
                 ax,
                 part["layer"].values + 1,
                 part.transpose("sample", "layer").values,
                 f"{label} (n={int(np.isfinite(part.values).any(-1).sum())})",
                 color,
+                series={"model": label},
+                value_name=f"mean {variable} (%)",
             )
         ax.set_title(f"{task}: {flow}")
         _finish(ax, f"mean {variable} (%)")
@@ -232,12 +278,13 @@ def failure_split_figure(ds: xr.Dataset, *, flow: str = "cross_frame") -> Figure
     fig, axes = new_figure(1, 1, width=5.5)
     ax = axes[0][0]
     x = ds["layer"].values + 1
+    panel(ax, flow=flow)
     for label, keep, color in (
         ("probability decreases", mean <= 0, "tab:blue"),
         ("probability increases", mean > 0, "tab:red"),
     ):
         if keep.any():
-            _band(ax, x, values[keep], f"{label} (n={int(keep.sum())})", color)
+            _band(ax, x, values[keep], f"{label} (n={int(keep.sum())})", color, series={"group": label})
     ax.set_title(f"failure cases: {flow} knockout, predicted (wrong) letter")
     _finish(ax, "mean rel_change (%)")
     return fig
@@ -250,12 +297,14 @@ def window_size_figure(ds: xr.Dataset, *, flow: str = "cross_frame") -> Figure:
     fig, axes = new_figure(1, len(tasks), sharey=True)
     for ax, task in zip(axes[0], tasks):
         part = select_task(ds, task)["rel_change"].sel(flow=flow)
+        panel(ax, task=task, flow=flow)
         for k in part["window_size"].values:
             _band(
                 ax,
                 part["layer"].values + 1,
                 part.sel(window_size=k).transpose("sample", "layer").values,
                 f"k = {int(k)}",
+                series={"window size": int(k)},
             )
         ax.set_title(f"{task}: {flow}")
         _finish(ax, "mean rel_change (%)")
@@ -278,6 +327,8 @@ def progressive_figure(ds: xr.Dataset, *, flow: str = "cross_frame") -> Figure:
     for ax, task in zip(axes[0], tasks):
         part = select_task(ds, task)
         accuracy = progressive_accuracy(part, flow)
+        measured = part["correct"].values[part["knocked_out"].values.astype(bool)]
+        panel(ax, task=task, flow=flow)
         for direction, color in zip(accuracy["direction"].values, MODEL_COLORS):
             ax.plot(
                 accuracy["layer"].values + 1,
@@ -287,7 +338,14 @@ def progressive_figure(ds: xr.Dataset, *, flow: str = "cross_frame") -> Figure:
                 color=color,
                 label=str(direction),
             )
-        measured = part["correct"].values[part["knocked_out"].values.astype(bool)]
+            record_series(
+                ax,
+                accuracy["layer"].values + 1,
+                accuracy.sel(direction=direction).values,
+                series={"direction": direction},
+                n=len(measured),
+                value_name="accuracy (%)",
+            )
         ax.axhline(100 * measured.mean(), color="gray", linestyle="--", label="clean")
         ax.set_ylim(0, 105)
         ax.set_title(task)
@@ -310,11 +368,14 @@ def answer_probability_figure(ds: xr.Dataset, *, correct_only: bool = True) -> F
         probs = part["p_option"].transpose("sample", "option", "layer").values
         is_true = part["is_true_option"].transpose("sample", "option").values.astype(bool)
         x = part["layer"].values + 1
-        _band(ax, x, probs[is_true], "true option", "tab:green")
+        panel(ax, task=task)
+        _band(ax, x, probs[is_true], "true option", "tab:green", series={"option": "true"}, value_name="probability (%)")
         false_rows = probs[~is_true]
         false_rows = false_rows[np.isfinite(false_rows).all(1)]
         if len(false_rows):
-            _band(ax, x, false_rows, "false option", "tab:pink")
+            _band(
+                ax, x, false_rows, "false option", "tab:pink", series={"option": "false"}, value_name="probability (%)"
+            )
         ax.set_title(f"{task} (n={part.sizes['sample']})")
         _finish(ax, "probability (%)", zero=False)
     return fig
@@ -336,6 +397,9 @@ def keyword_frequency_figure(
         else:
             row = table.loc["ALL_NORM"].drop("hits")
             ax.bar(row.index, row.values, color=color)
+            panel(ax, kind=kind)
+            hits = np.rint(table.loc["ALL"].drop("hits").values * table.loc["ALL", "hits"])  # kept keywords' hits
+            record_bars(ax, row.index, row.values, n=hits, x_name="layers", value_name="normalized frequency")
             ax.set_xlabel("layers (1-based)")
             ax.set_ylabel("normalized frequency")
             kept = [k for k in table.index if k not in ("ALL", "ALL_NORM")]
@@ -424,6 +488,22 @@ def attention_map_figure(ds: xr.Dataset, sample: str | int = 0, query: int = 0, 
             image = ax.imshow(
                 grid, vmin=low, vmax=high, cmap="viridis", extent=extent, alpha=0.6 if strip is not None else 1.0
             )
+            panel(ax, sample=one["sample"].values, condition=condition, layer=layer + 1, word=word.strip())
+            record_cells(
+                ax,
+                grid,
+                rows=range(grid_h),
+                cols=[f"frame {f + 1}, col {c}" for f in range(t) for c in range(grid_w)],
+                row_name="row",
+                col_name="token",
+                value_name="log10(attention + 5e-5)",
+                vmin=low,
+                vmax=high,
+                cmap="viridis",
+                n=1,
+                extent=extent,
+                origin="upper",
+            )
             for frame in range(1, t):
                 ax.axvline(frame * grid_w, color="white", linewidth=0.5)
             ax.set_xticks([])
@@ -444,13 +524,14 @@ def verb_anchor_figure(ds: xr.Dataset, *, negative_only: bool = False) -> Figure
     fig, axes = new_figure(1, len(flows), width=3.8, sharey=True)
     x = ds["layer"].values + 1
     for ax, flow in zip(axes[0], flows):
+        panel(ax, flow=flow)
         for anchor in ds["anchor"].values:
             values = ds["rel_change"].sel(flow=flow, anchor=anchor).transpose("sample", "layer").values
             values = values[np.isfinite(values).any(1)]
             if negative_only:
                 values = values[np.nanmean(values, axis=1) <= 0]
             if len(values):
-                _band(ax, x, values, f"verb {int(anchor)} (n={len(values)})")
+                _band(ax, x, values, f"verb {int(anchor)} (n={len(values)})", series={"anchor": f"verb {int(anchor)}"})
         ax.set_title(str(flow), fontsize="small")
         if not ax.lines:
             ax.text(
@@ -505,16 +586,37 @@ def frame_pair_figure(ds: xr.Dataset, *, variable: str = "rel_change", bins: int
     limit = _limit(np.stack(binned))
     fig, axes = new_figure(1, len(groups), width=3.6, height=3.4)
     frames = ds["source_frame"].values
+    per_sample = ds[variable].transpose("sample", "source_frame", "target_frame", "layer").values
     for ax, g, values in zip(axes[0], groups, binned):
+        title = f"layers {layers[g[0]] + 1}-{layers[g[-1]] + 1}"
         image = _heatmap(
             ax,
             values,
             limit=limit,
             xlabel="target frame (queries)",
             ylabel="source frame (keys)",
-            title=f"layers {layers[g[0]] + 1}-{layers[g[-1]] + 1}",
+            title=title,
             xticks=frames,
             yticks=frames,
+        )
+        in_bin = _nanmean_last(per_sample[..., g])  # each sample's mean over the bin's layers
+        _, low, high = mean_and_ci(in_bin)
+        panel(ax, layers=title.removeprefix("layers "))
+        record_cells(
+            ax,
+            values,
+            rows=frames,
+            cols=frames,
+            row_name="source frame",
+            col_name="target frame",
+            value_name=f"mean {variable} (%)",
+            vmin=-limit,
+            vmax=limit,
+            cmap="RdBu",
+            n=np.isfinite(in_bin).sum(0),
+            low=low,
+            high=high,
+            band="95% bootstrap CI of the samples' bin means (not drawn)",
         )
     fig.colorbar(image, ax=axes[0].tolist(), label=f"mean {variable} (%)", shrink=0.8)
     return fig
@@ -562,6 +664,25 @@ def head_figure(ds: xr.Dataset, *, flow: str | None = None, variable: str = "rel
         size, f"window {size}: {size} layers per cell, the same index in each; heads are not aligned across layers"
     )
     ylabel = "layer (1-based)" if size == 1 else "centre layer (1-based)"
+    per_sample = ds[variable].sel(flow=flow).transpose("sample", "layer", "head").values
+    _, low, high = mean_and_ci(per_sample)
+    panel(axes[0][0], flow=flow, window=size if size is not None else "not recorded")
+    record_cells(
+        axes[0][0],
+        values,
+        rows=ds["layer"].values + 1,
+        cols=ds["head"].values,
+        row_name=ylabel.removesuffix(" (1-based)"),
+        col_name="head",
+        value_name=f"mean {variable} (%)",
+        vmin=-_limit(values),
+        vmax=_limit(values),
+        cmap="RdBu",
+        n=np.isfinite(per_sample).sum(0),
+        low=low,
+        high=high,
+        band="95% bootstrap CI (not drawn)",
+    )
     image = _heatmap(
         axes[0][0],
         values,

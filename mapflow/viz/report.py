@@ -20,7 +20,7 @@ import xarray as xr
 
 from ..errors import MapflowError
 from ..results.store import ResultStore, open_dataset
-from . import figures, tables
+from . import figures, report_explore, tables
 
 log = logging.getLogger(__name__)
 OPEN_ENDED_TEMPLATES = ("llava_open_ended",)
@@ -83,19 +83,20 @@ class ReportWriter:
         except (MapflowError, ValueError, KeyError, IndexError) as err:
             section.parts.append(f"<p class='missing'>{html.escape(stem)}: not drawn ({html.escape(str(err))})</p>")
             return
-        png, _ = figures.save_figure(fig, self.out_dir / "figures" / stem)
-        data = base64.b64encode(png.read_bytes()).decode()
-        section.parts.append(
-            f"<figure><img src='data:image/png;base64,{data}' alt='{html.escape(stem)}'>"
-            f"<figcaption>{html.escape(caption)} (<code>figures/{stem}.png|pdf</code>)"
-            "</figcaption></figure>"
-        )
+        (png,) = figures.save_figure(fig, self.out_dir / "figures" / stem, formats=("png",))
+        png_bytes = png.read_bytes()
+        mapping = report_explore.figure_map(fig, png_bytes)  # the PNG's layout, before the PDF draws it again
+        figures.save_figure(fig, self.out_dir / "figures" / stem, formats=("pdf",))
+        data = base64.b64encode(png_bytes).decode()
+        caption_html = f"{html.escape(caption)} (<code>figures/{stem}.png|pdf</code>)"
+        section.parts.append(report_explore.figure_html(data, stem, caption_html, mapping))
 
     def table(self, section: Section, stem: str, table, caption: str) -> None:
         tables.write_table(table, self.out_dir / "tables" / f"{stem}.csv")
         section.parts.append(
-            f"<p class='caption'>{html.escape(caption)} (<code>tables/{stem}.csv</code>)</p>"
+            f"<p class='caption'>{html.escape(caption)} (<code>tables/{stem}.csv</code>)</p><div class='table-box'>"
             + table.to_html(float_format=lambda v: f"{v:.1f}", na_rep="–", border=0)
+            + "</div>"
         )
 
     def reading(self, section: Section, text: str) -> None:
@@ -119,7 +120,8 @@ class ReportWriter:
             )
         page = (
             f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
-            f"<style>{STYLE}</style></head><body>{''.join(body)}</body></html>"
+            f"<style>{STYLE}\n{report_explore.STYLE}</style></head><body>{''.join(body)}"
+            f"<script>{report_explore.SCRIPT}</script></body></html>"
         )
         path = self.out_dir / "report.html"
         path.write_text(page)
