@@ -10,8 +10,10 @@ whose cells knock out flows in sets of layers and keep ``rel_change`` and ``bloc
    per task, so a route one task uses is not averaged away by the others.
 3. ``harmless_windows`` (default): a layer is *unread* by a flow when some knocked-out window of layers containing it
    was harmless for that flow; every other layer (in a harmful window only, or never knocked out) counts as read.
-   With window 1 this is exactly "the flow's knockout at that layer is harmless". ``window_centre``: the layers read
-   are the centres of the harmful windows (the paper's reading of its window sweeps, Fig. 3).
+   A harmful window none of whose layers is read (each cleared by another harmless window: the flow is read in one
+   layer or another of it, redundantly) counts as read whole. With window 1 this is exactly "the flow's knockout at
+   that layer is harmful". ``window_centre``: the layers read are the centres of the harmful windows (the paper's
+   reading of its window sweeps, Fig. 3); ``window_end``: their last layers (conservative).
 4. L = the last layer that any video-reading flow reads; the plan drops every video token after layer L
    (`mapflow.pruning.spec.PruneSpec`, ``drop_after=L``). No layer read at all gives L = 0 (the contract drops after a
    layer; noted in the plan).
@@ -41,7 +43,7 @@ from ..errors import MapflowError
 from ..knockout.flows import CROSS_FRAME_KINDS, FRAME_DISTANCE_KINDS, Flow
 from .spec import PruneSpec
 
-PLAN_RULES = ("harmless_windows", "window_centre")
+PLAN_RULES = ("harmless_windows", "window_centre", "window_end")
 DEFAULT_RULE = "harmless_windows"
 DEFAULT_THRESHOLD = -5.0  # %: the paper's significance rule (Table E: a mean change below -5 %)
 PLAN_FORMAT = "mapflow-prune-plan/1"
@@ -130,7 +132,12 @@ class PrunePlan:
 RULE_TEXT = {
     "harmless_windows": (
         "a layer is unread by a video-reading flow when some knocked-out window containing it changed the answer "
-        "probability by no less than the threshold (mean per task); L = the last layer any video-reading flow reads"
+        "probability by no less than the threshold (mean per task), and a harmful window with no read layer counts "
+        "whole; L = the last layer any video-reading flow reads"
+    ),
+    "window_end": (
+        "the layers a video-reading flow reads are the last layers of its windows whose knockout lowered the answer "
+        "probability below the threshold (mean per task; conservative); L = the last of them"
     ),
     "window_centre": (
         "the layers a video-reading flow reads are the centres of its windows whose knockout lowered the answer "
@@ -261,8 +268,9 @@ def _knockout_reads(ds: xr.Dataset, where: str, rule: str, threshold: float) -> 
         if not reads_video:
             continue
         if rule == "harmless_windows":
-            unread = set().union(*(set(b) for b, bad in zip(blocked, harmful[i]) if not bad))
-            read = {layer for layer in range(num_layers) if layer not in unread}
+            read = _read_by_harmless_windows(blocked, harmful[i], num_layers)
+        elif rule == "window_end":
+            read = {max(b) for b, bad in zip(blocked, harmful[i]) if bad and b}
         else:
             read = {int(c) for c, bad in zip(ds["layer"].values, harmful[i]) if bad}
         video[flow] = read
@@ -274,6 +282,17 @@ def _knockout_reads(ds: xr.Dataset, where: str, rule: str, threshold: float) -> 
             "information_flow, cross_frame or effective_pathway store"
         )
     return _Reads(video, cross_frame, num_layers, rule, [])
+
+
+def _read_by_harmless_windows(blocked: list[tuple[int, ...]], harmful, num_layers: int) -> set[int]:
+    """The layers no harmless window clears; then every harmful window must hold one of them: one that does not (each
+    of its layers cleared by another window: the flow is read redundantly, in one layer or another) counts whole."""
+    unread = set().union(*(set(b) for b, bad in zip(blocked, harmful) if not bad))
+    read = {layer for layer in range(num_layers) if layer not in unread}
+    for layers, bad in zip(blocked, harmful):
+        if bad and not read & set(layers):
+            read |= set(layers)
+    return read
 
 
 def _harmful_cells(ds: xr.Dataset, where: str, threshold: float) -> np.ndarray:
