@@ -29,6 +29,20 @@ def check_prune_store(ds: xr.Dataset, where: str = "the dataset") -> None:
         raise MapflowError(f"{where} has no 'unpruned' method: the reference every comparison needs")
 
 
+def strings(data) -> np.ndarray:
+    """A stored string coordinate as a plain numpy str array (stores give numpy's StringDType)."""
+    return np.asarray([str(v) for v in np.asarray(data.values).ravel()])
+
+
+def pick(data, method: str):
+    """``data`` at one method, by name (positional: selecting by label on a stored string coordinate is not reliable
+    across xarray versions, it returned every method here)."""
+    names = list(strings(data["method"]))
+    if method not in names:
+        raise MapflowError(f"the prune-eval store has no method '{method}' (methods: {', '.join(names)})")
+    return data.isel(method=names.index(method))
+
+
 def _flops_unit(value: float) -> tuple[str, float]:
     for unit, scale in (("TFLOPs", 1e12), ("GFLOPs", 1e9), ("MFLOPs", 1e6)):
         if value >= scale:
@@ -40,14 +54,14 @@ def method_table(ds: xr.Dataset) -> pd.DataFrame:
     """One row per method: accuracy (micro, %, and per task), agreement with the unpruned answer (%), mean prefill
     FLOPs (and % of the unpruned), mean wall time (ms), tokens left after the drop."""
     check_prune_store(ds)
-    base_flops = float(ds["flops"].sel(method="unpruned").mean())
+    base_flops = float(pick(ds["flops"], "unpruned").mean())
     unit, scale = _flops_unit(base_flops)
     rows = []
-    for method in ds["method"].values:
-        part = ds.sel(method=method)
+    for index in range(ds.sizes["method"]):
+        part = ds.isel(method=index)
         accuracy = accuracy_by_task(part["correct"])
         row = {
-            "method": str(method),
+            "method": str(part["method"].values),
             "label": str(part["label"].values),
             "K": int(part["K"]),
             "R %": round(100 * float(part["R"]), 1),
@@ -70,9 +84,9 @@ def fastv_at_plan_flops(ds: xr.Dataset, plan_method: str = "pathway") -> dict[in
     check_prune_store(ds)
     flops = ds["flops"].mean("sample")
     accuracy = 100 * ds["correct"].astype(float).mean("sample")
-    target = float(flops.sel(method=plan_method))
+    target = float(pick(flops, plan_method))
     out = {}
-    kinds = np.asarray(ds["kind"].values, dtype=str)
+    kinds = strings(ds["kind"])
     for k in sorted({int(k) for k, kind in zip(ds["K"].values, kinds) if kind == "fastv"}):
         chosen = (kinds == "fastv") & (np.asarray(ds["K"].values) == k)
         x = np.asarray(flops.values[chosen], dtype=float)

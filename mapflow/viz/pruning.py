@@ -2,7 +2,7 @@
 
 `prune_figure(ds)`: two panels (accuracy; agreement with the unpruned answer) against the mean prefill FLOPs as a
 share of the unpruned model's; FastV-style pruning one curve per K (its R sweep), the pathway plan a star, the
-unpruned model a reference line with a band of +-1 point. `prune_table(ds)`: one row per method
+unpruned model a reference line with a band of ±1 point. `prune_table(ds)`: one row per method
 (`mapflow.pruning.summary.method_table`).
 """
 
@@ -14,7 +14,7 @@ import xarray as xr
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from ..pruning.summary import TOLERANCE_POINTS, check_prune_store, method_table
+from ..pruning.summary import TOLERANCE_POINTS, check_prune_store, method_table, pick, strings
 
 
 def prune_table(ds: xr.Dataset) -> pd.DataFrame:
@@ -25,10 +25,10 @@ def prune_table(ds: xr.Dataset) -> pd.DataFrame:
 def prune_figure(ds: xr.Dataset, *, tolerance: float = TOLERANCE_POINTS) -> Figure:
     check_prune_store(ds)
     flops = ds["flops"].astype(float).mean("sample")
-    share = 100 * flops / float(flops.sel(method="unpruned"))
-    kinds = np.asarray(ds["kind"].values, dtype=str)
+    share = 100 * flops / float(pick(flops, "unpruned"))
+    kinds = strings(ds["kind"])
     ks = np.asarray(ds["K"].values, dtype=int)
-    fig = Figure(figsize=(10, 4), layout="constrained")
+    fig = Figure(figsize=(12, 4), layout="constrained")
     FigureCanvasAgg(fig)
     axes = fig.subplots(1, 2)
     for ax, variable, title in (
@@ -36,7 +36,7 @@ def prune_figure(ds: xr.Dataset, *, tolerance: float = TOLERANCE_POINTS) -> Figu
         (axes[1], "agrees", "agreement with the unpruned answer (%)"),
     ):
         value = 100 * ds[variable].astype(float).mean("sample")
-        base = float(value.sel(method="unpruned"))
+        base = float(pick(value, "unpruned"))
         ax.axhline(base, color="black", linestyle="--", linewidth=1, label="unpruned")
         ax.axhspan(base - tolerance, base + tolerance, color="0.85", alpha=0.6, linewidth=0)
         for k in sorted(set(ks[kinds == "fastv"])):
@@ -44,21 +44,25 @@ def prune_figure(ds: xr.Dataset, *, tolerance: float = TOLERANCE_POINTS) -> Figu
             x, y = share.values[chosen], value.values[chosen]
             order = np.argsort(x)
             ax.plot(x[order], y[order], marker="o", markersize=4, label=f"FastV K={k} (R swept)")
-        for kind, marker, color in (("pathway", "*", "tab:red"), ("pathway_drop_only", "P", "tab:purple")):
-            for method in ds["method"].values[kinds == kind]:
+        for kind, marker, color, name in (
+            ("pathway", "*", "tab:red", "pathway plan"),
+            ("pathway_drop_only", "P", "tab:purple", "plan without frame-local"),
+        ):
+            for method in np.flatnonzero(kinds == kind):
                 ax.plot(
-                    float(share.sel(method=method)),
-                    float(value.sel(method=method)),
+                    float(share.isel(method=method)),
+                    float(value.isel(method=method)),
                     marker=marker,
                     markersize=14 if marker == "*" else 9,
                     color=color,
                     linestyle="none",
-                    label=f"pathway plan: {ds['label'].sel(method=method).values}",
+                    label=f"{name}: {ds['label'].values[method]}",
                 )
         ax.set_xlabel("prefill FLOPs (% of unpruned, language model)")
         ax.set_ylabel(title)
         ax.grid(alpha=0.3)
-    axes[0].legend(fontsize="small", loc="lower right")
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, fontsize="small", loc="outside right center")
     model = str(ds["model"].values) if "model" in ds.coords else ""
-    fig.suptitle(f"Pruning {model}: {ds.sizes['sample']} samples (band: unpruned +-{tolerance:g} point)")
+    fig.suptitle(f"Pruning {model}: {ds.sizes['sample']} samples (band: unpruned \u00b1{tolerance:g} point)")
     return fig

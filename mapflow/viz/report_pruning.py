@@ -12,7 +12,7 @@ def pruning_sections(w, by_study, results_dir=None) -> None:
 
     for st in by_study.get((PRUNE_STUDY, False), []):
         s = w.section(f"From the map to speed: pruning {st.model}", "beyond the paper")
-        plan = (st.provenance.get("prune") or {}).get("plan") or {}
+        plan = ((st.provenance.get("config") or {}).get("prune") or {}).get("plan") or {}
         if plan:
             w.reading(
                 s,
