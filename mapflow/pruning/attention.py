@@ -57,11 +57,13 @@ def dense_group(length: int) -> list[RowGroup]:
 
 def grouped_attention(module, query, key, value, groups: list[RowGroup], scaling: float, rank_weights=None):
     """Attention of ``query`` (1, heads, n, d) over ``key``/``value`` (1, kv_heads, n, d) in row groups, as the model's
-    eager attention computes it (scores in the input dtype, softmax in float32).
+    eager attention computes it (scores in the input dtype, softmax in float32; a float64
+    model's in float64, so that it can be held to a float64 reference).
 
     Returns (output (1, n, heads, d), received (n,) or None): ``received[k]`` = attention probability key k got,
     summed over heads and over the rows weighted by ``rank_weights`` (n,) (given only in the ranking layer)."""
     heads = query.shape[1]
+    softmax_dtype = torch.promote_types(query.dtype, torch.float32)  # eager's float32 softmax; float64 stays float64
     group_size = heads // key.shape[1]
     key = key.repeat_interleave(group_size, 1) if group_size > 1 else key
     value = value.repeat_interleave(group_size, 1) if group_size > 1 else value
@@ -73,7 +75,7 @@ def grouped_attention(module, query, key, value, groups: list[RowGroup], scaling
         blocked = group.keys[None, :] > group.rows[:, None]  # causal by position (rows/keys index a sorted sequence)
         if bool(blocked.any()):
             scores = scores.masked_fill(blocked, float("-inf"))
-        probs = torch.softmax(scores, dim=-1, dtype=torch.float32).to(query.dtype)
+        probs = torch.softmax(scores, dim=-1, dtype=softmax_dtype).to(query.dtype)
         out[:, :, group.rows] = torch.matmul(probs, v)
         if rank_weights is not None:
             weights = rank_weights[group.rows].to(probs.dtype)

@@ -38,7 +38,7 @@ from .spec import PruneSpec
 class PrunedPrefill:
     """The pruned prefill of one prompt.
 
-    ``logits`` (vocab,) float at the last prompt position; ``kept`` the positions left after the drop (all positions
+    ``logits`` (vocab,) float32 (float64 for a float64 model) at the last prompt position; ``kept`` the positions left after the drop (all positions
     when nothing is dropped); ``hidden_states`` (when asked) one (positions, hidden) tensor per decoder layer output,
     at the positions that layer ran on (all for layers <= L, ``kept`` after); ``past_key_values`` the KV cache (layers
     > L hold only ``kept``); ``received`` (least_attended) the attention each prompt position got in layer L, summed
@@ -185,8 +185,11 @@ class _Session:
 
     # ---- hooks ------------------------------------------------------------------------------------------------
     def __enter__(self):
-        self.attention_block = pruning_attention(self.adapter.text_config, self.attention)
-        self.attention_block.__enter__()
+        # the model's own attention where nothing differs from it (so an unpruned run is its own computation)
+        custom = self.attention.frame_local_layers or self.attention.rank_layer is not None
+        self.attention_block = pruning_attention(self.adapter.text_config, self.attention) if custom else None
+        if self.attention_block is not None:
+            self.attention_block.__enter__()
         try:
             for i, layer in enumerate(self.layers):
                 if self.drop_layer is not None and i > self.drop_layer:
@@ -211,7 +214,8 @@ class _Session:
             self.deepstack_patched = False
         for module, value in self.saved_rope_deltas.items():
             module.rope_deltas = value
-        self.attention_block.__exit__(*exc)
+        if self.attention_block is not None:
+            self.attention_block.__exit__(*exc)
         return False
 
     def _record(self, module, args, output):
@@ -281,7 +285,8 @@ def _new_cache(lm):
 
 
 def _logits(adapter, last_hidden: torch.Tensor) -> torch.Tensor:
-    return adapter.lm_head._module(last_hidden[:, -1])[0].float()
+    logits = adapter.lm_head._module(last_hidden[:, -1])[0]
+    return logits.to(torch.promote_types(logits.dtype, torch.float32))  # half precision -> float32; float64 stays
 
 
 def pruned_prefill(
