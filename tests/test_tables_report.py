@@ -141,3 +141,52 @@ def test_report_sets_planted_routes_next_to_the_findings(tmp_path):
     assert "video->last closed in every layer" in note
     (model / "mapflow.json").write_text("{}")
     assert planted_note(store) is None
+
+
+def test_long_figure_titles_wrap_inside_their_axes_and_short_ones_stay(tmp_path):
+    """Fig. 4's keyword list titles ran off the figure; a title wider than its axes is wrapped, one that fits is not."""
+    from mapflow.viz.figures import new_figure, save_figure
+
+    fig, axes = new_figure(1, 2, width=4)
+    long_title = "temporal keywords (12: " + ", ".join(f"keyword{i}" for i in range(12)) + ")"
+    axes[0][0].set_title("short title")
+    axes[0][1].set_title(long_title)
+    save_figure(fig, tmp_path / "titles", formats=("png",))
+    renderer = fig.canvas.get_renderer()
+    assert axes[0][0].get_title() == "short title"
+    wrapped = axes[0][1].get_title()
+    assert "\n" in wrapped and wrapped.replace("\n", " ") == long_title  # nothing dropped, only line breaks
+    for ax in axes[0]:
+        title, box = ax.title.get_window_extent(renderer), ax.get_window_extent(renderer)
+        assert title.width <= box.width and 0 <= title.x0 and title.x1 <= fig.bbox.width, ax.get_title()
+
+
+def test_report_figure_map_places_heatmap_cells_where_the_png_draws_them(tmp_path):
+    """The recorded grid corners of a heatmap are where its colours are in the saved PNG (no browser needed)."""
+    import io
+
+    import matplotlib
+    from PIL import Image
+
+    from mapflow.viz import figures, report_explore
+
+    values = np.arange(12, dtype=float).reshape(3, 4) - 6
+    fig, axes = figures.new_figure(1, 1)
+    ax = axes[0][0]
+    figures._heatmap(ax, values, limit=6, xlabel="x", ylabel="y", title="t", xticks=range(4), yticks=range(3))
+    figures.record_cells(
+        ax, values, rows=range(3), cols=range(4), row_name="r", col_name="c", value_name="v", vmin=-6, vmax=6,
+        cmap="RdBu",
+    )
+    (png,) = figures.save_figure(fig, tmp_path / "heat", formats=("png",))
+    mapping = report_explore.figure_map(fig, png.read_bytes())
+    image = np.asarray(Image.open(io.BytesIO(png.read_bytes())).convert("RGB")).astype(float)
+    item = mapping["panels"][0]["items"][0]
+    (x0, y0), (x1, y1) = item["corners"]
+    colormap = matplotlib.colormaps["RdBu"]
+    for row in range(3):
+        for col in range(4):
+            fx, fy = x0 + (col + 0.5) / 4 * (x1 - x0), y0 + (row + 0.5) / 3 * (y1 - y0)
+            drawn = image[int(fy * mapping["height"]), int(fx * mapping["width"])]
+            want = 255 * np.asarray(colormap((values[row, col] + 6) / 12)[:3])
+            assert np.abs(drawn - want).max() <= 2, (row, col)  # 8-bit lookup table and resampling rounding
