@@ -30,6 +30,8 @@ _API = {
     "Flow": "knockout.flows",
     "Window": "knockout.flows",
     "open_dataset": "api",  # a store, or a run directory of shards merged
+    "prune_plan": "api",  # a pruning plan from a measured map (issue 27)
+    "prune_eval": "api",  # the plan against no pruning and FastV-style pruning
     "MapflowError": "errors",
 }
 __all__ = ["__version__", *_API]

@@ -148,6 +148,24 @@ def open_dataset(path, *, partial: bool = False):
     return open_run(path, partial=partial) if is_run_dir(path) else open_store(path)
 
 
+def prune_plan(stores=(), **options):
+    """A pruning plan from knockout stores (paths or datasets of one model): the layer after which no measured route
+    reads the video, by a stated rule and threshold (`mapflow.pruning.plan.prune_plan`: ``threshold``, ``rule``,
+    ``frame_local``, ``drop_video_after``). ``.save(path)`` writes it for ``mapflow prune-eval``."""
+    from .pruning.plan import prune_plan as derive
+
+    return derive(stores, **options)
+
+
+def prune_eval(plan, model=None, data=None, out=None, **options):
+    """The plan (a `PrunePlan`, a plan.json path, a `PruneSpec`) against no pruning and FastV-style pruning on
+    ``model`` and ``data`` (as `run`): per sample accuracy, agreement, prefill FLOPs and wall time, dims (sample,
+    method) (`mapflow.pruning.evaluate.prune_eval`: ``limit``, ``tasks``, ``fastv_layers``, ``fastv_ratios``, ...)."""
+    from .pruning.evaluate import prune_eval as evaluate
+
+    return evaluate(plan, model, data, out=out, **options)
+
+
 def available_studies() -> list[str]:
     """The names `run` accepts for the shipped studies (``mapflow.studies``)."""
     from .analysis.runner import available_studies as names

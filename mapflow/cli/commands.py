@@ -375,6 +375,9 @@ def build_parser() -> argparse.ArgumentParser:
     check.set_defaults(func=cmd_check)
 
     add_organism_parser(sub)
+    from .prune import add_prune_parsers
+
+    add_prune_parsers(sub)  # prune-plan, prune-eval (issue 27)
 
     from .bench import add_bench_parser
 

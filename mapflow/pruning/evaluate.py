@@ -183,7 +183,7 @@ def prune_eval(
 ) -> xr.Dataset:
     """Evaluate ``plan`` (a `PrunePlan`, its dict or a plan.json path) on ``model`` and ``data`` (as `mapflow.run`:
     None = the embedded organism / benchmark) against no pruning and the FastV sweep (module doc); the results go to
-    the store ``out`` (default: a temporary directory) and are returned as a Dataset."""
+    the store ``out`` (resumed if it exists; None: kept in memory) and are returned as a Dataset."""
     import tempfile
 
     from ..analysis.resolve import prepare_run
@@ -211,23 +211,24 @@ def prune_eval(
             "scoring": "argmax over the vocabulary at the last prompt position, correct by the run's correctness rule",
         },
     }
-    if out is None:
-        out = Path(tempfile.mkdtemp(prefix="mapflow-prune-")) / "prune_eval.zarr"
-    summary = run_study(
-        study,
-        prepared.adapter,
-        prepared.samples,
-        out,
-        config=prepared.config,
-        provenance=provenance,
-        resume=resume,
-        overwrite=overwrite,
-        progress=progress,
-        bad_entries=getattr(prepared.samples, "bad_entries", ()),
-    )
-    if not summary.done and not summary.skipped:
-        raise MapflowError(f"prune-eval measured no sample: {summary.describe()}")
-    return open_dataset(out)
+    with tempfile.TemporaryDirectory(prefix="mapflow-prune-") as scratch:
+        store = Path(out) if out is not None else Path(scratch) / f"{STUDY_NAME}.zarr"
+        summary = run_study(
+            study,
+            prepared.adapter,
+            prepared.samples,
+            store,
+            config=prepared.config,
+            provenance=provenance,
+            resume=resume,
+            overwrite=overwrite,
+            progress=progress,
+            bad_entries=getattr(prepared.samples, "bad_entries", ()),
+        )
+        if not summary.done and not summary.skipped:
+            raise MapflowError(f"prune-eval measured no sample: {summary.describe()}")
+        ds = open_dataset(store)
+        return ds.load() if out is None else ds  # without a store the results stay in memory
 
 
 def as_plan(plan) -> PrunePlan:
