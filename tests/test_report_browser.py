@@ -157,8 +157,10 @@ def heatmap_mismatches(page, figure, store: Path) -> list[str]:
                     if int(shown["n"]) != finite.size:
                         problems.append(f"{where}: n {shown['n']} for {label}, the store has {finite.size}")
                     low, high = (float(v) for v in re.findall(r"[-\d.e+]+", shown["band"])[:2])
-                    if not low - half_unit_of_last_digit(str(low)) <= value <= high + half_unit_of_last_digit(
-                        str(high)
+                    if (
+                        not low - half_unit_of_last_digit(str(low))
+                        <= value
+                        <= high + half_unit_of_last_digit(str(high))
                     ):
                         problems.append(f"{where}: value {value} outside its band [{low}, {high}]")
                     drawn = png[int(fy * height), int(fx * width)].astype(float)
@@ -258,8 +260,11 @@ def test_a_task_selector_highlights_its_panel_and_filters_the_numbers(browser, r
 def _tampered(report: Path, out: Path, stem_start: str, change) -> Path:
     """A copy of the report whose figure ``stem_start`` has its embedded numbers changed by ``change(item)``."""
     page = report.read_text()
-    pattern = re.compile(r"(alt='" + re.escape(stem_start) + r"[^']*'></div><script type='application/json' "
-                         r"class='mf-data'>)(.*?)(</script>)", re.S)
+    pattern = re.compile(
+        r"(alt='" + re.escape(stem_start) + r"[^']*'></div><script type='application/json' "
+        r"class='mf-data'>)(.*?)(</script>)",
+        re.S,
+    )
     found = pattern.search(page)
     assert found, f"no embedded numbers for {stem_start}"
     mapping = json.loads(found.group(2))

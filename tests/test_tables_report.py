@@ -169,13 +169,22 @@ def test_report_figure_map_places_heatmap_cells_where_the_png_draws_them(tmp_pat
     from PIL import Image
 
     from mapflow.viz import figures, report_explore
+    from mapflow.viz.figure_data import record_cells
 
     values = np.arange(12, dtype=float).reshape(3, 4) - 6
     fig, axes = figures.new_figure(1, 1)
     ax = axes[0][0]
     figures._heatmap(ax, values, limit=6, xlabel="x", ylabel="y", title="t", xticks=range(4), yticks=range(3))
-    figures.record_cells(
-        ax, values, rows=range(3), cols=range(4), row_name="r", col_name="c", value_name="v", vmin=-6, vmax=6,
+    record_cells(
+        ax,
+        values,
+        rows=range(3),
+        cols=range(4),
+        row_name="r",
+        col_name="c",
+        value_name="v",
+        vmin=-6,
+        vmax=6,
         cmap="RdBu",
     )
     (png,) = figures.save_figure(fig, tmp_path / "heat", formats=("png",))

@@ -78,7 +78,9 @@ def record_cells(
     values = np.asarray(values, dtype=float)
     n_rows, n_cols = values.shape
     if extent is None:
-        extent = (-0.5, n_cols - 0.5, -0.5, n_rows - 0.5) if origin == "lower" else (-0.5, n_cols - 0.5, n_rows - 0.5, -0.5)
+        extent = (
+            (-0.5, n_cols - 0.5, -0.5, n_rows - 0.5) if origin == "lower" else (-0.5, n_cols - 0.5, n_rows - 0.5, -0.5)
+        )
     record = panel(ax)
     record["value_name"] = value_name
     shape = values.shape

@@ -369,7 +369,9 @@ def answer_probability_figure(ds: xr.Dataset, *, correct_only: bool = True) -> F
         is_true = part["is_true_option"].transpose("sample", "option").values.astype(bool)
         x = part["layer"].values + 1
         panel(ax, task=task)
-        _band(ax, x, probs[is_true], "true option", "tab:green", series={"option": "true"}, value_name="probability (%)")
+        _band(
+            ax, x, probs[is_true], "true option", "tab:green", series={"option": "true"}, value_name="probability (%)"
+        )
         false_rows = probs[~is_true]
         false_rows = false_rows[np.isfinite(false_rows).all(1)]
         if len(false_rows):

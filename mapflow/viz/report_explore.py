@@ -49,8 +49,11 @@ def figure_map(fig: Figure, png: bytes) -> dict:
             item = dict(item)
             if item["kind"] in ("series", "bars"):
                 xs = item.pop("x_data", None) or list(range(len(item["x"])))  # bars: categorical positions
-                item["px"] = _fractions(fig, ax, [[x if x is not None else np.nan, y if y is not None else np.nan]
-                                                  for x, y in zip(xs, item["y"])])
+                item["px"] = _fractions(
+                    fig,
+                    ax,
+                    [[x if x is not None else np.nan, y if y is not None else np.nan] for x, y in zip(xs, item["y"])],
+                )
             else:
                 left, right, bottom, top = item["extent"]
                 first_row_y, last_row_y = (top, bottom) if item["origin"] == "upper" else (bottom, top)
