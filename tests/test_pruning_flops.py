@@ -3,7 +3,6 @@ frame-local attention really computes less (tiny random models, eager attention 
 
 import numpy as np
 import pytest
-import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from mapflow.data.sample import Sample

@@ -105,7 +105,7 @@ class PruneAttention:
 
         if self.previous != "eager":
             return ALL_ATTENTION_FUNCTIONS[self.previous]
-        return getattr(sys.modules[type(module).__module__], "eager_attention_forward")
+        return sys.modules[type(module).__module__].eager_attention_forward
 
     def __call__(self, module, query, key, value, attention_mask, *, scaling=None, dropout=0.0, **kwargs):
         layer = module.layer_idx

@@ -41,8 +41,12 @@ class FlopCount:
     positions: list[int] = field(default_factory=list)
 
     def to_dict(self) -> dict:
-        return {"total": self.total, "per_layer": list(self.per_layer), "parts": dict(self.parts),
-                "positions": list(self.positions)}
+        return {
+            "total": self.total,
+            "per_layer": list(self.per_layer),
+            "parts": dict(self.parts),
+            "positions": list(self.positions),
+        }
 
 
 @dataclass(frozen=True)

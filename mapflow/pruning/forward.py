@@ -259,7 +259,9 @@ class _Session:
                 if args:
                     args = (args[0].index_select(1, kept.to(args[0].device)),) + tuple(args[1:])
                 else:
-                    kwargs["hidden_states"] = kwargs["hidden_states"].index_select(1, kept.to(kwargs["hidden_states"].device))
+                    kwargs["hidden_states"] = kwargs["hidden_states"].index_select(
+                        1, kept.to(kwargs["hidden_states"].device)
+                    )
             cos, sin = kwargs["position_embeddings"]
             kwargs["position_embeddings"] = (
                 cos.index_select(-2, kept.to(cos.device)),
@@ -267,7 +269,9 @@ class _Session:
             )
             mask = kwargs.get("attention_mask")
             if isinstance(mask, torch.Tensor):
-                kwargs["attention_mask"] = mask.index_select(-2, kept.to(mask.device)).index_select(-1, kept.to(mask.device))
+                kwargs["attention_mask"] = mask.index_select(-2, kept.to(mask.device)).index_select(
+                    -1, kept.to(mask.device)
+                )
             elif mask is not None:
                 raise TypeError(f"layer {layer}: unexpected attention_mask of type {type(mask).__name__}")
             position_ids = kwargs.get("position_ids")
@@ -391,7 +395,12 @@ def extend_prepared(prepared: PreparedInput, tokens: list[int]) -> PreparedInput
     new = torch.tensor([tokens], dtype=prepared.inputs["input_ids"].dtype, device=prepared.inputs["input_ids"].device)
     inputs = {}
     for name, value in prepared.inputs.items():
-        if isinstance(value, torch.Tensor) and value.ndim == 2 and value.shape == (1, length) and not value.is_floating_point():
+        if (
+            isinstance(value, torch.Tensor)
+            and value.ndim == 2
+            and value.shape == (1, length)
+            and not value.is_floating_point()
+        ):
             if name == "input_ids":
                 extra = new
             elif name == "attention_mask":
@@ -402,4 +411,3 @@ def extend_prepared(prepared: PreparedInput, tokens: list[int]) -> PreparedInput
         inputs[name] = value
     layout = prepared.layout.with_spans(seq_len=length + len(tokens))
     return PreparedInput(inputs=inputs, layout=layout, text=prepared.text, segments=prepared.segments)
-

@@ -32,7 +32,9 @@ class PruneSpec:
             raise ValueError(f"PruneSpec.drop_after must be a layer index >= 0 or None, got {self.drop_after!r}")
         layers = tuple(sorted({int(layer) for layer in self.frame_local_layers}))
         if any(layer < 0 for layer in layers):
-            raise ValueError(f"PruneSpec.frame_local_layers must be layer indices >= 0, got {self.frame_local_layers!r}")
+            raise ValueError(
+                f"PruneSpec.frame_local_layers must be layer indices >= 0, got {self.frame_local_layers!r}"
+            )
         object.__setattr__(self, "frame_local_layers", layers)
 
     @property
@@ -60,7 +62,7 @@ class PruneSpec:
         }
 
     @classmethod
-    def from_dict(cls, d: dict) -> "PruneSpec":
+    def from_dict(cls, d: dict) -> PruneSpec:
         unknown = set(d) - {"drop_after", "drop", "ratio", "frame_local_layers"}
         if unknown:
             raise ValueError(f"PruneSpec.from_dict: unknown fields {sorted(unknown)}")
