@@ -1,7 +1,7 @@
 """Where the paper, the authors' released code and mapflow's default differ, and the setting that gives the other
-behaviour: the one list the README's table is rendered from (`render_markdown`), whose defaults the run options read
-(`default`), and which `tests/test_differences.py` holds to the code (every named option, flag and keyword exists, and
-every default is the one the code uses).
+behaviour: the one list the documentation's table (docs/paper/differences.md) is rendered from (`render_markdown`),
+whose defaults the run options read (`default`), and which `tests/test_differences.py` holds to the code (every named
+option, flag and keyword exists, and every default is the one the code uses).
 
 Pure data: this module imports nothing from mapflow, so every layer may read it.
 """
@@ -304,7 +304,7 @@ def default(key: str):
 
 
 def render_markdown() -> str:
-    """The README's table (between its ``differences`` markers)."""
+    """The table of docs/paper/differences.md (between its ``differences`` markers)."""
     rows = ["| topic | paper | released code | mapflow default | other behaviour |", "|---|---|---|---|---|"]
     for d in DIFFERENCES:
         other = d.setting.usage() if d.setting is not None else "—"

@@ -1,5 +1,6 @@
-"""The list of differences (paper / released code / mapflow default / other behaviour) is true and kept true: the
-README shows exactly the rendered list, every setting it names exists, and every default it states is the code's."""
+"""The list of differences (paper / released code / mapflow default / other behaviour) is true and kept true: its
+documentation page (docs/paper/differences.md) shows exactly the rendered list, every setting it names exists, and
+every default it states is the code's."""
 
 import argparse
 import importlib
@@ -12,6 +13,7 @@ import pytest
 from mapflow.differences import DIFFERENCES, default, render_markdown
 
 REPO = Path(__file__).resolve().parents[1]
+PAGE = REPO / "docs" / "paper" / "differences.md"  # the site's "Paper, released code, mapflow" page
 SETTINGS = [d.setting for d in DIFFERENCES if d.setting is not None]
 
 
@@ -19,12 +21,13 @@ def _ids(setting):
     return f"{setting.kind}:{setting.key}"
 
 
-def test_readme_shows_the_rendered_list():
-    readme = (REPO / "README.md").read_text()
-    block = re.search(r"<!-- differences:start -->\n(.*?)<!-- differences:end -->", readme, re.S)
-    assert block, "README.md has no <!-- differences:start --> ... <!-- differences:end --> block"
+def test_the_docs_page_shows_the_rendered_list():
+    page = PAGE.read_text()
+    block = re.search(r"<!-- differences:start -->\n(.*?)<!-- differences:end -->", page, re.S)
+    assert block, f"{PAGE.relative_to(REPO)} has no <!-- differences:start --> ... <!-- differences:end --> block"
     assert block.group(1) == render_markdown(), (
-        "README's differences table is stale: paste `python -m mapflow.differences` between its markers"
+        f"{PAGE.relative_to(REPO)}'s differences table is stale: "
+        "paste `python -m mapflow.differences` between its markers"
     )
 
 

@@ -182,16 +182,18 @@ def test_logit_lens_study_stores_correctness_and_prediction(sdpa_adapter, sample
     assert {"correct_text", "correct_token", "included"} <= set(ds.data_vars)
 
 
-# ---- README and code agree (item 6) --------------------------------------------------------------------------------
+# ---- docs and code agree (item 6) ----------------------------------------------------------------------------------
 
 
-def _readme():
+def _doc_page(name: str) -> str:
+    """A page of the documentation site: "concepts.md" holds the sample-set table ("Sample sets per study"),
+    "paper/differences.md" the paper / released code / mapflow table."""
     from pathlib import Path
 
-    return (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    return (Path(__file__).resolve().parents[1] / "docs" / name).read_text()
 
 
-def test_readme_states_each_studys_default_sample_set():
+def test_docs_state_each_studys_default_sample_set():
     import importlib
     import pkgutil
     import re
@@ -199,8 +201,8 @@ def test_readme_states_each_studys_default_sample_set():
     import mapflow.studies as studies
     from mapflow.analysis.declaration import declaration_of
 
-    readme = _readme()
-    table = readme[readme.index("### Sample sets per study") :]
+    page = _doc_page("concepts.md")
+    table = page[page.index("## Sample sets per study") :]
     rows = {}
     lines = table.splitlines()
     start = next(i for i, line in enumerate(lines) if line.startswith("|")) + 2  # past the header and its rule
@@ -214,7 +216,7 @@ def test_readme_states_each_studys_default_sample_set():
         module = importlib.import_module(f"mapflow.studies.{info.name}")
         if not hasattr(module, "run"):
             continue
-        assert info.name in rows, f"README's sample-set table does not list {info.name}"
+        assert info.name in rows, f"docs/concepts.md's sample-set table does not list {info.name}"
         if rows[info.name].startswith("("):
             continue  # studies without a knockout filter
         assert rows[info.name] == declaration_of(module).samples, info.name
@@ -227,7 +229,7 @@ def test_docs_name_the_right_section_and_the_keyword_comparison():
 
     assert "§3.3, Fig. 6" in question_options_to_last.__doc__ and "§3.3, Fig. 7" in into_true_option.__doc__
     assert "attend\nfreely" not in generation.__doc__ and "last prompt row" in generation.__doc__
-    assert "lower-cased and stripped" in _readme()
+    assert "lower-cased and stripped" in _doc_page("paper/differences.md")
 
 
 def test_generated_tokens_inherit_the_last_prompt_rows_cuts():
