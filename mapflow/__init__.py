@@ -1,12 +1,12 @@
 """mapflow: map how information flows inside video LLMs (attention knockout on nnsight).
 
-From Python (see README "From Python")::
+From Python (see docs/python.md, "From Python")::
 
     import mapflow as mf
     ds = mf.run("cross_frame", window=3, limit=1)          # the embedded organism on the embedded benchmark
     ds = mf.run(my_study, mf.load_model(path), mf.load_benchmark("tvbench", root, limit=2), out="x.zarr")
 
-    @mf.study(flows=("video->last",), samples="all")   # a study's declaration (README "Writing a study")
+    @mf.study(flows=("video->last",), samples="all")   # a study's declaration (docs/writing-a-study.md)
     def my_study(ctx):
         return ctx.sweep(["video->last"])               # the study API: methods of ctx (StudyContext)
 

@@ -31,7 +31,7 @@ def organism_dir(variant: str = "video") -> Path:
     if not (path / "config.json").is_file():
         raise MapflowError(
             f"the embedded model {path} is missing; retrain it with `mapflow organism train "
-            f"--variant {variant} --out {path}` (see README)"
+            f"--variant {variant} --out {path}` (see docs/organisms.md)"
         )
     return path
 

@@ -1,4 +1,4 @@
-"""Markdown rows for README "Real scale" from `mapflow bench --json` files: python scripts/bench_table.py A.json ..."""
+"""Markdown rows for docs/measurements.md ("Real scale") from `mapflow bench --json` files: python scripts/bench_table.py A.json ..."""
 
 from __future__ import annotations
 

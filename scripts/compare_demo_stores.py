@@ -8,7 +8,7 @@ other stores records their paths, in provenance and in text variables). Tables m
 
 With two checkouts given (each demo run from its own source tree), paths under them compare as ``<REPO>``.
 
-Run on a demo made before and one made after a restructuring, to show that it changed no result (README "Layout").
+Run on a demo made before and one made after a restructuring, to show that it changed no result (docs/development.md, "Layout").
 Exit status 0 when everything matches; otherwise each difference is printed and the status is 1.
 """
 

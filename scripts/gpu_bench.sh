@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Every GPU measurement of README "Real scale" in one call (issue 18). Run from the repository root on a machine with
+# Every GPU measurement of docs/measurements.md ("Real scale") in one call (issue 18). Run from the repository root on a machine with
 # an NVIDIA GPU of 80 GB or more:   OUT=runs/gpu-bench bash scripts/gpu_bench.sh
 # Writes gpu.txt, one log and one JSON per step and table.md to $OUT; each step has its own time limit, so a slow
 # step loses only itself. Estimated total (not yet run): ~6-8 minutes on an H100/H200, the naive 7B sweeps dominating;

@@ -6,7 +6,7 @@ video -> earlier response, video -> last, question -> last, earlier response -> 
 change of the anchor token's probability. Samples with fewer than ``min_anchors`` anchors, or whose truncated input
 does not reproduce the anchor, keep NaN.
 
-Options: ``verbs=auto|spacy|list`` (spaCy when installed, see README; else data/keywords/verbs.txt),
+Options: ``verbs=auto|spacy|list`` (spaCy when installed, see docs/paper/figS-verb-anchors.md; else data/keywords/verbs.txt),
 ``spacy_model`` (default en_core_web_lg), ``max_new_tokens`` (default 256, the released code's reference response),
 ``min_anchors`` (default 3), ``num_open`` (response tokens before the last left open, default 1). Use with a free-form template, e.g.
 ``--benchmark vcgbench`` or ``--template vcgbench_free_form``.

@@ -1,4 +1,4 @@
-"""Faults of the local NDIF server (README "Reliability"): a client that loses its server stops within the server
+"""Faults of the local NDIF server (docs/reliability.md): a client that loses its server stops within the server
 timeout with one message, keeps what it stored, records nothing as failed, and resumes bit for bit once `ndif up`
 (which cleans the half-dead stack) brings the server back; two stacks coexist; `ndif down` leaves no process.
 

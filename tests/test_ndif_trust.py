@@ -1,4 +1,4 @@
-"""The local NDIF stack's trust model: one client cannot harm another (README "Security").
+"""The local NDIF stack's trust model: one client cannot harm another (docs/security.md).
 
 One stack for the module: the token it requires, its listeners, then hostile requests (files, processes, threads,
 the network, patched classes, the deployed weights), each refused, and the numbers of an ordinary run after them

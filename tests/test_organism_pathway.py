@@ -337,7 +337,7 @@ def _xfail_if_the_record_misses(recorded, part):
     # the counted targets are met again up to the flips (implied by the checks before this call)
     missed = _missed(recorded, part)
     if missed:
-        pytest.xfail(f"organism-pathway misses: {', '.join(missed)} (see README, organism-pathway)")
+        pytest.xfail(f"organism-pathway misses: {', '.join(missed)} (see docs/organisms.md, organism-pathway)")
 
 
 @pytest.mark.slow

@@ -27,7 +27,7 @@ def add_bench_parser(sub) -> None:
         "LLaVA-NeXT-Video-7B's sequence layout (8 frames x 144 video tokens, paper prompt); "
         "llava-24x144: the same with 24 frames (~3.5k tokens, the memory check); "
         "llava-next-video-7b / qwen2.5-vl-7b: the full published configurations with random "
-        "weights, built on --device in --dtype (see README 'Real scale')",
+        "weights, built on --device in --dtype (see docs/scale.md 'Real scale')",
     )
     bench.add_argument(
         "--layers",

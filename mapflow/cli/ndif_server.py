@@ -81,7 +81,7 @@ def add_ndif_parser(sub) -> None:
                 "--host",
                 default="127.0.0.1",
                 help="address the API and the object store listen "
-                "on (default 127.0.0.1, this machine only; see README Security before changing it)",
+                "on (default 127.0.0.1, this machine only; see docs/security.md before changing it)",
             )
         if name in ("up", "deploy"):
             command.add_argument(

@@ -11,7 +11,7 @@ from ..remote.settings import REMOTE_PLANS
 
 
 def add_remote_arguments(parser: argparse.ArgumentParser) -> None:
-    group = parser.add_argument_group("remote execution on NDIF (see README)")
+    group = parser.add_argument_group("remote execution on NDIF (see docs/remote.md)")
     group.add_argument("--remote", action="store_true", help="run every trace on an NDIF server")
     group.add_argument(
         "--ndif-host",

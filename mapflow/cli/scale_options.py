@@ -15,7 +15,7 @@ _CONVERTED = {"option", "non_option_without_prefix", "heads", "threads"}
 
 
 def add_scale_options(parser: argparse.ArgumentParser) -> None:
-    group = parser.add_argument_group("scale out on Dask (pip install 'mapflow[scale]'; see README, Scale out)")
+    group = parser.add_argument_group("scale out on Dask (pip install 'mapflow[scale]'; see docs/scale.md, Scale out)")
     group.add_argument(
         "--workers",
         type=int,

@@ -209,7 +209,7 @@ def check_study_result(study, result) -> None:
         raise StudyError(
             f"study {name} returned {type(result).__name__}, not an xarray.Dataset: its run(ctx) must "
             "return one Dataset of this sample's results (e.g. from ctx.sweep(flows); "
-            "see README 'Writing a study')"
+            "see docs/writing-a-study.md)"
         )
 
 

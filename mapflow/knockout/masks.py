@@ -1,6 +1,6 @@
 """Attention knockout inside an nnsight trace: the mask primitives live with the models
-(`mapflow.models.attention_mask`, the adapter's own load-time self-test uses them); the knockout layer and the README
-import them from here."""
+(`mapflow.models.attention_mask`, the adapter's own load-time self-test uses them); the knockout layer imports
+them from here."""
 
 from __future__ import annotations
 

@@ -3,8 +3,8 @@ made before anything is sent (`preflight`), request batching (`batch`), the erro
 (`errors`), and how a client finds a local stack's address and token (`local_stacks`).
 
 Runs go through the NDIF backend (`mapflow.backends.NDIFBackend`: ``remote=True`` / ``mapflow run --remote``);
-standing a local server up is the operator's job (`mapflow.ndif_local`, ``mapflow ndif up``). See README "Remote
-execution on NDIF".
+standing a local server up is the operator's job (`mapflow.ndif_local`, ``mapflow ndif up``). See docs/remote.md
+("Remote execution on NDIF").
 """
 
 from .faults import (

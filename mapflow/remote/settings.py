@@ -45,7 +45,7 @@ def resolve_model_key(model: str) -> str:
 
 
 # One sample per request unless asked: batching pays off only when a sample's compute is shorter than a request's
-# fixed cost (small models; see README), and a batch's request fails or times out for all of its samples at once.
+# fixed cost (small models; see docs/remote.md), and a batch's request fails or times out for all of its samples at once.
 DEFAULT_BATCH = 1
 
 

@@ -6,7 +6,7 @@ one overrides only those four steps, so NDIF's request path (queue, deserialise,
 
 Every request runs under `mapflow_guard`: restricted (no files, processes, threads, network or native code) and
 with the weights checked after it (a request that changed one fails and the checkpoint is reloaded before the next
-request runs). ``MAPFLOW_NDIF_WEIGHT_CHECK=off`` in the stack's environment turns the check off (README: its cost).
+request runs). ``MAPFLOW_NDIF_WEIGHT_CHECK=off`` in the stack's environment turns the check off (docs/security.md: its cost).
 
 A checkpoint whose processor needs torchvision (LLaVA-NeXT-Video's video processor; there is no CPU torchvision wheel
 for the server's torch) gets its tokenizer in the processor's place: the server only runs traces on tensors the client

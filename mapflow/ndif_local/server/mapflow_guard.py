@@ -18,7 +18,7 @@ weights. Two guards make one client unable to harm another:
   checkpoint before it serves anything else. Each request therefore starts from the same weights.
 
 Audit hooks are a guard against what a study does through Python, not a boundary against native exploits: see the
-README's Security section for what that means when a server is exposed.
+docs/security.md for what that means when a server is exposed.
 """
 
 from __future__ import annotations
