@@ -138,6 +138,14 @@ def run_suite(out_dir: Path, *, limit: int, window: int = 3, only=None, report: 
                 "seconds": round(time.perf_counter() - t0, 1),
             }
         )
+    if not only or "prune_eval" in only:  # beyond the paper: the pathway organism's map turned into a pruned model
+        from .prune import demo_prune
+
+        t0 = time.perf_counter()
+        print(f"[{time.perf_counter() - started:6.1f} s] prune_eval-pathway", flush=True)
+        pruned = demo_prune(out_dir, limit=limit)
+        if pruned:
+            manifest["runs"].append({**pruned, "seconds": round(time.perf_counter() - t0, 1)})
     manifest["study_seconds"] = round(time.perf_counter() - started, 1)
     (out_dir / "suite.json").write_text(json.dumps(manifest, indent=2))
     if report:

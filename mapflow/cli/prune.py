@@ -27,7 +27,9 @@ def add_prune_parsers(sub) -> None:
     plan.add_argument("stores", nargs="*", type=user_path, help="result stores of one model")
     plan.add_argument("--threshold", type=float, default=-5.0, help="harmful below this mean change %% (default -5)")
     plan.add_argument("--rule", default="harmless_windows", choices=["harmless_windows", "window_centre", "window_end"])
-    plan.add_argument("--frame-local", action="store_true", help="also make the layers cross_frame leaves unread frame-local")
+    plan.add_argument(
+        "--frame-local", action="store_true", help="also make the layers cross_frame leaves unread frame-local"
+    )
     plan.add_argument("--drop-video-after", type=int, metavar="L", help="give L explicitly (stores, if any, recorded)")
     plan.add_argument("--out", type=user_path, default=Path("plan.json"), help="plan JSON (default plan.json)")
     plan.set_defaults(func=cmd_prune_plan)
@@ -47,7 +49,9 @@ def add_prune_parsers(sub) -> None:
     ev.add_argument("--tasks", nargs="+")
     ev.add_argument("--fastv-layers", type=int, nargs="+", metavar="K", help="FastV layers (default: bracket the plan)")
     ev.add_argument("--fastv-ratios", type=float, nargs="+", metavar="R", help="FastV shares dropped, e.g. 0.5 0.75")
-    ev.add_argument("--out", type=user_path, default=Path("prune_eval.zarr"), help="output store (resumed if it exists)")
+    ev.add_argument(
+        "--out", type=user_path, default=Path("prune_eval.zarr"), help="output store (resumed if it exists)"
+    )
     ev.add_argument("--device", default="cpu")
     ev.add_argument("--dtype", default=None)
     ev.add_argument("--threads", type=int)
@@ -106,3 +110,32 @@ def cmd_prune_eval(args: argparse.Namespace) -> int:
     print(verdict(ds)["text"])
     print(f"store {args.out}; table {stem}.csv; figure {', '.join(str(p) for p in paths)}")
     return 0
+
+
+DEMO_SOURCES = ("information_flow-pathway", "cross_frame-pathway")  # the planted organism's own map in the demo
+DEMO_STORE = "prune_eval-pathway"
+
+
+def demo_prune(out_dir: Path, *, limit: int) -> dict | None:
+    """The demo's pruning run: the plan from the pathway organism's information_flow and cross_frame stores (frame-local
+    layers too), evaluated on a share of the suite's samples (``limit`` per task, about 0.4 of it); None when the
+    suite did not write those stores."""
+    from ..embedded import organism_dir
+    from ..pruning.evaluate import prune_eval
+    from ..pruning.plan import prune_plan
+
+    sources = [out_dir / f"{name}.zarr" for name in DEMO_SOURCES]
+    if not all(path.exists() for path in sources):
+        return None
+    plan = prune_plan(sources, frame_local=True)
+    plan.save(out_dir / f"{DEMO_STORE}-plan.json")
+    settings = {"limit": max(1, round(0.4 * limit)), "threads": 1}
+    prune_eval(plan, organism_dir("pathway"), out=out_dir / f"{DEMO_STORE}.zarr", progress=False, **settings)
+    return {
+        "name": DEMO_STORE,
+        "study": "prune_eval",
+        "model": "organism-pathway",
+        "store": f"{DEMO_STORE}.zarr",
+        "settings": settings,
+        "plan": plan.spec.label(),
+    }

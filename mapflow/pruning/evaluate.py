@@ -36,7 +36,9 @@ from .spec import PruneSpec
 STUDY_NAME = "prune_eval"  # the study name its stores carry (the report finds them by it)
 DEFAULT_FASTV_RATIOS = (0.25, 0.5, 0.75, 0.9, 1.0)
 FASTV_PAPER_K = 2  # FastV's own setting (K=2, R=50 %)
-FLOPS_SCOPE = "language-model prefill (decoder layers + final norm + LM head at the last position); vision encoder excluded"
+FLOPS_SCOPE = (
+    "language-model prefill (decoder layers + final norm + LM head at the last position); vision encoder excluded"
+)
 
 
 @dataclass(frozen=True)
@@ -76,7 +78,9 @@ def build_methods(plan: PrunePlan, num_layers: int, *, fastv_layers=None, fastv_
     ks = default_fastv_layers(last, num_layers) if fastv_layers is None else tuple(int(k) for k in fastv_layers)
     for k in ks:
         if not 0 <= k <= num_layers - 2:
-            raise MapflowError(f"FastV layer K={k}: choose 0..{num_layers - 2} (dropping after the last layer drops nothing)")
+            raise MapflowError(
+                f"FastV layer K={k}: choose 0..{num_layers - 2} (dropping after the last layer drops nothing)"
+            )
         ratios = set(DEFAULT_FASTV_RATIOS if fastv_ratios is None else (float(r) for r in fastv_ratios))
         if fastv_ratios is None and k < last:
             ratios.add(round(matched_ratio(k, last, num_layers), 3))
@@ -86,7 +90,9 @@ def build_methods(plan: PrunePlan, num_layers: int, *, fastv_layers=None, fastv_
             if fastv_ratios is None and k == last and r == 1.0:
                 continue  # every video token after L: the plan itself
             methods.append(
-                Method(f"fastv_K{k}_R{round(100 * r):g}", "fastv", PruneSpec(drop_after=k, drop="least_attended", ratio=r))
+                Method(
+                    f"fastv_K{k}_R{round(100 * r):g}", "fastv", PruneSpec(drop_after=k, drop="least_attended", ratio=r)
+                )
             )
     names = [m.name for m in methods]
     if len(set(names)) != len(names):
@@ -101,8 +107,12 @@ def method_coords(methods: list[Method]) -> dict:
         "K": ("method", np.asarray([-1 if m.spec.drop_after is None else m.spec.drop_after for m in methods])),
         "R": (
             "method",
-            np.asarray([0.0 if not m.spec.drops_anything else (1.0 if m.spec.drop == "video" else m.spec.ratio)
-                        for m in methods]),
+            np.asarray(
+                [
+                    0.0 if not m.spec.drops_anything else (1.0 if m.spec.drop == "video" else m.spec.ratio)
+                    for m in methods
+                ]
+            ),
         ),
         "label": ("method", np.asarray([m.spec.label() for m in methods], dtype=object)),
         "spec": ("method", np.asarray([json.dumps(m.spec.to_dict(), sort_keys=True) for m in methods], dtype=object)),
@@ -197,9 +207,7 @@ def prune_eval(
     if dtype is not None:
         settings["dtype"] = dtype
     prepared = prepare_run(function, model, data, **settings)
-    methods = build_methods(
-        plan, prepared.adapter.num_layers, fastv_layers=fastv_layers, fastv_ratios=fastv_ratios
-    )
+    methods = build_methods(plan, prepared.adapter.num_layers, fastv_layers=fastv_layers, fastv_ratios=fastv_ratios)
     study = type(prepared.study)(_study_function(methods))
     provenance = dict(prepared.provenance)
     provenance["config"] = {
@@ -240,4 +248,6 @@ def as_plan(plan) -> PrunePlan:
         return PrunePlan.from_dict(plan)
     if isinstance(plan, (str, Path)):
         return PrunePlan.load(plan)
-    raise MapflowError(f"a plan is a PrunePlan, a PruneSpec, a plan dict or a plan.json path, not {type(plan).__name__}")
+    raise MapflowError(
+        f"a plan is a PrunePlan, a PruneSpec, a plan dict or a plan.json path, not {type(plan).__name__}"
+    )
