@@ -54,7 +54,7 @@ browser:
 
 # the documentation site, built offline with --strict (a broken link or reference fails) into site/
 docs: $(VENV)/.installed
-	$(PY) -m mkdocs build --strict --site-dir site
+	NO_MKDOCS_2_WARNING=1 $(PY) -m mkdocs build --strict --site-dir site
 
 # the same checks tests/test_lint.py runs (configuration: pyproject.toml, [tool.ruff])
 LINTED := mapflow studies tests scripts
