@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+pytestmark = pytest.mark.xdist_group("report_browser")  # one report and one browser launch for the whole module
 RUNS = ("information_flow-pathway", "head_sweep-video")  # one curve figure per task, one heatmap; ~30 s together
 
 
