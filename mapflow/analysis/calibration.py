@@ -8,10 +8,10 @@ from dataclasses import replace
 
 import numpy as np
 import xarray as xr
-from tqdm.auto import tqdm
 
 from ..knockout.screen_agreement import WorkCounter, agreement
 from .catalog import check_screenable
+from .progress import tqdm
 from .runner import measure_sample
 
 

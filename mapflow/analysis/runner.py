@@ -9,7 +9,6 @@ from types import ModuleType
 
 import numpy as np
 import xarray as xr
-from tqdm.auto import tqdm
 
 from ..backends import Backend, LocalBackend, choose_backend
 from ..data.sample import Sample
@@ -23,6 +22,7 @@ from .catalog import STUDIES_PACKAGE, available_studies, check_screenable, load_
 from .context import StudyConfig, StudyContext
 from .inflight import in_order
 from .interrupts import stops_cleanly
+from .progress import tqdm
 from .shards import as_shard
 
 log = logging.getLogger(__name__)

@@ -256,7 +256,7 @@ def _existing_shard_count(run_dir: Path) -> int | None:
 def _wait(client, futures, run_dir: Path, total: int, progress: bool) -> dict[int, dict]:
     """Wait for every shard, showing samples stored over all workers; the first shard that fails stops the run
     (the others are cancelled; their stores keep what they stored, and the same command resumes them)."""
-    from tqdm.auto import tqdm
+    from ..analysis.progress import tqdm
 
     bar = tqdm(total=total, desc=f"{run_dir.name} on Dask", unit="sample", disable=not progress)
     try:
