@@ -57,7 +57,7 @@ docs: $(VENV)/.installed
 	NO_MKDOCS_2_WARNING=1 $(PY) -m mkdocs build --strict --site-dir site
 
 # the same checks tests/test_lint.py runs (configuration: pyproject.toml, [tool.ruff])
-LINTED := mapflow studies tests scripts
+LINTED := mapflow studies tests scripts examples
 lint: $(VENV)/.installed
 	$(PY) -m ruff check $(LINTED)
 	$(PY) -m ruff format --check $(LINTED)

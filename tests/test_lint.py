@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-CHECKED = ("mapflow", "studies", "tests", "scripts")
+CHECKED = ("mapflow", "studies", "tests", "scripts", "examples")
 
 
 def ruff(*args: str) -> subprocess.CompletedProcess:
