@@ -39,14 +39,17 @@ def evaluated(tmp_path_factory):
 def test_store_dims_coords_and_provenance(evaluated):
     out, store, ds = evaluated
     names = ["unpruned", "pathway", "pathway_drop_only", "fastv_K2_R50", "fastv_K2_R100"]
-    assert dict(ds.sizes) == {"sample": 2, "method": len(names)}
-    assert [str(m) for m in ds["method"].values] == names
+    assert dict(ds.sizes) == {"sample": 2, "pruning": len(names)}
+    assert [str(m) for m in ds["pruning"].values] == names
     assert {str(t) for t in ds["task"].values} == {TASK}
     assert [int(k) for k in ds["K"].values] == [-1, 4, 4, 2, 2]
     assert np.allclose(ds["R"].values, [0, 1, 1, 0.5, 1])
     for name in ("pred", "correct", "agrees", "p_answer", "flops", "wall_s", "tokens_after"):
-        assert ds[name].dims == ("sample", "method"), name
+        assert ds[name].dims == ("sample", "pruning"), name
     assert pick(ds["agrees"], "unpruned").all()
+    # the dim is selectable by label (a dim named `method` is not: .sel(method=...) is xarray's own keyword)
+    assert ds["flops"].sel(pruning="pathway").dims == ("sample",)
+    assert (ds["flops"].sel(pruning="pathway").values == ds["flops"].values[:, 1]).all()
     prune = ds.attrs["provenance"]["config"]["prune"]
     assert prune["plan"]["spec"]["drop_after"] == 4 and prune["plan"]["rule"] == "explicit"
     assert set(prune["methods"]) == set(names)
@@ -55,7 +58,7 @@ def test_store_dims_coords_and_provenance(evaluated):
 
 def test_flops_and_tokens_fall_with_pruning(evaluated):
     _, _, ds = evaluated
-    flops = {str(m): ds["flops"].values[:, i] for i, m in enumerate(ds["method"].values)}
+    flops = {str(m): ds["flops"].values[:, i] for i, m in enumerate(ds["pruning"].values)}
     assert (flops["pathway_drop_only"] < flops["unpruned"]).all()
     assert (flops["pathway"] < flops["pathway_drop_only"]).all()  # frame-local attention computes less
     assert (flops["fastv_K2_R100"] < flops["fastv_K2_R50"]).all()
@@ -89,7 +92,7 @@ def test_figure_table_and_report_section(evaluated, tmp_path):
     fig = prune_figure(ds)
     assert len(fig.axes) == 2
     table = prune_table(ds)
-    assert list(table.index) == [str(m) for m in ds["method"].values]
+    assert list(table.index) == [str(m) for m in ds["pruning"].values]
     assert table.loc["unpruned", "FLOPs % of unpruned"] == pytest.approx(100.0)
     report = tmp_path / "report"
     report.mkdir()
@@ -106,19 +109,19 @@ def synthetic_store(points):
     flops = np.tile(np.asarray([f for f, _ in points], dtype=np.int64), (n, 1))
     return xr.Dataset(
         {
-            "correct": (("sample", "method"), correct),
-            "agrees": (("sample", "method"), correct),
-            "flops": (("sample", "method"), flops),
-            "wall_s": (("sample", "method"), np.ones_like(flops, dtype=float)),
+            "correct": (("sample", "pruning"), correct),
+            "agrees": (("sample", "pruning"), correct),
+            "flops": (("sample", "pruning"), flops),
+            "wall_s": (("sample", "pruning"), np.ones_like(flops, dtype=float)),
         },
         coords={
             "sample": [f"s{i}" for i in range(n)],
             "task": ("sample", ["t"] * n),
-            "method": names,
-            "kind": ("method", ["unpruned", "pathway"] + ["fastv"] * (len(points) - 2)),
-            "K": ("method", [-1, 4] + [1] * (len(points) - 2)),
-            "R": ("method", [0.0, 1.0] + [0.5] * (len(points) - 2)),
-            "label": ("method", names),
+            "pruning": names,
+            "kind": ("pruning", ["unpruned", "pathway"] + ["fastv"] * (len(points) - 2)),
+            "K": ("pruning", [-1, 4] + [1] * (len(points) - 2)),
+            "R": ("pruning", [0.0, 1.0] + [0.5] * (len(points) - 2)),
+            "label": ("pruning", names),
         },
     )
 

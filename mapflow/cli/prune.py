@@ -39,7 +39,7 @@ def add_prune_parsers(sub) -> None:
         help="accuracy, agreement, prefill FLOPs and time: the plan vs unpruned vs FastV-style pruning",
         description="Per sample: the plan, no pruning and FastV-style pruning (the R share of least-attended video "
         "tokens dropped after layer K, K and R swept to bracket the plan's FLOPs), scored as mapflow's clean run "
-        "scores a sample; written as a store (dims sample, method) with a figure and a table next to it.",
+        "scores a sample; written as a store (dims sample, pruning: one entry per method) with a figure and a table next to it.",
     )
     ev.add_argument("--plan", required=True, type=user_path, help="plan JSON from `mapflow prune-plan`")
     ev.add_argument("--model", type=user_path, help="checkpoint directory (default: the embedded organism)")

@@ -13,10 +13,11 @@ FLOPs: K in {2 (FastV's), L//2, L-1, L} below the last layer, R in {25, 50, 75, 
 that keeps as many video-token-layers as the plan (so the curves pass through the plan's FLOPs); K = L with R = 100 %
 is the plan itself and is left out.
 
-The store (mapflow's `ResultStore`, resumable, with provenance): dims ``(sample, method)``; ``pred``, ``correct``,
-``agrees``, ``p_answer``, ``flops``, ``wall_s``, ``tokens_after`` per (sample, method); ``seq_len``, ``video_tokens``
-per sample; coords ``task`` (sample), ``kind``, ``K``, ``R``, ``label``, ``spec`` (method). The plan and the methods
-are in ``provenance["config"]["prune"]``.
+The store (mapflow's `ResultStore`, resumable, with provenance): dims ``(sample, pruning)``; ``pred``, ``correct``,
+``agrees``, ``p_answer``, ``flops``, ``wall_s``, ``tokens_after`` per (sample, pruning); ``seq_len``, ``video_tokens``
+per sample; coords ``task`` (sample), ``kind``, ``K``, ``R``, ``label``, ``spec`` (pruning). The dim is ``pruning``, not
+``method``: ``DataArray.sel(method=...)`` is xarray's own keyword (inexact matching) and would silently select nothing.
+The plan and the methods are in ``provenance["config"]["prune"]``.
 """
 
 from __future__ import annotations
@@ -102,11 +103,11 @@ def build_methods(plan: PrunePlan, num_layers: int, *, fastv_layers=None, fastv_
 
 def method_coords(methods: list[Method]) -> dict:
     return {
-        "method": [m.name for m in methods],
-        "kind": ("method", np.asarray([m.kind for m in methods], dtype=object)),
-        "K": ("method", np.asarray([-1 if m.spec.drop_after is None else m.spec.drop_after for m in methods])),
+        "pruning": [m.name for m in methods],
+        "kind": ("pruning", np.asarray([m.kind for m in methods], dtype=object)),
+        "K": ("pruning", np.asarray([-1 if m.spec.drop_after is None else m.spec.drop_after for m in methods])),
         "R": (
-            "method",
+            "pruning",
             np.asarray(
                 [
                     0.0 if not m.spec.drops_anything else (1.0 if m.spec.drop == "video" else m.spec.ratio)
@@ -114,8 +115,8 @@ def method_coords(methods: list[Method]) -> dict:
                 ]
             ),
         ),
-        "label": ("method", np.asarray([m.spec.label() for m in methods], dtype=object)),
-        "spec": ("method", np.asarray([json.dumps(m.spec.to_dict(), sort_keys=True) for m in methods], dtype=object)),
+        "label": ("pruning", np.asarray([m.spec.label() for m in methods], dtype=object)),
+        "spec": ("pruning", np.asarray([json.dumps(m.spec.to_dict(), sort_keys=True) for m in methods], dtype=object)),
     }
 
 
@@ -140,7 +141,7 @@ def evaluate_sample(ctx, methods: list[Method]) -> xr.Dataset:
         flops.append(int(prefill_flops(ctx.adapter, ctx.prepared, method.spec).total))
         kept.append(int(len(out.kept)))
     preds = np.asarray(preds, dtype=np.int64)
-    cell = ("method",)
+    cell = ("pruning",)
     return xr.Dataset(
         {
             "pred": (cell, preds),

@@ -1,8 +1,8 @@
 """What a prune-eval store says: per method accuracy, agreement, FLOPs and time; FastV at the plan's FLOPs; the
 verdict (does the plan keep the unpruned accuracy within a tolerance at the lowest FLOPs?).
 
-Reads the dataset `mapflow.pruning.evaluate.prune_eval` writes: dims ``(sample, method)``, coords ``kind``
-(unpruned / pathway / fastv), ``K``, ``R``, ``label`` on ``method``.
+Reads the dataset `mapflow.pruning.evaluate.prune_eval` writes: dims ``(sample, pruning)``, coords ``kind``
+(unpruned / pathway / fastv), ``K``, ``R``, ``label`` on the ``pruning`` dim (one entry per method).
 """
 
 from __future__ import annotations
@@ -20,12 +20,12 @@ REQUIRED = ("correct", "agrees", "flops", "wall_s", "kind", "K", "R", "label")
 
 def check_prune_store(ds: xr.Dataset, where: str = "the dataset") -> None:
     missing = [name for name in REQUIRED if name not in ds.variables]
-    if missing or "method" not in ds.dims:
+    if missing or "pruning" not in ds.dims:
         raise MapflowError(
-            f"{where} is not a prune-eval store (missing {', '.join(missing) or 'the method dim'}); "
+            f"{where} is not a prune-eval store (missing {', '.join(missing) or 'the pruning dim'}); "
             "write one with `mapflow prune-eval`"
         )
-    if "unpruned" not in [str(m) for m in ds["method"].values]:
+    if "unpruned" not in [str(m) for m in ds["pruning"].values]:
         raise MapflowError(f"{where} has no 'unpruned' method: the reference every comparison needs")
 
 
@@ -35,12 +35,11 @@ def strings(data) -> np.ndarray:
 
 
 def pick(data, method: str):
-    """``data`` at one method, by name (positional: selecting by label on a stored string coordinate is not reliable
-    across xarray versions, it returned every method here)."""
-    names = list(strings(data["method"]))
+    """``data`` at one method, by name, with an error that lists the methods the store has."""
+    names = list(strings(data["pruning"]))
     if method not in names:
         raise MapflowError(f"the prune-eval store has no method '{method}' (methods: {', '.join(names)})")
-    return data.isel(method=names.index(method))
+    return data.sel(pruning=method)
 
 
 def _flops_unit(value: float) -> tuple[str, float]:
@@ -57,11 +56,11 @@ def method_table(ds: xr.Dataset) -> pd.DataFrame:
     base_flops = float(pick(ds["flops"], "unpruned").mean())
     unit, scale = _flops_unit(base_flops)
     rows = []
-    for index in range(ds.sizes["method"]):
-        part = ds.isel(method=index)
+    for index in range(ds.sizes["pruning"]):
+        part = ds.isel(pruning=index)
         accuracy = accuracy_by_task(part["correct"])
         row = {
-            "method": str(part["method"].values),
+            "pruning": str(part["pruning"].values),
             "label": str(part["label"].values),
             "K": int(part["K"]),
             "R %": round(100 * float(part["R"]), 1),
@@ -75,7 +74,7 @@ def method_table(ds: xr.Dataset) -> pd.DataFrame:
             row["tokens after drop"] = float(part["tokens_after"].mean())
         row.update({f"acc {task} %": value for task, value in accuracy.items() if task not in ("micro", "macro")})
         rows.append(row)
-    return pd.DataFrame(rows).set_index("method")
+    return pd.DataFrame(rows).set_index("pruning")
 
 
 def fastv_at_plan_flops(ds: xr.Dataset, plan_method: str = "pathway") -> dict[int, float | None]:

@@ -50,8 +50,8 @@ def prune_figure(ds: xr.Dataset, *, tolerance: float = TOLERANCE_POINTS) -> Figu
         ):
             for method in np.flatnonzero(kinds == kind):
                 ax.plot(
-                    float(share.isel(method=method)),
-                    float(value.isel(method=method)),
+                    float(share.isel(pruning=method)),
+                    float(value.isel(pruning=method)),
                     marker=marker,
                     markersize=14 if marker == "*" else 9,
                     color=color,
