@@ -27,7 +27,7 @@ import xarray as xr
 from ..errors import MapflowError
 from .integrity import COMMITTED_KEY, COMPLETE_CHUNKS_KEY, FAILURES_KEY, PROVENANCE_KEY, SAMPLE_DIM, read_root_attrs
 from .provenance import input_changes
-from .store import RESERVED_ATTRS, SAMPLE_CHUNK, ResultStore, _differing_keys, open_dataset
+from .store import RESERVED_ATTRS, SAMPLE_CHUNK, ResultStore, differing_keys, open_dataset
 from .store_lock import alive_here, describe_holder, lock_path, read_holder
 
 SHARDS_DIR = "shards"
@@ -124,7 +124,7 @@ def _run_differences(stored: dict, new: dict) -> list[str]:
         return []
     found = [
         f"configuration (differs in: {', '.join(keys)})"
-        for keys in [_differing_keys(stored.get("config"), new.get("config"))]
+        for keys in [differing_keys(stored.get("config"), new.get("config"))]
         if keys
     ]
     found += [f"input: {change}" for change in input_changes(stored, new)]

@@ -507,7 +507,7 @@ def _json_safe(value: Any) -> Any:
 
 
 def _check_same_config(path: Path, stored: Any, new: Any) -> None:
-    differing = _differing_keys(stored, new)
+    differing = differing_keys(stored, new)
     if differing:
         raise MapflowError(
             f"{path} was written with a different config (differs in: {', '.join(differing)}); "
@@ -515,11 +515,11 @@ def _check_same_config(path: Path, stored: Any, new: Any) -> None:
         )
 
 
-def _differing_keys(old: Any, new: Any, prefix: str = "") -> list[str]:
+def differing_keys(old: Any, new: Any, prefix: str = "") -> list[str]:
     """Dotted paths of the entries that differ between two JSON-like values."""
     if isinstance(old, dict) and isinstance(new, dict):
         keys = sorted(set(old) | set(new))
-        return [d for key in keys for d in _differing_keys(old.get(key), new.get(key), f"{prefix}{key}.")]
+        return [d for key in keys for d in differing_keys(old.get(key), new.get(key), f"{prefix}{key}.")]
     return [] if old == new else [prefix.rstrip(".") or "config"]
 
 
