@@ -52,9 +52,10 @@ browser:
 	@command -v chromium >/dev/null || (apt-get update -q && apt-get install -y -q chromium) \
 		|| [ -z "$$CI" ] || (echo "chromium could not be installed" && exit 1)
 
-# the documentation site, built offline with --strict (a broken link or reference fails) into site/
+# the documentation site, built offline with --strict (a broken link or reference fails) into site/; the quickstart
+# notebook is executed for its page (about 20 s; the tests build the site without running it)
 docs: $(VENV)/.installed
-	NO_MKDOCS_2_WARNING=1 $(PY) -m mkdocs build --strict --site-dir site
+	NO_MKDOCS_2_WARNING=1 MAPFLOW_DOCS_RUN_NOTEBOOK=1 $(PY) -m mkdocs build --strict --site-dir site
 
 # the same checks tests/test_lint.py runs (configuration: pyproject.toml, [tool.ruff])
 LINTED := mapflow studies tests scripts examples

@@ -218,3 +218,35 @@ def test_blocks_that_need_a_checkpoint_or_a_server_keep_their_marker():
         holding = [b for b in blocks if call in b]
         assert holding, f"no block holds {call}"
         assert all(b.lstrip().startswith("# needs:") for b in holding), f"a block with {call} lost its # needs:"
+
+
+def test_the_notebook_page_shows_an_executed_copys_outputs(tmp_path):
+    """With outputs (as `make docs` executes it), the page shows printed text, results and figures, never stderr
+    (progress bars), and marks the server cell as not run; the stripped copy renders code only."""
+    import nbformat
+    from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook, new_output
+
+    spec = importlib.util.spec_from_file_location("notebook_hook", DOCS / "hooks" / "notebook.py")
+    hook = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(hook)
+    png = "iVBORw0KGgo="  # any base64 text: the page embeds it as it is
+    printed = "\n".join(f"row {i}" for i in range(hook.MAX_TEXT_LINES + 5))
+    cells = [
+        new_markdown_cell("# Title"),
+        new_code_cell("print(table)", outputs=[new_output("stream", name="stdout", text=printed)]),
+        new_code_cell("run()", outputs=[new_output("stream", name="stderr", text="progress 50%")]),
+        new_code_cell("ds", outputs=[new_output("execute_result", data={"text/plain": "<xarray.Dataset>"})]),
+        new_code_cell("plt.show()", outputs=[new_output("display_data", data={"image/png": png})]),
+        new_code_cell("mf.run(study, remote=True)", metadata={"tags": ["needs-server"]}),
+    ]
+    path = tmp_path / "nb.ipynb"
+    nbformat.write(new_notebook(cells=cells), path)
+    page = hook.notebook_markdown(path, notebook=nbformat.read(path, as_version=4))
+    assert "row 0" in page and f"row {hook.MAX_TEXT_LINES - 1}" in page and "(5 more lines)" in page
+    assert f"row {hook.MAX_TEXT_LINES}\n" not in page
+    assert "progress 50%" not in page
+    assert "<xarray.Dataset>" in page and f"data:image/png;base64,{png}" in page
+    assert "needs an NDIF server" in page
+    nbformat.write(new_notebook(cells=[new_markdown_cell("# Title"), new_code_cell("print(table)")]), path)
+    bare = hook.notebook_markdown(path)  # the stored (stripped) copy, not run
+    assert "```python\nprint(table)\n```" in bare and "row 0" not in bare
