@@ -41,6 +41,7 @@ import xarray as xr
 
 from ..errors import MapflowError
 from ..knockout.flows import CROSS_FRAME_KINDS, FRAME_DISTANCE_KINDS, Flow
+from ..results.tasks import by_task
 from .spec import PruneSpec
 
 PLAN_RULES = ("harmless_windows", "window_centre", "window_end")
@@ -301,12 +302,10 @@ def _harmful_cells(ds: xr.Dataset, where: str, threshold: float) -> np.ndarray:
     if "knocked_out" in ds.variables:
         change = change.where(ds["knocked_out"])
     change = change.transpose("sample", "flow", ...)
-    values = np.asarray(change.values, dtype=float)
-    tasks = np.asarray([str(t) for t in ds["task"].values])
-    harmful = np.zeros(values.shape[1:], dtype=bool)
+    harmful = np.zeros(change.shape[1:], dtype=bool)
     measured_any = False
-    for task in sorted(set(tasks)):
-        part = values[tasks == task]
+    for _, samples in by_task(change, overall=None):
+        part = np.asarray(samples.values, dtype=float)
         counts = np.isfinite(part).sum(0)
         if not counts.any():
             continue
